@@ -1,0 +1,53 @@
+# portex-pay: every target does its own set-up (virtualenv, dependencies, generated code).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+GEN_DIR := clients/python/src
+PROTOS := $(shell find protos -name '*.proto')
+
+.PHONY: help venv proto proto-check check fmt test run bench clean
+
+help:
+	@echo "make run    - start the service (private PostgreSQL + Telegram sandbox unless configured)"
+	@echo "make test   - unit, integration and end-to-end tests (starts its own PostgreSQL)"
+	@echo "make check  - ruff, mypy, generated-code freshness"
+	@echo "make proto  - regenerate the gRPC stubs from protos/"
+	@echo "make bench  - benchmarks, printing their figures"
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet --disable-pip-version-check -e clients/python -e '.[dev]'
+	touch $@
+
+venv: $(STAMP)
+
+# Generated stubs are committed (clients install without grpcio-tools) and never edited by hand.
+proto: $(STAMP)
+	$(BIN)/python -m portex_pay.devtools.genproto --out $(GEN_DIR)
+
+proto-check: $(STAMP)
+	$(BIN)/python -m portex_pay.devtools.genproto --out $(GEN_DIR) --check
+
+check: $(STAMP) proto-check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: $(STAMP) proto-check
+	$(BIN)/pytest tests/unit tests/integration tests/e2e
+
+run: $(STAMP) proto-check
+	$(BIN)/portex-pay dev
+
+bench: $(STAMP) proto-check
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,199 @@
+"""Plumbing shared by the blocking and the asyncio client: credentials, requests and the retry loop.
+
+Holds the API key behind a masked holder (so that no repr, log line or traceback shows it),
+builds the request messages from the convenience arguments, resolves the per-call deadline, and
+runs one logical call as a series of attempts: each attempt gets what is left of the overall
+deadline, each failure is turned into a `PortexPayError` and `retry.retry_delay` decides whether
+and after how long another attempt follows. The clock, the sleep and the jitter source are
+parameters, so the loop runs without a server or real time in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypedDict, TypeVar
+
+import grpc  # type: ignore[import-untyped, unused-ignore]
+from portex.payment.v1 import payment_pb2
+
+from .errors import PortexPayError
+from .retry import RetryPolicy, retry_delay
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 10.0
+"""The default deadline of every call, in seconds, all attempts together."""
+
+DEFAULT_RETRY_POLICY = RetryPolicy()
+"""Up to 4 attempts, waits growing from 0.1 s with jitter, capped at 2 s, UNAVAILABLE only."""
+
+
+class PayFields(TypedDict, total=False):
+    """The fields of a ``PayRequest``, for ``pay(**fields)``; see payment.proto for each rule."""
+
+    tg_use_id: int
+    amount: int
+    label: str
+    title: str
+    description: str
+    payload: str | None
+    photo_url: str | None
+    photo_size: int | None
+    photo_width: int | None
+    photo_height: int | None
+    callback_url: str | None
+    request_id: str
+
+
+class ApiKey:
+    """An API key that renders as ``ApiKey(***)`` and only shows itself in call metadata."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        if not isinstance(value, str) or not value:
+            raise ValueError("api_key must be a non-empty string")
+        if not (value.isascii() and value.isprintable()) or value.strip() != value:
+            # The key itself is deliberately left out of the message.
+            raise ValueError(
+                "api_key must be printable ASCII without surrounding whitespace "
+                "(it is sent as gRPC metadata)"
+            )
+        self._value = value
+
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """The call metadata that authenticates a call: ``authorization: Bearer <key>``."""
+        return (("authorization", f"Bearer {self._value}"),)
+
+    def __repr__(self) -> str:
+        return "ApiKey(***)"
+
+    __str__ = __repr__
+
+
+def check_timeout(timeout: float) -> float:
+    """Returns ``timeout`` as a float if it is a usable deadline (positive, finite)."""
+    value = float(timeout)
+    if not 0 < value < float("inf"):
+        raise ValueError("timeout must be a positive, finite number of seconds")
+    return value
+
+
+def resolve_timeout(default: float, override: float | None) -> float:
+    """The deadline of one call: the per-call ``override`` if given, else the client's."""
+    return default if override is None else check_timeout(override)
+
+
+def build_pay_request(
+    request: payment_pb2.PayRequest | None, fields: PayFields
+) -> payment_pb2.PayRequest:
+    """The PayRequest to send: ``request`` as given, or one built from keyword ``fields``."""
+    if request is None:
+        return payment_pb2.PayRequest(**fields)
+    if fields:
+        raise TypeError("pay() takes either a PayRequest or keyword fields, not both")
+    if not isinstance(request, payment_pb2.PayRequest):
+        raise TypeError(f"request must be a PayRequest, not {type(request).__name__}")
+    return request
+
+
+def build_query_order_request(
+    tg_payment_id: int | payment_pb2.QueryOrderRequest,
+) -> payment_pb2.QueryOrderRequest:
+    """A QueryOrderRequest from an order id, or the request itself."""
+    if isinstance(tg_payment_id, payment_pb2.QueryOrderRequest):
+        return tg_payment_id
+    return payment_pb2.QueryOrderRequest(tg_payment_id=tg_payment_id)
+
+
+def build_resume_payment_request(
+    tg_use_id: int | payment_pb2.ResumePaymentRequest,
+) -> payment_pb2.ResumePaymentRequest:
+    """A ResumePaymentRequest from a Telegram user id, or the request itself."""
+    if isinstance(tg_use_id, payment_pb2.ResumePaymentRequest):
+        return tg_use_id
+    return payment_pb2.ResumePaymentRequest(tg_use_id=tg_use_id)
+
+
+def call_with_retries(
+    invoke: Callable[[float], T],
+    *,
+    policy: RetryPolicy,
+    method: str,
+    budget: float,
+    request_id: str = "",
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], object] = time.sleep,
+    rand: Callable[[], float] = random.random,
+) -> T:
+    """Runs ``invoke(attempt_timeout)`` until it succeeds or must not be retried (blocking).
+
+    ``budget`` is the overall deadline in seconds; each attempt gets what is left of it.
+
+    Raises `PortexPayError` from the last ``grpc.RpcError``; other exceptions pass through.
+    """
+    deadline = clock() + budget
+    attempt = 1
+    while True:
+        try:
+            return invoke(max(deadline - clock(), 0.0))
+        except grpc.RpcError as exc:
+            error = PortexPayError.from_rpc_error(exc)
+            delay = retry_delay(
+                policy,
+                method=method,
+                code=error.code,
+                attempt=attempt,
+                time_remaining=deadline - clock(),
+                request_id=request_id,
+                retry_after=error.retry_after,
+                rand=rand,
+            )
+            if delay is None:
+                raise error from exc
+        sleep(delay)
+        attempt += 1
+
+
+async def acall_with_retries(
+    invoke: Callable[[float], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    method: str,
+    budget: float,
+    request_id: str = "",
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    rand: Callable[[], float] = random.random,
+) -> T:
+    """Runs ``await invoke(attempt_timeout)`` until it succeeds or must not be retried.
+
+    ``budget`` is the overall deadline in seconds; each attempt gets what is left of it.
+
+    Raises `PortexPayError` from the last ``grpc.RpcError`` (``grpc.aio.AioRpcError``);
+    other exceptions, cancellation included, pass through.
+    """
+    deadline = clock() + budget
+    attempt = 1
+    while True:
+        try:
+            return await invoke(max(deadline - clock(), 0.0))
+        except grpc.RpcError as exc:
+            error = PortexPayError.from_rpc_error(exc)
+            delay = retry_delay(
+                policy,
+                method=method,
+                code=error.code,
+                attempt=attempt,
+                time_remaining=deadline - clock(),
+                request_id=request_id,
+                retry_after=error.retry_after,
+                rand=rand,
+            )
+            if delay is None:
+                raise error from exc
+        await sleep(delay)
+        attempt += 1

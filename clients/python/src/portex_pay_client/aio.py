@@ -1,0 +1,233 @@
+"""The asyncio Portex Pay client, `AsyncPaymentClient`, on a ``grpc.aio`` channel.
+
+Each method mirrors one RPC of ``portex.payment.v1.PaymentService``, takes and returns the
+generated messages, sends ``authorization: Bearer <api key>`` with every attempt, applies the
+client's deadline (or a per-call ``timeout=``) to all attempts together, retries UNAVAILABLE
+only where repeating is safe (see `portex_pay_client.retry`) and raises every RPC failure as
+`PortexPayError`. The client owns the channel it creates and closes it on `close()` or on leaving
+``async with``; a client made `from_channel` leaves the channel to its owner unless told otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self, Unpack
+
+import grpc  # type: ignore[import-untyped, unused-ignore]
+import grpc.aio  # type: ignore[import-untyped, unused-ignore]
+from portex.payment.v1 import payment_pb2, payment_pb2_grpc
+
+from ._calls import (
+    DEFAULT_RETRY_POLICY,
+    DEFAULT_TIMEOUT,
+    ApiKey,
+    PayFields,
+    acall_with_retries,
+    build_pay_request,
+    build_query_order_request,
+    build_resume_payment_request,
+    check_timeout,
+    resolve_timeout,
+)
+from .retry import RetryPolicy
+
+if TYPE_CHECKING:
+    from portex.payment.v1.payment_pb2_grpc import PaymentServiceAsyncStub
+
+__all__ = ["AsyncPaymentClient"]
+
+
+class AsyncPaymentClient:
+    """An asyncio client of the Portex Pay PaymentService.
+
+    ``target`` is a gRPC target such as ``"pay.example.com:443"``; ``channel_credentials``
+    (e.g. ``grpc.ssl_channel_credentials()``) makes the channel secure, None makes it insecure;
+    ``options`` are extra gRPC channel options. ``timeout`` is the default deadline of every
+    call in seconds; ``retry`` None means `RetryPolicy()` (up to 4 attempts on UNAVAILABLE).
+    """
+
+    __slots__ = ("_api_key", "_channel", "_owns_channel", "_retry", "_stub", "_target", "_timeout")
+
+    _api_key: ApiKey
+    _channel: grpc.aio.Channel
+    _owns_channel: bool
+    _retry: RetryPolicy
+    _stub: PaymentServiceAsyncStub
+    _target: str
+    _timeout: float
+
+    def __init__(
+        self,
+        target: str,
+        api_key: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        channel_credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, Any]] | None = None,
+    ) -> None:
+        key = ApiKey(api_key)
+        timeout = check_timeout(timeout)
+        channel_options = list(options) if options is not None else None
+        if channel_credentials is None:
+            channel = grpc.aio.insecure_channel(target, options=channel_options)
+        else:
+            channel = grpc.aio.secure_channel(target, channel_credentials, options=channel_options)
+        self._setup(channel, key, target, timeout, retry, owns_channel=True)
+
+    @classmethod
+    def from_channel(
+        cls,
+        channel: grpc.aio.Channel,
+        api_key: str,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        close_channel: bool = False,
+    ) -> Self:
+        """A client on an existing ``grpc.aio`` channel, which `close()` closes only if
+        ``close_channel`` is true."""
+        client = cls.__new__(cls)
+        client._setup(
+            channel,
+            ApiKey(api_key),
+            "<channel>",
+            check_timeout(timeout),
+            retry,
+            owns_channel=close_channel,
+        )
+        return client
+
+    def _setup(
+        self,
+        channel: grpc.aio.Channel,
+        api_key: ApiKey,
+        target: str,
+        timeout: float,
+        retry: RetryPolicy | None,
+        *,
+        owns_channel: bool,
+    ) -> None:
+        self._api_key = api_key
+        self._channel = channel
+        self._owns_channel = owns_channel
+        self._retry = DEFAULT_RETRY_POLICY if retry is None else retry
+        # Without grpc type stubs the channel is Any and mypy picks the sync overload.
+        self._stub = payment_pb2_grpc.PaymentServiceStub(channel)  # type: ignore[assignment, unused-ignore]
+        self._target = target
+        self._timeout = timeout
+
+    @property
+    def channel(self) -> grpc.aio.Channel:
+        """The underlying ``grpc.aio`` channel."""
+        return self._channel
+
+    @property
+    def timeout(self) -> float:
+        """The default deadline of every call, in seconds."""
+        return self._timeout
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """The retry policy of every call."""
+        return self._retry
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(target={self._target!r}, timeout={self._timeout!r})"
+
+    async def close(self, grace: float | None = None) -> None:
+        """Closes the channel if this client owns it; in-flight calls get ``grace`` seconds."""
+        if self._owns_channel:
+            await self._channel.close(grace)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def pay(
+        self,
+        request: payment_pb2.PayRequest | None = None,
+        *,
+        timeout: float | None = None,
+        **fields: Unpack[PayFields],
+    ) -> payment_pb2.PayResponse:
+        """Creates an order and its Telegram Stars invoice link (the Pay RPC).
+
+        Pass a ``PayRequest`` or its fields as keywords:
+        ``await client.pay(tg_use_id=1, amount=5, label="x", title="t", description="d",
+        request_id=str(uuid.uuid4()))``. Retried on UNAVAILABLE only when ``request_id`` is set.
+        """
+        message = build_pay_request(request, fields)
+        metadata = self._api_key.metadata()
+
+        async def attempt(attempt_timeout: float) -> payment_pb2.PayResponse:
+            response: payment_pb2.PayResponse = await self._stub.Pay(
+                message, timeout=attempt_timeout, metadata=metadata
+            )
+            return response
+
+        return await acall_with_retries(
+            attempt,
+            policy=self._retry,
+            method="Pay",
+            budget=resolve_timeout(self._timeout, timeout),
+            request_id=message.request_id,
+        )
+
+    async def query_order(
+        self,
+        tg_payment_id: int | payment_pb2.QueryOrderRequest,
+        *,
+        timeout: float | None = None,
+    ) -> payment_pb2.Order:
+        """Returns one of the application's orders by id (the QueryOrder RPC)."""
+        message = build_query_order_request(tg_payment_id)
+        metadata = self._api_key.metadata()
+
+        async def attempt(attempt_timeout: float) -> payment_pb2.Order:
+            response: payment_pb2.Order = await self._stub.QueryOrder(
+                message, timeout=attempt_timeout, metadata=metadata
+            )
+            return response
+
+        return await acall_with_retries(
+            attempt,
+            policy=self._retry,
+            method="QueryOrder",
+            budget=resolve_timeout(self._timeout, timeout),
+        )
+
+    async def resume_payment(
+        self,
+        tg_use_id: int | payment_pb2.ResumePaymentRequest,
+        *,
+        timeout: float | None = None,
+    ) -> payment_pb2.ResumePaymentResponse:
+        """Finds the user's most recent order that can still be paid (the ResumePayment RPC)."""
+        message = build_resume_payment_request(tg_use_id)
+        metadata = self._api_key.metadata()
+
+        async def attempt(attempt_timeout: float) -> payment_pb2.ResumePaymentResponse:
+            response: payment_pb2.ResumePaymentResponse = await self._stub.ResumePayment(
+                message, timeout=attempt_timeout, metadata=metadata
+            )
+            return response
+
+        return await acall_with_retries(
+            attempt,
+            policy=self._retry,
+            method="ResumePayment",
+            budget=resolve_timeout(self._timeout, timeout),
+        )
+
+    # StreamInvoiceEvents goes here, as `watch(...)` returning an async iterator of
+    # InvoiceEvent (resuming after the last cursor on UNAVAILABLE), once the server streams
+    # events; until then the RPC answers UNIMPLEMENTED and the client does not expose it.

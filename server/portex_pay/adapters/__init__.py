@@ -1,0 +1,1 @@
+"""Adapters: PostgreSQL and the Telegram Bot API."""

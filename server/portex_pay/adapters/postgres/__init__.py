@@ -1,0 +1,1 @@
+"""PostgreSQL through asyncpg: the pool, migrations and repositories."""

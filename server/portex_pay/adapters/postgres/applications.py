@@ -1,0 +1,165 @@
+"""Applications and their API keys, in PostgreSQL.
+
+API keys are stored only as SHA-256 hashes: a key is 256 random bits, so a fast hash is as strong
+as a slow one here, and it lets a key be found by an index lookup on its hash.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+import asyncpg
+
+
+@dataclass(frozen=True, slots=True)
+class Application:
+    id: UUID
+    name: str
+    bot_token: str | None
+    bot_id: int | None
+    bot_username: str | None
+
+    def __repr__(self) -> str:  # never print the bot token
+        return f"Application(id={self.id}, name={self.name!r}, bot_username={self.bot_username!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyInfo:
+    id: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApplicationListing:
+    application: Application
+    keys: list[ApiKeyInfo]
+    created_at: datetime
+
+
+def _application(row: asyncpg.Record) -> Application:
+    return Application(
+        id=row["id"],
+        name=row["name"],
+        bot_token=row["bot_token"],
+        bot_id=row["bot_id"],
+        bot_username=row["bot_username"],
+    )
+
+
+class ApplicationRepository:
+    def __init__(self, pool: asyncpg.Pool | asyncpg.Connection) -> None:
+        self._db = pool
+
+    async def create(
+        self,
+        name: str,
+        *,
+        webhook_secret: str,
+        signing_secret: str,
+        bot_token: str | None = None,
+        bot_id: int | None = None,
+        bot_username: str | None = None,
+    ) -> Application:
+        row = await self._db.fetchrow(
+            """
+            INSERT INTO applications
+                (name, bot_token, bot_id, bot_username, webhook_secret, signing_secret)
+            VALUES ($1, $2, $3, $4, $5, $6)
+            RETURNING *
+            """,
+            name,
+            bot_token,
+            bot_id,
+            bot_username,
+            webhook_secret,
+            signing_secret,
+        )
+        assert row is not None
+        return _application(row)
+
+    async def get(self, application_id: UUID) -> Application | None:
+        row = await self._db.fetchrow("SELECT * FROM applications WHERE id = $1", application_id)
+        return None if row is None else _application(row)
+
+    async def get_by_name(self, name: str) -> Application | None:
+        row = await self._db.fetchrow("SELECT * FROM applications WHERE name = $1", name)
+        return None if row is None else _application(row)
+
+    async def set_bot(
+        self, application_id: UUID, bot_token: str, bot_id: int, bot_username: str | None
+    ) -> bool:
+        status = await self._db.execute(
+            """
+            UPDATE applications SET bot_token = $2, bot_id = $3, bot_username = $4,
+                updated_at = now()
+            WHERE id = $1
+            """,
+            application_id,
+            bot_token,
+            bot_id,
+            bot_username,
+        )
+        return status.endswith(" 1")
+
+    async def add_key(self, application_id: UUID, key_id: str, key_hash: bytes) -> None:
+        await self._db.execute(
+            "INSERT INTO api_keys (id, application_id, key_hash) VALUES ($1, $2, $3)",
+            key_id,
+            application_id,
+            key_hash,
+        )
+
+    async def revoke_key(self, application_id: UUID, key_id: str) -> bool:
+        status = await self._db.execute(
+            """
+            UPDATE api_keys SET revoked_at = now()
+            WHERE id = $1 AND application_id = $2 AND revoked_at IS NULL
+            """,
+            key_id,
+            application_id,
+        )
+        return status.endswith(" 1")
+
+    async def find_by_key_hash(self, key_hash: bytes) -> tuple[bytes, Application] | None:
+        """The live key's stored hash and its application, or None (unknown or revoked)."""
+        row = await self._db.fetchrow(
+            """
+            SELECT k.key_hash, a.* FROM api_keys k JOIN applications a ON a.id = k.application_id
+            WHERE k.key_hash = $1 AND k.revoked_at IS NULL
+            """,
+            key_hash,
+        )
+        return None if row is None else (bytes(row["key_hash"]), _application(row))
+
+    async def list(self) -> list[ApplicationListing]:
+        rows = await self._db.fetch(
+            """
+            SELECT a.*, coalesce(
+                jsonb_agg(jsonb_build_object(
+                    'id', k.id, 'created_at', k.created_at, 'revoked_at', k.revoked_at)
+                    ORDER BY k.created_at) FILTER (WHERE k.id IS NOT NULL),
+                '[]') AS keys
+            FROM applications a LEFT JOIN api_keys k ON k.application_id = a.id
+            GROUP BY a.id ORDER BY a.created_at
+            """
+        )
+        return [
+            ApplicationListing(
+                application=_application(row),
+                keys=[
+                    ApiKeyInfo(
+                        id=k["id"],
+                        created_at=datetime.fromisoformat(k["created_at"]),
+                        revoked_at=(
+                            datetime.fromisoformat(k["revoked_at"]) if k["revoked_at"] else None
+                        ),
+                    )
+                    for k in row["keys"]
+                ],
+                created_at=row["created_at"],
+            )
+            for row in rows
+        ]

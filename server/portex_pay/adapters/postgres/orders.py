@@ -1,0 +1,248 @@
+"""Orders, idempotency keys and the order events, in PostgreSQL.
+
+Every state change is one statement that also inserts its event row (data-modifying CTEs), so the
+change and the event that announces it commit together, in one round trip.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+from portex_pay.domain.order import Order, OrderState
+from portex_pay.domain.payments import PayCommand
+
+_ORDER_FIELDS = tuple(f.name for f in fields(Order))
+
+# Appends the event for the order row(s) that CTE `o` returned; `{event_type}` is an SQL literal.
+# The event carries the order as it is after the change (the event stream serves it as is).
+_EVENT_FROM_O = """
+    ev AS (
+        INSERT INTO events (application_id, tg_payment_id, type, data)
+        SELECT o.application_id, o.tg_payment_id, {event_type},
+               jsonb_build_object('order', to_jsonb(o.*) - 'invoice_lease_until')
+        FROM o
+    )
+"""
+
+_INSERT_COLUMNS = """
+    application_id, tg_use_id, amount, label, title, description, payload, photo_url,
+    photo_size, photo_width, photo_height, callback_url, state, expires_at, invoice_lease_until
+"""
+_INSERT_VALUES = """
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending',
+    now() + make_interval(secs => $13), now() + make_interval(secs => $14)
+"""
+
+_CREATE_ORDER = f"""
+WITH o AS (
+    INSERT INTO orders ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES})
+    RETURNING *
+),
+{_EVENT_FROM_O.format(event_type="'order.created'")}
+SELECT o.* FROM o
+"""
+
+_CREATE_ORDER_IDEMPOTENT = f"""
+WITH new_id AS (
+    SELECT nextval(pg_get_serial_sequence('orders', 'tg_payment_id')) AS id
+),
+k AS (
+    INSERT INTO idempotency_keys (application_id, request_id, request_hash, tg_payment_id)
+    SELECT $1, $15, $16, id FROM new_id
+    ON CONFLICT (application_id, request_id) DO NOTHING
+    RETURNING tg_payment_id
+),
+o AS (
+    INSERT INTO orders (tg_payment_id, {_INSERT_COLUMNS})
+    SELECT k.tg_payment_id, {_INSERT_VALUES} FROM k
+    RETURNING *
+),
+{_EVENT_FROM_O.format(event_type="'order.created'")}
+SELECT o.* FROM o
+"""
+
+_FIND_BY_REQUEST_ID = """
+SELECT k.request_hash, o.*
+FROM idempotency_keys k JOIN orders o USING (tg_payment_id)
+WHERE k.application_id = $1 AND k.request_id = $2
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of inserting an order under an idempotency key."""
+
+    order: Order
+    created: bool
+    request_hash: bytes
+
+
+def order_from_row(row: asyncpg.Record | dict[str, Any]) -> Order:
+    values = {name: row[name] for name in _ORDER_FIELDS}
+    values["state"] = OrderState(values["state"])
+    return Order(**values)
+
+
+def _order_args(
+    application_id: UUID, command: PayCommand, ttl_seconds: float, lease_seconds: float
+) -> list[Any]:
+    return [
+        application_id,
+        command.tg_use_id,
+        command.amount,
+        command.label,
+        command.title,
+        command.description,
+        command.payload,
+        command.photo_url,
+        command.photo_size,
+        command.photo_width,
+        command.photo_height,
+        command.callback_url,
+        float(ttl_seconds),
+        float(lease_seconds),
+    ]
+
+
+class OrderRepository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def create(
+        self,
+        application_id: UUID,
+        command: PayCommand,
+        *,
+        ttl_seconds: float,
+        lease_seconds: float,
+    ) -> Order:
+        """Inserts a pending order (leased to the caller for its invoice) and its event."""
+        row = await self._pool.fetchrow(
+            _CREATE_ORDER, *_order_args(application_id, command, ttl_seconds, lease_seconds)
+        )
+        assert row is not None
+        return order_from_row(row)
+
+    async def create_idempotent(
+        self,
+        application_id: UUID,
+        request_id: str,
+        command: PayCommand,
+        *,
+        ttl_seconds: float,
+        lease_seconds: float,
+    ) -> Claim:
+        """Claims `request_id` and inserts its order, or returns the order that already holds it.
+
+        The unique (application, request_id) key decides between concurrent duplicates: the loser's
+        insert does nothing, and it reads the winner's order instead.
+        """
+        fingerprint = command.fingerprint()
+        args = _order_args(application_id, command, ttl_seconds, lease_seconds)
+        row = await self._pool.fetchrow(_CREATE_ORDER_IDEMPOTENT, *args, request_id, fingerprint)
+        if row is not None:
+            return Claim(order_from_row(row), created=True, request_hash=fingerprint)
+        existing = await self.find_by_request_id(application_id, request_id)
+        assert existing is not None, "the conflicting key commits before ON CONFLICT returns"
+        return existing
+
+    async def find_by_request_id(self, application_id: UUID, request_id: str) -> Claim | None:
+        row = await self._pool.fetchrow(_FIND_BY_REQUEST_ID, application_id, request_id)
+        if row is None:
+            return None
+        return Claim(order_from_row(row), created=False, request_hash=bytes(row["request_hash"]))
+
+    async def get(self, application_id: UUID, tg_payment_id: int) -> Order | None:
+        # Scoped by application: another application's order is indistinguishable from none.
+        row = await self._pool.fetchrow(
+            "SELECT * FROM orders WHERE tg_payment_id = $1 AND application_id = $2",
+            tg_payment_id,
+            application_id,
+        )
+        return None if row is None else order_from_row(row)
+
+    async def find_resumable(self, application_id: UUID, tg_use_id: int) -> Order | None:
+        row = await self._pool.fetchrow(
+            """
+            SELECT * FROM orders
+            WHERE application_id = $1 AND tg_use_id = $2 AND state = 'pending'
+              AND invoice_link IS NOT NULL AND expires_at > now()
+            ORDER BY tg_payment_id DESC
+            LIMIT 1
+            """,
+            application_id,
+            tg_use_id,
+        )
+        return None if row is None else order_from_row(row)
+
+    async def take_invoice_lease(
+        self, application_id: UUID, tg_payment_id: int, lease_seconds: float
+    ) -> Order | None:
+        """Leases an order that still needs its invoice link to this caller, if nobody holds it."""
+        row = await self._pool.fetchrow(
+            """
+            UPDATE orders SET invoice_lease_until = now() + make_interval(secs => $3)
+            WHERE tg_payment_id = $1 AND application_id = $2
+              AND invoice_link IS NULL AND state IN ('pending', 'failed')
+              AND (invoice_lease_until IS NULL OR invoice_lease_until <= now())
+            RETURNING *
+            """,
+            tg_payment_id,
+            application_id,
+            float(lease_seconds),
+        )
+        return None if row is None else order_from_row(row)
+
+    async def record_invoice_link(self, tg_payment_id: int, link: str) -> Order | None:
+        """Stores the link; the order becomes (or stays) pending. None if it was no longer
+        waiting for a link (cancelled or expired meanwhile)."""
+        row = await self._pool.fetchrow(
+            f"""
+            WITH o AS (
+                UPDATE orders SET invoice_link = $2, state = 'pending',
+                    invoice_lease_until = NULL, failure_code = NULL, failure_reason = NULL,
+                    retry_after = NULL, updated_at = now()
+                WHERE tg_payment_id = $1 AND invoice_link IS NULL
+                  AND state IN ('pending', 'failed')
+                RETURNING *
+            ),
+            {_EVENT_FROM_O.format(event_type="'order.invoice_created'")}
+            SELECT o.* FROM o
+            """,
+            tg_payment_id,
+            link,
+        )
+        return None if row is None else order_from_row(row)
+
+    async def record_invoice_failure(
+        self, tg_payment_id: int, code: str, reason: str, retry_after: int | None
+    ) -> Order | None:
+        row = await self._pool.fetchrow(
+            f"""
+            WITH o AS (
+                UPDATE orders SET state = 'failed', invoice_lease_until = NULL,
+                    failure_code = $2, failure_reason = $3, retry_after = $4, updated_at = now()
+                WHERE tg_payment_id = $1 AND invoice_link IS NULL
+                  AND state IN ('pending', 'failed')
+                RETURNING *
+            ),
+            {_EVENT_FROM_O.format(event_type="'order.failed'")}
+            SELECT o.* FROM o
+            """,
+            tg_payment_id,
+            code,
+            reason,
+            retry_after,
+        )
+        return None if row is None else order_from_row(row)
+
+    async def prune_idempotency_keys(self, older_than_seconds: float) -> int:
+        status = await self._pool.execute(
+            "DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)",
+            float(older_than_seconds),
+        )
+        return int(status.split()[-1])

@@ -1,0 +1,35 @@
+"""The asyncpg connection pool, sized by configuration, with JSON codecs installed."""
+
+from __future__ import annotations
+
+import json
+
+import asyncpg
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for type_name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            type_name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+        )
+
+
+async def create_pool(dsn: str, *, min_size: int, max_size: int) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        # A connection that sat idle for a while may have been cut by PostgreSQL or a proxy;
+        # recycling bounds how long a dead one can linger in the pool.
+        max_inactive_connection_lifetime=60.0,
+    )
+    assert pool is not None
+    return pool
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    """A single connection outside the pool (migrations, admin commands)."""
+    conn = await asyncpg.connect(dsn)
+    await _init_connection(conn)
+    return conn

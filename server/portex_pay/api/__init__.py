@@ -1,0 +1,1 @@
+"""Entrypoints: gRPC servicers and interceptors, HTTP endpoints."""

@@ -1,0 +1,1 @@
+"""The gRPC surface: PaymentService, the interceptor, error mapping, conversions."""

@@ -1,0 +1,76 @@
+"""Conversions between the generated messages and the domain."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf import timestamp_pb2
+from portex.payment.v1 import payment_pb2
+
+from portex_pay.domain.order import SDK_STATUS, Order, OrderState
+from portex_pay.domain.payments import PayCommand
+
+_STATE = {
+    OrderState.PENDING: payment_pb2.Order.PENDING,
+    OrderState.PAID: payment_pb2.Order.PAID,
+    OrderState.CANCELLED: payment_pb2.Order.CANCELLED,
+    OrderState.EXPIRED: payment_pb2.Order.EXPIRED,
+    OrderState.FAILED: payment_pb2.Order.FAILED,
+    OrderState.REFUNDED: payment_pb2.Order.REFUNDED,
+}
+
+
+def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def pay_command(request: payment_pb2.PayRequest) -> PayCommand:
+    def optional(field: str) -> object:
+        return getattr(request, field) if request.HasField(field) else None  # type: ignore[arg-type]
+
+    return PayCommand(
+        tg_use_id=request.tg_use_id,
+        amount=request.amount,
+        label=request.label,
+        title=request.title,
+        description=request.description,
+        payload=optional("payload"),  # type: ignore[arg-type]
+        photo_url=optional("photo_url"),  # type: ignore[arg-type]
+        photo_size=optional("photo_size"),  # type: ignore[arg-type]
+        photo_width=optional("photo_width"),  # type: ignore[arg-type]
+        photo_height=optional("photo_height"),  # type: ignore[arg-type]
+        callback_url=optional("callback_url"),  # type: ignore[arg-type]
+    )
+
+
+def order_message(order: Order, now: datetime) -> payment_pb2.Order:
+    state = order.state_at(now)
+    status, status_description = SDK_STATUS[state]
+    message = payment_pb2.Order(
+        tg_payment_id=order.tg_payment_id,
+        application_id=str(order.application_id),
+        tg_use_id=order.tg_use_id,
+        amount=order.amount,
+        label=order.label,
+        title=order.title,
+        description=order.description,
+        payload=order.payload or "",
+        status=status,
+        status_description=status_description,
+        state=_STATE[state],
+        tg_payment_url=order.invoice_link or "",
+        telegram_payment_charge_id=order.telegram_payment_charge_id or "",
+        failure_reason=order.failure_reason or "",
+        create_time=_timestamp(order.created_at),
+        update_time=_timestamp(order.updated_at),
+        expire_time=_timestamp(order.expires_at),
+    )
+    for field in ("photo_url", "photo_size", "photo_width", "photo_height", "callback_url"):
+        value = getattr(order, field)
+        if value is not None:
+            setattr(message, field, value)
+    if order.paid_at is not None:
+        message.paid_time.CopyFrom(_timestamp(order.paid_at))
+    return message

@@ -1,0 +1,65 @@
+"""PaymentService: proto in, use case, proto out. No business logic lives here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import grpc
+from portex.payment.v1 import payment_pb2, payment_pb2_grpc
+
+from portex_pay.api.grpc.convert import order_message, pay_command
+from portex_pay.api.grpc.interceptor import current_application
+from portex_pay.service.payments import PaymentsService, utcnow
+
+if TYPE_CHECKING:
+    from portex_pay.api.grpc.interceptor import Context
+
+
+class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
+    def __init__(self, payments: PaymentsService) -> None:
+        self._payments = payments
+
+    async def Pay(
+        self, request: payment_pb2.PayRequest, context: Context
+    ) -> payment_pb2.PayResponse:
+        order = await self._payments.pay(
+            current_application.get(),
+            pay_command(request),
+            request.request_id,
+            time_remaining=context.time_remaining(),
+        )
+        return payment_pb2.PayResponse(
+            tg_payment_id=order.tg_payment_id,
+            tg_payment_url=order.invoice_link or "",
+            order=order_message(order, utcnow()),
+        )
+
+    async def QueryOrder(
+        self, request: payment_pb2.QueryOrderRequest, context: Context
+    ) -> payment_pb2.Order:
+        order = await self._payments.query_order(current_application.get(), request.tg_payment_id)
+        return order_message(order, utcnow())
+
+    async def ResumePayment(
+        self, request: payment_pb2.ResumePaymentRequest, context: Context
+    ) -> payment_pb2.ResumePaymentResponse:
+        order = await self._payments.resume_payment(current_application.get(), request.tg_use_id)
+        if order is None:
+            return payment_pb2.ResumePaymentResponse(has_pending_payment=False)
+        return payment_pb2.ResumePaymentResponse(
+            has_pending_payment=True,
+            tg_payment_id=order.tg_payment_id,
+            tg_payment_url=order.invoice_link or "",
+            order=order_message(order, utcnow()),
+        )
+
+    async def StreamInvoiceEvents(
+        self,
+        request: payment_pb2.StreamInvoiceEventsRequest,
+        context: Context,
+    ) -> AsyncIterator[payment_pb2.InvoiceEvent]:
+        await context.abort(
+            grpc.StatusCode.UNIMPLEMENTED, "StreamInvoiceEvents is not implemented yet"
+        )
+        yield payment_pb2.InvoiceEvent()  # pragma: no cover - makes this an async generator

@@ -1,0 +1,1 @@
+"""The HTTP side (aiohttp): liveness now; Telegram webhooks and metrics later."""

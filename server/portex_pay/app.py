@@ -1,0 +1,207 @@
+"""The composition root: settings -> pool -> adapters -> services -> servers.
+
+`PortexApp(settings)` wires everything; `start()` connects, migrates and begins serving gRPC
+(PaymentService, health, reflection) and HTTP on one event loop, with its background tasks (health
+probe, idempotency-key pruning) owned and named; `stop()` shuts down gracefully: health goes
+NOT_SERVING, no new RPCs are accepted, in-flight RPCs get `shutdown_grace` seconds, then the tasks,
+the HTTP server, the Telegram session and the pool are closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import aiohttp
+import asyncpg
+import grpc
+import structlog
+from aiohttp import web
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from portex.payment.v1 import payment_pb2, payment_pb2_grpc
+
+from portex_pay.adapters.postgres.applications import ApplicationRepository
+from portex_pay.adapters.postgres.migrations import migrate
+from portex_pay.adapters.postgres.orders import OrderRepository
+from portex_pay.adapters.postgres.pool import connect, create_pool
+from portex_pay.adapters.telegram.client import BotApiClient, new_session
+from portex_pay.api.grpc.interceptor import PaymentInterceptor
+from portex_pay.api.grpc.servicer import PaymentServicer
+from portex_pay.api.http.app import create_http_app
+from portex_pay.config import Settings
+from portex_pay.service.auth import ApiKeyAuthenticator
+from portex_pay.service.payments import PaymentSettings, PaymentsService
+
+log = structlog.get_logger(__name__)
+
+SERVICE_NAME = payment_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name
+_IDEMPOTENCY_PRUNE_INTERVAL = 3600.0
+
+
+async def wait_for_database(dsn: str, timeout: float) -> asyncpg.Connection:
+    """Connects, retrying while PostgreSQL is still starting, for up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while True:
+        try:
+            return await connect(dsn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            if time.monotonic() + delay > deadline:
+                raise ConnectionError(
+                    f"PostgreSQL is unreachable: {type(error).__name__}"
+                ) from None
+            log.info("waiting for PostgreSQL", error=type(error).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+class PortexApp:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.health = health.aio.HealthServicer()
+        self.grpc_port: int | None = None
+        self.http_port: int | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._server: grpc.aio.Server | None = None
+        self._http_runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._serving = False
+        self._stopped = asyncio.Event()
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        assert self._pool is not None, "start() first"
+        return self._pool
+
+    async def start(self) -> None:
+        settings = self.settings
+        conn = await wait_for_database(settings.database_url, settings.db_connect_timeout)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        self._pool = await create_pool(
+            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+        )
+        self._session = await new_session()
+        bot_api = BotApiClient(self._session, settings.telegram_api_url, settings.telegram_timeout)
+        applications = ApplicationRepository(self._pool)
+        payments = PaymentsService(
+            OrderRepository(self._pool),
+            bot_api,
+            PaymentSettings(
+                max_amount=settings.max_amount,
+                order_ttl_seconds=settings.order_ttl_seconds,
+                telegram_timeout=settings.telegram_timeout,
+                payload_secret=settings.payload_secret.encode(),
+            ),
+        )
+        authenticator = ApiKeyAuthenticator(applications, settings.auth_cache_ttl)
+
+        server = grpc.aio.server(
+            interceptors=[PaymentInterceptor(authenticator)],
+            options=[
+                # Fail loudly when the port is taken instead of sharing it with a stranger.
+                ("grpc.so_reuseport", 0),
+                # Long-lived streams: ping idle clients, accept their pings every 10 s or more.
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
+                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ],
+        )
+        payment_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            [
+                SERVICE_NAME,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+        self.grpc_port = server.add_insecure_port(settings.grpc_addr)
+        if self.grpc_port == 0:
+            raise OSError(f"cannot listen on {settings.grpc_addr}")
+        await server.start()
+        self._server = server
+        await self._set_serving(True)
+
+        http_host, _, http_port = settings.http_addr.rpartition(":")
+        self._http_runner = web.AppRunner(
+            create_http_app(lambda: self._serving), access_log=None, handle_signals=False
+        )
+        await self._http_runner.setup()
+        site = web.TCPSite(self._http_runner, http_host, int(http_port))
+        await site.start()
+        self.http_port = self._http_runner.addresses[0][1]
+
+        self._spawn("health-probe", self._probe_database())
+        self._spawn("idempotency-pruner", self._prune_idempotency_keys())
+        log.info("serving", grpc_port=self.grpc_port, http_port=self.http_port)
+
+    def _spawn(self, name: str, coroutine: Coroutine[Any, Any, None]) -> None:
+        self._tasks.append(asyncio.create_task(coroutine, name=name))
+
+    async def _set_serving(self, serving: bool) -> None:
+        if serving != self._serving:
+            log.info("health", serving=serving)
+        self._serving = serving
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
+
+    async def _probe_database(self) -> None:
+        """Health follows PostgreSQL: NOT_SERVING while it is unreachable, SERVING when back."""
+        interval = self.settings.health_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.pool.fetchval("SELECT 1", timeout=max(interval, 1.0))
+                reachable = True
+            except Exception:  # any failure to answer means "not serving"
+                reachable = False
+            await self._set_serving(reachable)
+
+    async def _prune_idempotency_keys(self) -> None:
+        orders = OrderRepository(self.pool)
+        while True:
+            with contextlib.suppress(Exception):
+                pruned = await orders.prune_idempotency_keys(self.settings.idempotency_ttl_seconds)
+                if pruned:
+                    log.info("idempotency keys pruned", count=pruned)
+            await asyncio.sleep(_IDEMPOTENCY_PRUNE_INTERVAL)
+
+    async def stop(self) -> None:
+        """Graceful shutdown; safe to call more than once."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        log.info("shutting down", grace_seconds=self.settings.shutdown_grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.health.enter_graceful_shutdown()
+        self._serving = False
+        if self._server is not None:
+            # Stops accepting RPCs at once; in-flight ones get the grace period.
+            await self._server.stop(self.settings.shutdown_grace)
+        if self._http_runner is not None:
+            await self._http_runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+        if self._pool is not None:
+            await self._pool.close()
+        log.info("stopped")
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()

@@ -1,0 +1,160 @@
+"""The `portex-pay` command: serve | migrate | healthcheck | admin ... | dev.
+
+`serve` runs the service until SIGTERM/SIGINT, then shuts down gracefully and exits 0. `admin`
+commands print JSON (one object, or a list) so that scripts can read them; they never print a bot
+token in full. `dev` is what `make run` calls: it supplies a private PostgreSQL and the Telegram
+sandbox when none is configured, ensures a development application, and serves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+from uuid import UUID
+
+import structlog
+
+from portex_pay.adapters.postgres.applications import ApplicationRepository
+from portex_pay.adapters.postgres.migrations import migrate
+from portex_pay.adapters.telegram.client import BotApiClient, new_session
+from portex_pay.app import PortexApp, wait_for_database
+from portex_pay.config import ConfigError, Settings
+from portex_pay.logging import configure_logging
+from portex_pay.service.applications import AdminError, ApplicationAdmin
+
+log = structlog.get_logger(__name__)
+
+
+async def serve(
+    settings: Settings, before_stop: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    app = PortexApp(settings)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await app.stop()
+        if before_stop is not None:
+            await before_stop()
+
+
+async def run_migrate(settings: Settings) -> None:
+    conn = await wait_for_database(settings.database_url, settings.db_connect_timeout)
+    try:
+        applied = await migrate(conn)
+    finally:
+        await conn.close()
+    print(json.dumps({"applied": applied}))
+
+
+async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
+    conn = await wait_for_database(settings.database_url, settings.db_connect_timeout)
+    session = await new_session()
+    try:
+        await migrate(conn)
+        admin = ApplicationAdmin(
+            ApplicationRepository(conn),
+            BotApiClient(session, settings.telegram_api_url, settings.telegram_timeout),
+        )
+        result: Any
+        if options.admin_command == "create-app":
+            application, key = await admin.create_app(options.name, options.bot_token)
+            result = {"application_id": str(application.id), "api_key": key}
+        elif options.admin_command == "rotate-key":
+            result = {"application_id": options.app, "api_key": await admin.rotate_key(options.app)}
+        elif options.admin_command == "revoke-key":
+            await admin.revoke_key(options.app, options.key_id)
+            result = {"application_id": str(options.app), "revoked": options.key_id}
+        elif options.admin_command == "set-bot-token":
+            bot = await admin.set_bot_token(options.app, options.bot_token)
+            result = {
+                "application_id": str(options.app),
+                "bot_id": bot.bot_id,
+                "bot_username": bot.username,
+            }
+        else:
+            result = await admin.list_apps()
+        print(json.dumps(result, default=str, indent=None))
+    finally:
+        await session.close()
+        await conn.close()
+
+
+async def run_healthcheck(settings: Settings) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with grpc.aio.insecure_channel(settings.grpc_addr) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=3)
+        except grpc.aio.AioRpcError as error:
+            print(f"not serving: {error.code().name}", file=sys.stderr)
+            return 1
+    serving = response.status == health_pb2.HealthCheckResponse.SERVING
+    print("serving" if serving else "not serving")
+    return 0 if serving else 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="portex-pay", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="serve gRPC and HTTP until SIGTERM")
+    commands.add_parser("migrate", help="apply pending database migrations")
+    commands.add_parser("healthcheck", help="exit 0 when the local server is SERVING")
+    commands.add_parser("dev", help="what `make run` runs: private PostgreSQL + sandbox + serve")
+    admin = commands.add_parser("admin", help="manage applications").add_subparsers(
+        dest="admin_command", required=True
+    )
+    create = admin.add_parser("create-app", help="create an application and its first API key")
+    create.add_argument("--name", required=True)
+    create.add_argument("--bot-token", help="checked with getMe before it is stored")
+    rotate = admin.add_parser("rotate-key", help="add a new API key (old keys stay valid)")
+    rotate.add_argument("--app", type=UUID, required=True)
+    revoke = admin.add_parser("revoke-key", help="revoke one API key")
+    revoke.add_argument("--app", type=UUID, required=True)
+    revoke.add_argument("--key-id", required=True)
+    bot = admin.add_parser("set-bot-token", help="bind a bot (checked with getMe)")
+    bot.add_argument("--app", type=UUID, required=True)
+    bot.add_argument("--bot-token", required=True)
+    admin.add_parser("list-apps", help="list applications and key ids (tokens masked)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = _parser().parse_args(argv)
+    try:
+        if options.command == "dev":
+            from portex_pay.devtools.run import run_dev
+
+            return run_dev()
+        settings = Settings.from_env(serving=options.command == "serve")
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    configure_logging(settings.log_format, settings.log_level)
+    try:
+        if options.command == "serve":
+            asyncio.run(serve(settings))
+        elif options.command == "migrate":
+            asyncio.run(run_migrate(settings))
+        elif options.command == "healthcheck":
+            return asyncio.run(run_healthcheck(settings))
+        else:
+            asyncio.run(run_admin(settings, options))
+    except (AdminError, ConnectionError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+__all__ = ["main", "serve"]

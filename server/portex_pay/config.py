@@ -1,0 +1,128 @@
+"""Settings: one typed object read from the environment at start, validated, with defaults.
+
+Every variable is documented in the README's configuration table. Nothing reads the environment at
+import time; `Settings.from_env()` is called by the entrypoints, and invalid values stop the process
+with one message listing every problem.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+
+class ConfigError(ValueError):
+    """The environment does not describe a valid configuration."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    payload_secret: str
+    grpc_addr: str = "127.0.0.1:50051"
+    http_addr: str = "127.0.0.1:8080"
+    telegram_api_url: str = "https://api.telegram.org"
+    telegram_timeout: float = 10.0
+    log_format: str = "auto"  # auto | json | console
+    log_level: str = "info"
+    db_pool_min: int = 2
+    db_pool_max: int = 10
+    db_connect_timeout: float = 30.0
+    max_amount: int = 10_000
+    order_ttl_seconds: int = 3600
+    idempotency_ttl_seconds: int = 86_400
+    auth_cache_ttl: float = 5.0
+    shutdown_grace: float = 10.0
+    health_interval: float = 1.0
+
+    def __repr__(self) -> str:
+        # The DSN may carry a password and the payload secret is a credential: never print them.
+        return f"Settings(grpc_addr={self.grpc_addr!r}, http_addr={self.http_addr!r}, ...)"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, *, serving: bool = True) -> Settings:
+        """Reads and validates the settings. `serving=False` (admin commands, migrate) does not
+        require the secrets that only a serving process uses."""
+        env = os.environ if env is None else env
+        problems: list[str] = []
+        values: dict[str, object] = {}
+
+        def text(name: str, field: str) -> None:
+            if name in env:
+                values[field] = env[name]
+
+        def number(name: str, field: str, kind: type[int] | type[float], minimum: float) -> None:
+            if name not in env:
+                return
+            try:
+                value = kind(env[name])
+            except ValueError:
+                problems.append(f"{name}={env[name]!r} is not a {kind.__name__}")
+                return
+            if value < minimum:
+                problems.append(f"{name} must be >= {minimum}")
+            values[field] = value
+
+        text("DATABASE_URL", "database_url")
+        text("PORTEX_PAYLOAD_SECRET", "payload_secret")
+        text("PORTEX_GRPC_ADDR", "grpc_addr")
+        text("PORTEX_HTTP_ADDR", "http_addr")
+        text("PORTEX_TELEGRAM_API_URL", "telegram_api_url")
+        text("PORTEX_LOG_FORMAT", "log_format")
+        text("PORTEX_LOG_LEVEL", "log_level")
+        number("PORTEX_TELEGRAM_TIMEOUT", "telegram_timeout", float, 0.1)
+        number("PORTEX_DB_POOL_MIN", "db_pool_min", int, 0)
+        number("PORTEX_DB_POOL_MAX", "db_pool_max", int, 1)
+        number("PORTEX_DB_CONNECT_TIMEOUT", "db_connect_timeout", float, 0)
+        number("PORTEX_MAX_AMOUNT", "max_amount", int, 1)
+        number("PORTEX_ORDER_TTL", "order_ttl_seconds", int, 1)
+        number("PORTEX_IDEMPOTENCY_TTL", "idempotency_ttl_seconds", int, 86_400)
+        number("PORTEX_AUTH_CACHE_TTL", "auth_cache_ttl", float, 0)
+        number("PORTEX_SHUTDOWN_GRACE", "shutdown_grace", float, 0)
+        number("PORTEX_HEALTH_INTERVAL", "health_interval", float, 0.05)
+
+        if not values.get("database_url"):
+            problems.append("DATABASE_URL is required (make run starts a private PostgreSQL)")
+        elif urlsplit(str(values["database_url"])).scheme not in ("postgres", "postgresql"):
+            problems.append("DATABASE_URL must be a postgresql:// URL")
+        secret = str(values.get("payload_secret", ""))
+        if not serving:
+            values.setdefault("payload_secret", "")
+        elif len(secret) < 32:
+            problems.append(
+                "PORTEX_PAYLOAD_SECRET is required: at least 32 characters, the same on every "
+                "replica (it signs the invoice payloads sent to Telegram)"
+            )
+        for name, field in (("PORTEX_GRPC_ADDR", "grpc_addr"), ("PORTEX_HTTP_ADDR", "http_addr")):
+            if field in values and not _is_host_port(str(values[field])):
+                problems.append(f"{name} must be HOST:PORT")
+        api = urlsplit(str(values.get("telegram_api_url", "https://api.telegram.org")))
+        if api.scheme not in ("http", "https") or not api.netloc:
+            problems.append("PORTEX_TELEGRAM_API_URL must be an absolute http(s) URL")
+        if values.get("log_format", "auto") not in ("auto", "json", "console"):
+            problems.append("PORTEX_LOG_FORMAT must be auto, json or console")
+        if str(values.get("log_level", "info")).lower() not in (
+            "debug",
+            "info",
+            "warning",
+            "error",
+        ):
+            problems.append("PORTEX_LOG_LEVEL must be debug, info, warning or error")
+        pool_min = int(str(values.get("db_pool_min", 2)))
+        pool_max = int(str(values.get("db_pool_max", 10)))
+        if pool_min > pool_max:
+            problems.append("PORTEX_DB_POOL_MIN must not exceed PORTEX_DB_POOL_MAX")
+        if problems:
+            raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+        return cls(**values)  # type: ignore[arg-type]
+
+    def replace(self, **changes: object) -> Settings:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _is_host_port(value: str) -> bool:
+    host, sep, port = value.rpartition(":")
+    return bool(sep) and bool(host) and port.isdigit() and 0 <= int(port) <= 65535

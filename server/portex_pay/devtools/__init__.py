@@ -1,0 +1,1 @@
+"""Developer tools: stub generation, the embedded PostgreSQL, the Telegram sandbox, `make run`."""

@@ -1,0 +1,146 @@
+"""`make run`: the service on a fresh machine, with nothing configured.
+
+When `DATABASE_URL` is unset it starts a private PostgreSQL in `.data/postgres` (kept between runs).
+When `PORTEX_TELEGRAM_API_URL` is unset it starts the Telegram sandbox (the fake Bot API, accepting
+any well-formed bot token) on `PORTEX_SANDBOX_ADDR` (default 127.0.0.1:8081) and points the service
+at it. It keeps a payload secret in `.data/`, ensures an application named `dev` (bound to a
+sandbox bot, or to `PORTEX_DEV_BOT_TOKEN` when given), prints its API key and a grpcurl line to try,
+and serves until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from portex_pay.adapters.postgres.applications import ApplicationRepository
+from portex_pay.adapters.postgres.migrations import migrate
+from portex_pay.adapters.telegram.client import BotApiClient, new_session
+from portex_pay.app import wait_for_database
+from portex_pay.cli import serve
+from portex_pay.config import ConfigError, Settings
+from portex_pay.devtools.fake_bot_api import FakeBotApi
+from portex_pay.devtools.pgcluster import PgCluster
+from portex_pay.logging import configure_logging
+from portex_pay.service.applications import ApplicationAdmin
+
+DATA_DIR = Path(".data")
+DEV_APP = "dev"
+
+
+def _private_file(path: Path, make: str) -> str:
+    """Reads a generated value kept in .data, creating it (mode 0600) the first time."""
+    if path.exists():
+        return path.read_text().strip()
+    path.write_text(make + "\n")
+    path.chmod(0o600)
+    return make
+
+
+async def _ensure_dev_app(settings: Settings, bot_token: str | None) -> tuple[str, str]:
+    conn = await wait_for_database(settings.database_url, settings.db_connect_timeout)
+    session = await new_session()
+    try:
+        await migrate(conn)
+        repository = ApplicationRepository(conn)
+        admin = ApplicationAdmin(
+            repository, BotApiClient(session, settings.telegram_api_url, settings.telegram_timeout)
+        )
+        key_file = DATA_DIR / "dev-api-key"
+        existing = await repository.get_by_name(DEV_APP)
+        if existing is None:
+            application, key = await admin.create_app(DEV_APP, bot_token)
+            key_file.write_text(key + "\n")
+            key_file.chmod(0o600)
+            return str(application.id), key
+        if not key_file.exists():
+            # The key is stored only hashed; mint a new one when the local copy is gone.
+            key_file.write_text(await admin.rotate_key(existing.id) + "\n")
+            key_file.chmod(0o600)
+        return str(existing.id), key_file.read_text().strip()
+    finally:
+        await session.close()
+        await conn.close()
+
+
+def run_dev() -> int:
+    """Starts the private PostgreSQL (blocking, before the event loop), then serves."""
+    DATA_DIR.mkdir(exist_ok=True)
+    env = dict(os.environ)
+    cluster: PgCluster | None = None
+    if not env.get("DATABASE_URL"):
+        cluster = PgCluster(DATA_DIR.resolve() / "postgres")
+        cluster.start()
+        env["DATABASE_URL"] = cluster.dsn
+    try:
+        return asyncio.run(_serve_dev(env))
+    finally:
+        if cluster is not None:
+            with contextlib.suppress(Exception):
+                cluster.stop()
+
+
+async def _serve_dev(env: dict[str, str]) -> int:
+    sandbox: FakeBotApi | None = None
+    bot_token = env.get("PORTEX_DEV_BOT_TOKEN")
+    try:
+        if not env.get("PORTEX_TELEGRAM_API_URL"):
+            host, _, port = env.get("PORTEX_SANDBOX_ADDR", "127.0.0.1:8081").rpartition(":")
+            sandbox = FakeBotApi(host=host, port=int(port), accept_any_token=True)
+            await sandbox.start()
+            env["PORTEX_TELEGRAM_API_URL"] = sandbox.base_url
+            bot_token = bot_token or _private_file(
+                DATA_DIR / "sandbox-bot-token", f"7000000001:{secrets.token_urlsafe(27)}"
+            )
+        env.setdefault(
+            "PORTEX_PAYLOAD_SECRET",
+            _private_file(DATA_DIR / "payload-secret", secrets.token_urlsafe(32)),
+        )
+        try:
+            settings = Settings.from_env(env)
+        except ConfigError as error:
+            print(error, file=sys.stderr)
+            return 2
+        configure_logging(settings.log_format, settings.log_level)
+        application_id, api_key = await _ensure_dev_app(settings, bot_token)
+        print(_banner(settings, application_id, api_key, sandbox), file=sys.stderr, flush=True)
+        await serve(settings)
+    finally:
+        if sandbox is not None:
+            await sandbox.stop()
+    return 0
+
+
+def _banner(
+    settings: Settings, application_id: str, api_key: str, sandbox: FakeBotApi | None
+) -> str:
+    example = json.dumps(
+        {"tg_use_id": 42, "amount": 5, "label": "item", "title": "Book", "description": "Magic"}
+    )
+    lines = [
+        "",
+        "portex-pay is running (development)",
+        f"  gRPC            {settings.grpc_addr}",
+        f"  HTTP            {settings.http_addr}",
+        f"  application id  {application_id}",
+        f"  API key         {api_key}   (also in .data/dev-api-key)",
+        "",
+        "Try it:",
+        f"  grpcurl -plaintext -H 'authorization: Bearer {api_key}' -d '{example}' \\",
+        f"    {settings.grpc_addr} portex.payment.v1.PaymentService/Pay",
+    ]
+    if sandbox is not None:
+        lines += [
+            "",
+            f"Telegram sandbox (fake Bot API) at {sandbox.base_url}; play a user who pays:",
+            f'  curl -s {sandbox.base_url}/_fake/pay -d \'{{"link": "<tg_payment_url>", '
+            '"user_id": 42}\'',
+            "Real Telegram: set PORTEX_TELEGRAM_API_URL=https://api.telegram.org and "
+            "PORTEX_DEV_BOT_TOKEN (or `portex-pay admin set-bot-token`).",
+        ]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,78 @@
+"""Domain errors. Each carries a stable UPPER_SNAKE_CASE reason; the gRPC layer maps the classes
+to status codes in one place (api/grpc/errors.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class DomainError(Exception):
+    """Base of every error the service reports to its callers on purpose."""
+
+    reason: str = "INTERNAL"
+
+    def __init__(self, message: str, *, metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = metadata or {}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class InvalidArgument(DomainError):
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, violations: list[FieldViolation]) -> None:
+        fields = ", ".join(v.field for v in violations)
+        super().__init__(f"invalid request: {fields}")
+        self.violations = violations
+
+
+class Unauthenticated(DomainError):
+    reason = "UNAUTHENTICATED"
+
+
+class OrderNotFound(DomainError):
+    reason = "ORDER_NOT_FOUND"
+
+
+class IdempotencyKeyReused(DomainError):
+    reason = "IDEMPOTENCY_KEY_REUSED"
+
+
+class IllegalTransition(DomainError):
+    reason = "ILLEGAL_STATE_TRANSITION"
+
+
+class OrderExpired(DomainError):
+    reason = "ORDER_EXPIRED"
+
+
+class BotNotConfigured(DomainError):
+    reason = "BOT_NOT_CONFIGURED"
+
+
+class TelegramRateLimited(DomainError):
+    """Telegram answered 429; `retry_after` seconds come from its `parameters.retry_after`."""
+
+    reason = "TELEGRAM_RATE_LIMITED"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, metadata={"retry_after": str(retry_after)})
+        self.retry_after = retry_after
+
+
+class TelegramRejected(DomainError):
+    """Telegram answered 400 (or another 4xx): the request itself is wrong for Telegram."""
+
+    reason = "TELEGRAM_REJECTED"
+
+
+class TelegramUnavailable(DomainError):
+    """Timeout, 5xx or network error: Telegram could not be reached; safe to retry."""
+
+    reason = "TELEGRAM_UNAVAILABLE"

@@ -1,0 +1,140 @@
+"""Pay's input: validation by Telegram's rules and ours, the idempotency fingerprint, and the
+signed invoice payload that ties a Telegram checkout back to our order.
+
+Telegram's createInvoiceLink rules (Bot API, "createInvoiceLink"): title 1-32 characters,
+description 1-255 characters, payload 1-128 bytes, currency XTR with exactly one price for Stars.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import re
+from dataclasses import asdict, dataclass
+from urllib.parse import urlsplit
+
+from portex_pay.domain.errors import FieldViolation, InvalidArgument
+
+TITLE_MAX_CHARS = 32
+DESCRIPTION_MAX_CHARS = 255
+LABEL_MAX_CHARS = 64
+APP_PAYLOAD_MAX_BYTES = 4096
+URL_MAX_CHARS = 2048
+REQUEST_ID_MAX_CHARS = 128
+INVOICE_PAYLOAD_MAX_BYTES = 128  # Telegram's limit on createInvoiceLink's `payload`
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+
+@dataclass(frozen=True, slots=True)
+class PayCommand:
+    """A validated Pay request: everything that defines the order (not the idempotency key)."""
+
+    tg_use_id: int
+    amount: int
+    label: str
+    title: str
+    description: str
+    payload: str | None = None
+    photo_url: str | None = None
+    photo_size: int | None = None
+    photo_width: int | None = None
+    photo_height: int | None = None
+    callback_url: str | None = None
+
+    def fingerprint(self) -> bytes:
+        """A digest of the fields, to tell a retry (same fields) from a reused key."""
+        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).digest()
+
+
+def _absolute_http_url(value: str) -> bool:
+    parts = urlsplit(value)
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def validate_pay(command: PayCommand, request_id: str, *, max_amount: int) -> list[FieldViolation]:
+    """Every rule Pay's input breaks, one violation per field, all at once."""
+    bad: list[FieldViolation] = []
+
+    def check(field: str, ok: bool, description: str) -> None:
+        if not ok:
+            bad.append(FieldViolation(field, description))
+
+    check("tg_use_id", command.tg_use_id > 0, "must be a positive Telegram user id")
+    check(
+        "amount",
+        0 < command.amount <= max_amount,
+        f"must be a whole number of Stars from 1 to {max_amount}",
+    )
+    check(
+        "label",
+        len(command.label.strip()) > 0 and len(command.label) <= LABEL_MAX_CHARS,
+        f"must be 1-{LABEL_MAX_CHARS} characters",
+    )
+    check(
+        "title",
+        len(command.title.strip()) > 0 and len(command.title) <= TITLE_MAX_CHARS,
+        f"must be 1-{TITLE_MAX_CHARS} characters",
+    )
+    check(
+        "description",
+        len(command.description.strip()) > 0 and len(command.description) <= DESCRIPTION_MAX_CHARS,
+        f"must be 1-{DESCRIPTION_MAX_CHARS} characters",
+    )
+    if command.payload is not None:
+        check(
+            "payload",
+            len(command.payload.encode()) <= APP_PAYLOAD_MAX_BYTES,
+            f"must be at most {APP_PAYLOAD_MAX_BYTES} bytes of UTF-8",
+        )
+    for field in ("photo_url", "callback_url"):
+        url = getattr(command, field)
+        if url is not None:
+            check(
+                field,
+                len(url) <= URL_MAX_CHARS and _absolute_http_url(url),
+                f"must be an absolute http(s) URL of at most {URL_MAX_CHARS} characters",
+            )
+    for field in ("photo_size", "photo_width", "photo_height"):
+        value = getattr(command, field)
+        if value is not None:
+            check(field, value >= 0, "must not be negative")
+    if request_id:
+        check(
+            "request_id",
+            _REQUEST_ID.match(request_id) is not None,
+            f"must be 1-{REQUEST_ID_MAX_CHARS} printable ASCII characters without spaces",
+        )
+    return bad
+
+
+def require_valid_pay(command: PayCommand, request_id: str, *, max_amount: int) -> None:
+    violations = validate_pay(command, request_id, max_amount=max_amount)
+    if violations:
+        raise InvalidArgument(violations)
+
+
+def sign_invoice_payload(secret: bytes, tg_payment_id: int, amount: int) -> str:
+    """Our reference to the order, sent to Telegram as the invoice payload.
+
+    `v1.<order id>.<amount>.<mac>`: the MAC (HMAC-SHA256, truncated to 128 bits) lets a checkout
+    with a forged or altered payload be refused before any database lookup.
+    """
+    message = f"v1.{tg_payment_id}.{amount}"
+    mac = hmac.new(secret, message.encode(), hashlib.sha256).digest()[:16]
+    payload = f"{message}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
+    assert len(payload.encode()) <= INVOICE_PAYLOAD_MAX_BYTES
+    return payload
+
+
+def verify_invoice_payload(secret: bytes, payload: str) -> tuple[int, int] | None:
+    """(order id, amount) when the payload is ours and untampered, else None."""
+    parts = payload.split(".")
+    if len(parts) != 4 or parts[0] != "v1" or not parts[1].isdigit() or not parts[2].isdigit():
+        return None
+    tg_payment_id, amount = int(parts[1]), int(parts[2])
+    if not hmac.compare_digest(sign_invoice_payload(secret, tg_payment_id, amount), payload):
+        return None
+    return tg_payment_id, amount

@@ -1,0 +1,1 @@
+"""Use cases: pay, query, resume, authenticate, administer applications."""

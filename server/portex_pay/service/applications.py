@@ -1,0 +1,102 @@
+"""Administering applications: create, bind a bot, rotate and revoke API keys, list.
+
+Setting a bot token always checks it with getMe first, so a typo is caught at the command line,
+not at the first payment. Listings show tokens masked (`123456:…wxyz`), never in full.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from portex_pay.adapters.postgres.applications import Application, ApplicationRepository
+from portex_pay.adapters.telegram import BotApiClient, TelegramApiError, TelegramNetworkError
+from portex_pay.service.auth import new_api_key, new_secret
+
+
+class AdminError(Exception):
+    """An admin command cannot be carried out; the message says why."""
+
+
+@dataclass(frozen=True, slots=True)
+class BotIdentity:
+    bot_id: int
+    username: str | None
+
+
+def mask_token(token: str | None) -> str | None:
+    if not token:
+        return None
+    bot_id, _, secret = token.partition(":")
+    return f"{bot_id}:…{secret[-4:]}" if len(secret) > 8 else "…"
+
+
+class ApplicationAdmin:
+    def __init__(self, applications: ApplicationRepository, bot_api: BotApiClient) -> None:
+        self._applications = applications
+        self._bot_api = bot_api
+
+    async def check_bot_token(self, token: str) -> BotIdentity:
+        try:
+            me = await self._bot_api.get_me(token)
+        except TelegramApiError as error:
+            raise AdminError(f"Telegram refused the bot token: {error.description}") from None
+        except TelegramNetworkError as error:
+            raise AdminError(
+                f"could not reach Telegram to check the token: {error.reason}"
+            ) from None
+        return BotIdentity(int(me["id"]), me.get("username"))
+
+    async def create_app(self, name: str, bot_token: str | None) -> tuple[Application, str]:
+        """Creates an application and its first API key; returns the key (shown once)."""
+        if await self._applications.get_by_name(name) is not None:
+            raise AdminError(f"an application named {name!r} already exists")
+        bot = await self.check_bot_token(bot_token) if bot_token else None
+        application = await self._applications.create(
+            name,
+            webhook_secret=new_secret(),
+            signing_secret=new_secret(),
+            bot_token=bot_token,
+            bot_id=bot.bot_id if bot else None,
+            bot_username=bot.username if bot else None,
+        )
+        return application, await self.rotate_key(application.id)
+
+    async def rotate_key(self, application_id: UUID) -> str:
+        """Adds a new key; older keys stay valid until revoked."""
+        if await self._applications.get(application_id) is None:
+            raise AdminError(f"no application {application_id}")
+        key_id, key, key_hash = new_api_key()
+        await self._applications.add_key(application_id, key_id, key_hash)
+        return key
+
+    async def revoke_key(self, application_id: UUID, key_id: str) -> None:
+        if not await self._applications.revoke_key(application_id, key_id):
+            raise AdminError(f"no live key {key_id!r} for application {application_id}")
+
+    async def set_bot_token(self, application_id: UUID, token: str) -> BotIdentity:
+        bot = await self.check_bot_token(token)
+        if not await self._applications.set_bot(application_id, token, bot.bot_id, bot.username):
+            raise AdminError(f"no application {application_id}")
+        return bot
+
+    async def list_apps(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "application_id": str(listing.application.id),
+                "name": listing.application.name,
+                "bot_username": listing.application.bot_username,
+                "bot_token": mask_token(listing.application.bot_token),
+                "created_at": listing.created_at.isoformat(),
+                "api_keys": [
+                    {
+                        "key_id": key.id,
+                        "created_at": key.created_at.isoformat(),
+                        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+                    }
+                    for key in listing.keys
+                ],
+            }
+            for listing in await self._applications.list()
+        ]

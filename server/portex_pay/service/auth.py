@@ -1,0 +1,76 @@
+"""API keys: minting, hashing and authenticating them, with a short-TTL cache.
+
+A key is `ppk_` + 43 base64url characters (256 random bits). Only its SHA-256 is stored. Each
+RPC resolves its key through a small in-process cache whose entries live `ttl` seconds, so the
+per-request cost is a dict lookup and a revoked key stops working within `ttl`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from collections.abc import Callable
+
+from portex_pay.adapters.postgres.applications import Application, ApplicationRepository
+from portex_pay.domain.errors import Unauthenticated
+
+KEY_PREFIX = "ppk_"
+_CACHE_MAX_ENTRIES = 10_000
+
+
+def new_api_key() -> tuple[str, str, bytes]:
+    """(key id shown in listings, the key shown once, its hash to store)."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    return "key_" + secrets.token_hex(6), key, hash_api_key(key)
+
+
+def hash_api_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def new_secret() -> str:
+    """A secret for webhooks and callback signatures: 1-256 chars of A-Za-z0-9_- (Telegram's
+    rule for `secret_token`)."""
+    return secrets.token_urlsafe(32)
+
+
+class ApiKeyAuthenticator:
+    def __init__(
+        self,
+        applications: ApplicationRepository,
+        ttl: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._applications = applications
+        self._ttl = ttl
+        self._clock = clock
+        self._cache: dict[bytes, tuple[float, Application | None]] = {}
+
+    async def authenticate(self, authorization: str | None) -> Application:
+        """The application that owns the `Bearer` key, or Unauthenticated."""
+        if not authorization:
+            raise Unauthenticated("missing authorization metadata: send 'Bearer <api key>'")
+        scheme, _, key = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise Unauthenticated("authorization metadata must be 'Bearer <api key>'")
+        key_hash = hash_api_key(key.strip())
+        now = self._clock()
+        cached = self._cache.get(key_hash)
+        if cached is not None and cached[0] > now:
+            application = cached[1]
+        else:
+            found = await self._applications.find_by_key_hash(key_hash)
+            # The index lookup found the row by hash; comparing again in constant time keeps the
+            # decision itself free of timing differences.
+            if found is not None and hmac.compare_digest(found[0], key_hash):
+                application = found[1]
+            else:
+                application = None
+            if len(self._cache) >= _CACHE_MAX_ENTRIES:
+                self._cache.clear()
+            self._cache[key_hash] = (now + self._ttl, application)
+        if application is None:
+            raise Unauthenticated("unknown or revoked API key")
+        return application

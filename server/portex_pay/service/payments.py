@@ -1,0 +1,234 @@
+"""Pay, QueryOrder and ResumePayment.
+
+Pay runs in phases so that a crash at any point is recoverable and no database connection is held
+while Telegram is called: (1) one statement claims the idempotency key, inserts the order and its
+event, and leases the invoice creation to this call; (2) with no connection held, createInvoiceLink;
+(3) one statement stores the link (or the failure) with its event. A retry with the same
+`request_id` finds the order and resumes where it stopped; a concurrent duplicate waits for the
+lease holder instead of creating a second invoice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from portex_pay.adapters.postgres.applications import Application
+from portex_pay.adapters.postgres.orders import OrderRepository
+from portex_pay.adapters.telegram import BotApiClient, TelegramApiError, TelegramNetworkError
+from portex_pay.domain.errors import (
+    BotNotConfigured,
+    DomainError,
+    FieldViolation,
+    IdempotencyKeyReused,
+    InvalidArgument,
+    OrderExpired,
+    OrderNotFound,
+    TelegramRateLimited,
+    TelegramRejected,
+    TelegramUnavailable,
+)
+from portex_pay.domain.order import Order, OrderState, check_transition
+from portex_pay.domain.payments import PayCommand, require_valid_pay, sign_invoice_payload
+
+log = structlog.get_logger(__name__)
+
+# Waiting for a concurrent duplicate: poll quickly first, then back off.
+_WAIT_FIRST_POLL = 0.02
+_WAIT_MAX_POLL = 0.25
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentSettings:
+    max_amount: int
+    order_ttl_seconds: int
+    telegram_timeout: float
+    payload_secret: bytes
+
+    @property
+    def lease_seconds(self) -> float:
+        # Longer than any createInvoiceLink call may take, so a live holder is never overtaken.
+        return self.telegram_timeout + 5.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class PaymentsService:
+    def __init__(
+        self,
+        orders: OrderRepository,
+        bot_api: BotApiClient,
+        settings: PaymentSettings,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._orders = orders
+        self._bot_api = bot_api
+        self._settings = settings
+        self._clock = clock
+
+    async def pay(
+        self,
+        application: Application,
+        command: PayCommand,
+        request_id: str,
+        *,
+        time_remaining: float | None = None,
+    ) -> Order:
+        require_valid_pay(command, request_id, max_amount=self._settings.max_amount)
+        if not application.bot_token:
+            raise BotNotConfigured(
+                "the application has no bot: run `portex-pay admin set-bot-token`"
+            )
+        deadline = None if time_remaining is None else time.monotonic() + time_remaining
+        ttl, lease = self._settings.order_ttl_seconds, self._settings.lease_seconds
+        if not request_id:
+            order = await self._orders.create(
+                application.id, command, ttl_seconds=ttl, lease_seconds=lease
+            )
+            return await self._create_invoice(application, order, deadline)
+
+        claim = await self._orders.create_idempotent(
+            application.id, request_id, command, ttl_seconds=ttl, lease_seconds=lease
+        )
+        if claim.created:
+            return await self._create_invoice(application, claim.order, deadline)
+        if claim.request_hash != command.fingerprint():
+            raise IdempotencyKeyReused(
+                f"request_id {request_id!r} was already used with different fields; "
+                "use a new request_id for a new order"
+            )
+        return await self._resume(application, claim.order, deadline)
+
+    async def _resume(
+        self, application: Application, order: Order, deadline: float | None
+    ) -> Order:
+        """A retry of an earlier Pay: return its order, finish it, or wait for its holder."""
+        waited_since = None
+        poll = _WAIT_FIRST_POLL
+        while True:
+            now = self._clock()
+            if order.invoice_link is not None:
+                return order
+            if order.invoice_in_progress(now):
+                # Another call (maybe on another replica) is creating the link: wait for it.
+                if waited_since is None:
+                    waited_since = order.updated_at
+                if deadline is not None and time.monotonic() + poll > deadline:
+                    raise TelegramUnavailable("the invoice is still being created; retry")
+                await asyncio.sleep(poll)
+                poll = min(poll * 2, _WAIT_MAX_POLL)
+                reloaded = await self._orders.get(application.id, order.tg_payment_id)
+                assert reloaded is not None
+                order = reloaded
+                continue
+            if (
+                waited_since is not None
+                and order.state is OrderState.FAILED
+                and order.updated_at > waited_since
+            ):
+                # The holder we waited for failed just now: report its failure, don't repeat it.
+                raise _failure_error(order)
+            if order.state_at(now) is OrderState.EXPIRED:
+                raise OrderExpired(f"order {order.tg_payment_id} expired before its invoice")
+            leased = await self._orders.take_invoice_lease(
+                application.id, order.tg_payment_id, self._settings.lease_seconds
+            )
+            if leased is not None:
+                return await self._create_invoice(application, leased, deadline)
+            reloaded = await self._orders.get(application.id, order.tg_payment_id)
+            assert reloaded is not None
+            order = reloaded
+
+    async def _create_invoice(
+        self, application: Application, order: Order, deadline: float | None
+    ) -> Order:
+        assert application.bot_token is not None
+        timeout = self._settings.telegram_timeout
+        if deadline is not None:
+            timeout = max(0.05, min(timeout, deadline - time.monotonic()))
+        try:
+            link = await self._bot_api.create_invoice_link(
+                application.bot_token, self._invoice_params(order), timeout=timeout
+            )
+        except TelegramApiError as error:
+            failure = _telegram_error(error)
+        except TelegramNetworkError as error:
+            failure = TelegramUnavailable(f"Telegram is unreachable ({error.reason}); retry")
+        else:
+            check_transition(order.state, OrderState.PENDING)
+            stored = await self._orders.record_invoice_link(order.tg_payment_id, link)
+            if stored is None:
+                raise OrderNotFound(f"order {order.tg_payment_id} changed while being created")
+            return stored
+        check_transition(order.state, OrderState.FAILED)
+        retry_after = failure.retry_after if isinstance(failure, TelegramRateLimited) else None
+        await self._orders.record_invoice_failure(
+            order.tg_payment_id, failure.reason, failure.message, retry_after
+        )
+        log.warning(
+            "invoice creation failed",
+            tg_payment_id=order.tg_payment_id,
+            reason=failure.reason,
+            detail=failure.message,
+        )
+        raise failure
+
+    def _invoice_params(self, order: Order) -> dict[str, Any]:
+        # Telegram Stars: currency XTR, exactly one price, no provider token (Bot API,
+        # createInvoiceLink). The payload is our signed reference, never the app's payload.
+        params: dict[str, Any] = {
+            "title": order.title,
+            "description": order.description,
+            "payload": sign_invoice_payload(
+                self._settings.payload_secret, order.tg_payment_id, order.amount
+            ),
+            "currency": "XTR",
+            "prices": [{"label": order.label, "amount": order.amount}],
+        }
+        for field in ("photo_url", "photo_size", "photo_width", "photo_height"):
+            value = getattr(order, field)
+            if value is not None:
+                params[field] = value
+        return params
+
+    async def query_order(self, application: Application, tg_payment_id: int) -> Order:
+        order = None
+        if tg_payment_id > 0:
+            order = await self._orders.get(application.id, tg_payment_id)
+        if order is None:
+            raise OrderNotFound(f"order {tg_payment_id} not found")
+        return order
+
+    async def resume_payment(self, application: Application, tg_use_id: int) -> Order | None:
+        if tg_use_id <= 0:
+            raise InvalidArgument([FieldViolation("tg_use_id", "must be a positive user id")])
+        return await self._orders.find_resumable(application.id, tg_use_id)
+
+
+def _telegram_error(error: TelegramApiError) -> DomainError:
+    if error.error_code == 429:
+        retry_after = error.retry_after if error.retry_after is not None else 1
+        return TelegramRateLimited(
+            f"Telegram rate limit: {error.description}; retry after {retry_after} s", retry_after
+        )
+    if 400 <= error.error_code < 500:
+        return TelegramRejected(f"Telegram refused the invoice: {error.description}")
+    return TelegramUnavailable(f"Telegram failed ({error.error_code}): {error.description}")
+
+
+def _failure_error(order: Order) -> DomainError:
+    """Rebuilds the error another call recorded on the order."""
+    message = order.failure_reason or "invoice creation failed"
+    if order.failure_code == TelegramRateLimited.reason:
+        return TelegramRateLimited(message, order.retry_after or 1)
+    if order.failure_code == TelegramRejected.reason:
+        return TelegramRejected(message)
+    return TelegramUnavailable(message)

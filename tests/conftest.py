@@ -1,0 +1,164 @@
+"""Shared test fixtures: a real PostgreSQL, the fake Bot API, the service in-process.
+
+PostgreSQL: `DATABASE_URL` when given (a fresh database is created on that server for the run),
+else a throwaway cluster initdb'd in a temp dir on a free port (as asyncpg's own test base does).
+The service under test runs in the test's event loop (real gRPC over loopback); end-to-end tests in
+tests/e2e start real server processes instead.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import grpc
+import pytest
+from portex.payment.v1 import payment_pb2_grpc
+from portex_pay.adapters.postgres.applications import ApplicationRepository
+from portex_pay.adapters.telegram.client import BotApiClient, new_session
+from portex_pay.app import PortexApp
+from portex_pay.config import Settings
+from portex_pay.devtools.fake_bot_api import FakeBotApi
+from portex_pay.devtools.pgcluster import PgCluster
+from portex_pay.service.applications import ApplicationAdmin
+
+PAYLOAD_SECRET = "test-payload-secret-" + "x" * 32
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def new_bot_token() -> str:
+    return f"{secrets.randbelow(10**9) + 10**9}:{secrets.token_urlsafe(27)}"
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    given = os.environ.get("DATABASE_URL")
+    if given:
+        yield from _fresh_database_on(given)
+        return
+    cluster = PgCluster(tmp_path_factory.mktemp("pg") / "data", ephemeral=True)
+    cluster.start()
+    try:
+        yield cluster.dsn
+    finally:
+        cluster.destroy()
+
+
+def _fresh_database_on(dsn: str) -> Iterator[str]:
+    import asyncio
+
+    name = f"portex_test_{uuid.uuid4().hex[:12]}"
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(f'CREATE DATABASE "{name}"'))
+    parts = urlsplit(dsn)
+    try:
+        yield urlunsplit(parts._replace(path=f"/{name}"))
+    finally:
+        asyncio.run(run(f'DROP DATABASE "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+async def fake_telegram() -> AsyncIterator[FakeBotApi]:
+    fake = FakeBotApi()
+    await fake.start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+def make_settings(database_url: str, telegram_url: str, **overrides: object) -> Settings:
+    settings = Settings(
+        database_url=database_url,
+        payload_secret=PAYLOAD_SECRET,
+        grpc_addr="127.0.0.1:0",
+        http_addr="127.0.0.1:0",
+        telegram_api_url=telegram_url,
+        telegram_timeout=2.0,
+        health_interval=0.1,
+        auth_cache_ttl=0.2,
+        shutdown_grace=2.0,
+    )
+    return settings.replace(**overrides)
+
+
+@pytest.fixture(scope="session")
+async def service(database_url: str, fake_telegram: FakeBotApi) -> AsyncIterator[PortexApp]:
+    app = PortexApp(make_settings(database_url, fake_telegram.base_url))
+    await app.start()
+    try:
+        yield app
+    finally:
+        await app.stop()
+
+
+@pytest.fixture(scope="session")
+async def channel(service: PortexApp) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
+        yield channel
+
+
+@pytest.fixture(scope="session")
+def stub(channel: grpc.aio.Channel) -> payment_pb2_grpc.PaymentServiceStub:
+    return payment_pb2_grpc.PaymentServiceStub(channel)
+
+
+@dataclass
+class TestApp:
+    """An application created for one test, with its bot registered at the fake Bot API."""
+
+    id: str
+    api_key: str
+    bot_token: str
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.api_key}"),)
+
+
+@pytest.fixture
+async def make_app(service: PortexApp, fake_telegram: FakeBotApi):  # type: ignore[no-untyped-def]
+    """Creates applications (each with its own bot) through the real admin use case."""
+    session = await new_session()
+    admin = ApplicationAdmin(
+        ApplicationRepository(service.pool),
+        BotApiClient(session, fake_telegram.base_url, 5.0),
+    )
+
+    async def create(bot: bool = True) -> TestApp:
+        token = new_bot_token()
+        if bot:
+            fake_telegram.add_bot(token)
+        application, key = await admin.create_app(
+            f"test-{uuid.uuid4().hex[:10]}", token if bot else None
+        )
+        return TestApp(str(application.id), key, token)
+
+    try:
+        yield create
+    finally:
+        await session.close()
+
+
+@pytest.fixture
+async def app(make_app) -> TestApp:  # type: ignore[no-untyped-def]
+    created: TestApp = await make_app()
+    return created

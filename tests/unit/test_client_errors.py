@@ -1,0 +1,688 @@
+"""Unit tests of the Python client's server-free parts: PortexPayError, retries, request building.
+
+PortexPayError is built from real ``grpc.aio.AioRpcError`` values whose trailers carry a
+``google.rpc.Status`` made with ``grpc_status.rpc_status``; the retry decision is tested as the
+pure functions it is, and the retry loop with a fake clock, a fake sleep and fake attempts.
+What needs a live server (metadata on the wire, real UNAVAILABLE, deadlines enforced by gRPC) is
+left to the end-to-end tests.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from google.protobuf import any_pb2, duration_pb2, timestamp_pb2
+from google.protobuf.message import Message
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+from portex_pay_client import (
+    DEFAULT_RETRY_POLICY,
+    ERROR_DOMAIN,
+    AsyncPaymentClient,
+    PaymentClient,
+    PayRequest,
+    PortexPayError,
+    QueryOrderRequest,
+    ResumePaymentRequest,
+    RetryPolicy,
+)
+from portex_pay_client._calls import (
+    ApiKey,
+    acall_with_retries,
+    build_pay_request,
+    build_query_order_request,
+    build_resume_payment_request,
+    call_with_retries,
+    resolve_timeout,
+)
+from portex_pay_client.retry import RETRYABLE_CODES, is_retry_safe, retry_delay
+
+SECRET = "pk_live_very-secret-key"
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def packed(message: Message) -> any_pb2.Any:
+    container = any_pb2.Any()
+    container.Pack(message)
+    return container
+
+
+def error_info(reason: str) -> error_details_pb2.ErrorInfo:
+    return error_details_pb2.ErrorInfo(
+        reason=reason, domain=ERROR_DOMAIN, metadata={"field": "amount"}
+    )
+
+
+def bad_request(*violations: tuple[str, str]) -> error_details_pb2.BadRequest:
+    return error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=description)
+            for field, description in violations
+        ]
+    )
+
+
+def retry_info(seconds: int, nanos: int = 0) -> error_details_pb2.RetryInfo:
+    return error_details_pb2.RetryInfo(
+        retry_delay=duration_pb2.Duration(seconds=seconds, nanos=nanos)
+    )
+
+
+def aio_error(
+    code: grpc.StatusCode,
+    message: str,
+    details: Sequence[Message] = (),
+    *,
+    trailers: Sequence[tuple[str, str | bytes]] | None = None,
+) -> grpc.aio.AioRpcError:
+    """A real AioRpcError whose trailers are what a grpc.aio server sends for such a status."""
+    if trailers is None:
+        status = status_pb2.Status(
+            code=code.value[0], message=message, details=[packed(d) for d in details]
+        )
+        trailers = rpc_status.to_status(status).trailing_metadata
+    return grpc.aio.AioRpcError(
+        code=code,
+        initial_metadata=grpc.aio.Metadata(),
+        trailing_metadata=grpc.aio.Metadata(*trailers),
+        details=message,
+    )
+
+
+class SyncCallError(grpc.RpcError, grpc.Call):  # type: ignore[misc, unused-ignore]
+    """The shape of the error a blocking grpc stub raises: an RpcError that is also a Call."""
+
+    def __init__(
+        self, code: grpc.StatusCode, message: str, trailers: Sequence[tuple[str, Any]]
+    ) -> None:
+        super().__init__()
+        self._code = code
+        self._message = message
+        self._trailers = tuple(trailers)
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._message
+
+    def trailing_metadata(self) -> Any:
+        return self._trailers
+
+    def initial_metadata(self) -> tuple[tuple[str, Any], ...]:
+        return ()
+
+    def add_callback(self, callback: Callable[[], None]) -> bool:
+        return False
+
+    def cancel(self) -> bool:
+        return False
+
+    def is_active(self) -> bool:
+        return False
+
+    def time_remaining(self) -> float:
+        return 0.0
+
+
+UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
+
+
+# --- PortexPayError from a failed call --------------------------------------------------------
+
+
+def test_error_exposes_everything_the_server_packed() -> None:
+    rpc_error = aio_error(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "2 fields are invalid",
+        [
+            error_info("INVALID_FIELDS"),
+            bad_request(
+                ("amount", "must be positive"),
+                ("title", "must be 1-32 characters"),
+                ("amount", "must be at most 10000"),
+            ),
+            retry_info(1, 500_000_000),
+        ],
+    )
+
+    err = PortexPayError.from_rpc_error(rpc_error)
+
+    assert err.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert err.message == "2 fields are invalid"
+    assert [type(d) for d in err.details] == [
+        error_details_pb2.ErrorInfo,
+        error_details_pb2.BadRequest,
+        error_details_pb2.RetryInfo,
+    ]
+    assert err.reason == "INVALID_FIELDS"
+    assert err.error_info is not None
+    assert err.error_info.domain == ERROR_DOMAIN
+    assert dict(err.error_info.metadata) == {"field": "amount"}
+    assert err.field_violations == {
+        "amount": "must be positive; must be at most 10000",
+        "title": "must be 1-32 characters",
+    }
+    assert err.retry_after == pytest.approx(1.5)
+    assert str(err) == "INVALID_ARGUMENT: 2 fields are invalid (reason=INVALID_FIELDS)"
+    assert "INVALID_FIELDS" in repr(err)
+
+
+def test_resource_exhausted_carries_retry_after() -> None:
+    rpc_error = aio_error(
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "Telegram rate limit",
+        [error_info("TELEGRAM_RATE_LIMITED"), retry_info(3)],
+    )
+
+    err = PortexPayError.from_rpc_error(rpc_error)
+
+    assert err.retry_after == 3.0
+    assert err.field_violations == {}
+    assert str(err) == "RESOURCE_EXHAUSTED: Telegram rate limit (reason=TELEGRAM_RATE_LIMITED)"
+
+
+def test_error_without_details_trailer() -> None:
+    err = PortexPayError.from_rpc_error(aio_error(UNAVAILABLE, "connection refused", trailers=()))
+
+    assert err.code is UNAVAILABLE
+    assert err.message == "connection refused"
+    assert err.details == []
+    assert err.error_info is None
+    assert err.reason is None
+    assert err.field_violations == {}
+    assert err.retry_after is None
+    assert str(err) == "UNAVAILABLE: connection refused"
+
+
+def test_error_without_message_reads_code_and_reason() -> None:
+    err = PortexPayError.from_rpc_error(
+        aio_error(grpc.StatusCode.NOT_FOUND, "", [error_info("ORDER_NOT_FOUND")])
+    )
+
+    assert str(err) == "NOT_FOUND (reason=ORDER_NOT_FOUND)"
+
+
+def test_status_details_that_contradict_the_call_are_ignored() -> None:
+    status = status_pb2.Status(
+        code=code_pb2.NOT_FOUND, message="other", details=[packed(error_info("X"))]
+    )
+    trailers = rpc_status.to_status(status).trailing_metadata
+
+    err = PortexPayError.from_rpc_error(
+        aio_error(grpc.StatusCode.INTERNAL, "boom", trailers=trailers)
+    )
+
+    assert (err.code, err.message, err.details) == (grpc.StatusCode.INTERNAL, "boom", [])
+
+
+def test_undecodable_details_trailer_is_ignored() -> None:
+    err = PortexPayError.from_rpc_error(
+        aio_error(
+            grpc.StatusCode.INTERNAL,
+            "boom",
+            trailers=[("grpc-status-details-bin", b"\xff\xff\xff not a status")],
+        )
+    )
+
+    assert (err.code, err.message, err.details) == (grpc.StatusCode.INTERNAL, "boom", [])
+
+
+def test_unknown_detail_types_stay_packed() -> None:
+    unknown = any_pb2.Any(type_url="type.googleapis.com/acme.v1.Mystery", value=b"\x08\x01")
+    status = status_pb2.Status(
+        code=code_pb2.FAILED_PRECONDITION,
+        message="Telegram said no",
+        details=[unknown, packed(timestamp_pb2.Timestamp(seconds=5))],
+    )
+    trailers = rpc_status.to_status(status).trailing_metadata
+
+    err = PortexPayError.from_rpc_error(
+        aio_error(grpc.StatusCode.FAILED_PRECONDITION, "Telegram said no", trailers=trailers)
+    )
+
+    assert err.details[0] == unknown
+    assert err.details[1] == timestamp_pb2.Timestamp(seconds=5)
+    assert err.reason is None
+
+
+def test_error_from_a_blocking_call() -> None:
+    status = status_pb2.Status(
+        code=code_pb2.ALREADY_EXISTS,
+        message="request_id was used with other fields",
+        details=[packed(error_info("IDEMPOTENCY_KEY_REUSED"))],
+    )
+    rpc_error = SyncCallError(
+        grpc.StatusCode.ALREADY_EXISTS,
+        "request_id was used with other fields",
+        rpc_status.to_status(status).trailing_metadata,
+    )
+
+    err = PortexPayError.from_rpc_error(rpc_error)
+
+    assert err.code is grpc.StatusCode.ALREADY_EXISTS
+    assert err.reason == "IDEMPOTENCY_KEY_REUSED"
+
+
+def test_bare_rpc_error_is_unknown() -> None:
+    err = PortexPayError.from_rpc_error(grpc.RpcError("odd"))
+
+    assert err.code is grpc.StatusCode.UNKNOWN
+    assert err.details == []
+
+
+def test_error_survives_pickling() -> None:
+    err = PortexPayError(grpc.StatusCode.INVALID_ARGUMENT, "bad", [error_info("INVALID_FIELDS")])
+
+    copy = pickle.loads(pickle.dumps(err))  # noqa: S301 (our own bytes)
+
+    assert (copy.code, copy.message, copy.details) == (err.code, err.message, err.details)
+    assert str(copy) == str(err)
+
+
+# --- which calls are retried ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "request_id", "safe"),
+    [
+        ("QueryOrder", "", True),
+        ("ResumePayment", "", True),
+        ("Pay", "", False),
+        ("Pay", "6f1c0b6e-5d7a-4bb1-9d6e-0c1d2e3f4a5b", True),
+        ("StreamInvoiceEvents", "", False),
+        ("SomethingNew", "abc", False),
+    ],
+)
+def test_retry_safety(method: str, request_id: str, safe: bool) -> None:
+    assert is_retry_safe(method, request_id=request_id) is safe
+    delay = retry_delay(
+        DEFAULT_RETRY_POLICY,
+        method=method,
+        code=UNAVAILABLE,
+        attempt=1,
+        time_remaining=10.0,
+        request_id=request_id,
+    )
+    assert (delay is not None) is safe
+
+
+@pytest.mark.parametrize(
+    "code", [c for c in grpc.StatusCode if c not in (grpc.StatusCode.OK, UNAVAILABLE)]
+)
+@pytest.mark.parametrize(
+    ("method", "request_id"), [("QueryOrder", ""), ("ResumePayment", ""), ("Pay", "key-1")]
+)
+def test_only_unavailable_is_retried(code: grpc.StatusCode, method: str, request_id: str) -> None:
+    assert frozenset({UNAVAILABLE}) == RETRYABLE_CODES
+    delay = retry_delay(
+        DEFAULT_RETRY_POLICY,
+        method=method,
+        code=code,
+        attempt=1,
+        time_remaining=10.0,
+        request_id=request_id,
+        retry_after=0.5,
+    )
+    assert delay is None
+
+
+def test_attempts_are_bounded_by_the_policy() -> None:
+    def delay(policy: RetryPolicy, attempt: int) -> float | None:
+        return retry_delay(
+            policy, method="QueryOrder", code=UNAVAILABLE, attempt=attempt, time_remaining=100.0
+        )
+
+    assert DEFAULT_RETRY_POLICY.max_attempts == 4
+    assert [delay(DEFAULT_RETRY_POLICY, n) is not None for n in (1, 2, 3, 4, 5)] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert delay(RetryPolicy.disabled(), 1) is None
+    assert delay(RetryPolicy(max_attempts=2), 1) is not None
+    assert delay(RetryPolicy(max_attempts=2), 2) is None
+
+
+def test_default_backoff_grows_from_a_tenth_of_a_second_to_two_seconds() -> None:
+    policy = DEFAULT_RETRY_POLICY
+    no_jitter = [policy.backoff(n, rand=lambda: 0.0) for n in range(1, 9)]
+    assert no_jitter == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0, 2.0])
+
+    full_jitter = [policy.backoff(n, rand=lambda: 0.999999) for n in range(1, 9)]
+    for n, (low, high) in enumerate(zip(full_jitter, no_jitter, strict=True), start=1):
+        assert 0 < low <= high <= policy.max_backoff, n
+        assert low >= high * (1 - policy.jitter) - 1e-9, n
+    # Growing: until the cap, the shortest wait of a retry exceeds the longest of the one before.
+    for n in range(4):
+        assert full_jitter[n + 1] > no_jitter[n]
+
+
+def test_random_backoff_stays_within_its_bounds() -> None:
+    policy = RetryPolicy()
+    for attempt in range(1, 10):
+        ceiling = min(
+            policy.max_backoff, policy.initial_backoff * policy.multiplier ** (attempt - 1)
+        )
+        for _ in range(200):
+            assert ceiling * (1 - policy.jitter) <= policy.backoff(attempt) <= ceiling
+
+
+def test_no_retry_past_the_deadline() -> None:
+    def delay(time_remaining: float, retry_after: float | None = None) -> float | None:
+        return retry_delay(
+            DEFAULT_RETRY_POLICY,
+            method="ResumePayment",
+            code=UNAVAILABLE,
+            attempt=1,
+            time_remaining=time_remaining,
+            retry_after=retry_after,
+            rand=lambda: 0.0,
+        )
+
+    assert delay(0.5) == pytest.approx(0.1)
+    assert delay(0.1) is None  # the wait would use up the whole rest of the deadline
+    assert delay(0.05) is None
+    assert delay(0.0) is None
+    assert delay(-1.0) is None
+    # The server's RetryInfo lengthens the wait, never shortens it, and must fit too.
+    assert delay(5.0, retry_after=1.0) == 1.0
+    assert delay(5.0, retry_after=0.01) == pytest.approx(0.1)
+    assert delay(0.9, retry_after=1.0) is None
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_attempts": 0},
+        {"initial_backoff": 0.0},
+        {"initial_backoff": 1.0, "max_backoff": 0.5},
+        {"multiplier": 0.5},
+        {"jitter": 1.0},
+        {"jitter": -0.1},
+    ],
+)
+def test_retry_policy_rejects_nonsense(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        RetryPolicy(**kwargs)
+
+
+# --- the retry loop, with fake time ------------------------------------------------------------
+
+
+class FakeTime:
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleep(seconds)
+
+
+class Attempts:
+    """Fails with the given errors in turn, then answers "ok"; each attempt takes `cost` s."""
+
+    def __init__(self, fake: FakeTime, errors: Sequence[BaseException], cost: float = 0.0):
+        self.fake = fake
+        self.errors = list(errors)
+        self.cost = cost
+        self.timeouts: list[float] = []
+
+    def __call__(self, timeout: float) -> str:
+        self.timeouts.append(timeout)
+        self.fake.now += min(self.cost, timeout)
+        if self.errors:
+            raise self.errors.pop(0)
+        return "ok"
+
+    async def acall(self, timeout: float) -> str:
+        return self(timeout)
+
+
+def test_loop_retries_unavailable_then_succeeds() -> None:
+    fake = FakeTime()
+    attempts = Attempts(fake, [aio_error(UNAVAILABLE, "down"), aio_error(UNAVAILABLE, "down")])
+
+    result = call_with_retries(
+        attempts,
+        policy=DEFAULT_RETRY_POLICY,
+        method="QueryOrder",
+        budget=10.0,
+        clock=fake.clock,
+        sleep=fake.sleep,
+        rand=lambda: 0.0,
+    )
+
+    assert result == "ok"
+    assert fake.sleeps == pytest.approx([0.1, 0.2])
+    # Each attempt gets what is left of the one overall deadline.
+    assert attempts.timeouts == pytest.approx([10.0, 9.9, 9.7])
+
+
+def test_loop_gives_up_after_max_attempts_with_the_last_error() -> None:
+    fake = FakeTime()
+    errors = [aio_error(UNAVAILABLE, f"down {n}") for n in range(1, 6)]
+    attempts = Attempts(fake, errors)
+
+    with pytest.raises(PortexPayError) as caught:
+        call_with_retries(
+            attempts,
+            policy=DEFAULT_RETRY_POLICY,
+            method="Pay",
+            budget=10.0,
+            request_id="key-1",
+            clock=fake.clock,
+            sleep=fake.sleep,
+            rand=lambda: 0.0,
+        )
+
+    assert len(attempts.timeouts) == 4
+    assert caught.value.message == "down 4"
+    assert isinstance(caught.value.__cause__, grpc.aio.AioRpcError)
+
+
+def test_loop_never_retries_pay_without_request_id() -> None:
+    fake = FakeTime()
+    original = aio_error(UNAVAILABLE, "Telegram timed out", [error_info("TELEGRAM_UNAVAILABLE")])
+    attempts = Attempts(fake, [original])
+
+    with pytest.raises(PortexPayError) as caught:
+        call_with_retries(
+            attempts,
+            policy=DEFAULT_RETRY_POLICY,
+            method="Pay",
+            budget=10.0,
+            request_id="",
+            clock=fake.clock,
+            sleep=fake.sleep,
+        )
+
+    assert len(attempts.timeouts) == 1
+    assert fake.sleeps == []
+    assert caught.value.__cause__ is original
+    assert caught.value.reason == "TELEGRAM_UNAVAILABLE"
+
+
+def test_loop_does_not_retry_other_codes() -> None:
+    fake = FakeTime()
+    attempts = Attempts(fake, [aio_error(grpc.StatusCode.DEADLINE_EXCEEDED, "too slow")])
+
+    with pytest.raises(PortexPayError) as caught:
+        call_with_retries(
+            attempts,
+            policy=DEFAULT_RETRY_POLICY,
+            method="QueryOrder",
+            budget=10.0,
+            clock=fake.clock,
+            sleep=fake.sleep,
+        )
+
+    assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
+    assert len(attempts.timeouts) == 1
+
+
+def test_loop_stays_within_the_deadline() -> None:
+    fake = FakeTime()
+    start = fake.now
+    attempts = Attempts(fake, [aio_error(UNAVAILABLE, "down")] * 10, cost=0.15)
+    policy = RetryPolicy(max_attempts=10)
+
+    with pytest.raises(PortexPayError):
+        call_with_retries(
+            attempts,
+            policy=policy,
+            method="ResumePayment",
+            budget=1.0,
+            clock=fake.clock,
+            sleep=fake.sleep,
+            rand=lambda: 0.0,
+        )
+
+    # 0.15 + 0.1 + 0.15 + 0.2 + 0.15 = 0.75 s; a 0.4 s wait would not leave time for an attempt.
+    assert len(attempts.timeouts) == 3
+    assert fake.now - start <= 1.0
+    assert attempts.timeouts == pytest.approx([1.0, 0.75, 0.4])
+
+
+def test_loop_lets_other_exceptions_through() -> None:
+    fake = FakeTime()
+    attempts = Attempts(fake, [KeyError("not grpc")])
+
+    with pytest.raises(KeyError):
+        call_with_retries(
+            attempts,
+            policy=DEFAULT_RETRY_POLICY,
+            method="QueryOrder",
+            budget=10.0,
+            clock=fake.clock,
+            sleep=fake.sleep,
+        )
+
+
+async def test_async_loop_retries_and_raises_portex_pay_error() -> None:
+    fake = FakeTime()
+    attempts = Attempts(fake, [aio_error(UNAVAILABLE, "down")])
+
+    result = await acall_with_retries(
+        attempts.acall,
+        policy=DEFAULT_RETRY_POLICY,
+        method="ResumePayment",
+        budget=5.0,
+        clock=fake.clock,
+        sleep=fake.asleep,
+        rand=lambda: 0.0,
+    )
+    assert result == "ok"
+    assert fake.sleeps == pytest.approx([0.1])
+
+    invalid = aio_error(
+        grpc.StatusCode.INVALID_ARGUMENT, "bad", [bad_request(("amount", "must be positive"))]
+    )
+    failing = Attempts(fake, [invalid])
+    with pytest.raises(PortexPayError) as caught:
+        await acall_with_retries(
+            failing.acall,
+            policy=DEFAULT_RETRY_POLICY,
+            method="Pay",
+            budget=5.0,
+            request_id="key-1",
+            clock=fake.clock,
+            sleep=fake.asleep,
+        )
+    assert caught.value.field_violations == {"amount": "must be positive"}
+    assert caught.value.__cause__ is invalid
+    assert len(failing.timeouts) == 1
+
+
+# --- requests, API key, timeouts, repr ----------------------------------------------------------
+
+
+def test_pay_request_from_keyword_fields() -> None:
+    request = build_pay_request(
+        None,
+        {
+            "tg_use_id": 1,
+            "amount": 5,
+            "label": "x",
+            "title": "t",
+            "description": "d",
+            "request_id": "key-1",
+            "payload": None,
+        },
+    )
+
+    assert request == PayRequest(
+        tg_use_id=1, amount=5, label="x", title="t", description="d", request_id="key-1"
+    )
+    assert not request.HasField("payload")
+
+
+def test_pay_request_given_whole() -> None:
+    given = PayRequest(tg_use_id=1, amount=5)
+    assert build_pay_request(given, {}) is given
+    with pytest.raises(TypeError):
+        build_pay_request(given, {"amount": 6})
+
+
+def test_query_and_resume_requests() -> None:
+    assert build_query_order_request(7) == QueryOrderRequest(tg_payment_id=7)
+    given_query = QueryOrderRequest(tg_payment_id=8)
+    assert build_query_order_request(given_query) is given_query
+    assert build_resume_payment_request(42) == ResumePaymentRequest(tg_use_id=42)
+
+
+def test_api_key_goes_only_into_the_authorization_metadata() -> None:
+    key = ApiKey(SECRET)
+
+    assert key.metadata() == (("authorization", f"Bearer {SECRET}"),)
+    assert SECRET not in repr(key)
+    assert SECRET not in str(key)
+
+
+@pytest.mark.parametrize("bad", ["", " sk_abc123", "sk_abc123\n", "sk_ключ", "sk_a\x00b"])
+def test_unusable_api_key_is_refused_without_echoing_it(bad: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        ApiKey(bad)
+    if bad.strip():
+        assert bad.strip() not in str(caught.value)
+
+
+def test_per_call_timeout_overrides_the_default() -> None:
+    assert resolve_timeout(10.0, None) == 10.0
+    assert resolve_timeout(10.0, 2.5) == 2.5
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError):
+            resolve_timeout(10.0, bad)
+
+
+def test_blocking_client_repr_hides_the_key() -> None:
+    with PaymentClient("localhost:1", SECRET, timeout=3.0) as client:
+        assert SECRET not in repr(client)
+        assert repr(client) == "PaymentClient(target='localhost:1', timeout=3.0)"
+        assert client.timeout == 3.0
+        assert client.retry == DEFAULT_RETRY_POLICY
+    with pytest.raises(ValueError):
+        PaymentClient("localhost:1", SECRET, timeout=0)
+
+
+async def test_async_client_repr_hides_the_key() -> None:
+    async with AsyncPaymentClient("localhost:1", SECRET, retry=RetryPolicy.disabled()) as client:
+        assert SECRET not in repr(client)
+        assert client.timeout == 10.0
+        assert client.retry.max_attempts == 1

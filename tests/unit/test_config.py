@@ -1,0 +1,64 @@
+"""Settings from the environment: defaults, and every problem reported at once."""
+
+from __future__ import annotations
+
+import pytest
+from portex_pay.config import ConfigError, Settings
+
+BASE = {"DATABASE_URL": "postgresql://u@localhost/db", "PORTEX_PAYLOAD_SECRET": "s" * 32}
+
+
+def test_defaults_match_the_readme() -> None:
+    settings = Settings.from_env(BASE)
+    assert settings.grpc_addr == "127.0.0.1:50051"
+    assert settings.http_addr == "127.0.0.1:8080"
+    assert settings.telegram_api_url == "https://api.telegram.org"
+    assert settings.max_amount == 10_000
+    assert settings.order_ttl_seconds == 3600
+    assert settings.idempotency_ttl_seconds >= 86_400
+
+
+def test_values_are_read_and_typed() -> None:
+    settings = Settings.from_env(
+        {
+            **BASE,
+            "PORTEX_MAX_AMOUNT": "50",
+            "PORTEX_ORDER_TTL": "60",
+            "PORTEX_GRPC_ADDR": "0.0.0.0:1",
+        }
+    )
+    assert (settings.max_amount, settings.order_ttl_seconds) == (50, 60)
+    assert settings.grpc_addr == "0.0.0.0:1"
+
+
+def test_every_problem_is_listed() -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(
+            {
+                "PORTEX_MAX_AMOUNT": "lots",
+                "PORTEX_GRPC_ADDR": "nowhere",
+                "PORTEX_LOG_FORMAT": "xml",
+                "PORTEX_IDEMPOTENCY_TTL": "60",
+            }
+        )
+    message = str(raised.value)
+    for name in (
+        "DATABASE_URL",
+        "PORTEX_PAYLOAD_SECRET",
+        "PORTEX_MAX_AMOUNT",
+        "PORTEX_GRPC_ADDR",
+        "PORTEX_LOG_FORMAT",
+        "PORTEX_IDEMPOTENCY_TTL",
+    ):
+        assert name in message
+
+
+def test_admin_commands_need_no_payload_secret() -> None:
+    settings = Settings.from_env({"DATABASE_URL": BASE["DATABASE_URL"]}, serving=False)
+    assert settings.database_url == BASE["DATABASE_URL"]
+
+
+def test_repr_shows_no_secret() -> None:
+    settings = Settings.from_env({**BASE, "DATABASE_URL": "postgresql://u:hunter2@localhost/db"})
+    assert "hunter2" not in repr(settings)
+    assert "s" * 32 not in repr(settings)
