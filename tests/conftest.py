@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import grpc
 import pytest
+
 from portex.payment.v1 import payment_pb2_grpc
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
@@ -123,6 +124,8 @@ def stub(channel: grpc.aio.Channel) -> payment_pb2_grpc.PaymentServiceStub:
 
 @dataclass
 class TestApp:
+    __test__ = False  # not a test class, despite the name
+
     """An application created for one test, with its bot registered at the fake Bot API."""
 
     id: str

@@ -22,14 +22,15 @@ import structlog
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 
+from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.postgres.orders import OrderRepository
 from portex_pay.adapters.postgres.pool import connect, create_pool
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.api.grpc.interceptor import PaymentInterceptor
+from portex_pay.api.grpc.reflection import DocumentedPool
 from portex_pay.api.grpc.servicer import PaymentServicer
 from portex_pay.api.http.app import create_http_app
 from portex_pay.config import Settings
@@ -124,6 +125,7 @@ class PortexApp:
                 reflection.SERVICE_NAME,
             ],
             server,
+            pool=DocumentedPool(),
         )
         self.grpc_port = server.add_insecure_port(settings.grpc_addr)
         if self.grpc_port == 0:

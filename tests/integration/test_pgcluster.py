@@ -14,6 +14,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+
 from portex_pay.devtools import pgcluster
 from portex_pay.devtools.pgcluster import (
     PgCluster,

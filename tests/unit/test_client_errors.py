@@ -20,6 +20,7 @@ from google.protobuf import any_pb2, duration_pb2, timestamp_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
 from portex_pay_client import (
     DEFAULT_RETRY_POLICY,
     ERROR_DOMAIN,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from portex_pay.config import ConfigError, Settings
 
 BASE = {"DATABASE_URL": "postgresql://u@localhost/db", "PORTEX_PAYLOAD_SECRET": "s" * 32}

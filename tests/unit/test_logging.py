@@ -7,6 +7,7 @@ import logging
 
 import pytest
 import structlog
+
 from portex_pay.logging import configure_logging, redact
 
 TOKEN = "123456789:AAH8kLmN0pQrStUvWxYz_abcdefghijklmn"

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
 import pytest
+
 from portex_pay.domain.errors import IllegalTransition
 from portex_pay.domain.order import SDK_STATUS, TRANSITIONS, Order, OrderState, check_transition
 

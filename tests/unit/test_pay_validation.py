@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+
 from portex_pay.domain.errors import FieldViolation, InvalidArgument
 from portex_pay.domain.payments import PayCommand, require_valid_pay, validate_pay
 

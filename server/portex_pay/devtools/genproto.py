@@ -18,7 +18,10 @@ from pathlib import Path
 from grpc_tools import protoc
 
 PROTO_ROOT = Path("protos")
-GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi", ".binpb")
+# The contract with its comments (source info), for server reflection: the _pb2 modules carry
+# descriptors without comments, and `grpcurl describe` should show them.
+DESCRIPTOR_SET = Path("portex") / "descriptor_set.binpb"
 # mypy-protobuf's plugins are console scripts installed beside this interpreter.
 BIN_DIR = Path(sys.executable).parent
 PACKAGE_INIT = '"""Generated protobuf package. DO NOT EDIT: run `make proto`."""\n'
@@ -37,6 +40,9 @@ def generate(out_dir: Path) -> None:
         f"--grpc_python_out={out_dir}",
         f"--mypy_out={out_dir}",
         f"--mypy_grpc_out={out_dir}",
+        f"--descriptor_set_out={out_dir / DESCRIPTOR_SET}",
+        "--include_source_info",
+        "--include_imports",
         *protos,
     ]
     if protoc.main(args) != 0:
@@ -69,6 +75,7 @@ def main() -> int:
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         fresh_root = Path(tmp)
+        (fresh_root / DESCRIPTOR_SET).parent.mkdir(parents=True)
         generate(fresh_root)
         fresh = generated_files(fresh_root)
         current = generated_files(options.out)

@@ -73,6 +73,8 @@ class PaymentsService:
         self._bot_api = bot_api
         self._settings = settings
         self._clock = clock
+        # Strong references to fire-and-forget clean-ups, so they are not garbage-collected.
+        self._background: set[asyncio.Task[None]] = set()
 
     async def pay(
         self,
@@ -93,13 +95,13 @@ class PaymentsService:
             order = await self._orders.create(
                 application.id, command, ttl_seconds=ttl, lease_seconds=lease
             )
-            return await self._create_invoice(application, order, deadline)
+            return await self._create_invoice(application, order)
 
         claim = await self._orders.create_idempotent(
             application.id, request_id, command, ttl_seconds=ttl, lease_seconds=lease
         )
         if claim.created:
-            return await self._create_invoice(application, claim.order, deadline)
+            return await self._create_invoice(application, claim.order)
         if claim.request_hash != command.fingerprint():
             raise IdempotencyKeyReused(
                 f"request_id {request_id!r} was already used with different fields; "
@@ -142,22 +144,23 @@ class PaymentsService:
                 application.id, order.tg_payment_id, self._settings.lease_seconds
             )
             if leased is not None:
-                return await self._create_invoice(application, leased, deadline)
+                return await self._create_invoice(application, leased)
             reloaded = await self._orders.get(application.id, order.tg_payment_id)
             assert reloaded is not None
             order = reloaded
 
-    async def _create_invoice(
-        self, application: Application, order: Order, deadline: float | None
-    ) -> Order:
+    async def _create_invoice(self, application: Application, order: Order) -> Order:
         assert application.bot_token is not None
-        timeout = self._settings.telegram_timeout
-        if deadline is not None:
-            timeout = max(0.05, min(timeout, deadline - time.monotonic()))
         try:
             link = await self._bot_api.create_invoice_link(
-                application.bot_token, self._invoice_params(order), timeout=timeout
+                application.bot_token, self._invoice_params(order)
             )
+        except asyncio.CancelledError:
+            # The caller's deadline passed or it went away: gRPC cancelled this task, and the
+            # Telegram request with it. Hand the lease back so that a retry need not wait for
+            # it to lapse; the order stays pending without a link.
+            self._release_lease_soon(order.tg_payment_id)
+            raise
         except TelegramApiError as error:
             failure = _telegram_error(error)
         except TelegramNetworkError as error:
@@ -180,6 +183,13 @@ class PaymentsService:
             detail=failure.message,
         )
         raise failure
+
+    def _release_lease_soon(self, tg_payment_id: int) -> None:
+        task = asyncio.create_task(
+            self._orders.release_invoice_lease(tg_payment_id), name="release-invoice-lease"
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def _invoice_params(self, order: Order) -> dict[str, Any]:
         # Telegram Stars: currency XTR, exactly one price, no provider token (Bot API,

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypedDict, TypeVar
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
+
 from portex.payment.v1 import payment_pb2
 
 from .errors import PortexPayError

@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, Unpack
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
+
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 
 from ._calls import (

@@ -197,6 +197,13 @@ class OrderRepository:
         )
         return None if row is None else order_from_row(row)
 
+    async def release_invoice_lease(self, tg_payment_id: int) -> None:
+        await self._pool.execute(
+            "UPDATE orders SET invoice_lease_until = NULL "
+            "WHERE tg_payment_id = $1 AND invoice_link IS NULL",
+            tg_payment_id,
+        )
+
     async def record_invoice_link(self, tg_payment_id: int, link: str) -> Order | None:
         """Stores the link; the order becomes (or stays) pending. None if it was no longer
         waiting for a link (cancelled or expired meanwhile)."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from google.protobuf import timestamp_pb2
-from portex.payment.v1 import payment_pb2
 
+from portex.payment.v1 import payment_pb2
 from portex_pay.domain.order import SDK_STATUS, Order, OrderState
 from portex_pay.domain.payments import PayCommand
 

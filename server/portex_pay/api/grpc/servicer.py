@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import grpc
-from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 
+from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.api.grpc.convert import order_message, pay_command
 from portex_pay.api.grpc.interceptor import current_application
 from portex_pay.service.payments import PaymentsService, utcnow

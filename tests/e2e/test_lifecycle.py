@@ -1,0 +1,131 @@
+"""A server process's life: health following PostgreSQL, graceful shutdown, its log lines."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from portex.payment.v1 import payment_pb2, payment_pb2_grpc
+from portex_pay.devtools.fake_bot_api import FakeBotApi
+from portex_pay.devtools.pgcluster import PgCluster
+from tests.conftest import TestApp
+from tests.e2e.conftest import ServerFactory, ServerProcess
+from tests.integration.helpers import pay_request
+
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def _wait_health(server: ServerProcess, expected: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while (status := await server.health()) != expected:
+        assert time.monotonic() < deadline, f"health is {status}, expected {expected}"
+        await asyncio.sleep(0.05)
+
+
+async def test_health_follows_postgresql_down_and_back_without_a_restart(
+    start_server: ServerFactory, tmp_path: Path
+):
+    cluster = PgCluster(tmp_path / "pg", ephemeral=True)
+    cluster.start()
+    try:
+        server = await start_server(DATABASE_URL=cluster.dsn)
+        await _wait_health(server, SERVING)
+        await asyncio.to_thread(cluster.stop)
+        await _wait_health(server, NOT_SERVING)
+        await asyncio.to_thread(cluster.start)
+        await _wait_health(server, SERVING)
+        assert server.process is not None and server.process.poll() is None
+    finally:
+        cluster.destroy()
+
+
+async def _signal_and_see_not_serving(server: ServerProcess) -> None:
+    """SIGTERM, then the health Watch stream (opened before) reports NOT_SERVING."""
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        assert (await watch.read()).status == SERVING
+        server.signal()
+        assert (await asyncio.wait_for(watch.read(), 5)).status == NOT_SERVING
+        watch.cancel()
+
+
+async def test_sigterm_drains_an_in_flight_pay_then_exits_0(
+    start_server: ServerFactory, app: TestApp, fake_telegram: FakeBotApi
+):
+    server = await start_server(PORTEX_SHUTDOWN_GRACE="10")
+    fake_telegram.delay("createInvoiceLink", 1.0, times=1)
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        stub = payment_pb2_grpc.PaymentServiceStub(channel)
+        in_flight = asyncio.ensure_future(
+            stub.Pay(pay_request(), metadata=app.metadata, timeout=15)
+        )
+        # Wait until Telegram has the call: the RPC is then truly in flight.
+        deadline = time.monotonic() + 10
+        while not fake_telegram.calls_for("createInvoiceLink", token=app.bot_token):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        await _signal_and_see_not_serving(server)
+        response = await in_flight
+        assert response.tg_payment_url.startswith("https://t.me/$")
+    assert await server.wait_exit() == 0
+    events = [line.get("event") for line in server.log_lines()]
+    assert "shutting down" in events
+    assert events[-1] == "stopped"
+
+
+async def test_a_new_rpc_during_shutdown_is_refused(
+    start_server: ServerFactory, app: TestApp, fake_telegram: FakeBotApi
+):
+    server = await start_server(PORTEX_SHUTDOWN_GRACE="10")
+    fake_telegram.delay("createInvoiceLink", 1.5, times=1)
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        stub = payment_pb2_grpc.PaymentServiceStub(channel)
+        in_flight = asyncio.ensure_future(stub.Pay(pay_request(), metadata=app.metadata))
+        deadline = time.monotonic() + 10
+        while not fake_telegram.calls_for("createInvoiceLink", token=app.bot_token):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.01)
+        await _signal_and_see_not_serving(server)
+        async with grpc.aio.insecure_channel(server.target) as fresh:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await payment_pb2_grpc.PaymentServiceStub(fresh).QueryOrder(
+                    payment_pb2.QueryOrderRequest(tg_payment_id=1), metadata=app.metadata, timeout=2
+                )
+            assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert not in_flight.done()
+        assert (await in_flight).tg_payment_url
+    assert await server.wait_exit() == 0
+
+
+async def test_each_rpc_logs_one_canonical_json_line_without_secrets(
+    start_server: ServerFactory, app: TestApp
+):
+    server = await start_server()
+    request = pay_request()
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        stub = payment_pb2_grpc.PaymentServiceStub(channel)
+        await stub.Pay(request, metadata=app.metadata)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.QueryOrder(payment_pb2.QueryOrderRequest(tg_payment_id=1))
+    server.signal()
+    assert await server.wait_exit() == 0
+    rpc_lines = [line for line in server.log_lines() if line.get("event") == "rpc"]
+    assert [(line["method"].rsplit("/", 1)[-1], line["code"]) for line in rpc_lines] == [
+        ("Pay", "OK"),
+        ("QueryOrder", "UNAUTHENTICATED"),
+    ]
+    pay_line = rpc_lines[0]
+    assert pay_line["application_id"] == app.id
+    assert pay_line["request_id"] == request.request_id
+    assert pay_line["peer"].startswith("ipv4:127.0.0.1:")
+    assert isinstance(pay_line["duration_ms"], float)
+    text = server.log_text()
+    assert app.api_key not in text
+    assert app.bot_token not in text
+    assert app.bot_token.split(":")[1] not in text

@@ -1,0 +1,44 @@
+"""Small helpers for the integration tests: rich status details of a failed call."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from portex.payment.v1 import payment_pb2
+
+
+def details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
+    """ErrorInfo, BadRequest and RetryInfo unpacked from the status trailer, by type name."""
+    status = rpc_status.from_call(error)
+    found: dict[str, Any] = {}
+    if status is None:
+        return found
+    for packed in status.details:
+        for cls in (
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.BadRequest,
+            error_details_pb2.RetryInfo,
+        ):
+            if packed.Is(cls.DESCRIPTOR):
+                message = cls()
+                packed.Unpack(message)
+                found[cls.__name__] = message
+    return found
+
+
+def pay_request(**overrides: Any) -> payment_pb2.PayRequest:
+    fields: dict[str, Any] = {
+        "tg_use_id": 4242,
+        "amount": 5,
+        "label": "item",
+        "title": "Book",
+        "description": "Magic book",
+        "request_id": str(uuid.uuid4()),
+    }
+    fields.update(overrides)
+    return payment_pb2.PayRequest(**fields)

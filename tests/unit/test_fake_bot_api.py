@@ -1,0 +1,1012 @@
+"""The fake Telegram Bot API, spoken to over real HTTP on loopback.
+
+Each test states one behaviour of the fake that portex-pay's tests (or the sandbox) rely on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from portex_pay.devtools.fake_bot_api import FakeBotApi, PaymentOutcome
+
+TOKEN = "123456:" + "A" * 35
+OTHER_TOKEN = "654321:" + "B" * 35
+USER = 4242
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+@dataclass
+class Reply:
+    status: int
+    body: dict[str, Any]
+
+    @property
+    def result(self) -> Any:
+        assert self.status == 200 and self.body["ok"] is True, self.body
+        return self.body["result"]
+
+    @property
+    def description(self) -> str:
+        assert self.body["ok"] is False, self.body
+        assert self.body["error_code"] == self.status
+        description: str = self.body["description"]
+        return description
+
+
+@dataclass
+class Bot:
+    """A minimal Bot API client for one token."""
+
+    http: aiohttp.ClientSession
+    base_url: str
+    token: str = TOKEN
+
+    async def json(self, method: str, **params: Any) -> Reply:
+        url = f"{self.base_url}/bot{self.token}/{method}"
+        async with self.http.post(url, json=params) as response:
+            return Reply(response.status, await response.json())
+
+    async def form(self, method: str, **params: str) -> Reply:
+        url = f"{self.base_url}/bot{self.token}/{method}"
+        async with self.http.post(url, data=params) as response:
+            return Reply(response.status, await response.json())
+
+    async def query(self, method: str, **params: str) -> Reply:
+        url = f"{self.base_url}/bot{self.token}/{method}"
+        async with self.http.get(url, params=params) as response:
+            return Reply(response.status, await response.json())
+
+    async def ok(self, method: str, **params: Any) -> Any:
+        return (await self.json(method, **params)).result
+
+
+def invoice(**overrides: Any) -> dict[str, Any]:
+    params: dict[str, Any] = {
+        "title": "Book",
+        "description": "A book of magic",
+        "payload": "order-1",
+        "currency": "XTR",
+        "prices": [{"label": "item", "amount": 5}],
+    }
+    params.update(overrides)
+    return {k: v for k, v in params.items() if v is not None}
+
+
+async def answer_next_pre_checkout(
+    bot: Bot, *, ok: bool = True, error_message: str | None = None
+) -> dict[str, Any]:
+    """Plays the bot in long-polling mode: answers the first pre_checkout_query it gets."""
+    offset = 0
+    while True:
+        updates = await bot.ok("getUpdates", offset=offset, timeout=5)
+        for update in updates:
+            offset = update["update_id"] + 1
+            if "pre_checkout_query" in update:
+                query: dict[str, Any] = update["pre_checkout_query"]
+                answer: dict[str, Any] = {"pre_checkout_query_id": query["id"], "ok": ok}
+                if error_message is not None:
+                    answer["error_message"] = error_message
+                assert await bot.ok("answerPreCheckoutQuery", **answer) is True
+                return query
+
+
+async def next_updates(bot: Bot, offset: int = 0) -> list[dict[str, Any]]:
+    updates: list[dict[str, Any]] = await bot.ok("getUpdates", offset=offset, timeout=5)
+    return updates
+
+
+@dataclass
+class Receiver:
+    """A tiny webhook endpoint; `statuses` scripts its answers (default 200)."""
+
+    url: str
+    received: asyncio.Queue[tuple[dict[str, str], dict[str, Any]]]
+    statuses: list[int] = field(default_factory=list)
+    reply: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeBotApi]:
+    async with FakeBotApi(webhook_retry_delay=0.01) as server:
+        server.add_bot(TOKEN, "portex_test_bot")
+        yield server
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+@pytest.fixture
+def bot(http: aiohttp.ClientSession, fake: FakeBotApi) -> Bot:
+    return Bot(http, fake.base_url)
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    received: asyncio.Queue[tuple[dict[str, str], dict[str, Any]]] = asyncio.Queue()
+    state = Receiver("", received)
+
+    async def handle(request: web.Request) -> web.Response:
+        update = await request.json()
+        await received.put((dict(request.headers), update))
+        status = state.statuses.pop(0) if state.statuses else 200
+        body = state.reply(update) if state.reply is not None and status == 200 else None
+        if body is not None:
+            return web.json_response(body, status=status)
+        return web.Response(status=status)
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    state.url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    try:
+        yield state
+    finally:
+        await runner.cleanup()
+
+
+async def create_link(bot: Bot, **overrides: Any) -> str:
+    link: str = await bot.ok("createInvoiceLink", **invoice(**overrides))
+    return link
+
+
+async def pay_with_bot(
+    fake: FakeBotApi, bot: Bot, link: str, *, ok: bool = True, error_message: str | None = None
+) -> tuple[PaymentOutcome, dict[str, Any]]:
+    outcome, query = await asyncio.gather(
+        fake.pay_invoice(link, USER),
+        answer_next_pre_checkout(bot, ok=ok, error_message=error_message),
+    )
+    return outcome, query
+
+
+async def until(condition: Callable[[], Awaitable[bool]]) -> None:
+    del condition  # placeholder to keep the helper namespace obvious; unused
+
+
+# -------------------------------------------------------------------------- wire format
+
+
+async def test_get_me_answers_a_user_object_for_json_form_and_query_requests(bot: Bot) -> None:
+    for reply in (await bot.json("getMe"), await bot.form("getMe"), await bot.query("getMe")):
+        assert reply.result == {
+            "id": 123456,
+            "is_bot": True,
+            "first_name": "Fake Bot 123456",
+            "username": "portex_test_bot",
+            "can_join_groups": True,
+            "can_read_all_group_messages": False,
+            "supports_inline_queries": False,
+            "can_connect_to_business": False,
+            "has_main_web_app": False,
+        }
+
+
+async def test_an_unknown_token_is_401_unauthorized(bot: Bot) -> None:
+    bot.token = OTHER_TOKEN
+    reply = await bot.json("getMe")
+    assert (reply.status, reply.body) == (
+        401,
+        {"ok": False, "error_code": 401, "description": "Unauthorized"},
+    )
+
+
+async def test_an_unknown_method_is_404_while_method_names_ignore_case(bot: Bot) -> None:
+    reply = await bot.json("sendFax")
+    assert (reply.status, reply.description) == (404, "Not Found: method not found")
+    # Bot API: "All methods in the Bot API are case-insensitive."
+    assert (await bot.json("GETME")).result["id"] == 123456
+
+
+async def test_sandbox_mode_accepts_any_well_formed_token_and_only_those(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with FakeBotApi(accept_any_token=True) as sandbox:
+        good = Bot(http, sandbox.base_url, "777:" + "x" * 30)
+        assert (await good.ok("getMe"))["id"] == 777
+        short = Bot(http, sandbox.base_url, "778:" + "x" * 29)
+        assert (await short.json("getMe")).status == 401
+
+
+# ----------------------------------------------------------------------- createInvoiceLink
+
+
+async def test_create_invoice_link_returns_a_t_me_link_and_remembers_the_invoice(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    link = await create_link(bot, photo_url="https://example.com/a.png", photo_width=64)
+    assert link.startswith("https://t.me/$") and len(link) > len("https://t.me/$") + 10
+    [stored] = fake.invoices
+    assert (stored.link, stored.bot_id, stored.title, stored.payload) == (
+        link,
+        123456,
+        "Book",
+        "order-1",
+    )
+    assert (stored.currency, stored.label, stored.amount, stored.photo_width) == (
+        "XTR",
+        "item",
+        5,
+        64,
+    )
+
+
+async def test_prices_may_come_json_encoded_in_a_form_body(fake: FakeBotApi, bot: Bot) -> None:
+    form = {k: v if isinstance(v, str) else json.dumps(v) for k, v in invoice().items()}
+    assert (await bot.form("createInvoiceLink", **form)).result.startswith("https://t.me/$")
+    assert fake.invoices[0].amount == 5
+
+
+async def test_title_is_limited_to_32_characters_not_bytes(bot: Bot) -> None:
+    # 32 Cyrillic letters are 64 UTF-8 bytes: still fine.
+    assert (await bot.json("createInvoiceLink", **invoice(title="ж" * 32))).status == 200
+    reply = await bot.json("createInvoiceLink", **invoice(title="ж" * 33))
+    assert (reply.status, reply.description) == (
+        400,
+        "Bad Request: invoice title must be 1-32 characters long",
+    )
+
+
+async def test_description_is_limited_to_255_characters(bot: Bot) -> None:
+    assert (await bot.json("createInvoiceLink", **invoice(description="ж" * 255))).status == 200
+    assert (await bot.json("createInvoiceLink", **invoice(description="ж" * 256))).status == 400
+
+
+async def test_payload_is_limited_to_128_bytes_not_characters(bot: Bot) -> None:
+    assert (await bot.json("createInvoiceLink", **invoice(payload="é" * 64))).status == 200
+    # 65 characters, but 130 bytes.
+    reply = await bot.json("createInvoiceLink", **invoice(payload="é" * 65))
+    assert (reply.status, reply.description) == (
+        400,
+        "Bad Request: invoice payload must be 1-128 bytes long in UTF-8",
+    )
+
+
+@pytest.mark.parametrize("name", ["title", "description", "payload", "currency", "prices"])
+@pytest.mark.parametrize("value", [None, ""])
+async def test_required_parameters_may_be_neither_missing_nor_empty(
+    bot: Bot, name: str, value: str | None
+) -> None:
+    params = invoice()
+    if value is None:
+        del params[name]
+    else:
+        params[name] = value
+    reply = await bot.json("createInvoiceLink", **params)
+    assert (reply.status, reply.description) == (400, f'Bad Request: parameter "{name}" is required')
+
+
+@pytest.mark.parametrize(
+    "prices",
+    [
+        pytest.param([], id="none"),
+        pytest.param([{"label": "a", "amount": 5}, {"label": "b", "amount": 1}], id="two"),
+        pytest.param([{"label": "a", "amount": 5.0}], id="float"),
+        pytest.param([{"label": "a", "amount": 2.5}], id="fraction"),
+        pytest.param([{"label": "a", "amount": "5"}], id="string"),
+        pytest.param([{"label": "a", "amount": True}], id="boolean"),
+        pytest.param([{"label": "a", "amount": 0}], id="zero"),
+        pytest.param([{"label": "a", "amount": -5}], id="negative"),
+        pytest.param([{"label": "", "amount": 5}], id="empty-label"),
+        pytest.param([{"amount": 5}], id="no-label"),
+        pytest.param({"label": "a", "amount": 5}, id="object-not-array"),
+        pytest.param("[{", id="not-json"),
+    ],
+)
+async def test_prices_must_be_exactly_one_labeled_positive_integer_amount(
+    fake: FakeBotApi, bot: Bot, prices: Any
+) -> None:
+    reply = await bot.json("createInvoiceLink", **invoice(prices=prices))
+    assert reply.status == 400 and reply.description.startswith("Bad Request: ")
+    assert fake.invoices == []
+
+
+async def test_currency_must_be_xtr(bot: Bot) -> None:
+    reply = await bot.json("createInvoiceLink", **invoice(currency="USD"))
+    assert (reply.status, reply.description) == (
+        400,
+        "Bad Request: currency must be XTR for payments in Telegram Stars",
+    )
+
+
+async def test_provider_token_must_be_absent_or_empty(bot: Bot) -> None:
+    assert (await bot.json("createInvoiceLink", **invoice(provider_token=""))).status == 200
+    reply = await bot.json("createInvoiceLink", **invoice(provider_token="284685063:TEST:abc"))
+    assert (reply.status, reply.description) == (
+        400,
+        "Bad Request: provider_token must be empty for payments in Telegram Stars",
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "truthy", "falsy"),
+    [
+        ("max_tip_amount", 10, 0),
+        ("suggested_tip_amounts", [1, 2], []),
+        ("need_name", True, False),
+        ("need_phone_number", True, False),
+        ("need_email", True, False),
+        ("need_shipping_address", True, False),
+        ("send_phone_number_to_provider", True, False),
+        ("send_email_to_provider", True, False),
+        ("is_flexible", True, False),
+    ],
+)
+async def test_fields_unsupported_for_stars_are_refused_only_when_set(
+    bot: Bot, name: str, truthy: Any, falsy: Any
+) -> None:
+    reply = await bot.json("createInvoiceLink", **invoice(**{name: truthy}))
+    assert (reply.status, reply.description) == (
+        400,
+        f"Bad Request: {name} is not supported for payments in Telegram Stars",
+    )
+    assert (await bot.json("createInvoiceLink", **invoice(**{name: falsy}))).status == 200
+
+
+async def test_subscription_period_must_be_30_days_and_at_most_10000_stars(bot: Bot) -> None:
+    assert (await bot.json("createInvoiceLink", **invoice(subscription_period=2592000))).status == 200
+    assert (await bot.json("createInvoiceLink", **invoice(subscription_period=86400))).status == 400
+    too_dear = invoice(subscription_period=2592000, prices=[{"label": "a", "amount": 10001}])
+    assert (await bot.json("createInvoiceLink", **too_dear)).status == 400
+
+
+@pytest.mark.parametrize("name", ["photo_size", "photo_width", "photo_height"])
+async def test_photo_sizes_must_be_non_negative_integers(bot: Bot, name: str) -> None:
+    assert (await bot.json("createInvoiceLink", **invoice(**{name: 0}))).status == 200
+    assert (await bot.json("createInvoiceLink", **invoice(**{name: -1}))).status == 400
+    assert (await bot.json("createInvoiceLink", **invoice(**{name: 1.5}))).status == 400
+
+
+# ------------------------------------------------------------------------ fault injection
+
+
+async def test_fail_next_answers_in_telegram_error_format_with_retry_after_then_recovers(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    fake.fail_next(
+        "createInvoiceLink",
+        error_code=429,
+        description="Too Many Requests: retry after 9",
+        retry_after=9,
+    )
+    reply = await bot.json("createInvoiceLink", **invoice())
+    assert (reply.status, reply.body) == (
+        429,
+        {
+            "ok": False,
+            "error_code": 429,
+            "description": "Too Many Requests: retry after 9",
+            "parameters": {"retry_after": 9},
+        },
+    )
+    assert (await bot.json("createInvoiceLink", **invoice())).status == 200
+    assert len(fake.invoices) == 1  # the failed call created nothing
+    assert len(fake.calls_for("createInvoiceLink")) == 2  # but was recorded
+
+
+async def test_a_fault_can_target_one_token(
+    fake: FakeBotApi, http: aiohttp.ClientSession, bot: Bot
+) -> None:
+    fake.add_bot(OTHER_TOKEN)
+    fake.fail_next("getMe", error_code=500, description="Internal Server Error", token=OTHER_TOKEN)
+    assert (await bot.json("getMe")).status == 200
+    assert (await Bot(http, fake.base_url, OTHER_TOKEN).json("getMe")).status == 500
+
+
+async def test_delay_holds_the_answer_for_the_given_time(fake: FakeBotApi, bot: Bot) -> None:
+    fake.delay("getMe", 0.2, times=1)
+    started = time.monotonic()
+    assert (await bot.json("getMe")).status == 200
+    assert time.monotonic() - started >= 0.2
+    started = time.monotonic()
+    await bot.json("getMe")
+    assert time.monotonic() - started < 0.2
+
+
+async def test_drop_connection_closes_the_connection_without_an_answer_once(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    fake.drop_connection("createInvoiceLink")
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await bot.json("createInvoiceLink", **invoice())
+    assert (await bot.json("createInvoiceLink", **invoice())).status == 200
+
+
+async def test_clear_faults_removes_standing_faults(fake: FakeBotApi, bot: Bot) -> None:
+    fake.fail_next("*", error_code=502, description="Bad Gateway", times=100)
+    assert (await bot.json("getMe")).status == 502
+    fake.clear_faults()
+    assert (await bot.json("getMe")).status == 200
+
+
+# ---------------------------------------------------------------------------- getUpdates
+
+
+async def test_updates_below_the_offset_are_confirmed_and_never_come_back(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    first = await fake.deliver_update(TOKEN, {"message": {"text": "one"}})
+    second = await fake.deliver_update(TOKEN, {"message": {"text": "two"}})
+    assert first is not None and second == first + 1
+    updates = await bot.ok("getUpdates")
+    assert [u["update_id"] for u in updates] == [first, second]
+    # Without a higher offset nothing is confirmed: the same updates again.
+    assert [u["update_id"] for u in await bot.ok("getUpdates")] == [first, second]
+    assert [u["update_id"] for u in await bot.ok("getUpdates", offset=second)] == [second]
+    assert await bot.ok("getUpdates", offset=0) == []  # `first` is gone for good
+
+
+async def test_limit_caps_the_batch(fake: FakeBotApi, bot: Bot) -> None:
+    for n in range(3):
+        await fake.deliver_update(TOKEN, {"message": {"text": str(n)}})
+    assert len(await bot.ok("getUpdates", limit=2)) == 2
+
+
+async def test_a_long_poll_wakes_up_as_soon_as_an_update_arrives(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    started = time.monotonic()
+    poll = asyncio.create_task(bot.ok("getUpdates", timeout=30))
+    await fake.wait_for_call("getUpdates")
+    update_id = await fake.deliver_update(TOKEN, {"message": {"text": "hi"}})
+    updates = await poll
+    assert [u["update_id"] for u in updates] == [update_id]
+    assert time.monotonic() - started < 5
+
+
+async def test_a_second_get_updates_terminates_the_waiting_one_with_409(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    first = asyncio.create_task(bot.json("getUpdates", timeout=30))
+    await fake.wait_for_call("getUpdates")
+    assert await bot.ok("getUpdates") == []
+    reply = await first
+    assert (reply.status, reply.description) == (
+        409,
+        "Conflict: terminated by other getUpdates request; "
+        "make sure that only one bot instance is running",
+    )
+
+
+async def test_get_updates_is_refused_while_a_webhook_is_set(
+    bot: Bot, receiver: Receiver
+) -> None:
+    assert await bot.ok("setWebhook", url=receiver.url) is True
+    reply = await bot.json("getUpdates")
+    assert (reply.status, reply.description) == (
+        409,
+        "Conflict: can't use getUpdates method while webhook is active; "
+        "use deleteWebhook to delete the webhook first",
+    )
+    assert await bot.ok("deleteWebhook") is True
+    assert await bot.ok("getUpdates") == []
+
+
+async def test_set_webhook_terminates_a_waiting_long_poll(
+    fake: FakeBotApi, bot: Bot, receiver: Receiver
+) -> None:
+    poll = asyncio.create_task(bot.json("getUpdates", timeout=30))
+    await fake.wait_for_call("getUpdates")
+    await bot.ok("setWebhook", url=receiver.url)
+    reply = await poll
+    assert (reply.status, reply.description) == (409, "Conflict: terminated by setWebhook request")
+
+
+async def test_allowed_updates_keeps_other_update_types_from_being_created(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    assert await bot.ok("getUpdates", allowed_updates=["pre_checkout_query"]) == []
+    assert await fake.deliver_update(TOKEN, {"message": {"text": "filtered"}}) is None
+    kept = await fake.deliver_update(TOKEN, {"pre_checkout_query": {"id": "1"}})
+    assert [u["update_id"] for u in await bot.ok("getUpdates")] == [kept]
+    # An empty list restores the default (everything but chat_member and reactions).
+    await bot.ok("getUpdates", allowed_updates=[])
+    assert await fake.deliver_update(TOKEN, {"message": {"text": "back"}}) is not None
+
+
+async def test_a_negative_offset_keeps_only_the_last_updates(fake: FakeBotApi, bot: Bot) -> None:
+    ids = [await fake.deliver_update(TOKEN, {"message": {"text": str(n)}}) for n in range(3)]
+    assert [u["update_id"] for u in await bot.ok("getUpdates", offset=-1)] == ids[-1:]
+
+
+# ------------------------------------------------------------------------------ webhooks
+
+
+async def test_the_webhook_gets_updates_in_order_with_the_secret_header(
+    fake: FakeBotApi, bot: Bot, receiver: Receiver
+) -> None:
+    await bot.ok("setWebhook", url=receiver.url, secret_token="s3cr3t_-x")
+    ids = [await fake.deliver_update(TOKEN, {"message": {"text": str(n)}}) for n in range(3)]
+    for expected in ids:
+        headers, update = await receiver.received.get()
+        assert update["update_id"] == expected
+        assert headers["X-Telegram-Bot-Api-Secret-Token"] == "s3cr3t_-x"
+        assert headers["Content-Type"] == "application/json"
+
+
+async def test_without_a_secret_token_no_secret_header_is_sent(
+    fake: FakeBotApi, bot: Bot, receiver: Receiver
+) -> None:
+    await bot.ok("setWebhook", url=receiver.url)
+    await fake.deliver_update(TOKEN, {"message": {"text": "x"}})
+    headers, _ = await receiver.received.get()
+    assert "X-Telegram-Bot-Api-Secret-Token" not in headers
+
+
+async def test_a_failed_delivery_is_retried_and_reported_in_webhook_info(
+    fake: FakeBotApi, bot: Bot, receiver: Receiver
+) -> None:
+    receiver.statuses = [500]
+    await bot.ok("setWebhook", url=receiver.url)
+    update_id = await fake.deliver_update(TOKEN, {"message": {"text": "x"}})
+    first = await receiver.received.get()
+    second = await receiver.received.get()
+    assert first[1]["update_id"] == second[1]["update_id"] == update_id
+    info = await bot.ok("getWebhookInfo")
+    assert info["last_error_message"] == "Wrong response from the webhook: 500 Internal Server Error"
+    assert isinstance(info["last_error_date"], int)
+
+
+async def test_delivery_gives_up_after_the_configured_attempts_and_moves_on(
+    fake: FakeBotApi, bot: Bot, receiver: Receiver
+) -> None:
+    receiver.statuses = [503, 503, 503]  # default: 3 attempts
+    await bot.ok("setWebhook", url=receiver.url)
+    doomed = await fake.deliver_update(TOKEN, {"message": {"text": "doomed"}})
+    fine = await fake.deliver_update(TOKEN, {"message": {"text": "fine"}})
+    seen = [(await receiver.received.get())[1]["update_id"] for _ in range(4)]
+    assert seen == [doomed, doomed, doomed, fine]
+
+
+async def test_an_unreachable_webhook_is_reported_as_a_connection_error(
+    http: aiohttp.ClientSession,
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with FakeBotApi(webhook_attempts=1) as server:
+        server.add_bot(TOKEN)
+        bot = Bot(http, server.base_url)
+        await bot.ok("setWebhook", url=f"http://127.0.0.1:{port}/hook")
+        await server.deliver_update(TOKEN, {"message": {"text": "x"}})
+        # The single attempt fails; the fake gives up and the queue empties.
+        await server.wait_for_call("getWebhookInfo", count=0)
+        info: dict[str, Any] = {}
+        for _ in range(200):
+            info = await bot.ok("getWebhookInfo")
+            if info["pending_update_count"] == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert info["last_error_message"] == "Connection refused"
+
+
+@pytest.mark.parametrize(
+    ("params", "description"),
+    [
+        ({"url": "ftp://example.com/hook"}, "Bad Request: invalid webhook URL specified"),
+        ({"url": "https:///hook"}, "Bad Request: invalid webhook URL specified"),
+        (
+            {"url": "https://example.com/hook", "secret_token": "bad secret!"},
+            "Bad Request: secret token contains unallowed characters",
+        ),
+        (
+            {"url": "https://example.com/hook", "secret_token": "a" * 257},
+            "Bad Request: secret token is too long",
+        ),
+    ],
+)
+async def test_set_webhook_validates_the_url_and_the_secret_token(
+    bot: Bot, params: dict[str, str], description: str
+) -> None:
+    reply = await bot.json("setWebhook", **params)
+    assert (reply.status, reply.description) == (400, description)
+
+
+async def test_webhook_info_describes_the_webhook_and_delete_webhook_can_drop_updates(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    await fake.deliver_update(TOKEN, {"message": {"text": "x"}})
+    assert await bot.ok("getWebhookInfo") == {
+        "url": "",
+        "has_custom_certificate": False,
+        "pending_update_count": 1,
+    }
+    # An unreachable https URL keeps the update pending while the fake retries.
+    fake.add_bot(OTHER_TOKEN)
+    await bot.ok(
+        "setWebhook",
+        url="https://example.invalid/hook",
+        secret_token="a" * 256,
+        max_connections=10,
+        allowed_updates=["message", "pre_checkout_query"],
+    )
+    info = await bot.ok("getWebhookInfo")
+    assert info["url"] == "https://example.invalid/hook"
+    assert info["max_connections"] == 10
+    assert info["allowed_updates"] == ["message", "pre_checkout_query"]
+    reply = await bot.json("deleteWebhook", drop_pending_updates=True)
+    assert reply.result is True and reply.body["description"] == "Webhook was deleted"
+    assert (await bot.ok("getWebhookInfo"))["pending_update_count"] == 0
+
+
+async def test_redeliver_sends_the_same_update_again(
+    fake: FakeBotApi, bot: Bot, receiver: Receiver
+) -> None:
+    await bot.ok("setWebhook", url=receiver.url)
+    update_id = await fake.deliver_update(TOKEN, {"message": {"text": "x"}})
+    assert update_id is not None
+    _, original = await receiver.received.get()
+    await fake.redeliver(update_id)
+    _, duplicate = await receiver.received.get()
+    assert duplicate == original
+
+
+async def test_a_webhook_reply_can_answer_the_pre_checkout_query(
+    fake: FakeBotApi, bot: Bot, receiver: Receiver
+) -> None:
+    def reply(update: dict[str, Any]) -> dict[str, Any] | None:
+        if "pre_checkout_query" not in update:
+            return None
+        query_id = update["pre_checkout_query"]["id"]
+        return {"method": "answerPreCheckoutQuery", "pre_checkout_query_id": query_id, "ok": True}
+
+    receiver.reply = reply
+    await bot.ok("setWebhook", url=receiver.url)
+    outcome = await fake.pay_invoice(await create_link(bot), USER)
+    assert outcome.approved and outcome.charge_id is not None
+    [answer] = fake.calls_for("answerPreCheckoutQuery")
+    assert answer.via_webhook_reply
+
+
+# ------------------------------------------------------------------------------ payments
+
+
+async def test_an_approved_payment_charges_the_user_and_sends_successful_payment(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    link = await create_link(bot)
+    outcome, query = await pay_with_bot(fake, bot, link)
+    assert query["from"]["id"] == USER
+    assert (query["currency"], query["total_amount"], query["invoice_payload"]) == (
+        "XTR",
+        5,
+        "order-1",
+    )
+    assert outcome.approved and outcome.answered and outcome.error_message is None
+    assert outcome.answer_latency is not None and 0 <= outcome.answer_latency < 5
+    [update] = await next_updates(bot)
+    message = update["message"]
+    assert message["from"]["id"] == USER
+    assert message["chat"] == {
+        "id": USER,
+        "first_name": f"User {USER}",
+        "username": f"user{USER}",
+        "type": "private",
+    }
+    assert message["successful_payment"] == {
+        "currency": "XTR",
+        "total_amount": 5,
+        "invoice_payload": "order-1",
+        "telegram_payment_charge_id": outcome.charge_id,
+        "provider_payment_charge_id": "",
+    }
+    [charge] = fake.charges
+    assert (charge.telegram_payment_charge_id, charge.user_id, charge.total_amount) == (
+        outcome.charge_id,
+        USER,
+        5,
+    )
+
+
+async def test_a_declined_payment_shows_the_error_message_and_charges_nothing(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    link = await create_link(bot)
+    outcome, _ = await pay_with_bot(fake, bot, link, ok=False, error_message="Sold out")
+    assert (outcome.approved, outcome.answered, outcome.error_message, outcome.charge_id) == (
+        False,
+        True,
+        "Sold out",
+        None,
+    )
+    assert fake.charges == []
+    assert await bot.ok("getUpdates", offset=0) == []  # no successful_payment
+
+
+async def test_declining_requires_an_error_message(fake: FakeBotApi, bot: Bot) -> None:
+    link = await create_link(bot)
+    payment = asyncio.create_task(fake.pay_invoice(link, USER, answer_timeout=5))
+    [update] = await next_updates(bot)
+    query_id = update["pre_checkout_query"]["id"]
+    reply = await bot.json("answerPreCheckoutQuery", pre_checkout_query_id=query_id, ok=False)
+    assert (reply.status, reply.description) == (
+        400,
+        'Bad Request: parameter "error_message" is required',
+    )
+    await bot.ok("answerPreCheckoutQuery", pre_checkout_query_id=query_id, ok=True)
+    assert (await payment).approved
+
+
+async def test_an_unanswered_query_times_out_and_a_late_answer_is_too_old(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    link = await create_link(bot)
+    outcome = await fake.pay_invoice(link, USER, answer_timeout=0.2)
+    assert outcome == PaymentOutcome(False, None, False, None, None)
+    [update] = await next_updates(bot)
+    query_id = update["pre_checkout_query"]["id"]
+    reply = await bot.json("answerPreCheckoutQuery", pre_checkout_query_id=query_id, ok=True)
+    assert (reply.status, reply.description) == (
+        400,
+        "Bad Request: query is too old and response timeout expired or query ID is invalid",
+    )
+    assert fake.charges == []
+
+
+async def test_an_unknown_or_already_answered_query_is_query_id_invalid(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    reply = await bot.json("answerPreCheckoutQuery", pre_checkout_query_id="1", ok=True)
+    assert (reply.status, reply.description) == (400, "Bad Request: QUERY_ID_INVALID")
+    _, query = await pay_with_bot(fake, bot, await create_link(bot))
+    again = await bot.json("answerPreCheckoutQuery", pre_checkout_query_id=query["id"], ok=True)
+    assert (again.status, again.description) == (400, "Bad Request: QUERY_ID_INVALID")
+
+
+async def test_another_bot_cannot_answer_the_query(
+    fake: FakeBotApi, http: aiohttp.ClientSession, bot: Bot
+) -> None:
+    fake.add_bot(OTHER_TOKEN)
+    link = await create_link(bot)
+    payment = asyncio.create_task(fake.pay_invoice(link, USER, answer_timeout=5))
+    [update] = await next_updates(bot)
+    query_id = update["pre_checkout_query"]["id"]
+    other = Bot(http, fake.base_url, OTHER_TOKEN)
+    reply = await other.json("answerPreCheckoutQuery", pre_checkout_query_id=query_id, ok=True)
+    assert reply.description == "Bad Request: QUERY_ID_INVALID"
+    await bot.ok("answerPreCheckoutQuery", pre_checkout_query_id=query_id, ok=True)
+    assert (await payment).approved
+
+
+async def test_pay_invoice_overrides_let_a_test_tamper_with_the_query(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    link = await create_link(bot)
+    payment = asyncio.create_task(
+        fake.pay_invoice(
+            link, USER, total_amount=1, invoice_payload="forged", currency="USD", answer_timeout=5
+        )
+    )
+    [update] = await next_updates(bot)
+    query = update["pre_checkout_query"]
+    assert (query["total_amount"], query["invoice_payload"], query["currency"]) == (
+        1,
+        "forged",
+        "USD",
+    )
+    await bot.ok(
+        "answerPreCheckoutQuery", pre_checkout_query_id=query["id"], ok=False, error_message="No"
+    )
+    assert not (await payment).approved
+
+
+async def test_an_invoice_link_can_be_paid_twice_each_payment_a_new_charge(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    link = await create_link(bot)
+    first, _ = await pay_with_bot(fake, bot, link)
+    second, _ = await pay_with_bot(fake, bot, link)
+    assert first.approved and second.approved
+    assert first.charge_id != second.charge_id
+    assert len(fake.charges) == 2
+
+
+async def test_a_subscription_payment_carries_its_expiration_date(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    link = await create_link(bot, subscription_period=2592000)
+    await pay_with_bot(fake, bot, link)
+    [update] = await next_updates(bot)
+    payment = update["message"]["successful_payment"]
+    assert payment["is_recurring"] is True and payment["is_first_recurring"] is True
+    assert payment["subscription_expiration_date"] - update["message"]["date"] == 2592000
+
+
+async def test_paying_an_unknown_link_raises_lookup_error(fake: FakeBotApi) -> None:
+    with pytest.raises(LookupError):
+        await fake.pay_invoice("https://t.me/$nope", USER)
+
+
+# ------------------------------------------------------------------------------- refunds
+
+
+async def test_a_refund_returns_true_once_and_then_charge_already_refunded(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    outcome, _ = await pay_with_bot(fake, bot, await create_link(bot))
+    [paid] = await next_updates(bot)
+    offset = paid["update_id"] + 1
+    refund = {"user_id": USER, "telegram_payment_charge_id": outcome.charge_id}
+    assert await bot.ok("refundStarPayment", **refund) is True
+    again = await bot.json("refundStarPayment", **refund)
+    assert (again.status, again.description) == (400, "Bad Request: CHARGE_ALREADY_REFUNDED")
+    [refunded] = await next_updates(bot, offset)
+    assert refunded["message"]["refunded_payment"] == {
+        "currency": "XTR",
+        "total_amount": 5,
+        "invoice_payload": "order-1",
+        "telegram_payment_charge_id": outcome.charge_id,
+    }
+    assert fake.charges[0].refunded_at is not None
+
+
+@pytest.mark.parametrize("who", ["other-user", "unknown-charge"])
+async def test_refunding_a_charge_of_someone_else_is_charge_not_found(
+    fake: FakeBotApi, bot: Bot, who: str
+) -> None:
+    outcome, _ = await pay_with_bot(fake, bot, await create_link(bot))
+    refund: dict[str, Any] = {"user_id": USER, "telegram_payment_charge_id": outcome.charge_id}
+    if who == "other-user":
+        refund["user_id"] = USER + 1
+    else:
+        refund["telegram_payment_charge_id"] = "stxNOPE"
+    reply = await bot.json("refundStarPayment", **refund)
+    assert (reply.status, reply.description) == (400, "Bad Request: CHARGE_NOT_FOUND")
+
+
+async def test_star_transactions_and_balance_follow_payments_and_refunds(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    link = await create_link(bot, prices=[{"label": "item", "amount": 7}])
+    kept, _ = await pay_with_bot(fake, bot, link)
+    refunded, _ = await pay_with_bot(fake, bot, link)
+    await bot.ok(
+        "refundStarPayment", user_id=USER, telegram_payment_charge_id=refunded.charge_id
+    )
+    assert await bot.ok("getMyStarBalance") == {"amount": 7, "nanostar_amount": 0}
+    transactions = (await bot.ok("getStarTransactions"))["transactions"]
+    assert [(t["id"], t["amount"], "source" in t) for t in transactions] == [
+        (kept.charge_id, 7, True),
+        (refunded.charge_id, 7, True),
+        (refunded.charge_id, 7, False),
+    ]
+    source = transactions[0]["source"]
+    assert (source["type"], source["user"]["id"], source["invoice_payload"]) == (
+        "user",
+        USER,
+        "order-1",
+    )
+    assert transactions[2]["receiver"]["user"]["id"] == USER
+    page = (await bot.ok("getStarTransactions", offset=1, limit=1))["transactions"]
+    assert [t["id"] for t in page] == [refunded.charge_id]
+
+
+# --------------------------------------------------------------------- the control API
+
+
+async def test_the_control_api_drives_the_fake_from_another_process(
+    fake: FakeBotApi, http: aiohttp.ClientSession
+) -> None:
+    base = fake.base_url
+
+    async def control(method: str, path: str, body: Any = None) -> Reply:
+        async with http.request(method, f"{base}/_fake/{path}", json=body) as response:
+            return Reply(response.status, await response.json())
+
+    assert (await control("POST", "bots", {"token": OTHER_TOKEN, "username": "b"})).result == 654321
+    other = Bot(http, base, OTHER_TOKEN)
+    assert (await other.ok("getMe"))["username"] == "b"
+
+    fail = {"method": "getMe", "error_code": 429, "description": "Too Many Requests: retry after 3"}
+    await control("POST", "fail", {**fail, "retry_after": 3, "times": 1})
+    assert (await other.json("getMe")).body["parameters"] == {"retry_after": 3}
+    await control("POST", "drop", {"method": "getMe"})
+    await control("POST", "delay", {"method": "getMe", "seconds": 5})
+    await control("POST", "clear")
+    assert (await other.json("getMe")).status == 200  # no drop, no delay left
+
+    calls = (await control("GET", "calls?method=getme")).result
+    assert [c["bot_id"] for c in calls] == [654321, 654321, 654321]
+    assert all("token" not in c for c in calls)
+
+    link = await create_link(other)
+    [stored] = (await control("GET", "invoices")).result
+    assert stored["link"] == link and stored["amount"] == 5
+
+    paying = control("POST", "pay", {"link": link, "user_id": USER, "answer_timeout": 5})
+    reply, _ = await asyncio.gather(paying, answer_next_pre_checkout(other))
+    outcome = reply.result
+    assert outcome["approved"] is True and outcome["charge_id"].startswith("stx")
+    assert [c["user_id"] for c in (await control("GET", "charges")).result] == [USER]
+
+    assert (await control("POST", "pay", {"link": "https://t.me/$nope", "user_id": 1})).status == 404
+    assert (await control("POST", "pay", {"link": link})).status == 400
+
+
+async def test_the_control_api_can_inject_and_redeliver_updates(
+    fake: FakeBotApi, http: aiohttp.ClientSession, bot: Bot
+) -> None:
+    async with http.post(
+        f"{fake.base_url}/_fake/deliver", json={"token": TOKEN, "update": {"message": {"text": "x"}}}
+    ) as response:
+        update_id = (await response.json())["result"]
+    async with http.post(
+        f"{fake.base_url}/_fake/redeliver", json={"update_id": update_id}
+    ) as response:
+        assert response.status == 200
+    assert [u["update_id"] for u in await bot.ok("getUpdates")] == [update_id, update_id]
+
+
+# ---------------------------------------------------------------------- odds and ends
+
+
+async def test_reset_forgets_everything_but_the_bots(fake: FakeBotApi, bot: Bot) -> None:
+    await create_link(bot)
+    await fake.deliver_update(TOKEN, {"message": {"text": "x"}})
+    fake.fail_next("getUpdates", error_code=500, description="x")
+    fake.reset()
+    assert (fake.calls, fake.invoices, fake.charges) == ([], [], [])
+    assert await bot.ok("getUpdates") == []
+
+
+async def test_bot_tokens_never_reach_the_logs(
+    fake: FakeBotApi, bot: Bot, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    await bot.ok("setWebhook", url=f"http://127.0.0.1:1/{TOKEN}")  # nothing listens on port 1
+    await fake.deliver_update(TOKEN, {"message": {"text": "x"}})
+    await bot.json("sendFax")
+    fake.drop_connection("getMe")
+    with pytest.raises(aiohttp.ServerDisconnectedError):
+        await bot.json("getMe")
+    await fake.stop()  # waits for the delivery worker; its failures are logged by then
+    assert "webhook delivery" in caplog.text
+    secret = TOKEN.split(":", 1)[1]
+    assert secret not in caplog.text
+    assert secret not in repr(fake.calls)
+
+
+async def test_the_cli_announces_its_address_and_stops_on_sigterm(
+    http: aiohttp.ClientSession,
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "portex_pay.devtools.fake_bot_api",
+        "--port",
+        "0",
+        "--accept-any-token",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 20)).decode().strip()
+        assert line.startswith("fake Bot API listening on http://127.0.0.1:")
+        base = line.rsplit(" ", 1)[1]
+        assert (await Bot(http, base, "9:" + "z" * 30).ok("getMe"))["id"] == 9
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 10) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
