@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 GEN_DIR := clients/python/src
-PROTOS := $(shell find protos -name '*.proto')
+PG_FALLBACK := 'pgserver==0.1.4; sys_platform == "linux" and platform_machine == "x86_64"'
 
 .PHONY: help venv proto proto-check check fmt test run bench clean
 
@@ -20,6 +20,9 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet --disable-pip-version-check -e clients/python -e '.[dev]'
+	@# No system PostgreSQL server? Take the one packaged on PyPI (pgserver ships its binaries).
+	$(BIN)/python -c 'from portex_pay.devtools.pgcluster import find_postgres_bindir as f; f()' \
+		2>/dev/null || $(BIN)/pip install --quiet --disable-pip-version-check $(PG_FALLBACK)
 	touch $@
 
 venv: $(STAMP)

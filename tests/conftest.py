@@ -138,7 +138,7 @@ class TestApp:
 
 
 @pytest.fixture
-async def make_app(service: PortexApp, fake_telegram: FakeBotApi):  # type: ignore[no-untyped-def]
+async def make_app(service: PortexApp, fake_telegram: FakeBotApi):
     """Creates applications (each with its own bot) through the real admin use case."""
     session = await new_session()
     admin = ApplicationAdmin(
@@ -162,6 +162,6 @@ async def make_app(service: PortexApp, fake_telegram: FakeBotApi):  # type: igno
 
 
 @pytest.fixture
-async def app(make_app) -> TestApp:  # type: ignore[no-untyped-def]
+async def app(make_app) -> TestApp:
     created: TestApp = await make_app()
     return created

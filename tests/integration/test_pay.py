@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 import grpc
 import pytest
@@ -148,7 +149,7 @@ async def _failed_pay(stub, app: TestApp, request=None) -> grpc.aio.AioRpcError:
     return raised.value
 
 
-async def _only_order(service: PortexApp, app: TestApp) -> dict:
+async def _only_order(service: PortexApp, app: TestApp) -> dict[str, Any]:
     rows = await service.pool.fetch("SELECT * FROM orders WHERE application_id = $1::uuid", app.id)
     assert len(rows) == 1
     return dict(rows[0])

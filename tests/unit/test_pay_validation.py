@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import pytest
 
@@ -57,7 +58,7 @@ def test_a_complete_valid_request_has_no_violations() -> None:
         ("photo_height", -1),
     ],
 )
-def test_each_bad_field_is_reported_alone(field: str, value: object) -> None:
+def test_each_bad_field_is_reported_alone(field: str, value: Any) -> None:
     assert violations(dataclasses.replace(VALID, **{field: value})) == [field]
 
 
@@ -74,7 +75,7 @@ def test_each_bad_field_is_reported_alone(field: str, value: object) -> None:
         ("payload", ""),
     ],
 )
-def test_values_on_the_boundary_are_accepted(field: str, value: object) -> None:
+def test_values_on_the_boundary_are_accepted(field: str, value: Any) -> None:
     assert violations(dataclasses.replace(VALID, **{field: value})) == []
 
 
@@ -106,5 +107,11 @@ def test_every_violation_is_reported_at_once() -> None:
 
 def test_the_fingerprint_changes_with_any_field_and_only_then() -> None:
     assert VALID.fingerprint() == dataclasses.replace(VALID).fingerprint()
-    for field, value in [("amount", 6), ("title", "Other"), ("payload", "x"), ("photo_size", 1)]:
+    changes: list[tuple[str, Any]] = [
+        ("amount", 6),
+        ("title", "Other"),
+        ("payload", "x"),
+        ("photo_size", 1),
+    ]
+    for field, value in changes:
         assert VALID.fingerprint() != dataclasses.replace(VALID, **{field: value}).fingerprint()

@@ -894,6 +894,15 @@ class FakeBotApi:
         bot.pending.append(dict(bot.history[update_id]))
         bot.notify()
 
+    async def drain(self, token: str, *, timeout: float = 5.0) -> None:
+        """Waits until none of the bot's updates is pending: with a webhook, each has been
+        delivered or given up on; with getUpdates, each has been confirmed."""
+        bot = self._bot_for(token)
+        async with asyncio.timeout(timeout):
+            while bot.pending:
+                changed = bot.changed
+                await changed.wait()
+
     def _enqueue(self, bot: _Bot, update: dict[str, Any]) -> int | None:
         kind = _update_kind(update)
         # Reference server, add_update_impl: updates of a type outside allowed_updates are never
@@ -946,6 +955,7 @@ class FakeBotApi:
             await self._deliver_with_retries(bot, update)
             if bot.pending and bot.pending[0] is update:
                 bot.pending.pop(0)
+                bot.notify()  # for drain()
 
     async def _deliver_with_retries(self, bot: _Bot, update: dict[str, Any]) -> bool:
         # docs/telegram-stars.md: "A non-2XX answer makes Telegram retry, then give up."
@@ -1336,6 +1346,7 @@ class FakeBotApi:
             # Bot API: "An update is considered confirmed as soon as getUpdates is called with
             # an offset higher than its update_id"; confirmed updates are gone for good.
             bot.pending[:] = [u for u in bot.pending if u["update_id"] >= offset]
+        bot.notify()  # for drain()
 
         if bot.poll is not None:
             bot.poll.conflict = _CONFLICT_OTHER_GET_UPDATES

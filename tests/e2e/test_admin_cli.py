@@ -1,0 +1,159 @@
+"""`portex-pay admin ...` as an operator runs it: a real process, JSON out, tokens masked."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+from typing import Any
+
+import grpc
+import pytest
+
+from portex.payment.v1 import payment_pb2, payment_pb2_grpc
+from portex_pay.app import PortexApp
+from portex_pay.devtools.fake_bot_api import FakeBotApi
+from tests.conftest import new_bot_token
+
+
+async def admin(database_url: str, fake: FakeBotApi, *args: str) -> tuple[int, Any, str]:
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "PORTEX_TELEGRAM_API_URL": fake.base_url,
+        "PORTEX_LOG_FORMAT": "json",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "portex_pay", "admin", *args,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode is not None
+    text = out.decode()
+    return process.returncode, json.loads(text) if text.strip() else None, err.decode()
+
+
+async def test_create_app_prints_its_id_and_a_working_key_and_checks_the_token(
+    database_url, fake_telegram, stub
+):
+    token = new_bot_token()
+    fake_telegram.add_bot(token, username="shop_bot")
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    code, created, err = await admin(
+        database_url, fake_telegram, "create-app", "--name", name, "--bot-token", token
+    )
+    assert code == 0, err
+    assert set(created) == {"application_id", "api_key"}
+    assert created["api_key"].startswith("ppk_")
+    assert fake_telegram.calls_for("getMe", token=token)
+    metadata = (("authorization", f"Bearer {created['api_key']}"),)
+    resumed = await stub.ResumePayment(
+        payment_pb2.ResumePaymentRequest(tg_use_id=1), metadata=metadata
+    )
+    assert not resumed.has_pending_payment
+
+
+async def test_an_invalid_bot_token_is_refused_and_nothing_is_created(
+    database_url, fake_telegram, service: PortexApp
+):
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    code, out, err = await admin(
+        database_url, fake_telegram, "create-app", "--name", name, "--bot-token", new_bot_token()
+    )
+    assert code == 1
+    assert out is None
+    assert "Unauthorized" in err
+    assert (
+        await service.pool.fetchval("SELECT count(*) FROM applications WHERE name = $1", name) == 0
+    )
+
+
+async def test_list_apps_masks_tokens_and_shows_key_ids(database_url, fake_telegram):
+    token = new_bot_token()
+    fake_telegram.add_bot(token)
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    code, created, _ = await admin(
+        database_url, fake_telegram, "create-app", "--name", name, "--bot-token", token
+    )
+    assert code == 0
+    code, apps, _ = await admin(database_url, fake_telegram, "list-apps")
+    assert code == 0
+    mine = next(a for a in apps if a["application_id"] == created["application_id"])
+    assert mine["name"] == name
+    assert mine["bot_token"] == f"{token.split(':')[0]}:…{token[-4:]}"
+    assert len(mine["api_keys"]) == 1 and mine["api_keys"][0]["key_id"].startswith("key_")
+    assert token.split(":")[1] not in json.dumps(apps)
+    assert created["api_key"] not in json.dumps(apps)
+
+
+async def test_rotate_then_revoke_keys_from_the_command_line(database_url, fake_telegram, service):
+    token = new_bot_token()
+    fake_telegram.add_bot(token)
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    _, created, _ = await admin(
+        database_url, fake_telegram, "create-app", "--name", name, "--bot-token", token
+    )
+    app_id = created["application_id"]
+    code, rotated, _ = await admin(database_url, fake_telegram, "rotate-key", "--app", app_id)
+    assert code == 0 and rotated["api_key"] != created["api_key"]
+    _, apps, _ = await admin(database_url, fake_telegram, "list-apps")
+    keys = next(a for a in apps if a["application_id"] == app_id)["api_keys"]
+    assert len(keys) == 2
+    first_key_id = keys[0]["key_id"]
+    code, revoked, _ = await admin(
+        database_url, fake_telegram, "revoke-key", "--app", app_id, "--key-id", first_key_id
+    )
+    assert (code, revoked["revoked"]) == (0, first_key_id)
+    code, _, err = await admin(
+        database_url, fake_telegram, "revoke-key", "--app", app_id, "--key-id", first_key_id
+    )
+    assert code == 1 and "no live key" in err
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
+        stub = payment_pb2_grpc.PaymentServiceStub(channel)
+        await stub.ResumePayment(
+            payment_pb2.ResumePaymentRequest(tg_use_id=1),
+            metadata=(("authorization", f"Bearer {rotated['api_key']}"),),
+        )
+        deadline = asyncio.get_running_loop().time() + 2
+        while True:  # revocation reaches the server within its auth cache TTL (0.2 s here)
+            try:
+                await stub.ResumePayment(
+                    payment_pb2.ResumePaymentRequest(tg_use_id=1),
+                    metadata=(("authorization", f"Bearer {created['api_key']}"),),
+                )
+            except grpc.aio.AioRpcError as error:
+                assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+                break
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+
+
+async def test_set_bot_token_checks_it_with_getme_and_binds_it(
+    database_url, fake_telegram, service
+):
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    code, created, _ = await admin(database_url, fake_telegram, "create-app", "--name", name)
+    assert code == 0
+    token = new_bot_token()
+    code, _, err = await admin(
+        database_url, fake_telegram, "set-bot-token", "--app", created["application_id"],
+        "--bot-token", token,
+    )  # fmt: skip
+    assert code == 1 and "Unauthorized" in err
+    fake_telegram.add_bot(token, username="bound_bot")
+    code, bound, err = await admin(
+        database_url, fake_telegram, "set-bot-token", "--app", created["application_id"],
+        "--bot-token", token,
+    )  # fmt: skip
+    assert code == 0, err
+    assert (bound["bot_id"], bound["bot_username"]) == (int(token.split(":")[0]), "bound_bot")
+    assert token not in json.dumps(bound)
+
+
+@pytest.mark.parametrize("args", [["rotate-key", "--app", "not-a-uuid"], ["create-app"]])
+async def test_bad_arguments_exit_2_with_usage(database_url, fake_telegram, args):
+    code, _, err = await admin(database_url, fake_telegram, *args)
+    assert code == 2
+    assert "usage:" in err

@@ -1,0 +1,94 @@
+"""`make run` (`portex-pay dev`) on a machine with nothing configured: private PostgreSQL,
+Telegram sandbox, a development application, and Pay working end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from portex.payment.v1 import payment_pb2, payment_pb2_grpc
+from tests.conftest import free_port
+from tests.e2e.conftest import ServerProcess
+from tests.integration.helpers import pay_request
+
+
+def _dev_env(grpc_port: int) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "PORTEX_TELEGRAM_API_URL", "PORTEX_PAYLOAD_SECRET")
+    }
+    env.update(
+        PORTEX_GRPC_ADDR=f"127.0.0.1:{grpc_port}",
+        PORTEX_HTTP_ADDR=f"127.0.0.1:{free_port()}",
+        PORTEX_SANDBOX_ADDR=f"127.0.0.1:{free_port()}",
+        PORTEX_LOG_FORMAT="json",
+    )
+    return env
+
+
+async def _run_dev_once(workdir: Path) -> str:
+    """Starts `portex-pay dev` in `workdir`, pays once, stops it; returns the printed API key."""
+    grpc_port = free_port()
+    log_path = workdir / f"dev-{grpc_port}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(  # noqa: ASYNC220 - returns at once; waits below are async
+            [sys.executable, "-m", "portex_pay", "dev"],
+            cwd=workdir,
+            env=_dev_env(grpc_port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = ServerProcess({}, log_path)
+    server.grpc_port = grpc_port
+    server.process = process
+    try:
+        await server.wait_serving(timeout=60)
+        key = (workdir / ".data" / "dev-api-key").read_text().strip()
+        assert key in server.log_text()  # the banner shows it to the developer
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = payment_pb2_grpc.PaymentServiceStub(channel)
+            metadata = (("authorization", f"Bearer {key}"),)
+            paid = await stub.Pay(pay_request(), metadata=metadata)
+            assert paid.tg_payment_url.startswith("https://t.me/$")
+            order = await stub.QueryOrder(
+                payment_pb2.QueryOrderRequest(tg_payment_id=paid.tg_payment_id), metadata=metadata
+            )
+            assert order.state == payment_pb2.Order.PENDING
+        process.send_signal(signal.SIGINT)
+        assert await server.wait_exit(timeout=30) == 0
+        return key
+    finally:
+        server.kill()
+
+
+def _postgres_running(data_dir: Path) -> bool:
+    pid_file = data_dir / "postmaster.pid"
+    if not pid_file.exists():
+        return False
+    try:
+        os.kill(int(pid_file.read_text().split()[0]), 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+async def test_dev_runs_pay_end_to_end_and_keeps_its_state_between_runs(tmp_path: Path):
+    workdir = tmp_path / "checkout"
+    workdir.mkdir()
+    first_key = await _run_dev_once(workdir)
+    data_dir = workdir / ".data" / "postgres"
+    assert (data_dir / "PG_VERSION").exists()
+    deadline = time.monotonic() + 10
+    while _postgres_running(data_dir):  # stopped with the service
+        assert time.monotonic() < deadline, "the private PostgreSQL kept running"
+        await asyncio.sleep(0.1)
+    # A second run reuses the cluster and the development application.
+    assert await _run_dev_once(workdir) == first_key
