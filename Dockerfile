@@ -24,6 +24,7 @@ RUN python -c "import tomllib; print('\n'.join(d for f in ('pyproject.toml', 'cl
 # Then the two local packages (the client carries the committed generated stubs).
 COPY clients/python clients/python
 COPY server server
+COPY README.md ./
 RUN pip install ./clients/python . \
     && pip check
 

@@ -11,19 +11,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
+import grpc
 import structlog
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp, wait_for_database
-from portex_pay.config import ConfigError, Settings
+from portex_pay.config import DEFAULT_GRPC_ADDR, ConfigError, Settings
 from portex_pay.logging import configure_logging
 from portex_pay.service.applications import AdminError, ApplicationAdmin
 
@@ -89,11 +92,8 @@ async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
         await conn.close()
 
 
-async def run_healthcheck(settings: Settings) -> int:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    async with grpc.aio.insecure_channel(settings.grpc_addr) as channel:
+async def run_healthcheck(grpc_addr: str) -> int:
+    async with grpc.aio.insecure_channel(grpc_addr) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=3)
@@ -132,6 +132,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     options = _parser().parse_args(argv)
+    if options.command == "healthcheck":  # needs no database settings: the container probe
+        return asyncio.run(run_healthcheck(os.environ.get("PORTEX_GRPC_ADDR", DEFAULT_GRPC_ADDR)))
     try:
         if options.command == "dev":
             from portex_pay.devtools.run import run_dev
@@ -147,8 +149,6 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(serve(settings))
         elif options.command == "migrate":
             asyncio.run(run_migrate(settings))
-        elif options.command == "healthcheck":
-            return asyncio.run(run_healthcheck(settings))
         else:
             asyncio.run(run_admin(settings, options))
     except (AdminError, ConnectionError) as error:

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+DEFAULT_GRPC_ADDR = "127.0.0.1:50051"
+
 
 class ConfigError(ValueError):
     """The environment does not describe a valid configuration."""
@@ -22,7 +24,7 @@ class ConfigError(ValueError):
 class Settings:
     database_url: str
     payload_secret: str
-    grpc_addr: str = "127.0.0.1:50051"
+    grpc_addr: str = DEFAULT_GRPC_ADDR
     http_addr: str = "127.0.0.1:8080"
     telegram_api_url: str = "https://api.telegram.org"
     telegram_timeout: float = 10.0

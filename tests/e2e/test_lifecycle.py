@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.devtools.fake_bot_api import FakeBotApi
 from portex_pay.devtools.pgcluster import PgCluster
-from tests.conftest import TestApp
+from tests.conftest import TestApp, free_port
 from tests.e2e.conftest import ServerFactory, ServerProcess
 from tests.integration.helpers import pay_request
 
@@ -129,3 +131,18 @@ async def test_each_rpc_logs_one_canonical_json_line_without_secrets(
     assert app.api_key not in text
     assert app.bot_token not in text
     assert app.bot_token.split(":")[1] not in text
+
+
+async def test_the_healthcheck_command_exits_0_only_when_serving(start_server: ServerFactory):
+    server = await start_server()
+
+    async def healthcheck(addr: str) -> int:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "portex_pay", "healthcheck",
+            env={"PATH": os.environ.get("PATH", ""), "PORTEX_GRPC_ADDR": addr},
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        return await asyncio.wait_for(process.wait(), 30)
+
+    assert await healthcheck(server.target) == 0
+    assert await healthcheck(f"127.0.0.1:{free_port()}") == 1
