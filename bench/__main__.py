@@ -1,0 +1,160 @@
+"""`make bench`: Pay and QueryOrder through real gRPC, PostgreSQL and the fake Bot API.
+
+Everything runs on this machine: a throwaway PostgreSQL cluster, the fake Bot API and two service
+instances in one process, which differ only in the API-key cache (TTL 5 s vs 0, i.e. a database
+lookup on every call). Rounds alternate between the two so that machine noise hits both alike;
+the figures that matter are the ratios printed at the end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import grpc
+
+from portex.payment.v1 import payment_pb2, payment_pb2_grpc
+from portex_pay.adapters.postgres.applications import ApplicationRepository
+from portex_pay.adapters.telegram.client import BotApiClient, new_session
+from portex_pay.app import PortexApp
+from portex_pay.config import Settings
+from portex_pay.devtools.fake_bot_api import FakeBotApi
+from portex_pay.devtools.pgcluster import PgCluster
+from portex_pay.logging import configure_logging
+from portex_pay.service.applications import ApplicationAdmin
+
+CONCURRENCY = 16
+ROUNDS = 3
+QUERIES_PER_ROUND = 1500
+PAYS_PER_ROUND = 300
+
+
+async def measure(
+    name: str, calls: int, call: Callable[[int], Awaitable[object]]
+) -> tuple[float, list[float]]:
+    """Runs `calls` calls with CONCURRENCY workers; returns (calls per second, latencies)."""
+    latencies: list[float] = []
+    counter = iter(range(calls))
+
+    async def worker() -> None:
+        for index in counter:
+            started = time.perf_counter()
+            await call(index)
+            latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(CONCURRENCY)))
+    return calls / (time.perf_counter() - started), latencies
+
+
+def summary(rates: list[float], latencies: list[float]) -> str:
+    ordered = sorted(latencies)
+    p50 = ordered[len(ordered) // 2] * 1000
+    p99 = ordered[int(len(ordered) * 0.99)] * 1000
+    return f"{statistics.median(rates):8.0f}/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms"
+
+
+async def main() -> None:
+    # The canonical per-RPC line would dominate the measurement; keep warnings only.
+    configure_logging("json", "warning")
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = PgCluster(Path(tmp) / "pg", ephemeral=True)
+        cluster.start()
+        try:
+            await run(cluster.dsn)
+        finally:
+            cluster.destroy()
+
+
+async def run(dsn: str) -> None:
+    fake = FakeBotApi()
+    await fake.start()
+    base = Settings(
+        database_url=dsn,
+        payload_secret="bench-" + "s" * 32,
+        grpc_addr="127.0.0.1:0",
+        http_addr="127.0.0.1:0",
+        telegram_api_url=fake.base_url,
+        log_format="json",
+        log_level="warning",
+    )
+    cached, uncached = PortexApp(base), PortexApp(base.replace(auth_cache_ttl=0.0))
+    await cached.start()
+    await uncached.start()
+    session = await new_session()
+    try:
+        token = f"{uuid.uuid4().int % 10**9 + 10**9}:{uuid.uuid4().hex}{uuid.uuid4().hex[:8]}"
+        fake.add_bot(token)
+        admin = ApplicationAdmin(
+            ApplicationRepository(cached.pool), BotApiClient(session, fake.base_url, 5)
+        )
+        application, key = await admin.create_app(f"bench-{uuid.uuid4().hex[:8]}", token)
+        metadata = (("authorization", f"Bearer {key}"),)
+        results: dict[str, tuple[list[float], list[float]]] = {}
+        for round_number in range(ROUNDS):
+            for label, app in (("cache", cached), ("no cache", uncached)):
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+                    stub = payment_pb2_grpc.PaymentServiceStub(channel)
+                    order = await stub.Pay(
+                        payment_pb2.PayRequest(
+                            tg_use_id=1, amount=1, label="l", title="t", description="d"
+                        ),
+                        metadata=metadata,
+                    )
+                    query = payment_pb2.QueryOrderRequest(tg_payment_id=order.tg_payment_id)
+
+                    async def query_order(_: int, stub=stub, query=query) -> object:
+                        return await stub.QueryOrder(query, metadata=metadata)
+
+                    tag = f"{label.replace(' ', '-')}-{round_number}"
+
+                    async def pay(index: int, stub=stub, tag=tag) -> object:
+                        return await stub.Pay(
+                            payment_pb2.PayRequest(
+                                tg_use_id=1 + index, amount=5, label="item", title="Book",
+                                description="Magic", request_id=f"{tag}-{index}",
+                            ),
+                            metadata=metadata,
+                        )  # fmt: skip
+
+                    replay = payment_pb2.PayRequest(
+                        tg_use_id=7, amount=5, label="item", title="Book", description="Magic",
+                        request_id=f"replay-{tag}",
+                    )  # fmt: skip
+                    await stub.Pay(replay, metadata=metadata)
+
+                    async def pay_replay(_: int, stub=stub, replay=replay) -> object:
+                        return await stub.Pay(replay, metadata=metadata)
+
+                    for name, calls, fn in (
+                        ("QueryOrder", QUERIES_PER_ROUND, query_order),
+                        ("Pay (new order + createInvoiceLink)", PAYS_PER_ROUND, pay),
+                        ("Pay (idempotent replay)", QUERIES_PER_ROUND, pay_replay),
+                    ):
+                        rate, latencies = await measure(name, calls, fn)
+                        rates, all_latencies = results.setdefault(f"{name} [{label}]", ([], []))
+                        rates.append(rate)
+                        all_latencies.extend(latencies)
+        print(f"\nportex-pay bench: {ROUNDS} alternating rounds, {CONCURRENCY} concurrent callers")
+        print(f"application {application.id}\n")
+        for name, (rates, latencies) in results.items():
+            print(f"  {name:52s} {summary(rates, latencies)}")
+        print()
+        for name in ("QueryOrder", "Pay (idempotent replay)"):
+            with_cache = statistics.median(results[f"{name} [cache]"][0])
+            without = statistics.median(results[f"{name} [no cache]"][0])
+            print(f"  {name}: API-key cache speed-up x{with_cache / without:.2f}")
+    finally:
+        await session.close()
+        await cached.stop()
+        await uncached.stop()
+        await fake.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
