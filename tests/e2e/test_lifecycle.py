@@ -57,38 +57,17 @@ async def _signal_and_see_not_serving(server: ServerProcess) -> None:
         watch.cancel()
 
 
-async def test_sigterm_drains_an_in_flight_pay_then_exits_0(
-    start_server: ServerFactory, app: TestApp, fake_telegram: FakeBotApi
-):
-    server = await start_server(PORTEX_SHUTDOWN_GRACE="10")
-    fake_telegram.delay("createInvoiceLink", 1.0, times=1)
-    async with grpc.aio.insecure_channel(server.target) as channel:
-        stub = payment_pb2_grpc.PaymentServiceStub(channel)
-        in_flight = asyncio.ensure_future(
-            stub.Pay(pay_request(), metadata=app.metadata, timeout=15)
-        )
-        # Wait until Telegram has the call: the RPC is then truly in flight.
-        deadline = time.monotonic() + 10
-        while not fake_telegram.calls_for("createInvoiceLink", token=app.bot_token):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
-        await _signal_and_see_not_serving(server)
-        response = await in_flight
-        assert response.tg_payment_url.startswith("https://t.me/$")
-    assert await server.wait_exit() == 0
-    events = [line.get("event") for line in server.log_lines()]
-    assert "shutting down" in events
-    assert events[-1] == "stopped"
-
-
-async def test_a_new_rpc_during_shutdown_is_refused(
+async def test_sigterm_refuses_new_rpcs_drains_an_in_flight_pay_then_exits_0(
     start_server: ServerFactory, app: TestApp, fake_telegram: FakeBotApi
 ):
     server = await start_server(PORTEX_SHUTDOWN_GRACE="10")
     fake_telegram.delay("createInvoiceLink", 1.5, times=1)
     async with grpc.aio.insecure_channel(server.target) as channel:
         stub = payment_pb2_grpc.PaymentServiceStub(channel)
-        in_flight = asyncio.ensure_future(stub.Pay(pay_request(), metadata=app.metadata))
+        in_flight = asyncio.ensure_future(
+            stub.Pay(pay_request(), metadata=app.metadata, timeout=15)
+        )
+        # Wait until Telegram has the call: the RPC is then truly in flight.
         deadline = time.monotonic() + 10
         while not fake_telegram.calls_for("createInvoiceLink", token=app.bot_token):
             assert time.monotonic() < deadline
@@ -101,8 +80,12 @@ async def test_a_new_rpc_during_shutdown_is_refused(
                 )
             assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
         assert not in_flight.done()
-        assert (await in_flight).tg_payment_url
+        response = await in_flight
+        assert response.tg_payment_url.startswith("https://t.me/$")
     assert await server.wait_exit() == 0
+    events = [line.get("event") for line in server.log_lines()]
+    assert "shutting down" in events
+    assert events[-1] == "stopped"
 
 
 async def test_each_rpc_logs_one_canonical_json_line_without_secrets(
