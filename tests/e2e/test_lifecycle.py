@@ -17,7 +17,7 @@ from portex_pay.devtools.fake_bot_api import FakeBotApi
 from portex_pay.devtools.pgcluster import PgCluster
 from tests.conftest import TestApp, free_port
 from tests.e2e.conftest import ServerFactory, ServerProcess
-from tests.integration.helpers import pay_request
+from tests.integration.helpers import details, pay_request
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -40,6 +40,16 @@ async def test_health_follows_postgresql_down_and_back_without_a_restart(
         await _wait_health(server, SERVING)
         await asyncio.to_thread(cluster.stop)
         await _wait_health(server, NOT_SERVING)
+        # Meanwhile an RPC fails fast and retryably, not as an internal error.
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await payment_pb2_grpc.PaymentServiceStub(channel).QueryOrder(
+                    payment_pb2.QueryOrderRequest(tg_payment_id=1),
+                    metadata=(("authorization", "Bearer ppk_any"),),
+                    timeout=5,
+                )
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert details(raised.value)["ErrorInfo"].reason == "DATABASE_UNAVAILABLE"
         await asyncio.to_thread(cluster.start)
         await _wait_health(server, SERVING)
         assert server.process is not None and server.process.poll() is None
