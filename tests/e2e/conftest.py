@@ -44,6 +44,9 @@ class ServerProcess:
             "PORTEX_TELEGRAM_TIMEOUT": "3",
             **env,
         }
+        # An explicit address in `env` wins; the ports follow it.
+        self.grpc_port = int(self.env["PORTEX_GRPC_ADDR"].rpartition(":")[2])
+        self.http_port = int(self.env["PORTEX_HTTP_ADDR"].rpartition(":")[2])
         self.process: subprocess.Popen[bytes] | None = None
 
     @property

@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 import pytest
@@ -34,27 +34,20 @@ from portex_pay_client import (
 )
 from tests.conftest import TestApp, free_port
 from tests.e2e.conftest import ServerProcess
-from tests.integration.helpers import pay_request
+from tests.integration.helpers import pay_fields, pay_request
 
 # Retries quickly, and more often than any test needs: a test that sees fewer attempts than this
 # allows sees the client's own decision not to retry.
 FAST_RETRY = RetryPolicy(max_attempts=5, initial_backoff=0.01, max_backoff=0.05)
 
-OPTIONAL_ORDER_FIELDS = ("photo_url", "photo_size", "photo_width", "photo_height", "callback_url")
-
-
-def pay_fields(**overrides: Any) -> dict[str, Any]:
-    """Keyword fields of a valid Pay, with a fresh request_id."""
-    fields: dict[str, Any] = {
-        "tg_use_id": 4242,
-        "amount": 5,
-        "label": "item",
-        "title": "Book",
-        "description": "Magic book",
-        "request_id": str(uuid.uuid4()),
-    }
-    fields.update(overrides)
-    return fields
+OptionalField = Literal["photo_url", "photo_size", "photo_width", "photo_height", "callback_url"]
+OPTIONAL_ORDER_FIELDS: tuple[OptionalField, ...] = (
+    "photo_url",
+    "photo_size",
+    "photo_width",
+    "photo_height",
+    "callback_url",
+)
 
 
 class Client:
@@ -68,6 +61,12 @@ class Client:
             self.aio = AsyncPaymentClient(target, api_key, **options)
         else:
             self.blocking = PaymentClient(target, api_key, **options)
+
+    @property
+    def timeout(self) -> float:
+        client = self.aio or self.blocking
+        assert client is not None
+        return client.timeout
 
     async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if self.aio is not None:
@@ -98,7 +97,7 @@ Connect = Callable[..., Client]
 
 @pytest.fixture(params=["async", "blocking"])
 async def connect(request: pytest.FixtureRequest, service: PortexApp) -> AsyncIterator[Connect]:
-    """Opens clients of one kind (each test runs with both), to the in-process server unless told."""
+    """Opens clients of one kind (each test runs with both), to the in-process server by default."""
     opened: list[Client] = []
 
     def open_client(api_key: str, *, target: str | None = None, **options: Any) -> Client:
@@ -377,8 +376,7 @@ async def test_calls_made_while_the_server_is_down_succeed_once_it_is_up(
 
     port = free_port()
     target = f"127.0.0.1:{port}"
-    # start_server(PORTEX_GRPC_ADDR=...) would bind the right port, but ServerProcess.target
-    # (and so its health wait) keeps pointing at the port it picked itself: set both here.
+    # Not start_server(): the server must start only after the clients' first attempts failed.
     server = ServerProcess(
         {
             "DATABASE_URL": database_url,
@@ -387,7 +385,6 @@ async def test_calls_made_while_the_server_is_down_succeed_once_it_is_up(
         },
         tmp_path / "server.log",
     )
-    server.grpc_port = port
     assert server.target == target
 
     patient = RetryPolicy(max_attempts=1000, initial_backoff=0.05, max_backoff=0.2)
@@ -451,7 +448,7 @@ async def test_a_per_call_timeout_against_slow_telegram_raises_deadline_exceeded
     about 0.5 s, not the client's default 10 s nor Telegram's 2 s."""
     fake_telegram.delay("createInvoiceLink", 2.0, times=1, token=app.bot_token)
     client = connect(app.api_key, retry=FAST_RETRY)
-    assert (client.aio or client.blocking).timeout == 10.0  # type: ignore[union-attr]
+    assert client.timeout == 10.0
 
     started = time.monotonic()
     with pytest.raises(PortexPayError) as raised:
@@ -493,9 +490,7 @@ async def test_leaving_with_closes_the_channel(service: PortexApp, app: TestApp)
     assert str(error) == "Cannot invoke RPC on closed channel!"
 
 
-async def test_async_from_channel_leaves_the_callers_channel_open(
-    service: PortexApp, app: TestApp
-):
+async def test_async_from_channel_leaves_the_callers_channel_open(service: PortexApp, app: TestApp):
     """AsyncPaymentClient.from_channel does not close a channel it does not own; with
     close_channel=True it does."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:

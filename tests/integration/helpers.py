@@ -31,7 +31,8 @@ def details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
     return found
 
 
-def pay_request(**overrides: Any) -> payment_pb2.PayRequest:
+def pay_fields(**overrides: Any) -> dict[str, Any]:
+    """The keyword fields of a valid Pay, with a fresh request_id."""
     fields: dict[str, Any] = {
         "tg_use_id": 4242,
         "amount": 5,
@@ -41,4 +42,8 @@ def pay_request(**overrides: Any) -> payment_pb2.PayRequest:
         "request_id": str(uuid.uuid4()),
     }
     fields.update(overrides)
-    return payment_pb2.PayRequest(**fields)
+    return fields
+
+
+def pay_request(**overrides: Any) -> payment_pb2.PayRequest:
+    return payment_pb2.PayRequest(**pay_fields(**overrides))
