@@ -115,6 +115,9 @@ _UNSUPPORTED_STARS_FLAGS: Final = (
 _BOT_TOKEN_RE: Final = re.compile(r"(\d+):([A-Za-z0-9_-]+)")
 _SANDBOX_TOKEN_RE: Final = re.compile(r"\d+:[A-Za-z0-9_-]{30,}")
 # Reference server: the secret token must be base64url characters, at most 256 of them.
+# Past updates kept for redeliver(); Telegram keeps updates for at most 24 hours, the sandbox
+# just bounds the memory a long session can use.
+_HISTORY_LIMIT: Final = 10_000
 _SECRET_TOKEN_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _INTEGER_RE: Final = re.compile(r"[+-]?\d+")
 
@@ -305,8 +308,6 @@ class _Bot:
         self.last_error_date = None
         self.last_error_message = None
         self.ledger.clear()
-        if self.poll is not None:
-            self.poll.conflict = _CONFLICT_OTHER_GET_UPDATES
         self.notify()
 
 
@@ -919,6 +920,8 @@ class FakeBotApi:
             bot.next_update_id += 1
         stored = {"update_id": update_id, **{k: v for k, v in update.items() if k != "update_id"}}
         bot.history[update_id] = stored
+        if len(bot.history) > _HISTORY_LIMIT:
+            del bot.history[next(iter(bot.history))]
         bot.pending.append(stored)
         bot.notify()
         return update_id
