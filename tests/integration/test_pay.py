@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from portex.payment.v1 import payment_pb2
+from portex_pay.adapters.postgres.orders import OrderRepository
 from portex_pay.app import PortexApp
 from portex_pay.devtools.fake_bot_api import FakeBotApi
 from portex_pay.domain.payments import verify_invoice_payload
@@ -322,3 +323,19 @@ async def test_a_client_deadline_cancels_the_telegram_call_behind_it(
     retried = await stub.Pay(request, metadata=app.metadata, timeout=5)
     assert retried.tg_payment_id == order["tg_payment_id"]
     assert retried.tg_payment_url
+
+
+async def test_idempotency_keys_are_kept_for_their_ttl_then_pruned(stub, service, app: TestApp):
+    old, recent = pay_request(), pay_request()
+    await stub.Pay(old, metadata=app.metadata)
+    await stub.Pay(recent, metadata=app.metadata)
+    await service.pool.execute(
+        "UPDATE idempotency_keys SET created_at = now() - interval '25 hours' "
+        "WHERE request_id = $1",
+        old.request_id,
+    )
+    await OrderRepository(service.pool).prune_idempotency_keys(86_400)
+    kept = await service.pool.fetch(
+        "SELECT request_id FROM idempotency_keys WHERE application_id = $1::uuid", app.id
+    )
+    assert [row["request_id"] for row in kept] == [recent.request_id]
