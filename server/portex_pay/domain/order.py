@@ -88,6 +88,7 @@ class Order:
     paid_at: datetime | None
     expires_at: datetime
     invoice_lease_until: datetime | None
+    client_report: str | None = None
 
     def state_at(self, now: datetime) -> OrderState:
         """The state as callers see it: an unpaid order past its expiry time is expired even

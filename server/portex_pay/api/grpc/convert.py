@@ -63,6 +63,7 @@ def order_message(order: Order, now: datetime) -> payment_pb2.Order:
         tg_payment_url=order.invoice_link or "",
         telegram_payment_charge_id=order.telegram_payment_charge_id or "",
         failure_reason=order.failure_reason or "",
+        client_report=order.client_report or "",
         create_time=_timestamp(order.created_at),
         update_time=_timestamp(order.updated_at),
         expire_time=_timestamp(order.expires_at),

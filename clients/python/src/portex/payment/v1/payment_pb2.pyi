@@ -256,6 +256,7 @@ class Order(_message.Message):
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
     PAID_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
+    CLIENT_REPORT_FIELD_NUMBER: _builtins.int
     tg_payment_id: _builtins.int
     """The order id (the SDK's `orderId`). In JSON a decimal string."""
     application_id: _builtins.str
@@ -296,6 +297,10 @@ class Order(_message.Message):
     """Telegram's telegram_payment_charge_id once the order is paid; needed for refunds."""
     failure_reason: _builtins.str
     """Why the order failed (state FAILED); empty otherwise."""
+    client_report: _builtins.str
+    """The Mini App's last `invoiceClosed` report ("paid", "cancelled", "failed", "pending"), or empty.
+    Informational only: the order's state comes from Telegram, never from this.
+    """
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the order was created."""
@@ -338,10 +343,11 @@ class Order(_message.Message):
         update_time: _timestamp_pb2.Timestamp | None = ...,
         paid_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
+        client_report: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_photo_height", b"_photo_height", "_photo_size", b"_photo_size", "_photo_url", b"_photo_url", "_photo_width", b"_photo_width", "callback_url", b"callback_url", "create_time", b"create_time", "expire_time", b"expire_time", "paid_time", b"paid_time", "photo_height", b"photo_height", "photo_size", b"photo_size", "photo_url", b"photo_url", "photo_width", b"photo_width", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_photo_height", b"_photo_height", "_photo_size", b"_photo_size", "_photo_url", b"_photo_url", "_photo_width", b"_photo_width", "amount", b"amount", "application_id", b"application_id", "callback_url", b"callback_url", "create_time", b"create_time", "description", b"description", "expire_time", b"expire_time", "failure_reason", b"failure_reason", "label", b"label", "paid_time", b"paid_time", "payload", b"payload", "photo_height", b"photo_height", "photo_size", b"photo_size", "photo_url", b"photo_url", "photo_width", b"photo_width", "state", b"state", "status", b"status", "status_description", b"status_description", "telegram_payment_charge_id", b"telegram_payment_charge_id", "tg_payment_id", b"tg_payment_id", "tg_payment_url", b"tg_payment_url", "tg_use_id", b"tg_use_id", "title", b"title", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_photo_height", b"_photo_height", "_photo_size", b"_photo_size", "_photo_url", b"_photo_url", "_photo_width", b"_photo_width", "amount", b"amount", "application_id", b"application_id", "callback_url", b"callback_url", "client_report", b"client_report", "create_time", b"create_time", "description", b"description", "expire_time", b"expire_time", "failure_reason", b"failure_reason", "label", b"label", "paid_time", b"paid_time", "payload", b"payload", "photo_height", b"photo_height", "photo_size", b"photo_size", "photo_url", b"photo_url", "photo_width", b"photo_width", "state", b"state", "status", b"status", "status_description", b"status_description", "telegram_payment_charge_id", b"telegram_payment_charge_id", "tg_payment_id", b"tg_payment_id", "tg_payment_url", b"tg_payment_url", "tg_use_id", b"tg_use_id", "title", b"title", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__callback_url: _TypeAlias = _typing.Literal["callback_url"]  # noqa: Y015
     _WhichOneofArgType__callback_url: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url"]  # noqa: Y015
@@ -365,6 +371,219 @@ class Order(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__photo_width) -> _WhichOneofReturnType__photo_width | None: ...
 
 Global___Order: _TypeAlias = Order  # noqa: Y015
+
+@_typing.final
+class RefundPaymentRequest(_message.Message):
+    """Asks for a paid order's payment to be refunded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TG_PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    tg_payment_id: _builtins.int
+    """The order to refund. Must be positive."""
+    def __init__(
+        self,
+        *,
+        tg_payment_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tg_payment_id", b"tg_payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundPaymentRequest: _TypeAlias = RefundPaymentRequest  # noqa: Y015
+
+@_typing.final
+class RefundPaymentResponse(_message.Message):
+    """The refund as recorded, and the order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUND_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def refund(self) -> Global___Refund:
+        """The refund: pending until Telegram confirms it."""
+
+    @_builtins.property
+    def order(self) -> Global___Order:
+        """The order as it is now (PAID until the refund succeeds, then REFUNDED)."""
+
+    def __init__(
+        self,
+        *,
+        refund: Global___Refund | None = ...,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "refund", b"refund"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "refund", b"refund"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundPaymentResponse: _TypeAlias = RefundPaymentResponse  # noqa: Y015
+
+@_typing.final
+class Refund(_message.Message):
+    """One refund of one Telegram charge."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _State:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _StateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Refund._State.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        STATE_UNSPECIFIED: Refund._State.ValueType  # 0
+        """Never used; the zero value of the enum."""
+        PENDING: Refund._State.ValueType  # 1
+        """Recorded; the worker is delivering it to Telegram (with backoff on failures)."""
+        SUCCEEDED: Refund._State.ValueType  # 2
+        """Telegram refunded the charge (or reported it as already refunded)."""
+        FAILED: Refund._State.ValueType  # 3
+        """Telegram refused it for good (e.g. BALANCE_TOO_LOW after every attempt); see `last_error`."""
+
+    class State(_State, metaclass=_StateEnumTypeWrapper):
+        """The lifecycle of a refund (AIP-216)."""
+
+    STATE_UNSPECIFIED: Refund.State.ValueType  # 0
+    """Never used; the zero value of the enum."""
+    PENDING: Refund.State.ValueType  # 1
+    """Recorded; the worker is delivering it to Telegram (with backoff on failures)."""
+    SUCCEEDED: Refund.State.ValueType  # 2
+    """Telegram refunded the charge (or reported it as already refunded)."""
+    FAILED: Refund.State.ValueType  # 3
+    """Telegram refused it for good (e.g. BALANCE_TOO_LOW after every attempt); see `last_error`."""
+
+    TG_PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    TELEGRAM_PAYMENT_CHARGE_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ATTEMPTS_FIELD_NUMBER: _builtins.int
+    LAST_ERROR_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_FIELD_NUMBER: _builtins.int
+    COMPLETE_TIME_FIELD_NUMBER: _builtins.int
+    tg_payment_id: _builtins.int
+    """The order the charge paid for."""
+    telegram_payment_charge_id: _builtins.str
+    """The Telegram charge being refunded."""
+    amount: _builtins.int
+    """Stars returned to the user."""
+    state: Global___Refund.State.ValueType
+    """Where the refund stands."""
+    reason: _builtins.str
+    """Why: "requested" (RefundPayment), "duplicate_charge" (a second payment of a paid order) or
+    "cancelled_order" (a payment of a withdrawn order).
+    """
+    attempts: _builtins.int
+    """Delivery attempts so far."""
+    last_error: _builtins.str
+    """Telegram's last error, if any."""
+    @_builtins.property
+    def create_time(self) -> _timestamp_pb2.Timestamp:
+        """When the refund was requested."""
+
+    @_builtins.property
+    def complete_time(self) -> _timestamp_pb2.Timestamp:
+        """When Telegram confirmed it; unset until then."""
+
+    def __init__(
+        self,
+        *,
+        tg_payment_id: _builtins.int = ...,
+        telegram_payment_charge_id: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        state: Global___Refund.State.ValueType = ...,
+        reason: _builtins.str = ...,
+        attempts: _builtins.int = ...,
+        last_error: _builtins.str = ...,
+        create_time: _timestamp_pb2.Timestamp | None = ...,
+        complete_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "attempts", b"attempts", "complete_time", b"complete_time", "create_time", b"create_time", "last_error", b"last_error", "reason", b"reason", "state", b"state", "telegram_payment_charge_id", b"telegram_payment_charge_id", "tg_payment_id", b"tg_payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Refund: _TypeAlias = Refund  # noqa: Y015
+
+@_typing.final
+class ReportInvoiceClosedRequest(_message.Message):
+    """The Mini App's invoiceClosed result. The SDK's InvoiceClosedResult `{orderId, status}` is a
+    valid JSON body as it is.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TG_PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    tg_payment_id: _builtins.int
+    """The order (the SDK's `orderId`). Must be positive."""
+    status: _builtins.str
+    """The client's status: "paid", "cancelled", "failed" or "pending"."""
+    def __init__(
+        self,
+        *,
+        tg_payment_id: _builtins.int = ...,
+        status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status", "tg_payment_id", b"tg_payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportInvoiceClosedRequest: _TypeAlias = ReportInvoiceClosedRequest  # noqa: Y015
+
+@_typing.final
+class ReportInvoiceClosedResponse(_message.Message):
+    """The order after the report was recorded."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___Order:
+        """The order; its state is unchanged by the report."""
+
+    def __init__(
+        self,
+        *,
+        order: Global___Order | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReportInvoiceClosedResponse: _TypeAlias = ReportInvoiceClosedResponse  # noqa: Y015
+
+@_typing.final
+class CancelOrderRequest(_message.Message):
+    """Identifies the order to withdraw."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TG_PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    tg_payment_id: _builtins.int
+    """The order to cancel. Must be positive."""
+    def __init__(
+        self,
+        *,
+        tg_payment_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tg_payment_id", b"tg_payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelOrderRequest: _TypeAlias = CancelOrderRequest  # noqa: Y015
 
 @_typing.final
 class ResumePaymentRequest(_message.Message):

@@ -52,6 +52,21 @@ class PaymentServiceStub:
                 request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.ResumePaymentRequest.SerializeToString,
                 response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.ResumePaymentResponse.FromString,
                 _registered_method=True)
+        self.RefundPayment = channel.unary_unary(
+                '/portex.payment.v1.PaymentService/RefundPayment',
+                request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.RefundPaymentRequest.SerializeToString,
+                response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.RefundPaymentResponse.FromString,
+                _registered_method=True)
+        self.ReportInvoiceClosed = channel.unary_unary(
+                '/portex.payment.v1.PaymentService/ReportInvoiceClosed',
+                request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.ReportInvoiceClosedRequest.SerializeToString,
+                response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.ReportInvoiceClosedResponse.FromString,
+                _registered_method=True)
+        self.CancelOrder = channel.unary_unary(
+                '/portex.payment.v1.PaymentService/CancelOrder',
+                request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.CancelOrderRequest.SerializeToString,
+                response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.Order.FromString,
+                _registered_method=True)
         self.StreamInvoiceEvents = channel.unary_stream(
                 '/portex.payment.v1.PaymentService/StreamInvoiceEvents',
                 request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.StreamInvoiceEventsRequest.SerializeToString,
@@ -94,6 +109,33 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RefundPayment(self, request, context):
+        """Refunds a paid order's payment to the user (Bot API refundStarPayment). Durable: the intent is
+        recorded first and a background worker delivers it with backoff, so nothing is lost to a crash
+        or a Telegram outage; the order becomes REFUNDED when Telegram confirms. Idempotent: asking
+        again returns the same refund. An order that is not paid answers FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReportInvoiceClosed(self, request, context):
+        """Records the Mini App's `invoiceClosed` status for an order, as the client's report. It never
+        pays an order (only Telegram's successful_payment does) and never ends a payable one (the SDK
+        lets users resume after `cancelled`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelOrder(self, request, context):
+        """Withdraws an unpaid order (pending or failed); later checkouts for it are declined. A paid,
+        refunded or expired order answers FAILED_PRECONDITION. Cancelling a cancelled order is a no-op.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamInvoiceEvents(self, request, context):
         """Streams the application's payment events as they happen. Not implemented yet: answers
         UNIMPLEMENTED.
@@ -119,6 +161,21 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.ResumePayment,
                     request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.ResumePaymentRequest.FromString,
                     response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.ResumePaymentResponse.SerializeToString,
+            ),
+            'RefundPayment': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefundPayment,
+                    request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.RefundPaymentRequest.FromString,
+                    response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.RefundPaymentResponse.SerializeToString,
+            ),
+            'ReportInvoiceClosed': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReportInvoiceClosed,
+                    request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.ReportInvoiceClosedRequest.FromString,
+                    response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.ReportInvoiceClosedResponse.SerializeToString,
+            ),
+            'CancelOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelOrder,
+                    request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.CancelOrderRequest.FromString,
+                    response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.Order.SerializeToString,
             ),
             'StreamInvoiceEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamInvoiceEvents,
@@ -210,6 +267,87 @@ class PaymentService:
             '/portex.payment.v1.PaymentService/ResumePayment',
             portex_dot_payment_dot_v1_dot_payment__pb2.ResumePaymentRequest.SerializeToString,
             portex_dot_payment_dot_v1_dot_payment__pb2.ResumePaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundPayment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portex.payment.v1.PaymentService/RefundPayment',
+            portex_dot_payment_dot_v1_dot_payment__pb2.RefundPaymentRequest.SerializeToString,
+            portex_dot_payment_dot_v1_dot_payment__pb2.RefundPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReportInvoiceClosed(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portex.payment.v1.PaymentService/ReportInvoiceClosed',
+            portex_dot_payment_dot_v1_dot_payment__pb2.ReportInvoiceClosedRequest.SerializeToString,
+            portex_dot_payment_dot_v1_dot_payment__pb2.ReportInvoiceClosedResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portex.payment.v1.PaymentService/CancelOrder',
+            portex_dot_payment_dot_v1_dot_payment__pb2.CancelOrderRequest.SerializeToString,
+            portex_dot_payment_dot_v1_dot_payment__pb2.Order.FromString,
             options,
             channel_credentials,
             insecure,

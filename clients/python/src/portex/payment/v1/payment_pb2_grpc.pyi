@@ -60,6 +60,21 @@ class PaymentServiceStub:
     """Finds the user's most recent order that can still be paid (pending, invoice link created, not
     expired), so that a Mini App on any device can reopen its invoice.
     """
+    RefundPayment: _grpc.UnaryUnaryMultiCallable[_payment_pb2.RefundPaymentRequest, _payment_pb2.RefundPaymentResponse]
+    """Refunds a paid order's payment to the user (Bot API refundStarPayment). Durable: the intent is
+    recorded first and a background worker delivers it with backoff, so nothing is lost to a crash
+    or a Telegram outage; the order becomes REFUNDED when Telegram confirms. Idempotent: asking
+    again returns the same refund. An order that is not paid answers FAILED_PRECONDITION.
+    """
+    ReportInvoiceClosed: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ReportInvoiceClosedRequest, _payment_pb2.ReportInvoiceClosedResponse]
+    """Records the Mini App's `invoiceClosed` status for an order, as the client's report. It never
+    pays an order (only Telegram's successful_payment does) and never ends a payable one (the SDK
+    lets users resume after `cancelled`).
+    """
+    CancelOrder: _grpc.UnaryUnaryMultiCallable[_payment_pb2.CancelOrderRequest, _payment_pb2.Order]
+    """Withdraws an unpaid order (pending or failed); later checkouts for it are declined. A paid,
+    refunded or expired order answers FAILED_PRECONDITION. Cancelling a cancelled order is a no-op.
+    """
     StreamInvoiceEvents: _grpc.UnaryStreamMultiCallable[_payment_pb2.StreamInvoiceEventsRequest, _payment_pb2.InvoiceEvent]
     """Streams the application's payment events as they happen. Not implemented yet: answers
     UNIMPLEMENTED.
@@ -89,6 +104,21 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     ResumePayment: _aio.UnaryUnaryMultiCallable[_payment_pb2.ResumePaymentRequest, _payment_pb2.ResumePaymentResponse]  # type: ignore[assignment]
     """Finds the user's most recent order that can still be paid (pending, invoice link created, not
     expired), so that a Mini App on any device can reopen its invoice.
+    """
+    RefundPayment: _aio.UnaryUnaryMultiCallable[_payment_pb2.RefundPaymentRequest, _payment_pb2.RefundPaymentResponse]  # type: ignore[assignment]
+    """Refunds a paid order's payment to the user (Bot API refundStarPayment). Durable: the intent is
+    recorded first and a background worker delivers it with backoff, so nothing is lost to a crash
+    or a Telegram outage; the order becomes REFUNDED when Telegram confirms. Idempotent: asking
+    again returns the same refund. An order that is not paid answers FAILED_PRECONDITION.
+    """
+    ReportInvoiceClosed: _aio.UnaryUnaryMultiCallable[_payment_pb2.ReportInvoiceClosedRequest, _payment_pb2.ReportInvoiceClosedResponse]  # type: ignore[assignment]
+    """Records the Mini App's `invoiceClosed` status for an order, as the client's report. It never
+    pays an order (only Telegram's successful_payment does) and never ends a payable one (the SDK
+    lets users resume after `cancelled`).
+    """
+    CancelOrder: _aio.UnaryUnaryMultiCallable[_payment_pb2.CancelOrderRequest, _payment_pb2.Order]  # type: ignore[assignment]
+    """Withdraws an unpaid order (pending or failed); later checkouts for it are declined. A paid,
+    refunded or expired order answers FAILED_PRECONDITION. Cancelling a cancelled order is a no-op.
     """
     StreamInvoiceEvents: _aio.UnaryStreamMultiCallable[_payment_pb2.StreamInvoiceEventsRequest, _payment_pb2.InvoiceEvent]  # type: ignore[assignment]
     """Streams the application's payment events as they happen. Not implemented yet: answers
@@ -134,6 +164,39 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_payment_pb2.ResumePaymentResponse, _abc.Awaitable[_payment_pb2.ResumePaymentResponse]]:
         """Finds the user's most recent order that can still be paid (pending, invoice link created, not
         expired), so that a Mini App on any device can reopen its invoice.
+        """
+
+    @_abc_1.abstractmethod
+    def RefundPayment(
+        self,
+        request: _payment_pb2.RefundPaymentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.RefundPaymentResponse, _abc.Awaitable[_payment_pb2.RefundPaymentResponse]]:
+        """Refunds a paid order's payment to the user (Bot API refundStarPayment). Durable: the intent is
+        recorded first and a background worker delivers it with backoff, so nothing is lost to a crash
+        or a Telegram outage; the order becomes REFUNDED when Telegram confirms. Idempotent: asking
+        again returns the same refund. An order that is not paid answers FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def ReportInvoiceClosed(
+        self,
+        request: _payment_pb2.ReportInvoiceClosedRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.ReportInvoiceClosedResponse, _abc.Awaitable[_payment_pb2.ReportInvoiceClosedResponse]]:
+        """Records the Mini App's `invoiceClosed` status for an order, as the client's report. It never
+        pays an order (only Telegram's successful_payment does) and never ends a payable one (the SDK
+        lets users resume after `cancelled`).
+        """
+
+    @_abc_1.abstractmethod
+    def CancelOrder(
+        self,
+        request: _payment_pb2.CancelOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.Order, _abc.Awaitable[_payment_pb2.Order]]:
+        """Withdraws an unpaid order (pending or failed); later checkouts for it are declined. A paid,
+        refunded or expired order answers FAILED_PRECONDITION. Cancelling a cancelled order is a no-op.
         """
 
     @_abc_1.abstractmethod
