@@ -54,19 +54,19 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             order=order_message(order, utcnow()),
         )
 
-    async def RefundPayment(  # noqa: N802
+    async def RefundPayment(
         self, request: payment_pb2.RefundPaymentRequest, context: Context
     ) -> payment_pb2.RefundPaymentResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RefundPayment is being built")
         raise AssertionError  # pragma: no cover
 
-    async def ReportInvoiceClosed(  # noqa: N802
+    async def ReportInvoiceClosed(
         self, request: payment_pb2.ReportInvoiceClosedRequest, context: Context
     ) -> payment_pb2.ReportInvoiceClosedResponse:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ReportInvoiceClosed is being built")
         raise AssertionError  # pragma: no cover
 
-    async def CancelOrder(  # noqa: N802
+    async def CancelOrder(
         self, request: payment_pb2.CancelOrderRequest, context: Context
     ) -> payment_pb2.Order:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "CancelOrder is being built")
