@@ -97,6 +97,10 @@ def make_settings(database_url: str, telegram_url: str, **overrides: object) -> 
         health_interval=0.1,
         auth_cache_ttl=0.2,
         shutdown_grace=2.0,
+        # Tests that poll start their own replicas; this one only serves webhooks.
+        telegram_updates="webhook",
+        telegram_pollers=False,
+        checkout_decision_timeout=1.0,
     )
     return settings.replace(**overrides)
 
@@ -146,13 +150,19 @@ async def make_app(service: PortexApp, fake_telegram: FakeBotApi):
         BotApiClient(session, fake_telegram.base_url, 5.0),
     )
 
-    async def create(bot: bool = True) -> TestApp:
+    async def create(bot: bool = True, updates: str | None = None) -> TestApp:
+        """`updates`: "webhook" registers our webhook with the fake Bot API; "polling" marks
+        the application for polling replicas."""
         token = new_bot_token()
         if bot:
             fake_telegram.add_bot(token)
         application, key = await admin.create_app(
             f"test-{uuid.uuid4().hex[:10]}", token if bot else None
         )
+        if updates == "webhook":
+            await admin.register_webhook(application.id, f"http://127.0.0.1:{service.http_port}")
+        elif updates == "polling":
+            await admin.set_updates_mode(application.id, "polling")
         return TestApp(str(application.id), key, token)
 
     try:

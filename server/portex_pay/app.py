@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import secrets
+import socket
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -27,6 +30,8 @@ from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.postgres.orders import OrderRepository
+from portex_pay.adapters.postgres.payments import PaymentRepository
+from portex_pay.adapters.postgres.polling import PollLeases
 from portex_pay.adapters.postgres.pool import connect, create_pool
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.api.grpc.interceptor import PaymentInterceptor
@@ -35,7 +40,11 @@ from portex_pay.api.grpc.servicer import PaymentServicer
 from portex_pay.api.http.app import create_http_app
 from portex_pay.config import Settings
 from portex_pay.service.auth import ApiKeyAuthenticator
-from portex_pay.service.payments import PaymentSettings, PaymentsService
+from portex_pay.service.payments import OrderActions, PaymentSettings, PaymentsService, utcnow
+from portex_pay.service.polling import BotPoller, PollerManager
+from portex_pay.service.refunds import RefundService
+from portex_pay.service.updates import UpdateProcessor
+from portex_pay.service.worker import PeriodicWorker
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +67,11 @@ async def wait_for_database(dsn: str, timeout: float) -> asyncpg.Connection:
             log.info("waiting for PostgreSQL", error=type(error).__name__)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 2.0)
+
+
+def _replica_id() -> str:
+    """Names this process among replicas (poll lease owner)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class PortexApp:
@@ -103,6 +117,22 @@ class PortexApp:
             ),
         )
         authenticator = ApiKeyAuthenticator(applications, settings.auth_cache_ttl)
+        orders = OrderRepository(self._pool)
+        payment_records = PaymentRepository(self._pool)
+        self.refunds = RefundService(
+            payment_records, bot_api, max_attempts=settings.refund_max_attempts
+        )
+        refund_worker = PeriodicWorker("refunds", self.refunds.step, idle=2.0)
+        self.refunds.wake = refund_worker.wake
+        self.processor = UpdateProcessor(
+            payment_records,
+            bot_api,
+            settings.payload_secret.encode(),
+            decision_timeout=settings.checkout_decision_timeout,
+            auto_refund=settings.auto_refund,
+            clock=utcnow,
+            refund_requested=refund_worker.wake,
+        )
 
         server = grpc.aio.server(
             interceptors=[PaymentInterceptor(authenticator)],
@@ -116,7 +146,9 @@ class PortexApp:
                 ("grpc.keepalive_permit_without_calls", 1),
             ],
         )
-        payment_pb2_grpc.add_PaymentServiceServicer_to_server(PaymentServicer(payments), server)
+        payment_pb2_grpc.add_PaymentServiceServicer_to_server(
+            PaymentServicer(payments, OrderActions(orders), self.refunds), server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [
@@ -136,7 +168,14 @@ class PortexApp:
 
         http_host, _, http_port = settings.http_addr.rpartition(":")
         self._http_runner = web.AppRunner(
-            create_http_app(lambda: self._serving), access_log=None, handle_signals=False
+            create_http_app(
+                lambda: self._serving,
+                load_application=applications.get,
+                processor=self.processor,
+                cache_ttl=settings.auth_cache_ttl,
+            ),
+            access_log=None,
+            handle_signals=False,
         )
         await self._http_runner.setup()
         site = web.TCPSite(self._http_runner, http_host, int(http_port))
@@ -145,6 +184,27 @@ class PortexApp:
 
         self._spawn("health-probe", self._probe_database())
         self._spawn("idempotency-pruner", self._prune_idempotency_keys())
+        self._spawn("refunds", refund_worker.run())
+        expiry = PeriodicWorker(
+            "expiry", lambda: orders.expire_due(500), idle=settings.expiry_interval
+        )
+        self._spawn("expiry", expiry.run())
+        if settings.telegram_pollers:
+            leases = PollLeases(self._pool, _replica_id(), settings.poll_lease_seconds)
+            pollers = PollerManager(
+                applications,
+                lambda application: BotPoller(
+                    application,
+                    leases,
+                    bot_api,
+                    self.processor,
+                    poll_timeout=settings.poll_timeout,
+                    lease_seconds=settings.poll_lease_seconds,
+                ),
+                default_mode=settings.telegram_updates,
+                refresh=min(5.0, settings.poll_lease_seconds / 3),
+            )
+            self._spawn("pollers", pollers.run())
         log.info("serving", grpc_port=self.grpc_port, http_port=self.http_port)
 
     def _spawn(self, name: str, coroutine: Coroutine[Any, Any, None]) -> None:

@@ -39,6 +39,15 @@ class Settings:
     auth_cache_ttl: float = 5.0
     shutdown_grace: float = 10.0
     health_interval: float = 1.0
+    public_url: str = ""
+    telegram_updates: str = "polling"  # webhook | polling, for applications without their own
+    telegram_pollers: bool = True  # whether this replica runs the long pollers
+    poll_timeout: int = 10
+    poll_lease_seconds: float = 30.0
+    checkout_decision_timeout: float = 3.0
+    auto_refund: bool = True
+    expiry_interval: float = 5.0
+    refund_max_attempts: int = 12
 
     def __repr__(self) -> str:
         # The DSN may carry a password and the payload secret is a credential: never print them.
@@ -75,6 +84,22 @@ class Settings:
         text("PORTEX_TELEGRAM_API_URL", "telegram_api_url")
         text("PORTEX_LOG_FORMAT", "log_format")
         text("PORTEX_LOG_LEVEL", "log_level")
+        text("PORTEX_PUBLIC_URL", "public_url")
+        text("PORTEX_TELEGRAM_UPDATES", "telegram_updates")
+        for name, field in (
+            ("PORTEX_TELEGRAM_POLLERS", "telegram_pollers"),
+            ("PORTEX_AUTO_REFUND", "auto_refund"),
+        ):
+            if name in env:
+                flag = env[name].strip().lower()
+                if flag not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                    problems.append(f"{name} must be true or false")
+                values[field] = flag in ("1", "true", "yes", "on")
+        number("PORTEX_POLL_TIMEOUT", "poll_timeout", int, 0)
+        number("PORTEX_POLL_LEASE", "poll_lease_seconds", float, 1)
+        number("PORTEX_CHECKOUT_DECISION_TIMEOUT", "checkout_decision_timeout", float, 0.1)
+        number("PORTEX_EXPIRY_INTERVAL", "expiry_interval", float, 0.05)
+        number("PORTEX_REFUND_MAX_ATTEMPTS", "refund_max_attempts", int, 1)
         number("PORTEX_TELEGRAM_TIMEOUT", "telegram_timeout", float, 0.1)
         number("PORTEX_DB_POOL_MIN", "db_pool_min", int, 0)
         number("PORTEX_DB_POOL_MAX", "db_pool_max", int, 1)
@@ -104,6 +129,11 @@ class Settings:
         api = urlsplit(str(values.get("telegram_api_url", "https://api.telegram.org")))
         if api.scheme not in ("http", "https") or not api.netloc:
             problems.append("PORTEX_TELEGRAM_API_URL must be an absolute http(s) URL")
+        if values.get("telegram_updates", "polling") not in ("webhook", "polling"):
+            problems.append("PORTEX_TELEGRAM_UPDATES must be webhook or polling")
+        public = str(values.get("public_url", ""))
+        if public and (urlsplit(public).scheme != "https" and not public.startswith("http://")):
+            problems.append("PORTEX_PUBLIC_URL must be an absolute URL (https for Telegram)")
         if values.get("log_format", "auto") not in ("auto", "json", "console"):
             problems.append("PORTEX_LOG_FORMAT must be auto, json or console")
         if str(values.get("log_level", "info")).lower() not in (

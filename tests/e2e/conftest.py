@@ -42,6 +42,9 @@ class ServerProcess:
             "PORTEX_LOG_FORMAT": "json",
             "PORTEX_HEALTH_INTERVAL": "0.1",
             "PORTEX_TELEGRAM_TIMEOUT": "3",
+            # Polling replicas are started on purpose by the tests that need them.
+            "PORTEX_TELEGRAM_UPDATES": "webhook",
+            "PORTEX_TELEGRAM_POLLERS": "false",
             **env,
         }
         # An explicit address in `env` wins; the ports follow it.

@@ -49,9 +49,11 @@ TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
     OrderState.FAILED: frozenset(
         {OrderState.PENDING, OrderState.FAILED, OrderState.CANCELLED, OrderState.EXPIRED}
     ),
+    # Telegram charges only after our pre-checkout approval: a charge that lands just after the
+    # expiry sweep still pays the order.
+    OrderState.EXPIRED: frozenset({OrderState.PAID}),
     OrderState.PAID: frozenset({OrderState.REFUNDED}),
     OrderState.CANCELLED: frozenset(),
-    OrderState.EXPIRED: frozenset(),
     OrderState.REFUNDED: frozenset(),
 }
 

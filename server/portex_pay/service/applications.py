@@ -12,6 +12,7 @@ from uuid import UUID
 
 from portex_pay.adapters.postgres.applications import Application, ApplicationRepository
 from portex_pay.adapters.telegram import BotApiClient, TelegramApiError, TelegramNetworkError
+from portex_pay.adapters.telegram.client import ALLOWED_UPDATES
 from portex_pay.service.auth import new_api_key, new_secret
 
 
@@ -80,6 +81,31 @@ class ApplicationAdmin:
         if not await self._applications.set_bot(application_id, token, bot.bot_id, bot.username):
             raise AdminError(f"no application {application_id}")
         return bot
+
+    async def register_webhook(self, application_id: UUID, public_url: str) -> str:
+        """Points the application's bot at our webhook (setWebhook with its secret token and the
+        update kinds we need); returns the URL."""
+        application = await self._applications.get(application_id)
+        if application is None or not application.bot_token:
+            raise AdminError(f"no application {application_id} with a bot")
+        url = f"{public_url.rstrip('/')}/telegram/webhook/{application.id}"
+        try:
+            await self._bot_api.call(
+                application.bot_token,
+                "setWebhook",
+                {
+                    "url": url,
+                    "secret_token": application.webhook_secret,
+                    "allowed_updates": ALLOWED_UPDATES,
+                },
+            )
+        except (TelegramApiError, TelegramNetworkError) as error:
+            raise AdminError(f"setWebhook failed: {error}") from None
+        return url
+
+    async def set_updates_mode(self, application_id: UUID, mode: str | None) -> None:
+        if not await self._applications.set_updates_mode(application_id, mode):
+            raise AdminError(f"no application {application_id}")
 
     async def list_apps(self) -> list[dict[str, Any]]:
         return [

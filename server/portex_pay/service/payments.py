@@ -27,6 +27,7 @@ from portex_pay.domain.errors import (
     DomainError,
     FieldViolation,
     IdempotencyKeyReused,
+    IllegalTransition,
     InvalidArgument,
     OrderExpired,
     OrderNotFound,
@@ -242,3 +243,49 @@ def _failure_error(order: Order) -> DomainError:
     if order.failure_code == TelegramRejected.reason:
         return TelegramRejected(message)
     return TelegramUnavailable(message)
+
+
+CLIENT_STATUSES = ("paid", "cancelled", "failed", "pending")
+
+
+class OrderActions:
+    """CancelOrder and ReportInvoiceClosed: the application's own changes to its orders."""
+
+    def __init__(self, orders: OrderRepository, clock: Callable[[], datetime] = utcnow) -> None:
+        self._orders = orders
+        self._clock = clock
+
+    async def cancel(self, application: Application, tg_payment_id: int) -> Order:
+        cancelled = None
+        if tg_payment_id > 0:
+            cancelled = await self._orders.cancel(application.id, tg_payment_id)
+        if cancelled is not None:
+            return cancelled
+        order = await self._get(application, tg_payment_id)
+        if order.state is OrderState.CANCELLED:
+            return order  # withdrawing twice is not an error
+        check_transition(order.state_at(self._clock()), OrderState.CANCELLED)
+        # It was cancellable when read: it changed between the two statements.
+        raise IllegalTransition(f"order {tg_payment_id} changed while being cancelled; retry")
+
+    async def report_invoice_closed(
+        self, application: Application, tg_payment_id: int, status: str
+    ) -> Order:
+        """Records the client's report. It never pays or ends an order: the Mini App's status
+        is not proof of anything (clients report `failed` for charges that went through)."""
+        if status not in CLIENT_STATUSES:
+            raise InvalidArgument(
+                [FieldViolation("status", f"must be one of {', '.join(CLIENT_STATUSES)}")]
+            )
+        order = None
+        if tg_payment_id > 0:
+            order = await self._orders.record_client_report(application.id, tg_payment_id, status)
+        if order is None:
+            raise OrderNotFound(f"order {tg_payment_id} not found")
+        return order
+
+    async def _get(self, application: Application, tg_payment_id: int) -> Order:
+        order = await self._orders.get(application.id, tg_payment_id) if tg_payment_id > 0 else None
+        if order is None:
+            raise OrderNotFound(f"order {tg_payment_id} not found")
+        return order

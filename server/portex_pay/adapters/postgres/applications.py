@@ -20,6 +20,8 @@ class Application:
     bot_token: str | None
     bot_id: int | None
     bot_username: str | None
+    webhook_secret: str = ""
+    updates_mode: str | None = None
 
     def __repr__(self) -> str:  # never print the bot token
         return f"Application(id={self.id}, name={self.name!r}, bot_username={self.bot_username!r})"
@@ -46,6 +48,8 @@ def _application(row: asyncpg.Record) -> Application:
         bot_token=row["bot_token"],
         bot_id=row["bot_id"],
         bot_username=row["bot_username"],
+        webhook_secret=row["webhook_secret"],
+        updates_mode=row["updates_mode"],
     )
 
 
@@ -101,6 +105,19 @@ class ApplicationRepository:
             bot_token,
             bot_id,
             bot_username,
+        )
+        return status.endswith(" 1")
+
+    async def with_bots(self) -> list[Application]:
+        """Every application that has a bot (the pollers' work list)."""
+        rows = await self._db.fetch("SELECT * FROM applications WHERE bot_token IS NOT NULL")
+        return [_application(row) for row in rows]
+
+    async def set_updates_mode(self, application_id: UUID, mode: str | None) -> bool:
+        status = await self._db.execute(
+            "UPDATE applications SET updates_mode = $2, updated_at = now() WHERE id = $1",
+            application_id,
+            mode,
         )
         return status.endswith(" 1")
 

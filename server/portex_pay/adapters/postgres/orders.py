@@ -6,6 +6,7 @@ change and the event that announces it commit together, in one round trip.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from typing import Any
 from uuid import UUID
@@ -17,16 +18,31 @@ from portex_pay.domain.payments import PayCommand
 
 _ORDER_FIELDS = tuple(f.name for f in fields(Order))
 
-# Appends the event for the order row(s) that CTE `o` returned; `{event_type}` is an SQL literal.
-# The event carries the order as it is after the change (the event stream serves it as is).
-_EVENT_FROM_O = """
-    ev AS (
-        INSERT INTO events (application_id, tg_payment_id, type, data)
-        SELECT o.application_id, o.tg_payment_id, {event_type},
-               jsonb_build_object('order', to_jsonb(o.*) - 'invoice_lease_until')
-        FROM o
-    )
-"""
+_EVENT_TYPE = re.compile(r"^[a-z_]+\.[a-z_]+$")
+
+
+def with_event(
+    change: str, event_type: str, *, extra_data: str = "'{}'::jsonb", before: str = ""
+) -> str:
+    """One statement: `change` (an INSERT or UPDATE of orders ... RETURNING *) and, for each
+    order it returns, the event announcing it. The event carries the order as it is after the
+    change (the event stream and callbacks serve that snapshot). `event_type` is a constant of
+    ours, never input; `extra_data` is an SQL jsonb expression merged into the event's data;
+    `before` holds CTEs the change refers to."""
+    assert _EVENT_TYPE.match(event_type), event_type
+    return f"""
+        WITH {before}
+        o AS ({change}),
+        ev AS (
+            INSERT INTO events (application_id, tg_payment_id, type, data)
+            SELECT o.application_id, o.tg_payment_id, '{event_type}',
+                   jsonb_build_object('order', to_jsonb(o.*) - 'invoice_lease_until')
+                   || {extra_data}
+            FROM o
+        )
+        SELECT o.* FROM o
+    """
+
 
 _INSERT_COLUMNS = """
     application_id, tg_use_id, amount, label, title, description, payload, photo_url,
@@ -37,33 +53,30 @@ _INSERT_VALUES = """
     now() + make_interval(secs => $13), now() + make_interval(secs => $14)
 """
 
-_CREATE_ORDER = f"""
-WITH o AS (
-    INSERT INTO orders ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES})
-    RETURNING *
-),
-{_EVENT_FROM_O.format(event_type="'order.created'")}
-SELECT o.* FROM o
-"""
+_CREATE_ORDER = with_event(
+    f"INSERT INTO orders ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES}) RETURNING *",
+    "order.created",
+)
 
-_CREATE_ORDER_IDEMPOTENT = f"""
-WITH new_id AS (
-    SELECT nextval(pg_get_serial_sequence('orders', 'tg_payment_id')) AS id
-),
-k AS (
-    INSERT INTO idempotency_keys (application_id, request_id, request_hash, tg_payment_id)
-    SELECT $1, $15, $16, id FROM new_id
-    ON CONFLICT (application_id, request_id) DO NOTHING
-    RETURNING tg_payment_id
-),
-o AS (
+_CREATE_ORDER_IDEMPOTENT = with_event(
+    f"""
     INSERT INTO orders (tg_payment_id, {_INSERT_COLUMNS})
     SELECT k.tg_payment_id, {_INSERT_VALUES} FROM k
     RETURNING *
-),
-{_EVENT_FROM_O.format(event_type="'order.created'")}
-SELECT o.* FROM o
-"""
+    """,
+    "order.created",
+    before="""
+    new_id AS (
+        SELECT nextval(pg_get_serial_sequence('orders', 'tg_payment_id')) AS id
+    ),
+    k AS (
+        INSERT INTO idempotency_keys (application_id, request_id, request_hash, tg_payment_id)
+        SELECT $1, $15, $16, id FROM new_id
+        ON CONFLICT (application_id, request_id) DO NOTHING
+        RETURNING tg_payment_id
+    ),
+    """,
+)
 
 _FIND_BY_REQUEST_ID = """
 SELECT k.request_hash, o.*
@@ -208,18 +221,17 @@ class OrderRepository:
         """Stores the link; the order becomes (or stays) pending. None if it was no longer
         waiting for a link (cancelled or expired meanwhile)."""
         row = await self._pool.fetchrow(
-            f"""
-            WITH o AS (
+            with_event(
+                """
                 UPDATE orders SET invoice_link = $2, state = 'pending',
                     invoice_lease_until = NULL, failure_code = NULL, failure_reason = NULL,
                     retry_after = NULL, updated_at = now()
                 WHERE tg_payment_id = $1 AND invoice_link IS NULL
                   AND state IN ('pending', 'failed')
                 RETURNING *
+                """,
+                "order.invoice_created",
             ),
-            {_EVENT_FROM_O.format(event_type="'order.invoice_created'")}
-            SELECT o.* FROM o
-            """,
             tg_payment_id,
             link,
         )
@@ -229,17 +241,16 @@ class OrderRepository:
         self, tg_payment_id: int, code: str, reason: str, retry_after: int | None
     ) -> Order | None:
         row = await self._pool.fetchrow(
-            f"""
-            WITH o AS (
+            with_event(
+                """
                 UPDATE orders SET state = 'failed', invoice_lease_until = NULL,
                     failure_code = $2, failure_reason = $3, retry_after = $4, updated_at = now()
                 WHERE tg_payment_id = $1 AND invoice_link IS NULL
                   AND state IN ('pending', 'failed')
                 RETURNING *
+                """,
+                "order.failed",
             ),
-            {_EVENT_FROM_O.format(event_type="'order.failed'")}
-            SELECT o.* FROM o
-            """,
             tg_payment_id,
             code,
             reason,
@@ -253,3 +264,66 @@ class OrderRepository:
             float(older_than_seconds),
         )
         return int(status.split()[-1])
+
+    async def cancel(self, application_id: UUID, tg_payment_id: int) -> Order | None:
+        """Withdraws an unpaid, unexpired order; None when it was not in such a state (the caller
+        reads the order to tell why)."""
+        row = await self._pool.fetchrow(
+            with_event(
+                """
+                UPDATE orders SET state = 'cancelled', cancelled_at = now(), updated_at = now(),
+                    invoice_lease_until = NULL
+                WHERE tg_payment_id = $1 AND application_id = $2
+                  AND state IN ('pending', 'failed') AND expires_at > now()
+                RETURNING *
+                """,
+                "order.cancelled",
+            ),
+            tg_payment_id,
+            application_id,
+        )
+        return None if row is None else order_from_row(row)
+
+    async def record_client_report(
+        self, application_id: UUID, tg_payment_id: int, status: str
+    ) -> Order | None:
+        """Stores the Mini App's invoiceClosed status; the order's state does not change."""
+        row = await self._pool.fetchrow(
+            with_event(
+                """
+                UPDATE orders SET client_report = $3, updated_at = now()
+                WHERE tg_payment_id = $1 AND application_id = $2
+                RETURNING *
+                """,
+                "order.client_report",
+                extra_data="jsonb_build_object('status', $3::text)",
+            ),
+            tg_payment_id,
+            application_id,
+            status,
+        )
+        return None if row is None else order_from_row(row)
+
+    async def expire_due(self, limit: int) -> int:
+        """Marks up to `limit` unpaid orders past their expiry time expired, with their events.
+        SKIP LOCKED lets any number of replicas sweep at once without waiting on each other or
+        on an order being paid right now."""
+        rows = await self._pool.fetch(
+            with_event(
+                """
+                UPDATE orders SET state = 'expired', updated_at = now(),
+                    invoice_lease_until = NULL
+                WHERE tg_payment_id IN (
+                    SELECT tg_payment_id FROM orders
+                    WHERE state IN ('pending', 'failed') AND expires_at <= now()
+                    ORDER BY expires_at
+                    LIMIT $1
+                    FOR UPDATE SKIP LOCKED
+                )
+                RETURNING *
+                """,
+                "order.expired",
+            ),
+            limit,
+        )
+        return len(rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from google.protobuf import timestamp_pb2
 
@@ -74,4 +75,27 @@ def order_message(order: Order, now: datetime) -> payment_pb2.Order:
             setattr(message, field, value)
     if order.paid_at is not None:
         message.paid_time.CopyFrom(_timestamp(order.paid_at))
+    return message
+
+
+_REFUND_STATE = {
+    "pending": payment_pb2.Refund.PENDING,
+    "succeeded": payment_pb2.Refund.SUCCEEDED,
+    "failed": payment_pb2.Refund.FAILED,
+}
+
+
+def refund_message(refund: dict[str, Any]) -> payment_pb2.Refund:
+    message = payment_pb2.Refund(
+        tg_payment_id=refund["tg_payment_id"] or 0,
+        telegram_payment_charge_id=refund["telegram_payment_charge_id"],
+        amount=refund["amount"],
+        state=_REFUND_STATE[refund["state"]],
+        reason=refund["reason"],
+        attempts=refund["attempts"],
+        last_error=refund["last_error"] or "",
+        create_time=_timestamp(refund["created_at"]),
+    )
+    if refund["completed_at"] is not None:
+        message.complete_time.CopyFrom(_timestamp(refund["completed_at"]))
     return message

@@ -8,17 +8,22 @@ from typing import TYPE_CHECKING
 import grpc
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
-from portex_pay.api.grpc.convert import order_message, pay_command
+from portex_pay.api.grpc.convert import order_message, pay_command, refund_message
 from portex_pay.api.grpc.interceptor import current_application
-from portex_pay.service.payments import PaymentsService, utcnow
+from portex_pay.service.payments import OrderActions, PaymentsService, utcnow
+from portex_pay.service.refunds import RefundService
 
 if TYPE_CHECKING:
     from portex_pay.api.grpc.interceptor import Context
 
 
 class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
-    def __init__(self, payments: PaymentsService) -> None:
+    def __init__(
+        self, payments: PaymentsService, actions: OrderActions, refunds: RefundService
+    ) -> None:
         self._payments = payments
+        self._actions = actions
+        self._refunds = refunds
 
     async def Pay(
         self, request: payment_pb2.PayRequest, context: Context
@@ -57,20 +62,26 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     async def RefundPayment(
         self, request: payment_pb2.RefundPaymentRequest, context: Context
     ) -> payment_pb2.RefundPaymentResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "RefundPayment is being built")
-        raise AssertionError  # pragma: no cover
+        refund, order = await self._refunds.request(
+            current_application.get(), request.tg_payment_id
+        )
+        return payment_pb2.RefundPaymentResponse(
+            refund=refund_message(refund), order=order_message(order, utcnow())
+        )
 
     async def ReportInvoiceClosed(
         self, request: payment_pb2.ReportInvoiceClosedRequest, context: Context
     ) -> payment_pb2.ReportInvoiceClosedResponse:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "ReportInvoiceClosed is being built")
-        raise AssertionError  # pragma: no cover
+        order = await self._actions.report_invoice_closed(
+            current_application.get(), request.tg_payment_id, request.status
+        )
+        return payment_pb2.ReportInvoiceClosedResponse(order=order_message(order, utcnow()))
 
     async def CancelOrder(
         self, request: payment_pb2.CancelOrderRequest, context: Context
     ) -> payment_pb2.Order:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "CancelOrder is being built")
-        raise AssertionError  # pragma: no cover
+        order = await self._actions.cancel(current_application.get(), request.tg_payment_id)
+        return order_message(order, utcnow())
 
     async def StreamInvoiceEvents(
         self,

@@ -1,25 +1,100 @@
-"""The aiohttp application served on PORTEX_HTTP_ADDR.
+"""The aiohttp application served on PORTEX_HTTP_ADDR: Telegram webhooks and liveness.
 
-For now it answers `GET /healthz` (200 when PostgreSQL is reachable, 503 otherwise); the Telegram
-webhook endpoints and metrics join it in later issues.
+`POST /telegram/webhook/{application_id}` receives the updates of that application's bot. Telegram
+sends the `secret_token` given to setWebhook in `X-Telegram-Bot-Api-Secret-Token`; a request
+without the application's secret is refused with 401 before its body is read or anything is
+processed. Bodies are capped (413), malformed ones get 400, and a failure to process (the
+database is down) answers 503 so that Telegram delivers the update again. `GET /healthz` is 200
+while PostgreSQL is reachable, 503 otherwise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable
+from uuid import UUID
 
+import structlog
 from aiohttp import web
 
-_MAX_BODY_BYTES = 1024 * 1024
+from portex_pay.adapters.postgres.applications import Application
+from portex_pay.service.updates import MalformedUpdate, UpdateProcessor
+
+log = structlog.get_logger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
 
 
-def create_http_app(is_serving: Callable[[], bool]) -> web.Application:
+class _ApplicationCache:
+    """Webhook lookups of applications, cached briefly: a hot path should not pay a query for
+    data that changes only when an operator rebinds a bot."""
+
+    def __init__(self, load: Callable[[UUID], Awaitable[Application | None]], ttl: float) -> None:
+        self._load = load
+        self._ttl = ttl
+        self._entries: dict[UUID, tuple[float, Application | None]] = {}
+
+    async def get(self, application_id: UUID) -> Application | None:
+        now = time.monotonic()
+        cached = self._entries.get(application_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        application = await self._load(application_id)
+        if len(self._entries) > 10_000:
+            self._entries.clear()
+        self._entries[application_id] = (now + self._ttl, application)
+        return application
+
+
+def create_http_app(
+    is_serving: Callable[[], bool],
+    *,
+    load_application: Callable[[UUID], Awaitable[Application | None]] | None = None,
+    processor: UpdateProcessor | None = None,
+    cache_ttl: float = 5.0,
+) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         serving = is_serving()
         return web.json_response(
             {"status": "serving" if serving else "not_serving"}, status=200 if serving else 503
         )
 
-    app = web.Application(client_max_size=_MAX_BODY_BYTES)
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_get("/healthz", healthz)
+    if load_application is not None and processor is not None:
+        applications = _ApplicationCache(load_application, cache_ttl)
+
+        async def telegram_webhook(request: web.Request) -> web.Response:
+            try:
+                application_id = UUID(request.match_info["application_id"])
+            except ValueError:
+                raise web.HTTPNotFound() from None
+            application = await applications.get(application_id)
+            secret = request.headers.get(SECRET_HEADER, "")
+            if application is None or not hmac.compare_digest(
+                secret.encode(), application.webhook_secret.encode()
+            ):
+                raise web.HTTPUnauthorized(text="wrong or missing secret token")
+            if application.bot_id is None or application.bot_token is None:
+                raise web.HTTPConflict(text="the application has no bot")
+            body = await request.read()
+            try:
+                update = json.loads(body)
+            except ValueError:
+                raise web.HTTPBadRequest(text="the body is not JSON") from None
+            if not isinstance(update, dict):
+                raise web.HTTPBadRequest(text="an update is a JSON object")
+            try:
+                await processor.handle(application, update)
+            except MalformedUpdate as error:
+                raise web.HTTPBadRequest(text=f"malformed update: {error}") from None
+            except Exception as error:
+                log.warning("webhook update failed", error=repr(error))
+                raise web.HTTPServiceUnavailable(text="try again") from None
+            return web.json_response({})
+
+        app.router.add_post("/telegram/webhook/{application_id}", telegram_webhook)
     return app

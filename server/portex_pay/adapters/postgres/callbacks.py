@@ -1,0 +1,139 @@
+"""The callback outbox (`callback_deliveries`) in PostgreSQL: claim due deliveries, record outcomes.
+
+Rows are written by a trigger in the same transaction as the event they deliver (migration 0002).
+A dispatcher claims a batch with one statement (`FOR UPDATE SKIP LOCKED`, so concurrent replicas
+take disjoint rows) that also pushes each row's `next_attempt_at` forward by a lease: the lease,
+not an open transaction, is what keeps other replicas away while the HTTP call runs, so no
+connection is held during delivery and a crashed dispatcher's rows come back when the lease ends.
+Only the oldest pending delivery of each order is claimable, so one order's callbacks are sent in
+event order even across retries and replicas (a later event waits until the earlier one is
+delivered or given up).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+# Long enough for a diagnosis, short enough that a chatty error cannot bloat the table.
+_ERROR_MAX_CHARS = 500
+
+_CLAIM_DUE = """
+WITH due AS (
+    SELECT d.event_id
+    FROM callback_deliveries d
+    JOIN events e ON e.id = d.event_id
+    WHERE d.state = 'pending' AND d.next_attempt_at <= now()
+      -- Head of line per order: an earlier pending delivery (due, backing off or leased to
+      -- another dispatcher) of the same order goes first.
+      AND NOT EXISTS (
+          SELECT 1
+          FROM events earlier
+          JOIN callback_deliveries p ON p.event_id = earlier.id
+          WHERE earlier.tg_payment_id = e.tg_payment_id AND earlier.id < e.id
+            AND p.state = 'pending'
+      )
+    ORDER BY d.next_attempt_at, d.event_id
+    LIMIT $1
+    FOR UPDATE OF d SKIP LOCKED
+),
+claimed AS (
+    UPDATE callback_deliveries d SET next_attempt_at = now() + make_interval(secs => $2)
+    FROM due
+    WHERE d.event_id = due.event_id
+    RETURNING d.event_id, d.application_id, d.url, d.attempts
+)
+SELECT c.event_id, c.application_id, c.url, c.attempts, a.signing_secret,
+       e.type AS event_type, e.occurred_at, e.tg_payment_id, e.data
+FROM claimed c
+JOIN events e ON e.id = c.event_id
+JOIN applications a ON a.id = c.application_id
+ORDER BY c.event_id
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class DueCallback:
+    """One claimed delivery: where to send which event, and the key to sign it with."""
+
+    event_id: int
+    application_id: UUID
+    url: str
+    attempts: int  # failed attempts so far
+    signing_secret: str = field(repr=False)  # a credential: kept out of reprs and logs
+    event_type: str
+    occurred_at: datetime
+    tg_payment_id: int | None
+    data: dict[str, Any]
+
+
+def _data(value: Any) -> dict[str, Any]:
+    # The service's pool decodes jsonb (pool.py); a bare connection hands over the text.
+    decoded = json.loads(value) if isinstance(value, str) else value
+    return decoded if isinstance(decoded, dict) else {}
+
+
+class CallbackRepository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def claim_due(self, limit: int, lease_seconds: float) -> list[DueCallback]:
+        """Claims up to `limit` due deliveries, leasing each for `lease_seconds`, oldest first."""
+        rows = await self._pool.fetch(_CLAIM_DUE, limit, float(lease_seconds))
+        return [
+            DueCallback(
+                event_id=row["event_id"],
+                application_id=row["application_id"],
+                url=row["url"],
+                attempts=row["attempts"],
+                signing_secret=row["signing_secret"],
+                event_type=row["event_type"],
+                occurred_at=row["occurred_at"],
+                tg_payment_id=row["tg_payment_id"],
+                data=_data(row["data"]),
+            )
+            for row in rows
+        ]
+
+    async def mark_delivered(self, event_id: int, status: int) -> None:
+        # `state = 'pending'`: if the lease ran out and another replica settled the row first,
+        # its outcome stands.
+        await self._pool.execute(
+            """
+            UPDATE callback_deliveries
+            SET state = 'delivered', attempts = attempts + 1, last_status = $2,
+                last_error = NULL, delivered_at = now()
+            WHERE event_id = $1 AND state = 'pending'
+            """,
+            event_id,
+            status,
+        )
+
+    async def mark_failed_attempt(
+        self, event_id: int, *, error: str, status: int | None, retry_in: float | None
+    ) -> None:
+        """Records a failed attempt: due again in `retry_in` seconds, or given up ('failed')
+        when `retry_in` is None. The delay is added to the database's clock, like the lease, so
+        replicas with skewed clocks agree on when a row is due."""
+        await self._pool.execute(
+            """
+            UPDATE callback_deliveries
+            SET attempts = attempts + 1, last_error = $2, last_status = $3,
+                state = CASE WHEN $4::float8 IS NULL THEN 'failed' ELSE 'pending' END,
+                next_attempt_at = CASE WHEN $4::float8 IS NULL THEN next_attempt_at
+                                       ELSE now() + make_interval(secs => $4::float8) END
+            WHERE event_id = $1 AND state = 'pending'
+            """,
+            event_id,
+            error[:_ERROR_MAX_CHARS],
+            status,
+            None if retry_in is None else float(retry_in),
+        )
+
+
+__all__ = ["CallbackRepository", "DueCallback"]

@@ -1,0 +1,67 @@
+"""Long-polling leases and offsets, in PostgreSQL.
+
+Two consumers of one bot token break checkouts (Telegram answers the second getUpdates with 409 and
+updates go to whichever asked last), so each bot has one lease row: a replica holds it while it
+polls, renews it every cycle, and another replica takes it over once it lapses (the holder died).
+The next offset lives in the same row, so a restart neither loses nor replays updates; replays
+after a crash mid-batch are harmless, as updates are de-duplicated by update_id anyway.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+
+class PollLeases:
+    def __init__(self, pool: asyncpg.Pool, owner: str, lease_seconds: float) -> None:
+        self._pool = pool
+        self.owner = owner
+        self._lease_seconds = lease_seconds
+
+    async def acquire(self, bot_id: int) -> int | None:
+        """Takes or renews the bot's lease; returns the next offset, or None if another live
+        replica holds it."""
+        offset = await self._pool.fetchval(
+            """
+            INSERT INTO poll_state (bot_id, lease_owner, lease_until)
+            VALUES ($1, $2, now() + make_interval(secs => $3))
+            ON CONFLICT (bot_id) DO UPDATE
+                SET lease_owner = $2, lease_until = now() + make_interval(secs => $3)
+                WHERE poll_state.lease_owner = $2
+                   OR poll_state.lease_until IS NULL
+                   OR poll_state.lease_until < now()
+            RETURNING next_offset
+            """,
+            bot_id,
+            self.owner,
+            float(self._lease_seconds),
+        )
+        return None if offset is None else int(offset)
+
+    async def advance(self, bot_id: int, next_offset: int) -> bool:
+        """Stores the offset after a processed batch; False if the lease was lost meanwhile."""
+        status = await self._pool.execute(
+            """
+            UPDATE poll_state SET next_offset = greatest(next_offset, $3)
+            WHERE bot_id = $1 AND lease_owner = $2
+            """,
+            bot_id,
+            self.owner,
+            next_offset,
+        )
+        return status.endswith(" 1")
+
+    async def release(self, bot_id: int) -> None:
+        await self._pool.execute(
+            "UPDATE poll_state SET lease_until = NULL WHERE bot_id = $1 AND lease_owner = $2",
+            bot_id,
+            self.owner,
+        )
+
+    async def holder(self, bot_id: int) -> str | None:
+        """The live lease holder, if any."""
+        owner: str | None = await self._pool.fetchval(
+            "SELECT lease_owner FROM poll_state WHERE bot_id = $1 AND lease_until > now()",
+            bot_id,
+        )
+        return owner

@@ -1,0 +1,154 @@
+"""Telegram's checkout, decided: pre-checkout approvals and what each reported charge means.
+
+Pure functions over the order as stored. Telegram's rules (Bot API, "Payments"; Stars guide):
+the bot must answer every `pre_checkout_query` within 10 seconds, and only `successful_payment`
+proves a charge. An invoice link can be paid more than once, so a further charge of an order that
+is already settled is expected and must be refunded, never dropped; a charge whose payload, amount,
+currency or payer does not match its order is an anomaly to record and announce.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+from portex_pay.domain.order import Order, OrderState
+
+CURRENCY = "XTR"
+
+
+class DeclineReason(enum.StrEnum):
+    PAYLOAD_INVALID = "PAYLOAD_INVALID"
+    ORDER_NOT_FOUND = "ORDER_NOT_FOUND"
+    CURRENCY_MISMATCH = "CURRENCY_MISMATCH"
+    AMOUNT_MISMATCH = "AMOUNT_MISMATCH"
+    PAYER_MISMATCH = "PAYER_MISMATCH"
+    ORDER_PAID = "ORDER_PAID"
+    ORDER_CANCELLED = "ORDER_CANCELLED"
+    ORDER_EXPIRED = "ORDER_EXPIRED"
+    ORDER_REFUNDED = "ORDER_REFUNDED"
+    ORDER_NOT_PAYABLE = "ORDER_NOT_PAYABLE"
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+
+
+# Shown to the user by Telegram (answerPreCheckoutQuery's error_message): short, no internals.
+USER_MESSAGES: dict[DeclineReason, str] = {
+    DeclineReason.PAYLOAD_INVALID: "This invoice is not valid.",
+    DeclineReason.ORDER_NOT_FOUND: "This invoice is not valid.",
+    DeclineReason.CURRENCY_MISMATCH: "This invoice is not valid.",
+    DeclineReason.AMOUNT_MISMATCH: "The price of this order has changed.",
+    DeclineReason.PAYER_MISMATCH: "This order belongs to another user.",
+    DeclineReason.ORDER_PAID: "This order has already been paid.",
+    DeclineReason.ORDER_CANCELLED: "This order was cancelled.",
+    DeclineReason.ORDER_EXPIRED: "This order has expired.",
+    DeclineReason.ORDER_REFUNDED: "This order was refunded.",
+    DeclineReason.ORDER_NOT_PAYABLE: "This order cannot be paid.",
+    DeclineReason.SERVICE_UNAVAILABLE: "Payments are temporarily unavailable. Please try again.",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutDecision:
+    ok: bool
+    reason: DeclineReason | None = None
+
+    @property
+    def error_message(self) -> str | None:
+        return None if self.reason is None else USER_MESSAGES[self.reason]
+
+
+APPROVED = CheckoutDecision(ok=True)
+
+
+def decline(reason: DeclineReason) -> CheckoutDecision:
+    return CheckoutDecision(ok=False, reason=reason)
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What Telegram says was (or is about to be) paid."""
+
+    payer_id: int
+    currency: str
+    total_amount: int
+    invoice_payload: str
+
+
+def _mismatch(charge: Charge, order: Order, signed_amount: int) -> DeclineReason | None:
+    if charge.currency != CURRENCY:
+        return DeclineReason.CURRENCY_MISMATCH
+    if charge.total_amount != order.amount or signed_amount != order.amount:
+        return DeclineReason.AMOUNT_MISMATCH
+    if charge.payer_id != order.tg_use_id:
+        return DeclineReason.PAYER_MISMATCH
+    return None
+
+
+_STATE_DECLINES = {
+    OrderState.PAID: DeclineReason.ORDER_PAID,
+    OrderState.CANCELLED: DeclineReason.ORDER_CANCELLED,
+    OrderState.EXPIRED: DeclineReason.ORDER_EXPIRED,
+    OrderState.REFUNDED: DeclineReason.ORDER_REFUNDED,
+    OrderState.FAILED: DeclineReason.ORDER_NOT_PAYABLE,
+}
+
+
+def decide_pre_checkout(
+    charge: Charge, order: Order | None, signed_amount: int, now: datetime
+) -> CheckoutDecision:
+    """Approve only a checkout of our own, untampered, matching and still payable order.
+
+    `order` is None when the payload's order does not exist or belongs to another application
+    (the caller looks it up scoped to the bot's application).
+    """
+    if order is None:
+        return decline(DeclineReason.ORDER_NOT_FOUND)
+    mismatch = _mismatch(charge, order, signed_amount)
+    if mismatch is not None:
+        return decline(mismatch)
+    state = order.state_at(now)
+    if state in _STATE_DECLINES:
+        return decline(_STATE_DECLINES[state])
+    if not order.is_payable(now):
+        return decline(DeclineReason.ORDER_NOT_PAYABLE)
+    return APPROVED
+
+
+class Disposition(enum.StrEnum):
+    ACCEPTED = "accepted"  # pays the order
+    DUPLICATE = "duplicate"  # a further charge of a settled order: kept, refunded
+    ANOMALY = "anomaly"  # does not match any order of ours: kept, announced
+
+
+class RefundReason(enum.StrEnum):
+    REQUESTED = "requested"
+    DUPLICATE_CHARGE = "duplicate_charge"
+    CANCELLED_ORDER = "cancelled_order"
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentOutcome:
+    disposition: Disposition
+    anomaly: DeclineReason | None = None
+    refund: RefundReason | None = None
+
+
+def classify_payment(charge: Charge, order: Order | None, signed_amount: int) -> PaymentOutcome:
+    """What a successful_payment means for its order (already de-duplicated by charge id).
+
+    A charge for an order that is pending, or that expired after its checkout was approved, pays
+    it: Telegram only charges after our approval, so the user paid in good faith. A charge for a
+    settled order (paid, refunded) is a multi-use link paid again: refund it. A charge for a
+    cancelled order is refunded too. Anything that does not match is an anomaly.
+    """
+    if order is None:
+        return PaymentOutcome(Disposition.ANOMALY, anomaly=DeclineReason.ORDER_NOT_FOUND)
+    mismatch = _mismatch(charge, order, signed_amount)
+    if mismatch is not None:
+        return PaymentOutcome(Disposition.ANOMALY, anomaly=mismatch)
+    if order.state in (OrderState.PENDING, OrderState.EXPIRED):
+        return PaymentOutcome(Disposition.ACCEPTED)
+    if order.state is OrderState.CANCELLED:
+        return PaymentOutcome(Disposition.DUPLICATE, refund=RefundReason.CANCELLED_ORDER)
+    return PaymentOutcome(Disposition.DUPLICATE, refund=RefundReason.DUPLICATE_CHARGE)

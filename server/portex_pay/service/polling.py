@@ -1,0 +1,164 @@
+"""Long polling (getUpdates): for development and where no public URL exists.
+
+A `PollerManager` per process watches the applications whose bots receive updates by polling and
+runs one `BotPoller` task per bot. Each poller polls only while it holds the bot's lease in
+PostgreSQL (adapters/postgres/polling.py), so exactly one replica consumes a bot's updates and
+another takes over when the holder dies. An update is confirmed to Telegram (by the next
+getUpdates offset) only after it has been processed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+
+from portex_pay.adapters.postgres.applications import Application, ApplicationRepository
+from portex_pay.adapters.postgres.polling import PollLeases
+from portex_pay.adapters.telegram import BotApiClient, TelegramApiError, TelegramNetworkError
+from portex_pay.adapters.telegram.client import ALLOWED_UPDATES
+from portex_pay.service.updates import MalformedUpdate, UpdateProcessor
+
+log = structlog.get_logger(__name__)
+
+
+def updates_mode(application: Application, default: str) -> str:
+    return application.updates_mode or default
+
+
+class BotPoller:
+    def __init__(
+        self,
+        application: Application,
+        leases: PollLeases,
+        bot_api: BotApiClient,
+        processor: UpdateProcessor,
+        *,
+        poll_timeout: int,
+        lease_seconds: float,
+    ) -> None:
+        self.application = application
+        self._leases = leases
+        self._bot_api = bot_api
+        self._processor = processor
+        self._poll_timeout = poll_timeout
+        self._lease_seconds = lease_seconds
+
+    async def run(self) -> None:
+        bot_id = self.application.bot_id
+        token = self.application.bot_token
+        assert bot_id is not None and token is not None
+        holding = False
+        try:
+            while True:
+                try:
+                    offset = await self._leases.acquire(bot_id)
+                except Exception as error:
+                    log.warning("poll lease unavailable", bot_id=bot_id, error=repr(error))
+                    offset = None
+                if offset is None:
+                    holding = False
+                    await asyncio.sleep(self._lease_seconds / 3)
+                    continue
+                if not holding:
+                    holding = True
+                    log.info("polling", bot_id=bot_id, owner=self._leases.owner)
+                    # getUpdates does not work while a webhook is set (Bot API, getUpdates).
+                    with contextlib.suppress(TelegramApiError, TelegramNetworkError):
+                        await self._bot_api.call(token, "deleteWebhook", {})
+                await self._poll_once(bot_id, token, offset)
+        finally:
+            if holding:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._leases.release(bot_id))
+
+    async def _poll_once(self, bot_id: int, token: str, offset: int) -> None:
+        try:
+            updates = await self._bot_api.call(
+                token,
+                "getUpdates",
+                {
+                    "offset": offset,
+                    "timeout": self._poll_timeout,
+                    "allowed_updates": ALLOWED_UPDATES,
+                },
+                timeout=self._poll_timeout + 10,
+            )
+        except TelegramApiError as error:
+            log.warning("getUpdates refused", bot_id=bot_id, error=str(error))
+            await asyncio.sleep(float(error.retry_after or 1))
+            return
+        except TelegramNetworkError as error:
+            log.warning("getUpdates failed", bot_id=bot_id, error=error.reason)
+            await asyncio.sleep(1.0)
+            return
+        next_offset = offset
+        for update in updates or []:
+            update_id = update.get("update_id") if isinstance(update, dict) else None
+            try:
+                await self._processor.handle(self.application, update)
+            except MalformedUpdate as error:
+                log.error("malformed update skipped", bot_id=bot_id, error=str(error))
+            except Exception as error:
+                # Not confirmed: the same update comes again on the next call.
+                log.warning("update processing failed", bot_id=bot_id, error=repr(error))
+                break
+            if isinstance(update_id, int):
+                next_offset = max(next_offset, update_id + 1)
+        if next_offset != offset and not await self._leases.advance(bot_id, next_offset):
+            log.warning("poll lease lost", bot_id=bot_id)
+
+
+class PollerManager:
+    """Keeps one poller task per polling bot, following changes to the applications."""
+
+    def __init__(
+        self,
+        applications: ApplicationRepository,
+        make_poller: Any,
+        *,
+        default_mode: str,
+        refresh: float = 5.0,
+    ) -> None:
+        self._applications = applications
+        self._make_poller = make_poller
+        self._default_mode = default_mode
+        self._refresh = refresh
+        self._tasks: dict[int, tuple[Application, asyncio.Task[None]]] = {}
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self._sync()
+                except Exception as error:
+                    log.warning("poller refresh failed", error=repr(error))
+                await asyncio.sleep(self._refresh)
+        finally:
+            tasks = [task for _, task in self._tasks.values()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _sync(self) -> None:
+        wanted = {
+            app.bot_id: app
+            for app in await self._applications.with_bots()
+            if app.bot_id is not None and updates_mode(app, self._default_mode) == "polling"
+        }
+        for bot_id, (app, task) in list(self._tasks.items()):
+            current = wanted.get(bot_id)
+            if current is None or current.bot_token != app.bot_token or task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+                del self._tasks[bot_id]
+        for bot_id, app in wanted.items():
+            if bot_id not in self._tasks:
+                poller = self._make_poller(app)
+                self._tasks[bot_id] = (
+                    app,
+                    asyncio.create_task(poller.run(), name=f"poll-{bot_id}"),
+                )

@@ -1,0 +1,118 @@
+"""Refunds: recorded first, delivered by a worker with backoff, settled exactly once.
+
+RefundPayment only records the intent (and wakes the worker), so a crash or a Telegram outage
+between intent and call loses nothing: the worker claims due refunds in the database and calls
+refundStarPayment with no connection held. Telegram's `CHARGE_ALREADY_REFUNDED` counts as done
+(Bot API, refundStarPayment); rate limits wait `retry_after`; other failures back off, and after
+`max_attempts` the refund is marked failed and announced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import structlog
+
+from portex_pay.adapters.postgres.applications import Application
+from portex_pay.adapters.postgres.payments import DueRefund, PaymentRepository
+from portex_pay.adapters.telegram import BotApiClient, TelegramApiError, TelegramNetworkError
+from portex_pay.domain.errors import IllegalTransition, OrderNotFound
+from portex_pay.domain.order import Order
+from portex_pay.domain.retry import backoff_seconds
+
+log = structlog.get_logger(__name__)
+
+
+class RefundService:
+    def __init__(
+        self,
+        payments: PaymentRepository,
+        bot_api: BotApiClient,
+        *,
+        max_attempts: int,
+        base_backoff: float = 2.0,
+        max_backoff: float = 3600.0,
+        batch: int = 20,
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._payments = payments
+        self._bot_api = bot_api
+        self._max_attempts = max_attempts
+        self._base_backoff = base_backoff
+        self._max_backoff = max_backoff
+        self._batch = batch
+        self.wake = wake
+
+    async def request(
+        self, application: Application, tg_payment_id: int
+    ) -> tuple[dict[str, Any], Order]:
+        """Records a refund of a paid order (idempotent: asking again returns the same one)."""
+        assert application.bot_id is not None
+        found = None
+        if tg_payment_id > 0:
+            found = await self._payments.request_refund(
+                application.id, tg_payment_id, application.bot_id
+            )
+        if found is None:
+            raise OrderNotFound(f"order {tg_payment_id} not found")
+        order, refund = found
+        if not refund:
+            raise IllegalTransition(
+                f"order {tg_payment_id} is {order.state}: only a paid order can be refunded",
+                metadata={"state": order.state.value},
+            )
+        if refund["state"] == "pending":
+            self.wake()
+        return refund, order
+
+    async def step(self) -> int:
+        """One batch of due refunds, delivered concurrently; returns how many were tried."""
+        due = await self._payments.claim_due_refunds(self._batch, lease_seconds=60.0)
+        await asyncio.gather(*(self._deliver(refund) for refund in due))
+        return len(due)
+
+    async def _deliver(self, refund: DueRefund) -> None:
+        charge_id = refund.telegram_payment_charge_id
+        if refund.bot_token is None:
+            await self._failed(refund, "the application has no bot token", None)
+            return
+        try:
+            await self._bot_api.call(
+                refund.bot_token,
+                "refundStarPayment",
+                {"user_id": refund.tg_use_id, "telegram_payment_charge_id": charge_id},
+            )
+        except TelegramApiError as error:
+            if "CHARGE_ALREADY_REFUNDED" in error.description:
+                await self._payments.settle_refund(charge_id)
+                return
+            await self._failed(refund, f"{error.error_code} {error.description}", error.retry_after)
+            return
+        except TelegramNetworkError as error:
+            await self._failed(refund, error.reason, None)
+            return
+        await self._payments.settle_refund(charge_id)
+        log.info("refund delivered", tg_payment_id=refund.tg_payment_id)
+
+    async def _failed(self, refund: DueRefund, error: str, retry_after: int | None) -> None:
+        attempts = refund.attempts + 1
+        retry_in: float | None = None
+        if attempts < self._max_attempts:
+            retry_in = backoff_seconds(attempts, base=self._base_backoff, cap=self._max_backoff)
+            if retry_after is not None:
+                retry_in = max(retry_in, float(retry_after))
+        log.warning(
+            "refund attempt failed",
+            tg_payment_id=refund.tg_payment_id,
+            attempts=attempts,
+            error=error,
+            retry_in=retry_in,
+        )
+        await self._payments.refund_attempt_failed(
+            refund.telegram_payment_charge_id, error, retry_in
+        )
+
+
+__all__ = ["RefundService"]
