@@ -101,6 +101,8 @@ def make_settings(database_url: str, telegram_url: str, **overrides: object) -> 
         telegram_updates="webhook",
         telegram_pollers=False,
         checkout_decision_timeout=1.0,
+        # The callback tests drive their own dispatcher, step by step.
+        callback_delivery=False,
     )
     return settings.replace(**overrides)
 

@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.postgres.applications import ApplicationRepository
+from portex_pay.adapters.postgres.callbacks import CallbackRepository
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.postgres.orders import OrderRepository
 from portex_pay.adapters.postgres.payments import PaymentRepository
@@ -40,6 +41,7 @@ from portex_pay.api.grpc.servicer import PaymentServicer
 from portex_pay.api.http.app import create_http_app
 from portex_pay.config import Settings
 from portex_pay.service.auth import ApiKeyAuthenticator
+from portex_pay.service.callbacks import CallbackDispatcher, new_callback_session
 from portex_pay.service.payments import OrderActions, PaymentSettings, PaymentsService, utcnow
 from portex_pay.service.polling import BotPoller, PollerManager
 from portex_pay.service.refunds import RefundService
@@ -82,6 +84,7 @@ class PortexApp:
         self.http_port: int | None = None
         self._pool: asyncpg.Pool | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._callback_session: aiohttp.ClientSession | None = None
         self._server: grpc.aio.Server | None = None
         self._http_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -189,6 +192,16 @@ class PortexApp:
             "expiry", lambda: orders.expire_due(500), idle=settings.expiry_interval
         )
         self._spawn("expiry", expiry.run())
+        if settings.callback_delivery:
+            # Its own session: a slow receiver must not take the Bot API's connections.
+            self._callback_session = await new_callback_session(concurrency=16)
+            dispatcher = CallbackDispatcher(
+                CallbackRepository(self._pool),
+                self._callback_session,
+                timeout=settings.callback_timeout,
+                max_attempts=settings.callback_max_attempts,
+            )
+            self._spawn("callbacks", PeriodicWorker("callbacks", dispatcher.step, idle=1.0).run())
         if settings.telegram_pollers:
             leases = PollLeases(self._pool, _replica_id(), settings.poll_lease_seconds)
             pollers = PollerManager(
@@ -259,8 +272,9 @@ class PortexApp:
             await self._server.stop(self.settings.shutdown_grace)
         if self._http_runner is not None:
             await self._http_runner.cleanup()
-        if self._session is not None:
-            await self._session.close()
+        for session in (self._session, self._callback_session):
+            if session is not None:
+                await session.close()
         if self._pool is not None:
             await self._pool.close()
         log.info("stopped")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -18,17 +19,23 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 from uuid import UUID
 
+import aiohttp
 import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.migrations import migrate
+from portex_pay.adapters.postgres.payments import PaymentRepository
+from portex_pay.adapters.postgres.pool import create_pool
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp, wait_for_database
 from portex_pay.config import DEFAULT_GRPC_ADDR, ConfigError, Settings
 from portex_pay.logging import configure_logging
 from portex_pay.service.applications import AdminError, ApplicationAdmin
+from portex_pay.service.payments import utcnow
+from portex_pay.service.reconcile import reconcile
+from portex_pay.service.updates import UpdateProcessor
 
 log = structlog.get_logger(__name__)
 
@@ -90,6 +97,31 @@ async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
     finally:
         await session.close()
         await conn.close()
+
+
+async def _reconcile(
+    settings: Settings, application_id: UUID, session: aiohttp.ClientSession
+) -> dict[str, Any]:
+    if len(settings.payload_secret) < 32:
+        raise AdminError("reconcile verifies invoice payloads: set PORTEX_PAYLOAD_SECRET")
+    pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+    try:
+        application = await ApplicationRepository(pool).get(application_id)
+        if application is None or not application.bot_token:
+            raise AdminError(f"no application {application_id} with a bot")
+        bot_api = BotApiClient(session, settings.telegram_api_url, settings.telegram_timeout)
+        processor = UpdateProcessor(
+            PaymentRepository(pool),
+            bot_api,
+            settings.payload_secret.encode(),
+            decision_timeout=settings.checkout_decision_timeout,
+            auto_refund=settings.auto_refund,
+            clock=utcnow,
+        )
+        report = await reconcile(application, bot_api, processor)
+        return {"application_id": str(application_id), **dataclasses.asdict(report)}
+    finally:
+        await pool.close()
 
 
 async def run_healthcheck(grpc_addr: str) -> int:

@@ -48,6 +48,9 @@ class Settings:
     auto_refund: bool = True
     expiry_interval: float = 5.0
     refund_max_attempts: int = 12
+    callback_delivery: bool = True
+    callback_timeout: float = 5.0
+    callback_max_attempts: int = 15
 
     def __repr__(self) -> str:
         # The DSN may carry a password and the payload secret is a credential: never print them.
@@ -89,6 +92,7 @@ class Settings:
         for name, field in (
             ("PORTEX_TELEGRAM_POLLERS", "telegram_pollers"),
             ("PORTEX_AUTO_REFUND", "auto_refund"),
+            ("PORTEX_CALLBACKS", "callback_delivery"),
         ):
             if name in env:
                 flag = env[name].strip().lower()
@@ -100,6 +104,8 @@ class Settings:
         number("PORTEX_CHECKOUT_DECISION_TIMEOUT", "checkout_decision_timeout", float, 0.1)
         number("PORTEX_EXPIRY_INTERVAL", "expiry_interval", float, 0.05)
         number("PORTEX_REFUND_MAX_ATTEMPTS", "refund_max_attempts", int, 1)
+        number("PORTEX_CALLBACK_TIMEOUT", "callback_timeout", float, 0.1)
+        number("PORTEX_CALLBACK_MAX_ATTEMPTS", "callback_max_attempts", int, 1)
         number("PORTEX_TELEGRAM_TIMEOUT", "telegram_timeout", float, 0.1)
         number("PORTEX_DB_POOL_MIN", "db_pool_min", int, 0)
         number("PORTEX_DB_POOL_MAX", "db_pool_max", int, 1)

@@ -41,7 +41,16 @@ async def test_list_shows_the_payment_health_and_reflection_services(server):
     assert set(out.split()) >= {SERVICE, "grpc.health.v1.Health"}
     code, out, _ = await grpcurl("-plaintext", server.target, "list", SERVICE)
     assert set(out.split()) == {
-        f"{SERVICE}.{m}" for m in ("Pay", "QueryOrder", "ResumePayment", "StreamInvoiceEvents")
+        f"{SERVICE}.{m}"
+        for m in (
+            "Pay",
+            "QueryOrder",
+            "ResumePayment",
+            "RefundPayment",
+            "ReportInvoiceClosed",
+            "CancelOrder",
+            "StreamInvoiceEvents",
+        )
     }
 
 

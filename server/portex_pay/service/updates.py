@@ -161,7 +161,7 @@ class UpdateProcessor:
     async def successful_payment(
         self,
         application: Application,
-        update_id: int,
+        update_id: int | None,
         message: dict[str, Any],
         *,
         raw: dict[str, Any],

@@ -46,7 +46,7 @@ class CheckoutRecord:
 @dataclass(frozen=True, slots=True)
 class PaymentRecord:
     bot_id: int
-    update_id: int
+    update_id: int | None  # None: found by reconciliation, de-duplicated by charge id alone
     application_id: UUID
     tg_payment_id: int | None
     charge: Charge
@@ -158,17 +158,18 @@ class PaymentRepository:
     ) -> PaymentResult:
         """Processes one successful_payment exactly once (by update and by charge)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            fresh = await conn.fetchval(
-                """
-                INSERT INTO telegram_updates (bot_id, update_id, kind)
-                VALUES ($1, $2, 'successful_payment')
-                ON CONFLICT DO NOTHING RETURNING true
-                """,
-                record.bot_id,
-                record.update_id,
-            )
-            if not fresh:
-                return PaymentResult(None, None)
+            if record.update_id is not None:
+                fresh = await conn.fetchval(
+                    """
+                    INSERT INTO telegram_updates (bot_id, update_id, kind)
+                    VALUES ($1, $2, 'successful_payment')
+                    ON CONFLICT DO NOTHING RETURNING true
+                    """,
+                    record.bot_id,
+                    record.update_id,
+                )
+                if not fresh:
+                    return PaymentResult(None, None)
             order = None
             if record.tg_payment_id is not None:
                 # Locked: a concurrent refund, cancel or second charge waits for this one.

@@ -76,10 +76,11 @@ CREATE INDEX callback_deliveries_due ON callback_deliveries (next_attempt_at)
     WHERE state = 'pending';
 
 -- The callback outbox row is written by the database in the same transaction as the event, so no
--- code path that records an event can forget it.
+-- code path that records an order change can forget it. Callbacks announce the order's changes
+-- (`order.*` events); checkout decisions and payment records stay in the event log.
 CREATE FUNCTION enqueue_callback() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF NEW.tg_payment_id IS NOT NULL THEN
+    IF NEW.tg_payment_id IS NOT NULL AND NEW.type LIKE 'order.%' THEN
         INSERT INTO callback_deliveries (event_id, application_id, url)
         SELECT NEW.id, NEW.application_id, o.callback_url
         FROM orders o

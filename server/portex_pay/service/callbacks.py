@@ -1,0 +1,184 @@
+"""Delivers signed order callbacks from the durable outbox, at least once, off the payment path.
+
+`CallbackDispatcher.step()` is one batch for `PeriodicWorker`: it claims due deliveries (leased in
+the database, so any number of replicas can run it), POSTs each to its order's `callback_url`
+concurrently with its own timeout, signed as `portex_pay.domain.callbacks` documents, and records
+the outcome. A 2xx answer is a delivery; anything else (another status, redirects included since
+they are not followed, a timeout, a connection error) is a failed attempt, retried after an
+exponential backoff until `max_attempts`, when the delivery is given up (state 'failed'). Payments
+only insert outbox rows, so a slow or failing receiver can never delay them; it only slows its own
+deliveries. A crash mid-delivery leaves the row leased, and it is sent again when the lease ends:
+receivers de-duplicate on the event id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+import structlog
+
+from portex_pay.adapters.postgres.callbacks import CallbackRepository, DueCallback
+from portex_pay.domain.callbacks import (
+    EVENT_ID_HEADER,
+    SIGNATURE_HEADER,
+    callback_body,
+    sign_callback,
+)
+from portex_pay.domain.retry import backoff_seconds
+
+log = structlog.get_logger(__name__)
+
+USER_AGENT = "portex-pay-callbacks/1"
+# Added to the longest a batch can take, so that a live dispatcher is never overtaken by another
+# replica re-claiming its rows (which would only mean a duplicate, but needlessly).
+_LEASE_MARGIN_SECONDS = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    delivered: bool
+    status: int | None
+    error: str | None = None
+
+
+async def new_callback_session(concurrency: int = 16) -> aiohttp.ClientSession:
+    """A session for callbacks only, so that slow receivers cannot take the connections the Bot
+    API needs. No cookies (receivers must not be able to set state in it), no proxy variables
+    from the environment, statuses are read rather than raised. A coroutine: aiohttp wants a
+    running event loop when a session is created."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency, ttl_dns_cache=300),
+        cookie_jar=aiohttp.DummyCookieJar(),
+        raise_for_status=False,
+        trust_env=False,
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
+class CallbackDispatcher:
+    def __init__(
+        self,
+        repository: CallbackRepository,
+        session: aiohttp.ClientSession,
+        *,
+        timeout: float = 5.0,
+        concurrency: int = 16,
+        max_attempts: int = 15,
+        base_backoff: float = 1.0,
+        max_backoff: float = 3600.0,
+        batch_size: int | None = None,
+    ) -> None:
+        if timeout <= 0 or concurrency < 1 or max_attempts < 1:
+            raise ValueError("timeout must be positive, concurrency and max_attempts at least 1")
+        self._repository = repository
+        self._session = session
+        self._timeout = timeout
+        self._max_attempts = max_attempts
+        self._base_backoff = base_backoff
+        self._max_backoff = max_backoff
+        self._batch_size = batch_size or concurrency
+        self._slots = asyncio.Semaphore(concurrency)
+        # A claimed row waits at most for the batch's earlier rounds of `concurrency` deliveries.
+        rounds = math.ceil(self._batch_size / concurrency)
+        self.lease_seconds = rounds * timeout + _LEASE_MARGIN_SECONDS
+
+    async def step(self) -> int:
+        """Claims and delivers one batch; returns how many deliveries it attempted."""
+        due = await self._repository.claim_due(self._batch_size, self.lease_seconds)
+        if not due:
+            return 0
+        results = await asyncio.gather(
+            *(self._deliver(callback) for callback in due), return_exceptions=True
+        )
+        # Delivery problems are recorded per row; what is left is the database failing to record
+        # an outcome. The row keeps its lease and is retried; the worker logs and backs off.
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return len(due)
+
+    async def _deliver(self, callback: DueCallback) -> None:
+        async with self._slots:
+            outcome = await self._post(callback)
+        if outcome.delivered:
+            assert outcome.status is not None
+            await self._repository.mark_delivered(callback.event_id, outcome.status)
+            return
+        failures = callback.attempts + 1
+        retry_in = None if failures >= self._max_attempts else self._backoff(failures)
+        error = outcome.error or "failed"
+        await self._repository.mark_failed_attempt(
+            callback.event_id, error=error, status=outcome.status, retry_in=retry_in
+        )
+        # Only the host: a callback URL may carry the receiver's own credentials in its path or
+        # query string.
+        log.warning(
+            "callback delivery failed",
+            event_id=callback.event_id,
+            event_type=callback.event_type,
+            application_id=str(callback.application_id),
+            host=urlsplit(callback.url).hostname,
+            attempt=failures,
+            status=outcome.status,
+            error=error,
+            retry_in_seconds=None if retry_in is None else round(retry_in, 3),
+            gave_up=retry_in is None,
+        )
+
+    def _backoff(self, failures: int) -> float:
+        delay = backoff_seconds(failures, base=self._base_backoff, cap=self._max_backoff)
+        # Jitter, so that a receiver coming back from an outage is not hit by every queued
+        # retry in the same second.
+        return delay * random.uniform(0.75, 1.0)
+
+    async def _post(self, callback: DueCallback) -> _Outcome:
+        try:
+            body = callback_body(
+                event_id=callback.event_id,
+                event_type=callback.event_type,
+                occurred_at=callback.occurred_at,
+                tg_payment_id=callback.tg_payment_id,
+                order=callback.data.get("order"),
+            )
+        except (KeyError, ValueError, TypeError) as error:
+            # An event this version cannot describe; retrying lets a fixed release send it.
+            return _Outcome(False, None, f"unrepresentable event: {type(error).__name__}")
+        timestamp = int(time.time())
+        headers = {
+            "Content-Type": "application/json",
+            EVENT_ID_HEADER: str(callback.event_id),
+            SIGNATURE_HEADER: sign_callback(callback.signing_secret, timestamp, body),
+        }
+        try:
+            # asyncio.timeout bounds everything (DNS, connect, send, headers) even if the session
+            # was made with other timeouts; aiohttp's own timeout is set to match.
+            async with (
+                asyncio.timeout(self._timeout),
+                self._session.post(
+                    callback.url,
+                    data=body,
+                    headers=headers,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=self._timeout),
+                ) as response,
+            ):
+                status = response.status
+        except TimeoutError:
+            return _Outcome(False, None, "timed out")
+        except aiohttp.ClientResponseError as error:  # a session made with raise_for_status
+            return _Outcome(False, error.status, f"HTTP {error.status}")
+        except Exception as error:
+            # The type name only: str() of aiohttp's errors contains the URL.
+            return _Outcome(False, None, type(error).__name__)
+        if 200 <= status < 300:
+            return _Outcome(True, status)
+        return _Outcome(False, status, f"HTTP {status}")
+
+
+__all__ = ["USER_AGENT", "CallbackDispatcher", "new_callback_session"]

@@ -1,0 +1,65 @@
+"""Reconciliation: payments Telegram made that we never heard about.
+
+Telegram keeps undelivered updates for 24 hours only, so a long webhook outage can lose a
+successful_payment. getStarTransactions lists the bot's Star transactions; for an incoming payment
+`StarTransaction.id` is the `telegram_payment_charge_id` (Bot API, StarTransaction). Each incoming
+invoice payment goes through the same path as a successful_payment update, where the charge id's
+unique key makes any payment we already have a no-op.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from portex_pay.adapters.postgres.applications import Application
+from portex_pay.adapters.telegram import BotApiClient
+from portex_pay.service.updates import UpdateProcessor
+
+_PAGE = 100  # getStarTransactions' largest limit
+
+
+@dataclass
+class ReconcileReport:
+    transactions: int = 0
+    payments: int = 0
+    recorded: int = 0
+    already_known: int = 0
+
+
+async def reconcile(
+    application: Application, bot_api: BotApiClient, processor: UpdateProcessor
+) -> ReconcileReport:
+    assert application.bot_token is not None
+    report = ReconcileReport()
+    offset = 0
+    while True:
+        page = await bot_api.call(
+            application.bot_token, "getStarTransactions", {"offset": offset, "limit": _PAGE}
+        )
+        transactions: list[dict[str, Any]] = (page or {}).get("transactions", [])
+        if not transactions:
+            return report
+        offset += len(transactions)
+        report.transactions += len(transactions)
+        for transaction in transactions:
+            source = transaction.get("source") or {}
+            if source.get("type") != "user" or "invoice_payload" not in source:
+                continue  # refunds go out (receiver), other partners are not invoice payments
+            report.payments += 1
+            message = {
+                "from": source.get("user") or {},
+                "successful_payment": {
+                    "currency": "XTR",
+                    "total_amount": transaction.get("amount"),
+                    "invoice_payload": source["invoice_payload"],
+                    "telegram_payment_charge_id": transaction.get("id"),
+                },
+            }
+            result = await processor.successful_payment(
+                application, None, message, raw={"reconciled_transaction": transaction}
+            )
+            if result.outcome is None:
+                report.already_known += 1
+            else:
+                report.recorded += 1
