@@ -76,6 +76,19 @@ def _fresh_database_on(dsn: str) -> Iterator[str]:
         asyncio.run(run(f'DROP DATABASE "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture
+async def empty_db(database_url: str) -> AsyncIterator[str]:
+    """A database of its own on the test server, with an empty schema."""
+    name = f"isolated_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(database_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield database_url.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()
+
+
 @pytest.fixture(scope="session")
 async def fake_telegram() -> AsyncIterator[FakeBotApi]:
     fake = FakeBotApi()
@@ -143,6 +156,30 @@ class TestApp:
         return (("authorization", f"Bearer {self.api_key}"),)
 
 
+async def create_test_app(
+    admin: ApplicationAdmin,
+    fake_telegram: FakeBotApi,
+    *,
+    bot: bool = True,
+    updates: str | None = None,
+    public_url: str | None = None,
+) -> TestApp:
+    """An application with its own bot at the fake Bot API. `updates`: "webhook" registers
+    our webhook at `public_url`; "polling" marks the application for polling replicas."""
+    token = new_bot_token()
+    if bot:
+        fake_telegram.add_bot(token)
+    application, key = await admin.create_app(
+        f"test-{uuid.uuid4().hex[:10]}", token if bot else None
+    )
+    if updates == "webhook":
+        assert public_url is not None
+        await admin.register_webhook(application.id, public_url)
+    elif updates == "polling":
+        await admin.set_updates_mode(application.id, "polling")
+    return TestApp(str(application.id), key, token)
+
+
 @pytest.fixture
 async def make_app(service: PortexApp, fake_telegram: FakeBotApi):
     """Creates applications (each with its own bot) through the real admin use case."""
@@ -153,19 +190,13 @@ async def make_app(service: PortexApp, fake_telegram: FakeBotApi):
     )
 
     async def create(bot: bool = True, updates: str | None = None) -> TestApp:
-        """`updates`: "webhook" registers our webhook with the fake Bot API; "polling" marks
-        the application for polling replicas."""
-        token = new_bot_token()
-        if bot:
-            fake_telegram.add_bot(token)
-        application, key = await admin.create_app(
-            f"test-{uuid.uuid4().hex[:10]}", token if bot else None
+        return await create_test_app(
+            admin,
+            fake_telegram,
+            bot=bot,
+            updates=updates,
+            public_url=f"http://127.0.0.1:{service.http_port}",
         )
-        if updates == "webhook":
-            await admin.register_webhook(application.id, f"http://127.0.0.1:{service.http_port}")
-        elif updates == "polling":
-            await admin.set_updates_mode(application.id, "polling")
-        return TestApp(str(application.id), key, token)
 
     try:
         yield create

@@ -85,6 +85,7 @@ class PortexApp:
         self._pool: asyncpg.Pool | None = None
         self._session: aiohttp.ClientSession | None = None
         self._callback_session: aiohttp.ClientSession | None = None
+        self.pollers: PollerManager | None = None
         self._server: grpc.aio.Server | None = None
         self._http_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -123,7 +124,10 @@ class PortexApp:
         orders = OrderRepository(self._pool)
         payment_records = PaymentRepository(self._pool)
         self.refunds = RefundService(
-            payment_records, bot_api, max_attempts=settings.refund_max_attempts
+            payment_records,
+            bot_api,
+            max_attempts=settings.refund_max_attempts,
+            lease_seconds=settings.refund_lease_seconds,
         )
         refund_worker = PeriodicWorker("refunds", self.refunds.step, idle=2.0)
         self.refunds.wake = refund_worker.wake
@@ -204,7 +208,7 @@ class PortexApp:
             self._spawn("callbacks", PeriodicWorker("callbacks", dispatcher.step, idle=1.0).run())
         if settings.telegram_pollers:
             leases = PollLeases(self._pool, _replica_id(), settings.poll_lease_seconds)
-            pollers = PollerManager(
+            self.pollers = pollers = PollerManager(
                 applications,
                 lambda application: BotPoller(
                     application,

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
@@ -15,19 +13,6 @@ from portex_pay.adapters.postgres.migrations import (
     load_migrations,
     migrate,
 )
-
-
-@pytest.fixture
-async def empty_db(database_url: str) -> AsyncIterator[str]:
-    """A database of its own, so that these tests start from an empty schema."""
-    name = f"migrations_{uuid.uuid4().hex[:10]}"
-    admin = await asyncpg.connect(database_url)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield database_url.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 async def _tables(dsn: str) -> set[str]:

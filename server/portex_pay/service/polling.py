@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from collections.abc import Callable
 
 import structlog
 
@@ -45,6 +45,7 @@ class BotPoller:
         self._processor = processor
         self._poll_timeout = poll_timeout
         self._lease_seconds = lease_seconds
+        self.polls = 0  # getUpdates calls made (observability; tests check who consumes)
 
     async def run(self) -> None:
         bot_id = self.application.bot_id
@@ -75,6 +76,7 @@ class BotPoller:
                     await asyncio.shield(self._leases.release(bot_id))
 
     async def _poll_once(self, bot_id: int, token: str, offset: int) -> None:
+        self.polls += 1
         try:
             updates = await self._bot_api.call(
                 token,
@@ -117,7 +119,7 @@ class PollerManager:
     def __init__(
         self,
         applications: ApplicationRepository,
-        make_poller: Any,
+        make_poller: Callable[[Application], BotPoller],
         *,
         default_mode: str,
         refresh: float = 5.0,
@@ -127,6 +129,7 @@ class PollerManager:
         self._default_mode = default_mode
         self._refresh = refresh
         self._tasks: dict[int, tuple[Application, asyncio.Task[None]]] = {}
+        self.pollers: dict[int, BotPoller] = {}
 
     async def run(self) -> None:
         try:
@@ -155,9 +158,11 @@ class PollerManager:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
                 del self._tasks[bot_id]
+                self.pollers.pop(bot_id, None)
         for bot_id, app in wanted.items():
             if bot_id not in self._tasks:
                 poller = self._make_poller(app)
+                self.pollers[bot_id] = poller
                 self._tasks[bot_id] = (
                     app,
                     asyncio.create_task(poller.run(), name=f"poll-{bot_id}"),

@@ -35,8 +35,10 @@ class RefundService:
         base_backoff: float = 2.0,
         max_backoff: float = 3600.0,
         batch: int = 20,
+        lease_seconds: float = 60.0,
         wake: Callable[[], None] = lambda: None,
     ) -> None:
+        self._lease_seconds = lease_seconds
         self._payments = payments
         self._bot_api = bot_api
         self._max_attempts = max_attempts
@@ -69,7 +71,9 @@ class RefundService:
 
     async def step(self) -> int:
         """One batch of due refunds, delivered concurrently; returns how many were tried."""
-        due = await self._payments.claim_due_refunds(self._batch, lease_seconds=60.0)
+        # The lease outlasts the call: a refund in flight on a replica that dies is retried by
+        # another once it lapses (Telegram's CHARGE_ALREADY_REFUNDED makes a repeat harmless).
+        due = await self._payments.claim_due_refunds(self._batch, self._lease_seconds)
         await asyncio.gather(*(self._deliver(refund) for refund in due))
         return len(due)
 

@@ -1,0 +1,148 @@
+"""Crashes: a server killed (SIGKILL) mid-work loses nothing. Each test runs its replicas on a
+database of its own, so no other process can finish the work for them."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import grpc
+import pytest
+
+from portex.payment.v1 import payment_pb2, payment_pb2_grpc
+from portex_pay.adapters.postgres.applications import ApplicationRepository
+from portex_pay.adapters.postgres.migrations import migrate
+from portex_pay.adapters.telegram.client import BotApiClient, new_session
+from portex_pay.devtools.fake_bot_api import FakeBotApi
+from portex_pay.service.applications import ApplicationAdmin
+from tests.conftest import TestApp, create_test_app
+from tests.e2e.conftest import ServerFactory, ServerProcess
+from tests.integration.helpers import pay_request
+
+USER = 6161
+
+
+@pytest.fixture
+async def isolated(
+    empty_db: str, fake_telegram: FakeBotApi
+) -> AsyncIterator[tuple[str, Callable[..., Awaitable[TestApp]]]]:
+    """The isolated database, and a factory for applications in it."""
+    conn = await asyncpg.connect(empty_db)
+    await migrate(conn)
+    session = await new_session()
+    admin = ApplicationAdmin(
+        ApplicationRepository(conn), BotApiClient(session, fake_telegram.base_url, 5.0)
+    )
+
+    async def create(**options: str) -> TestApp:
+        return await create_test_app(admin, fake_telegram, **options)  # type: ignore[arg-type]
+
+    try:
+        yield empty_db, create
+    finally:
+        await session.close()
+        await conn.close()
+
+
+async def _until(probe: Callable[[], Awaitable[object]], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not await probe():
+        assert time.monotonic() < deadline, "not reached in time"
+        await asyncio.sleep(0.05)
+
+
+async def _order(server: ServerProcess, app: TestApp, tg_payment_id: int) -> payment_pb2.Order:
+    async with grpc.aio.insecure_channel(server.target) as channel:
+        order: payment_pb2.Order = await payment_pb2_grpc.PaymentServiceStub(channel).QueryOrder(
+            payment_pb2.QueryOrderRequest(tg_payment_id=tg_payment_id), metadata=app.metadata
+        )
+        return order
+
+
+async def test_a_refund_in_flight_when_its_server_is_killed_completes_after_restart(
+    isolated, start_server: ServerFactory, fake_telegram: FakeBotApi
+):
+    dsn, create_app = isolated
+    first = await start_server(DATABASE_URL=dsn, PORTEX_REFUND_LEASE="2")
+    app = await create_app(updates="webhook", public_url=f"http://127.0.0.1:{first.http_port}")
+    async with grpc.aio.insecure_channel(first.target) as channel:
+        stub = payment_pb2_grpc.PaymentServiceStub(channel)
+        paid = await stub.Pay(pay_request(tg_use_id=USER), metadata=app.metadata)
+        assert (await fake_telegram.pay_invoice(paid.tg_payment_url, USER)).approved
+        await fake_telegram.drain(app.bot_token)
+        # Telegram hangs on the refund: the call is in flight when the server dies.
+        fake_telegram.delay("refundStarPayment", 30.0, times=1, token=app.bot_token)
+        refund = await stub.RefundPayment(
+            payment_pb2.RefundPaymentRequest(tg_payment_id=paid.tg_payment_id),
+            metadata=app.metadata,
+        )
+        assert refund.refund.state == payment_pb2.Refund.PENDING
+    await fake_telegram.wait_for_call("refundStarPayment", token=app.bot_token)
+    first.signal(signal.SIGKILL)
+    await first.wait_exit()
+
+    second = await start_server(DATABASE_URL=dsn, PORTEX_REFUND_LEASE="2")
+
+    async def refunded() -> bool:
+        order = await _order(second, app, paid.tg_payment_id)
+        return order.state == payment_pb2.Order.REFUNDED
+
+    await _until(refunded)
+    calls = fake_telegram.calls_for("refundStarPayment", token=app.bot_token)
+    assert len(calls) == 2  # the one that died with the first server, and the retry
+
+
+async def test_a_killed_poller_is_replaced_once_its_lease_lapses(
+    isolated, start_server: ServerFactory, fake_telegram: FakeBotApi
+):
+    dsn, create_app = isolated
+    app = await create_app(updates="polling")
+    bot_id = int(app.bot_token.split(":")[0])
+    polling = {
+        "DATABASE_URL": dsn,
+        "PORTEX_TELEGRAM_POLLERS": "true",
+        "PORTEX_POLL_LEASE": "2",
+        "PORTEX_POLL_TIMEOUT": "1",
+    }
+    replicas = [await start_server(**polling), await start_server(**polling)]
+    conn = await asyncpg.connect(dsn)
+    try:
+
+        async def owner() -> str | None:
+            value: str | None = await conn.fetchval(
+                "SELECT lease_owner FROM poll_state WHERE bot_id = $1 AND lease_until > now()",
+                bot_id,
+            )
+            return value
+
+        await _until(owner)
+        holder_pid = int(str(await owner()).split(":")[1])
+        holder = next(r for r in replicas if r.process and r.process.pid == holder_pid)
+        standby = next(r for r in replicas if r is not holder)
+
+        def started_polling(server: ServerProcess) -> bool:
+            return any(
+                line.get("event") == "polling" and line.get("bot_id") == bot_id
+                for line in server.log_lines()
+            )
+
+        assert started_polling(holder) and not started_polling(standby)
+        holder.signal(signal.SIGKILL)  # no chance to release the lease
+        await holder.wait_exit()
+
+        async with grpc.aio.insecure_channel(standby.target) as channel:
+            stub = payment_pb2_grpc.PaymentServiceStub(channel)
+            paid = await stub.Pay(pay_request(tg_use_id=USER), metadata=app.metadata)
+        # Queued at Telegram until the standby's lease begins; answered well inside 10 s.
+        outcome = await fake_telegram.pay_invoice(paid.tg_payment_url, USER)
+        assert outcome.approved
+        await fake_telegram.drain(app.bot_token)
+        assert started_polling(standby)
+        standby_pid = standby.process.pid if standby.process else None
+        assert str(await owner()).split(":")[1] == str(standby_pid)
+        assert (await _order(standby, app, paid.tg_payment_id)).state == payment_pb2.Order.PAID
+    finally:
+        await conn.close()

@@ -1,0 +1,108 @@
+"""Long polling: the whole payment through getUpdates, one consumer per bot across replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from portex.payment.v1 import payment_pb2
+from portex_pay.app import PortexApp
+from portex_pay.devtools.fake_bot_api import FakeBotApi
+from tests.conftest import TestApp, make_settings
+from tests.integration.helpers import pay_request
+
+USER = 5151
+
+
+@pytest.fixture
+async def start_replica(
+    database_url: str, fake_telegram: FakeBotApi
+) -> AsyncIterator[Callable[[], asyncio.Future[PortexApp]]]:
+    replicas: list[PortexApp] = []
+
+    async def start() -> PortexApp:
+        replica = PortexApp(
+            make_settings(
+                database_url,
+                fake_telegram.base_url,
+                telegram_pollers=True,
+                poll_timeout=1,
+                poll_lease_seconds=2.0,
+            )
+        )
+        await replica.start()
+        replicas.append(replica)
+        return replica
+
+    yield start  # type: ignore[misc]
+    for replica in replicas:
+        await replica.stop()
+
+
+def polls(replica: PortexApp, bot_id: int) -> int:
+    assert replica.pollers is not None
+    poller = replica.pollers.pollers.get(bot_id)
+    return 0 if poller is None else poller.polls
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_payment_completes_through_long_polling(
+    stub, make_app, start_replica, fake_telegram: FakeBotApi, service
+):
+    app: TestApp = await make_app(updates="polling")
+    await start_replica()
+    paid = await stub.Pay(pay_request(tg_use_id=USER), metadata=app.metadata)
+    outcome = await fake_telegram.pay_invoice(paid.tg_payment_url, USER)
+    assert outcome.approved
+    await fake_telegram.drain(app.bot_token)  # confirmed by the next getUpdates offset
+
+    order = await stub.QueryOrder(
+        payment_pb2.QueryOrderRequest(tg_payment_id=paid.tg_payment_id), metadata=app.metadata
+    )
+    assert (order.state, order.status, order.status_description) == (
+        payment_pb2.Order.PAID,
+        1,
+        "success",
+    )
+    bot_id = int(app.bot_token.split(":")[0])
+    last_update = await service.pool.fetchval(
+        "SELECT max(update_id) FROM telegram_updates WHERE bot_id = $1", bot_id
+    )
+    # The offset is stored only after processing: a restart resumes right after it.
+    assert (
+        await service.pool.fetchval("SELECT next_offset FROM poll_state WHERE bot_id = $1", bot_id)
+        == last_update + 1
+    )
+
+
+async def test_two_replicas_one_consumer_and_the_other_takes_over(
+    stub, make_app, start_replica, fake_telegram: FakeBotApi
+):
+    app: TestApp = await make_app(updates="polling")
+    bot_id = int(app.bot_token.split(":")[0])
+    first, second = await start_replica(), await start_replica()
+    await _until(lambda: polls(first, bot_id) + polls(second, bot_id) > 0)
+    holder, standby = (first, second) if polls(first, bot_id) else (second, first)
+    # Several lease periods: the standby never polls while the holder is alive.
+    started = polls(holder, bot_id)
+    await _until(lambda: polls(holder, bot_id) >= started + 3)
+    assert polls(standby, bot_id) == 0
+
+    await holder.stop()
+    await _until(lambda: polls(standby, bot_id) > 0, timeout=10)
+    paid = await stub.Pay(pay_request(tg_use_id=USER), metadata=app.metadata)
+    assert (await fake_telegram.pay_invoice(paid.tg_payment_url, USER)).approved
+    await fake_telegram.drain(app.bot_token)
+    order = await stub.QueryOrder(
+        payment_pb2.QueryOrderRequest(tg_payment_id=paid.tg_payment_id), metadata=app.metadata
+    )
+    assert order.state == payment_pb2.Order.PAID
