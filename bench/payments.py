@@ -1,0 +1,229 @@
+"""Payments under load: pre-checkout answer latency at a fixed arrival rate, and how many
+successful-payment updates per second are processed durably.
+
+The service runs as its own process (`portex-pay serve`, webhook mode) so that it has a core of
+its own; this process plays Telegram with the fake Bot API: it delivers updates to the service's
+webhook over loopback HTTP and times the answers. Bots are spread over several applications, as
+Telegram delivers different bots' webhooks in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+import grpc
+
+from portex.payment.v1 import payment_pb2, payment_pb2_grpc
+from portex_pay.adapters.postgres.applications import ApplicationRepository
+from portex_pay.adapters.postgres.migrations import migrate
+from portex_pay.adapters.telegram.client import BotApiClient, new_session
+from portex_pay.devtools.fake_bot_api import FakeBotApi
+from portex_pay.domain.payments import sign_invoice_payload
+from portex_pay.service.applications import ApplicationAdmin
+
+SECRET = "bench-payload-secret-" + "x" * 32
+APPS = 20
+CHECKOUT_RATE = 200  # per second
+CHECKOUT_SECONDS = 10
+PAYMENT_UPDATES = 3000
+PAYMENT_CONCURRENCY = 32
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
+
+
+async def run_payments_bench(dsn: str, log_dir: Path) -> None:
+    fake = FakeBotApi()
+    await fake.start()
+    grpc_port, http_port = _free_port(), _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "PORTEX_PAYLOAD_SECRET": SECRET,
+        "PORTEX_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
+        "PORTEX_HTTP_ADDR": f"127.0.0.1:{http_port}",
+        "PORTEX_TELEGRAM_API_URL": fake.base_url,
+        "PORTEX_TELEGRAM_UPDATES": "webhook",
+        "PORTEX_TELEGRAM_POLLERS": "false",
+        "PORTEX_LOG_LEVEL": "warning",
+        "PORTEX_LOG_FORMAT": "json",
+        "PORTEX_DB_POOL_MAX": "20",
+    }
+    log = (log_dir / "payments-server.log").open("wb")
+    server = subprocess.Popen(  # noqa: ASYNC220 - returns at once
+        [sys.executable, "-m", "portex_pay", "serve"], env=env, stdout=log, stderr=log
+    )
+    session = await new_session()
+    conn = await asyncpg.connect(dsn)
+    try:
+        await migrate(conn)
+        admin = ApplicationAdmin(
+            ApplicationRepository(conn), BotApiClient(session, fake.base_url, 5)
+        )
+        apps = []
+        for _ in range(APPS):
+            token = f"{uuid.uuid4().int % 10**9 + 10**9}:{uuid.uuid4().hex}{uuid.uuid4().hex[:4]}"
+            fake.add_bot(token)
+            application, key = await admin.create_app(f"bench-{uuid.uuid4().hex[:8]}", token)
+            apps.append((application, key, token))
+        await _wait_serving(grpc_port)
+        for application, _, _ in apps:
+            await admin.register_webhook(application.id, f"http://127.0.0.1:{http_port}")
+
+        # Orders to pay: Pay through the real gRPC API.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+            stub = payment_pb2_grpc.PaymentServiceStub(channel)
+            total = CHECKOUT_RATE * CHECKOUT_SECONDS
+            links = []
+            for index in range(total):
+                application, key, token = apps[index % APPS]
+                paid = await stub.Pay(
+                    payment_pb2.PayRequest(
+                        tg_use_id=1000 + index, amount=5, label="item", title="Gem",
+                        description="A gem",
+                    ),
+                    metadata=(("authorization", f"Bearer {key}"),),
+                )  # fmt: skip
+                links.append((paid.tg_payment_url, 1000 + index))
+
+        # 1. Pre-checkout latency at a fixed arrival rate (open loop: arrivals do not wait).
+        started = time.perf_counter()
+        tasks = []
+        for index, (link, user) in enumerate(links):
+            due = started + index / CHECKOUT_RATE
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(asyncio.create_task(fake.pay_invoice(link, user)))
+        outcomes = await asyncio.gather(*tasks)
+        offered = len(links) / (time.perf_counter() - started)
+        latencies = [o.answer_latency * 1000 for o in outcomes if o.answer_latency is not None]
+        approved = sum(o.approved for o in outcomes)
+        for _, _, token in apps:
+            await fake.drain(token, timeout=60)
+        paid_count = await conn.fetchval("SELECT count(*) FROM orders WHERE state = 'paid'")
+
+        # 2. successful_payment updates straight to the webhook, as fast as they are taken.
+        rate = await _payment_throughput(conn, apps, http_port)
+    finally:
+        await session.close()
+        server.terminate()
+        await asyncio.to_thread(server.wait, 30)
+        log.close()
+        await conn.close()
+        await fake.stop()
+
+    print(f"\npre-checkout at {CHECKOUT_RATE}/s offered ({offered:.0f}/s achieved), {APPS} bots:")
+    print(
+        f"  answered {len(latencies)}/{len(links)}, approved {approved}, paid {paid_count};"
+        f" answer latency p50 {statistics.median(latencies):.1f} ms,"
+        f" p99 {_percentile(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms"
+    )
+    print(
+        f"successful_payment updates processed durably: {rate:.0f}/s "
+        f"({PAYMENT_UPDATES} updates, {PAYMENT_CONCURRENCY} concurrent webhook deliveries)"
+    )
+
+
+async def _payment_throughput(
+    conn: asyncpg.Connection, apps: list[tuple[object, str, str]], http_port: int
+) -> float:
+    """Pending orders are paid by successful_payment updates POSTed to the webhook; each 200
+    means the payment, the order change and its event are committed."""
+    rows = await conn.fetch(
+        "SELECT o.tg_payment_id, o.tg_use_id, o.amount, a.id AS app_id, a.webhook_secret "
+        "FROM orders o JOIN applications a ON a.id = o.application_id "
+        "WHERE o.state = 'pending' LIMIT $1",
+        PAYMENT_UPDATES,
+    )
+    if len(rows) < PAYMENT_UPDATES:
+        await _more_orders(conn, PAYMENT_UPDATES - len(rows))
+        return await _payment_throughput(conn, apps, http_port)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for index in range(len(rows)):
+        queue.put_nowait(index)
+
+    async def deliver(session: aiohttp.ClientSession) -> None:
+        while not queue.empty():
+            index = queue.get_nowait()
+            row = rows[index]
+            update = {
+                "update_id": 50_000_000 + index,
+                "message": {
+                    "message_id": index,
+                    "date": int(time.time()),
+                    "chat": {"id": row["tg_use_id"], "type": "private"},
+                    "from": {"id": row["tg_use_id"], "is_bot": False, "first_name": "U"},
+                    "successful_payment": {
+                        "currency": "XTR",
+                        "total_amount": row["amount"],
+                        "invoice_payload": sign_invoice_payload(
+                            SECRET.encode(), row["tg_payment_id"], row["amount"]
+                        ),
+                        "telegram_payment_charge_id": f"bench-{uuid.uuid4().hex}",
+                        "provider_payment_charge_id": "",
+                    },
+                },
+            }
+            async with session.post(
+                f"http://127.0.0.1:{http_port}/telegram/webhook/{row['app_id']}",
+                json=update,
+                headers={"X-Telegram-Bot-Api-Secret-Token": row["webhook_secret"]},
+            ) as response:
+                assert response.status == 200, response.status
+
+    async with aiohttp.ClientSession() as session:
+        started = time.perf_counter()
+        await asyncio.gather(*(deliver(session) for _ in range(PAYMENT_CONCURRENCY)))
+        elapsed = time.perf_counter() - started
+    return len(rows) / elapsed
+
+
+async def _more_orders(conn: asyncpg.Connection, count: int) -> None:
+    await conn.execute(
+        """
+        INSERT INTO orders (application_id, tg_use_id, amount, label, title, description,
+            state, invoice_link, expires_at)
+        SELECT (SELECT id FROM applications ORDER BY random() LIMIT 1), 2000 + g, 5, 'item',
+            'Gem', 'A gem', 'pending', 'https://t.me/$bench', now() + interval '1 hour'
+        FROM generate_series(1, $1) g
+        """,
+        count,
+    )
+
+
+async def _wait_serving(grpc_port: int) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + 30
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        while True:
+            try:
+                response = await health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=1
+                )
+                if response.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            await asyncio.sleep(0.1)
