@@ -110,12 +110,20 @@ async def run(dsn: str) -> None:
                     )
                     query = payment_pb2.QueryOrderRequest(tg_payment_id=order.tg_payment_id)
 
-                    async def query_order(_: int, stub=stub, query=query) -> object:
+                    async def query_order(
+                        _: int,
+                        stub: payment_pb2_grpc.PaymentServiceAsyncStub = stub,
+                        query: payment_pb2.QueryOrderRequest = query,
+                    ) -> object:
                         return await stub.QueryOrder(query, metadata=metadata)
 
                     tag = f"{label.replace(' ', '-')}-{round_number}"
 
-                    async def pay(index: int, stub=stub, tag=tag) -> object:
+                    async def pay(
+                        index: int,
+                        stub: payment_pb2_grpc.PaymentServiceAsyncStub = stub,
+                        tag: str = tag,
+                    ) -> object:
                         return await stub.Pay(
                             payment_pb2.PayRequest(
                                 tg_use_id=1 + index, amount=5, label="item", title="Book",
@@ -130,7 +138,11 @@ async def run(dsn: str) -> None:
                     )  # fmt: skip
                     await stub.Pay(replay, metadata=metadata)
 
-                    async def pay_replay(_: int, stub=stub, replay=replay) -> object:
+                    async def pay_replay(
+                        _: int,
+                        stub: payment_pb2_grpc.PaymentServiceAsyncStub = stub,
+                        replay: payment_pb2.PayRequest = replay,
+                    ) -> object:
                         return await stub.Pay(replay, metadata=metadata)
 
                     for name, calls, fn in (

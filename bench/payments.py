@@ -122,7 +122,7 @@ async def run_payments_bench(dsn: str, log_dir: Path) -> None:
         paid_count = await conn.fetchval("SELECT count(*) FROM orders WHERE state = 'paid'")
 
         # 2. successful_payment updates straight to the webhook, as fast as they are taken.
-        rate = await _payment_throughput(conn, apps, http_port)
+        rate = await _payment_throughput(conn, http_port)
     finally:
         await session.close()
         server.terminate()
@@ -143,9 +143,7 @@ async def run_payments_bench(dsn: str, log_dir: Path) -> None:
     )
 
 
-async def _payment_throughput(
-    conn: asyncpg.Connection, apps: list[tuple[object, str, str]], http_port: int
-) -> float:
+async def _payment_throughput(conn: asyncpg.Connection, http_port: int) -> float:
     """Pending orders are paid by successful_payment updates POSTed to the webhook; each 200
     means the payment, the order change and its event are committed."""
     rows = await conn.fetch(
@@ -156,7 +154,7 @@ async def _payment_throughput(
     )
     if len(rows) < PAYMENT_UPDATES:
         await _more_orders(conn, PAYMENT_UPDATES - len(rows))
-        return await _payment_throughput(conn, apps, http_port)
+        return await _payment_throughput(conn, http_port)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in range(len(rows)):
         queue.put_nowait(index)
