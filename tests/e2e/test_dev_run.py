@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import aiohttp
 import grpc
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
@@ -35,14 +36,16 @@ def _dev_env(grpc_port: int) -> dict[str, str]:
 
 
 async def _run_dev_once(workdir: Path) -> str:
-    """Starts `portex-pay dev` in `workdir`, pays once, stops it; returns the printed API key."""
+    """Starts `portex-pay dev` in `workdir`, pays once through the sandbox, stops it; returns
+    the printed API key."""
     grpc_port = free_port()
+    env = _dev_env(grpc_port)
     log_path = workdir / f"dev-{grpc_port}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(  # noqa: ASYNC220 - returns at once; waits below are async
             [sys.executable, "-m", "portex_pay", "dev"],
             cwd=workdir,
-            env=_dev_env(grpc_port),
+            env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -58,15 +61,35 @@ async def _run_dev_once(workdir: Path) -> str:
             metadata = (("authorization", f"Bearer {key}"),)
             paid = await stub.Pay(pay_request(), metadata=metadata)
             assert paid.tg_payment_url.startswith("https://t.me/$")
-            order = await stub.QueryOrder(
-                payment_pb2.QueryOrderRequest(tg_payment_id=paid.tg_payment_id), metadata=metadata
-            )
-            assert order.state == payment_pb2.Order.PENDING
+            # The sandbox plays the user; the service polls it, approves, and records payment.
+            async with aiohttp.ClientSession() as session:
+                sandbox = f"http://{env['PORTEX_SANDBOX_ADDR']}/_fake/pay"
+                body = {"link": paid.tg_payment_url, "user_id": 4242}
+                async with session.post(sandbox, json=body) as response:
+                    assert (await response.json())["result"]["approved"] is True
+            order = await _wait_paid(stub, metadata, paid.tg_payment_id)
+            assert (order.status, order.status_description) == (1, "success")
         process.send_signal(signal.SIGINT)
         assert await server.wait_exit(timeout=30) == 0
         return key
     finally:
         server.kill()
+
+
+async def _wait_paid(
+    stub: payment_pb2_grpc.PaymentServiceAsyncStub,
+    metadata: tuple[tuple[str, str], ...],
+    tg_payment_id: int,
+) -> payment_pb2.Order:
+    deadline = time.monotonic() + 15
+    while True:
+        order: payment_pb2.Order = await stub.QueryOrder(
+            payment_pb2.QueryOrderRequest(tg_payment_id=tg_payment_id), metadata=metadata
+        )
+        if order.state == payment_pb2.Order.PAID:
+            return order
+        assert time.monotonic() < deadline, f"order still {order.state}"
+        await asyncio.sleep(0.05)
 
 
 def _postgres_running(data_dir: Path) -> bool:

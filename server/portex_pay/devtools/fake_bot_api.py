@@ -274,9 +274,10 @@ class _Bot:
         self.token = token
         self.username = username
         self.first_name = f"Fake Bot {bot_id}"
-        # Telegram's update_id values are per bot, increasing, and start at an arbitrary number;
-        # a random start also makes ids from different bots practically distinct.
-        self.next_update_id = 100_000_000 + secrets.randbelow(900_000_000)
+        # Telegram's update_id values are per bot and only ever increase. Starting from the clock
+        # keeps that true across restarts of the sandbox (a service that stored its getUpdates
+        # offset must not see ids go back); the random part keeps bots' ids apart.
+        self.next_update_id = int(time.time() * 1000) * 1000 + secrets.randbelow(1000)
         self.next_message_id = 1
         self.pending: list[dict[str, Any]] = []
         self.history: dict[int, dict[str, Any]] = {}
