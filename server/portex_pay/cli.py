@@ -91,6 +91,26 @@ async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
                 "bot_id": bot.bot_id,
                 "bot_username": bot.username,
             }
+            if settings.public_url and settings.telegram_updates == "webhook":
+                result["webhook_url"] = await admin.register_webhook(
+                    options.app, settings.public_url
+                )
+        elif options.admin_command == "set-webhook":
+            if not settings.public_url:
+                raise AdminError("set PORTEX_PUBLIC_URL: the https address Telegram can reach")
+            url = await admin.register_webhook(options.app, settings.public_url)
+            result = {"application_id": str(options.app), "webhook_url": url}
+        elif options.admin_command == "set-updates":
+            mode = None if options.mode == "default" else options.mode
+            await admin.set_updates_mode(options.app, mode)
+            result = {"application_id": str(options.app), "updates": options.mode}
+        elif options.admin_command == "signing-secret":
+            result = {
+                "application_id": str(options.app),
+                "signing_secret": await admin.signing_secret(options.app),
+            }
+        elif options.admin_command == "reconcile":
+            result = await _reconcile(settings, options.app, session)
         else:
             result = await admin.list_apps()
         print(json.dumps(result, default=str, indent=None))
@@ -159,6 +179,23 @@ def _parser() -> argparse.ArgumentParser:
     bot.add_argument("--app", type=UUID, required=True)
     bot.add_argument("--bot-token", required=True)
     admin.add_parser("list-apps", help="list applications and key ids (tokens masked)")
+    webhook = admin.add_parser(
+        "set-webhook", help="register the webhook (PORTEX_PUBLIC_URL) with the app's bot"
+    )
+    webhook.add_argument("--app", type=UUID, required=True)
+    updates = admin.add_parser(
+        "set-updates", help="how the app's bot delivers updates (default: PORTEX_TELEGRAM_UPDATES)"
+    )
+    updates.add_argument("--app", type=UUID, required=True)
+    updates.add_argument("--mode", choices=["webhook", "polling", "default"], required=True)
+    signing = admin.add_parser(
+        "signing-secret", help="print the key that signs the app's callbacks"
+    )
+    signing.add_argument("--app", type=UUID, required=True)
+    reconcile_app = admin.add_parser(
+        "reconcile", help="record payments Telegram made that we missed (getStarTransactions)"
+    )
+    reconcile_app.add_argument("--app", type=UUID, required=True)
     return parser
 
 

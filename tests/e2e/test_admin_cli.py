@@ -9,21 +9,28 @@ import sys
 import uuid
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.app import PortexApp
 from portex_pay.devtools.fake_bot_api import FakeBotApi
-from tests.conftest import new_bot_token
+from tests.conftest import PAYLOAD_SECRET, TestApp, new_bot_token
+from tests.integration.helpers import pay_request
 
 
-async def admin(database_url: str, fake: FakeBotApi, *args: str) -> tuple[int, Any, str]:
+async def admin(
+    database_url: str, fake: FakeBotApi, *args: str, env: dict[str, str] | None = None
+) -> tuple[int, Any, str]:
+    extra = env or {}
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
         "PORTEX_TELEGRAM_API_URL": fake.base_url,
         "PORTEX_LOG_FORMAT": "json",
+        "PORTEX_PAYLOAD_SECRET": PAYLOAD_SECRET,
+        **extra,
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "portex_pay", "admin", *args,
@@ -157,3 +164,87 @@ async def test_bad_arguments_exit_2_with_usage(database_url, fake_telegram, args
     code, _, err = await admin(database_url, fake_telegram, *args)
     assert code == 2
     assert "usage:" in err
+
+
+async def test_signing_secret_prints_the_key_that_signs_callbacks(
+    database_url, fake_telegram, service
+):
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    _, created, _ = await admin(database_url, fake_telegram, "create-app", "--name", name)
+    code, shown, _ = await admin(
+        database_url, fake_telegram, "signing-secret", "--app", created["application_id"]
+    )
+    stored = await service.pool.fetchval(
+        "SELECT signing_secret FROM applications WHERE id = $1::uuid", created["application_id"]
+    )
+    assert (code, shown["signing_secret"]) == (0, stored)
+
+
+async def test_reconcile_records_a_payment_whose_update_never_reached_us(
+    database_url, fake_telegram, stub, make_app
+):
+    # Polling mode, and no poller runs here: the bot's updates stay at Telegram, unseen.
+    app: TestApp = await make_app(updates="polling")
+    paid = await stub.Pay(pay_request(tg_use_id=8080), metadata=app.metadata)
+    paying = asyncio.ensure_future(fake_telegram.pay_invoice(paid.tg_payment_url, 8080))
+    # Someone else answers the checkout (another bot instance, say), so Telegram charges.
+    bot = f"{fake_telegram.base_url}/bot{app.bot_token}"
+    async with aiohttp.ClientSession() as session:
+        query = None
+        while query is None:
+            async with session.post(f"{bot}/getUpdates", json={"timeout": 5}) as response:
+                updates = (await response.json())["result"]
+            query = next(
+                (u["pre_checkout_query"] for u in updates if "pre_checkout_query" in u), None
+            )
+        async with session.post(
+            f"{bot}/answerPreCheckoutQuery", json={"pre_checkout_query_id": query["id"], "ok": True}
+        ) as response:
+            assert (await response.json())["ok"] is True
+    assert (await paying).approved
+
+    code, report, err = await admin(database_url, fake_telegram, "reconcile", "--app", app.id)
+    assert code == 0, err
+    assert (report["payments"], report["recorded"], report["already_known"]) == (1, 1, 0)
+    order = await stub.QueryOrder(
+        payment_pb2.QueryOrderRequest(tg_payment_id=paid.tg_payment_id), metadata=app.metadata
+    )
+    assert (order.state, order.status) == (payment_pb2.Order.PAID, 1)
+
+    code, again, _ = await admin(database_url, fake_telegram, "reconcile", "--app", app.id)
+    assert (code, again["recorded"], again["already_known"]) == (0, 0, 1)
+
+
+async def test_set_webhook_registers_our_url_secret_and_update_kinds(
+    database_url, fake_telegram, service
+):
+    token = new_bot_token()
+    fake_telegram.add_bot(token)
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    _, created, _ = await admin(
+        database_url, fake_telegram, "create-app", "--name", name, "--bot-token", token
+    )
+    app_id = created["application_id"]
+    code, _, err = await admin(database_url, fake_telegram, "set-webhook", "--app", app_id)
+    assert code == 1 and "PORTEX_PUBLIC_URL" in err
+    code, set_, err = await admin(
+        database_url, fake_telegram, "set-webhook", "--app", app_id,
+        env={"PORTEX_PUBLIC_URL": "https://pay.example.com/"},
+    )  # fmt: skip
+    assert code == 0, err
+    assert set_["webhook_url"] == f"https://pay.example.com/telegram/webhook/{app_id}"
+    call = fake_telegram.calls_for("setWebhook", token=token)[-1]
+    secret = await service.pool.fetchval(
+        "SELECT webhook_secret FROM applications WHERE id = $1::uuid", app_id
+    )
+    assert call.params["secret_token"] == secret
+    assert set(call.params["allowed_updates"]) >= {"message", "pre_checkout_query"}
+
+    code, mode, _ = await admin(
+        database_url, fake_telegram, "set-updates", "--app", app_id, "--mode", "polling"
+    )
+    assert (code, mode["updates"]) == (0, "polling")
+    stored = await service.pool.fetchval(
+        "SELECT updates_mode FROM applications WHERE id = $1::uuid", app_id
+    )
+    assert stored == "polling"

@@ -103,6 +103,13 @@ class ApplicationAdmin:
             raise AdminError(f"setWebhook failed: {error}") from None
         return url
 
+    async def signing_secret(self, application_id: UUID) -> str:
+        """The key that signs this application's callbacks (receivers verify with it)."""
+        secret = await self._applications.signing_secret(application_id)
+        if secret is None:
+            raise AdminError(f"no application {application_id}")
+        return secret
+
     async def set_updates_mode(self, application_id: UUID, mode: str | None) -> None:
         if not await self._applications.set_updates_mode(application_id, mode):
             raise AdminError(f"no application {application_id}")

@@ -108,6 +108,12 @@ class ApplicationRepository:
         )
         return status.endswith(" 1")
 
+    async def signing_secret(self, application_id: UUID) -> str | None:
+        secret: str | None = await self._db.fetchval(
+            "SELECT signing_secret FROM applications WHERE id = $1", application_id
+        )
+        return secret
+
     async def with_bots(self) -> list[Application]:
         """Every application that has a bot (the pollers' work list)."""
         rows = await self._db.fetch("SELECT * FROM applications WHERE bot_token IS NOT NULL")
