@@ -63,3 +63,32 @@ def test_repr_shows_no_secret() -> None:
     settings = Settings.from_env({**BASE, "DATABASE_URL": "postgresql://u:hunter2@localhost/db"})
     assert "hunter2" not in repr(settings)
     assert "s" * 32 not in repr(settings)
+
+
+def test_update_settings_are_read_and_checked() -> None:
+    settings = Settings.from_env(
+        {
+            **BASE,
+            "PORTEX_TELEGRAM_UPDATES": "webhook",
+            "PORTEX_PUBLIC_URL": "https://pay.example.com",
+            "PORTEX_TELEGRAM_POLLERS": "false",
+            "PORTEX_AUTO_REFUND": "no",
+        }
+    )
+    assert (settings.telegram_updates, settings.public_url) == (
+        "webhook",
+        "https://pay.example.com",
+    )
+    assert (settings.telegram_pollers, settings.auto_refund) == (False, False)
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(
+            {
+                **BASE,
+                "PORTEX_TELEGRAM_UPDATES": "carrier-pigeon",
+                "PORTEX_TELEGRAM_POLLERS": "maybe",
+                "PORTEX_POLL_TIMEOUT": "30",
+                "PORTEX_POLL_LEASE": "20",
+            }
+        )
+    for name in ("PORTEX_TELEGRAM_UPDATES", "PORTEX_TELEGRAM_POLLERS", "PORTEX_POLL_LEASE"):
+        assert name in str(raised.value)
