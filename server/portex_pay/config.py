@@ -152,9 +152,9 @@ class Settings:
         ):
             problems.append("PORTEX_LOG_LEVEL must be debug, info, warning or error")
         lease = float(str(values.get("poll_lease_seconds", 30.0)))
-        if lease <= int(str(values.get("poll_timeout", 10))) + 1:
+        if lease <= int(str(values.get("poll_timeout", 10))):
             # The lease is renewed once per getUpdates call: it must outlast the long poll.
-            problems.append("PORTEX_POLL_LEASE must exceed PORTEX_POLL_TIMEOUT by over 1 s")
+            problems.append("PORTEX_POLL_LEASE must be longer than PORTEX_POLL_TIMEOUT")
         pool_min = int(str(values.get("db_pool_min", 2)))
         pool_max = int(str(values.get("db_pool_max", 10)))
         if pool_min > pool_max:
