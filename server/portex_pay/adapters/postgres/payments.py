@@ -95,6 +95,20 @@ async def _event(
     )
 
 
+async def _claim_update(conn: Conn, bot_id: int, update_id: int, kind: str) -> bool:
+    """Marks the update processed; False when it already was (a redelivery)."""
+    fresh = await conn.fetchval(
+        """
+        INSERT INTO telegram_updates (bot_id, update_id, kind) VALUES ($1, $2, $3)
+        ON CONFLICT DO NOTHING RETURNING true
+        """,
+        bot_id,
+        update_id,
+        kind,
+    )
+    return bool(fresh)
+
+
 class PaymentRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -123,16 +137,7 @@ class PaymentRepository:
     async def record_checkout(self, record: CheckoutRecord, decision: CheckoutDecision) -> bool:
         """Records the decision (and the update as processed); False if it already was."""
         async with self._pool.acquire() as conn, conn.transaction():
-            fresh = await conn.fetchval(
-                """
-                INSERT INTO telegram_updates (bot_id, update_id, kind)
-                VALUES ($1, $2, 'pre_checkout_query')
-                ON CONFLICT DO NOTHING RETURNING true
-                """,
-                record.bot_id,
-                record.update_id,
-            )
-            if not fresh:
+            if not await _claim_update(conn, record.bot_id, record.update_id, "pre_checkout_query"):
                 return False
             await _event(
                 conn,
@@ -158,18 +163,10 @@ class PaymentRepository:
     ) -> PaymentResult:
         """Processes one successful_payment exactly once (by update and by charge)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            if record.update_id is not None:
-                fresh = await conn.fetchval(
-                    """
-                    INSERT INTO telegram_updates (bot_id, update_id, kind)
-                    VALUES ($1, $2, 'successful_payment')
-                    ON CONFLICT DO NOTHING RETURNING true
-                    """,
-                    record.bot_id,
-                    record.update_id,
-                )
-                if not fresh:
-                    return PaymentResult(None, None)
+            if record.update_id is not None and not await _claim_update(
+                conn, record.bot_id, record.update_id, "successful_payment"
+            ):
+                return PaymentResult(None, None)
             order = None
             if record.tg_payment_id is not None:
                 # Locked: a concurrent refund, cancel or second charge waits for this one.
@@ -433,15 +430,6 @@ class PaymentRepository:
     async def record_refunded_payment(self, bot_id: int, update_id: int, charge_id: str) -> bool:
         """A refunded_payment update: settles the refund (whoever initiated it)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            fresh = await conn.fetchval(
-                """
-                INSERT INTO telegram_updates (bot_id, update_id, kind)
-                VALUES ($1, $2, 'refunded_payment')
-                ON CONFLICT DO NOTHING RETURNING true
-                """,
-                bot_id,
-                update_id,
-            )
-            if not fresh:
+            if not await _claim_update(conn, bot_id, update_id, "refunded_payment"):
                 return False
             return await self._settle_refund(conn, charge_id)
