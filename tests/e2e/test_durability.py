@@ -4,6 +4,7 @@ database of its own, so no other process can finish the work for them."""
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -146,3 +147,70 @@ async def test_a_killed_poller_is_replaced_once_its_lease_lapses(
         assert (await _order(standby, app, paid.tg_payment_id)).state == payment_pb2.Order.PAID
     finally:
         await conn.close()
+
+
+async def test_a_running_server_delivers_signed_callbacks_and_retries_failures(
+    isolated, start_server: ServerFactory, fake_telegram: FakeBotApi
+):
+    from aiohttp import web
+
+    from portex_pay.domain.callbacks import verify_callback
+
+    dsn, create_app = isolated
+    received: list[tuple[str, bytes, str]] = []
+    failures_left = [1]
+    arrived = asyncio.Event()
+
+    async def receive(request: web.Request) -> web.Response:
+        body = await request.read()
+        if failures_left[0] > 0:  # the receiver is down for the first delivery
+            failures_left[0] -= 1
+            return web.Response(status=503)
+        received.append(
+            (request.headers["Portex-Event-Id"], body, request.headers["Portex-Signature"])
+        )
+        arrived.set()
+        return web.Response(status=204)
+
+    receiver = web.Application()
+    receiver.router.add_post("/hook", receive)
+    runner = web.AppRunner(receiver)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        server = await start_server(DATABASE_URL=dsn)
+        app = await create_app(updates="webhook", public_url=f"http://127.0.0.1:{server.http_port}")
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = payment_pb2_grpc.PaymentServiceStub(channel)
+            paid = await stub.Pay(
+                pay_request(tg_use_id=USER, callback_url=f"http://127.0.0.1:{port}/hook"),
+                metadata=app.metadata,
+            )
+        assert (await fake_telegram.pay_invoice(paid.tg_payment_url, USER)).approved
+
+        # created, invoice_created, paid; the receiver's first answer was 503: it was retried.
+        async def all_arrived() -> bool:
+            return len(received) >= 3
+
+        await _until(all_arrived, timeout=20)
+    finally:
+        await runner.cleanup()
+    conn = await asyncpg.connect(dsn)
+    try:
+        secret = await conn.fetchval(
+            "SELECT signing_secret FROM applications WHERE id = $1::uuid", app.id
+        )
+        expected = await conn.fetch(
+            "SELECT id, type FROM events WHERE tg_payment_id = $1 AND type LIKE 'order.%' "
+            "ORDER BY id",
+            paid.tg_payment_id,
+        )
+    finally:
+        await conn.close()
+    assert [r["type"] for r in expected] == ["order.created", "order.invoice_created", "order.paid"]
+    assert [event_id for event_id, _, _ in received] == [str(r["id"]) for r in expected]
+    now = time.time()
+    assert all(verify_callback(secret, signature, body, now) for _, body, signature in received)
+    assert [json.loads(body)["type"] for _, body, _ in received] == [r["type"] for r in expected]

@@ -402,3 +402,53 @@ async def test_the_sweeper_expires_due_orders_once(stub, service, shop):
     await repository.expire_due(100)
     types = [e["type"] for e in await events(service, created.tg_payment_id)]
     assert types.count("order.expired") == 1
+
+
+async def _paid_order(stub, shop: TestApp, fake_telegram: FakeBotApi) -> tuple[int, str]:
+    paid = await stub.Pay(pay_request(tg_use_id=USER), metadata=shop.metadata)
+    outcome = await fake_telegram.pay_invoice(paid.tg_payment_url, USER)
+    assert outcome.approved and outcome.charge_id
+    await fake_telegram.drain(shop.bot_token)
+    return paid.tg_payment_id, outcome.charge_id
+
+
+async def test_charge_already_refunded_counts_as_done(stub, shop, fake_telegram):
+    tg_payment_id, _ = await _paid_order(stub, shop, fake_telegram)
+    fake_telegram.fail_next(
+        "refundStarPayment",
+        error_code=400,
+        description="Bad Request: CHARGE_ALREADY_REFUNDED",
+        token=shop.bot_token,
+    )
+    await stub.RefundPayment(
+        payment_pb2.RefundPaymentRequest(tg_payment_id=tg_payment_id), metadata=shop.metadata
+    )
+
+    async def state() -> int:
+        return (await query(stub, shop, tg_payment_id)).state
+
+    await _until(state, Order.REFUNDED)
+    assert len(fake_telegram.calls_for("refundStarPayment", token=shop.bot_token)) == 1
+
+
+async def test_a_refund_made_elsewhere_marks_the_order_refunded(stub, service, shop, fake_telegram):
+    import aiohttp
+
+    tg_payment_id, charge_id = await _paid_order(stub, shop, fake_telegram)
+    # Refunded by someone else with the bot's token: we learn it from refunded_payment.
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{fake_telegram.base_url}/bot{shop.bot_token}/refundStarPayment",
+            json={"user_id": USER, "telegram_payment_charge_id": charge_id},
+        ) as response,
+    ):
+        assert (await response.json())["ok"] is True
+    await fake_telegram.drain(shop.bot_token)
+    order = await query(stub, shop, tg_payment_id)
+    assert (order.state, order.status, order.status_description) == (
+        Order.REFUNDED,
+        5,
+        "refunded",
+    )
+    assert [e["type"] for e in await events(service, tg_payment_id)][-1] == "order.refunded"
