@@ -10,9 +10,11 @@ Errors are google.rpc.Status values carrying a google.rpc.ErrorInfo (domain
 one field violation per bad field.
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -24,6 +26,30 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _StartPosition:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _StartPositionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_StartPosition.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    START_POSITION_UNSPECIFIED: _StartPosition.ValueType  # 0
+    """Not set: NOW for streams, RETENTION_START for ListEvents."""
+    NOW: _StartPosition.ValueType  # 1
+    """Only events committed from now on."""
+    RETENTION_START: _StartPosition.ValueType  # 2
+    """Every event still retained (the server keeps PORTEX_EVENT_RETENTION, 30 days by default)."""
+
+class StartPosition(_StartPosition, metaclass=_StartPositionEnumTypeWrapper):
+    """Where a stream or a list starts when no `after_cursor` is given."""
+
+START_POSITION_UNSPECIFIED: StartPosition.ValueType  # 0
+"""Not set: NOW for streams, RETENTION_START for ListEvents."""
+NOW: StartPosition.ValueType  # 1
+"""Only events committed from now on."""
+RETENTION_START: StartPosition.ValueType  # 2
+"""Every event still retained (the server keeps PORTEX_EVENT_RETENTION, 30 days by default)."""
+Global___StartPosition: _TypeAlias = StartPosition  # noqa: Y015
 
 @_typing.final
 class PayRequest(_message.Message):
@@ -645,29 +671,41 @@ Global___ResumePaymentResponse: _TypeAlias = ResumePaymentResponse  # noqa: Y015
 
 @_typing.final
 class StreamInvoiceEventsRequest(_message.Message):
-    """Which events to stream. (Semantics arrive with the event stream; the RPC answers UNIMPLEMENTED.)"""
+    """Which events to stream, and from where."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     TG_PAYMENT_ID_FIELD_NUMBER: _builtins.int
     TG_USE_ID_FIELD_NUMBER: _builtins.int
     AFTER_CURSOR_FIELD_NUMBER: _builtins.int
+    TYPES_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
     tg_payment_id: _builtins.int
     """Only events of this order, when set."""
     tg_use_id: _builtins.int
     """Only events of this user's orders, when set."""
     after_cursor: _builtins.str
-    """Resume right after the event with this cursor, when set."""
+    """Resume right after the event with this cursor (from InvoiceEvent.cursor); takes precedence
+    over `start`.
+    """
+    start: Global___StartPosition.ValueType
+    """Where to start without a cursor: NOW when unset."""
+    @_builtins.property
+    def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these event types (e.g. "order.paid"), when any are given."""
+
     def __init__(
         self,
         *,
         tg_payment_id: _builtins.int | None = ...,
         tg_use_id: _builtins.int | None = ...,
         after_cursor: _builtins.str = ...,
+        types: _abc.Iterable[_builtins.str] | None = ...,
+        start: Global___StartPosition.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_tg_payment_id", b"_tg_payment_id", "_tg_use_id", b"_tg_use_id", "tg_payment_id", b"tg_payment_id", "tg_use_id", b"tg_use_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_tg_payment_id", b"_tg_payment_id", "_tg_use_id", b"_tg_use_id", "after_cursor", b"after_cursor", "tg_payment_id", b"tg_payment_id", "tg_use_id", b"tg_use_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_tg_payment_id", b"_tg_payment_id", "_tg_use_id", b"_tg_use_id", "after_cursor", b"after_cursor", "start", b"start", "tg_payment_id", b"tg_payment_id", "tg_use_id", b"tg_use_id", "types", b"types"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__tg_payment_id: _TypeAlias = _typing.Literal["tg_payment_id"]  # noqa: Y015
     _WhichOneofArgType__tg_payment_id: _TypeAlias = _typing.Literal["_tg_payment_id", b"_tg_payment_id"]  # noqa: Y015
@@ -681,8 +719,117 @@ class StreamInvoiceEventsRequest(_message.Message):
 Global___StreamInvoiceEventsRequest: _TypeAlias = StreamInvoiceEventsRequest  # noqa: Y015
 
 @_typing.final
+class ListEventsRequest(_message.Message):
+    """Lists events, a page at a time (AIP-158)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TG_PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    TG_USE_ID_FIELD_NUMBER: _builtins.int
+    AFTER_CURSOR_FIELD_NUMBER: _builtins.int
+    TYPES_FIELD_NUMBER: _builtins.int
+    START_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    tg_payment_id: _builtins.int
+    """Only events of this order, when set."""
+    tg_use_id: _builtins.int
+    """Only events of this user's orders, when set."""
+    after_cursor: _builtins.str
+    """Start right after this cursor; takes precedence over `start`."""
+    start: Global___StartPosition.ValueType
+    """Where to start without a cursor or page token: RETENTION_START when unset."""
+    page_size: _builtins.int
+    """Events per page: at most 1000; 100 when unset."""
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page; it takes precedence over `after_cursor`."""
+    @_builtins.property
+    def types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these event types, when any are given."""
+
+    def __init__(
+        self,
+        *,
+        tg_payment_id: _builtins.int | None = ...,
+        tg_use_id: _builtins.int | None = ...,
+        after_cursor: _builtins.str = ...,
+        types: _abc.Iterable[_builtins.str] | None = ...,
+        start: Global___StartPosition.ValueType = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_tg_payment_id", b"_tg_payment_id", "_tg_use_id", b"_tg_use_id", "tg_payment_id", b"tg_payment_id", "tg_use_id", b"tg_use_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_tg_payment_id", b"_tg_payment_id", "_tg_use_id", b"_tg_use_id", "after_cursor", b"after_cursor", "page_size", b"page_size", "page_token", b"page_token", "start", b"start", "tg_payment_id", b"tg_payment_id", "tg_use_id", b"tg_use_id", "types", b"types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__tg_payment_id: _TypeAlias = _typing.Literal["tg_payment_id"]  # noqa: Y015
+    _WhichOneofArgType__tg_payment_id: _TypeAlias = _typing.Literal["_tg_payment_id", b"_tg_payment_id"]  # noqa: Y015
+    _WhichOneofReturnType__tg_use_id: _TypeAlias = _typing.Literal["tg_use_id"]  # noqa: Y015
+    _WhichOneofArgType__tg_use_id: _TypeAlias = _typing.Literal["_tg_use_id", b"_tg_use_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tg_payment_id) -> _WhichOneofReturnType__tg_payment_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tg_use_id) -> _WhichOneofReturnType__tg_use_id | None: ...
+
+Global___ListEventsRequest: _TypeAlias = ListEventsRequest  # noqa: Y015
+
+@_typing.final
+class ListEventsResponse(_message.Message):
+    """One page of events."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EVENTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as `page_token` for the next page; empty when there is nothing newer yet."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___InvoiceEvent]:
+        """The events, in stream order."""
+
+    def __init__(
+        self,
+        *,
+        events: _abc.Iterable[Global___InvoiceEvent] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["events", b"events", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListEventsResponse: _TypeAlias = ListEventsResponse  # noqa: Y015
+
+@_typing.final
+class InvoiceClosedResult(_message.Message):
+    """The SDK's InvoiceClosedResult: how an invoice ended, in the SDK's words."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.int
+    """The order (the SDK's `orderId`)."""
+    status: _builtins.str
+    """"paid", "cancelled" (also for an order that expired unpaid) or "failed"."""
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.int = ...,
+        status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_id", b"order_id", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InvoiceClosedResult: _TypeAlias = InvoiceClosedResult  # noqa: Y015
+
+@_typing.final
 class InvoiceEvent(_message.Message):
-    """One change of an order."""
+    """One change of an order, or a heartbeat."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -691,19 +838,31 @@ class InvoiceEvent(_message.Message):
     TYPE_FIELD_NUMBER: _builtins.int
     OCCURRED_AT_FIELD_NUMBER: _builtins.int
     ORDER_FIELD_NUMBER: _builtins.int
+    INVOICE_CLOSED_FIELD_NUMBER: _builtins.int
+    HEARTBEAT_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
-    """Where this event stands in the stream; pass it as `after_cursor` to resume after it."""
+    """Where this event stands in the stream; pass it as `after_cursor` to resume after it. Opaque."""
     event_id: _builtins.str
-    """A stable id of the event, for de-duplication."""
+    """A stable id of the event, for de-duplication (the same in streams, lists and callbacks)."""
     type: _builtins.str
-    """The kind of change, e.g. "order.paid"."""
+    """The kind of change: "order.created", "order.invoice_created", "order.failed", "order.paid",
+    "order.client_report", "order.cancelled", "order.expired", "order.refunded",
+    "checkout.approved", "checkout.declined", "payment.duplicate", "payment.anomaly",
+    "refund.requested", "refund.failed".
+    """
+    heartbeat: _builtins.bool
+    """True for a heartbeat on an idle stream: no event, only `cursor` (the stream's position)."""
     @_builtins.property
     def occurred_at(self) -> _timestamp_pb2.Timestamp:
         """When the change committed."""
 
     @_builtins.property
     def order(self) -> Global___Order:
-        """The order as it was after the change."""
+        """The order as it was right after the change."""
+
+    @_builtins.property
+    def invoice_closed(self) -> Global___InvoiceClosedResult:
+        """For invoice outcomes (paid, cancelled, expired, failed): the SDK's InvoiceClosedResult."""
 
     def __init__(
         self,
@@ -713,10 +872,12 @@ class InvoiceEvent(_message.Message):
         type: _builtins.str = ...,
         occurred_at: _timestamp_pb2.Timestamp | None = ...,
         order: Global___Order | None = ...,
+        invoice_closed: Global___InvoiceClosedResult | None = ...,
+        heartbeat: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["occurred_at", b"occurred_at", "order", b"order"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["invoice_closed", b"invoice_closed", "occurred_at", b"occurred_at", "order", b"order"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "event_id", b"event_id", "occurred_at", b"occurred_at", "order", b"order", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "event_id", b"event_id", "heartbeat", b"heartbeat", "invoice_closed", b"invoice_closed", "occurred_at", b"occurred_at", "order", b"order", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

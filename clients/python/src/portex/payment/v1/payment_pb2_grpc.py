@@ -72,6 +72,11 @@ class PaymentServiceStub:
                 request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.StreamInvoiceEventsRequest.SerializeToString,
                 response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.InvoiceEvent.FromString,
                 _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/portex.payment.v1.PaymentService/ListEvents',
+                request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -137,8 +142,22 @@ class PaymentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def StreamInvoiceEvents(self, request, context):
-        """Streams the application's payment events as they happen. Not implemented yet: answers
-        UNIMPLEMENTED.
+        """Streams the application's payment events as they happen: in a stable order, with no gaps and
+        no duplicates across reconnects when the client resumes with `after_cursor` set to the last
+        cursor it received. Idle streams get heartbeats. On server shutdown the stream ends with
+        UNAVAILABLE: resume on another replica. A cursor older than the retention period answers
+        OUT_OF_RANGE (reason CURSOR_EXPIRED): re-list with ListEvents from the start of retention.
+        Keepalive: the server pings idle connections every 30 s and accepts client pings every 10 s
+        or more.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvents(self, request, context):
+        """Lists the application's events in stream order, a page at a time (AIP-158), for backfills and
+        for grpcurl. Same filters and starting points as StreamInvoiceEvents; `next_page_token` is
+        empty once the list has reached the newest delivered event.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -181,6 +200,11 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.StreamInvoiceEvents,
                     request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.StreamInvoiceEventsRequest.FromString,
                     response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.InvoiceEvent.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListEventsRequest.FromString,
+                    response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -375,6 +399,33 @@ class PaymentService:
             '/portex.payment.v1.PaymentService/StreamInvoiceEvents',
             portex_dot_payment_dot_v1_dot_payment__pb2.StreamInvoiceEventsRequest.SerializeToString,
             portex_dot_payment_dot_v1_dot_payment__pb2.InvoiceEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portex.payment.v1.PaymentService/ListEvents',
+            portex_dot_payment_dot_v1_dot_payment__pb2.ListEventsRequest.SerializeToString,
+            portex_dot_payment_dot_v1_dot_payment__pb2.ListEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

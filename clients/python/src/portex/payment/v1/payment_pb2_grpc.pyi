@@ -76,8 +76,18 @@ class PaymentServiceStub:
     refunded or expired order answers FAILED_PRECONDITION. Cancelling a cancelled order is a no-op.
     """
     StreamInvoiceEvents: _grpc.UnaryStreamMultiCallable[_payment_pb2.StreamInvoiceEventsRequest, _payment_pb2.InvoiceEvent]
-    """Streams the application's payment events as they happen. Not implemented yet: answers
-    UNIMPLEMENTED.
+    """Streams the application's payment events as they happen: in a stable order, with no gaps and
+    no duplicates across reconnects when the client resumes with `after_cursor` set to the last
+    cursor it received. Idle streams get heartbeats. On server shutdown the stream ends with
+    UNAVAILABLE: resume on another replica. A cursor older than the retention period answers
+    OUT_OF_RANGE (reason CURSOR_EXPIRED): re-list with ListEvents from the start of retention.
+    Keepalive: the server pings idle connections every 30 s and accepts client pings every 10 s
+    or more.
+    """
+    ListEvents: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ListEventsRequest, _payment_pb2.ListEventsResponse]
+    """Lists the application's events in stream order, a page at a time (AIP-158), for backfills and
+    for grpcurl. Same filters and starting points as StreamInvoiceEvents; `next_page_token` is
+    empty once the list has reached the newest delivered event.
     """
 
 @_typing.type_check_only
@@ -121,8 +131,18 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     refunded or expired order answers FAILED_PRECONDITION. Cancelling a cancelled order is a no-op.
     """
     StreamInvoiceEvents: _aio.UnaryStreamMultiCallable[_payment_pb2.StreamInvoiceEventsRequest, _payment_pb2.InvoiceEvent]  # type: ignore[assignment]
-    """Streams the application's payment events as they happen. Not implemented yet: answers
-    UNIMPLEMENTED.
+    """Streams the application's payment events as they happen: in a stable order, with no gaps and
+    no duplicates across reconnects when the client resumes with `after_cursor` set to the last
+    cursor it received. Idle streams get heartbeats. On server shutdown the stream ends with
+    UNAVAILABLE: resume on another replica. A cursor older than the retention period answers
+    OUT_OF_RANGE (reason CURSOR_EXPIRED): re-list with ListEvents from the start of retention.
+    Keepalive: the server pings idle connections every 30 s and accepts client pings every 10 s
+    or more.
+    """
+    ListEvents: _aio.UnaryUnaryMultiCallable[_payment_pb2.ListEventsRequest, _payment_pb2.ListEventsResponse]  # type: ignore[assignment]
+    """Lists the application's events in stream order, a page at a time (AIP-158), for backfills and
+    for grpcurl. Same filters and starting points as StreamInvoiceEvents; `next_page_token` is
+    empty once the list has reached the newest delivered event.
     """
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -205,8 +225,24 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payment_pb2.StreamInvoiceEventsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_payment_pb2.InvoiceEvent], _abc.AsyncIterator[_payment_pb2.InvoiceEvent]]:
-        """Streams the application's payment events as they happen. Not implemented yet: answers
-        UNIMPLEMENTED.
+        """Streams the application's payment events as they happen: in a stable order, with no gaps and
+        no duplicates across reconnects when the client resumes with `after_cursor` set to the last
+        cursor it received. Idle streams get heartbeats. On server shutdown the stream ends with
+        UNAVAILABLE: resume on another replica. A cursor older than the retention period answers
+        OUT_OF_RANGE (reason CURSOR_EXPIRED): re-list with ListEvents from the start of retention.
+        Keepalive: the server pings idle connections every 30 s and accepts client pings every 10 s
+        or more.
+        """
+
+    @_abc_1.abstractmethod
+    def ListEvents(
+        self,
+        request: _payment_pb2.ListEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.ListEventsResponse, _abc.Awaitable[_payment_pb2.ListEventsResponse]]:
+        """Lists the application's events in stream order, a page at a time (AIP-158), for backfills and
+        for grpcurl. Same filters and starting points as StreamInvoiceEvents; `next_page_token` is
+        empty once the list has reached the newest delivered event.
         """
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
