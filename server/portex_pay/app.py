@@ -29,6 +29,8 @@ from grpc_reflection.v1alpha import reflection
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.callbacks import CallbackRepository
+from portex_pay.adapters.postgres.events import EventLog
+from portex_pay.adapters.postgres.listener import EventListener
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.postgres.orders import OrderRepository
 from portex_pay.adapters.postgres.payments import PaymentRepository
@@ -45,6 +47,7 @@ from portex_pay.service.callbacks import CallbackDispatcher, new_callback_sessio
 from portex_pay.service.payments import OrderActions, PaymentSettings, PaymentsService, utcnow
 from portex_pay.service.polling import BotPoller, PollerManager
 from portex_pay.service.refunds import RefundService
+from portex_pay.service.stream import EventHub, EventStreamer
 from portex_pay.service.updates import UpdateProcessor
 from portex_pay.service.worker import PeriodicWorker
 
@@ -86,6 +89,7 @@ class PortexApp:
         self._session: aiohttp.ClientSession | None = None
         self._callback_session: aiohttp.ClientSession | None = None
         self.pollers: PollerManager | None = None
+        self.hub: EventHub | None = None
         self._server: grpc.aio.Server | None = None
         self._http_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -153,8 +157,16 @@ class PortexApp:
                 ("grpc.keepalive_permit_without_calls", 1),
             ],
         )
+        events = EventLog(self._pool)
+        self.hub = EventHub(
+            events,
+            queue_size=settings.stream_buffer,
+            poll_interval=settings.stream_poll_interval,
+        )
+        self.listener = EventListener(settings.database_url, self.hub.wake)
+        streamer = EventStreamer(events, self.hub, heartbeat=settings.stream_heartbeat)
         payment_pb2_grpc.add_PaymentServiceServicer_to_server(
-            PaymentServicer(payments, OrderActions(orders), self.refunds), server
+            PaymentServicer(payments, OrderActions(orders), self.refunds, streamer), server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -191,6 +203,11 @@ class PortexApp:
 
         self._spawn("health-probe", self._probe_database())
         self._spawn("idempotency-pruner", self._prune_idempotency_keys())
+        self._spawn("event-hub", self.hub.run())
+        self._spawn("event-listener", self.listener.run())
+        retention = settings.event_retention_days * 86_400
+        pruner = PeriodicWorker("event-pruner", lambda: events.prune(retention), idle=600.0)
+        self._spawn("event-pruner", pruner.run())
         self._spawn("refunds", refund_worker.run())
         expiry = PeriodicWorker(
             "expiry", lambda: orders.expire_due(500), idle=settings.expiry_interval
@@ -266,6 +283,10 @@ class PortexApp:
             return
         self._stopped.set()
         log.info("shutting down", grace_seconds=self.settings.shutdown_grace)
+        if self.hub is not None:
+            # Streams end now with UNAVAILABLE, not after the grace period: their clients resume
+            # on another replica while in-flight unary calls finish here.
+            self.hub.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -52,6 +52,10 @@ class Settings:
     callback_delivery: bool = True
     callback_timeout: float = 5.0
     callback_max_attempts: int = 15
+    stream_heartbeat: float = 15.0
+    stream_buffer: int = 256
+    stream_poll_interval: float = 1.0
+    event_retention_days: float = 30.0
 
     def __repr__(self) -> str:
         # The DSN may carry a password and the payload secret is a credential: never print them.
@@ -108,6 +112,10 @@ class Settings:
         number("PORTEX_REFUND_LEASE", "refund_lease_seconds", float, 1)
         number("PORTEX_CALLBACK_TIMEOUT", "callback_timeout", float, 0.1)
         number("PORTEX_CALLBACK_MAX_ATTEMPTS", "callback_max_attempts", int, 1)
+        number("PORTEX_STREAM_HEARTBEAT", "stream_heartbeat", float, 0.05)
+        number("PORTEX_STREAM_BUFFER", "stream_buffer", int, 1)
+        number("PORTEX_STREAM_POLL_INTERVAL", "stream_poll_interval", float, 0.05)
+        number("PORTEX_EVENT_RETENTION_DAYS", "event_retention_days", float, 0.0001)
         number("PORTEX_TELEGRAM_TIMEOUT", "telegram_timeout", float, 0.1)
         number("PORTEX_DB_POOL_MIN", "db_pool_min", int, 0)
         number("PORTEX_DB_POOL_MAX", "db_pool_max", int, 1)

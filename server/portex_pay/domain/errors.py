@@ -76,3 +76,15 @@ class TelegramUnavailable(DomainError):
     """Timeout, 5xx or network error: Telegram could not be reached; safe to retry."""
 
     reason = "TELEGRAM_UNAVAILABLE"
+
+
+class CursorExpired(DomainError):
+    """The cursor points before the retention horizon: events after it were pruned."""
+
+    reason = "CURSOR_EXPIRED"
+
+
+class ShuttingDown(DomainError):
+    """This replica is stopping; resume on another one."""
+
+    reason = "SHUTTING_DOWN"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -97,6 +98,20 @@ class Claim:
 def order_from_row(row: asyncpg.Record | dict[str, Any]) -> Order:
     values = {name: row[name] for name in _ORDER_FIELDS}
     values["state"] = OrderState(values["state"])
+    return Order(**values)
+
+
+_TIMESTAMPS = ("created_at", "updated_at", "paid_at", "expires_at")
+
+
+def order_from_json(snapshot: dict[str, Any]) -> Order:
+    """The order as an event recorded it (`to_jsonb` of the row)."""
+    values: dict[str, Any] = {name: snapshot.get(name) for name in _ORDER_FIELDS}
+    values["application_id"] = UUID(str(values["application_id"]))
+    values["state"] = OrderState(values["state"])
+    for name in _TIMESTAMPS:
+        if isinstance(values[name], str):
+            values[name] = datetime.fromisoformat(values[name])
     return Order(**values)
 
 

@@ -8,6 +8,8 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from portex.payment.v1 import payment_pb2
+from portex_pay.adapters.postgres.events import Cursor, StoredEvent
+from portex_pay.adapters.postgres.orders import order_from_json
 from portex_pay.domain.order import SDK_STATUS, Order, OrderState
 from portex_pay.domain.payments import PayCommand
 
@@ -98,4 +100,36 @@ def refund_message(refund: dict[str, Any]) -> payment_pb2.Refund:
     )
     if refund["completed_at"] is not None:
         message.complete_time.CopyFrom(_timestamp(refund["completed_at"]))
+    return message
+
+
+# Invoice outcomes in the SDK's InvoiceClosedResult words; an order that expired unpaid was, for
+# the user, closed without paying.
+_INVOICE_CLOSED = {
+    "order.paid": "paid",
+    "order.cancelled": "cancelled",
+    "order.expired": "cancelled",
+    "order.failed": "failed",
+}
+
+
+def event_message(cursor: Cursor, event: StoredEvent | None) -> payment_pb2.InvoiceEvent:
+    """An event, or (event None) a heartbeat at `cursor`."""
+    if event is None:
+        return payment_pb2.InvoiceEvent(cursor=cursor.encode(), heartbeat=True)
+    message = payment_pb2.InvoiceEvent(
+        cursor=cursor.encode(),
+        event_id=str(event.event_id),
+        type=event.type,
+        occurred_at=_timestamp(event.occurred_at),
+    )
+    snapshot = event.data.get("order")
+    if snapshot:
+        # As it was right after the change: its state is not aged to the present.
+        message.order.CopyFrom(order_message(order_from_json(snapshot), event.occurred_at))
+    status = _INVOICE_CLOSED.get(event.type)
+    if status is not None and event.tg_payment_id is not None:
+        message.invoice_closed.CopyFrom(
+            payment_pb2.InvoiceClosedResult(order_id=event.tg_payment_id, status=status)
+        )
     return message

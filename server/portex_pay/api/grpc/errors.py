@@ -29,6 +29,8 @@ _CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.TelegramRateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.TelegramRejected: grpc.StatusCode.FAILED_PRECONDITION,
     errors.TelegramUnavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.CursorExpired: grpc.StatusCode.OUT_OF_RANGE,
+    errors.ShuttingDown: grpc.StatusCode.UNAVAILABLE,
 }
 
 

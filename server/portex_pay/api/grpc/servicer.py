@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-import grpc
-
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
-from portex_pay.api.grpc.convert import order_message, pay_command, refund_message
+from portex_pay.api.grpc.convert import event_message, order_message, pay_command, refund_message
 from portex_pay.api.grpc.interceptor import current_application
+from portex_pay.domain.errors import FieldViolation, InvalidArgument
 from portex_pay.service.payments import OrderActions, PaymentsService, utcnow
 from portex_pay.service.refunds import RefundService
+from portex_pay.service.stream import EventFilter, EventStreamer
 
 if TYPE_CHECKING:
     from portex_pay.api.grpc.interceptor import Context
@@ -19,11 +19,16 @@ if TYPE_CHECKING:
 
 class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     def __init__(
-        self, payments: PaymentsService, actions: OrderActions, refunds: RefundService
+        self,
+        payments: PaymentsService,
+        actions: OrderActions,
+        refunds: RefundService,
+        streamer: EventStreamer,
     ) -> None:
         self._payments = payments
         self._actions = actions
         self._refunds = refunds
+        self._streamer = streamer
 
     async def Pay(
         self, request: payment_pb2.PayRequest, context: Context
@@ -88,7 +93,39 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         request: payment_pb2.StreamInvoiceEventsRequest,
         context: Context,
     ) -> AsyncIterator[payment_pb2.InvoiceEvent]:
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, "StreamInvoiceEvents is not implemented yet"
+        application = current_application.get()
+        cursor = await self._streamer.start_cursor(
+            request.after_cursor, default_now=request.start != payment_pb2.RETENTION_START
         )
-        yield payment_pb2.InvoiceEvent()  # pragma: no cover - makes this an async generator
+        async for position, event in self._streamer.stream(
+            application.id, _filter(request), cursor
+        ):
+            yield event_message(position, event)
+
+    async def ListEvents(
+        self, request: payment_pb2.ListEventsRequest, context: Context
+    ) -> payment_pb2.ListEventsResponse:
+        page_size = request.page_size or 100
+        if not 0 < page_size <= 1000:
+            raise InvalidArgument([FieldViolation("page_size", "must be from 1 to 1000")])
+        cursor = await self._streamer.start_cursor(
+            request.page_token or request.after_cursor,
+            default_now=request.start == payment_pb2.NOW,
+        )
+        events, next_cursor = await self._streamer.page(
+            current_application.get().id, _filter(request), cursor, page_size
+        )
+        return payment_pb2.ListEventsResponse(
+            events=[event_message(event.cursor, event) for event in events],
+            next_page_token=next_cursor.encode() if next_cursor else "",
+        )
+
+
+def _filter(
+    request: payment_pb2.StreamInvoiceEventsRequest | payment_pb2.ListEventsRequest,
+) -> EventFilter:
+    return EventFilter(
+        tg_payment_id=request.tg_payment_id if request.HasField("tg_payment_id") else None,
+        tg_use_id=request.tg_use_id if request.HasField("tg_use_id") else None,
+        types=frozenset(request.types),
+    )

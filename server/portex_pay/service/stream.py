@@ -1,0 +1,270 @@
+"""The event stream: one hub per process, a cursor per subscriber, the table as the truth.
+
+The hub tails the events table in stream order (adapters/postgres/events.py), woken by LISTEN/NOTIFY
+and, as a safety net, by a slow periodic poll, and offers each event to the subscribers of its
+application through bounded queues. A subscriber always catches up from the table first, then
+takes live events from its queue, skipping anything at or before its cursor; when its queue
+overflows (it reads too slowly) the hub stops feeding it, and it catches up from the table again.
+Memory per subscriber is bounded by its queue, and nobody — the hub, other subscribers, the payment
+path — ever waits for a slow reader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from uuid import UUID
+
+import structlog
+
+from portex_pay.adapters.postgres.events import (
+    START,
+    Cursor,
+    EventLog,
+    MalformedCursor,
+    StoredEvent,
+)
+from portex_pay.domain.errors import (
+    CursorExpired,
+    FieldViolation,
+    InvalidArgument,
+    ShuttingDown,
+)
+
+log = structlog.get_logger(__name__)
+
+_BATCH = 500
+_CLOSED = object()
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    tg_payment_id: int | None = None
+    tg_use_id: int | None = None
+    types: frozenset[str] = frozenset()
+
+    def matches(self, event: StoredEvent) -> bool:
+        if self.tg_payment_id is not None and event.tg_payment_id != self.tg_payment_id:
+            return False
+        if self.types and event.type not in self.types:
+            return False
+        if self.tg_use_id is not None:
+            order = event.data.get("order") or {}
+            return bool(order.get("tg_use_id") == self.tg_use_id)
+        return True
+
+
+@dataclass(eq=False)
+class Subscription:
+    application_id: UUID
+    queue: asyncio.Queue[object]
+    overflowed: bool = False
+    closed: bool = False
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def offer(self, event: StoredEvent) -> None:
+        if self.overflowed or self.closed:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            # Too slow: stop feeding it; it will catch up from the table on its own.
+            self.overflowed = True
+            self._wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self._wake.set()
+
+    def reset(self) -> None:
+        """Forgets the queue before a catch-up read (which covers everything in it)."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.overflowed = False
+        self._wake.clear()
+
+    async def next(self, timeout: float) -> object:
+        """The next live event, `_CLOSED`, or None on timeout or overflow."""
+        if self.closed:
+            return _CLOSED
+        if not self.queue.empty():
+            return self.queue.get_nowait()
+        getter = asyncio.ensure_future(self.queue.get())
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {getter, waker}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for task in (getter, waker):
+                if not task.done():
+                    task.cancel()
+        if self.closed:
+            return _CLOSED
+        if getter in done:
+            return getter.result()
+        return None
+
+
+class EventHub:
+    def __init__(self, events: EventLog, *, queue_size: int, poll_interval: float) -> None:
+        self._events = events
+        self._queue_size = queue_size
+        self._poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._subscribers: dict[UUID, set[Subscription]] = {}
+        self._closed = False
+        self.head: Cursor | None = None
+        self.delivered = 0
+
+    @property
+    def subscriber_count(self) -> int:
+        return sum(len(subs) for subs in self._subscribers.values())
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def subscribe(self, application_id: UUID) -> Subscription:
+        if self._closed:
+            raise ShuttingDown("this server is shutting down; resume on another replica")
+        subscription = Subscription(application_id, asyncio.Queue(maxsize=self._queue_size))
+        self._subscribers.setdefault(application_id, set()).add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        subs = self._subscribers.get(subscription.application_id)
+        if subs is not None:
+            subs.discard(subscription)
+            if not subs:
+                del self._subscribers[subscription.application_id]
+
+    def close(self) -> None:
+        """Ends every open stream at once (shutdown): they answer UNAVAILABLE."""
+        self._closed = True
+        for subs in self._subscribers.values():
+            for subscription in subs:
+                subscription.close()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                if self.head is None:
+                    self.head = await self._events.now()
+                await self._tail()
+            except Exception as error:  # the database is away: keep trying
+                log.warning("event hub read failed", error=repr(error))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._poll_interval)
+            self._wake.clear()
+
+    async def _tail(self) -> None:
+        assert self.head is not None
+        while True:
+            batch = await self._events.read_after(self.head, limit=_BATCH)
+            for event in batch:
+                for subscription in self._subscribers.get(event.application_id, ()):
+                    subscription.offer(event)
+                self.head = event.cursor
+                self.delivered += 1
+            if len(batch) < _BATCH:
+                return
+
+
+class EventStreamer:
+    """StreamInvoiceEvents and ListEvents over the hub and the log."""
+
+    def __init__(self, events: EventLog, hub: EventHub, *, heartbeat: float) -> None:
+        self._events = events
+        self._hub = hub
+        self._heartbeat = heartbeat
+
+    async def start_cursor(self, after_cursor: str, *, default_now: bool) -> Cursor:
+        """Where to start: right after `after_cursor` (refused when malformed or pruned), else
+        now or the start of retention."""
+        if after_cursor:
+            try:
+                cursor = Cursor.decode(after_cursor)
+            except MalformedCursor:
+                raise InvalidArgument(
+                    [FieldViolation("after_cursor", "not a cursor returned by this service")]
+                ) from None
+            pruned = await self._events.pruned_up_to()
+            if pruned is not None and cursor <= pruned:
+                raise CursorExpired(
+                    "events after this cursor are past the retention period; "
+                    "re-list with ListEvents from RETENTION_START",
+                    metadata={"action": "relist"},
+                )
+            return cursor
+        return await self._events.now() if default_now else START
+
+    async def stream(
+        self, application_id: UUID, event_filter: EventFilter, cursor: Cursor
+    ) -> AsyncIterator[tuple[Cursor, StoredEvent | None]]:
+        """Yields (cursor, event) in stream order, or (cursor, None) as a heartbeat."""
+        subscription = self._hub.subscribe(application_id)
+        try:
+            while True:
+                subscription.reset()
+                # Catch up from the table: everything up to the horizon, which is at least as
+                # far as the hub had got when the queue was reset.
+                while True:
+                    batch = await self._events.read_after(
+                        cursor,
+                        limit=_BATCH,
+                        application_id=application_id,
+                        tg_payment_id=event_filter.tg_payment_id,
+                    )
+                    for event in batch:
+                        cursor = event.cursor
+                        if event_filter.matches(event):
+                            yield cursor, event
+                    if len(batch) < _BATCH:
+                        break
+                # Live, until the queue overflows (then catch up again) or the server stops.
+                while True:
+                    item = await subscription.next(self._heartbeat)
+                    if item is _CLOSED:
+                        raise ShuttingDown(
+                            "this server is shutting down; resume on another replica"
+                        )
+                    if item is None:
+                        if subscription.overflowed:
+                            break
+                        yield cursor, None
+                        continue
+                    assert isinstance(item, StoredEvent)
+                    if item.cursor <= cursor:
+                        continue
+                    cursor = item.cursor
+                    if event_filter.matches(item):
+                        yield cursor, item
+        finally:
+            self._hub.unsubscribe(subscription)
+
+    async def page(
+        self,
+        application_id: UUID,
+        event_filter: EventFilter,
+        cursor: Cursor,
+        page_size: int,
+    ) -> tuple[list[StoredEvent], Cursor | None]:
+        """One page after `cursor`, and where the next starts (None: nothing newer yet)."""
+        found: list[StoredEvent] = []
+        while True:
+            batch = await self._events.read_after(
+                cursor,
+                limit=_BATCH,
+                application_id=application_id,
+                tg_payment_id=event_filter.tg_payment_id,
+            )
+            for event in batch:
+                cursor = event.cursor
+                if event_filter.matches(event):
+                    found.append(event)
+                    if len(found) == page_size:
+                        return found, cursor
+            if len(batch) < _BATCH:
+                return found, None
