@@ -14,8 +14,9 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 
-import asyncpg
 import structlog
+
+from portex_pay.adapters.postgres.pool import Conn
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +54,7 @@ def load_migrations() -> list[Migration]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection, migrations: list[Migration] | None = None) -> list[int]:
+async def migrate(conn: Conn, migrations: list[Migration] | None = None) -> list[int]:
     """Applies the pending migrations; returns the versions applied by this call."""
     migrations = load_migrations() if migrations is None else migrations
     applied_now: list[int] = []

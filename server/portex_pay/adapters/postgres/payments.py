@@ -15,9 +15,9 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
-from asyncpg.pool import PoolConnectionProxy
 
 from portex_pay.adapters.postgres.orders import order_from_row, with_event
+from portex_pay.adapters.postgres.pool import Conn
 from portex_pay.domain.checkout import (
     Charge,
     CheckoutDecision,
@@ -26,8 +26,6 @@ from portex_pay.domain.checkout import (
     RefundReason,
 )
 from portex_pay.domain.order import Order, OrderState, check_transition
-
-Conn = asyncpg.Connection | PoolConnectionProxy
 
 # The order snapshot every order event carries (the event stream and callbacks serve it as is).
 _ORDER_JSON = "to_jsonb(o.*) - 'invoice_lease_until'"

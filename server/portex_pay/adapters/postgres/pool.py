@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
+
+# A connection of our own or one borrowed from the pool.
+Conn = asyncpg.Connection | PoolConnectionProxy
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
