@@ -11,9 +11,9 @@ import asyncpg
 import grpc
 import pytest
 
-from portex.payment.v1 import payment_pb2
+from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.app import PortexApp
-from tests.conftest import TestApp
+from tests.conftest import TestApp, make_settings
 from tests.integration.helpers import details, pay_request
 
 Event = payment_pb2.InvoiceEvent
@@ -321,3 +321,83 @@ async def test_pruning_removes_old_events_and_records_the_horizon(empty_db: str)
         assert [e.event_id for e in remaining] == [ids[1]]
     finally:
         await pool.close()
+
+
+async def _bulk_events(service: PortexApp, app: TestApp, count: int) -> None:
+    """`count` events in one transaction (one statement): the fastest writer there is."""
+    await service.pool.execute(
+        "INSERT INTO events (application_id, type, data) "
+        "SELECT $1::uuid, 'test.bulk', jsonb_build_object('n', g) FROM generate_series(1, $2) g",
+        app.id,
+        count,
+    )
+
+
+async def test_a_slow_consumer_stays_bounded_and_delays_nobody(
+    database_url, fake_telegram, make_app
+):
+    small = PortexApp(
+        make_settings(database_url, fake_telegram.base_url, stream_buffer=8, stream_heartbeat=60)
+    )
+    await small.start()
+    assert small.hub is not None
+    app = await make_app()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{small.grpc_port}") as channel:
+            stub = payment_pb2_grpc.PaymentServiceStub(channel)
+            request = payment_pb2.StreamInvoiceEventsRequest()
+            slow = stub.StreamInvoiceEvents(request, metadata=app.metadata)  # never read, yet
+            fast = Reader(stub.StreamInvoiceEvents(request, metadata=app.metadata))
+            await slow.initial_metadata()
+            await fast.call.initial_metadata()
+            await _await_subscribed(small, 2)
+
+            started = time.monotonic()
+            await _bulk_events(small, app, 2000)
+            await fast.wait_for(2000, timeout=20)
+            fast_took = time.monotonic() - started
+            # The slow one overflowed and went back to reading the table, where it now waits on
+            # gRPC flow control: nothing of the 2000 piles up in its queue.
+            assert len(small.hub.queue_sizes()) == 2
+            assert max(small.hub.queue_sizes()) <= 8
+
+            # Once it reads, it catches up from the table: every event, in order, once.
+            got = []
+            async for message in slow:
+                if not message.heartbeat:
+                    got.append(message.event_id)
+                if len(got) == 2000:
+                    break
+            slow.cancel()
+            assert got == [e.event_id for e in fast.events]
+            fast.close()
+    finally:
+        await small.stop()
+    assert fast_took < 15
+
+
+async def test_five_hundred_subscribers_all_receive_each_event(service, app):
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") for _ in range(5)]
+    readers: list[Reader] = []
+    try:
+        for index in range(500):
+            stub = payment_pb2_grpc.PaymentServiceStub(channels[index % 5])
+            readers.append(
+                Reader(
+                    stub.StreamInvoiceEvents(
+                        payment_pb2.StreamInvoiceEventsRequest(), metadata=app.metadata
+                    )
+                )
+            )
+        await asyncio.gather(*(r.call.initial_metadata() for r in readers))
+        await _await_subscribed(service, 500)
+        await _bulk_events(service, app, 3)
+        results = await asyncio.gather(*(r.wait_for(3, timeout=30) for r in readers))
+        expected = [e.event_id for e in results[0]]
+        assert len(expected) == 3
+        assert all([e.event_id for e in events] == expected for events in results)
+    finally:
+        for reader in readers:
+            reader.close()
+        for channel in channels:
+            await channel.close()

@@ -126,6 +126,13 @@ class EventHub:
     def wake(self) -> None:
         self._wake.set()
 
+    def queue_sizes(self) -> list[int]:
+        """Events waiting in each subscriber's queue (bounded by the buffer size)."""
+        return [sub.queue.qsize() for subs in self._subscribers.values() for sub in subs]
+
+    def overflowed_count(self) -> int:
+        return sum(sub.overflowed for subs in self._subscribers.values() for sub in subs)
+
     def subscribe(self, application_id: UUID) -> Subscription:
         if self._closed:
             raise ShuttingDown("this server is shutting down; resume on another replica")

@@ -97,6 +97,9 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         cursor = await self._streamer.start_cursor(
             request.after_cursor, default_now=request.start != payment_pb2.RETENTION_START
         )
+        # Headers now, not with the first event: the client learns at once that it is subscribed
+        # (an idle stream may carry nothing until its first heartbeat).
+        await context.send_initial_metadata(())
         async for position, event in self._streamer.stream(
             application.id, _filter(request), cursor
         ):
