@@ -207,11 +207,19 @@ class EventStreamer:
             return cursor
         return await self._events.now() if default_now else START
 
+    def subscribe(self, application_id: UUID) -> Subscription:
+        """Registers for live events; from here on nothing is missed (pass it to `stream`)."""
+        return self._hub.subscribe(application_id)
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._hub.unsubscribe(subscription)
+
     async def stream(
-        self, application_id: UUID, event_filter: EventFilter, cursor: Cursor
+        self, subscription: Subscription, event_filter: EventFilter, cursor: Cursor
     ) -> AsyncIterator[tuple[Cursor, StoredEvent | None]]:
-        """Yields (cursor, event) in stream order, or (cursor, None) as a heartbeat."""
-        subscription = self._hub.subscribe(application_id)
+        """Yields (cursor, event) in stream order, or (cursor, None) as a heartbeat; ends the
+        subscription when it ends."""
+        application_id = subscription.application_id
         try:
             while True:
                 subscription.reset()

@@ -97,13 +97,17 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         cursor = await self._streamer.start_cursor(
             request.after_cursor, default_now=request.start != payment_pb2.RETENTION_START
         )
-        # Headers now, not with the first event: the client learns at once that it is subscribed
-        # (an idle stream may carry nothing until its first heartbeat).
-        await context.send_initial_metadata(())
-        async for position, event in self._streamer.stream(
-            application.id, _filter(request), cursor
-        ):
-            yield event_message(position, event)
+        subscription = self._streamer.subscribe(application.id)
+        try:
+            # Headers now, not with the first event: once a client has them it is subscribed
+            # and misses nothing (an idle stream may carry nothing until its first heartbeat).
+            await context.send_initial_metadata(())
+            async for position, event in self._streamer.stream(
+                subscription, _filter(request), cursor
+            ):
+                yield event_message(position, event)
+        finally:
+            self._streamer.unsubscribe(subscription)
 
     async def ListEvents(
         self, request: payment_pb2.ListEventsRequest, context: Context
