@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 
 from bench.payments import run_payments_bench
+from bench.stream import run_stream_bench
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
@@ -69,6 +70,7 @@ async def main() -> None:
         try:
             await run(cluster.dsn)
             await run_payments_bench(cluster.dsn, Path(tmp))
+            await run_stream_bench(cluster.dsn, Path(tmp))
         finally:
             cluster.destroy()
 
