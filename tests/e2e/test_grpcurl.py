@@ -50,6 +50,7 @@ async def test_list_shows_the_payment_health_and_reflection_services(server):
             "ReportInvoiceClosed",
             "CancelOrder",
             "StreamInvoiceEvents",
+            "ListEvents",
         )
     }
 

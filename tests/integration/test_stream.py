@@ -240,7 +240,7 @@ async def test_no_event_is_lost_when_the_listener_connection_is_killed(
     before = service.listener.connects
     killed = await service.pool.fetchval(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-        "WHERE query LIKE 'LISTEN%' AND datname = current_database()"
+        "WHERE application_name = 'portex-pay event listener' AND datname = current_database()"
     )
     assert killed >= 1
     paid = await stub.Pay(pay_request(), metadata=app.metadata)

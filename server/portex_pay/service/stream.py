@@ -220,6 +220,9 @@ class EventStreamer:
         """Yields (cursor, event) in stream order, or (cursor, None) as a heartbeat; ends the
         subscription when it ends."""
         application_id = subscription.application_id
+        # A first heartbeat at once: a client that started at NOW has a cursor to resume from
+        # even if the connection breaks before any event arrives.
+        yield cursor, None
         try:
             while True:
                 subscription.reset()

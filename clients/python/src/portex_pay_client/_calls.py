@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
-from typing import TypedDict, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypedDict, TypeVar
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
@@ -30,6 +30,20 @@ DEFAULT_TIMEOUT = 10.0
 
 DEFAULT_RETRY_POLICY = RetryPolicy()
 """Up to 4 attempts, waits growing from 0.1 s with jitter, capped at 2 s, UNAVAILABLE only."""
+
+DEFAULT_CHANNEL_OPTIONS: tuple[tuple[str, Any], ...] = (
+    # While a call is open (a watch, above all), ping every 30 s and give up on a connection that
+    # does not answer within 10 s: a server that vanished without closing the connection then
+    # fails the stream with UNAVAILABLE, and the watch resumes elsewhere. The server accepts
+    # pings every 10 s or more (payment.proto); a stream that only receives keeps pinging.
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    # gRPC's own reconnection backoff grows to 120 s by default; a watch waiting for a restarted
+    # server would sit that long after its own (at most 5 s) wait. Keep the two alike.
+    ("grpc.max_reconnect_backoff_ms", 5_000),
+)
+"""Channel options of the channels the clients create; ``options=`` entries override them."""
 
 
 class PayFields(TypedDict, total=False):
@@ -73,6 +87,13 @@ class ApiKey:
         return "ApiKey(***)"
 
     __str__ = __repr__
+
+
+def channel_options(options: Sequence[tuple[str, Any]] | None) -> list[tuple[str, Any]]:
+    """`DEFAULT_CHANNEL_OPTIONS` with the caller's ``options`` replacing or adding entries."""
+    merged = dict(DEFAULT_CHANNEL_OPTIONS)
+    merged.update(options or ())
+    return list(merged.items())
 
 
 def check_timeout(timeout: float) -> float:

@@ -4,14 +4,16 @@ Each method mirrors one RPC of ``portex.payment.v1.PaymentService``, takes and r
 generated messages, sends ``authorization: Bearer <api key>`` with every attempt, applies the
 client's deadline (or a per-call ``timeout=``) to all attempts together, retries UNAVAILABLE
 only where repeating is safe (see `portex_pay_client.retry`) and raises every RPC failure as
-`PortexPayError`. The client owns the channel it creates and closes it on `close()` or on leaving
+`PortexPayError`. The exception is `watch`, the event stream: no deadline, and it resumes
+after its last cursor whenever the stream breaks (see ``portex_pay_client._watch``). The client
+owns the channel it creates and closes it on `close()` or on leaving
 ``with``; a client made `from_channel` leaves the channel to its owner unless told otherwise. It
 may be shared between threads, as the channel is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, Unpack
 
@@ -28,8 +30,16 @@ from ._calls import (
     build_query_order_request,
     build_resume_payment_request,
     call_with_retries,
+    channel_options,
     check_timeout,
     resolve_timeout,
+)
+from ._watch import (
+    DEFAULT_WATCH_RETRY_POLICY,
+    EventWatch,
+    StartPositionLike,
+    build_list_events_request,
+    build_stream_request,
 )
 from .retry import RetryPolicy
 
@@ -70,11 +80,11 @@ class PaymentClient:
     ) -> None:
         key = ApiKey(api_key)
         timeout = check_timeout(timeout)
-        channel_options = list(options) if options is not None else None
+        merged_options = channel_options(options)
         if channel_credentials is None:
-            channel = grpc.insecure_channel(target, options=channel_options)
+            channel = grpc.insecure_channel(target, options=merged_options)
         else:
-            channel = grpc.secure_channel(target, channel_credentials, options=channel_options)
+            channel = grpc.secure_channel(target, channel_credentials, options=merged_options)
         self._setup(channel, key, target, timeout, retry, owns_channel=True)
 
     @classmethod
@@ -228,6 +238,82 @@ class PaymentClient:
             budget=resolve_timeout(self._timeout, timeout),
         )
 
-    # StreamInvoiceEvents goes here, as `watch(...)` returning an iterator of
-    # InvoiceEvent (resuming after the last cursor on UNAVAILABLE), once the server streams
-    # events; until then the RPC answers UNIMPLEMENTED and the client does not expose it.
+    def list_events(
+        self,
+        request: payment_pb2.ListEventsRequest | None = None,
+        *,
+        tg_payment_id: int | None = None,
+        tg_use_id: int | None = None,
+        types: Iterable[str] = (),
+        after_cursor: str = "",
+        start: StartPositionLike = None,
+        page_size: int = 0,
+        page_token: str = "",
+        timeout: float | None = None,
+    ) -> payment_pb2.ListEventsResponse:
+        """One page of the application's events in stream order (the ListEvents RPC).
+
+        The same as `AsyncPaymentClient.list_events`, blocking.
+        """
+        message = build_list_events_request(
+            request,
+            tg_payment_id=tg_payment_id,
+            tg_use_id=tg_use_id,
+            types=types,
+            after_cursor=after_cursor,
+            start=start,
+            page_size=page_size,
+            page_token=page_token,
+        )
+        metadata = self._api_key.metadata()
+
+        def attempt(attempt_timeout: float) -> payment_pb2.ListEventsResponse:
+            response: payment_pb2.ListEventsResponse = self._stub.ListEvents(
+                message, timeout=attempt_timeout, metadata=metadata
+            )
+            return response
+
+        return call_with_retries(
+            attempt,
+            policy=self._retry,
+            method="ListEvents",
+            budget=resolve_timeout(self._timeout, timeout),
+        )
+
+    def watch(
+        self,
+        *,
+        tg_payment_id: int | None = None,
+        tg_use_id: int | None = None,
+        types: Iterable[str] = (),
+        after_cursor: str = "",
+        start: StartPositionLike = None,
+        retry: RetryPolicy | None = None,
+    ) -> EventWatch:
+        """The application's events as they happen (StreamInvoiceEvents), resuming on its own.
+
+        ::
+
+            with client.watch(after_cursor=saved) as events:
+                for event in events:
+                    handle(event)
+                    save(events.cursor)
+
+        The same as `AsyncPaymentClient.watch`, blocking; `EventWatch.close` may be called from
+        another thread to stop it.
+        """
+        request = build_stream_request(
+            tg_payment_id=tg_payment_id,
+            tg_use_id=tg_use_id,
+            types=types,
+            after_cursor=after_cursor,
+            start=start,
+        )
+        metadata = self._api_key.metadata()
+
+        def open_stream(message: payment_pb2.StreamInvoiceEventsRequest) -> Any:
+            return self._stub.StreamInvoiceEvents(message, metadata=metadata)
+
+        return EventWatch(
+            open_stream, request, DEFAULT_WATCH_RETRY_POLICY if retry is None else retry
+        )

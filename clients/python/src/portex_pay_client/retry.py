@@ -2,11 +2,12 @@
 
 The decision is made by pure functions so that it can be read and tested on its own: a failed
 attempt is retried only when its status code is UNAVAILABLE, the RPC is safe to repeat
-(QueryOrder and ResumePayment only read; Pay only when it carries a ``request_id``, which the
-server de-duplicates on), the `RetryPolicy` allows another attempt, and the wait still fits in
-the call's overall deadline. The wait grows exponentially from `RetryPolicy.initial_backoff`, is
-capped at `RetryPolicy.max_backoff` and is shortened by up to `RetryPolicy.jitter` of itself at
-random, so that clients that failed together do not come back together.
+(QueryOrder, ResumePayment and ListEvents only read; Pay only when it carries a ``request_id``,
+which the server de-duplicates on), the `RetryPolicy` allows another attempt, and the wait still
+fits in the call's overall deadline. The wait grows exponentially from
+`RetryPolicy.initial_backoff`, is capped at `RetryPolicy.max_backoff` and is shortened by up to
+`RetryPolicy.jitter` of itself at random, so that clients that failed together do not come back
+together. The same backoff spaces a watch's reconnections (``portex_pay_client._watch``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ __all__ = [
 RETRYABLE_CODES: frozenset[grpc.StatusCode] = frozenset({grpc.StatusCode.UNAVAILABLE})
 """The only status codes that are ever retried; every other code reaches the caller at once."""
 
-READ_ONLY_METHODS: frozenset[str] = frozenset({"QueryOrder", "ResumePayment"})
+READ_ONLY_METHODS: frozenset[str] = frozenset({"QueryOrder", "ResumePayment", "ListEvents"})
 """RPCs (by their name in the proto service) that change nothing and so may always be repeated."""
 
 IDEMPOTENT_WITH_REQUEST_ID: frozenset[str] = frozenset({"Pay"})
@@ -80,15 +81,21 @@ class RetryPolicy:
         """
         if attempt < 1:
             raise ValueError("attempt is 1-based")
-        ceiling = min(self.max_backoff, self.initial_backoff * self.multiplier ** (attempt - 1))
+        try:
+            grown = self.initial_backoff * float(self.multiplier) ** (attempt - 1)
+        except OverflowError:  # a watch that has failed for hours: long since at the cap
+            grown = self.max_backoff
+        ceiling = min(self.max_backoff, grown)
         return ceiling * (1.0 - self.jitter * rand())
 
 
 def is_retry_safe(method: str, *, request_id: str = "") -> bool:
     """Whether repeating ``method`` (its proto name, e.g. ``"Pay"``) cannot do anything twice.
 
-    QueryOrder and ResumePayment only read. Pay is safe only with a non-empty ``request_id``:
-    without one every call creates a new order. Any other method is treated as unsafe.
+    QueryOrder, ResumePayment and ListEvents only read. Pay is safe only with a non-empty
+    ``request_id``: without one every call creates a new order. Any other method is treated as
+    unsafe. (StreamInvoiceEvents is not retried as a call: `AsyncPaymentClient.watch` resumes it
+    from its last cursor instead, see ``portex_pay_client._watch``.)
     """
     if method in READ_ONLY_METHODS:
         return True

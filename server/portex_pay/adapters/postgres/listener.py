@@ -18,6 +18,8 @@ import structlog
 log = structlog.get_logger(__name__)
 
 CHANNEL = "portex_events"
+# Names the connection in pg_stat_activity, for operators (and for tests that cut it).
+APPLICATION_NAME = "portex-pay event listener"
 
 
 class EventListener:
@@ -33,7 +35,9 @@ class EventListener:
             lost = asyncio.Event()
             conn: asyncpg.Connection | None = None
             try:
-                conn = await asyncpg.connect(self._dsn)
+                conn = await asyncpg.connect(
+                    self._dsn, server_settings={"application_name": APPLICATION_NAME}
+                )
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, lambda *_args: self._wake())
                 self.connects += 1

@@ -1,0 +1,172 @@
+"""``portex-pay-watch``: an application's payment events as JSON lines, resuming on its own.
+
+::
+
+    PORTEX_API_KEY=ppk_... portex-pay-watch --target 127.0.0.1:50051 --type order.paid
+
+prints one JSON object per event on stdout (UTF-8; the protobuf JSON mapping, field names as grpcurl
+shows them: ``eventId``, ``occurredAt``, ``order.tgPaymentId``), flushed line by line; heartbeats
+are not printed. When the stream breaks it resumes after the last cursor, so every event is
+printed once. On SIGINT or SIGTERM it exits with status 0; on a failure it cannot recover from
+(a wrong key, an expired cursor: OUT_OF_RANGE / CURSOR_EXPIRED) with status 1. Either way the last
+line it writes to stderr is the cursor alone (empty when none was received), to resume with::
+
+    portex-pay-watch ... 2> >(tail -n 1 > cursor.txt)
+    portex-pay-watch --after "$(cat cursor.txt)" ...
+
+Other stderr lines (reconnections, errors) start with ``portex-pay-watch:``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+import grpc  # type: ignore[import-untyped, unused-ignore]
+from google.protobuf.json_format import MessageToDict
+
+from portex.payment.v1 import payment_pb2
+
+from ._calls import ApiKey
+from .aio import AsyncPaymentClient
+from .errors import PortexPayError
+
+__all__ = ["main"]
+
+PROG = "portex-pay-watch"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=(
+            "Print a Portex Pay application's events as JSON lines, resuming after the last "
+            "cursor when the stream breaks. The last stderr line on exit is that cursor."
+        ),
+    )
+    parser.add_argument(
+        "--target", default="127.0.0.1:50051", help="gRPC target (default %(default)s)"
+    )
+    parser.add_argument(
+        "--api-key", help="the application's API key (default: the PORTEX_API_KEY variable)"
+    )
+    parser.add_argument(
+        "--tls", action="store_true", help="connect with TLS (system root certificates)"
+    )
+    parser.add_argument(
+        "--order", type=int, metavar="N", help="only the events of this order (tg_payment_id)"
+    )
+    parser.add_argument(
+        "--user", type=int, metavar="N", help="only the events of this user's orders (tg_use_id)"
+    )
+    parser.add_argument(
+        "--type",
+        dest="types",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="T",
+        help="only events of these types, e.g. order.paid (repeatable)",
+    )
+    parser.add_argument(
+        "--after", default="", metavar="CURSOR", help="resume right after this cursor"
+    )
+    parser.add_argument(
+        "--from-start",
+        action="store_true",
+        help="without --after: every retained event first (default: only new ones)",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="do not report reconnections on stderr"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    api_key = args.api_key or os.environ.get("PORTEX_API_KEY", "")
+    if not api_key:
+        parser.error("an API key is needed: --api-key KEY or the PORTEX_API_KEY variable")
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(encoding="utf-8")  # JSON lines are UTF-8, whatever the locale
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+    watch_log = logging.getLogger("portex_pay_client.watch")
+    watch_log.addHandler(handler)
+    watch_log.setLevel(logging.WARNING if args.quiet else logging.INFO)
+    try:
+        ApiKey(api_key)
+    except ValueError as error:
+        parser.error(str(error))
+    return asyncio.run(_run(args, api_key))
+
+
+async def _run(args: argparse.Namespace, api_key: str) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    credentials = grpc.ssl_channel_credentials() if args.tls else None
+    async with AsyncPaymentClient(args.target, api_key, channel_credentials=credentials) as client:
+        watch = client.watch(
+            tg_payment_id=args.order,
+            tg_use_id=args.user,
+            types=args.types,
+            after_cursor=args.after,
+            start=payment_pb2.RETENTION_START if args.from_start else payment_pb2.NOW,
+        )
+        # The cursor of the last event written out; the watch's own may be one event further
+        # when writing that event failed.
+        written = watch.cursor
+
+        async def pump() -> None:
+            nonlocal written
+            async for event in watch:
+                line = json.dumps(MessageToDict(event), ensure_ascii=False, separators=(",", ":"))
+                sys.stdout.write(line + "\n")
+                sys.stdout.flush()
+                written = watch.cursor
+
+        pumping = asyncio.create_task(pump())
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({pumping, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        status = 0
+        unexpected: BaseException | None = None
+        if stop.is_set():
+            pumping.cancel()
+            # Cancelled while waiting for the next event: everything handed out was written.
+            with contextlib.suppress(asyncio.CancelledError):
+                await pumping
+            resume_at = watch.cursor
+        else:
+            stopping.cancel()
+            resume_at = written
+            error = pumping.exception()
+            status = 1
+            if isinstance(error, BrokenPipeError):
+                # The reader went away: keep Python from complaining about stdout at exit.
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            elif isinstance(error, PortexPayError):
+                print(f"{PROG}: {error}", file=sys.stderr)
+            elif error is not None:
+                unexpected = error
+            else:  # the watch ended without an error: it was closed, which never happens here
+                resume_at = watch.cursor
+        await watch.aclose()
+    print(resume_at, file=sys.stderr, flush=True)
+    if unexpected is not None:
+        raise unexpected
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
