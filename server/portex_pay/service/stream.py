@@ -116,6 +116,7 @@ class EventHub:
         self._wake = asyncio.Event()
         self._subscribers: dict[UUID, set[Subscription]] = {}
         self._closed = False
+        self._joins = 0
         self.head: Cursor | None = None
         self.delivered = 0
 
@@ -136,6 +137,7 @@ class EventHub:
     def subscribe(self, application_id: UUID) -> Subscription:
         if self._closed:
             raise ShuttingDown("this server is shutting down; resume on another replica")
+        self._joins += 1
         subscription = Subscription(application_id, asyncio.Queue(maxsize=self._queue_size))
         self._subscribers.setdefault(application_id, set()).add(subscription)
         return subscription
@@ -168,6 +170,15 @@ class EventHub:
 
     async def _tail(self) -> None:
         assert self.head is not None
+        if not self._subscribers:
+            # Nobody to feed: move the head to "now" with one tiny query instead of reading and
+            # decoding every event. Unless someone subscribed meanwhile: a newcomer catches up
+            # from the table only up to its own horizon, which may lie before ours.
+            joins = self._joins
+            horizon = await self._events.now()
+            if joins == self._joins and not self._subscribers:
+                self.head = max(self.head, horizon)
+            return
         while True:
             batch = await self._events.read_after(self.head, limit=_BATCH)
             for event in batch:
