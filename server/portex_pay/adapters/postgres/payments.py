@@ -316,15 +316,6 @@ class PaymentRepository:
             )
             return order, (dict(refund) if refund else {})
 
-    async def get_refund(self, application_id: UUID, tg_payment_id: int) -> dict[str, Any] | None:
-        row = await self._pool.fetchrow(
-            "SELECT * FROM refunds WHERE tg_payment_id = $1 AND application_id = $2 "
-            "AND reason = 'requested'",
-            tg_payment_id,
-            application_id,
-        )
-        return None if row is None else dict(row)
-
     async def claim_due_refunds(self, limit: int, lease_seconds: float) -> list[DueRefund]:
         """Claims due refunds (SKIP LOCKED: replicas share the work) by pushing their next
         attempt past the lease; no connection is held while Telegram is called."""

@@ -57,11 +57,3 @@ class PollLeases:
             bot_id,
             self.owner,
         )
-
-    async def holder(self, bot_id: int) -> str | None:
-        """The live lease holder, if any."""
-        owner: str | None = await self._pool.fetchval(
-            "SELECT lease_owner FROM poll_state WHERE bot_id = $1 AND lease_until > now()",
-            bot_id,
-        )
-        return owner
