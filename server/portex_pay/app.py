@@ -10,7 +10,6 @@ the HTTP server, the Telegram session and the pool are closed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import socket
@@ -54,7 +53,6 @@ from portex_pay.service.worker import PeriodicWorker
 log = structlog.get_logger(__name__)
 
 SERVICE_NAME = payment_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name
-_IDEMPOTENCY_PRUNE_INTERVAL = 3600.0
 
 
 async def wait_for_database(dsn: str, timeout: float) -> asyncpg.Connection:
@@ -202,7 +200,11 @@ class PortexApp:
         self.http_port = self._http_runner.addresses[0][1]
 
         self._spawn("health-probe", self._probe_database())
-        self._spawn("idempotency-pruner", self._prune_idempotency_keys())
+        key_ttl = settings.idempotency_ttl_seconds
+        idempotency_pruner = PeriodicWorker(
+            "idempotency-pruner", lambda: orders.prune_idempotency_keys(key_ttl), idle=3600.0
+        )
+        self._spawn("idempotency-pruner", idempotency_pruner.run())
         self._spawn("event-hub", self.hub.run())
         self._spawn("event-listener", self.listener.run())
         retention = settings.event_retention_days * 86_400
@@ -268,15 +270,6 @@ class PortexApp:
                 reachable = False
             await self._set_serving(reachable)
 
-    async def _prune_idempotency_keys(self) -> None:
-        orders = OrderRepository(self.pool)
-        while True:
-            with contextlib.suppress(Exception):
-                pruned = await orders.prune_idempotency_keys(self.settings.idempotency_ttl_seconds)
-                if pruned:
-                    log.info("idempotency keys pruned", count=pruned)
-            await asyncio.sleep(_IDEMPOTENCY_PRUNE_INTERVAL)
-
     async def stop(self) -> None:
         """Graceful shutdown; safe to call more than once."""
         if self._stopped.is_set():
@@ -303,6 +296,3 @@ class PortexApp:
         if self._pool is not None:
             await self._pool.close()
         log.info("stopped")
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
