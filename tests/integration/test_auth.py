@@ -134,3 +134,22 @@ async def test_the_authenticator_caches_lookups_for_its_ttl(service, app: TestAp
     now[0] = 5.1
     await authenticator.authenticate(header)
     assert len(calls) == 2
+
+
+@pytest.mark.parametrize("rpc", ["CancelOrder", "RefundPayment", "ReportInvoiceClosed"])
+async def test_another_application_cannot_change_an_order(stub, service, make_app, rpc):
+    owner, stranger = await make_app(), await make_app()
+    order = await stub.Pay(pay_request(), metadata=owner.metadata)
+    requests = {
+        "CancelOrder": payment_pb2.CancelOrderRequest(tg_payment_id=order.tg_payment_id),
+        "RefundPayment": payment_pb2.RefundPaymentRequest(tg_payment_id=order.tg_payment_id),
+        "ReportInvoiceClosed": payment_pb2.ReportInvoiceClosedRequest(
+            tg_payment_id=order.tg_payment_id, status="paid"
+        ),
+    }
+    code, reason = await _code(getattr(stub, rpc)(requests[rpc], metadata=stranger.metadata))
+    assert (code, reason) == (grpc.StatusCode.NOT_FOUND, "ORDER_NOT_FOUND")
+    row = await service.pool.fetchrow(
+        "SELECT state, client_report FROM orders WHERE tg_payment_id = $1", order.tg_payment_id
+    )
+    assert (row["state"], row["client_report"]) == ("pending", None)
