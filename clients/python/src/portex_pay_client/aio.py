@@ -147,6 +147,24 @@ class AsyncPaymentClient:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(target={self._target!r}, timeout={self._timeout!r})"
 
+    async def _unary(
+        self, method: str, message: Any, timeout: float | None, request_id: str = ""
+    ) -> Any:
+        """One RPC with the API key, within one deadline, retried where `retry` allows."""
+        rpc = getattr(self._stub, method)
+        metadata = self._api_key.metadata()
+
+        async def attempt(attempt_timeout: float) -> Any:
+            return await rpc(message, timeout=attempt_timeout, metadata=metadata)
+
+        return await acall_with_retries(
+            attempt,
+            policy=self._retry,
+            method=method,
+            budget=resolve_timeout(self._timeout, timeout),
+            request_id=request_id,
+        )
+
     async def close(self, grace: float | None = None) -> None:
         """Closes the channel if this client owns it; in-flight calls get ``grace`` seconds."""
         if self._owns_channel:
@@ -177,21 +195,10 @@ class AsyncPaymentClient:
         request_id=str(uuid.uuid4()))``. Retried on UNAVAILABLE only when ``request_id`` is set.
         """
         message = build_pay_request(request, fields)
-        metadata = self._api_key.metadata()
-
-        async def attempt(attempt_timeout: float) -> payment_pb2.PayResponse:
-            response: payment_pb2.PayResponse = await self._stub.Pay(
-                message, timeout=attempt_timeout, metadata=metadata
-            )
-            return response
-
-        return await acall_with_retries(
-            attempt,
-            policy=self._retry,
-            method="Pay",
-            budget=resolve_timeout(self._timeout, timeout),
-            request_id=message.request_id,
+        response: payment_pb2.PayResponse = await self._unary(
+            "Pay", message, timeout, request_id=message.request_id
         )
+        return response
 
     async def query_order(
         self,
@@ -201,20 +208,8 @@ class AsyncPaymentClient:
     ) -> payment_pb2.Order:
         """Returns one of the application's orders by id (the QueryOrder RPC)."""
         message = build_query_order_request(tg_payment_id)
-        metadata = self._api_key.metadata()
-
-        async def attempt(attempt_timeout: float) -> payment_pb2.Order:
-            response: payment_pb2.Order = await self._stub.QueryOrder(
-                message, timeout=attempt_timeout, metadata=metadata
-            )
-            return response
-
-        return await acall_with_retries(
-            attempt,
-            policy=self._retry,
-            method="QueryOrder",
-            budget=resolve_timeout(self._timeout, timeout),
-        )
+        response: payment_pb2.Order = await self._unary("QueryOrder", message, timeout)
+        return response
 
     async def resume_payment(
         self,
@@ -224,20 +219,10 @@ class AsyncPaymentClient:
     ) -> payment_pb2.ResumePaymentResponse:
         """Finds the user's most recent order that can still be paid (the ResumePayment RPC)."""
         message = build_resume_payment_request(tg_use_id)
-        metadata = self._api_key.metadata()
-
-        async def attempt(attempt_timeout: float) -> payment_pb2.ResumePaymentResponse:
-            response: payment_pb2.ResumePaymentResponse = await self._stub.ResumePayment(
-                message, timeout=attempt_timeout, metadata=metadata
-            )
-            return response
-
-        return await acall_with_retries(
-            attempt,
-            policy=self._retry,
-            method="ResumePayment",
-            budget=resolve_timeout(self._timeout, timeout),
+        response: payment_pb2.ResumePaymentResponse = await self._unary(
+            "ResumePayment", message, timeout
         )
+        return response
 
     async def list_events(
         self,
@@ -269,20 +254,8 @@ class AsyncPaymentClient:
             page_size=page_size,
             page_token=page_token,
         )
-        metadata = self._api_key.metadata()
-
-        async def attempt(attempt_timeout: float) -> payment_pb2.ListEventsResponse:
-            response: payment_pb2.ListEventsResponse = await self._stub.ListEvents(
-                message, timeout=attempt_timeout, metadata=metadata
-            )
-            return response
-
-        return await acall_with_retries(
-            attempt,
-            policy=self._retry,
-            method="ListEvents",
-            budget=resolve_timeout(self._timeout, timeout),
-        )
+        response: payment_pb2.ListEventsResponse = await self._unary("ListEvents", message, timeout)
+        return response
 
     def watch(
         self,

@@ -146,6 +146,18 @@ class PaymentClient:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(target={self._target!r}, timeout={self._timeout!r})"
 
+    def _unary(self, method: str, message: Any, timeout: float | None, request_id: str = "") -> Any:
+        """One RPC with the API key, within one deadline, retried where `retry` allows."""
+        rpc = getattr(self._stub, method)
+        metadata = self._api_key.metadata()
+        return call_with_retries(
+            lambda attempt_timeout: rpc(message, timeout=attempt_timeout, metadata=metadata),
+            policy=self._retry,
+            method=method,
+            budget=resolve_timeout(self._timeout, timeout),
+            request_id=request_id,
+        )
+
     def close(self) -> None:
         """Closes the channel if this client owns it, cancelling calls still in flight."""
         if self._owns_channel:
@@ -176,21 +188,10 @@ class PaymentClient:
         request_id=str(uuid.uuid4()))``. Retried on UNAVAILABLE only when ``request_id`` is set.
         """
         message = build_pay_request(request, fields)
-        metadata = self._api_key.metadata()
-
-        def attempt(attempt_timeout: float) -> payment_pb2.PayResponse:
-            response: payment_pb2.PayResponse = self._stub.Pay(
-                message, timeout=attempt_timeout, metadata=metadata
-            )
-            return response
-
-        return call_with_retries(
-            attempt,
-            policy=self._retry,
-            method="Pay",
-            budget=resolve_timeout(self._timeout, timeout),
-            request_id=message.request_id,
+        response: payment_pb2.PayResponse = self._unary(
+            "Pay", message, timeout, request_id=message.request_id
         )
+        return response
 
     def query_order(
         self,
@@ -200,20 +201,8 @@ class PaymentClient:
     ) -> payment_pb2.Order:
         """Returns one of the application's orders by id (the QueryOrder RPC)."""
         message = build_query_order_request(tg_payment_id)
-        metadata = self._api_key.metadata()
-
-        def attempt(attempt_timeout: float) -> payment_pb2.Order:
-            response: payment_pb2.Order = self._stub.QueryOrder(
-                message, timeout=attempt_timeout, metadata=metadata
-            )
-            return response
-
-        return call_with_retries(
-            attempt,
-            policy=self._retry,
-            method="QueryOrder",
-            budget=resolve_timeout(self._timeout, timeout),
-        )
+        response: payment_pb2.Order = self._unary("QueryOrder", message, timeout)
+        return response
 
     def resume_payment(
         self,
@@ -223,20 +212,8 @@ class PaymentClient:
     ) -> payment_pb2.ResumePaymentResponse:
         """Finds the user's most recent order that can still be paid (the ResumePayment RPC)."""
         message = build_resume_payment_request(tg_use_id)
-        metadata = self._api_key.metadata()
-
-        def attempt(attempt_timeout: float) -> payment_pb2.ResumePaymentResponse:
-            response: payment_pb2.ResumePaymentResponse = self._stub.ResumePayment(
-                message, timeout=attempt_timeout, metadata=metadata
-            )
-            return response
-
-        return call_with_retries(
-            attempt,
-            policy=self._retry,
-            method="ResumePayment",
-            budget=resolve_timeout(self._timeout, timeout),
-        )
+        response: payment_pb2.ResumePaymentResponse = self._unary("ResumePayment", message, timeout)
+        return response
 
     def list_events(
         self,
@@ -265,20 +242,8 @@ class PaymentClient:
             page_size=page_size,
             page_token=page_token,
         )
-        metadata = self._api_key.metadata()
-
-        def attempt(attempt_timeout: float) -> payment_pb2.ListEventsResponse:
-            response: payment_pb2.ListEventsResponse = self._stub.ListEvents(
-                message, timeout=attempt_timeout, metadata=metadata
-            )
-            return response
-
-        return call_with_retries(
-            attempt,
-            policy=self._retry,
-            method="ListEvents",
-            budget=resolve_timeout(self._timeout, timeout),
-        )
+        response: payment_pb2.ListEventsResponse = self._unary("ListEvents", message, timeout)
+        return response
 
     def watch(
         self,
