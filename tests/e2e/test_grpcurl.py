@@ -114,3 +114,31 @@ async def test_a_call_without_a_key_is_unauthenticated(server):
     )
     assert code != 0
     assert "Unauthenticated" in err
+
+
+async def test_report_takes_the_sdks_invoice_closed_result_and_events_list(server, app: TestApp):
+    auth = f"authorization: Bearer {app.api_key}"
+    pay = json.dumps({"tg_use_id": 42, "amount": 5, "label": "l", "title": "t", "description": "d"})
+    code, out, err = await grpcurl(
+        "-plaintext", "-H", auth, "-d", pay, server.target, f"{SERVICE}/Pay"
+    )
+    assert code == 0, err
+    order_id = json.loads(out)["tgPaymentId"]
+    # The SDK's InvoiceClosedResult object, as the Mini App's callback received it.
+    closed = json.dumps({"orderId": int(order_id), "status": "cancelled"})
+    code, out, err = await grpcurl(
+        "-plaintext", "-H", auth, "-d", closed, server.target, f"{SERVICE}/ReportInvoiceClosed"
+    )
+    assert code == 0, err
+    assert json.loads(out)["order"]["clientReport"] == "cancelled"
+
+    code, out, err = await grpcurl(
+        "-plaintext", "-H", auth, "-d", json.dumps({"tg_payment_id": order_id}),
+        server.target, f"{SERVICE}/ListEvents",
+    )  # fmt: skip
+    assert code == 0, err
+    assert [e["type"] for e in json.loads(out)["events"]] == [
+        "order.created",
+        "order.invoice_created",
+        "order.client_report",
+    ]
