@@ -72,6 +72,16 @@ async def wait_for_database(dsn: str, timeout: float) -> asyncpg.Connection:
             delay = min(delay * 2, 2.0)
 
 
+def telegram_client(session: aiohttp.ClientSession, settings: Settings) -> BotApiClient:
+    """The Bot API client as configured (base URL, timeout, test environment)."""
+    return BotApiClient(
+        session,
+        settings.telegram_api_url,
+        settings.telegram_timeout,
+        test_environment=settings.telegram_test_environment,
+    )
+
+
 def _replica_id() -> str:
     """Names this process among replicas (poll lease owner)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
@@ -110,7 +120,7 @@ class PortexApp:
             settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
         )
         self._session = await new_session()
-        bot_api = BotApiClient(self._session, settings.telegram_api_url, settings.telegram_timeout)
+        bot_api = telegram_client(self._session, settings)
         applications = ApplicationRepository(self._pool)
         payments = PaymentsService(
             OrderRepository(self._pool),

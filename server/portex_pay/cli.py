@@ -28,8 +28,8 @@ from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.postgres.payments import PaymentRepository
 from portex_pay.adapters.postgres.pool import create_pool
-from portex_pay.adapters.telegram.client import BotApiClient, new_session
-from portex_pay.app import PortexApp, wait_for_database
+from portex_pay.adapters.telegram.client import new_session
+from portex_pay.app import PortexApp, telegram_client, wait_for_database
 from portex_pay.config import DEFAULT_GRPC_ADDR, ConfigError, Settings
 from portex_pay.logging import configure_logging
 from portex_pay.service.applications import AdminError, ApplicationAdmin
@@ -73,7 +73,7 @@ async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
         await migrate(conn)
         admin = ApplicationAdmin(
             ApplicationRepository(conn),
-            BotApiClient(session, settings.telegram_api_url, settings.telegram_timeout),
+            telegram_client(session, settings),
         )
         result: Any
         if options.admin_command == "create-app":
@@ -129,7 +129,7 @@ async def _reconcile(
         application = await ApplicationRepository(pool).get(application_id)
         if application is None or not application.bot_token:
             raise AdminError(f"no application {application_id} with a bot")
-        bot_api = BotApiClient(session, settings.telegram_api_url, settings.telegram_timeout)
+        bot_api = telegram_client(session, settings)
         processor = UpdateProcessor(
             PaymentRepository(pool),
             bot_api,

@@ -28,6 +28,7 @@ class Settings:
     http_addr: str = "127.0.0.1:8080"
     telegram_api_url: str = "https://api.telegram.org"
     telegram_timeout: float = 10.0
+    telegram_test_environment: bool = False
     log_format: str = "auto"  # auto | json | console
     log_level: str = "info"
     db_pool_min: int = 2
@@ -98,6 +99,7 @@ class Settings:
             ("PORTEX_TELEGRAM_POLLERS", "telegram_pollers"),
             ("PORTEX_AUTO_REFUND", "auto_refund"),
             ("PORTEX_CALLBACKS", "callback_delivery"),
+            ("PORTEX_TELEGRAM_TEST_ENV", "telegram_test_environment"),
         ):
             if name in env:
                 flag = env[name].strip().lower()

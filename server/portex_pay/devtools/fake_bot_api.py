@@ -170,6 +170,7 @@ class RecordedCall:
     params: dict[str, Any]
     time: float  # Unix time
     via_webhook_reply: bool = False
+    test_environment: bool = False  # came as /bot{token}/test/{method}
 
 
 @dataclass
@@ -1067,7 +1068,8 @@ class FakeBotApi:
         # Bot API: "All methods in the Bot API are case-insensitive."
         entry = self._methods.get(requested.lower())
         method = entry[0] if entry else requested
-        self._record(RecordedCall(method, token, raw, time.time()))
+        test_environment = request.path.endswith(f"/test/{requested}")
+        self._record(RecordedCall(method, token, raw, time.time(), False, test_environment))
 
         delay = self._take_fault("delay", method, token)
         if delay is not None:

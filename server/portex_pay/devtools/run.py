@@ -20,8 +20,8 @@ from pathlib import Path
 
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.migrations import migrate
-from portex_pay.adapters.telegram.client import BotApiClient, new_session
-from portex_pay.app import wait_for_database
+from portex_pay.adapters.telegram.client import new_session
+from portex_pay.app import telegram_client, wait_for_database
 from portex_pay.cli import serve
 from portex_pay.config import ConfigError, Settings
 from portex_pay.devtools.fake_bot_api import FakeBotApi
@@ -48,9 +48,7 @@ async def _ensure_dev_app(settings: Settings, bot_token: str | None) -> tuple[st
     try:
         await migrate(conn)
         repository = ApplicationRepository(conn)
-        admin = ApplicationAdmin(
-            repository, BotApiClient(session, settings.telegram_api_url, settings.telegram_timeout)
-        )
+        admin = ApplicationAdmin(repository, telegram_client(session, settings))
         key_file = DATA_DIR / "dev-api-key"
         existing = await repository.get_by_name(DEV_APP)
         if existing is None:

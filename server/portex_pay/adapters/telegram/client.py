@@ -38,15 +38,24 @@ class TelegramNetworkError(Exception):
 
 
 class BotApiClient:
-    def __init__(self, session: aiohttp.ClientSession, base_url: str, timeout: float) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        timeout: float,
+        *,
+        test_environment: bool = False,
+    ) -> None:
         self._session = session
         self._base_url = base_url.rstrip("/")
         self._timeout = timeout
+        # Telegram's test environment puts `/test` after the token: /bot{token}/test/{method}.
+        self._method_prefix = "test/" if test_environment else ""
 
     async def call(
         self, token: str, method: str, params: dict[str, Any], *, timeout: float | None = None
     ) -> Any:
-        url = f"{self._base_url}/bot{token}/{method}"
+        url = f"{self._base_url}/bot{token}/{self._method_prefix}{method}"
         limit = aiohttp.ClientTimeout(total=self._timeout if timeout is None else timeout)
         try:
             async with self._session.post(url, json=params, timeout=limit) as response:
