@@ -91,7 +91,10 @@ async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
                 "bot_id": bot.bot_id,
                 "bot_username": bot.username,
             }
-            if settings.public_url and settings.telegram_updates == "webhook":
+            bound_app = await ApplicationRepository(conn).get(options.app)
+            own_mode = bound_app.updates_mode if bound_app else None
+            if settings.public_url and (own_mode or settings.telegram_updates) == "webhook":
+                # A bot bound in webhook mode is pointed at us at once.
                 result["webhook_url"] = await admin.register_webhook(
                     options.app, settings.public_url
                 )

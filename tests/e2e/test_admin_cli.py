@@ -248,3 +248,19 @@ async def test_set_webhook_registers_our_url_secret_and_update_kinds(
         "SELECT updates_mode FROM applications WHERE id = $1::uuid", app_id
     )
     assert stored == "polling"
+
+
+async def test_binding_a_bot_in_webhook_mode_registers_the_webhook(database_url, fake_telegram):
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    _, created, _ = await admin(database_url, fake_telegram, "create-app", "--name", name)
+    app_id = created["application_id"]
+    await admin(database_url, fake_telegram, "set-updates", "--app", app_id, "--mode", "webhook")
+    token = new_bot_token()
+    fake_telegram.add_bot(token)
+    code, bound, err = await admin(
+        database_url, fake_telegram, "set-bot-token", "--app", app_id, "--bot-token", token,
+        env={"PORTEX_PUBLIC_URL": "https://pay.example.com"},
+    )  # fmt: skip
+    assert code == 0, err
+    assert bound["webhook_url"] == f"https://pay.example.com/telegram/webhook/{app_id}"
+    assert fake_telegram.calls_for("setWebhook", token=token)
