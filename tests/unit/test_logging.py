@@ -36,3 +36,16 @@ def test_library_and_structlog_lines_are_json_without_secrets(
     assert [line["event"].split()[0] for line in lines] == ["calling", "failed"]
     assert lines[1]["logger"] == "aiohttp.client"
     assert all(TOKEN not in json.dumps(line) and KEY not in json.dumps(line) for line in lines)
+
+
+def test_auto_format_is_json_when_stderr_is_not_a_terminal(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("auto", "info")  # pytest's captured stderr is not a terminal
+    try:
+        structlog.get_logger("portex_pay.test").info("hello", answer=42)
+        line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    assert (line["event"], line["answer"], line["level"]) == ("hello", 42, "info")
