@@ -401,3 +401,34 @@ async def test_five_hundred_subscribers_all_receive_each_event(service, app):
             reader.close()
         for channel in channels:
             await channel.close()
+
+
+async def test_stream_order_compares_transaction_ids_as_numbers(empty_db: str):
+    """xid 9 comes before xid 10 and 100 (as text it would not), so no event is reordered or
+    skipped when transaction ids gain a digit."""
+    from portex_pay.adapters.postgres.events import Cursor, EventLog
+    from portex_pay.adapters.postgres.migrations import migrate
+    from portex_pay.adapters.postgres.pool import create_pool
+
+    pool = await create_pool(empty_db, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            await migrate(conn)
+        app_id = await pool.fetchval(
+            "INSERT INTO applications (name, webhook_secret, signing_secret) "
+            "VALUES ('order', 's', 's') RETURNING id"
+        )
+        for xid in (10, 9, 100):  # long-finished transaction ids: below any live horizon
+            await pool.execute(
+                "INSERT INTO events (xid, application_id, type) "
+                "VALUES ($1::text::xid8, $2, 'test.xid')",
+                str(xid),
+                app_id,
+            )
+        log = EventLog(pool)
+        everything = await log.read_after(Cursor(0, 0), limit=10)
+        assert [e.cursor.xid for e in everything] == [9, 10, 100]
+        after_first = await log.read_after(everything[0].cursor, limit=10)
+        assert [e.cursor.xid for e in after_first] == [10, 100]
+    finally:
+        await pool.close()

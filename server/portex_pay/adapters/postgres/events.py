@@ -70,7 +70,7 @@ class StoredEvent:
 
 def _event(row: asyncpg.Record) -> StoredEvent:
     return StoredEvent(
-        cursor=Cursor(int(row["xid"]), row["id"]),
+        cursor=Cursor(int(row["xid_text"]), row["id"]),
         application_id=row["application_id"],
         tg_payment_id=row["tg_payment_id"],
         type=row["type"],
@@ -94,13 +94,15 @@ class EventLog:
         """Up to `limit` events after `cursor`, in stream order, below the safe horizon."""
         rows = await self._pool.fetch(
             """
-            SELECT xid::text AS xid, id, application_id, tg_payment_id, type, data, occurred_at
+            SELECT xid::text AS xid_text, id, application_id, tg_payment_id, type, data,
+                occurred_at
             FROM events
             WHERE (xid, id) > ($1::text::xid8, $2::bigint)
               AND xid < pg_snapshot_xmin(pg_current_snapshot())
               AND ($3::uuid IS NULL OR application_id = $3)
               AND ($4::bigint IS NULL OR tg_payment_id = $4)
-            ORDER BY xid, id
+            -- The table's xid8, numerically: not the text alias above ("1000" < "999").
+            ORDER BY events.xid, events.id
             LIMIT $5
             """,
             str(cursor.xid),
