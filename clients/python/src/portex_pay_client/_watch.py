@@ -187,30 +187,13 @@ def _ended_error() -> PortexPayError:
     )
 
 
-class AsyncEventWatch:
-    """The events of a ``StreamInvoiceEvents`` stream that resumes itself (see the module doc).
-
-    ``async for event in watch`` yields each `InvoiceEvent` once (never a heartbeat); `cursor`
-    is the position to resume from — persist it after handling an event, and pass it as
-    ``after_cursor`` to a later watch. The stream opens on the first iteration. Use
-    ``async with`` (or `aclose()`) to end it; cancelling a task that waits for an event ends the
-    current connection only, and a later iteration resumes from `cursor`.
-    """
+class _Watch:
+    """What both watches share: the resume position and whether the watch has ended."""
 
     __slots__ = ("_call", "_closed", "_open", "_position")
 
-    def __init__(
-        self,
-        open_stream: Callable[[payment_pb2.StreamInvoiceEventsRequest], Any],
-        request: payment_pb2.StreamInvoiceEventsRequest,
-        policy: RetryPolicy,
-        *,
-        rand: Callable[[], float] = random.random,
-    ) -> None:
-        self._open = open_stream
-        self._position = _Position(request, policy, rand)
-        self._call: Any = None
-        self._closed = asyncio.Event()
+    _position: _Position
+    _closed: asyncio.Event | threading.Event
 
     @property
     def cursor(self) -> str:
@@ -226,6 +209,36 @@ class AsyncEventWatch:
     def closed(self) -> bool:
         """True once the watch has ended: closed, or failed for good."""
         return self._closed.is_set()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(cursor={self.cursor!r}, reconnects={self.reconnects})"
+
+
+class AsyncEventWatch(_Watch):
+    """The events of a ``StreamInvoiceEvents`` stream that resumes itself (see the module doc).
+
+    ``async for event in watch`` yields each `InvoiceEvent` once (never a heartbeat); `cursor`
+    is the position to resume from — persist it after handling an event, and pass it as
+    ``after_cursor`` to a later watch. The stream opens on the first iteration. Use
+    ``async with`` (or `aclose()`) to end it; cancelling a task that waits for an event ends the
+    current connection only, and a later iteration resumes from `cursor`.
+    """
+
+    __slots__ = ()
+    _closed: asyncio.Event
+
+    def __init__(
+        self,
+        open_stream: Callable[[payment_pb2.StreamInvoiceEventsRequest], Any],
+        request: payment_pb2.StreamInvoiceEventsRequest,
+        policy: RetryPolicy,
+        *,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        self._open = open_stream
+        self._position = _Position(request, policy, rand)
+        self._call: Any = None
+        self._closed = asyncio.Event()
 
     def __aiter__(self) -> Self:
         return self
@@ -292,17 +305,15 @@ class AsyncEventWatch:
     ) -> None:
         await self.aclose()
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(cursor={self.cursor!r}, reconnects={self.reconnects})"
 
-
-class EventWatch:
+class EventWatch(_Watch):
     """The blocking twin of `AsyncEventWatch`: ``for event in watch``, `cursor`, ``with``.
 
     `close()` may be called from another thread; the iteration then stops.
     """
 
-    __slots__ = ("_call", "_closed", "_lock", "_open", "_position")
+    __slots__ = ("_lock",)
+    _closed: threading.Event
 
     def __init__(
         self,
@@ -317,21 +328,6 @@ class EventWatch:
         self._call: Any = None
         self._closed = threading.Event()
         self._lock = threading.Lock()
-
-    @property
-    def cursor(self) -> str:
-        """The last cursor received (event or heartbeat): resume after it. Empty before any."""
-        return self._position.cursor
-
-    @property
-    def reconnects(self) -> int:
-        """How many times the stream was opened again after breaking."""
-        return self._position.reconnects
-
-    @property
-    def closed(self) -> bool:
-        """True once the watch has ended: closed, or failed for good."""
-        return self._closed.is_set()
 
     def __iter__(self) -> Self:
         return self
@@ -393,6 +389,3 @@ class EventWatch:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(cursor={self.cursor!r}, reconnects={self.reconnects})"

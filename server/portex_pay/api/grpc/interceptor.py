@@ -103,6 +103,10 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
         return current_application.set(application)
 
     async def _fail(self, call: _Call, context: Context, error: Exception) -> None:
+        aborted = context.code()
+        if aborted is not None and aborted != grpc.StatusCode.OK:
+            call.code = aborted  # the handler aborted on its own: pass its status through
+            raise error
         if isinstance(error, DomainError):
             status = errors.to_status(error)
         else:
@@ -133,9 +137,6 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
                 call.code = self._cancelled_code(context)
                 raise
             except Exception as error:
-                if context.code() is not None and context.code() != grpc.StatusCode.OK:
-                    call.code = context.code()  # the handler aborted on its own
-                    raise
                 await self._fail(call, context, error)
             finally:
                 call.finish()
@@ -158,9 +159,6 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
                 call.code = self._cancelled_code(context)
                 raise
             except Exception as error:
-                if context.code() is not None and context.code() != grpc.StatusCode.OK:
-                    call.code = context.code()
-                    raise
                 await self._fail(call, context, error)
             finally:
                 call.finish()
