@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.callbacks import CallbackRepository
+from portex_pay.adapters.postgres.dead_letters import DeadLetterRepository
 from portex_pay.adapters.postgres.events import EventLog
 from portex_pay.adapters.postgres.listener import EventListener
 from portex_pay.adapters.postgres.migrations import migrate
@@ -145,11 +146,13 @@ class PortexApp:
         self.refunds.wake = refund_worker.wake
         self.processor = UpdateProcessor(
             payment_records,
+            DeadLetterRepository(self._pool),
             bot_api,
             settings.payload_secret.encode(),
             decision_timeout=settings.checkout_decision_timeout,
             auto_refund=settings.auto_refund,
             clock=utcnow,
+            max_attempts=settings.update_max_attempts,
             refund_requested=refund_worker.wake,
         )
 

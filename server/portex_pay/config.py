@@ -49,6 +49,7 @@ class Settings:
     auto_refund: bool = True
     expiry_interval: float = 5.0
     refund_max_attempts: int = 12
+    update_max_attempts: int = 10
     refund_lease_seconds: float = 60.0
     callback_delivery: bool = True
     callback_timeout: float = 5.0
@@ -111,6 +112,7 @@ class Settings:
         number("PORTEX_CHECKOUT_DECISION_TIMEOUT", "checkout_decision_timeout", float, 0.1)
         number("PORTEX_EXPIRY_INTERVAL", "expiry_interval", float, 0.05)
         number("PORTEX_REFUND_MAX_ATTEMPTS", "refund_max_attempts", int, 1)
+        number("PORTEX_UPDATE_MAX_ATTEMPTS", "update_max_attempts", int, 1)
         number("PORTEX_REFUND_LEASE", "refund_lease_seconds", float, 1)
         number("PORTEX_CALLBACK_TIMEOUT", "callback_timeout", float, 0.1)
         number("PORTEX_CALLBACK_MAX_ATTEMPTS", "callback_max_attempts", int, 1)

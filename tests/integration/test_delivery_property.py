@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from portex_pay.adapters.postgres.applications import Application, ApplicationRepository
 from portex_pay.adapters.postgres.orders import OrderRepository
+from portex_pay.adapters.postgres.dead_letters import DeadLetterRepository
 from portex_pay.adapters.postgres.payments import PaymentRepository
 from portex_pay.adapters.postgres.pool import create_pool
 from portex_pay.adapters.telegram import BotApiClient
@@ -65,6 +66,7 @@ async def _check(dsn: str, application: Application, plan: list[tuple[int, bool]
         payload = sign_invoice_payload(PAYLOAD_SECRET.encode(), order.tg_payment_id, AMOUNT)
         processor = UpdateProcessor(
             PaymentRepository(pool),
+            DeadLetterRepository(pool),
             BotApiClient(session, "http://127.0.0.1:9", 1.0),  # not called for payments
             PAYLOAD_SECRET.encode(),
             decision_timeout=1.0,

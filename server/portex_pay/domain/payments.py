@@ -25,6 +25,10 @@ URL_MAX_CHARS = 2048
 REQUEST_ID_MAX_CHARS = 128
 INVOICE_PAYLOAD_MAX_BYTES = 128  # Telegram's limit on createInvoiceLink's `payload`
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+# What sign_invoice_payload makes: ASCII digits only (str.isdigit() also takes "²" and "٣"), a
+# 128-bit MAC in unpadded base64url.
+_SIGNED_PAYLOAD = re.compile(r"v1\.([0-9]{1,19})\.([0-9]{1,19})\.([A-Za-z0-9_-]{22})", re.ASCII)
+_BIGINT_MAX = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,11 +134,15 @@ def sign_invoice_payload(secret: bytes, tg_payment_id: int, amount: int) -> str:
 
 
 def verify_invoice_payload(secret: bytes, payload: str) -> tuple[int, int] | None:
-    """(order id, amount) when the payload is ours and untampered, else None."""
-    parts = payload.split(".")
-    if len(parts) != 4 or parts[0] != "v1" or not parts[1].isdigit() or not parts[2].isdigit():
+    """(order id, amount) when the payload is ours and untampered, else None. Never raises:
+    the payload comes from the user's Telegram client and may be any string."""
+    match = _SIGNED_PAYLOAD.fullmatch(payload)
+    if match is None:
         return None
-    tg_payment_id, amount = int(parts[1]), int(parts[2])
-    if not hmac.compare_digest(sign_invoice_payload(secret, tg_payment_id, amount), payload):
+    tg_payment_id, amount = int(match[1]), int(match[2])
+    if tg_payment_id > _BIGINT_MAX or amount > _BIGINT_MAX:
+        return None
+    expected = sign_invoice_payload(secret, tg_payment_id, amount)
+    if not hmac.compare_digest(expected.encode(), payload.encode()):
         return None
     return tg_payment_id, amount

@@ -19,9 +19,15 @@ from portex_pay.adapters.postgres.applications import Application, ApplicationRe
 from portex_pay.adapters.postgres.polling import PollLeases
 from portex_pay.adapters.telegram import BotApiClient, TelegramApiError, TelegramNetworkError
 from portex_pay.adapters.telegram.client import ALLOWED_UPDATES
-from portex_pay.service.updates import MalformedUpdate, UpdateProcessor
+from portex_pay.domain.retry import backoff_seconds
+from portex_pay.domain.updates import INT64_MAX, update_id_of
+from portex_pay.service.updates import UpdateProcessor, UpdateRetry
 
 log = structlog.get_logger(__name__)
+
+# Backoff after an update failed for a transient reason: 0.5 s, 1 s, 2 s, ... at most 30 s.
+_RETRY_BASE = 0.5
+_RETRY_CAP = 30.0
 
 
 def updates_mode(application: Application, default: str) -> str:
@@ -46,6 +52,7 @@ class BotPoller:
         self._poll_timeout = poll_timeout
         self._lease_seconds = lease_seconds
         self.polls = 0  # getUpdates calls made (observability; tests check who consumes)
+        self._failures = 0  # consecutive transient failures, for the backoff
 
     async def run(self) -> None:
         bot_id = self.application.bot_id
@@ -69,7 +76,13 @@ class BotPoller:
                     # getUpdates does not work while a webhook is set (Bot API, getUpdates).
                     with contextlib.suppress(TelegramApiError, TelegramNetworkError):
                         await self._bot_api.call(token, "deleteWebhook", {})
-                await self._poll_once(bot_id, token, offset)
+                try:
+                    await self._poll_once(bot_id, token, offset)
+                except Exception as error:
+                    # Storing the offset failed (database down): the batch comes again and its
+                    # updates, already processed, change nothing the second time.
+                    log.warning("poll failed", bot_id=bot_id, error=repr(error))
+                    await asyncio.sleep(1.0)
         finally:
             if holding:
                 with contextlib.suppress(Exception):
@@ -97,17 +110,26 @@ class BotPoller:
             await asyncio.sleep(1.0)
             return
         next_offset = offset
-        for update in updates or []:
-            update_id = update.get("update_id") if isinstance(update, dict) else None
+        if not isinstance(updates, list):
+            log.warning("getUpdates answered something that is not a list", bot_id=bot_id)
+            updates = []
+        for update in updates:
             try:
                 await self._processor.handle(self.application, update)
-            except MalformedUpdate as error:
-                log.error("malformed update skipped", bot_id=bot_id, error=str(error))
-            except Exception as error:
-                # Not confirmed: the same update comes again on the next call.
-                log.warning("update processing failed", bot_id=bot_id, error=repr(error))
+            except UpdateRetry:
+                # Not confirmed: it comes again on the next call, after a backoff (a database
+                # outage must not turn into a busy loop). Updates after it wait: per bot, Telegram
+                # updates are processed in order.
+                self._failures += 1
+                await asyncio.sleep(
+                    backoff_seconds(self._failures, base=_RETRY_BASE, cap=_RETRY_CAP)
+                )
                 break
-            if isinstance(update_id, int):
+            self._failures = 0
+            # Handled or dead-lettered: confirmed. An update without a usable id cannot move
+            # the offset (Telegram always sends one).
+            update_id = update_id_of(update)
+            if update_id is not None and update_id < INT64_MAX:
                 next_offset = max(next_offset, update_id + 1)
         if next_offset != offset and not await self._leases.advance(bot_id, next_offset):
             log.warning("poll lease lost", bot_id=bot_id)

@@ -12,9 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
+
 from portex_pay.adapters.postgres.applications import Application
 from portex_pay.adapters.telegram import BotApiClient
+from portex_pay.domain.updates import MalformedUpdate, parse_star_transaction, storable
 from portex_pay.service.updates import UpdateProcessor
+
+log = structlog.get_logger(__name__)
 
 _PAGE = 100  # getStarTransactions' largest limit
 
@@ -25,6 +30,7 @@ class ReconcileReport:
     payments: int = 0
     recorded: int = 0
     already_known: int = 0
+    malformed: int = 0
 
 
 async def reconcile(
@@ -43,21 +49,17 @@ async def reconcile(
         offset += len(transactions)
         report.transactions += len(transactions)
         for transaction in transactions:
-            source = transaction.get("source") or {}
-            if source.get("type") != "user" or "invoice_payload" not in source:
-                continue  # refunds go out (receiver), other partners are not invoice payments
+            try:
+                payment = parse_star_transaction(transaction)
+            except MalformedUpdate as error:
+                report.malformed += 1
+                log.warning("star transaction not usable", error=str(error))
+                continue
+            if payment is None:
+                continue
             report.payments += 1
-            message = {
-                "from": source.get("user") or {},
-                "successful_payment": {
-                    "currency": "XTR",
-                    "total_amount": transaction.get("amount"),
-                    "invoice_payload": source["invoice_payload"],
-                    "telegram_payment_charge_id": transaction.get("id"),
-                },
-            }
             result = await processor.successful_payment(
-                application, None, message, raw={"reconciled_transaction": transaction}
+                application, payment, raw={"reconciled_transaction": storable(transaction)}
             )
             if result.outcome is None:
                 report.already_known += 1

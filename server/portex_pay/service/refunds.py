@@ -90,14 +90,14 @@ class RefundService:
             )
         except TelegramApiError as error:
             if "CHARGE_ALREADY_REFUNDED" in error.description:
-                await self._payments.settle_refund(charge_id)
+                await self._payments.settle_refund(refund.application_id, charge_id)
                 return
             await self._failed(refund, f"{error.error_code} {error.description}", error.retry_after)
             return
         except TelegramNetworkError as error:
             await self._failed(refund, error.reason, None)
             return
-        await self._payments.settle_refund(charge_id)
+        await self._payments.settle_refund(refund.application_id, charge_id)
         log.info("refund delivered", tg_payment_id=refund.tg_payment_id)
 
     async def _failed(self, refund: DueRefund, error: str, retry_after: int | None) -> None:

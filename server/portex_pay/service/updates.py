@@ -1,4 +1,5 @@
-"""Telegram updates, handled: pre-checkout decisions, successful and refunded payments.
+"""Telegram updates, handled: pre-checkout decisions, successful and refunded payments, and the
+updates that cannot be processed.
 
 Webhook and poller both hand each update to `UpdateProcessor.handle`. A pre-checkout query must be
 answered within 10 seconds or Telegram cancels the payment (Bot API, answerPreCheckoutQuery), so
@@ -6,11 +7,19 @@ the decision has its own short budget: a forged payload is refused before any da
 (HMAC), and when the database does not answer in time the checkout is declined rather than left
 unanswered. The answer goes out before the decision is recorded. Payments are recorded exactly
 once in one transaction each (adapters/postgres/payments.py).
+
+An update that cannot be processed for a reason that will not go away (it is malformed, or a bug
+trips on it) must never block the bot's later updates: it is recorded as a dead letter (the raw
+update, the error, an event, a log line) and acknowledged. Only a transient failure (PostgreSQL
+unreachable) is retried, by the caller (the webhook answers 503, the poller backs off); an update
+that keeps failing is dead-lettered after `max_attempts` tries (counted per replica).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -18,15 +27,16 @@ from typing import Any
 import structlog
 
 from portex_pay.adapters.postgres.applications import Application
+from portex_pay.adapters.postgres.dead_letters import DeadLetter, DeadLetterRepository
 from portex_pay.adapters.postgres.payments import (
     CheckoutRecord,
     PaymentRecord,
     PaymentRepository,
     PaymentResult,
 )
+from portex_pay.adapters.postgres.pool import is_database_unavailable
 from portex_pay.adapters.telegram import BotApiClient, TelegramApiError, TelegramNetworkError
 from portex_pay.domain.checkout import (
-    Charge,
     CheckoutDecision,
     DeclineReason,
     Disposition,
@@ -36,79 +46,171 @@ from portex_pay.domain.checkout import (
     decline,
 )
 from portex_pay.domain.payments import verify_invoice_payload
+from portex_pay.domain.updates import (
+    MalformedUpdate,
+    OtherUpdate,
+    PreCheckoutQuery,
+    RefundedPayment,
+    SuccessfulPayment,
+    parse_update,
+    pre_checkout_query_id,
+    storable,
+    update_id_of,
+    update_kind,
+)
 
 log = structlog.get_logger(__name__)
 
 # Telegram requires the answer within 10 s; keep the call itself well inside that.
 _ANSWER_TIMEOUT = 5.0
+_ERROR_MAX_CHARS = 500
+_TRACKED_FAILURES = 10_000
 
 
-class MalformedUpdate(ValueError):
-    """The update lacks what its kind requires; it is refused, not processed."""
+class UpdateRetry(Exception):
+    """The update failed for a transient reason and was not dead-lettered: deliver it again."""
 
 
-def _require(mapping: Any, key: str) -> Any:
-    if not isinstance(mapping, dict) or key not in mapping:
-        raise MalformedUpdate(f"missing {key!r}")
-    return mapping[key]
+def describe_error(error: BaseException) -> str:
+    """The error as stored and announced: its type and message, storable and bounded."""
+    text = f"{type(error).__name__}: {error}"
+    return str(storable(text))[:_ERROR_MAX_CHARS]
 
 
-def _charge(payer: Any, payment: Any) -> Charge:
+def encode_update(update: object) -> bytes:
+    """The raw bytes of an update we only have parsed (polling): ASCII JSON, whatever it holds
+    (ensure_ascii escapes NUL and lone surrogates)."""
     try:
-        return Charge(
-            payer_id=int(_require(payer, "id")),
-            currency=str(_require(payment, "currency")),
-            total_amount=int(_require(payment, "total_amount")),
-            invoice_payload=str(_require(payment, "invoice_payload")),
-        )
-    except (TypeError, ValueError) as error:
-        raise MalformedUpdate(str(error)) from None
+        return json.dumps(update, ensure_ascii=True).encode()
+    except (TypeError, ValueError, RecursionError):
+        return repr(update).encode("utf-8", "backslashreplace")
 
 
 class UpdateProcessor:
     def __init__(
         self,
         payments: PaymentRepository,
+        dead_letters: DeadLetterRepository,
         bot_api: BotApiClient,
         payload_secret: bytes,
         *,
         decision_timeout: float,
         auto_refund: bool,
         clock: Callable[[], datetime],
+        max_attempts: int = 10,
         refund_requested: Callable[[], None] = lambda: None,
     ) -> None:
         self._payments = payments
+        self._dead_letters = dead_letters
         self._bot_api = bot_api
         self._secret = payload_secret
         self._decision_timeout = decision_timeout
         self._auto_refund = auto_refund
         self._clock = clock
+        self._max_attempts = max_attempts
         self._refund_requested = refund_requested
+        # Transient failures so far, per (bot, update id); bounded, oldest forgotten first.
+        self._failures: OrderedDict[tuple[int, int | None], int] = OrderedDict()
 
-    async def handle(self, application: Application, update: dict[str, Any]) -> None:
-        """Processes one update of `application`'s bot. Raises MalformedUpdate for garbage;
-        database errors propagate, so the webhook answers 5xx and Telegram delivers again."""
-        update_id = _require(update, "update_id")
-        if not isinstance(update_id, int):
-            raise MalformedUpdate("update_id is not an integer")
-        if "pre_checkout_query" in update:
-            await self._pre_checkout(application, update_id, update["pre_checkout_query"])
-            return
-        message = update.get("message")
-        if isinstance(message, dict) and "successful_payment" in message:
-            await self.successful_payment(application, update_id, message, raw=update)
-        elif isinstance(message, dict) and "refunded_payment" in message:
-            refunded = message["refunded_payment"]
-            charge_id = str(_require(refunded, "telegram_payment_charge_id"))
+    async def handle(
+        self, application: Application, update: object, raw: bytes | None = None
+    ) -> None:
+        """Processes one update of `application`'s bot, or dead-letters it. Returns once the
+        update may be acknowledged to Telegram; raises UpdateRetry when it must come again.
+        `raw` is the update's bytes as received, when there are any (the webhook)."""
+        assert application.bot_id is not None
+        key = (application.bot_id, update_id_of(update))
+        try:
+            await self._process(application, update)
+        except Exception as error:
+            attempts = self._failures.pop(key, 0) + 1
+            if is_database_unavailable(error) and attempts < self._max_attempts:
+                self._remember_failure(key, attempts)
+                log.warning(
+                    "update processing failed, will retry",
+                    bot_id=application.bot_id,
+                    update_id=key[1],
+                    attempts=attempts,
+                    error=describe_error(error),
+                )
+                raise UpdateRetry(describe_error(error)) from error
+            if not isinstance(error, MalformedUpdate | RecursionError) and not (
+                is_database_unavailable(error)
+            ):
+                # A bug: keep its traceback for whoever fixes it.
+                log.error("update processing error", bot_id=application.bot_id, exc_info=error)
+            try:
+                await self._dead_letter(application, update, raw, error, attempts)
+            except Exception as failure:
+                self._remember_failure(key, attempts)
+                raise UpdateRetry(describe_error(failure)) from failure
+        else:
+            self._failures.pop(key, None)
+
+    def _remember_failure(self, key: tuple[int, int | None], attempts: int) -> None:
+        self._failures[key] = attempts
+        while len(self._failures) > _TRACKED_FAILURES:
+            self._failures.popitem(last=False)
+
+    async def _process(self, application: Application, update: object) -> None:
+        parsed = parse_update(update)
+        if isinstance(parsed, PreCheckoutQuery):
+            await self._pre_checkout(application, parsed)
+        elif isinstance(parsed, SuccessfulPayment):
+            await self.successful_payment(application, parsed, raw=storable(update))
+        elif isinstance(parsed, RefundedPayment):
             assert application.bot_id is not None
-            await self._payments.record_refunded_payment(application.bot_id, update_id, charge_id)
-        # Anything else (plain messages, other update kinds) is not ours to act on.
+            await self._payments.record_refunded_payment(
+                application.bot_id,
+                parsed.update_id,
+                application.id,
+                parsed.telegram_payment_charge_id,
+            )
+        else:
+            assert isinstance(parsed, OtherUpdate)  # not ours to act on
+
+    async def _dead_letter(
+        self,
+        application: Application,
+        update: object,
+        raw: bytes | None,
+        error: BaseException,
+        attempts: int,
+    ) -> None:
+        assert application.bot_id is not None and application.bot_token is not None
+        kind = update_kind(update)
+        query_id = pre_checkout_query_id(update)
+        if query_id is not None:
+            # Never leave the user waiting for Telegram's 10 s timeout.
+            await self._answer(
+                application.bot_token, query_id, decline(DeclineReason.PAYLOAD_INVALID)
+            )
+        letter_id = await self._dead_letters.record(
+            DeadLetter(
+                application_id=application.id,
+                bot_id=application.bot_id,
+                update_id=update_id_of(update),
+                kind=kind,
+                raw=raw if raw is not None else encode_update(update),
+                error=describe_error(error),
+                attempts=attempts,
+            )
+        )
+        # The error names what was wrong, never the update's content.
+        log.error(
+            "update dead-lettered",
+            bot_id=application.bot_id,
+            update_id=update_id_of(update),
+            kind=kind,
+            dead_letter_id=letter_id,
+            error_type=type(error).__name__,
+            attempts=attempts,
+        )
 
     async def _pre_checkout(
-        self, application: Application, update_id: int, query: Any
+        self, application: Application, query: PreCheckoutQuery
     ) -> CheckoutDecision | None:
-        query_id = str(_require(query, "id"))
-        charge = _charge(_require(query, "from"), query)
+        charge = query.charge
         assert application.bot_id is not None and application.bot_token is not None
         verified = verify_invoice_payload(self._secret, charge.invoice_payload)
         order_id = None
@@ -119,7 +221,7 @@ class UpdateProcessor:
             try:
                 async with asyncio.timeout(self._decision_timeout):
                     seen, order = await self._payments.checkout_context(
-                        application.bot_id, update_id, application.id, order_id
+                        application.bot_id, query.update_id, application.id, order_id
                     )
             except Exception as error:  # a slow or unreachable database must not block the answer
                 log.warning("checkout decided without the database", error=repr(error))
@@ -128,15 +230,17 @@ class UpdateProcessor:
                 if seen:
                     return None  # a repeated delivery: answered already
                 decision = decide_pre_checkout(charge, order, signed_amount, self._clock())
-        await self._answer(application.bot_token, query_id, decision)
+        await self._answer(application.bot_token, query.query_id, decision)
         record = CheckoutRecord(
-            application.bot_id, update_id, application.id, order_id, query_id, charge
+            application.bot_id, query.update_id, application.id, order_id, query.query_id, charge
         )
         try:
             async with asyncio.timeout(self._decision_timeout):
                 await self._payments.record_checkout(record, decision)
         except Exception as error:
-            log.warning("checkout decision not recorded", error=repr(error), update_id=update_id)
+            log.warning(
+                "checkout decision not recorded", error=repr(error), update_id=query.update_id
+            )
         log.info(
             "checkout",
             ok=decision.ok,
@@ -159,16 +263,11 @@ class UpdateProcessor:
             log.warning("pre-checkout answer failed", error=str(error))
 
     async def successful_payment(
-        self,
-        application: Application,
-        update_id: int | None,
-        message: dict[str, Any],
-        *,
-        raw: dict[str, Any],
+        self, application: Application, payment: SuccessfulPayment, *, raw: dict[str, Any]
     ) -> PaymentResult:
-        payment = message["successful_payment"]
-        charge = _charge(_require(message, "from"), payment)
-        charge_id = str(_require(payment, "telegram_payment_charge_id"))
+        """Records a charge Telegram reported (an update, or a transaction found by
+        reconciliation, whose `update_id` is None)."""
+        charge = payment.charge
         verified = verify_invoice_payload(self._secret, charge.invoice_payload)
 
         def classify(order: Any) -> PaymentOutcome:
@@ -180,12 +279,12 @@ class UpdateProcessor:
         result = await self._payments.record_payment(
             PaymentRecord(
                 bot_id=application.bot_id,
-                update_id=update_id,
+                update_id=payment.update_id,
                 application_id=application.id,
                 tg_payment_id=verified[0] if verified else None,
                 charge=charge,
-                telegram_payment_charge_id=charge_id,
-                provider_payment_charge_id=payment.get("provider_payment_charge_id"),
+                telegram_payment_charge_id=payment.telegram_payment_charge_id,
+                provider_payment_charge_id=payment.provider_payment_charge_id,
                 raw=raw,
             ),
             classify,

@@ -65,13 +65,14 @@ class PaymentResult:
 @dataclass(frozen=True, slots=True)
 class DueRefund:
     telegram_payment_charge_id: str
+    application_id: UUID
     tg_payment_id: int | None
     tg_use_id: int
     attempts: int
     bot_token: str | None
 
 
-async def _event(
+async def insert_event(
     conn: Conn,
     application_id: UUID,
     tg_payment_id: int | None,
@@ -93,7 +94,7 @@ async def _event(
     )
 
 
-async def _claim_update(conn: Conn, bot_id: int, update_id: int, kind: str) -> bool:
+async def claim_update(conn: Conn, bot_id: int, update_id: int, kind: str) -> bool:
     """Marks the update processed; False when it already was (a redelivery)."""
     fresh = await conn.fetchval(
         """
@@ -135,9 +136,9 @@ class PaymentRepository:
     async def record_checkout(self, record: CheckoutRecord, decision: CheckoutDecision) -> bool:
         """Records the decision (and the update as processed); False if it already was."""
         async with self._pool.acquire() as conn, conn.transaction():
-            if not await _claim_update(conn, record.bot_id, record.update_id, "pre_checkout_query"):
+            if not await claim_update(conn, record.bot_id, record.update_id, "pre_checkout_query"):
                 return False
-            await _event(
+            await insert_event(
                 conn,
                 record.application_id,
                 record.tg_payment_id,
@@ -161,7 +162,7 @@ class PaymentRepository:
     ) -> PaymentResult:
         """Processes one successful_payment exactly once (by update and by charge)."""
         async with self._pool.acquire() as conn, conn.transaction():
-            if record.update_id is not None and not await _claim_update(
+            if record.update_id is not None and not await claim_update(
                 conn, record.bot_id, record.update_id, "successful_payment"
             ):
                 return PaymentResult(None, None)
@@ -197,6 +198,24 @@ class PaymentRepository:
                 outcome.anomaly.value if outcome.anomaly else None,
             )
             if not inserted:
+                owner = await conn.fetchval(
+                    "SELECT application_id FROM payments WHERE telegram_payment_charge_id = $1",
+                    record.telegram_payment_charge_id,
+                )
+                if owner != record.application_id:
+                    # Another application's charge id reported by this bot: never ours to
+                    # apply; kept in this application's log for someone to look at.
+                    await insert_event(
+                        conn,
+                        record.application_id,
+                        None,
+                        "payment.anomaly",
+                        {
+                            "telegram_payment_charge_id": record.telegram_payment_charge_id,
+                            "reason": "FOREIGN_CHARGE",
+                            "update_id": record.update_id,
+                        },
+                    )
                 return PaymentResult(None, order)  # the same charge, seen before
             charge_data = {
                 "telegram_payment_charge_id": record.telegram_payment_charge_id,
@@ -227,7 +246,7 @@ class PaymentRepository:
                 if outcome.disposition is Disposition.DUPLICATE
                 else "payment.anomaly"
             )
-            await _event(
+            await insert_event(
                 conn,
                 record.application_id,
                 order.tg_payment_id if order else None,
@@ -276,7 +295,7 @@ class PaymentRepository:
             reason.value,
         )
         if inserted:
-            await _event(
+            await insert_event(
                 conn,
                 application_id,
                 tg_payment_id,
@@ -331,7 +350,8 @@ class PaymentRepository:
             UPDATE refunds r SET next_attempt_at = now() + make_interval(secs => $2)
             FROM due
             WHERE r.telegram_payment_charge_id = due.telegram_payment_charge_id
-            RETURNING r.telegram_payment_charge_id, r.tg_payment_id, r.tg_use_id, r.attempts,
+            RETURNING r.telegram_payment_charge_id, r.application_id, r.tg_payment_id, r.tg_use_id,
+                r.attempts,
                 (SELECT bot_token FROM applications a WHERE a.id = r.application_id)
             """,
             limit,
@@ -340,6 +360,7 @@ class PaymentRepository:
         return [
             DueRefund(
                 telegram_payment_charge_id=row["telegram_payment_charge_id"],
+                application_id=row["application_id"],
                 tg_payment_id=row["tg_payment_id"],
                 tg_use_id=row["tg_use_id"],
                 attempts=row["attempts"],
@@ -366,7 +387,7 @@ class PaymentRepository:
                 retry_in,
             )
             if row is not None and row["state"] == "failed":
-                await _event(
+                await insert_event(
                     conn,
                     row["application_id"],
                     row["tg_payment_id"],
@@ -374,32 +395,40 @@ class PaymentRepository:
                     {"telegram_payment_charge_id": charge_id, "error": error},
                 )
 
-    async def settle_refund(self, charge_id: str) -> bool:
-        """Telegram refunded the charge: the refund succeeds, the payment is marked refunded and,
-        if it was the charge that paid the order, the order becomes refunded. Idempotent (the
-        worker's confirmation and Telegram's refunded_payment update may both arrive)."""
+    async def settle_refund(self, application_id: UUID, charge_id: str) -> bool:
+        """Telegram refunded the application's charge: the refund succeeds, the payment is marked
+        refunded and, if it was the charge that paid the order, the order becomes refunded.
+        Idempotent (the worker's confirmation and Telegram's refunded_payment update may both
+        arrive). False when the application has no such charge."""
         async with self._pool.acquire() as conn, conn.transaction():
-            return await self._settle_refund(conn, charge_id)
+            return await self._settle_refund(conn, application_id, charge_id)
 
-    async def _settle_refund(self, conn: Conn, charge_id: str) -> bool:
+    async def _settle_refund(self, conn: Conn, application_id: UUID, charge_id: str) -> bool:
+        # Scoped to the application whose bot reported it: charge ids are Telegram's, and a bot
+        # must never settle another application's payment.
         payment = await conn.fetchrow(
             """
             UPDATE payments SET refunded_at = coalesce(refunded_at, now())
-            WHERE telegram_payment_charge_id = $1
-            RETURNING tg_payment_id, application_id, disposition
+            WHERE telegram_payment_charge_id = $1 AND application_id = $2
+            RETURNING tg_payment_id, disposition
             """,
             charge_id,
+            application_id,
         )
+        if payment is None:
+            return False
         await conn.execute(
             """
             UPDATE refunds SET state = 'succeeded', completed_at = now(), attempts = attempts + 1
-            WHERE telegram_payment_charge_id = $1 AND state <> 'succeeded'
+            WHERE telegram_payment_charge_id = $1 AND application_id = $2
+              AND state <> 'succeeded'
             """,
             charge_id,
+            application_id,
         )
-        if payment is None or payment["tg_payment_id"] is None:
-            return payment is not None
-        if payment["disposition"] == Disposition.ACCEPTED.value:
+        if payment["tg_payment_id"] is not None and (
+            payment["disposition"] == Disposition.ACCEPTED.value
+        ):
             await conn.fetchrow(
                 with_event(
                     """
@@ -416,9 +445,26 @@ class PaymentRepository:
             )
         return True
 
-    async def record_refunded_payment(self, bot_id: int, update_id: int, charge_id: str) -> bool:
-        """A refunded_payment update: settles the refund (whoever initiated it)."""
+    async def record_refunded_payment(
+        self, bot_id: int, update_id: int, application_id: UUID, charge_id: str
+    ) -> bool:
+        """A refunded_payment update: settles the refund (whoever initiated it). A charge the
+        application does not have (another application's, or one never reported to us) changes
+        nothing and is recorded as a `payment.anomaly`."""
         async with self._pool.acquire() as conn, conn.transaction():
-            if not await _claim_update(conn, bot_id, update_id, "refunded_payment"):
+            if not await claim_update(conn, bot_id, update_id, "refunded_payment"):
                 return False
-            return await self._settle_refund(conn, charge_id)
+            if await self._settle_refund(conn, application_id, charge_id):
+                return True
+            await insert_event(
+                conn,
+                application_id,
+                None,
+                "payment.anomaly",
+                {
+                    "telegram_payment_charge_id": charge_id,
+                    "reason": "REFUND_OF_UNKNOWN_CHARGE",
+                    "update_id": update_id,
+                },
+            )
+            return False

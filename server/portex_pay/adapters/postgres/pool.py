@@ -37,3 +37,22 @@ async def connect(dsn: str) -> asyncpg.Connection:
     conn = await asyncpg.connect(dsn)
     await _init_connection(conn)
     return conn
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    """PostgreSQL could not do the work now, for a reason that passes (as opposed to a bug or
+    bad data): unreachable, the connection lost mid-query, shutting down, out of connections, a
+    statement timeout, a serialisation failure or deadlock. The work may be retried."""
+    return isinstance(
+        error,
+        asyncpg.PostgresConnectionError  # includes CannotConnectNowError
+        | asyncpg.InterfaceError  # includes ConnectionDoesNotExistError
+        | asyncpg.InternalClientError  # a connection that died under a query
+        | asyncpg.TransactionRollbackError  # serialization_failure, deadlock_detected
+        | asyncpg.QueryCanceledError  # statement_timeout, a cancelled query
+        | asyncpg.OperatorInterventionError  # admin_shutdown, crash_shutdown
+        | asyncpg.InsufficientResourcesError  # too_many_connections, disk_full
+        | ConnectionError
+        | OSError
+        | TimeoutError,
+    )

@@ -75,14 +75,18 @@ class BotApiClient:
             raise TelegramNetworkError(method, f"HTTP {status} with an unexpected body")
         if body.get("ok") is True:
             return body.get("result")
-        error_code = int(body.get("error_code") or status)
-        parameters = body.get("parameters") or {}
-        retry_after = parameters.get("retry_after")
+        # Nothing in an error answer is coerced: a field of the wrong type is treated as absent.
+        error_code = body.get("error_code")
+        if type(error_code) is not int:
+            error_code = status
+        parameters = body.get("parameters")
+        retry_after = parameters.get("retry_after") if isinstance(parameters, dict) else None
+        description = body.get("description")
         raise TelegramApiError(
             method,
             error_code,
-            str(body.get("description", "")),
-            int(retry_after) if retry_after is not None else None,
+            description if isinstance(description, str) else "",
+            retry_after if type(retry_after) is int and retry_after >= 0 else None,
         )
 
     async def get_me(self, token: str) -> dict[str, Any]:

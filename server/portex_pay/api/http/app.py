@@ -3,8 +3,10 @@
 `POST /telegram/webhook/{application_id}` receives the updates of that application's bot. Telegram
 sends the `secret_token` given to setWebhook in `X-Telegram-Bot-Api-Secret-Token`; a request
 without the application's secret is refused with 401 before its body is read or anything is
-processed. Bodies are capped (413), malformed ones get 400, and a failure to process (the
-database is down) answers 503 so that Telegram delivers the update again. `GET /healthz` is 200
+processed. Bodies are capped (413) and a body that is not a JSON object gets 400. An update we
+cannot use (malformed, or one a bug trips on) is dead-lettered and answered 200, so it never
+blocks the bot's later updates; only a transient failure (the database is down) answers 503, so
+that Telegram delivers the update again. `GET /healthz` is 200
 while PostgreSQL is reachable, 503 otherwise.
 """
 
@@ -20,7 +22,7 @@ import structlog
 from aiohttp import web
 
 from portex_pay.adapters.postgres.applications import Application
-from portex_pay.service.updates import MalformedUpdate, UpdateProcessor
+from portex_pay.service.updates import UpdateProcessor, UpdateRetry, describe_error
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +74,11 @@ def create_http_app(
                 application_id = UUID(request.match_info["application_id"])
             except ValueError:
                 raise web.HTTPNotFound() from None
-            application = await applications.get(application_id)
+            try:
+                application = await applications.get(application_id)
+            except Exception as error:
+                log.warning("webhook application lookup failed", error=describe_error(error))
+                raise web.HTTPServiceUnavailable(text="try again") from None
             secret = request.headers.get(SECRET_HEADER, "")
             if application is None or not hmac.compare_digest(
                 secret.encode(), application.webhook_secret.encode()
@@ -83,16 +89,15 @@ def create_http_app(
             body = await request.read()
             try:
                 update = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):
+                # Not JSON, not UTF-8, or nested deeper than the parser goes.
                 raise web.HTTPBadRequest(text="the body is not JSON") from None
             if not isinstance(update, dict):
                 raise web.HTTPBadRequest(text="an update is a JSON object")
             try:
-                await processor.handle(application, update)
-            except MalformedUpdate as error:
-                raise web.HTTPBadRequest(text=f"malformed update: {error}") from None
-            except Exception as error:
-                log.warning("webhook update failed", error=repr(error))
+                # Processed, or dead-lettered when it cannot be: either way acknowledged.
+                await processor.handle(application, update, raw=body)
+            except UpdateRetry:
                 raise web.HTTPServiceUnavailable(text="try again") from None
             return web.json_response({})
 

@@ -1,0 +1,75 @@
+"""Dead letters: updates kept with their error instead of being processed, in PostgreSQL.
+
+One transaction claims the update (so a redelivery changes nothing), stores the raw bytes and the
+error, and announces it with an `update.dead_lettered` event (and, for a successful_payment we
+could not use, a `payment.anomaly` event: Telegram says someone paid, so it is money to look at).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from uuid import UUID
+
+import asyncpg
+
+from portex_pay.adapters.postgres.payments import claim_update, insert_event
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    application_id: UUID
+    bot_id: int
+    update_id: int | None
+    kind: str
+    raw: bytes
+    error: str
+    attempts: int
+
+
+class DeadLetterRepository:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def record(self, letter: DeadLetter) -> int | None:
+        """Stores the dead letter; returns its id, or None when it was recorded (or the update
+        processed) before."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if letter.update_id is not None and not await claim_update(
+                conn, letter.bot_id, letter.update_id, "dead_letter"
+            ):
+                return None
+            letter_id: int | None = await conn.fetchval(
+                """
+                INSERT INTO dead_letters (application_id, bot_id, update_id, kind, raw,
+                    raw_sha256, error, attempts)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                ON CONFLICT (bot_id, raw_sha256) DO NOTHING RETURNING id
+                """,
+                letter.application_id,
+                letter.bot_id,
+                letter.update_id,
+                letter.kind,
+                letter.raw,
+                hashlib.sha256(letter.raw).digest(),
+                letter.error,
+                letter.attempts,
+            )
+            if letter_id is None:
+                return None
+            data = {
+                "dead_letter_id": letter_id,
+                "update_id": letter.update_id,
+                "kind": letter.kind,
+                "error": letter.error,
+            }
+            await insert_event(conn, letter.application_id, None, "update.dead_lettered", data)
+            if letter.kind == "successful_payment":
+                await insert_event(
+                    conn,
+                    letter.application_id,
+                    None,
+                    "payment.anomaly",
+                    {**data, "reason": "MALFORMED_UPDATE"},
+                )
+            return letter_id

@@ -1,0 +1,196 @@
+"""Telegram updates, parsed: the typed values the payment rules act on, or `MalformedUpdate`.
+
+Nothing from Telegram is coerced. Amounts and ids must be JSON integers (never `"5"`, `5.9` or
+`true`) within PostgreSQL's bigint; ids and texts we keep must be strings that PostgreSQL can store
+(no NUL, no lone surrogate). An update that breaks these rules is not ours to guess at: the caller
+records it as a dead letter (service/updates.py). `parse_update` raises `MalformedUpdate` and
+nothing else, on any JSON value.
+
+Bot API types used: Update (`update_id`, `pre_checkout_query`, `message`), PreCheckoutQuery (`id`,
+`from`, `currency`, `total_amount`, `invoice_payload`), Message (`from`, `successful_payment`,
+`refunded_payment`), SuccessfulPayment and RefundedPayment (`currency`, `total_amount`,
+`invoice_payload`, `telegram_payment_charge_id`, `provider_payment_charge_id`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from portex_pay.domain.checkout import Charge
+
+INT64_MAX = 2**63 - 1  # PostgreSQL bigint
+# Text PostgreSQL refuses: NUL (any text type) and UTF-16 surrogates (not encodable as UTF-8).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+class MalformedUpdate(ValueError):
+    """The update lacks what its kind requires, or carries values we must not coerce."""
+
+
+@dataclass(frozen=True, slots=True)
+class PreCheckoutQuery:
+    update_id: int
+    query_id: str
+    charge: Charge
+
+
+@dataclass(frozen=True, slots=True)
+class SuccessfulPayment:
+    update_id: int | None  # None: found by reconciliation, not delivered as an update
+    charge: Charge
+    telegram_payment_charge_id: str
+    provider_payment_charge_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RefundedPayment:
+    update_id: int
+    telegram_payment_charge_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class OtherUpdate:
+    """An update that is not about payments: not ours to act on."""
+
+    update_id: int
+
+
+Update = PreCheckoutQuery | SuccessfulPayment | RefundedPayment | OtherUpdate
+
+
+def _field(mapping: object, key: str) -> object:
+    if not isinstance(mapping, dict) or key not in mapping:
+        raise MalformedUpdate(f"missing {key!r}")
+    return mapping[key]
+
+
+def _integer(mapping: object, key: str, *, low: int) -> int:
+    value = _field(mapping, key)
+    # bool is an int subclass in Python; JSON true is not a number.
+    if type(value) is not int:
+        raise MalformedUpdate(f"{key!r} is not a JSON integer")
+    if not low <= value <= INT64_MAX:
+        raise MalformedUpdate(f"{key!r} is out of range")
+    return value
+
+
+def _text(mapping: object, key: str) -> str:
+    value = _field(mapping, key)
+    if not isinstance(value, str) or not value:
+        raise MalformedUpdate(f"{key!r} is not a non-empty string")
+    if _UNSTORABLE.search(value):
+        raise MalformedUpdate(f"{key!r} contains NUL or a lone surrogate")
+    return value
+
+
+def _optional_text(mapping: dict[str, Any], key: str) -> str | None:
+    if mapping.get(key) in (None, ""):
+        return None
+    return _text(mapping, key)
+
+
+def _charge(payer: object, payment: object) -> Charge:
+    return Charge(
+        payer_id=_integer(payer, "id", low=1),
+        currency=_text(payment, "currency"),
+        total_amount=_integer(payment, "total_amount", low=1),
+        invoice_payload=_text(payment, "invoice_payload"),
+    )
+
+
+def update_id_of(raw: object) -> int | None:
+    """The update's id when it is a usable one (for de-duplication and polling offsets)."""
+    try:
+        return _integer(raw, "update_id", low=0)
+    except MalformedUpdate:
+        return None
+
+
+def update_kind(raw: object) -> str:
+    """What the update is about, for records and logs: a fixed vocabulary, never input."""
+    if not isinstance(raw, dict):
+        return "unknown"
+    if "pre_checkout_query" in raw:
+        return "pre_checkout_query"
+    message = raw.get("message")
+    if isinstance(message, dict):
+        for kind in ("successful_payment", "refunded_payment"):
+            if kind in message:
+                return kind
+        return "message"
+    return "other"
+
+
+def parse_update(raw: object) -> Update:
+    """The update as typed values; MalformedUpdate for anything we cannot use as it is."""
+    update_id = update_id_of(raw)
+    if update_id is None:
+        raise MalformedUpdate("'update_id' is not a JSON integer from 0 to 2^63-1")
+    assert isinstance(raw, dict)
+    kind = update_kind(raw)
+    if kind == "pre_checkout_query":
+        query = raw["pre_checkout_query"]
+        return PreCheckoutQuery(
+            update_id, _text(query, "id"), _charge(_field(query, "from"), query)
+        )
+    if kind == "successful_payment":
+        message = raw["message"]
+        payment = message["successful_payment"]
+        charge = _charge(_field(message, "from"), payment)
+        assert isinstance(payment, dict)
+        return SuccessfulPayment(
+            update_id,
+            charge,
+            _text(payment, "telegram_payment_charge_id"),
+            _optional_text(payment, "provider_payment_charge_id"),
+        )
+    if kind == "refunded_payment":
+        refunded = raw["message"]["refunded_payment"]
+        return RefundedPayment(update_id, _text(refunded, "telegram_payment_charge_id"))
+    return OtherUpdate(update_id)
+
+
+def parse_star_transaction(transaction: object) -> SuccessfulPayment | None:
+    """An incoming invoice payment from getStarTransactions (Bot API, StarTransaction: its `id`
+    is the payment's telegram_payment_charge_id), or None for any other transaction (refunds go
+    out to a `receiver`; other partners are not invoice payments). MalformedUpdate when it is an
+    invoice payment we cannot use as it is."""
+    source = transaction.get("source") if isinstance(transaction, dict) else None
+    if not isinstance(source, dict) or source.get("type") != "user":
+        return None
+    if "invoice_payload" not in source:
+        return None
+    charge = Charge(
+        payer_id=_integer(_field(source, "user"), "id", low=1),
+        # getStarTransactions lists Telegram Stars only.
+        currency="XTR",
+        total_amount=_integer(transaction, "amount", low=1),
+        invoice_payload=_text(source, "invoice_payload"),
+    )
+    return SuccessfulPayment(None, charge, _text(transaction, "id"), None)
+
+
+def pre_checkout_query_id(raw: object) -> str | None:
+    """The query id of a pre-checkout update, even a malformed one, so that it can still be
+    declined at once (Telegram cancels an unanswered checkout after 10 seconds)."""
+    if update_kind(raw) != "pre_checkout_query":
+        return None
+    assert isinstance(raw, dict)
+    try:
+        return _text(raw["pre_checkout_query"], "id")
+    except MalformedUpdate:
+        return None
+
+
+def storable(value: Any) -> Any:
+    """A copy of a JSON value that PostgreSQL's jsonb accepts: NUL and lone surrogates become
+    U+FFFD. For the raw copies we keep; the values we act on are parsed strictly instead."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {storable(key): storable(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [storable(item) for item in value]
+    return value
