@@ -25,8 +25,8 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from portex_pay.adapters.postgres.applications import ApplicationRepository
-from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.postgres.dead_letters import DeadLetterRepository
+from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.postgres.payments import PaymentRepository
 from portex_pay.adapters.postgres.pool import create_pool
 from portex_pay.adapters.telegram.client import new_session

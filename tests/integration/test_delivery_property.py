@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from portex_pay.adapters.postgres.applications import Application, ApplicationRepository
-from portex_pay.adapters.postgres.orders import OrderRepository
 from portex_pay.adapters.postgres.dead_letters import DeadLetterRepository
+from portex_pay.adapters.postgres.orders import OrderRepository
 from portex_pay.adapters.postgres.payments import PaymentRepository
 from portex_pay.adapters.postgres.pool import create_pool
 from portex_pay.adapters.telegram import BotApiClient
