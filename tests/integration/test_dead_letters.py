@@ -3,6 +3,8 @@ every update is applied only within the application whose bot received it."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from portex.payment.v1 import payment_pb2
 from portex_pay.devtools.fake_bot_api import FakeBotApi
 from tests.integration.helpers import pay_request
@@ -22,7 +24,7 @@ async def test_a_poison_pre_checkout_is_dead_lettered_and_another_users_payment_
     bot_id = int(shop.bot_token.split(":")[0])
     poisoned = await stub.Pay(pay_request(tg_use_id=USER), metadata=shop.metadata)
     # Payloads and money of the kinds that used to raise or be coerced.
-    bad = [
+    bad: list[dict[str, Any]] = [
         {"invoice_payload": f"v1.{poisoned.tg_payment_id}.4.é"},
         {"total_amount": "5"},
         {"total_amount": 5.9},
@@ -77,6 +79,7 @@ async def test_a_malformed_successful_payment_is_kept_and_announced(
         },
     )
     await fake_telegram.drain(shop.bot_token)
+    assert update_id is not None
     await fake_telegram.redeliver(update_id, token=shop.bot_token)  # a second delivery
     await fake_telegram.drain(shop.bot_token)
     rows = await service.pool.fetch("SELECT kind, raw FROM dead_letters WHERE bot_id = $1", bot_id)
