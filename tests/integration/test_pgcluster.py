@@ -6,9 +6,13 @@ and restart it leave it running again; only the destroy test pays for a second i
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import stat
+import subprocess
+import sys
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -189,6 +193,111 @@ def test_the_server_never_runs_as_root(running: PgCluster) -> None:
         assert os.stat(f"/proc/{pid}").st_uid != 0
     else:
         assert os.stat(f"/proc/{pid}").st_uid == os.geteuid()
+
+
+# Run in a fresh interpreter, so that neither this process's gRPC state nor its threads matter.
+# A thread-pool gRPC server is kept busy by four threads calling it while a cluster is started and
+# stopped. Every libc fork() is counted by an atfork handler (registered through glibc's
+# __register_atfork, or pthread_atfork elsewhere): vfork() and exec run no such handlers.
+_FORK_UNDER_GRPC = textwrap.dedent(
+    """
+    import ctypes, json, sys, threading
+    from concurrent import futures
+    from pathlib import Path
+
+    import grpc
+
+    from portex_pay.devtools.pgcluster import PgCluster
+
+    forks = [0]
+    libc = ctypes.CDLL(None)
+    HANDLER = ctypes.CFUNCTYPE(None)
+
+    @HANDLER
+    def _prepare():
+        forks[0] += 1
+
+    if hasattr(libc, "__register_atfork"):  # glibc: pthread_atfork is not exported
+        counted = libc.__register_atfork(_prepare, None, None, None) == 0
+    elif hasattr(libc, "pthread_atfork"):
+        counted = libc.pthread_atfork(_prepare, None, None) == 0
+    else:
+        counted = False
+
+    def echo(request, context):
+        return request
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+        "test.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}),))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    call = channel.unary_unary("/test.Echo/Echo")
+    call(b"warm-up", timeout=10)
+
+    done = threading.Event()
+    calls = [0]
+
+    def busy():
+        while not done.is_set():
+            call(b"x", timeout=10)
+            calls[0] += 1
+
+    callers = [threading.Thread(target=busy) for _ in range(4)]
+    for thread in callers:
+        thread.start()
+    try:
+        before = calls[0]
+        with PgCluster(Path(sys.argv[1]), ephemeral=True) as pg:
+            started = pg.is_running()
+            calls_during_start = calls[0] - before
+        stopped = not pg.is_running()
+        pg.destroy()
+    finally:
+        done.set()
+        for thread in callers:
+            thread.join()
+        channel.close()
+        server.stop(None)
+    print(json.dumps({
+        "started": started, "stopped": stopped, "calls": calls_during_start,
+        "forks": forks[0] if counted else None,
+    }))
+    """
+)
+
+
+def test_no_fork_while_grpc_threads_run(tmp_path: Path) -> None:
+    """Issue 7 #13: PostgreSQL failed to start, with gRPC's "Other threads are currently calling
+    into gRPC, skipping fork() handlers" and "epoll_wait error: Bad file descriptor" in the child.
+
+    Dropping root with subprocess's user=/group=/extra_groups= made CPython fork() instead of
+    vfork(), and fork() ran gRPC's atfork handlers in a process with busy gRPC threads. With fork
+    support forced on, that path logged the message on almost every fork and the atfork counter
+    saw every one; the cluster's programs must now start through vfork and exec alone (as root:
+    setpriv or runuser; otherwise nothing to drop)."""
+    find_postgres_bindir()
+    env = {**os.environ, "GRPC_ENABLE_FORK_SUPPORT": "1", "GRPC_VERBOSITY": "INFO"}
+    env.pop("GRPC_TRACE", None)
+    child = subprocess.run(
+        [sys.executable, "-c", _FORK_UNDER_GRPC, str(tmp_path / "grpc-pg" / "data")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    output = child.stdout + child.stderr
+    assert child.returncode == 0, output
+    assert "skipping fork() handlers" not in output
+    assert "epoll_wait" not in output
+    result = json.loads(child.stdout.strip().splitlines()[-1])
+    assert result["started"], output
+    assert result["stopped"], output
+    assert result["calls"] > 0, "gRPC was not busy while the cluster started"
+    if result["forks"] is not None:
+        assert result["forks"] == 0, output
 
 
 def _unused_port(*, exclude: int) -> int:

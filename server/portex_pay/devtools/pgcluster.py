@@ -5,9 +5,16 @@ temporary directory (`ephemeral=True`: no fsync, deleted afterwards). The server
 127.0.0.1 only, with trust authentication, its Unix socket inside the data directory and its log
 in `postgres.log` there, so nothing outside the data directory is touched and no password or
 system-wide service is needed. PostgreSQL refuses to run as root, so when this process is root the
-server programs run as the `postgres` system user (else `nobody`) and the data directory is
-handed to that user. The binaries come from the system (`apt-get install postgresql`) or, failing
-that, from the `pgserver` wheel, which bundles a relocatable PostgreSQL build.
+server programs run as the `postgres` system user (else `nobody`), started through util-linux's
+`setpriv` (else `runuser`), and the data directory is handed to that user. The binaries come from
+the system (`apt-get install postgresql`) or, failing that, from the `pgserver` wheel, which
+bundles a relocatable PostgreSQL build.
+
+Privileges are never dropped inside this process's child (subprocess's user=/group=/extra_groups=/
+preexec_fn): any of those makes CPython fork() instead of vfork(), and fork() in a process with
+live gRPC threads (the service, the test suite) runs gRPC's fork handlers, which can break the
+child or the parent's event engine. Every child here is started by vfork+exec and drops root, if
+at all, in the program it execs.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 __all__ = [
     "PgCluster",
@@ -60,6 +67,8 @@ MAX_SOCKET_PATH = 103
 START_TIMEOUT_S = 60
 STOP_MODES = ("smart", "fast", "immediate")
 UNPRIVILEGED_USERS = ("postgres", "nobody")
+# Where setpriv and runuser live when the caller's PATH lacks the sbin directories.
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class PostgresNotFound(RuntimeError):
@@ -153,6 +162,28 @@ class _RunAs:
     name: str
     uid: int
     gid: int
+    home: str
+
+    def command_prefix(self) -> list[str]:
+        """The argv that runs the rest of a command line as this account, by exec alone.
+
+        setpriv changes uid, gid and groups and then execs, so the program keeps the pid that
+        subprocess waits for (and kills on timeout). runuser, the fallback, stays as its parent
+        and gives the account its own supplementary groups (initgroups) rather than none.
+        """
+        search = os.pathsep.join(filter(None, (os.environ.get("PATH"), SYSTEM_PATH)))
+        setpriv = shutil.which("setpriv", path=search)
+        if setpriv is not None:
+            # --clear-groups drops root's supplementary groups along with its uid and gid.
+            return [setpriv, f"--reuid={self.uid}", f"--regid={self.gid}", "--clear-groups", "--"]
+        runuser = shutil.which("runuser", path=search)
+        if runuser is not None:
+            return [runuser, "-u", self.name, "--"]
+        raise PgClusterError(
+            f"running as root, and PostgreSQL must run as {self.name!r}, but neither `setpriv` "
+            "nor `runuser` (util-linux) was found to switch to it; install util-linux or run as "
+            "a normal user"
+        )
 
 
 def _unprivileged_account() -> _RunAs | None:
@@ -163,7 +194,7 @@ def _unprivileged_account() -> _RunAs | None:
             entry = pwd.getpwnam(name)
         except KeyError:
             continue
-        return _RunAs(name=name, uid=entry.pw_uid, gid=entry.pw_gid)
+        return _RunAs(name=name, uid=entry.pw_uid, gid=entry.pw_gid, home=entry.pw_dir)
     raise PgClusterError(
         "running as root, and PostgreSQL refuses to: neither a `postgres` nor a `nobody` user "
         "exists to run it as; create one (`useradd --system postgres`) or run as a normal user"
@@ -178,13 +209,18 @@ def _free_port() -> int:
         return port
 
 
-def _clean_env() -> dict[str, str]:
+def _clean_env(run_as: _RunAs | None = None) -> dict[str, str]:
     # PGDATA, PGPORT, PGHOST, PGUSER... from the caller's shell would silently redirect initdb,
     # pg_ctl or psql to another cluster; everything here is passed explicitly instead.
     env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
     # English messages, so that failures read the same everywhere and can be matched; initdb
     # gets its locale from --locale, not from here.
     env["LC_ALL"] = "C"
+    if run_as is not None:
+        # setpriv leaves the environment alone, so root's HOME (often an unreadable /root) would
+        # reach the server's libpq (~/.pgpass for postgres_fdw, replication); give the account
+        # its own, as runuser and login do, so both ways of switching hand over the same one.
+        env.update(HOME=run_as.home, USER=run_as.name, LOGNAME=run_as.name)
     return env
 
 
@@ -341,11 +377,16 @@ class PgCluster:
 
         Output goes to a temporary file, not a pipe: pg_ctl's postmaster child could inherit a
         pipe and keep it open, making a pipe reader wait for the server to exit.
+
+        The account is switched by exec'ing setpriv (or runuser) in front of the program, never
+        with subprocess's user=, group=, extra_groups= or preexec_fn: those make CPython fork()
+        rather than vfork(), and fork() in this process, which may have gRPC threads running,
+        runs gRPC's fork handlers ("skipping fork() handlers", "epoll_wait error: Bad file
+        descriptor"; PostgreSQL then failed to start).
         """
-        kwargs: dict[str, Any] = {}
-        if as_server and self._run_as is not None:
-            # extra_groups=[] drops root's supplementary groups along with its uid and gid.
-            kwargs.update(user=self._run_as.uid, group=self._run_as.gid, extra_groups=[])
+        run_as = self._run_as if as_server else None
+        if run_as is not None:
+            args = [*run_as.command_prefix(), *args]
         with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as out:
             try:
                 proc = subprocess.run(
@@ -356,10 +397,9 @@ class PgCluster:
                     # The caller's working directory may be unreadable to the dropped account
                     # (e.g. /root), and initdb and postgres fail when they cannot resolve it.
                     cwd=self.data_dir if self.data_dir.is_dir() else "/",
-                    env=_clean_env(),
+                    env=_clean_env(run_as),
                     timeout=timeout,
                     check=False,
-                    **kwargs,
                 )
                 returncode = proc.returncode
             except subprocess.TimeoutExpired:
