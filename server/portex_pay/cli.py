@@ -32,7 +32,7 @@ from portex_pay.adapters.postgres.pool import create_pool
 from portex_pay.adapters.telegram.client import new_session
 from portex_pay.app import PortexApp, telegram_client, wait_for_database
 from portex_pay.config import DEFAULT_GRPC_ADDR, ConfigError, Settings
-from portex_pay.logging import configure_logging
+from portex_pay.logging import configure_logging, register_secret
 from portex_pay.service.applications import AdminError, ApplicationAdmin
 from portex_pay.service.payments import utcnow
 from portex_pay.service.reconcile import reconcile
@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
     configure_logging(settings.log_format, settings.log_level)
+    register_secret(settings.payload_secret)
     try:
         if options.command == "serve":
             asyncio.run(serve(settings))
@@ -226,9 +227,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             asyncio.run(run_admin(settings, options))
     except (AdminError, ConnectionError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_one_line(str(error))}", file=sys.stderr)
         return 1
     return 0
+
+
+def _one_line(text: str) -> str:
+    """The message with line breaks and other control characters escaped: one line, always."""
+    return "".join(
+        char if char.isprintable() or char == " " else char.encode("unicode_escape").decode()
+        for char in text
+    )
 
 
 __all__ = ["main", "serve"]

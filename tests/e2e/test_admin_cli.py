@@ -264,3 +264,82 @@ async def test_binding_a_bot_in_webhook_mode_registers_the_webhook(database_url,
     assert code == 0, err
     assert bound["webhook_url"] == f"https://pay.example.com/telegram/webhook/{app_id}"
     assert fake_telegram.calls_for("setWebhook", token=token)
+
+
+# --- Conflicts and bad input are one clear line, never a traceback (issue 7, defects 3 and 11) ---
+
+
+def _one_error_line(err: str) -> str:
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+async def _app_with_bot(database_url: str, fake: FakeBotApi) -> tuple[str, str, str, str]:
+    """(application id, name, bot token, bot username) of a new application with its own bot."""
+    token = new_bot_token()
+    username = f"b{uuid.uuid4().hex[:8]}_bot"
+    fake.add_bot(token, username=username)
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    code, created, err = await admin(
+        database_url, fake, "create-app", "--name", name, "--bot-token", token
+    )
+    assert code == 0, err
+    return created["application_id"], name, token, username
+
+
+async def test_set_bot_token_of_a_bot_bound_elsewhere_names_the_conflict(
+    database_url, fake_telegram, service: PortexApp
+):
+    holder_id, holder_name, token, username = await _app_with_bot(database_url, fake_telegram)
+    _, other, _ = await admin(
+        database_url, fake_telegram, "create-app", "--name", f"cli-{uuid.uuid4().hex[:8]}"
+    )
+    code, out, err = await admin(
+        database_url, fake_telegram, "set-bot-token", "--app", other["application_id"],
+        "--bot-token", token,
+    )  # fmt: skip
+    assert (code, out) == (1, None)
+    bot_id = int(token.split(":")[0])
+    assert _one_error_line(err) == (
+        f"error: bot @{username} (id {bot_id}) is already bound to application "
+        f"{holder_id} ({holder_name!r})"
+    )
+    assert token.split(":")[1] not in err
+    bound = await service.pool.fetchval(
+        "SELECT bot_id FROM applications WHERE id = $1::uuid", other["application_id"]
+    )
+    assert bound is None
+
+
+async def test_create_app_with_a_bot_bound_elsewhere_names_the_conflict(
+    database_url, fake_telegram, service: PortexApp
+):
+    holder_id, holder_name, token, username = await _app_with_bot(database_url, fake_telegram)
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    code, out, err = await admin(
+        database_url, fake_telegram, "create-app", "--name", name, "--bot-token", token
+    )
+    assert (code, out) == (1, None)
+    assert _one_error_line(err) == (
+        f"error: bot @{username} (id {token.split(':')[0]}) is already bound to application "
+        f"{holder_id} ({holder_name!r})"
+    )
+    assert token.split(":")[1] not in err
+    assert (
+        await service.pool.fetchval("SELECT count(*) FROM applications WHERE name = $1", name) == 0
+    )
+
+
+@pytest.mark.parametrize("name", ["evil\x1b[2Jname", "two\nlines", "del\x7f", "   "])
+async def test_create_app_refuses_a_name_with_control_characters(
+    database_url, fake_telegram, service: PortexApp, name: str
+):
+    code, out, err = await admin(database_url, fake_telegram, "create-app", "--name", name)
+    assert (code, out) == (1, None)
+    assert _one_error_line(err).startswith("error: invalid application name: ")
+    assert (
+        await service.pool.fetchval("SELECT count(*) FROM applications WHERE name = $1", name) == 0
+    )

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from urllib.parse import urlsplit
 
 from portex_pay.domain.errors import FieldViolation, InvalidArgument
+from portex_pay.domain.text import free_text_problem, single_line_problem
 
 TITLE_MAX_CHARS = 32
 DESCRIPTION_MAX_CHARS = 255
@@ -24,7 +25,7 @@ APP_PAYLOAD_MAX_BYTES = 4096
 URL_MAX_CHARS = 2048
 REQUEST_ID_MAX_CHARS = 128
 INVOICE_PAYLOAD_MAX_BYTES = 128  # Telegram's limit on createInvoiceLink's `payload`
-_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # whole string: fullmatch, not `$`
 # What sign_invoice_payload makes: ASCII digits only (str.isdigit() also takes "²" and "٣"), a
 # 128-bit MAC in unpadded base64url.
 _SIGNED_PAYLOAD = re.compile(r"v1\.([0-9]{1,19})\.([0-9]{1,19})\.([A-Za-z0-9_-]{22})", re.ASCII)
@@ -54,16 +55,45 @@ class PayCommand:
 
 
 def _absolute_http_url(value: str) -> bool:
-    parts = urlsplit(value)
-    return parts.scheme in ("http", "https") and bool(parts.hostname)
+    try:
+        parts = urlsplit(value)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:  # urlsplit refuses e.g. an unclosed "[" or an NFKC-unsafe host
+        return False
+
+
+# Which character rule (domain/text.py) applies to each of Pay's text fields.
+PAY_FREE_TEXT_FIELDS = ("description", "payload")
+PAY_SINGLE_LINE_FIELDS = ("label", "title", "photo_url", "callback_url", "request_id")
+
+
+def _character_violations(command: PayCommand, request_id: str) -> dict[str, FieldViolation]:
+    """Pay's text fields that carry a refused character, by field."""
+    bad: dict[str, FieldViolation] = {}
+    for field in PAY_FREE_TEXT_FIELDS + PAY_SINGLE_LINE_FIELDS:
+        value = request_id if field == "request_id" else getattr(command, field)
+        if value is None:
+            continue
+        if field in PAY_FREE_TEXT_FIELDS:
+            problem = free_text_problem(value)
+        else:
+            problem = single_line_problem(value)
+        if problem is not None:
+            bad[field] = FieldViolation(field, problem)
+    return bad
 
 
 def validate_pay(command: PayCommand, request_id: str, *, max_amount: int) -> list[FieldViolation]:
-    """Every rule Pay's input breaks, one violation per field, all at once."""
+    """Every rule Pay's input breaks, one violation per field, all at once. Never raises: any
+    input gives violations. A text field with a refused character (domain/text.py) is reported
+    for that, before its length or form."""
     bad: list[FieldViolation] = []
+    characters = _character_violations(command, request_id)
 
     def check(field: str, ok: bool, description: str) -> None:
-        if not ok:
+        if field in characters:
+            bad.append(characters[field])
+        elif not ok:
             bad.append(FieldViolation(field, description))
 
     check("tg_use_id", command.tg_use_id > 0, "must be a positive Telegram user id")
@@ -88,9 +118,11 @@ def validate_pay(command: PayCommand, request_id: str, *, max_amount: int) -> li
         f"must be 1-{DESCRIPTION_MAX_CHARS} characters",
     )
     if command.payload is not None:
+        # surrogatepass: a lone surrogate (already reported) must not make this raise.
+        size = len(command.payload.encode("utf-8", "surrogatepass"))
         check(
             "payload",
-            len(command.payload.encode()) <= APP_PAYLOAD_MAX_BYTES,
+            size <= APP_PAYLOAD_MAX_BYTES,
             f"must be at most {APP_PAYLOAD_MAX_BYTES} bytes of UTF-8",
         )
     for field in ("photo_url", "callback_url"):
@@ -108,7 +140,7 @@ def validate_pay(command: PayCommand, request_id: str, *, max_amount: int) -> li
     if request_id:
         check(
             "request_id",
-            _REQUEST_ID.match(request_id) is not None,
+            _REQUEST_ID.fullmatch(request_id) is not None,
             f"must be 1-{REQUEST_ID_MAX_CHARS} printable ASCII characters without spaces",
         )
     return bad
