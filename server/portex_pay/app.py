@@ -161,6 +161,8 @@ class PortexApp:
             options=[
                 # Fail loudly when the port is taken instead of sharing it with a stranger.
                 ("grpc.so_reuseport", 0),
+                # Nothing valid comes near it; larger requests are RESOURCE_EXHAUSTED, unread.
+                ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
                 # Long-lived streams: ping idle clients, accept their pings every 10 s or more.
                 ("grpc.keepalive_time_ms", 30_000),
                 ("grpc.keepalive_timeout_ms", 10_000),
@@ -281,6 +283,11 @@ class PortexApp:
                 reachable = True
             except Exception:  # any failure to answer means "not serving"
                 reachable = False
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                # asyncpg times the query with asyncio.wait_for, which can swallow a cancel that
+                # arrives as the query ends (CPython gh-86296); stop anyway.
+                raise asyncio.CancelledError
             await self._set_serving(reachable)
 
     async def stop(self) -> None:
@@ -295,7 +302,16 @@ class PortexApp:
             self.hub.close()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            # Bounded: a task that does not end on cancellation must not hang the shutdown.
+            ended, stuck = await asyncio.wait(self._tasks, timeout=self.settings.shutdown_grace)
+            for task in stuck:
+                log.warning("background task did not stop", task=task.get_name())
+            for task in ended:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error(
+                        "background task failed", task=task.get_name(), exc_info=task.exception()
+                    )
         await self.health.enter_graceful_shutdown()
         self._serving = False
         if self._server is not None:

@@ -38,6 +38,9 @@ class Settings:
     order_ttl_seconds: int = 3600
     idempotency_ttl_seconds: int = 86_400
     auth_cache_ttl: float = 5.0
+    # The largest gRPC request accepted. The largest valid request (a Pay with every field at
+    # its limit in four-byte characters) is about 22 KB; gRPC's own default is 4 MiB.
+    grpc_max_receive_bytes: int = 65_536
     shutdown_grace: float = 10.0
     health_interval: float = 1.0
     public_url: str = ""
@@ -128,6 +131,7 @@ class Settings:
         number("PORTEX_ORDER_TTL", "order_ttl_seconds", int, 1)
         number("PORTEX_IDEMPOTENCY_TTL", "idempotency_ttl_seconds", int, 86_400)
         number("PORTEX_AUTH_CACHE_TTL", "auth_cache_ttl", float, 0)
+        number("PORTEX_GRPC_MAX_RECEIVE_BYTES", "grpc_max_receive_bytes", int, 16_384)
         number("PORTEX_SHUTDOWN_GRACE", "shutdown_grace", float, 0)
         number("PORTEX_HEALTH_INTERVAL", "health_interval", float, 0.05)
 

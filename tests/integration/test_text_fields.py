@@ -126,20 +126,6 @@ async def _drain(call: Any) -> None:
         pass
 
 
-# Both need changes outside this change's files; strict, so that they must be unmarked then.
-NEEDS_STRICT_CURSORS = pytest.mark.xfail(
-    strict=True,
-    reason="needs Cursor.decode to refuse non-canonical text and ListEvents to name page_token "
-    "(the gRPC-hardening change); until then a NUL is dropped by base64 or named after_cursor",
-)
-NEEDS_TYPES_CHECK = pytest.mark.xfail(
-    strict=True,
-    reason="needs the servicer to check `types` with domain.text.single_line_problem; until "
-    "then a type with a control character silently matches nothing",
-)
-
-
-@NEEDS_STRICT_CURSORS
 @pytest.mark.parametrize("char", [*EVERYWHERE.values(), *SINGLE_LINE_ONLY.values()])
 async def test_cursors_with_control_characters_are_refused_by_their_field(
     stub, app: TestApp, char: str
@@ -158,7 +144,6 @@ async def test_cursors_with_control_characters_are_refused_by_their_field(
         assert await _invalid_argument(_drain(stream)) == ["after_cursor"]
 
 
-@NEEDS_TYPES_CHECK
 @pytest.mark.parametrize("char", [*EVERYWHERE.values(), *SINGLE_LINE_ONLY.values()])
 async def test_event_type_filters_with_control_characters_are_refused(
     stub, app: TestApp, char: str

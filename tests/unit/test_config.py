@@ -92,3 +92,19 @@ def test_update_settings_are_read_and_checked() -> None:
         )
     for name in ("PORTEX_TELEGRAM_UPDATES", "PORTEX_TELEGRAM_POLLERS", "PORTEX_POLL_LEASE"):
         assert name in str(raised.value)
+
+
+def test_grpc_receive_limit_is_read_and_bounded_below() -> None:
+    assert Settings.from_env(BASE).grpc_max_receive_bytes == 65_536
+    settings = Settings.from_env({**BASE, "PORTEX_GRPC_MAX_RECEIVE_BYTES": "16384"})
+    assert settings.grpc_max_receive_bytes == 16_384
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({**BASE, "PORTEX_GRPC_MAX_RECEIVE_BYTES": "16383"})
+    assert "PORTEX_GRPC_MAX_RECEIVE_BYTES must be >= 16384" in str(raised.value)
+
+
+def test_update_attempts_are_read_and_bounded_below() -> None:
+    assert Settings.from_env(BASE).update_max_attempts == 10
+    assert Settings.from_env({**BASE, "PORTEX_UPDATE_MAX_ATTEMPTS": "3"}).update_max_attempts == 3
+    with pytest.raises(ConfigError):
+        Settings.from_env({**BASE, "PORTEX_UPDATE_MAX_ATTEMPTS": "0"})

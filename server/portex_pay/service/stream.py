@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from uuid import UUID
 
@@ -32,10 +32,13 @@ from portex_pay.domain.errors import (
     InvalidArgument,
     ShuttingDown,
 )
+from portex_pay.domain.text import single_line_problem
 
 log = structlog.get_logger(__name__)
 
 _BATCH = 500
+MAX_TYPES = 64  # event types in one filter
+MAX_TYPE_CHARS = 64
 _CLOSED = object()
 
 
@@ -44,6 +47,26 @@ class EventFilter:
     tg_payment_id: int | None = None
     tg_use_id: int | None = None
     types: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(
+        cls, *, tg_payment_id: int | None, tg_use_id: int | None, types: Iterable[str]
+    ) -> EventFilter:
+        """The filter a request asks for, or InvalidArgument: at most MAX_TYPES event types, each
+        1-MAX_TYPE_CHARS characters on one line (domain/text.py)."""
+        wanted = list(types)
+        problem = None
+        if len(wanted) > MAX_TYPES:
+            problem = f"at most {MAX_TYPES} event types"
+        for name in wanted:
+            if problem is not None:
+                break
+            problem = single_line_problem(name)
+            if problem is None and not 0 < len(name) <= MAX_TYPE_CHARS:
+                problem = f"each event type must be 1-{MAX_TYPE_CHARS} characters"
+        if problem is not None:
+            raise InvalidArgument([FieldViolation("types", problem)])
+        return cls(tg_payment_id=tg_payment_id, tg_use_id=tg_use_id, types=frozenset(wanted))
 
     def matches(self, event: StoredEvent) -> bool:
         if self.tg_payment_id is not None and event.tg_payment_id != self.tg_payment_id:
@@ -195,15 +218,17 @@ class EventStreamer:
         self._hub = hub
         self._heartbeat = heartbeat
 
-    async def start_cursor(self, after_cursor: str, *, default_now: bool) -> Cursor:
-        """Where to start: right after `after_cursor` (refused when malformed or pruned), else
-        now or the start of retention."""
+    async def start_cursor(
+        self, after_cursor: str, *, default_now: bool, field: str = "after_cursor"
+    ) -> Cursor:
+        """Where to start: right after `after_cursor` (refused, naming `field`, when malformed
+        or pruned), else now or the start of retention."""
         if after_cursor:
             try:
                 cursor = Cursor.decode(after_cursor)
             except MalformedCursor:
                 raise InvalidArgument(
-                    [FieldViolation("after_cursor", "not a cursor returned by this service")]
+                    [FieldViolation(field, "not a cursor returned by this service")]
                 ) from None
             pruned = await self._events.pruned_up_to()
             if pruned is not None and cursor <= pruned:

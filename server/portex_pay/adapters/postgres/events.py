@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from functools import total_ordering
@@ -19,6 +20,13 @@ from typing import Any
 from uuid import UUID
 
 import asyncpg
+
+XID_MAX = 2**64 - 1  # xid8, the writing transaction's id
+EVENT_ID_MAX = 2**63 - 1  # bigint, the event's row id
+# "v1.<xid>.<id>", canonical decimal, in unpadded base64url.
+_RAW = re.compile(r"v1\.(0|[1-9][0-9]{0,19})\.(0|[1-9][0-9]{0,18})", re.ASCII)
+_ENCODED = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
+_ENCODED_MAX_CHARS = 64
 
 
 class MalformedCursor(ValueError):
@@ -36,14 +44,22 @@ class Cursor:
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
+        """The cursor `encode` made, or MalformedCursor: anything else is refused here, before
+        any query (another base64 spelling of it, digits that are not ASCII, a sign, a leading
+        zero, a position out of the columns' range)."""
+        if len(text) > _ENCODED_MAX_CHARS or not _ENCODED.fullmatch(text):
+            raise MalformedCursor("not a cursor of this service")
         try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
-            version, xid, event_id = raw.split(".")
-            if version != "v1":
-                raise ValueError(version)
-            return cls(int(xid), int(event_id))
-        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
+        except (ValueError, binascii.Error):
             raise MalformedCursor("not a cursor of this service") from None
+        parts = _RAW.fullmatch(raw)
+        if parts is None:
+            raise MalformedCursor("not a cursor of this service")
+        cursor = cls(int(parts[1]), int(parts[2]))
+        if cursor.xid > XID_MAX or cursor.id > EVENT_ID_MAX or cursor.encode() != text:
+            raise MalformedCursor("not a cursor of this service")
+        return cursor
 
     def __lt__(self, other: object) -> bool:
         if not isinstance(other, Cursor):

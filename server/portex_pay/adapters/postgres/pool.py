@@ -39,20 +39,33 @@ async def connect(dsn: str) -> asyncpg.Connection:
     return conn
 
 
+_TRANSIENT = (
+    asyncpg.PostgresConnectionError  # includes CannotConnectNowError
+    | asyncpg.InterfaceError  # includes ConnectionDoesNotExistError
+    | asyncpg.InternalClientError  # includes ProtocolError: a connection that died under a query
+    | asyncpg.TransactionRollbackError  # serialization_failure, deadlock_detected
+    | asyncpg.QueryCanceledError  # statement_timeout, a cancelled query
+    | asyncpg.OperatorInterventionError  # admin_shutdown, crash_shutdown
+    | asyncpg.InsufficientResourcesError  # too_many_connections, disk_full
+    | ConnectionError
+    | OSError
+    | TimeoutError
+)
+
+
 def is_database_unavailable(error: BaseException) -> bool:
     """PostgreSQL could not do the work now, for a reason that passes (as opposed to a bug or
     bad data): unreachable, the connection lost mid-query, shutting down, out of connections, a
-    statement timeout, a serialisation failure or deadlock. The work may be retried."""
-    return isinstance(
-        error,
-        asyncpg.PostgresConnectionError  # includes CannotConnectNowError
-        | asyncpg.InterfaceError  # includes ConnectionDoesNotExistError
-        | asyncpg.InternalClientError  # a connection that died under a query
-        | asyncpg.TransactionRollbackError  # serialization_failure, deadlock_detected
-        | asyncpg.QueryCanceledError  # statement_timeout, a cancelled query
-        | asyncpg.OperatorInterventionError  # admin_shutdown, crash_shutdown
-        | asyncpg.InsufficientResourcesError  # too_many_connections, disk_full
-        | ConnectionError
-        | OSError
-        | TimeoutError,
-    )
+    statement timeout, a serialisation failure or deadlock. The work may be retried. An error
+    raised while handling (or from) such a failure counts too: its cause is the outage."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, _TRANSIENT):
+            return True
+        seen.add(id(current))
+        # The chain a traceback shows: the explicit cause, else the implicit context.
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    return False

@@ -7,13 +7,13 @@ google.rpc.RetryInfo built from its `retry_after`.
 
 from __future__ import annotations
 
-import asyncpg
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from portex_pay.adapters.postgres.pool import is_database_unavailable
 from portex_pay.domain import errors
 
 ERROR_DOMAIN = "pay.portex.dev"
@@ -86,16 +86,21 @@ def to_status(error: errors.DomainError) -> grpc.Status:
 
 
 def is_database_outage(error: BaseException) -> bool:
-    """PostgreSQL cannot be reached (as opposed to a bug): the caller may retry elsewhere."""
-    return isinstance(
-        error,
-        asyncpg.PostgresConnectionError
-        | asyncpg.InterfaceError
-        | asyncpg.CannotConnectNowError
-        | ConnectionError
-        | OSError
-        | TimeoutError,
+    """PostgreSQL cannot do the work now (as opposed to a bug): the caller may retry."""
+    return is_database_unavailable(error)
+
+
+def undecodable_status(type_name: str) -> grpc.Status:
+    """The status for request bytes that are not the RPC's request message."""
+    status = status_pb2.Status(
+        code=code_pb2.INVALID_ARGUMENT,
+        message=f"request is not a valid {type_name}",
+        details=[
+            _pack(error_details_pb2.ErrorInfo(reason="INVALID_ARGUMENT", domain=ERROR_DOMAIN))
+        ],
     )
+    result: grpc.Status = rpc_status.to_status(status)
+    return result
 
 
 def unexpected_status(error: BaseException) -> grpc.Status:

@@ -3,15 +3,21 @@
 For every PaymentService RPC it resolves the `authorization: Bearer <api key>` metadata to the
 calling application (UNAUTHENTICATED otherwise), runs the handler with that application in a
 context variable, turns domain errors into rich statuses (api/grpc/errors.py), and writes one log
-line: method, code, duration, application id, request id, peer. Health and reflection pass through
-untouched: they must answer without a key.
+line: method, code, duration, application id, request id, peer. Health and reflection need no key.
+
+Requests of every service are decoded by a deserializer that cannot raise: bytes that are not the
+request message are INVALID_ARGUMENT before anything else (authentication included), with at most
+one warning line per peer address a minute and no canonical line (anyone can send them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import inspect
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -66,9 +72,69 @@ class _Call:
         )
 
 
+class _Undecodable:
+    """What a request that does not decode becomes: the deserializer never raises into gRPC
+    (which would answer UNKNOWN and log a traceback for anyone who sends garbage)."""
+
+    __slots__ = ("type_name",)
+
+    def __init__(self, type_name: str) -> None:
+        self.type_name = type_name
+
+
+def _safe(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+    message_type = getattr(deserializer, "__self__", None)
+    descriptor = getattr(message_type, "DESCRIPTOR", None)
+    undecodable = _Undecodable(getattr(descriptor, "full_name", "request"))
+
+    def deserialize(raw: bytes) -> Any:
+        try:
+            return deserializer(raw)
+        except Exception:  # DecodeError, or anything a deserializer may raise on bad bytes
+            return undecodable
+
+    return deserialize
+
+
+def _peer_host(peer: str) -> str:
+    """`ipv4:127.0.0.1:5555` -> `ipv4:127.0.0.1` (a client's ports change, its address not)."""
+    if peer.startswith(("ipv4:", "ipv6:")):
+        return peer.rsplit(":", 1)[0]
+    return peer
+
+
+class _PerPeerWarnings:
+    """At most one warning per peer address and interval; bounded memory for many peers."""
+
+    def __init__(self, interval: float = 60.0, max_peers: int = 4096) -> None:
+        self._interval = interval
+        self._max_peers = max_peers
+        self._last: OrderedDict[str, tuple[float, int]] = OrderedDict()
+
+    def warn(self, event: str, peer: str, **fields: Any) -> None:
+        host = _peer_host(peer)
+        now = time.monotonic()
+        last = self._last.get(host)
+        if last is not None and now - last[0] < self._interval:
+            self._last[host] = (last[0], last[1] + 1)
+            return
+        suppressed = last[1] if last is not None else 0
+        self._last[host] = (now, 0)
+        self._last.move_to_end(host)
+        while len(self._last) > self._max_peers:
+            self._last.popitem(last=False)
+        log.warning(event, peer=host, suppressed=suppressed, **fields)
+
+
 class PaymentInterceptor(grpc.aio.ServerInterceptor):
+    """Every service's requests are decoded without raising (undecodable: INVALID_ARGUMENT,
+    before authentication); PaymentService's RPCs are authenticated, mapped and logged."""
+
     def __init__(self, authenticator: ApiKeyAuthenticator) -> None:
         self._authenticator = authenticator
+        self._undecodable = _PerPeerWarnings()
 
     async def intercept_service(
         self,
@@ -76,31 +142,112 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> Handler | None:
         handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
         method = handler_call_details.method
-        if handler is None or not method.startswith(PROTECTED_PREFIX):
-            return handler
-        authorization = _metadata_value(handler_call_details, "authorization")
+        deserializer = _safe(handler.request_deserializer)
+        serializer = handler.response_serializer
+        if method.startswith(PROTECTED_PREFIX):
+            authorization = _metadata_value(handler_call_details, "authorization")
+            if handler.unary_unary is not None:
+                return grpc.unary_unary_rpc_method_handler(
+                    self._wrap_unary(handler.unary_unary, method, authorization),
+                    request_deserializer=deserializer,
+                    response_serializer=serializer,
+                )
+            if handler.unary_stream is not None:
+                return grpc.unary_stream_rpc_method_handler(
+                    self._wrap_stream(handler.unary_stream, method, authorization),
+                    request_deserializer=deserializer,
+                    response_serializer=serializer,
+                )
+        # Health, reflection (and any PaymentService RPC with a streamed request, none today):
+        # passed through as they are, but for the check of each request message.
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(handler.unary_unary, method, authorization),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                self._checked_unary(handler.unary_unary, method),
+                request_deserializer=deserializer,
+                response_serializer=serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(handler.unary_stream, method, authorization),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
+                self._checked_unary(handler.unary_stream, method),
+                request_deserializer=deserializer,
+                response_serializer=serializer,
+            )
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(
+                self._checked_stream(handler.stream_unary, method),
+                request_deserializer=deserializer,
+                response_serializer=serializer,
+            )
+        if handler.stream_stream is not None:
+            return grpc.stream_stream_rpc_method_handler(
+                self._checked_stream(handler.stream_stream, method),
+                request_deserializer=deserializer,
+                response_serializer=serializer,
             )
         return handler
 
-    async def _enter(
-        self, call: _Call, authorization: str | None, request: Any
-    ) -> contextvars.Token[Application]:
+    async def _refuse(self, context: Context, method: str, request: _Undecodable) -> None:
+        self._undecodable.warn(
+            "undecodable request", context.peer(), method=method, type=request.type_name
+        )
+        status = errors.undecodable_status(request.type_name)
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+    def _checked_unary(self, behavior: Any, method: str) -> Any:
+        if inspect.isasyncgenfunction(behavior):
+
+            async def checked_stream(request: Any, context: Context) -> AsyncIterator[Any]:
+                if isinstance(request, _Undecodable):
+                    await self._refuse(context, method, request)
+                async with contextlib.aclosing(behavior(request, context)) as responses:
+                    async for response in responses:
+                        yield response
+
+            return checked_stream
+
+        async def checked_call(request: Any, context: Context) -> Any:
+            if isinstance(request, _Undecodable):
+                await self._refuse(context, method, request)
+            return await behavior(request, context)
+
+        return checked_call
+
+    def _checked_stream(self, behavior: Any, method: str) -> Any:
+        def checked_requests(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+            async def check() -> AsyncIterator[Any]:
+                async for request in requests:
+                    if isinstance(request, _Undecodable):
+                        await self._refuse(context, method, request)
+                    yield request
+
+            return check()
+
+        if inspect.isasyncgenfunction(behavior):
+
+            async def checked_stream(requests: Any, context: Context) -> AsyncIterator[Any]:
+                responses = behavior(checked_requests(requests, context), context)
+                async with contextlib.aclosing(responses):
+                    async for response in responses:
+                        yield response
+
+            return checked_stream
+
+        async def checked_call(requests: Any, context: Context) -> Any:
+            return await behavior(checked_requests(requests, context), context)
+
+        return checked_call
+
+    async def _enter(self, call: _Call, authorization: str | None, request: Any) -> None:
         call.request_id = getattr(request, "request_id", None) or None
         application = await self._authenticator.authenticate(authorization)
         call.application_id = str(application.id)
-        return current_application.set(application)
+        # Never reset: gRPC runs each RPC in a task of its own, whose context dies with it, and
+        # a stream's generator may be closed later from another task (another Context), where
+        # reset would raise.
+        current_application.set(application)
 
     async def _fail(self, call: _Call, context: Context, error: Exception) -> None:
         aborted = context.code()
@@ -126,13 +273,12 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
         self, behavior: Any, method: str, authorization: str | None
     ) -> Callable[[Any, Context], Awaitable[Any]]:
         async def wrapper(request: Any, context: Context) -> Any:
+            if isinstance(request, _Undecodable):
+                await self._refuse(context, method, request)
             call = _Call(method, context.peer())
             try:
-                token = await self._enter(call, authorization, request)
-                try:
-                    return await behavior(request, context)
-                finally:
-                    current_application.reset(token)
+                await self._enter(call, authorization, request)
+                return await behavior(request, context)
             except asyncio.CancelledError:
                 call.code = self._cancelled_code(context)
                 raise
@@ -147,15 +293,17 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
         self, behavior: Any, method: str, authorization: str | None
     ) -> Callable[[Any, Context], AsyncIterator[Any]]:
         async def wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
+            if isinstance(request, _Undecodable):
+                await self._refuse(context, method, request)
             call = _Call(method, context.peer())
             try:
-                token = await self._enter(call, authorization, request)
-                try:
-                    async for response in behavior(request, context):
+                await self._enter(call, authorization, request)
+                async with contextlib.aclosing(behavior(request, context)) as responses:
+                    async for response in responses:
                         yield response
-                finally:
-                    current_application.reset(token)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, GeneratorExit):
+                # CancelledError: cancelled while the handler waited. GeneratorExit: cancelled
+                # while gRPC was writing our last response; the generator is closed afterwards.
                 call.code = self._cancelled_code(context)
                 raise
             except Exception as error:

@@ -94,6 +94,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         context: Context,
     ) -> AsyncIterator[payment_pb2.InvoiceEvent]:
         application = current_application.get()
+        event_filter = _filter(request)
         cursor = await self._streamer.start_cursor(
             request.after_cursor, default_now=request.start != payment_pb2.RETENTION_START
         )
@@ -102,9 +103,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             # Headers now, not with the first event: once a client has them it is subscribed
             # and misses nothing (an idle stream may carry nothing until its first heartbeat).
             await context.send_initial_metadata(())
-            async for position, event in self._streamer.stream(
-                subscription, _filter(request), cursor
-            ):
+            async for position, event in self._streamer.stream(subscription, event_filter, cursor):
                 yield event_message(position, event)
         finally:
             self._streamer.unsubscribe(subscription)
@@ -115,12 +114,14 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         page_size = request.page_size or 100
         if not 0 < page_size <= 1000:
             raise InvalidArgument([FieldViolation("page_size", "must be from 1 to 1000")])
+        event_filter = _filter(request)
         cursor = await self._streamer.start_cursor(
             request.page_token or request.after_cursor,
             default_now=request.start == payment_pb2.NOW,
+            field="page_token" if request.page_token else "after_cursor",
         )
         events, next_cursor = await self._streamer.page(
-            current_application.get().id, _filter(request), cursor, page_size
+            current_application.get().id, event_filter, cursor, page_size
         )
         return payment_pb2.ListEventsResponse(
             events=[event_message(event.cursor, event) for event in events],
@@ -131,8 +132,8 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
 def _filter(
     request: payment_pb2.StreamInvoiceEventsRequest | payment_pb2.ListEventsRequest,
 ) -> EventFilter:
-    return EventFilter(
+    return EventFilter.of(
         tg_payment_id=request.tg_payment_id if request.HasField("tg_payment_id") else None,
         tg_use_id=request.tg_use_id if request.HasField("tg_use_id") else None,
-        types=frozenset(request.types),
+        types=request.types,
     )
