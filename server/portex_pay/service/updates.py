@@ -71,6 +71,15 @@ class UpdateRetry(Exception):
     """The update failed for a transient reason and was not dead-lettered: deliver it again."""
 
 
+def dead_letter_reason(error: BaseException) -> str:
+    """Why an update was given up on, as a stable reason."""
+    if isinstance(error, MalformedUpdate | RecursionError):
+        return "MALFORMED_UPDATE"
+    if is_database_unavailable(error):
+        return "RETRIES_EXHAUSTED"  # failed transiently PORTEX_UPDATE_MAX_ATTEMPTS times
+    return "PROCESSING_ERROR"  # a bug: its traceback is logged
+
+
 def describe_error(error: BaseException) -> str:
     """The error as stored and announced: its type and message, storable and bounded."""
     text = f"{type(error).__name__}: {error}"
@@ -194,6 +203,7 @@ class UpdateProcessor:
                 raw=raw if raw is not None else encode_update(update),
                 error=describe_error(error),
                 attempts=attempts,
+                reason=dead_letter_reason(error),
             )
         )
         # The error names what was wrong, never the update's content.

@@ -25,6 +25,7 @@ class DeadLetter:
     raw: bytes
     error: str
     attempts: int
+    reason: str  # MALFORMED_UPDATE | RETRIES_EXHAUSTED | PROCESSING_ERROR
 
 
 class DeadLetterRepository:
@@ -62,6 +63,7 @@ class DeadLetterRepository:
                 "update_id": letter.update_id,
                 "kind": letter.kind,
                 "error": letter.error,
+                "reason": letter.reason,
             }
             await insert_event(conn, letter.application_id, None, "update.dead_lettered", data)
             if letter.kind == "successful_payment":
@@ -70,6 +72,6 @@ class DeadLetterRepository:
                     letter.application_id,
                     None,
                     "payment.anomaly",
-                    {**data, "reason": "MALFORMED_UPDATE"},
+                    data,
                 )
             return letter_id

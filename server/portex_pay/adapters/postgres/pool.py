@@ -45,6 +45,7 @@ _TRANSIENT = (
     | asyncpg.InternalClientError  # includes ProtocolError: a connection that died under a query
     | asyncpg.TransactionRollbackError  # serialization_failure, deadlock_detected
     | asyncpg.QueryCanceledError  # statement_timeout, a cancelled query
+    | asyncpg.LockNotAvailableError  # lock_timeout
     | asyncpg.OperatorInterventionError  # admin_shutdown, crash_shutdown
     | asyncpg.InsufficientResourcesError  # too_many_connections, disk_full
     | ConnectionError
