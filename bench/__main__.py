@@ -18,6 +18,7 @@ from pathlib import Path
 
 import grpc
 
+from bench.flood import run_flood_bench
 from bench.payments import run_payments_bench
 from bench.stream import run_stream_bench
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
@@ -71,6 +72,7 @@ async def main() -> None:
             await run(cluster.dsn)
             await run_payments_bench(cluster.dsn, Path(tmp))
             await run_stream_bench(cluster.dsn, Path(tmp))
+            await run_flood_bench(cluster.dsn, Path(tmp))
         finally:
             cluster.destroy()
 
