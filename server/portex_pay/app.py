@@ -42,6 +42,7 @@ from portex_pay.api.grpc.reflection import DocumentedPool
 from portex_pay.api.grpc.servicer import PaymentServicer
 from portex_pay.api.http.app import create_http_app
 from portex_pay.config import Settings
+from portex_pay.logging import register_secret
 from portex_pay.service.auth import ApiKeyAuthenticator
 from portex_pay.service.callbacks import CallbackDispatcher, new_callback_session
 from portex_pay.service.payments import OrderActions, PaymentSettings, PaymentsService, utcnow
@@ -112,6 +113,7 @@ class PortexApp:
 
     async def start(self) -> None:
         settings = self.settings
+        register_secret(settings.payload_secret)  # redacted from every log line from now on
         conn = await wait_for_database(settings.database_url, settings.db_connect_timeout)
         try:
             await migrate(conn)

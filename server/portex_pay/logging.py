@@ -9,23 +9,26 @@ exception text, any key, nested dicts and lists); secrets must never reach the l
 What is redacted:
 
 - known secrets: values registered with `register_secret` (the payload secret, the applications'
-  webhook and signing secrets), wherever they appear as a word, and also the start of one that a
-  library truncated (a word of at least 8 characters that is a prefix of a registered secret, or
-  starts with one);
-- anything following a secret-bearing header name (`X-Telegram-Bot-Api-Secret-Token`,
-  `X-Tg-InitData`, `Authorization`, `Portex-Signature`) and `key: value` / `key=value` up to the
-  value's end, and the whole value of a dict key of that name or of a credential name
-  (`webhook_secret`, `bot_token`, ...);
+  webhook and signing secrets and bot tokens): any run of at least 8 characters of a line that is
+  the start of a registered secret, wherever it is (inside a longer word too), so the whole secret
+  and also the start of one that a library truncated;
+- the value after a secret-bearing name (the headers `X-Telegram-Bot-Api-Secret-Token`,
+  `X-Tg-InitData`, `Authorization`, `Portex-Signature` and credential names such as
+  `webhook_secret` or `secret_token`; `-`, `_` or nothing between the parts, any case) written as
+  `name: value`, `name=value`, `'name': 'value'` or `('name', 'value')`, and the whole value of a
+  dict key of such a name;
 - Telegram Mini App init data (a query string with `hash=<64 hex>`, or with `auth_date=`,
   `query_id=`, `signature=` or `user=%7B` and an `&`), plain or URL-encoded;
 - the request bytes aiohttp echoes when it refuses a request line or header that is too long or
-  malformed (`Got more than 8190 bytes when reading: b'...'`, `Invalid HTTP header: b'...'`): the
-  start of an over-long header value may be any header's secret, and the header's name is not part
-  of the message;
+  malformed (`Got more than 8190 bytes when reading: b'...'`, `Invalid HTTP header: b'...'`,
+  llhttp's `<reason>:\\n\\n  b'...'`): the start of an over-long header value may be any header's
+  secret, and the header's name is not part of the message;
 - bot tokens, our API keys (`ppk_...`) and `Bearer` credentials, by their shape.
 
-Cost: a handful of compiled regular expressions per string, and for the registry one dictionary
-lookup per word of 8 or more characters, however many secrets are registered.
+Every regular expression here runs in time linear in the line (no nested or overlapping
+repetition, value runs are possessive), and each runs only when a substring test says it may
+match. The registry costs a `str.find` per secret while there are few, then one dictionary lookup
+per position inside the line's words of 8 or more characters, however many secrets there are.
 """
 
 from __future__ import annotations
@@ -41,34 +44,55 @@ import structlog
 
 REDACTED = "[REDACTED]"
 
-# Registered secrets shorter than this are ignored: they would redact ordinary words.
+# Registered secrets shorter than this are ignored, and shorter runs of a secret are not looked
+# for: they would redact ordinary words.
 MIN_SECRET_CHARS = 8
 
-# Bot tokens are "<bot id>:<35 base64url chars>"; our API keys start with "ppk_"; Telegram URLs
-# carry the token after "/bot".
-_BOT_TOKEN = re.compile(r"\d{3,}:[A-Za-z0-9_-]{30,}")
+# Bot tokens are "<bot id>:<35 base64url chars>" (the tail is the cheap test); our API keys start
+# with "ppk_". The lookbehind anchors a token at the start of its digits: without it a long run
+# of digits is quadratic.
+_BOT_TOKEN = re.compile(r"(?<![0-9])[0-9]{3,20}:[A-Za-z0-9_-]{30,}")
 _BOT_TOKEN_TAIL = re.compile(r":[A-Za-z0-9_-]{30}")
 _API_KEY = re.compile(r"ppk_[A-Za-z0-9_-]{8,}")
 _BEARER = re.compile(r"(?i)(bearer\s+)\S+")
 
-_SECRET_HEADER_NAMES = (
-    "x-telegram-bot-api-secret-token",
-    "x-tg-initdata",
+# Names whose value is a secret: headers that carry one, and credential field names. Written with
+# "_" between the parts; in a line the parts may be joined by "-", "_" or nothing, in any case.
+_SECRET_NAMES = (
+    "x_telegram_bot_api_secret_token",
+    "x_tg_init_data",
+    "tg_web_app_data",
+    "init_data",
     "authorization",
-    "portex-signature",
+    "portex_signature",
+    "secret_token",
+    "webhook_secret",
+    "signing_secret",
+    "payload_secret",
+    "bot_token",
+    "api_key",
+    "password",
 )
-# A header (or key) that carries a secret, its separator (`: `, `=`, `': '`, or `', '` as in a
-# tuple), then the value: quoted (up to the closing quote), or unquoted (up to a delimiter; a
-# comma not followed by a space and one inner space are part of it, for `t=...,v1=...` and
-# `Authorization: <scheme> <credentials>`).
-_SECRET_HEADER = re.compile(
-    r"""(?ix)
-    (?P<name>x-telegram-bot-api-secret-token|x-tg-initdata|authorization|portex-signature)
+# Dict keys are compared, and lines tested for a name at all, lower-cased without "-" and "_".
+_SECRET_KEYS = frozenset(name.replace("_", "") for name in _SECRET_NAMES)
+
+# A secret-bearing name, its separator (`: `, `=`, `': '`, or `', '` as in a tuple, then `b` before
+# a bytes literal), then the value: quoted (up to the closing quote), or unquoted (up to a
+# delimiter; a comma not followed by a space is part of it, for `t=...,v1=...`, and after
+# `Authorization` so is one more word, for `<scheme> <credentials>`).
+_NAME = "|".join(
+    "(?P<auth>authorization)" if name == "authorization" else "[-_]?".join(name.split("_"))
+    for name in _SECRET_NAMES
+)
+_UNQUOTED = r"(?:[^\s'\"<>()\[\]{},;&]|,(?!\s))++"
+_SECRET_NAMED = re.compile(
+    rf"""(?ix)
+    (?P<name>{_NAME})
     (?P<sep>['"]?[ \t]*[:=][ \t]*(?:b(?=['"]))?|['"][ \t]*,[ \t]*(?:b(?=['"]))?)
     (?:
-        '(?:\\.|[^'\\\r\n])*'?
-      | "(?:\\.|[^"\\\r\n])*"?
-      | (?:[^\s'"<>()\[\]{},;&]|,(?!\s))+(?:[ \t]+(?:[^\s'"<>()\[\]{},;&]|,(?!\s))+)?
+        '(?:\\.|[^'\\\r\n])*+'?
+      | "(?:\\.|[^"\\\r\n])*+"?
+      | {_UNQUOTED}(?(auth)(?:[ \t]+{_UNQUOTED})?)
     )
     """
 )
@@ -85,69 +109,72 @@ _INIT_DATA = re.compile(
       | (?:auth_date|query_id|signature)(?:=|%3D)
       | user(?:=|%3D)(?:%7B|\{)
     )
-    [^\s'"<>()\[\]{}\\]*
+    [^\s'"<>()\[\]{}\\]*+
     """
 )
+# The marks as the lower-cased line must hold them for the pattern to run at all.
+_INIT_DATA_HINTS = (
+    "hash=", "hash%3d", "auth_date=", "auth_date%3d", "query_id=", "query_id%3d",
+    "signature=", "signature%3d", "user=%7b", "user={", "user%3d%7b", "user%3d{",
+)  # fmt: skip
 
-_INIT_DATA_MARKS = (
-    "hash=",
-    "hash%3d",
-    "auth_date",
-    "query_id",
-    "signature",
-    "user=%7b",
-    "user%3d%7b",
-    "user={",
-)
-
-# aiohttp's parser errors quote the refused request bytes (the first 100 of an over-long value).
+# aiohttp's parser errors quote the refused request bytes: the first 100 of an over-long line or
+# value, a malformed header, or (llhttp) the whole line around the offending byte.
 _LIBRARY_ECHO = re.compile(
-    r"""(?P<lead>when\ reading:\ |Invalid\ HTTP\ header:\ )
-    (?:b?'(?:\\.|[^'\\\r\n])*'?|b?"(?:\\.|[^"\\\r\n])*"?)""",
+    r"""(?P<lead>when\ reading:\ |Invalid\ HTTP\ header:\ |:\n\n[ ]+)
+    (?:b?'(?:\\.|[^'\\\r\n])*+'?|b?"(?:\\.|[^"\\\r\n])*+"?)""",
     re.VERBOSE,
 )
 
-# Words that are candidates for the registry lookup.
+# Runs of base64url characters long enough to hold the start of a registered secret.
 _WORD = re.compile(rf"[A-Za-z0-9_-]{{{MIN_SECRET_CHARS},}}")
-_WORD_CHARS = re.compile(r"[A-Za-z0-9_-]*")
+_WORD_ONLY = re.compile(r"[A-Za-z0-9_-]+")
 
-# Dict keys (any level, `-` and `_` alike, any case) whose values are secrets as a whole.
-_SECRET_KEYS = frozenset(
-    {
-        "x_telegram_bot_api_secret_token",
-        "x_tg_initdata",
-        "authorization",
-        "portex_signature",
-        "secret_token",
-        "webhook_secret",
-        "signing_secret",
-        "payload_secret",
-        "bot_token",
-        "api_key",
-        "init_data",
-        "initdata",
-        "password",
-    }
-)
+# Up to this many registered secrets, a line is searched for each (`str.find`, fast in C); beyond,
+# it is scanned once, position by position, whatever the number of secrets.
+_FEW_SECRETS = 64
 
 # Keys our own processors fill in: nothing secret, not worth scanning.
 _OWN_KEYS = frozenset({"timestamp", "level", "logger"})
 _MAX_DEPTH = 8
 
 
-class _SecretRegistry:
-    """Known secret values, looked up by their first characters.
+def _matching(text: str, at: int, secret: str) -> int:
+    """How many characters of `text` from `at` on are the start of `secret`."""
+    if text.startswith(secret, at):
+        return len(secret)
+    count, limit = 0, min(len(secret), len(text) - at)
+    while count < limit and text[at + count] == secret[count]:
+        count += 1
+    return count
 
-    A secret is filed under the first MIN_SECRET_CHARS characters of its leading word (its longest
-    prefix of base64url characters). A line's words of at least that length are looked up by
-    their own first characters: a hit that is a prefix of the word (the secret, maybe with more
-    after it) or that the word is a prefix of (a truncated secret) redacts the word. Secrets with
-    other characters are also searched for whole. Writes take a lock; reads see immutable tuples.
+
+def _find(text: str, secret: str, spans: list[tuple[int, int]]) -> None:
+    """Adds the spans of `text` that are the start (MIN_SECRET_CHARS or more) of `secret`."""
+    start = secret[:MIN_SECRET_CHARS]
+    at = text.find(start)
+    while at >= 0:
+        end = at + _matching(text, at, secret)
+        spans.append((at, end))
+        at = text.find(start, end)
+
+
+class _SecretRegistry:
+    """Known secret values. A hit is redacted as far as the line goes on matching the secret: the
+    whole secret, or the start of a truncated one.
+
+    Up to _FEW_SECRETS, a line is searched for the first MIN_SECRET_CHARS characters of each.
+    Beyond, secrets are filed under those characters and the line is scanned at every position
+    inside its words (runs of base64url characters) of at least that length: one dictionary lookup
+    per position, however many secrets there are (the rare secret that does not start with
+    base64url characters is still searched for). Writes take a lock; readers see a dict that only
+    grows, and tuples.
     """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._known: set[str] = set()
+        self._few: tuple[str, ...] | None = ()
         self._by_start: dict[str, tuple[str, ...]] = {}
         self._irregular: tuple[str, ...] = ()
 
@@ -160,41 +187,53 @@ class _SecretRegistry:
         if secret in self._known:
             return True
         with self._lock:
-            if secret in self._known:
-                return True
-            match = _WORD_CHARS.match(secret)
-            lead = match.group() if match else ""
-            if len(lead) >= MIN_SECRET_CHARS:
-                start = lead[:MIN_SECRET_CHARS]
-                if lead not in self._by_start.get(start, ()):
-                    self._by_start[start] = (*self._by_start.get(start, ()), lead)
-            if lead != secret:
-                self._irregular = (*self._irregular, secret)
-            self._known.add(secret)
+            if secret not in self._known:
+                start = secret[:MIN_SECRET_CHARS]
+                if _WORD_ONLY.fullmatch(start):
+                    self._by_start[start] = (*self._by_start.get(start, ()), secret)
+                else:
+                    self._irregular = (*self._irregular, secret)
+                self._known.add(secret)
+                few = self._few
+                self._few = None if few is None or len(few) >= _FEW_SECRETS else (*few, secret)
         return True
 
-    def redact(self, text: str) -> str:
-        for secret in self._irregular:
-            if secret in text:
-                text = text.replace(secret, REDACTED)
-        by_start = self._by_start
-        if not by_start:
-            return text
+    def _spans(self, text: str) -> list[tuple[int, int]]:
         spans: list[tuple[int, int]] = []
-        for match in _WORD.finditer(text):
-            word = match.group()
-            for lead in by_start.get(word[:MIN_SECRET_CHARS], ()):
-                if word.startswith(lead) or lead.startswith(word):
-                    spans.append(match.span())
-                    break
+        few = self._few
+        if few is not None:
+            for secret in few:
+                _find(text, secret, spans)
+            return spans
+        by_start = self._by_start
+        for word in _WORD.finditer(text):
+            at, last = word.start(), word.end() - MIN_SECRET_CHARS
+            while at <= last:
+                candidates = by_start.get(text[at : at + MIN_SECRET_CHARS])
+                if candidates is None:
+                    at += 1
+                    continue
+                end = at + max(_matching(text, at, secret) for secret in candidates)
+                spans.append((at, end))
+                at = end
+        for secret in self._irregular:
+            _find(text, secret, spans)
+        return spans
+
+    def redact(self, text: str) -> str:
+        spans = self._spans(text)
         if not spans:
             return text
+        spans.sort()
         parts: list[str] = []
         last = 0
         for start, end in spans:
-            parts.append(text[last:start])
-            parts.append(REDACTED)
-            last = end
+            if end <= last:
+                continue
+            if start >= last:
+                parts.append(text[last:start])
+                parts.append(REDACTED)
+            last = end  # an overlapping span extends the redaction already written
         parts.append(text[last:])
         return "".join(parts)
 
@@ -207,7 +246,9 @@ def register_secret(value: str | bytes | None) -> bool:
 
     Values shorter than MIN_SECRET_CHARS are ignored (they would redact ordinary words); returns
     whether the value is registered. Safe to call repeatedly and from any thread; cheap when the
-    value is known already.
+    value is known already. Register only what is secret: a registered value's first 8 characters
+    are redacted wherever they appear (register a bot token's part after the colon, not its bot
+    id).
     """
     if value is None:
         return False
@@ -224,24 +265,27 @@ def register_secrets(values: Iterable[str | bytes | None]) -> None:
 
 def _init_data(match: re.Match[str]) -> str:
     text = match.group()
-    mark = match.group("mark").lower()
-    if mark.startswith("hash") or "&" in text or "%26" in text.lower():
+    if match.group("mark").lower().startswith("hash") or "&" in text or "%26" in text.lower():
         return REDACTED
     return text
 
 
 def redact(text: str) -> str:
     """The text with every secret it carries replaced by `[REDACTED]`."""
+    if len(text) < MIN_SECRET_CHARS:  # nothing redactable is shorter (`bearer x`, `apikey=x`)
+        return text
     if _registry:
         text = _registry.redact(text)
     # Each pattern runs only when a cheap substring test says it may match: most lines carry no
-    # secret, and this runs on every line.
+    # secret, and this runs on every line. (`low` may be stale after a substitution: it then only
+    # lets a pattern run for nothing.)
     low = text.lower()
-    if "when reading: " in text or "Invalid HTTP header: " in text:
+    if "when reading: " in text or "Invalid HTTP header: " in text or ":\n\n " in text:
         text = _LIBRARY_ECHO.sub(lambda m: m.group("lead") + REDACTED, text)
-    if any(name in low for name in _SECRET_HEADER_NAMES):
-        text = _SECRET_HEADER.sub(lambda m: m.group("name") + m.group("sep") + REDACTED, text)
-    if any(mark in low for mark in _INIT_DATA_MARKS):
+    compact = low.replace("-", "").replace("_", "")
+    if any(name in compact for name in _SECRET_KEYS):
+        text = _SECRET_NAMED.sub(lambda m: m.group("name") + m.group("sep") + REDACTED, text)
+    if any(hint in low for hint in _INIT_DATA_HINTS):
         text = _INIT_DATA.sub(_init_data, text)
     if _BOT_TOKEN_TAIL.search(text):
         text = _BOT_TOKEN.sub(REDACTED, text)
@@ -253,7 +297,21 @@ def redact(text: str) -> str:
 
 
 def _is_secret_key(key: object) -> bool:
-    return isinstance(key, str) and key.lower().replace("-", "_") in _SECRET_KEYS
+    return isinstance(key, str) and key.lower().replace("-", "").replace("_", "") in _SECRET_KEYS
+
+
+def _redacted_repr(value: object) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not cost the line
+        return f"<{type(value).__name__} object>"
+    return redact(text)
+
+
+def _redact_key(key: object) -> object:
+    if key is None or isinstance(key, str | bool | int | float):
+        return redact(key) if isinstance(key, str) else key
+    return _redacted_repr(key)  # a hashable stand-in for a tuple (or other) key
 
 
 def _redact_value(value: Any, depth: int = 0) -> Any:
@@ -262,33 +320,52 @@ def _redact_value(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
         return redact(value)
     if depth >= _MAX_DEPTH:
-        return redact(repr(value))
+        return _redacted_repr(value)
     if isinstance(value, Mapping):
         return {
-            _redact_value(key, depth + 1): (
-                REDACTED if _is_secret_key(key) and value[key] is not None
-                else _redact_value(value[key], depth + 1)
+            _redact_key(key): (
+                REDACTED if _is_secret_key(key) and item is not None
+                else _redact_value(item, depth + 1)
             )
-            for key in value
+            for key, item in value.items()
         }  # fmt: skip
     if isinstance(value, list | tuple):
         return [_redact_value(item, depth + 1) for item in value]
     # Anything else is rendered by its repr (as the JSON renderer would): redact that.
-    return redact(repr(value))
+    return _redacted_repr(value)
 
 
 def redact_event(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """The structlog processor: redacts every value of the event, at any depth."""
+    """The structlog processor: redacts every value of the event, at any depth. Never raises."""
     for key, value in event_dict.items():
         if key in _OWN_KEYS:
             continue
         if _is_secret_key(key) and value is not None:
             event_dict[key] = REDACTED
-        else:
+            continue
+        try:
             event_dict[key] = _redact_value(value)
+        except Exception:  # an odd value (a Mapping that fails to iterate): keep the line, not it
+            event_dict[key] = REDACTED
     return event_dict
+
+
+class _Handler(logging.StreamHandler[Any]):
+    """stderr, and a line that fails to format is reported without its content: logging's own
+    handleError prints the record's raw message and arguments, unredacted."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        try:
+            self.stream.write(
+                f"logging error: {type(error).__name__} formatting a line of {record.name!r}"
+                f" (level {record.levelname}); the line is dropped\n"
+            )
+            self.flush()
+        except Exception:  # noqa: S110 - nowhere left to report it
+            pass
 
 
 def configure_logging(log_format: str = "auto", level: str = "info") -> None:
@@ -327,7 +404,7 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Handler(sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

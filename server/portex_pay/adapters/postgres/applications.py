@@ -12,6 +12,8 @@ from uuid import UUID
 
 import asyncpg
 
+from portex_pay.logging import register_secret, register_secrets
+
 
 @dataclass(frozen=True, slots=True)
 class Application:
@@ -42,6 +44,17 @@ class ApplicationListing:
 
 
 def _application(row: asyncpg.Record) -> Application:
+    # Every application row we load passes here (all queries select all its columns): its secrets
+    # are redacted from the logs from now on. Of a bot token only the part after the colon is
+    # secret (the bot id before it is logged as such).
+    bot_token = row["bot_token"]
+    register_secrets(
+        (
+            row["webhook_secret"],
+            row.get("signing_secret"),
+            bot_token.partition(":")[2] if bot_token else None,
+        )
+    )
     return Application(
         id=row["id"],
         name=row["name"],
@@ -112,6 +125,7 @@ class ApplicationRepository:
         secret: str | None = await self._db.fetchval(
             "SELECT signing_secret FROM applications WHERE id = $1", application_id
         )
+        register_secret(secret)
         return secret
 
     async def with_bots(self) -> list[Application]:

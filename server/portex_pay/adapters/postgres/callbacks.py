@@ -20,6 +20,8 @@ from uuid import UUID
 
 import asyncpg
 
+from portex_pay.logging import register_secret
+
 # Long enough for a diagnosis, short enough that a chatty error cannot bloat the table.
 _ERROR_MAX_CHARS = 500
 
@@ -85,6 +87,8 @@ class CallbackRepository:
     async def claim_due(self, limit: int, lease_seconds: float) -> list[DueCallback]:
         """Claims up to `limit` due deliveries, leasing each for `lease_seconds`, oldest first."""
         rows = await self._pool.fetch(_CLAIM_DUE, limit, float(lease_seconds))
+        for row in rows:  # a credential now in memory: redacted from the logs (cheap when known)
+            register_secret(row["signing_secret"])
         return [
             DueCallback(
                 event_id=row["event_id"],
