@@ -18,16 +18,19 @@ from pathlib import Path
 
 import grpc
 
+from bench.edge import EdgeClient, edge_calls
 from bench.flood import run_flood_bench
 from bench.payments import run_payments_bench
 from bench.stream import run_stream_bench
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.postgres.applications import ApplicationRepository
+from portex_pay.adapters.postgres.catalog import CatalogRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp
 from portex_pay.config import Settings
 from portex_pay.devtools.fake_bot_api import FakeBotApi
 from portex_pay.devtools.pgcluster import PgCluster
+from portex_pay.domain.catalog import CatalogItem
 from portex_pay.logging import configure_logging
 from portex_pay.service.applications import ApplicationAdmin
 
@@ -88,6 +91,11 @@ async def run(dsn: str) -> None:
         telegram_api_url=fake.base_url,
         log_format="json",
         log_level="warning",
+        # Measure the edge's work, not its per-replica rate limits.
+        edge_app_rate=1e9,
+        edge_app_burst=10**9,
+        edge_user_rate=1e9,
+        edge_user_burst=10**9,
     )
     cached, uncached = PortexApp(base), PortexApp(base.replace(auth_cache_ttl=0.0))
     await cached.start()
@@ -100,6 +108,9 @@ async def run(dsn: str) -> None:
             ApplicationRepository(cached.pool), BotApiClient(session, fake.base_url, 5)
         )
         application, key = await admin.create_app(f"bench-{uuid.uuid4().hex[:8]}", token)
+        await CatalogRepository(cached.pool).put(
+            application.id, CatalogItem(key="item", amount=5, title="Book")
+        )
         metadata = (("authorization", f"Bearer {key}"),)
         results: dict[str, tuple[list[float], list[float]]] = {}
         for round_number in range(ROUNDS):
@@ -149,9 +160,18 @@ async def run(dsn: str) -> None:
                     ) -> object:
                         return await stub.Pay(replay, metadata=metadata)
 
+                    edge = EdgeClient(session, app.http_port or 0, str(application.id))
+                    (get_name, get), (create_name, create) = await edge_calls(
+                        edge,
+                        token,
+                        first_user=1 + 100_000 * (2 * round_number + (label == "cache")),
+                        users=PAYS_PER_ROUND,
+                    )
                     for name, calls, fn in (
                         ("QueryOrder", QUERIES_PER_ROUND, query_order),
+                        (get_name, QUERIES_PER_ROUND, get),
                         ("Pay (new order + createInvoiceLink)", PAYS_PER_ROUND, pay),
+                        (create_name, PAYS_PER_ROUND, create),
                         ("Pay (idempotent replay)", QUERIES_PER_ROUND, pay_replay),
                     ):
                         rate, latencies = await measure(name, calls, fn)
@@ -163,6 +183,15 @@ async def run(dsn: str) -> None:
         for name, (rates, latencies) in results.items():
             print(f"  {name:52s} {summary(rates, latencies)}")
         print()
+        for grpc_name, edge_name in (
+            ("QueryOrder", "edge getTgPayment"),
+            ("Pay (new order + createInvoiceLink)", "edge createTgPayment (new order)"),
+        ):
+            for label in ("cache", "no cache"):
+                ratio = statistics.median(results[f"{edge_name} [{label}]"][0]) / statistics.median(
+                    results[f"{grpc_name} [{label}]"][0]
+                )
+                print(f"  {edge_name} / {grpc_name} [{label}]: x{ratio:.2f} throughput")
         for name in ("QueryOrder", "Pay (idempotent replay)"):
             with_cache = statistics.median(results[f"{name} [cache]"][0])
             without = statistics.median(results[f"{name} [no cache]"][0])

@@ -116,6 +116,8 @@ def make_settings(database_url: str, telegram_url: str, **overrides: object) -> 
         checkout_decision_timeout=1.0,
         # The callback tests drive their own dispatcher, step by step.
         callback_delivery=False,
+        # Test receivers listen on loopback; tests of the address guard turn this off.
+        callback_allow_private=True,
         stream_heartbeat=0.5,
     )
     return settings.replace(**overrides)

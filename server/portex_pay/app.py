@@ -15,6 +15,7 @@ import secrets
 import socket
 import time
 from collections.abc import Coroutine
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -28,6 +29,7 @@ from grpc_reflection.v1alpha import reflection
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.callbacks import CallbackRepository
+from portex_pay.adapters.postgres.catalog import CatalogRepository, TelegramUserRepository
 from portex_pay.adapters.postgres.dead_letters import DeadLetterRepository
 from portex_pay.adapters.postgres.events import EventLog
 from portex_pay.adapters.postgres.listener import EventListener
@@ -40,11 +42,13 @@ from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.api.grpc.interceptor import PaymentInterceptor
 from portex_pay.api.grpc.reflection import DocumentedPool
 from portex_pay.api.grpc.servicer import PaymentServicer
-from portex_pay.api.http.app import create_http_app
+from portex_pay.api.http.app import ApplicationCache, create_http_app
 from portex_pay.config import Settings
 from portex_pay.logging import register_secret
 from portex_pay.service.auth import ApiKeyAuthenticator
 from portex_pay.service.callbacks import CallbackDispatcher, new_callback_session
+from portex_pay.service.catalog import CatalogService
+from portex_pay.service.edge import EdgeService, EdgeSettings
 from portex_pay.service.payments import OrderActions, PaymentSettings, PaymentsService, utcnow
 from portex_pay.service.polling import BotPoller, PollerManager
 from portex_pay.service.refunds import RefundService
@@ -181,7 +185,18 @@ class PortexApp:
         self.listener = EventListener(settings.database_url, self.hub.wake)
         streamer = EventStreamer(events, self.hub, heartbeat=settings.stream_heartbeat)
         payment_pb2_grpc.add_PaymentServiceServicer_to_server(
-            PaymentServicer(payments, OrderActions(orders), self.refunds, streamer), server
+            PaymentServicer(
+                payments,
+                OrderActions(orders),
+                self.refunds,
+                streamer,
+                CatalogService(
+                    CatalogRepository(self._pool),
+                    TelegramUserRepository(self._pool),
+                    max_amount=settings.max_amount,
+                ),
+            ),
+            server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -200,13 +215,33 @@ class PortexApp:
         self._server = server
         await self._set_serving(True)
 
+        cached_applications = ApplicationCache(applications.get, settings.auth_cache_ttl)
+        edge = None
+        if settings.edge:
+            edge = EdgeService(
+                cached_applications.get,
+                applications.origin_allowed_anywhere,
+                CatalogRepository(self._pool),
+                TelegramUserRepository(self._pool),
+                payments,
+                OrderActions(orders),
+                EdgeSettings(
+                    init_data_max_age=timedelta(seconds=settings.init_data_max_age),
+                    ed25519_public_key=settings.init_data_key(),
+                    dedupe_window=timedelta(seconds=settings.edge_dedupe_window),
+                    user_rate=settings.edge_user_rate,
+                    user_burst=settings.edge_user_burst,
+                    app_rate=settings.edge_app_rate,
+                    app_burst=settings.edge_app_burst,
+                ),
+            )
         http_host, _, http_port = settings.http_addr.rpartition(":")
         self._http_runner = web.AppRunner(
             create_http_app(
                 lambda: self._serving,
-                load_application=applications.get,
+                load_application=cached_applications.get,
                 processor=self.processor,
-                cache_ttl=settings.auth_cache_ttl,
+                edge=edge,
             ),
             access_log=None,
             handle_signals=False,
@@ -234,7 +269,9 @@ class PortexApp:
         self._spawn("expiry", expiry.run())
         if settings.callback_delivery:
             # Its own session: a slow receiver must not take the Bot API's connections.
-            self._callback_session = await new_callback_session(concurrency=16)
+            self._callback_session = await new_callback_session(
+                concurrency=16, allow_private=settings.callback_allow_private
+            )
             dispatcher = CallbackDispatcher(
                 CallbackRepository(self._pool),
                 self._callback_session,

@@ -1,9 +1,11 @@
-"""The `portex-pay` command: serve | migrate | healthcheck | admin ... | dev.
+"""The `portex-pay` command: serve | migrate | healthcheck | admin ... | dev [init-data].
 
 `serve` runs the service until SIGTERM/SIGINT, then shuts down gracefully and exits 0. `admin`
 commands print JSON (one object, or a list) so that scripts can read them; they never print a bot
 token in full. `dev` is what `make run` calls: it supplies a private PostgreSQL and the Telegram
-sandbox when none is configured, ensures a development application, and serves.
+sandbox when none is configured, ensures a development application, and serves. `dev init-data`
+prints a freshly signed Mini App initData (one line, the bare string) to try the HTTP edge with
+curl: `-H "X-Tg-InitData: $(portex-pay dev init-data --user 42)"`.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -25,6 +29,7 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from portex_pay.adapters.postgres.applications import ApplicationRepository
+from portex_pay.adapters.postgres.catalog import CatalogRepository, TelegramUserRepository
 from portex_pay.adapters.postgres.dead_letters import DeadLetterRepository
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.postgres.payments import PaymentRepository
@@ -32,8 +37,17 @@ from portex_pay.adapters.postgres.pool import create_pool
 from portex_pay.adapters.telegram.client import new_session
 from portex_pay.app import PortexApp, telegram_client, wait_for_database
 from portex_pay.config import DEFAULT_GRPC_ADDR, ConfigError, Settings
+from portex_pay.domain.catalog import CatalogItem
+from portex_pay.domain.init_data import init_data_fields, sign_init_data
+from portex_pay.domain.text import single_line_problem
 from portex_pay.logging import configure_logging, register_secret
-from portex_pay.service.applications import AdminError, ApplicationAdmin
+from portex_pay.service.applications import (
+    AdminError,
+    ApplicationAdmin,
+    check_bot_token_text,
+    item_json,
+)
+from portex_pay.service.catalog import CatalogService
 from portex_pay.service.payments import utcnow
 from portex_pay.service.reconcile import reconcile
 from portex_pay.service.updates import UpdateProcessor
@@ -75,9 +89,16 @@ async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
         admin = ApplicationAdmin(
             ApplicationRepository(conn),
             telegram_client(session, settings),
+            CatalogService(
+                CatalogRepository(conn),
+                TelegramUserRepository(conn),
+                max_amount=settings.max_amount,
+            ),
         )
         result: Any
-        if options.admin_command == "create-app":
+        if options.admin_command in _EDGE_COMMANDS:
+            result = await _edge_admin(admin, options)
+        elif options.admin_command == "create-app":
             application, key = await admin.create_app(options.name, options.bot_token)
             result = {"application_id": str(application.id), "api_key": key}
         elif options.admin_command == "rotate-key":
@@ -121,6 +142,96 @@ async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
     finally:
         await session.close()
         await conn.close()
+
+
+_EDGE_COMMANDS = frozenset(
+    {
+        "set-pricing",
+        "set-origins",
+        "set-callback-prefixes",
+        "set-item",
+        "delete-item",
+        "list-items",
+    }
+)
+
+
+async def _edge_admin(admin: ApplicationAdmin, options: argparse.Namespace) -> dict[str, Any]:
+    """The Mini App edge's admin commands: each answers one JSON object."""
+    app_id: UUID = options.app
+    command = options.admin_command
+    if command == "set-pricing":
+        return await admin.set_pricing(app_id, options.mode)
+    if command == "set-origins":
+        return await admin.set_origins(app_id, [] if options.none else options.origin)
+    if command == "set-callback-prefixes":
+        return await admin.set_callback_prefixes(app_id, [] if options.none else options.prefix)
+    if command == "set-item":
+        item = await admin.set_item(
+            app_id,
+            CatalogItem(
+                key=options.key,
+                amount=options.amount,
+                title=options.title,
+                description=options.description,
+                photo_url=options.photo_url,
+            ),
+        )
+        return {"application_id": str(app_id), "item": item_json(item)}
+    if command == "delete-item":
+        await admin.delete_item(app_id, options.key)
+        return {"application_id": str(app_id), "deleted": options.key}
+    items = await admin.list_items(app_id)
+    return {"application_id": str(app_id), "items": [item_json(item) for item in items]}
+
+
+async def run_init_data(options: argparse.Namespace) -> str:
+    """`dev init-data`: a Mini App initData for `--user`, signed as Telegram signs it, dated
+    `--age` seconds ago. The bot token: the application's (`--app`, from DATABASE_URL), or
+    `--bot-token`, or else `make run`'s (PORTEX_DEV_BOT_TOKEN, then the sandbox bot's token in
+    .data/sandbox-bot-token)."""
+    if not 0 < options.user < 2**63:
+        raise AdminError("--user must be a positive Telegram user id")
+    user: dict[str, Any] = {"id": options.user, "first_name": options.first_name}
+    if options.username is not None:
+        user["username"] = options.username
+    for field, value in user.items():
+        if isinstance(value, str) and (problem := single_line_problem(value)):
+            raise AdminError(f"invalid --{field.replace('_', '-')}: {problem}")
+    try:
+        auth_date = utcnow() - timedelta(seconds=options.age)
+    except OverflowError:
+        raise AdminError("--age is out of range") from None
+    fields = init_data_fields(user, auth_date=auth_date)
+    if options.app is not None:
+        settings = Settings.from_env(serving=False)
+        configure_logging(settings.log_format, settings.log_level)
+        conn = await wait_for_database(settings.database_url, settings.db_connect_timeout)
+        session = await new_session()
+        try:
+            await migrate(conn)
+            admin = ApplicationAdmin(
+                ApplicationRepository(conn), telegram_client(session, settings)
+            )
+            return await admin.sign_init_data(options.app, fields)
+        finally:
+            await session.close()
+            await conn.close()
+    token = options.bot_token or os.environ.get("PORTEX_DEV_BOT_TOKEN") or _sandbox_bot_token()
+    if not token:
+        raise AdminError(
+            "no bot token: give --app ID or --bot-token TOKEN (or run `make run` here first)"
+        )
+    check_bot_token_text(token)
+    return sign_init_data(fields, bot_token=token)
+
+
+def _sandbox_bot_token() -> str | None:
+    """The sandbox bot `make run` binds the development application to, when it has run here."""
+    from portex_pay.devtools.run import DATA_DIR  # devtools.run imports this module
+
+    path = Path(DATA_DIR) / "sandbox-bot-token"
+    return path.read_text().strip() if path.is_file() else None
 
 
 async def _reconcile(
@@ -168,7 +279,21 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="serve gRPC and HTTP until SIGTERM")
     commands.add_parser("migrate", help="apply pending database migrations")
     commands.add_parser("healthcheck", help="exit 0 when the local server is SERVING")
-    commands.add_parser("dev", help="what `make run` runs: private PostgreSQL + sandbox + serve")
+    dev = commands.add_parser(
+        "dev", help="what `make run` runs: private PostgreSQL + sandbox + serve"
+    ).add_subparsers(dest="dev_command")
+    init_data = dev.add_parser(
+        "init-data", help="print a freshly signed Mini App initData, to try the edge with curl"
+    )
+    init_data.add_argument("--user", type=int, required=True, help="the Telegram user id")
+    signer = init_data.add_mutually_exclusive_group()
+    signer.add_argument("--app", type=UUID, help="sign with this application's bot token")
+    signer.add_argument("--bot-token", help="sign with this bot token")
+    init_data.add_argument("--first-name", default="Dev")
+    init_data.add_argument("--username")
+    init_data.add_argument(
+        "--age", type=int, default=0, help="date it this many seconds ago (negative: ahead)"
+    )
     admin = commands.add_parser("admin", help="manage applications").add_subparsers(
         dest="admin_command", required=True
     )
@@ -201,6 +326,44 @@ def _parser() -> argparse.ArgumentParser:
         "reconcile", help="record payments Telegram made that we missed (getStarTransactions)"
     )
     reconcile_app.add_argument("--app", type=UUID, required=True)
+
+    # The Mini App edge (HTTP /v1/ for the Portex JS SDK).
+    pricing = admin.add_parser(
+        "set-pricing", help="catalog: browser Pays at catalog prices (default); open: any amount"
+    )
+    pricing.add_argument("--app", type=UUID, required=True)
+    pricing.add_argument("--mode", choices=["catalog", "open"], required=True)
+    origins = admin.add_parser(
+        "set-origins", help="replace the Mini App origins allowed to call the edge (CORS)"
+    )
+    origins.add_argument("--app", type=UUID, required=True)
+    origin_values = origins.add_mutually_exclusive_group(required=True)
+    origin_values.add_argument(
+        "--origin", action="append", metavar="URL", help="e.g. https://game.example.com; repeat"
+    )
+    origin_values.add_argument("--none", action="store_true", help="allow no origin")
+    prefixes = admin.add_parser(
+        "set-callback-prefixes",
+        help="replace the prefixes a browser-supplied callback_url must start with",
+    )
+    prefixes.add_argument("--app", type=UUID, required=True)
+    prefix_values = prefixes.add_mutually_exclusive_group(required=True)
+    prefix_values.add_argument(
+        "--prefix", action="append", metavar="URL", help="e.g. https://api.example.com/hooks/"
+    )
+    prefix_values.add_argument("--none", action="store_true", help="allow no browser callback")
+    set_item = admin.add_parser("set-item", help="add or replace a catalog item (a price)")
+    set_item.add_argument("--app", type=UUID, required=True)
+    set_item.add_argument("--key", required=True, help="what the SDK's PaymentOptions.label names")
+    set_item.add_argument("--amount", type=int, required=True, help="the price in Stars")
+    set_item.add_argument("--title")
+    set_item.add_argument("--description")
+    set_item.add_argument("--photo-url")
+    delete_item = admin.add_parser("delete-item", help="remove a catalog item")
+    delete_item.add_argument("--app", type=UUID, required=True)
+    delete_item.add_argument("--key", required=True)
+    list_items = admin.add_parser("list-items", help="the application's catalog")
+    list_items.add_argument("--app", type=UUID, required=True)
     return parser
 
 
@@ -208,6 +371,16 @@ def main(argv: list[str] | None = None) -> int:
     options = _parser().parse_args(argv)
     if options.command == "healthcheck":  # needs no database settings: the container probe
         return asyncio.run(run_healthcheck(os.environ.get("PORTEX_GRPC_ADDR", DEFAULT_GRPC_ADDR)))
+    if options.command == "dev" and options.dev_command == "init-data":
+        try:
+            print(asyncio.run(run_init_data(options)))
+        except ConfigError as error:
+            print(error, file=sys.stderr)
+            return 2
+        except (AdminError, ConnectionError) as error:
+            print(f"error: {_one_line(str(error))}", file=sys.stderr)
+            return 1
+        return 0
     try:
         if options.command == "dev":
             from portex_pay.devtools.run import run_dev

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from portex_pay.domain.init_data import PRODUCTION_PUBLIC_KEY, TEST_PUBLIC_KEY
+
 DEFAULT_GRPC_ADDR = "127.0.0.1:50051"
 
 
@@ -57,10 +59,29 @@ class Settings:
     callback_delivery: bool = True
     callback_timeout: float = 5.0
     callback_max_attempts: int = 15
+    # Deliver callbacks to loopback, private, link-local and other non-global addresses too.
+    callback_allow_private: bool = False
     stream_heartbeat: float = 15.0
     stream_buffer: int = 256
     stream_poll_interval: float = 1.0
     event_retention_days: float = 30.0
+    # The Mini App edge (/v1/ on the HTTP address, for the Portex JS SDK).
+    edge: bool = True
+    init_data_max_age: float = 86_400.0  # seconds an initData stays valid after its auth_date
+    # Hex Ed25519 key for Telegram's third-party initData signature; "" disables that check.
+    # Unset: Telegram's production key, or its test-environment key with PORTEX_TELEGRAM_TEST_ENV.
+    init_data_public_key: str | None = None
+    edge_user_rate: float = 5.0
+    edge_user_burst: int = 20
+    edge_app_rate: float = 200.0
+    edge_app_burst: int = 400
+    edge_dedupe_window: float = 300.0
+
+    def init_data_key(self) -> bytes | None:
+        """The Ed25519 public key initData signatures are checked with (None: HMAC only)."""
+        if self.init_data_public_key is None:
+            return TEST_PUBLIC_KEY if self.telegram_test_environment else PRODUCTION_PUBLIC_KEY
+        return bytes.fromhex(self.init_data_public_key) if self.init_data_public_key else None
 
     def __repr__(self) -> str:
         # The DSN may carry a password and the payload secret is a credential: never print them.
@@ -103,7 +124,9 @@ class Settings:
             ("PORTEX_TELEGRAM_POLLERS", "telegram_pollers"),
             ("PORTEX_AUTO_REFUND", "auto_refund"),
             ("PORTEX_CALLBACKS", "callback_delivery"),
+            ("PORTEX_CALLBACK_ALLOW_PRIVATE", "callback_allow_private"),
             ("PORTEX_TELEGRAM_TEST_ENV", "telegram_test_environment"),
+            ("PORTEX_EDGE", "edge"),
         ):
             if name in env:
                 flag = env[name].strip().lower()
@@ -134,6 +157,20 @@ class Settings:
         number("PORTEX_GRPC_MAX_RECEIVE_BYTES", "grpc_max_receive_bytes", int, 16_384)
         number("PORTEX_SHUTDOWN_GRACE", "shutdown_grace", float, 0)
         number("PORTEX_HEALTH_INTERVAL", "health_interval", float, 0.05)
+        number("PORTEX_INIT_DATA_MAX_AGE", "init_data_max_age", float, 1)
+        number("PORTEX_EDGE_USER_RATE", "edge_user_rate", float, 0.01)
+        number("PORTEX_EDGE_USER_BURST", "edge_user_burst", int, 1)
+        number("PORTEX_EDGE_APP_RATE", "edge_app_rate", float, 0.01)
+        number("PORTEX_EDGE_APP_BURST", "edge_app_burst", int, 1)
+        number("PORTEX_EDGE_DEDUPE_WINDOW", "edge_dedupe_window", float, 1)
+        text("PORTEX_INIT_DATA_PUBLIC_KEY", "init_data_public_key")
+        key = values.get("init_data_public_key")
+        if key:
+            try:
+                if len(bytes.fromhex(str(key))) != 32:
+                    raise ValueError(key)
+            except ValueError:
+                problems.append("PORTEX_INIT_DATA_PUBLIC_KEY must be 64 hex digits (32 bytes)")
 
         if not values.get("database_url"):
             problems.append("DATABASE_URL is required (make run starts a private PostgreSQL)")

@@ -4,6 +4,7 @@ Telegram sandbox, a development application, and Pay working end to end."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -69,11 +70,70 @@ async def _run_dev_once(workdir: Path) -> str:
                     assert (await response.json())["result"]["approved"] is True
             order = await _wait_paid(stub, metadata, paid.tg_payment_id)
             assert (order.status, order.status_description) == (1, "success")
+            edge_order = await _the_banners_edge_curl_line_works(server.log_text(), env)
+            await _wait_paid(stub, metadata, edge_order)  # the same orders over gRPC
+            await _query_order_as_the_readme_shows(workdir, env, server.log_text(), edge_order)
         process.send_signal(signal.SIGINT)
         assert await server.wait_exit(timeout=30) == 0
         return key
     finally:
         server.kill()
+
+
+def _banner_command(log: str, starts: str) -> str:
+    """The shell command the banner prints, starting with `starts` (continuation lines joined)."""
+    lines = log.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.strip().startswith(starts))
+    command = []
+    for line in lines[first:]:
+        command.append(line.strip().removesuffix("\\"))
+        if not line.rstrip().endswith("\\"):
+            break
+    return " ".join(command)
+
+
+async def _the_banners_edge_curl_line_works(log: str, env: dict[str, str]) -> int:
+    """The Mini App edge, exactly as the banner says to try it: curl, then the sandbox pays."""
+    curl = _banner_command(log, "curl -s http://")
+    assert "/v1/createTgPayment" in curl
+    done = await asyncio.to_thread(
+        subprocess.run, ["bash", "-c", curl], capture_output=True, text=True, timeout=30
+    )
+    answer = json.loads(done.stdout)
+    assert answer["ok"] is True, answer
+    assert isinstance(answer["result"]["tg_payment_id"], int)
+    async with aiohttp.ClientSession() as session:
+        sandbox = f"http://{env['PORTEX_SANDBOX_ADDR']}/_fake/pay"
+        body = {"link": answer["result"]["tg_payment_url"], "user_id": 42}
+        async with session.post(sandbox, json=body) as response:
+            paid = await response.json()
+            assert paid.get("result", {}).get("approved") is True, paid
+    order_id: int = answer["result"]["tg_payment_id"]
+    return order_id
+
+
+async def _query_order_as_the_readme_shows(
+    workdir: Path, env: dict[str, str], log: str, order_id: int
+) -> None:
+    """README: `portex-pay dev init-data --user 42` in the checkout, then getTgPayment."""
+    signed = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "portex_pay", "dev", "init-data", "--user", "42"],
+        cwd=workdir, env=env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert signed.returncode == 0, signed.stderr
+    app_id = next(
+        line.split()[-1] for line in log.splitlines() if line.strip().startswith("application id")
+    )
+    headers = {"X-App-Id": app_id, "X-Tg-InitData": signed.stdout.strip()}
+    url = f"http://{env['PORTEX_HTTP_ADDR']}/v1/getTgPayment"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(url, json={"tg_payment_id": order_id}, headers=headers) as response,
+    ):
+        answer = await response.json()
+    assert answer["ok"] is True, answer
+    assert (answer["result"]["status"], answer["result"]["status_description"]) == (1, "success")
 
 
 async def _wait_paid(

@@ -51,6 +51,10 @@ async def test_list_shows_the_payment_health_and_reflection_services(server):
             "CancelOrder",
             "StreamInvoiceEvents",
             "ListEvents",
+            "SetCatalogItem",
+            "DeleteCatalogItem",
+            "ListCatalogItems",
+            "GetTelegramUser",
         )
     }
 

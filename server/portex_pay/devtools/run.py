@@ -16,9 +16,11 @@ import json
 import os
 import secrets
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from portex_pay.adapters.postgres.applications import ApplicationRepository
+from portex_pay.adapters.postgres.catalog import CatalogRepository
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import new_session
 from portex_pay.app import telegram_client, wait_for_database
@@ -26,11 +28,15 @@ from portex_pay.cli import serve
 from portex_pay.config import ConfigError, Settings
 from portex_pay.devtools.fake_bot_api import FakeBotApi
 from portex_pay.devtools.pgcluster import PgCluster
+from portex_pay.domain.catalog import CatalogItem
+from portex_pay.domain.init_data import init_data_fields, sign_init_data
 from portex_pay.logging import configure_logging
 from portex_pay.service.applications import ApplicationAdmin
 
 DATA_DIR = Path(".data")
 DEV_APP = "dev"
+DEV_ITEM = CatalogItem(key="item", amount=5, title="Book", description="Magic book")
+DEV_USER = 42
 
 
 def _private_file(path: Path, make: str) -> str:
@@ -43,6 +49,7 @@ def _private_file(path: Path, make: str) -> str:
 
 
 async def _ensure_dev_app(settings: Settings, bot_token: str | None) -> tuple[str, str]:
+    """The dev application's id and API key; it sells DEV_ITEM (catalog pricing, the default)."""
     conn = await wait_for_database(settings.database_url, settings.db_connect_timeout)
     session = await new_session()
     try:
@@ -53,9 +60,13 @@ async def _ensure_dev_app(settings: Settings, bot_token: str | None) -> tuple[st
         existing = await repository.get_by_name(DEV_APP)
         if existing is None:
             application, key = await admin.create_app(DEV_APP, bot_token)
+            await CatalogRepository(conn).put(application.id, DEV_ITEM)
             key_file.write_text(key + "\n")
             key_file.chmod(0o600)
             return str(application.id), key
+        catalog = CatalogRepository(conn)
+        if await catalog.get(existing.id, DEV_ITEM.key) is None:
+            await catalog.put(existing.id, DEV_ITEM)
         if not key_file.exists():
             # The key is stored only hashed; mint a new one when the local copy is gone.
             key_file.write_text(await admin.rotate_key(existing.id) + "\n")
@@ -95,6 +106,8 @@ async def _serve_dev(env: dict[str, str]) -> int:
             bot_token = bot_token or _private_file(
                 DATA_DIR / "sandbox-bot-token", f"7000000001:{secrets.token_urlsafe(27)}"
             )
+        # Development receivers listen on this machine: let callbacks reach loopback and LAN.
+        env.setdefault("PORTEX_CALLBACK_ALLOW_PRIVATE", "true")
         env.setdefault(
             "PORTEX_PAYLOAD_SECRET",
             _private_file(DATA_DIR / "payload-secret", secrets.token_urlsafe(32)),
@@ -106,7 +119,8 @@ async def _serve_dev(env: dict[str, str]) -> int:
             return 2
         configure_logging(settings.log_format, settings.log_level)
         application_id, api_key = await _ensure_dev_app(settings, bot_token)
-        print(_banner(settings, application_id, api_key, sandbox), file=sys.stderr, flush=True)
+        banner = _banner(settings, application_id, api_key, sandbox, bot_token)
+        print(banner, file=sys.stderr, flush=True)
         await serve(settings)
     finally:
         if sandbox is not None:
@@ -115,7 +129,11 @@ async def _serve_dev(env: dict[str, str]) -> int:
 
 
 def _banner(
-    settings: Settings, application_id: str, api_key: str, sandbox: FakeBotApi | None
+    settings: Settings,
+    application_id: str,
+    api_key: str,
+    sandbox: FakeBotApi | None,
+    bot_token: str | None,
 ) -> str:
     example = json.dumps(
         {"tg_use_id": 42, "amount": 5, "label": "item", "title": "Book", "description": "Magic"}
@@ -132,6 +150,25 @@ def _banner(
         f"  grpcurl -plaintext -H 'authorization: Bearer {api_key}' -d '{example}' \\",
         f"    {settings.grpc_addr} portex.payment.v1.PaymentService/Pay",
     ]
+    if bot_token:
+        user = {"id": DEV_USER, "first_name": "Dev", "username": "dev_user"}
+        init_data = sign_init_data(
+            init_data_fields(user, auth_date=datetime.now(UTC)), bot_token=bot_token
+        )
+        edge = f"http://{settings.http_addr}/v1"
+        body = json.dumps(
+            {"tg_use_id": DEV_USER, "amount": DEV_ITEM.amount, "label": DEV_ITEM.key,
+             "title": "Book", "description": "Magic book"}
+        )  # fmt: skip
+        lines += [
+            "",
+            f"The Mini App edge (the Portex JS SDK's API), as Telegram user {DEV_USER}"
+            " (initData signed now, valid 24 h;",
+            f"  `portex-pay dev init-data --user {DEV_USER}` signs a fresh one):",
+            f"  curl -s {edge}/createTgPayment -H 'X-App-Id: {application_id}' \\",
+            f"    -H 'X-Tg-InitData: {init_data}' \\",
+            f"    -H 'Content-Type: application/json' -d '{body}'",
+        ]
     if sandbox is not None:
         lines += [
             "",

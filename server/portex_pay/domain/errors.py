@@ -88,3 +88,59 @@ class ShuttingDown(DomainError):
     """This replica is stopping; resume on another one."""
 
     reason = "SHUTTING_DOWN"
+
+
+# --- The Mini App edge (browser callers) --------------------------------------------------------
+
+
+class ApplicationNotFound(DomainError):
+    """No application has the id a browser named (X-App-Id)."""
+
+    reason = "APP_NOT_FOUND"
+
+
+class IdentityRefused(DomainError):
+    """The browser's initData is missing, malformed, forged or stale; `reason` says which
+    (INIT_DATA_MISSING, INIT_DATA_MALFORMED, INIT_DATA_INVALID, INIT_DATA_EXPIRED,
+    INIT_DATA_FROM_FUTURE)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class UserMismatch(DomainError):
+    """The body names another user than the one the initData proves."""
+
+    reason = "USER_MISMATCH"
+
+
+class TelegramUserNotFound(DomainError):
+    """The application's Mini App never saved this user (saveTgUser)."""
+
+    reason = "USER_NOT_FOUND"
+
+
+class OriginNotAllowed(DomainError):
+    """The browser origin is not one of the application's Mini App origins."""
+
+    reason = "ORIGIN_NOT_ALLOWED"
+
+
+class RequestRejected(DomainError):
+    """A browser request broke a rule about one field (the field is in `field`)."""
+
+    def __init__(self, reason: str, field: str, message: str) -> None:
+        super().__init__(message, metadata={"field": field})
+        self.reason = reason
+        self.field = field
+
+
+class RateLimited(DomainError):
+    """Too many requests from this user or application; retry after `retry_after` seconds."""
+
+    reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, metadata={"retry_after": str(retry_after)})
+        self.retry_after = retry_after

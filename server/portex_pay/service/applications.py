@@ -8,10 +8,16 @@ or carries control characters), a name already taken, a bot already bound to ano
 (one bot serves one application: the unique index `applications_bot_id`). Uniqueness is decided by
 the database's constraints, not by a check before the write, so concurrent commands cannot both
 win; the constraint violation is turned into the conflict it means.
+
+The Mini App edge's settings are managed here too: the pricing mode, the allowed browser origins
+(normalised as browsers send them, at most MAX_ORIGINS), the allowed callback prefixes (at most
+MAX_CALLBACK_PREFIXES) and the catalog's items (through CatalogService, the same use case as the
+catalog RPCs). A list is replaced as a whole; duplicates (after normalisation) are kept once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -21,8 +27,19 @@ import asyncpg
 from portex_pay.adapters.postgres.applications import Application, ApplicationRepository
 from portex_pay.adapters.telegram import BotApiClient, TelegramApiError, TelegramNetworkError
 from portex_pay.adapters.telegram.client import ALLOWED_UPDATES
+from portex_pay.domain.catalog import (
+    MAX_CALLBACK_PREFIXES,
+    MAX_ORIGINS,
+    CatalogItem,
+    PricingMode,
+    normalize_callback_prefix,
+    normalize_origin,
+)
+from portex_pay.domain.errors import ApplicationNotFound, InvalidArgument
+from portex_pay.domain.init_data import sign_init_data
 from portex_pay.domain.text import single_line_problem
 from portex_pay.service.auth import new_api_key, new_secret
+from portex_pay.service.catalog import CatalogService
 
 APP_NAME_MAX_CHARS = 100  # the CHECK on applications.name
 
@@ -80,10 +97,63 @@ def mask_token(token: str | None) -> str | None:
     return f"{bot_id}:…{secret[-4:]}" if len(secret) > 8 else "…"
 
 
+# How the item fields are named on the command line (`admin set-item`).
+_ITEM_FLAGS = {
+    "key": "--key",
+    "amount": "--amount",
+    "title": "--title",
+    "description": "--description",
+    "photo_url": "--photo-url",
+}
+
+
+def edge_settings(application: Application) -> dict[str, Any]:
+    """An application's Mini App edge settings, as the admin commands print them."""
+    return {
+        "application_id": str(application.id),
+        "pricing_mode": application.pricing_mode.value,
+        "allowed_origins": list(application.allowed_origins),
+        "callback_prefixes": list(application.callback_prefixes),
+    }
+
+
+def item_json(item: CatalogItem) -> dict[str, Any]:
+    return {
+        "key": item.key,
+        "amount": item.amount,
+        "title": item.title,
+        "description": item.description,
+        "photo_url": item.photo_url,
+    }
+
+
+def _normalized_list(
+    values: list[str], normalize: Callable[[str], str], what: str, plural: str, limit: int
+) -> list[str]:
+    """Each value normalised (the first bad one refused by name), duplicates dropped, in order."""
+    found: list[str] = []
+    for value in values:
+        try:
+            normal = normalize(value)
+        except ValueError as error:
+            raise InvalidAdminInput(f"invalid {what} {value!r}: {error}") from None
+        if normal not in found:
+            found.append(normal)
+    if len(found) > limit:
+        raise InvalidAdminInput(f"at most {limit} {plural} per application, not {len(found)}")
+    return found
+
+
 class ApplicationAdmin:
-    def __init__(self, applications: ApplicationRepository, bot_api: BotApiClient) -> None:
+    def __init__(
+        self,
+        applications: ApplicationRepository,
+        bot_api: BotApiClient,
+        catalog: CatalogService | None = None,
+    ) -> None:
         self._applications = applications
         self._bot_api = bot_api
+        self._catalog = catalog
 
     async def check_bot_token(self, token: str) -> BotIdentity:
         check_bot_token_text(token)
@@ -211,3 +281,98 @@ class ApplicationAdmin:
             }
             for listing in await self._applications.list()
         ]
+
+    # --- The Mini App edge ------------------------------------------------------------------
+
+    async def _set_edge(
+        self,
+        application_id: UUID,
+        *,
+        pricing_mode: PricingMode | None = None,
+        allowed_origins: list[str] | None = None,
+        callback_prefixes: list[str] | None = None,
+    ) -> dict[str, Any]:
+        application = await self._applications.set_edge(
+            application_id,
+            pricing_mode=pricing_mode,
+            allowed_origins=allowed_origins,
+            callback_prefixes=callback_prefixes,
+        )
+        if application is None:
+            raise AdminError(f"no application {application_id}")
+        return edge_settings(application)
+
+    async def set_pricing(self, application_id: UUID, mode: str) -> dict[str, Any]:
+        """`catalog` (browser Pays must name a catalog item, at its price; the default) or
+        `open` (browser amounts are taken as they are: test applications only)."""
+        try:
+            pricing = PricingMode(mode)
+        except ValueError:
+            choices = ", ".join(m.value for m in PricingMode)
+            raise InvalidAdminInput(f"invalid pricing mode {mode!r}: one of {choices}") from None
+        return await self._set_edge(application_id, pricing_mode=pricing)
+
+    async def set_origins(self, application_id: UUID, origins: list[str]) -> dict[str, Any]:
+        """Replaces the Mini App origins allowed to call the edge (CORS); [] allows none."""
+        found = _normalized_list(origins, normalize_origin, "origin", "origins", MAX_ORIGINS)
+        return await self._set_edge(application_id, allowed_origins=found)
+
+    async def set_callback_prefixes(
+        self, application_id: UUID, prefixes: list[str]
+    ) -> dict[str, Any]:
+        """Replaces the prefixes a browser-supplied callback_url must start with; [] allows
+        no browser callback_url at all."""
+        found = _normalized_list(
+            prefixes,
+            normalize_callback_prefix,
+            "callback prefix",
+            "callback prefixes",
+            MAX_CALLBACK_PREFIXES,
+        )
+        return await self._set_edge(application_id, callback_prefixes=found)
+
+    def _catalog_service(self) -> CatalogService:
+        if self._catalog is None:
+            raise AdminError("the catalog is not available to this command")
+        return self._catalog
+
+    async def _existing(self, application_id: UUID) -> Application:
+        application = await self._applications.get(application_id)
+        if application is None:
+            raise AdminError(f"no application {application_id}")
+        return application
+
+    async def set_item(self, application_id: UUID, item: CatalogItem) -> CatalogItem:
+        """Adds the catalog item, or replaces the one with its key (every field)."""
+        try:
+            return await self._catalog_service().set_item(application_id, item)
+        except InvalidArgument as error:
+            problems = "; ".join(
+                f"{_ITEM_FLAGS.get(v.field, v.field)} {v.description}" for v in error.violations
+            )
+            raise InvalidAdminInput(f"invalid item: {problems}") from None
+        except ApplicationNotFound:
+            raise AdminError(f"no application {application_id}") from None
+
+    async def delete_item(self, application_id: UUID, key: str) -> None:
+        catalog = self._catalog_service()
+        await self._existing(application_id)
+        try:
+            deleted = await catalog.delete_item(application_id, key)
+        except InvalidArgument as error:
+            raise InvalidAdminInput(f"invalid --key: {error.violations[0].description}") from None
+        if not deleted:
+            raise AdminError(f"no item {key!r} in application {application_id}")
+
+    async def list_items(self, application_id: UUID) -> list[CatalogItem]:
+        catalog = self._catalog_service()
+        await self._existing(application_id)
+        return await catalog.list_items(application_id)
+
+    async def sign_init_data(self, application_id: UUID, fields: dict[str, str]) -> str:
+        """`fields` signed as Telegram signs a Mini App's initData, with the application's bot
+        token (development: to try the edge without Telegram). The token never leaves here."""
+        application = await self._existing(application_id)
+        if not application.bot_token:
+            raise AdminError(f"application {application_id} has no bot")
+        return sign_init_data(fields, bot_token=application.bot_token)

@@ -9,6 +9,14 @@ exponential backoff until `max_attempts`, when the delivery is given up (state '
 only insert outbox rows, so a slow or failing receiver can never delay them; it only slows its own
 deliveries. A crash mid-delivery leaves the row leased, and it is sent again when the lease ends:
 receivers de-duplicate on the event id.
+
+Callback URLs are chosen by API clients, so unless the operator allows it
+(`PORTEX_CALLBACK_ALLOW_PRIVATE`) the session refuses to connect to loopback, private, link-local,
+multicast and other non-global addresses (`portex_pay.adapters.http_guard`), judged on the address
+actually connected to after DNS resolution. A refused delivery is a failed attempt like any other,
+recorded with its reason ("callback address not allowed: 127.0.0.1 is loopback"): it backs off and
+is given up after `max_attempts`, so DNS that is fixed, or an operator who allows private
+addresses, lets pending callbacks through without a manual retry.
 """
 
 from __future__ import annotations
@@ -18,11 +26,14 @@ import math
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import structlog
+from aiohttp.abc import AbstractResolver
 
+from portex_pay.adapters.http_guard import AddressGuard, refused_reason
 from portex_pay.adapters.postgres.callbacks import CallbackRepository, DueCallback
 from portex_pay.domain.callbacks import (
     EVENT_ID_HEADER,
@@ -47,16 +58,30 @@ class _Outcome:
     error: str | None = None
 
 
-async def new_callback_session(concurrency: int = 16) -> aiohttp.ClientSession:
+async def new_callback_session(
+    concurrency: int = 16,
+    *,
+    allow_private: bool = False,
+    resolver: AbstractResolver | None = None,
+) -> aiohttp.ClientSession:
     """A session for callbacks only, so that slow receivers cannot take the connections the Bot
     API needs. No cookies (receivers must not be able to set state in it), no proxy variables
-    from the environment, statuses are read rather than raised. A coroutine: aiohttp wants a
-    running event loop when a session is created."""
+    from the environment, statuses are read rather than raised. Unless `allow_private`, it
+    connects to globally reachable addresses only (`AddressGuard`; `resolver` is the one it
+    wraps, the system's by default). A coroutine: aiohttp wants a running event loop when a
+    session is created."""
+    connector_options: dict[str, Any] = {"limit": concurrency, "ttl_dns_cache": 300}
+    if allow_private:
+        options: dict[str, Any] = {
+            "connector": aiohttp.TCPConnector(resolver=resolver, **connector_options),
+            "trust_env": False,
+        }
+    else:
+        options = AddressGuard(resolver).session_options(**connector_options)
     return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(limit=concurrency, ttl_dns_cache=300),
+        **options,
         cookie_jar=aiohttp.DummyCookieJar(),
         raise_for_status=False,
-        trust_env=False,
         headers={"User-Agent": USER_AGENT},
     )
 
@@ -174,6 +199,9 @@ class CallbackDispatcher:
         except aiohttp.ClientResponseError as error:  # a session made with raise_for_status
             return _Outcome(False, error.status, f"HTTP {error.status}")
         except Exception as error:
+            refused = refused_reason(error)
+            if refused is not None:  # the address, never the URL
+                return _Outcome(False, None, refused)
             # The type name only: str() of aiohttp's errors contains the URL.
             return _Outcome(False, None, type(error).__name__)
         if 200 <= status < 300:

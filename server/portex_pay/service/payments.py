@@ -218,6 +218,11 @@ class PaymentsService:
             raise OrderNotFound(f"order {tg_payment_id} not found")
         return order
 
+    async def find_by_request_id(self, application: Application, request_id: str) -> Order | None:
+        """The order a Pay with this idempotency key made, if one did (and is remembered)."""
+        claim = await self._orders.find_by_request_id(application.id, request_id)
+        return None if claim is None else claim.order
+
     async def resume_payment(self, application: Application, tg_use_id: int) -> Order | None:
         if tg_use_id <= 0:
             raise InvalidArgument([FieldViolation("tg_use_id", "must be a positive user id")])

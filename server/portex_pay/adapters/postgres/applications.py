@@ -12,6 +12,7 @@ from uuid import UUID
 
 import asyncpg
 
+from portex_pay.domain.catalog import PricingMode
 from portex_pay.logging import register_secret, register_secrets
 
 
@@ -24,6 +25,11 @@ class Application:
     bot_username: str | None
     webhook_secret: str = ""
     updates_mode: str | None = None
+    # The Mini App edge: how browser Pays are priced, which origins may call, where browser
+    # callback URLs may point (domain/catalog.py).
+    pricing_mode: PricingMode = PricingMode.CATALOG
+    allowed_origins: tuple[str, ...] = ()
+    callback_prefixes: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # never print the bot token
         return f"Application(id={self.id}, name={self.name!r}, bot_username={self.bot_username!r})"
@@ -63,6 +69,9 @@ def _application(row: asyncpg.Record) -> Application:
         bot_username=row["bot_username"],
         webhook_secret=row["webhook_secret"],
         updates_mode=row["updates_mode"],
+        pricing_mode=PricingMode(row["pricing_mode"]),
+        allowed_origins=tuple(row["allowed_origins"]),
+        callback_prefixes=tuple(row["callback_prefixes"]),
     )
 
 
@@ -140,6 +149,38 @@ class ApplicationRepository:
             mode,
         )
         return status.endswith(" 1")
+
+    async def set_edge(
+        self,
+        application_id: UUID,
+        *,
+        pricing_mode: PricingMode | None = None,
+        allowed_origins: list[str] | None = None,
+        callback_prefixes: list[str] | None = None,
+    ) -> Application | None:
+        """Changes the given edge settings (None: unchanged); the application, or None."""
+        row = await self._db.fetchrow(
+            """
+            UPDATE applications SET pricing_mode = coalesce($2, pricing_mode),
+                allowed_origins = coalesce($3, allowed_origins),
+                callback_prefixes = coalesce($4, callback_prefixes), updated_at = now()
+            WHERE id = $1 RETURNING *
+            """,
+            application_id,
+            pricing_mode.value if pricing_mode else None,
+            allowed_origins,
+            callback_prefixes,
+        )
+        return None if row is None else _application(row)
+
+    async def origin_allowed_anywhere(self, origin: str) -> bool:
+        """Whether some application allows this browser origin (a CORS preflight carries no
+        application id: the request itself is checked against its own application's list)."""
+        found: bool = await self._db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM applications WHERE allowed_origins @> ARRAY[$1])",
+            origin,
+        )
+        return found
 
     async def add_key(self, application_id: UUID, key_id: str, key_hash: bytes) -> None:
         await self._db.execute(

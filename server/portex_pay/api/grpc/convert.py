@@ -8,8 +8,10 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from portex.payment.v1 import payment_pb2
+from portex_pay.adapters.postgres.catalog import SeenUser
 from portex_pay.adapters.postgres.events import Cursor, StoredEvent
 from portex_pay.adapters.postgres.orders import order_from_json
+from portex_pay.domain.catalog import CatalogItem
 from portex_pay.domain.order import SDK_STATUS, Order, OrderState
 from portex_pay.domain.payments import PayCommand
 
@@ -132,4 +134,44 @@ def event_message(cursor: Cursor, event: StoredEvent | None) -> payment_pb2.Invo
         message.invoice_closed.CopyFrom(
             payment_pb2.InvoiceClosedResult(order_id=event.tg_payment_id, status=status)
         )
+    return message
+
+
+def catalog_item(message: payment_pb2.CatalogItem) -> CatalogItem:
+    """The item a request describes; an optional field left unset is None."""
+
+    def optional(field: str) -> str | None:
+        return getattr(message, field) if message.HasField(field) else None  # type: ignore[arg-type]
+
+    return CatalogItem(
+        key=message.key,
+        amount=message.amount,
+        title=optional("title"),
+        description=optional("description"),
+        photo_url=optional("photo_url"),
+    )
+
+
+def catalog_item_message(item: CatalogItem) -> payment_pb2.CatalogItem:
+    message = payment_pb2.CatalogItem(key=item.key, amount=item.amount)
+    for field in ("title", "description", "photo_url"):
+        value = getattr(item, field)
+        if value is not None:
+            setattr(message, field, value)
+    return message
+
+
+def telegram_user_message(seen: SeenUser) -> payment_pb2.TelegramUser:
+    user = seen.user
+    message = payment_pb2.TelegramUser(
+        id=user.id,
+        first_name=user.first_name,
+        is_premium=user.is_premium,
+        first_seen_time=_timestamp(seen.first_seen_at),
+        last_seen_time=_timestamp(seen.last_seen_at),
+    )
+    for field in ("last_name", "username", "language_code", "photo_url"):
+        value = getattr(user, field)
+        if value is not None:
+            setattr(message, field, value)
     return message

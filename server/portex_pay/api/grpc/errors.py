@@ -31,6 +31,13 @@ _CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.TelegramUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.CursorExpired: grpc.StatusCode.OUT_OF_RANGE,
     errors.ShuttingDown: grpc.StatusCode.UNAVAILABLE,
+    errors.ApplicationNotFound: grpc.StatusCode.NOT_FOUND,
+    errors.TelegramUserNotFound: grpc.StatusCode.NOT_FOUND,
+    errors.IdentityRefused: grpc.StatusCode.UNAUTHENTICATED,
+    errors.UserMismatch: grpc.StatusCode.PERMISSION_DENIED,
+    errors.OriginNotAllowed: grpc.StatusCode.PERMISSION_DENIED,
+    errors.RequestRejected: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 

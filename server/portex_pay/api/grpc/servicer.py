@@ -6,9 +6,18 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
-from portex_pay.api.grpc.convert import event_message, order_message, pay_command, refund_message
+from portex_pay.api.grpc.convert import (
+    catalog_item,
+    catalog_item_message,
+    event_message,
+    order_message,
+    pay_command,
+    refund_message,
+    telegram_user_message,
+)
 from portex_pay.api.grpc.interceptor import current_application
 from portex_pay.domain.errors import FieldViolation, InvalidArgument
+from portex_pay.service.catalog import CatalogService
 from portex_pay.service.payments import OrderActions, PaymentsService, utcnow
 from portex_pay.service.refunds import RefundService
 from portex_pay.service.stream import EventFilter, EventStreamer
@@ -24,11 +33,13 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         actions: OrderActions,
         refunds: RefundService,
         streamer: EventStreamer,
+        catalog: CatalogService,
     ) -> None:
         self._payments = payments
         self._actions = actions
         self._refunds = refunds
         self._streamer = streamer
+        self._catalog = catalog
 
     async def Pay(
         self, request: payment_pb2.PayRequest, context: Context
@@ -127,6 +138,39 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             events=[event_message(event.cursor, event) for event in events],
             next_page_token=next_cursor.encode() if next_cursor else "",
         )
+
+    async def SetCatalogItem(
+        self, request: payment_pb2.SetCatalogItemRequest, context: Context
+    ) -> payment_pb2.CatalogItem:
+        try:
+            item = await self._catalog.set_item(
+                current_application.get().id, catalog_item(request.item)
+            )
+        except InvalidArgument as error:  # the item's fields, by their path in the request
+            raise InvalidArgument(
+                [FieldViolation(f"item.{v.field}", v.description) for v in error.violations]
+            ) from None
+        return catalog_item_message(item)
+
+    async def DeleteCatalogItem(
+        self, request: payment_pb2.DeleteCatalogItemRequest, context: Context
+    ) -> payment_pb2.DeleteCatalogItemResponse:
+        deleted = await self._catalog.delete_item(current_application.get().id, request.key)
+        return payment_pb2.DeleteCatalogItemResponse(deleted=deleted)
+
+    async def ListCatalogItems(
+        self, request: payment_pb2.ListCatalogItemsRequest, context: Context
+    ) -> payment_pb2.ListCatalogItemsResponse:
+        items = await self._catalog.list_items(current_application.get().id)
+        return payment_pb2.ListCatalogItemsResponse(
+            items=[catalog_item_message(item) for item in items]
+        )
+
+    async def GetTelegramUser(
+        self, request: payment_pb2.GetTelegramUserRequest, context: Context
+    ) -> payment_pb2.TelegramUser:
+        seen = await self._catalog.get_user(current_application.get().id, request.tg_use_id)
+        return telegram_user_message(seen)
 
 
 def _filter(

@@ -1,4 +1,5 @@
-"""The aiohttp application served on PORTEX_HTTP_ADDR: Telegram webhooks and liveness.
+"""The aiohttp application served on PORTEX_HTTP_ADDR: Telegram webhooks, the Mini App edge
+(`/v1/`, api/http/edge.py) and liveness.
 
 `POST /telegram/webhook/{application_id}` receives the updates of that application's bot. Telegram
 sends the `secret_token` given to setWebhook in `X-Telegram-Bot-Api-Secret-Token`; a request
@@ -22,6 +23,8 @@ import structlog
 from aiohttp import web
 
 from portex_pay.adapters.postgres.applications import Application
+from portex_pay.api.http.edge import add_edge_routes
+from portex_pay.service.edge import EdgeService
 from portex_pay.service.updates import UpdateProcessor, UpdateRetry, describe_error
 
 log = structlog.get_logger(__name__)
@@ -30,9 +33,10 @@ MAX_BODY_BYTES = 1024 * 1024
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
 
 
-class _ApplicationCache:
-    """Webhook lookups of applications, cached briefly: a hot path should not pay a query for
-    data that changes only when an operator rebinds a bot."""
+class ApplicationCache:
+    """Lookups of applications by id (webhooks, the Mini App edge), cached briefly: a hot path
+    should not pay a query for data that changes only when an operator changes the application
+    (a change shows within `ttl` seconds)."""
 
     def __init__(self, load: Callable[[UUID], Awaitable[Application | None]], ttl: float) -> None:
         self._load = load
@@ -56,8 +60,10 @@ def create_http_app(
     *,
     load_application: Callable[[UUID], Awaitable[Application | None]] | None = None,
     processor: UpdateProcessor | None = None,
-    cache_ttl: float = 5.0,
+    edge: EdgeService | None = None,
 ) -> web.Application:
+    """The HTTP application; `load_application` should be cached (ApplicationCache.get)."""
+
     async def healthz(_request: web.Request) -> web.Response:
         serving = is_serving()
         return web.json_response(
@@ -66,8 +72,9 @@ def create_http_app(
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.router.add_get("/healthz", healthz)
+    if edge is not None:
+        add_edge_routes(app, edge)
     if load_application is not None and processor is not None:
-        applications = _ApplicationCache(load_application, cache_ttl)
 
         async def telegram_webhook(request: web.Request) -> web.Response:
             try:
@@ -75,7 +82,7 @@ def create_http_app(
             except ValueError:
                 raise web.HTTPNotFound() from None
             try:
-                application = await applications.get(application_id)
+                application = await load_application(application_id)
             except Exception as error:
                 log.warning("webhook application lookup failed", error=describe_error(error))
                 raise web.HTTPServiceUnavailable(text="try again") from None

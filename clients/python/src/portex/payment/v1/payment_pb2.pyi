@@ -882,3 +882,269 @@ class InvoiceEvent(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___InvoiceEvent: _TypeAlias = InvoiceEvent  # noqa: Y015
+
+@_typing.final
+class CatalogItem(_message.Message):
+    """One item of an application's price list, the Mini App edge's catalog. The text fields follow
+    Pay's rules for the fields they stand for (no control characters; description may hold line
+    breaks and tabs).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    PHOTO_URL_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The item's name, unique in the application: what a browser's PaymentOptions put in `label`.
+    1-64 characters, a single line.
+    """
+    amount: _builtins.int
+    """The price in whole Telegram Stars: positive and at most the server's PORTEX_MAX_AMOUNT
+    (default 10000).
+    """
+    title: _builtins.str
+    """The product name on the invoice (1-32 characters); when unset, the browser's `title`."""
+    description: _builtins.str
+    """The product description on the invoice (1-255 characters); when unset, the browser's
+    `description`.
+    """
+    photo_url: _builtins.str
+    """The product photo, an absolute http(s) URL of at most 2048 characters; when unset, the
+    browser's `photo_url`.
+    """
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        title: _builtins.str | None = ...,
+        description: _builtins.str | None = ...,
+        photo_url: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_photo_url", b"_photo_url", "_title", b"_title", "description", b"description", "photo_url", b"photo_url", "title", b"title"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_photo_url", b"_photo_url", "_title", b"_title", "amount", b"amount", "description", b"description", "key", b"key", "photo_url", b"photo_url", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
+    _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
+    _WhichOneofReturnType__photo_url: _TypeAlias = _typing.Literal["photo_url"]  # noqa: Y015
+    _WhichOneofArgType__photo_url: _TypeAlias = _typing.Literal["_photo_url", b"_photo_url"]  # noqa: Y015
+    _WhichOneofReturnType__title: _TypeAlias = _typing.Literal["title"]  # noqa: Y015
+    _WhichOneofArgType__title: _TypeAlias = _typing.Literal["_title", b"_title"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__description) -> _WhichOneofReturnType__description | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__photo_url) -> _WhichOneofReturnType__photo_url | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__title) -> _WhichOneofReturnType__title | None: ...
+
+Global___CatalogItem: _TypeAlias = CatalogItem  # noqa: Y015
+
+@_typing.final
+class SetCatalogItemRequest(_message.Message):
+    """Adds or replaces one catalog item."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEM_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def item(self) -> Global___CatalogItem:
+        """The item; its `key` says which one."""
+
+    def __init__(
+        self,
+        *,
+        item: Global___CatalogItem | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["item", b"item"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SetCatalogItemRequest: _TypeAlias = SetCatalogItemRequest  # noqa: Y015
+
+@_typing.final
+class DeleteCatalogItemRequest(_message.Message):
+    """Names the catalog item to remove."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The item's key: 1-64 characters, a single line."""
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteCatalogItemRequest: _TypeAlias = DeleteCatalogItemRequest  # noqa: Y015
+
+@_typing.final
+class DeleteCatalogItemResponse(_message.Message):
+    """Whether anything was removed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELETED_FIELD_NUMBER: _builtins.int
+    deleted: _builtins.bool
+    """True when the item existed and is gone now; false when there was no such item."""
+    def __init__(
+        self,
+        *,
+        deleted: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted", b"deleted"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteCatalogItemResponse: _TypeAlias = DeleteCatalogItemResponse  # noqa: Y015
+
+@_typing.final
+class ListCatalogItemsRequest(_message.Message):
+    """Asks for the calling application's catalog."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCatalogItemsRequest: _TypeAlias = ListCatalogItemsRequest  # noqa: Y015
+
+@_typing.final
+class ListCatalogItemsResponse(_message.Message):
+    """The calling application's catalog."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ITEMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___CatalogItem]:
+        """Every item, ordered by `key`."""
+
+    def __init__(
+        self,
+        *,
+        items: _abc.Iterable[Global___CatalogItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCatalogItemsResponse: _TypeAlias = ListCatalogItemsResponse  # noqa: Y015
+
+@_typing.final
+class GetTelegramUserRequest(_message.Message):
+    """Names a Telegram user of the calling application's Mini App."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TG_USE_ID_FIELD_NUMBER: _builtins.int
+    tg_use_id: _builtins.int
+    """The Telegram user id (the SDK's `tg_use_id`, sic). Must be positive."""
+    def __init__(
+        self,
+        *,
+        tg_use_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tg_use_id", b"tg_use_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTelegramUserRequest: _TypeAlias = GetTelegramUserRequest  # noqa: Y015
+
+@_typing.final
+class TelegramUser(_message.Message):
+    """A Telegram user as their verified initData described them when the Mini App edge last saw them
+    (the `user` object of Telegram's WebAppInitData; names change, the latest wins).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    FIRST_NAME_FIELD_NUMBER: _builtins.int
+    LAST_NAME_FIELD_NUMBER: _builtins.int
+    USERNAME_FIELD_NUMBER: _builtins.int
+    LANGUAGE_CODE_FIELD_NUMBER: _builtins.int
+    IS_PREMIUM_FIELD_NUMBER: _builtins.int
+    PHOTO_URL_FIELD_NUMBER: _builtins.int
+    FIRST_SEEN_TIME_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_TIME_FIELD_NUMBER: _builtins.int
+    id: _builtins.int
+    """The Telegram user id (the SDK's `tg_use_id`). In JSON a decimal string."""
+    first_name: _builtins.str
+    """The user's first name."""
+    last_name: _builtins.str
+    """The user's last name, when they have one."""
+    username: _builtins.str
+    """The user's @username (without the @), when they have one."""
+    language_code: _builtins.str
+    """The IETF language tag of the user's Telegram client, when Telegram sent it."""
+    is_premium: _builtins.bool
+    """True when the user has Telegram Premium."""
+    photo_url: _builtins.str
+    """The URL of the user's profile photo, when Telegram sent it."""
+    @_builtins.property
+    def first_seen_time(self) -> _timestamp_pb2.Timestamp:
+        """When the edge first recorded this user (in this application)."""
+
+    @_builtins.property
+    def last_seen_time(self) -> _timestamp_pb2.Timestamp:
+        """When the edge last recorded this user (their latest `saveTgUser`)."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.int = ...,
+        first_name: _builtins.str = ...,
+        last_name: _builtins.str | None = ...,
+        username: _builtins.str | None = ...,
+        language_code: _builtins.str | None = ...,
+        is_premium: _builtins.bool = ...,
+        photo_url: _builtins.str | None = ...,
+        first_seen_time: _timestamp_pb2.Timestamp | None = ...,
+        last_seen_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_language_code", b"_language_code", "_last_name", b"_last_name", "_photo_url", b"_photo_url", "_username", b"_username", "first_seen_time", b"first_seen_time", "language_code", b"language_code", "last_name", b"last_name", "last_seen_time", b"last_seen_time", "photo_url", b"photo_url", "username", b"username"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_language_code", b"_language_code", "_last_name", b"_last_name", "_photo_url", b"_photo_url", "_username", b"_username", "first_name", b"first_name", "first_seen_time", b"first_seen_time", "id", b"id", "is_premium", b"is_premium", "language_code", b"language_code", "last_name", b"last_name", "last_seen_time", b"last_seen_time", "photo_url", b"photo_url", "username", b"username"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__language_code: _TypeAlias = _typing.Literal["language_code"]  # noqa: Y015
+    _WhichOneofArgType__language_code: _TypeAlias = _typing.Literal["_language_code", b"_language_code"]  # noqa: Y015
+    _WhichOneofReturnType__last_name: _TypeAlias = _typing.Literal["last_name"]  # noqa: Y015
+    _WhichOneofArgType__last_name: _TypeAlias = _typing.Literal["_last_name", b"_last_name"]  # noqa: Y015
+    _WhichOneofReturnType__photo_url: _TypeAlias = _typing.Literal["photo_url"]  # noqa: Y015
+    _WhichOneofArgType__photo_url: _TypeAlias = _typing.Literal["_photo_url", b"_photo_url"]  # noqa: Y015
+    _WhichOneofReturnType__username: _TypeAlias = _typing.Literal["username"]  # noqa: Y015
+    _WhichOneofArgType__username: _TypeAlias = _typing.Literal["_username", b"_username"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__language_code) -> _WhichOneofReturnType__language_code | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__last_name) -> _WhichOneofReturnType__last_name | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__photo_url) -> _WhichOneofReturnType__photo_url | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__username) -> _WhichOneofReturnType__username | None: ...
+
+Global___TelegramUser: _TypeAlias = TelegramUser  # noqa: Y015

@@ -77,6 +77,26 @@ class PaymentServiceStub:
                 request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListEventsRequest.SerializeToString,
                 response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListEventsResponse.FromString,
                 _registered_method=True)
+        self.SetCatalogItem = channel.unary_unary(
+                '/portex.payment.v1.PaymentService/SetCatalogItem',
+                request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.SetCatalogItemRequest.SerializeToString,
+                response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.CatalogItem.FromString,
+                _registered_method=True)
+        self.DeleteCatalogItem = channel.unary_unary(
+                '/portex.payment.v1.PaymentService/DeleteCatalogItem',
+                request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.DeleteCatalogItemRequest.SerializeToString,
+                response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.DeleteCatalogItemResponse.FromString,
+                _registered_method=True)
+        self.ListCatalogItems = channel.unary_unary(
+                '/portex.payment.v1.PaymentService/ListCatalogItems',
+                request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListCatalogItemsRequest.SerializeToString,
+                response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListCatalogItemsResponse.FromString,
+                _registered_method=True)
+        self.GetTelegramUser = channel.unary_unary(
+                '/portex.payment.v1.PaymentService/GetTelegramUser',
+                request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.GetTelegramUserRequest.SerializeToString,
+                response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.TelegramUser.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -163,6 +183,48 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetCatalogItem(self, request, context):
+        """Adds an item to the calling application's catalog, or replaces the item with the same `key`
+        (every field: an optional field left unset is cleared). The catalog is the price list of the
+        Mini App edge (`POST /v1/createTgPayment`): in `catalog` pricing, the application's default,
+        a browser's PaymentOptions name an item by their `label` and pay its `amount`, never a price
+        of their own. gRPC Pay is not priced by the catalog. Bad fields answer INVALID_ARGUMENT with
+        one field violation each, named by their path in the request (e.g. `item.amount`). Returns
+        the item as stored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteCatalogItem(self, request, context):
+        """Removes an item from the calling application's catalog; later edge payments for it are
+        refused (reason UNKNOWN_ITEM), orders already made for it are unchanged. Deleting an item
+        that does not exist is not an error: `deleted` is false. A `key` no item can have (empty,
+        too long, with control characters) answers INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCatalogItems(self, request, context):
+        """Lists the calling application's whole catalog, ordered by `key` (at most a few hundred
+        items, so there are no pages).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTelegramUser(self, request, context):
+        """Returns a Telegram user as the Mini App edge last saw them: recorded by the SDK's `init()`
+        (`POST /v1/saveTgUser`) from the verified initData, per application, so that support tools
+        and internal services can see who paid. A user the calling application's Mini App never
+        saved (or one saved only by another application) answers NOT_FOUND with reason
+        USER_NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -205,6 +267,26 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.ListEvents,
                     request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListEventsRequest.FromString,
                     response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'SetCatalogItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetCatalogItem,
+                    request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.SetCatalogItemRequest.FromString,
+                    response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.CatalogItem.SerializeToString,
+            ),
+            'DeleteCatalogItem': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteCatalogItem,
+                    request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.DeleteCatalogItemRequest.FromString,
+                    response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.DeleteCatalogItemResponse.SerializeToString,
+            ),
+            'ListCatalogItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCatalogItems,
+                    request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListCatalogItemsRequest.FromString,
+                    response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListCatalogItemsResponse.SerializeToString,
+            ),
+            'GetTelegramUser': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTelegramUser,
+                    request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.GetTelegramUserRequest.FromString,
+                    response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.TelegramUser.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -426,6 +508,114 @@ class PaymentService:
             '/portex.payment.v1.PaymentService/ListEvents',
             portex_dot_payment_dot_v1_dot_payment__pb2.ListEventsRequest.SerializeToString,
             portex_dot_payment_dot_v1_dot_payment__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetCatalogItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portex.payment.v1.PaymentService/SetCatalogItem',
+            portex_dot_payment_dot_v1_dot_payment__pb2.SetCatalogItemRequest.SerializeToString,
+            portex_dot_payment_dot_v1_dot_payment__pb2.CatalogItem.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteCatalogItem(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portex.payment.v1.PaymentService/DeleteCatalogItem',
+            portex_dot_payment_dot_v1_dot_payment__pb2.DeleteCatalogItemRequest.SerializeToString,
+            portex_dot_payment_dot_v1_dot_payment__pb2.DeleteCatalogItemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCatalogItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portex.payment.v1.PaymentService/ListCatalogItems',
+            portex_dot_payment_dot_v1_dot_payment__pb2.ListCatalogItemsRequest.SerializeToString,
+            portex_dot_payment_dot_v1_dot_payment__pb2.ListCatalogItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTelegramUser(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portex.payment.v1.PaymentService/GetTelegramUser',
+            portex_dot_payment_dot_v1_dot_payment__pb2.GetTelegramUserRequest.SerializeToString,
+            portex_dot_payment_dot_v1_dot_payment__pb2.TelegramUser.FromString,
             options,
             channel_credentials,
             insecure,

@@ -89,6 +89,32 @@ class PaymentServiceStub:
     for grpcurl. Same filters and starting points as StreamInvoiceEvents; `next_page_token` is
     empty once the list has reached the newest delivered event.
     """
+    SetCatalogItem: _grpc.UnaryUnaryMultiCallable[_payment_pb2.SetCatalogItemRequest, _payment_pb2.CatalogItem]
+    """Adds an item to the calling application's catalog, or replaces the item with the same `key`
+    (every field: an optional field left unset is cleared). The catalog is the price list of the
+    Mini App edge (`POST /v1/createTgPayment`): in `catalog` pricing, the application's default,
+    a browser's PaymentOptions name an item by their `label` and pay its `amount`, never a price
+    of their own. gRPC Pay is not priced by the catalog. Bad fields answer INVALID_ARGUMENT with
+    one field violation each, named by their path in the request (e.g. `item.amount`). Returns
+    the item as stored.
+    """
+    DeleteCatalogItem: _grpc.UnaryUnaryMultiCallable[_payment_pb2.DeleteCatalogItemRequest, _payment_pb2.DeleteCatalogItemResponse]
+    """Removes an item from the calling application's catalog; later edge payments for it are
+    refused (reason UNKNOWN_ITEM), orders already made for it are unchanged. Deleting an item
+    that does not exist is not an error: `deleted` is false. A `key` no item can have (empty,
+    too long, with control characters) answers INVALID_ARGUMENT.
+    """
+    ListCatalogItems: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ListCatalogItemsRequest, _payment_pb2.ListCatalogItemsResponse]
+    """Lists the calling application's whole catalog, ordered by `key` (at most a few hundred
+    items, so there are no pages).
+    """
+    GetTelegramUser: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetTelegramUserRequest, _payment_pb2.TelegramUser]
+    """Returns a Telegram user as the Mini App edge last saw them: recorded by the SDK's `init()`
+    (`POST /v1/saveTgUser`) from the verified initData, per application, so that support tools
+    and internal services can see who paid. A user the calling application's Mini App never
+    saved (or one saved only by another application) answers NOT_FOUND with reason
+    USER_NOT_FOUND.
+    """
 
 @_typing.type_check_only
 class PaymentServiceAsyncStub(PaymentServiceStub):
@@ -143,6 +169,32 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     """Lists the application's events in stream order, a page at a time (AIP-158), for backfills and
     for grpcurl. Same filters and starting points as StreamInvoiceEvents; `next_page_token` is
     empty once the list has reached the newest delivered event.
+    """
+    SetCatalogItem: _aio.UnaryUnaryMultiCallable[_payment_pb2.SetCatalogItemRequest, _payment_pb2.CatalogItem]  # type: ignore[assignment]
+    """Adds an item to the calling application's catalog, or replaces the item with the same `key`
+    (every field: an optional field left unset is cleared). The catalog is the price list of the
+    Mini App edge (`POST /v1/createTgPayment`): in `catalog` pricing, the application's default,
+    a browser's PaymentOptions name an item by their `label` and pay its `amount`, never a price
+    of their own. gRPC Pay is not priced by the catalog. Bad fields answer INVALID_ARGUMENT with
+    one field violation each, named by their path in the request (e.g. `item.amount`). Returns
+    the item as stored.
+    """
+    DeleteCatalogItem: _aio.UnaryUnaryMultiCallable[_payment_pb2.DeleteCatalogItemRequest, _payment_pb2.DeleteCatalogItemResponse]  # type: ignore[assignment]
+    """Removes an item from the calling application's catalog; later edge payments for it are
+    refused (reason UNKNOWN_ITEM), orders already made for it are unchanged. Deleting an item
+    that does not exist is not an error: `deleted` is false. A `key` no item can have (empty,
+    too long, with control characters) answers INVALID_ARGUMENT.
+    """
+    ListCatalogItems: _aio.UnaryUnaryMultiCallable[_payment_pb2.ListCatalogItemsRequest, _payment_pb2.ListCatalogItemsResponse]  # type: ignore[assignment]
+    """Lists the calling application's whole catalog, ordered by `key` (at most a few hundred
+    items, so there are no pages).
+    """
+    GetTelegramUser: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetTelegramUserRequest, _payment_pb2.TelegramUser]  # type: ignore[assignment]
+    """Returns a Telegram user as the Mini App edge last saw them: recorded by the SDK's `init()`
+    (`POST /v1/saveTgUser`) from the verified initData, per application, so that support tools
+    and internal services can see who paid. A user the calling application's Mini App never
+    saved (or one saved only by another application) answers NOT_FOUND with reason
+    USER_NOT_FOUND.
     """
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -243,6 +295,56 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         """Lists the application's events in stream order, a page at a time (AIP-158), for backfills and
         for grpcurl. Same filters and starting points as StreamInvoiceEvents; `next_page_token` is
         empty once the list has reached the newest delivered event.
+        """
+
+    @_abc_1.abstractmethod
+    def SetCatalogItem(
+        self,
+        request: _payment_pb2.SetCatalogItemRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.CatalogItem, _abc.Awaitable[_payment_pb2.CatalogItem]]:
+        """Adds an item to the calling application's catalog, or replaces the item with the same `key`
+        (every field: an optional field left unset is cleared). The catalog is the price list of the
+        Mini App edge (`POST /v1/createTgPayment`): in `catalog` pricing, the application's default,
+        a browser's PaymentOptions name an item by their `label` and pay its `amount`, never a price
+        of their own. gRPC Pay is not priced by the catalog. Bad fields answer INVALID_ARGUMENT with
+        one field violation each, named by their path in the request (e.g. `item.amount`). Returns
+        the item as stored.
+        """
+
+    @_abc_1.abstractmethod
+    def DeleteCatalogItem(
+        self,
+        request: _payment_pb2.DeleteCatalogItemRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.DeleteCatalogItemResponse, _abc.Awaitable[_payment_pb2.DeleteCatalogItemResponse]]:
+        """Removes an item from the calling application's catalog; later edge payments for it are
+        refused (reason UNKNOWN_ITEM), orders already made for it are unchanged. Deleting an item
+        that does not exist is not an error: `deleted` is false. A `key` no item can have (empty,
+        too long, with control characters) answers INVALID_ARGUMENT.
+        """
+
+    @_abc_1.abstractmethod
+    def ListCatalogItems(
+        self,
+        request: _payment_pb2.ListCatalogItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.ListCatalogItemsResponse, _abc.Awaitable[_payment_pb2.ListCatalogItemsResponse]]:
+        """Lists the calling application's whole catalog, ordered by `key` (at most a few hundred
+        items, so there are no pages).
+        """
+
+    @_abc_1.abstractmethod
+    def GetTelegramUser(
+        self,
+        request: _payment_pb2.GetTelegramUserRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.TelegramUser, _abc.Awaitable[_payment_pb2.TelegramUser]]:
+        """Returns a Telegram user as the Mini App edge last saw them: recorded by the SDK's `init()`
+        (`POST /v1/saveTgUser`) from the verified initData, per application, so that support tools
+        and internal services can see who paid. A user the calling application's Mini App never
+        saved (or one saved only by another application) answers NOT_FOUND with reason
+        USER_NOT_FOUND.
         """
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

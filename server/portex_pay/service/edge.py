@@ -1,0 +1,196 @@
+"""The Mini App edge's use cases: what a browser running the Portex SDK may do.
+
+A browser is never trusted: the user is the one its initData proves (verified with the
+application's bot token, or Telegram's Ed25519 signature), prices come from the application's
+catalog, callback URLs must lie under the application's prefixes, and it reads only its own
+orders. Everything else is the same use cases gRPC serves (PaymentsService, OrderActions): orders
+made here appear in QueryOrder, the event stream and callbacks like any other.
+
+Retries of the same `pay()` do not make a stream of orders. With an `Idempotency-Key` the key
+(per user) is the Pay's `request_id`. Without one, the request_id is derived from the user, the
+request's fields and the current window of `dedupe_window` seconds: the same request in the same
+window gets the same order and link, also when the retries race each other (the idempotency of
+Pay decides, across replicas); a retry in the window after continues the previous window's order.
+Once that order is no longer payable (paid, cancelled, expired),
+the same request means a new purchase: the next request_id of a chain derived from the previous
+one and its order id, so racing retries after a payment still converge on one new order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from portex_pay.adapters.postgres.applications import Application
+from portex_pay.adapters.postgres.catalog import CatalogRepository, TelegramUserRepository
+from portex_pay.domain.catalog import PricingMode, callback_allowed, priced
+from portex_pay.domain.errors import (
+    ApplicationNotFound,
+    BotNotConfigured,
+    IdentityRefused,
+    OrderNotFound,
+    RateLimited,
+    RequestRejected,
+    UserMismatch,
+)
+from portex_pay.domain.init_data import InitDataError, VerifiedInitData, verify_init_data
+from portex_pay.domain.order import Order, OrderState
+from portex_pay.domain.payments import PayCommand
+from portex_pay.service.payments import OrderActions, PaymentsService, utcnow
+from portex_pay.service.ratelimit import TokenBuckets, retry_after_seconds
+
+_MAX_CHAIN = 64  # purchases of the same thing by one user in one window, before giving up
+
+
+@dataclass(frozen=True, slots=True)
+class EdgeSettings:
+    init_data_max_age: timedelta = timedelta(hours=24)
+    init_data_future_skew: timedelta = timedelta(seconds=60)
+    ed25519_public_key: bytes | None = None  # Telegram's (or a test) key; None: HMAC only
+    dedupe_window: timedelta = timedelta(minutes=5)
+    user_rate: float = 5.0  # requests per second per user, per replica
+    user_burst: int = 20
+    app_rate: float = 200.0  # requests per second per application, per replica
+    app_burst: int = 400
+
+
+class EdgeService:
+    def __init__(
+        self,
+        load_application: Callable[[UUID], Awaitable[Application | None]],
+        origin_allowed: Callable[[str], Awaitable[bool]],
+        catalog: CatalogRepository,
+        users: TelegramUserRepository,
+        payments: PaymentsService,
+        actions: OrderActions,
+        settings: EdgeSettings,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._load_application = load_application
+        self._origin_allowed = origin_allowed
+        self._catalog = catalog
+        self._users = users
+        self._payments = payments
+        self._actions = actions
+        self._settings = settings
+        self._clock = clock
+        self._app_buckets = TokenBuckets(settings.app_rate, settings.app_burst)
+        self._user_buckets = TokenBuckets(settings.user_rate, settings.user_burst)
+
+    async def application(self, app_id: str | None) -> Application:
+        """The application a browser names in X-App-Id (its id as create-app prints it)."""
+        try:
+            application_id = UUID(app_id or "")
+        except ValueError:
+            application_id = None
+        application = (
+            await self._load_application(application_id) if application_id is not None else None
+        )
+        if application is None:
+            raise ApplicationNotFound("no such application")
+        return application
+
+    def admit(self, application: Application) -> None:
+        """Takes a token of the application's rate limit (RateLimited when there is none)."""
+        wait = self._app_buckets.take(application.id)
+        if wait:
+            raise RateLimited("too many requests for this application", retry_after_seconds(wait))
+
+    async def origin_allowed_anywhere(self, origin: str) -> bool:
+        return await self._origin_allowed(origin)
+
+    def identify(self, application: Application, init_data: str | None) -> VerifiedInitData:
+        """The user the initData proves, for this application's bot; rate-limited per user."""
+        if application.bot_token is None or application.bot_id is None:
+            raise BotNotConfigured("the application has no bot to verify its users with")
+        settings = self._settings
+        try:
+            identity = verify_init_data(
+                init_data,
+                bot_token=application.bot_token,
+                bot_id=application.bot_id,
+                now=self._clock(),
+                max_age=settings.init_data_max_age,
+                future_skew=settings.init_data_future_skew,
+                ed25519_public_key=settings.ed25519_public_key,
+            )
+        except InitDataError as error:
+            raise IdentityRefused(error.reason, error.message) from None
+        wait = self._user_buckets.take((application.id, identity.user.id))
+        if wait:
+            raise RateLimited("too many requests for this user", retry_after_seconds(wait))
+        return identity
+
+    async def save_user(self, application: Application, identity: VerifiedInitData) -> None:
+        await self._users.record(application.id, identity.user, self._clock())
+
+    async def create_payment(
+        self,
+        application: Application,
+        identity: VerifiedInitData,
+        command: PayCommand,
+        idempotency_key: str | None,
+    ) -> Order:
+        """A browser's pay(): `command` as the browser sent it (tg_use_id 0 or amount 0 when
+        it left them out)."""
+        user_id = identity.user.id
+        if command.tg_use_id not in (0, user_id):
+            raise UserMismatch("tg_use_id is not the user of this Mini App session")
+        command = replace(command, tg_use_id=user_id)
+        if command.callback_url is not None and not callback_allowed(
+            command.callback_url, application.callback_prefixes
+        ):
+            raise RequestRejected(
+                "CALLBACK_URL_NOT_ALLOWED",
+                "callback_url",
+                "callback_url is not under one of the application's callback prefixes",
+            )
+        item = None
+        if application.pricing_mode is PricingMode.CATALOG:
+            item = await self._catalog.get(application.id, command.label)
+        command = priced(command, item, application.pricing_mode)
+
+        if idempotency_key is not None:
+            request_id = _digest("edge-key", application.id, user_id, idempotency_key)
+            return await self._payments.pay(application, command, request_id)
+        window = int(self._clock().timestamp() // self._settings.dedupe_window.total_seconds())
+        fingerprint = command.fingerprint().hex()
+        request_id = _digest("edge", application.id, user_id, window, fingerprint)
+        # A retry just after a window boundary continues the previous window's order.
+        previous = _digest("edge", application.id, user_id, window - 1, fingerprint)
+        if await self._payments.find_by_request_id(application, previous) is not None:
+            request_id = previous
+        for _ in range(_MAX_CHAIN):
+            order = await self._payments.pay(application, command, request_id)
+            if order.state_at(self._clock()) in (OrderState.PENDING, OrderState.FAILED):
+                return order
+            request_id = _digest("edge-next", request_id, order.tg_payment_id)
+        raise RateLimited("too many purchases of the same item; retry later", 60)
+
+    async def get_payment(
+        self, application: Application, identity: VerifiedInitData, tg_payment_id: int
+    ) -> Order:
+        """The order, only to the user who placed it: another's answers like a missing one."""
+        order = await self._payments.query_order(application, tg_payment_id)
+        if order.tg_use_id != identity.user.id:
+            raise OrderNotFound(f"order {tg_payment_id} not found")
+        return order
+
+    async def report_invoice_closed(
+        self,
+        application: Application,
+        identity: VerifiedInitData,
+        tg_payment_id: int,
+        status: str,
+    ) -> Order:
+        await self.get_payment(application, identity, tg_payment_id)  # owner only
+        return await self._actions.report_invoice_closed(application, tg_payment_id, status)
+
+
+def _digest(*parts: object) -> str:
+    """A request_id (printable ASCII, 67 characters) derived from the parts."""
+    text = "\x1f".join(str(part) for part in parts)
+    return "e1:" + hashlib.sha256(text.encode()).hexdigest()
