@@ -1152,3 +1152,20 @@ async def test_numbers_are_json_numbers_in_every_answer(shop: Shop) -> None:
     # The error envelope's own number, too.
     status, body, _ = await shop.get(tg_payment_id + 10**9)
     assert status == 404 and is_number(body["error_code"])
+
+
+async def test_the_edge_can_be_turned_off(
+    database_url: str, fake_telegram: FakeBotApi, shop: Shop, http: aiohttp.ClientSession
+) -> None:
+    off = await start_own_service(database_url, fake_telegram, edge=False)
+    try:
+        async with http.post(
+            f"http://127.0.0.1:{off.http_port}/v1/createTgPayment",
+            json=SEED,
+            headers={"X-App-Id": shop.app.id},
+        ) as response:
+            assert response.status == 404
+        async with http.get(f"http://127.0.0.1:{off.http_port}/healthz") as response:
+            assert response.status == 200  # the rest of the HTTP door is unchanged
+    finally:
+        await off.stop()

@@ -108,3 +108,24 @@ def test_update_attempts_are_read_and_bounded_below() -> None:
     assert Settings.from_env({**BASE, "PORTEX_UPDATE_MAX_ATTEMPTS": "3"}).update_max_attempts == 3
     with pytest.raises(ConfigError):
         Settings.from_env({**BASE, "PORTEX_UPDATE_MAX_ATTEMPTS": "0"})
+
+
+def test_edge_settings_and_the_init_data_key() -> None:
+    from portex_pay.domain.init_data import PRODUCTION_PUBLIC_KEY, TEST_PUBLIC_KEY
+
+    settings = Settings.from_env(BASE)
+    assert settings.edge and settings.init_data_max_age == 86_400
+    assert settings.init_data_key() == PRODUCTION_PUBLIC_KEY
+    test_env = Settings.from_env({**BASE, "PORTEX_TELEGRAM_TEST_ENV": "true"})
+    assert test_env.init_data_key() == TEST_PUBLIC_KEY
+    own = Settings.from_env({**BASE, "PORTEX_INIT_DATA_PUBLIC_KEY": "ab" * 32})
+    assert own.init_data_key() == bytes.fromhex("ab" * 32)
+    assert Settings.from_env({**BASE, "PORTEX_INIT_DATA_PUBLIC_KEY": ""}).init_data_key() is None
+    off = Settings.from_env({**BASE, "PORTEX_EDGE": "false", "PORTEX_EDGE_USER_RATE": "1"})
+    assert (off.edge, off.edge_user_rate) == (False, 1.0)
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(
+            {**BASE, "PORTEX_INIT_DATA_PUBLIC_KEY": "abcd", "PORTEX_EDGE_USER_BURST": "0"}
+        )
+    assert "PORTEX_INIT_DATA_PUBLIC_KEY" in str(raised.value)
+    assert "PORTEX_EDGE_USER_BURST" in str(raised.value)
