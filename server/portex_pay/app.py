@@ -322,11 +322,6 @@ class PortexApp:
                 reachable = True
             except Exception:  # any failure to answer means "not serving"
                 reachable = False
-            current = asyncio.current_task()
-            if current is not None and current.cancelling():
-                # asyncpg times the query with asyncio.wait_for, which can swallow a cancel that
-                # arrives as the query ends (CPython gh-86296); stop anyway.
-                raise asyncio.CancelledError
             await self._set_serving(reachable)
 
     async def stop(self) -> None:
@@ -339,14 +334,21 @@ class PortexApp:
             # Streams end now with UNAVAILABLE, not after the grace period: their clients resume
             # on another replica while in-flight unary calls finish here.
             self.hub.close()
-        for task in self._tasks:
-            task.cancel()
         if self._tasks:
-            # Bounded: a task that does not end on cancellation must not hang the shutdown.
-            ended, stuck = await asyncio.wait(self._tasks, timeout=self.settings.shutdown_grace)
+            # asyncio.wait_for (asyncpg's timeouts, the loops' waits) can swallow a cancel that
+            # arrives as its inner await completes (CPython gh-86296), so a task may go on after
+            # one cancel: cancel again until it ends, within a bound.
+            deadline = time.monotonic() + max(self.settings.shutdown_grace, 1.0)
+            stuck = set(self._tasks)
+            while stuck and time.monotonic() < deadline:
+                for task in stuck:
+                    task.cancel()
+                _, stuck = await asyncio.wait(stuck, timeout=0.2)
             for task in stuck:
                 log.warning("background task did not stop", task=task.get_name())
-            for task in ended:
+            for task in self._tasks:
+                if not task.done():
+                    continue
                 if not task.cancelled() and task.exception() is not None:
                     log.error(
                         "background task failed", task=task.get_name(), exc_info=task.exception()

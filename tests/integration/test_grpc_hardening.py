@@ -564,3 +564,23 @@ async def test_the_types_filter_is_bounded(stub, app, types: list[str], ok: bool
     assert await _bad_argument(
         _drain(stub.StreamInvoiceEvents(stream_request, metadata=app.metadata))
     ) == (grpc.StatusCode.INVALID_ARGUMENT, ["types"])
+
+
+async def test_shutdown_ends_a_background_task_that_swallows_a_cancel(start_service) -> None:
+    """asyncio.wait_for can swallow a cancel (CPython gh-86296): stop() cancels again, so the
+    shutdown neither hangs nor leaves the task running against a closed pool."""
+    service: PortexApp = await start_service(shutdown_grace=5.0)
+    swallowed = asyncio.Event()
+
+    async def stubborn() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            swallowed.set()  # as if wait_for had returned the result instead
+        await asyncio.sleep(3600)
+
+    service._spawn("stubborn", stubborn())
+    await asyncio.sleep(0)
+    await asyncio.wait_for(service.stop(), timeout=10)
+    assert swallowed.is_set()
+    assert all(task.done() for task in service._tasks)
