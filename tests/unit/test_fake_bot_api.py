@@ -20,7 +20,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from portex_pay.devtools.fake_bot_api import FakeBotApi, PaymentOutcome
+from portex_pay.devtools.fake_bot_api import (
+    MAX_DOWNLOAD_SIZE,
+    MAX_UPLOAD_SIZE,
+    FakeBotApi,
+    PaymentOutcome,
+    UploadedFile,
+)
 
 TOKEN = "123456:" + "A" * 35
 OTHER_TOKEN = "654321:" + "B" * 35
@@ -73,6 +79,23 @@ class Bot:
 
     async def ok(self, method: str, **params: Any) -> Any:
         return (await self.json(method, **params)).result
+
+    async def multipart(
+        self, method: str, files: dict[str, tuple[str, bytes]], **params: str
+    ) -> Reply:
+        """A multipart/form-data request: `files` maps a part name to (filename, bytes)."""
+        form = aiohttp.FormData(default_to_multipart=True)
+        for name, value in params.items():
+            form.add_field(name, value)
+        for name, (filename, data) in files.items():
+            form.add_field(name, data, filename=filename, content_type="application/octet-stream")
+        url = f"{self.base_url}/bot{self.token}/{method}"
+        async with self.http.post(url, data=form) as response:
+            return Reply(response.status, await response.json())
+
+    async def download(self, file_path: str) -> tuple[int, bytes]:
+        async with self.http.get(f"{self.base_url}/file/bot{self.token}/{file_path}") as response:
+            return response.status, await response.read()
 
 
 def invoice(**overrides: Any) -> dict[str, Any]:
@@ -914,6 +937,686 @@ async def test_star_transactions_and_balance_follow_payments_and_refunds(
     assert [t["id"] for t in page] == [refunded.charge_id]
 
 
+# ------------------------------------------------------------------------- messages
+
+
+async def test_send_message_returns_a_message_from_the_bot_in_the_private_chat(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    await fake.send_user_message(TOKEN, USER, "hi")  # message 1 of the chat
+    message = await bot.ok("sendMessage", chat_id=USER, text="Hello, <b>you</b>", parse_mode="HTML")
+    assert isinstance(message.pop("date"), int)
+    assert message == {
+        "message_id": 2,
+        "from": {
+            "id": 123456,
+            "is_bot": True,
+            "first_name": "Fake Bot 123456",
+            "username": "portex_test_bot",
+        },
+        "chat": {
+            "id": USER,
+            "first_name": f"User {USER}",
+            "username": f"user{USER}",
+            "type": "private",
+        },
+        "text": "Hello, <b>you</b>",  # no entity parsing: the markup stays
+    }
+    # A form body (what aiogram sends) with a string chat_id is the same request.
+    again = (await bot.form("sendMessage", chat_id=str(USER), text="again")).result
+    assert again["message_id"] == 3
+    assert [m["text"] for m in fake.sent_messages(TOKEN)] == ["Hello, <b>you</b>", "again"]
+
+
+async def test_message_ids_count_per_chat(fake: FakeBotApi, bot: Bot) -> None:
+    await fake.send_user_message(TOKEN, USER, "hi")
+    await fake.send_user_message(TOKEN, USER + 1, "hi")
+    first = await bot.ok("sendMessage", chat_id=USER, text="a")
+    other = await bot.ok("sendMessage", chat_id=USER + 1, text="b")
+    second = await bot.ok("sendMessage", chat_id=USER, text="c")
+    assert (first["message_id"], other["message_id"], second["message_id"]) == (2, 2, 3)
+    assert [m["text"] for m in fake.sent_messages(TOKEN, USER)] == ["a", "c"]
+    assert [m["text"] for m in fake.sent_messages(TOKEN, USER + 1)] == ["b"]
+
+
+@pytest.mark.parametrize(
+    ("params", "description"),
+    [
+        pytest.param({"text": "x"}, "chat_id is empty", id="no-chat"),
+        pytest.param({"chat_id": USER + 1, "text": "x"}, "chat not found", id="never-wrote"),
+        pytest.param({"chat_id": f"@user{USER}", "text": "x"}, "chat not found", id="username"),
+        pytest.param({"chat_id": "abc", "text": "x"}, "chat not found", id="garbage"),
+        pytest.param({"chat_id": USER}, "message text is empty", id="no-text"),
+        pytest.param({"text": ""}, "message text is empty", id="text-before-chat"),
+        pytest.param({"chat_id": USER, "text": " \n "}, "message must be non-empty", id="spaces"),
+        pytest.param({"chat_id": USER, "text": "a" * 4097}, "message is too long", id="long"),
+        pytest.param(
+            {"chat_id": USER, "text": "x", "parse_mode": "BBCode"},
+            "unsupported parse_mode",
+            id="parse-mode",
+        ),
+    ],
+)
+async def test_send_message_refuses_what_telegram_refuses(
+    fake: FakeBotApi, bot: Bot, params: dict[str, Any], description: str
+) -> None:
+    await fake.send_user_message(TOKEN, USER, "hi")
+    reply = await bot.json("sendMessage", **params)
+    assert (reply.status, reply.description) == (400, f"Bad Request: {description}")
+    assert fake.sent_messages(TOKEN) == []
+
+
+async def test_the_text_limit_counts_characters(fake: FakeBotApi, bot: Bot) -> None:
+    await fake.send_user_message(TOKEN, USER, "hi")
+    # 4096 CJK characters are 12288 UTF-8 bytes: still one message.
+    assert (await bot.ok("sendMessage", chat_id=USER, text="書" * 4096))["text"] == "書" * 4096
+
+
+async def test_a_chat_opens_for_each_bot_separately_and_by_payment_too(
+    fake: FakeBotApi, http: aiohttp.ClientSession, bot: Bot
+) -> None:
+    fake.add_bot(OTHER_TOKEN)
+    await fake.send_user_message(OTHER_TOKEN, USER, "hi, other bot")
+    reply = await bot.json("sendMessage", chat_id=USER, text="x")
+    assert reply.description == "Bad Request: chat not found"
+    # A user who paid an invoice link can be written to.
+    await pay_with_bot(fake, bot, await create_link(bot))
+    assert (await bot.ok("sendMessage", chat_id=USER, text="thanks"))["chat"]["id"] == USER
+    other = Bot(http, fake.base_url, OTHER_TOKEN)
+    assert (await other.ok("sendMessage", chat_id=USER, text="x"))["message_id"] == 2
+
+
+async def test_an_inline_keyboard_comes_back_in_the_message_a_reply_keyboard_does_not(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    await fake.send_user_message(TOKEN, USER, "hi")
+    keyboard = {"inline_keyboard": [[{"text": "Buy", "callback_data": "buy:1"}]]}
+    message = await bot.ok("sendMessage", chat_id=USER, text="x", reply_markup=keyboard)
+    assert message["reply_markup"] == keyboard
+    # A JSON-encoded string (a form body) is the same markup.
+    form = await bot.form(
+        "sendMessage", chat_id=str(USER), text="x", reply_markup=json.dumps(keyboard)
+    )
+    assert form.result["reply_markup"] == keyboard
+    reply_keyboard = {"keyboard": [[{"text": "Yes"}]], "one_time_keyboard": True}
+    plain = await bot.ok("sendMessage", chat_id=USER, text="x", reply_markup=reply_keyboard)
+    assert "reply_markup" not in plain
+
+
+@pytest.mark.parametrize(
+    ("markup", "description"),
+    [
+        pytest.param("{", "can't parse reply keyboard markup JSON object", id="not-json"),
+        pytest.param([], "object expected as reply markup", id="array"),
+        pytest.param(
+            {"inline_keyboard": [{"text": "a"}]},
+            'field "inline_keyboard" must be an Array of Arrays',
+            id="flat",
+        ),
+        pytest.param(
+            {"inline_keyboard": [[{"text": "a"}]]},
+            "can't parse inline keyboard button: Text buttons are unallowed in the inline keyboard",
+            id="text-button",
+        ),
+        pytest.param(
+            {"inline_keyboard": [[{"text": "a", "callback_data": "x" * 65}]]},
+            "BUTTON_DATA_INVALID",
+            id="long-data",
+        ),
+        pytest.param(
+            {"inline_keyboard": [[{"text": "a", "callback_data": "x", "url": "https://a.b"}]]},
+            "can't parse inline keyboard button: exactly one of url, callback_data must be used",
+            id="two-actions",
+        ),
+    ],
+)
+async def test_reply_markup_must_be_a_well_formed_keyboard(
+    fake: FakeBotApi, bot: Bot, markup: Any, description: str
+) -> None:
+    await fake.send_user_message(TOKEN, USER, "hi")
+    reply = await bot.json("sendMessage", chat_id=USER, text="x", reply_markup=markup)
+    assert (reply.status, reply.description) == (400, f"Bad Request: {description}")
+
+
+async def test_a_reply_carries_the_replied_message_if_it_exists(fake: FakeBotApi, bot: Bot) -> None:
+    await fake.send_user_message(TOKEN, USER, "question")  # message 1
+    answer = await bot.ok(
+        "sendMessage", chat_id=USER, text="answer", reply_parameters={"message_id": 1}
+    )
+    assert answer["reply_to_message"]["text"] == "question"
+    # Bot API: a replied message carries no reply_to_message of its own.
+    nested = await bot.ok(
+        "sendMessage", chat_id=USER, text="more", reply_parameters={"message_id": 2}
+    )
+    assert "reply_to_message" not in nested["reply_to_message"]
+    missing = await bot.json(
+        "sendMessage", chat_id=USER, text="x", reply_parameters={"message_id": 99}
+    )
+    assert missing.description == "Bad Request: message to be replied not found"
+    lenient = await bot.ok(
+        "sendMessage",
+        chat_id=USER,
+        text="x",
+        reply_parameters={"message_id": 99, "allow_sending_without_reply": True},
+    )
+    assert "reply_to_message" not in lenient
+    legacy = await bot.ok("sendMessage", chat_id=USER, text="x", reply_to_message_id=1)
+    assert legacy["reply_to_message"]["message_id"] == 1
+    broken = await bot.json("sendMessage", chat_id=USER, text="x", reply_parameters="{")
+    assert broken.description == "Bad Request: can't parse reply parameters JSON object"
+
+
+async def test_delete_message_deletes_once_within_48_hours(fake: FakeBotApi, bot: Bot) -> None:
+    await fake.send_user_message(TOKEN, USER, "hi")  # message 1
+    sent = await bot.ok("sendMessage", chat_id=USER, text="oops")
+    assert await bot.ok("deleteMessage", chat_id=USER, message_id=sent["message_id"]) is True
+    again = await bot.json("deleteMessage", chat_id=USER, message_id=sent["message_id"])
+    assert again.description == "Bad Request: message to delete not found"
+    assert len(fake.sent_messages(TOKEN)) == 1  # the record of what was sent stays
+    for params, description in [
+        ({"message_id": 1}, "chat identifier is not specified"),
+        ({"chat_id": USER}, "message identifier is not specified"),
+        ({"chat_id": USER + 1, "message_id": 1}, "chat not found"),
+    ]:
+        reply = await bot.json("deleteMessage", **params)
+        assert reply.description == f"Bad Request: {description}"
+    # The user's own message, once older than 48 hours, can no longer be deleted.
+    fake._bots[TOKEN].messages[(USER, 1)]["date"] -= 48 * 3600 + 1
+    old = await bot.json("deleteMessage", chat_id=USER, message_id=1)
+    assert old.description == "Bad Request: message can't be deleted"
+
+
+# --------------------------------------------------------------------- the chatting user
+
+
+async def test_a_user_message_arrives_through_get_updates_with_its_bot_command(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    update_id = await fake.send_user_message(TOKEN, USER, "/start ref_42", first_name="Alice")
+    [update] = await next_updates(bot)
+    assert update["update_id"] == update_id
+    message = update["message"]
+    assert (message["message_id"], message["text"]) == (1, "/start ref_42")
+    assert message["entities"] == [{"offset": 0, "length": 6, "type": "bot_command"}]
+    assert message["from"] == {
+        "id": USER,
+        "is_bot": False,
+        "first_name": "Alice",
+        "username": f"user{USER}",
+        "language_code": "en",
+    }
+    assert message["chat"] == {
+        "id": USER,
+        "first_name": "Alice",
+        "username": f"user{USER}",
+        "type": "private",
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "entities"),
+    [
+        ("hello", None),
+        ("/buy@portex_test_bot 5", [(0, 20)]),
+        ("see /help or /about", [(4, 5), (13, 6)]),
+        ("😀 /go", [(3, 3)]),  # offsets count UTF-16 code units: the emoji is two
+        ("a/b and /x/y", None),  # glued to other characters: no command
+    ],
+)
+async def test_bot_command_entities_follow_telegram(
+    fake: FakeBotApi, bot: Bot, text: str, entities: list[tuple[int, int]] | None
+) -> None:
+    await fake.send_user_message(TOKEN, USER, text)
+    [update] = await next_updates(bot)
+    found = update["message"].get("entities")
+    if entities is None:
+        assert found is None
+    else:
+        assert found == [
+            {"offset": offset, "length": length, "type": "bot_command"}
+            for offset, length in entities
+        ]
+
+
+async def test_a_user_message_goes_to_the_webhook_and_respects_allowed_updates(
+    fake: FakeBotApi, bot: Bot, receiver: Receiver
+) -> None:
+    await bot.ok("setWebhook", url=receiver.url)
+    update_id = await fake.send_user_message(TOKEN, USER, "/start")
+    _, update = await receiver.next_post()
+    assert update["update_id"] == update_id and update["message"]["text"] == "/start"
+    await bot.ok("setWebhook", url=receiver.url, allowed_updates=["pre_checkout_query"])
+    assert await fake.send_user_message(TOKEN, USER, "ignored") is None
+
+
+async def test_send_user_message_refuses_what_no_user_can_send(fake: FakeBotApi) -> None:
+    for text in ("", "   ", "a" * 4097):
+        with pytest.raises(ValueError):
+            await fake.send_user_message(TOKEN, USER, text)
+    with pytest.raises(ValueError):
+        await fake.send_user_message(TOKEN, 0, "hi")
+    with pytest.raises(LookupError):
+        await fake.send_user_message(OTHER_TOKEN, USER, "hi")
+
+
+async def test_a_pressed_button_is_a_callback_query_answered_once(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    await fake.send_user_message(TOKEN, USER, "hi")
+    keyboard = {"inline_keyboard": [[{"text": "Buy", "callback_data": "buy:1"}]]}
+    sent = await bot.ok("sendMessage", chat_id=USER, text="Pick", reply_markup=keyboard)
+    [first] = await next_updates(bot)
+    with pytest.raises(ValueError):
+        await fake.send_callback_query(TOKEN, USER, sent["message_id"], "sell:1")
+    await fake.send_callback_query(TOKEN, USER, sent["message_id"], "buy:1")
+    [update] = await next_updates(bot, first["update_id"] + 1)
+    query = update["callback_query"]
+    assert (query["data"], query["from"]["id"], query["message"]["message_id"]) == (
+        "buy:1",
+        USER,
+        sent["message_id"],
+    )
+    assert await bot.ok("answerCallbackQuery", callback_query_id=query["id"], text="Done") is True
+    too_old = "Bad Request: query is too old and response timeout expired or query ID is invalid"
+    again = await bot.json("answerCallbackQuery", callback_query_id=query["id"])
+    unknown = await bot.json("answerCallbackQuery", callback_query_id="123")
+    assert again.description == unknown.description == too_old
+
+
+# ----------------------------------------------------------------------------- files
+
+
+BINARY = bytes(range(256)) * 4 + b"\x00\x00end\r\n--boundary--\x00"
+
+
+async def test_an_uploaded_document_round_trips_through_get_file_and_the_file_url(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    await fake.send_user_message(TOKEN, USER, "send me the report")
+    reply = await bot.multipart(
+        "sendDocument",
+        {"document": ("report.pdf", BINARY)},
+        chat_id=str(USER),
+        caption="Your report",
+    )
+    message = reply.result
+    document = message["document"]
+    assert message["caption"] == "Your report"
+    # The MIME type comes from the file name, as Telegram derives it.
+    assert (document["file_name"], document["mime_type"], document["file_size"]) == (
+        "report.pdf",
+        "application/pdf",
+        len(BINARY),
+    )
+    assert document["file_id"] != document["file_unique_id"]
+    assert fake.uploaded_file(document["file_id"]) == BINARY
+    file = await bot.ok("getFile", file_id=document["file_id"])
+    assert file == {
+        "file_id": document["file_id"],
+        "file_unique_id": document["file_unique_id"],
+        "file_size": len(BINARY),
+        "file_path": "documents/file_0.pdf",
+    }
+    assert await bot.download(file["file_path"]) == (200, BINARY)
+    # The call is recorded with the file as it came.
+    [call] = fake.calls_for("sendDocument")
+    upload = call.params["document"]
+    assert isinstance(upload, UploadedFile)
+    assert (upload.filename, upload.data) == ("report.pdf", BINARY)
+    assert repr(BINARY[:3])[2:-1] not in repr(call)  # the bytes stay out of reprs
+
+
+async def test_an_attach_reference_names_the_file_part(fake: FakeBotApi, bot: Bot) -> None:
+    # aiogram's way: document="attach://<random name>" plus a file part of that name.
+    await fake.send_user_message(TOKEN, USER, "hi")
+    reply = await bot.multipart(
+        "sendDocument", {"f0x": ("data.bin", BINARY)}, chat_id=str(USER), document="attach://f0x"
+    )
+    document = reply.result["document"]
+    assert (document["file_name"], document["mime_type"]) == (
+        "data.bin",
+        "application/octet-stream",
+    )
+    assert fake.uploaded_file(document["file_id"]) == BINARY
+    missing = await bot.multipart(
+        "sendDocument", {"f0x": ("data.bin", BINARY)}, chat_id=str(USER), document="attach://f1"
+    )
+    assert missing.description == "Bad Request: there is no document in the request"
+
+
+async def test_a_file_id_resends_the_same_file_but_only_for_its_bot(
+    fake: FakeBotApi, http: aiohttp.ClientSession, bot: Bot
+) -> None:
+    await fake.send_user_message(TOKEN, USER, "hi")
+    first = await bot.multipart("sendDocument", {"document": ("a.txt", b"abc")}, chat_id=str(USER))
+    file_id = first.result["document"]["file_id"]
+    again = await bot.ok("sendDocument", chat_id=USER, document=file_id)
+    assert again["document"] == first.result["document"]
+    fake.add_bot(OTHER_TOKEN)
+    await fake.send_user_message(OTHER_TOKEN, USER, "hi")
+    other = Bot(http, fake.base_url, OTHER_TOKEN)
+    foreign = await other.json("sendDocument", chat_id=USER, document=file_id)
+    assert foreign.description == "Bad Request: wrong file identifier/HTTP URL specified"
+    assert (
+        await other.json("getFile", file_id=file_id)
+    ).description == "Bad Request: invalid file_id"
+
+
+async def test_a_document_by_url_is_only_recorded(fake: FakeBotApi, bot: Bot) -> None:
+    await fake.send_user_message(TOKEN, USER, "hi")
+    url = "https://example.com/files/Price%20list.pdf"
+    document = (await bot.ok("sendDocument", chat_id=USER, document=url))["document"]
+    assert (document["file_name"], document["mime_type"]) == ("Price list.pdf", "application/pdf")
+    assert "file_size" not in document
+    # The fake never fetched it: no size, no file_path, no bytes.
+    file = await bot.ok("getFile", file_id=document["file_id"])
+    assert set(file) == {"file_id", "file_unique_id"}
+    with pytest.raises(LookupError):
+        fake.uploaded_file(document["file_id"])
+
+
+@pytest.mark.parametrize(
+    ("files", "params", "description"),
+    [
+        pytest.param({}, {}, "there is no document in the request", id="no-document"),
+        pytest.param({"document": ("e.txt", b"")}, {}, "file must be non-empty", id="empty"),
+        pytest.param(
+            {"document": ("a.txt", b"a")},
+            {"caption": "c" * 1025},
+            "message caption is too long",
+            id="long-caption",
+        ),
+        pytest.param(
+            {}, {"document": "BQACnope"}, "wrong file identifier/HTTP URL specified", id="bad-id"
+        ),
+        pytest.param(
+            {"document": ("a.txt", b"a")}, {"chat_id": ""}, "chat_id is empty", id="no-chat"
+        ),
+    ],
+)
+async def test_send_document_refuses_what_telegram_refuses(
+    fake: FakeBotApi,
+    bot: Bot,
+    files: dict[str, tuple[str, bytes]],
+    params: dict[str, str],
+    description: str,
+) -> None:
+    await fake.send_user_message(TOKEN, USER, "hi")
+    reply = await bot.multipart("sendDocument", files, **{"chat_id": str(USER), **params})
+    assert (reply.status, reply.description) == (400, f"Bad Request: {description}")
+    assert fake.sent_messages(TOKEN) == []
+
+
+async def test_an_upload_over_50_mb_is_413_request_entity_too_large(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    await fake.send_user_message(TOKEN, USER, "hi")
+    reply = await bot.multipart(
+        "sendDocument", {"document": ("big.bin", bytes(MAX_UPLOAD_SIZE + 1))}, chat_id=str(USER)
+    )
+    assert (reply.status, reply.body) == (
+        413,
+        {"ok": False, "error_code": 413, "description": "Request Entity Too Large"},
+    )
+    assert fake.sent_messages(TOKEN) == []
+
+
+async def test_get_file_refuses_files_over_20_mb_and_unknown_ids(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    await fake.send_user_message(TOKEN, USER, "hi")
+    big = await bot.multipart(
+        "sendDocument", {"document": ("big.bin", bytes(MAX_DOWNLOAD_SIZE + 1))}, chat_id=str(USER)
+    )
+    too_big = await bot.json("getFile", file_id=big.result["document"]["file_id"])
+    assert too_big.description == "Bad Request: file is too big"
+    assert (await bot.json("getFile")).description == "Bad Request: file_id not specified"
+    assert (await bot.json("getFile", file_id="x")).description == "Bad Request: invalid file_id"
+
+
+async def test_the_file_url_serves_only_known_paths_to_their_bot(
+    fake: FakeBotApi, http: aiohttp.ClientSession, bot: Bot
+) -> None:
+    await fake.send_user_message(TOKEN, USER, "hi")
+    sent = await bot.multipart("sendDocument", {"document": ("a.txt", b"abc")}, chat_id=str(USER))
+    file_id = sent.result["document"]["file_id"]
+    assert (await bot.download("documents/file_0.txt"))[0] == 404  # no getFile yet
+    path = (await bot.ok("getFile", file_id=file_id))["file_path"]
+    assert await bot.download(path) == (200, b"abc")
+    assert await bot.download(f"test/{path}") == (200, b"abc")  # the test environment's URL
+    assert (await bot.download("documents/file_9.txt"))[0] == 404
+    fake.add_bot(OTHER_TOKEN)
+    assert (await Bot(http, fake.base_url, OTHER_TOKEN).download(path))[0] == 404
+    assert (await Bot(http, fake.base_url, "1:" + "z" * 35).download(path))[0] == 401
+
+
+# ---------------------------------------------------------------------------- sendInvoice
+
+
+async def send_invoice(bot: Bot, **overrides: Any) -> dict[str, Any]:
+    message: dict[str, Any] = await bot.ok("sendInvoice", **invoice(chat_id=USER, **overrides))
+    return message
+
+
+async def test_send_invoice_sends_an_invoice_message_payable_once(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    await fake.send_user_message(TOKEN, USER, "/buy")
+    [hello] = await next_updates(bot)
+    await bot.ok("getUpdates", offset=hello["update_id"] + 1)
+    message = await send_invoice(bot, start_parameter="book")
+    assert message["invoice"] == {
+        "title": "Book",
+        "description": "A book of magic",
+        "start_parameter": "book",
+        "currency": "XTR",
+        "total_amount": 5,
+    }
+    assert message["from"]["is_bot"] is True and message["chat"]["id"] == USER
+    [stored] = fake.invoices
+    assert (stored.link, stored.chat_id, stored.message_id, stored.payload) == (
+        "",
+        USER,
+        message["message_id"],
+        "order-1",
+    )
+
+    outcome, query = await asyncio.gather(
+        fake.pay_sent_invoice(TOKEN, USER, message["message_id"]),
+        answer_next_pre_checkout(bot),
+    )
+    assert outcome.approved and outcome.charge_id is not None
+    assert (query["from"]["id"], query["total_amount"], query["invoice_payload"]) == (
+        USER,
+        5,
+        "order-1",
+    )
+    [paid] = await next_updates(bot)
+    assert paid["message"]["successful_payment"]["telegram_payment_charge_id"] == outcome.charge_id
+    [charge] = fake.charges
+    assert (charge.user_id, charge.invoice_link, charge.invoice_payload) == (USER, "", "order-1")
+    # Paid: the message now shows a receipt, not a Pay button.
+    with pytest.raises(ValueError):
+        await fake.pay_sent_invoice(TOKEN, USER, message["message_id"])
+    with pytest.raises(LookupError):
+        await fake.pay_sent_invoice(TOKEN, USER, message["message_id"] + 1)
+
+
+async def test_a_declined_sent_invoice_stays_payable(fake: FakeBotApi, bot: Bot) -> None:
+    await fake.send_user_message(TOKEN, USER, "/buy")
+    [hello] = await next_updates(bot)
+    await bot.ok("getUpdates", offset=hello["update_id"] + 1)
+    message_id = (await send_invoice(bot))["message_id"]
+    declined, _ = await asyncio.gather(
+        fake.pay_sent_invoice(TOKEN, USER, message_id),
+        answer_next_pre_checkout(bot, ok=False, error_message="Sold out"),
+    )
+    assert not declined.approved and fake.charges == []
+    approved, _ = await asyncio.gather(
+        fake.pay_sent_invoice(TOKEN, USER, message_id), answer_next_pre_checkout(bot)
+    )
+    assert approved.approved
+
+
+@pytest.mark.parametrize(
+    ("overrides", "description"),
+    [
+        ({"title": "a" * 33}, "invoice title must be 1-32 characters long"),
+        ({"currency": "USD"}, "currency must be XTR for payments in Telegram Stars"),
+        (
+            {"provider_token": "284685063:TEST:abc"},
+            "provider_token must be empty for payments in Telegram Stars",
+        ),
+        (
+            {"prices": [{"label": "a", "amount": 1}, {"label": "b", "amount": 1}]},
+            "prices must contain exactly one item for payments in Telegram Stars",
+        ),
+        ({"need_email": True}, "need_email is not supported for payments in Telegram Stars"),
+        ({"payload": None}, 'parameter "payload" is required'),
+        (
+            {"subscription_period": 2592000},
+            "subscription_period is not supported by sendInvoice; use createInvoiceLink",
+        ),
+        # The invoice is checked before the chat, as in the reference server.
+        (
+            {"currency": "USD", "chat_id": None},
+            "currency must be XTR for payments in Telegram Stars",
+        ),
+        ({"chat_id": None}, "chat_id is empty"),
+        ({"chat_id": USER + 1}, "chat not found"),
+        (
+            {"reply_markup": {"inline_keyboard": [[{"text": "Info", "url": "https://a.b"}]]}},
+            "the first button of an invoice's keyboard must be a Pay button",
+        ),
+    ],
+)
+async def test_send_invoice_checks_the_invoice_as_create_invoice_link_does_and_the_chat(
+    fake: FakeBotApi, bot: Bot, overrides: dict[str, Any], description: str
+) -> None:
+    await fake.send_user_message(TOKEN, USER, "/buy")
+    reply = await bot.json("sendInvoice", **invoice(**{"chat_id": USER, **overrides}))
+    assert (reply.status, reply.description) == (400, f"Bad Request: {description}")
+    assert fake.invoices == [] and fake.sent_messages(TOKEN) == []
+
+
+async def test_an_invoice_keyboard_may_start_with_the_pay_button(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    await fake.send_user_message(TOKEN, USER, "/buy")
+    keyboard = {
+        "inline_keyboard": [
+            [{"text": "Pay ⭐5", "pay": True}],
+            [{"text": "?", "url": "https://a.b"}],
+        ]
+    }
+    assert (await send_invoice(bot, reply_markup=keyboard))["reply_markup"] == keyboard
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+async def test_commands_are_kept_per_scope_and_language(bot: Bot) -> None:
+    commands = [
+        {"command": "start", "description": "Start"},
+        {"command": "buy_1", "description": "Buy"},
+    ]
+    assert await bot.ok("setMyCommands", commands=commands) is True
+    private = {"type": "all_private_chats"}
+    await bot.ok("setMyCommands", commands=commands[:1], scope=private, language_code="de")
+    assert await bot.ok("getMyCommands") == commands
+    assert await bot.ok("getMyCommands", scope=private) == []
+    assert await bot.ok("getMyCommands", scope=private, language_code="de") == commands[:1]
+    assert await bot.ok("deleteMyCommands") is True
+    assert await bot.ok("getMyCommands") == []
+
+
+@pytest.mark.parametrize(
+    ("commands", "description"),
+    [
+        ([{"command": "Start", "description": "x"}], "BOT_COMMAND_INVALID"),
+        ([{"command": "/start", "description": "x"}], "BOT_COMMAND_INVALID"),
+        ([{"command": "a" * 33, "description": "x"}], "BOT_COMMAND_INVALID"),
+        ([{"command": "start", "description": ""}], "BOT_COMMAND_DESCRIPTION_INVALID"),
+        ([{"command": "start", "description": "x" * 257}], "BOT_COMMAND_DESCRIPTION_INVALID"),
+        ([{"command": f"c{n}", "description": "x"} for n in range(101)], "BOT_COMMANDS_TOO_MUCH"),
+        ([{"command": "start"}], "can't parse BotCommand: Can't find field \"description\""),
+        ("[", "can't parse commands JSON object"),
+        ({"command": "start", "description": "x"}, "expected an Array of BotCommand"),
+    ],
+)
+async def test_set_my_commands_refuses_what_telegram_refuses(
+    bot: Bot, commands: Any, description: str
+) -> None:
+    reply = await bot.json("setMyCommands", commands=commands)
+    assert (reply.status, reply.description) == (400, f"Bad Request: {description}")
+    assert await bot.ok("getMyCommands") == []
+
+
+# -------------------------------------------------------------- a real client: aiogram
+
+
+async def test_aiogram_talks_to_the_fake_as_to_telegram(fake: FakeBotApi) -> None:
+    """aiogram's own request building (form bodies, attach:// uploads, the file URL) and its
+    strict response models are an independent check of the wire format."""
+    # Imported here: aiogram takes seconds to import.
+    from aiogram import Bot as AiogramBot
+    from aiogram.client.session.aiohttp import AiohttpSession
+    from aiogram.client.telegram import TelegramAPIServer
+    from aiogram.types import (
+        BotCommand,
+        BufferedInputFile,
+        InlineKeyboardButton,
+        InlineKeyboardMarkup,
+        LabeledPrice,
+    )
+
+    session = AiohttpSession(api=TelegramAPIServer.from_base(fake.base_url))
+    client = AiogramBot(TOKEN, session=session)
+    try:
+        await fake.send_user_message(TOKEN, USER, "/start")
+        [update] = await client.get_updates()
+        assert update.message is not None and update.message.text == "/start"
+        keyboard = InlineKeyboardMarkup(
+            inline_keyboard=[[InlineKeyboardButton(text="Go", callback_data="go")]]
+        )
+        sent = await client.send_message(USER, "Hello", reply_markup=keyboard)
+        assert (sent.message_id, sent.chat.id, sent.text) == (2, USER, "Hello")
+        assert sent.from_user is not None and sent.from_user.is_bot
+
+        document = await client.send_document(
+            USER, BufferedInputFile(BINARY, filename="blob.bin"), caption="data"
+        )
+        assert document.document is not None and document.document.file_size == len(BINARY)
+        file = await client.get_file(document.document.file_id)
+        assert file.file_path is not None
+        downloaded = await client.download_file(file.file_path)
+        assert downloaded is not None and downloaded.read() == BINARY
+
+        invoice_message = await client.send_invoice(
+            USER,
+            "Book",
+            "A book",
+            "order-9",
+            currency="XTR",
+            prices=[LabeledPrice(label="x", amount=3)],
+        )
+        assert invoice_message.invoice is not None
+        assert invoice_message.invoice.total_amount == 3
+
+        await fake.send_callback_query(TOKEN, USER, sent.message_id, "go")
+        [pressed] = await client.get_updates(offset=update.update_id + 1)
+        query = pressed.callback_query
+        assert query is not None and query.data == "go" and query.from_user.id == USER
+        assert await client.answer_callback_query(query.id, text="Going") is True
+
+        assert await client.delete_message(USER, sent.message_id) is True
+        assert await client.set_my_commands([BotCommand(command="start", description="Start")])
+        assert [c.command for c in await client.get_my_commands()] == ["start"]
+    finally:
+        await session.close()
+    assert [m["message_id"] for m in fake.sent_messages(TOKEN, USER)] == [2, 3, 4]
+
+
 # --------------------------------------------------------------------- the control API
 
 
@@ -958,6 +1661,42 @@ async def test_the_control_api_drives_the_fake_from_another_process(
     assert (await control("POST", "pay", {"link": link})).status == 400
 
 
+async def test_the_control_api_chats_and_pays_sent_invoices(
+    fake: FakeBotApi, http: aiohttp.ClientSession, bot: Bot
+) -> None:
+    base = fake.base_url
+
+    async def control(method: str, path: str, body: Any = None) -> Reply:
+        async with http.request(method, f"{base}/_fake/{path}", json=body) as response:
+            return Reply(response.status, await response.json())
+
+    message = {"token": TOKEN, "user_id": USER, "text": "/buy", "first_name": "Bob"}
+    update_id = (await control("POST", "user_message", message)).result
+    [update] = await next_updates(bot)
+    assert update["update_id"] == update_id and update["message"]["from"]["first_name"] == "Bob"
+    await bot.ok("getUpdates", offset=update_id + 1)
+    invoice_message = await send_invoice(bot)
+    sent = (await control("GET", f"sent_messages?bot_id=123456&chat_id={USER}")).result
+    assert [m["message_id"] for m in sent] == [invoice_message["message_id"]]
+    assert (await control("GET", "sent_messages?bot_id=1")).status == 400
+
+    pay = {"token": TOKEN, "chat_id": USER, "message_id": invoice_message["message_id"]}
+    reply, _ = await asyncio.gather(
+        control("POST", "pay", {**pay, "answer_timeout": 5}), answer_next_pre_checkout(bot)
+    )
+    assert reply.result["approved"] is True
+    assert (await control("POST", "pay", pay)).status == 400  # paid already
+    assert (await control("POST", "pay", {**pay, "message_id": 99})).status == 404
+
+    await bot.multipart("sendDocument", {"document": ("a.txt", b"abc")}, chat_id=str(USER))
+    [call] = (await control("GET", "calls?method=sendDocument")).result
+    assert call["params"]["document"] == {
+        "filename": "a.txt",
+        "content_type": "application/octet-stream",
+        "size": 3,
+    }
+
+
 async def test_the_control_api_can_inject_and_redeliver_updates(
     fake: FakeBotApi, http: aiohttp.ClientSession, bot: Bot
 ) -> None:
@@ -979,10 +1718,26 @@ async def test_the_control_api_can_inject_and_redeliver_updates(
 async def test_reset_forgets_everything_but_the_bots(fake: FakeBotApi, bot: Bot) -> None:
     await create_link(bot)
     await fake.deliver_update(TOKEN, {"message": {"text": "x"}})
+    await fake.send_user_message(TOKEN, USER, "hi")
+    sent = await bot.multipart("sendDocument", {"document": ("a.txt", b"a")}, chat_id=str(USER))
+    await bot.ok("setMyCommands", commands=[{"command": "start", "description": "Start"}])
     fake.fail_next("getUpdates", error_code=500, description="x")
     fake.reset()
     assert (fake.calls, fake.invoices, fake.charges) == ([], [], [])
     assert await bot.ok("getUpdates") == []
+    assert fake.sent_messages(TOKEN) == [] and await bot.ok("getMyCommands") == []
+    with pytest.raises(LookupError):
+        fake.uploaded_file(sent.result["document"]["file_id"])
+    # The chat is forgotten too: the user has to write again.
+    assert (await bot.json("sendMessage", chat_id=USER, text="x")).status == 400
+    await fake.send_user_message(TOKEN, USER, "back")
+    # Message ids keep counting, like update ids.
+    assert (await bot.ok("sendMessage", chat_id=USER, text="x"))["message_id"] == 4
+
+
+async def test_a_forged_update_from_a_user_opens_the_chat(fake: FakeBotApi, bot: Bot) -> None:
+    await fake.deliver_update(TOKEN, {"message": {"text": "x", "from": {"id": USER + 7}}})
+    assert (await bot.ok("sendMessage", chat_id=USER + 7, text="hi"))["message_id"] == 1
 
 
 async def test_bot_tokens_never_reach_the_logs(

@@ -1,13 +1,17 @@
 """A fake Telegram Bot API: a real aiohttp HTTP server speaking the Bot API's wire format
-(`{base}/bot{token}/{method}` with JSON, form or query parameters; `{"ok": true, "result": ...}`
-or `{"ok": false, "error_code": N, "description": ...}` with the same HTTP status) for the Telegram
-Stars methods portex-pay uses, which also plays the paying user (`pay_invoice`: pre-checkout query,
-10-second answer window, successful payment, refunds) and delivers updates by webhook or long
-polling; tests drive it in-process or, through the `/_fake/` control routes, from another process,
-and `make run` starts it as the local Telegram sandbox
-(`python -m portex_pay.devtools.fake_bot_api`). It enforces the rules of docs/telegram-stars.md
-(Bot API 10.1) and follows the reference server (github.com/tdlib/telegram-bot-api, Client.cpp);
-where it departs from Telegram on purpose, the code says so.
+(`{base}/bot{token}/{method}` with JSON, form, multipart or query parameters; `{"ok": true,
+"result": ...}` or `{"ok": false, "error_code": N, "description": ...}` with the same HTTP
+status) for the Telegram Stars methods portex-pay uses and a chat bot's everyday methods
+(sendMessage, sendDocument with uploads, getFile and `/file/bot{token}/{path}` downloads,
+sendInvoice, deleteMessage, commands, callback queries). It also plays the users: the paying user
+(`pay_invoice`, `pay_sent_invoice`: pre-checkout query, 10-second answer window, successful
+payment, refunds) and the user who chats with the bot (`send_user_message`,
+`send_callback_query`), and delivers updates by webhook or long polling; tests drive it
+in-process or, through the `/_fake/` control routes, from another process, and `make run` starts
+it as the local Telegram sandbox (`python -m portex_pay.devtools.fake_bot_api`). It enforces the
+rules of docs/telegram-stars.md (Bot API 10.1) and follows the reference server
+(github.com/tdlib/telegram-bot-api, Client.cpp); where it departs from Telegram on purpose, the
+code says so.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import copy
 import dataclasses
 import json
 import logging
+import mimetypes
 import re
 import secrets
 import signal
@@ -26,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from aiohttp import (
     ClientConnectorError,
@@ -44,6 +50,7 @@ __all__ = [
     "Invoice",
     "PaymentOutcome",
     "RecordedCall",
+    "UploadedFile",
     "main",
 ]
 
@@ -61,6 +68,21 @@ LONG_POLL_MAX_TIMEOUT: Final = 50
 # Reference server's default for setWebhook.max_connections (clamped to 1..100).
 DEFAULT_MAX_CONNECTIONS: Final = 40
 SECRET_TOKEN_HEADER: Final = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
+# Bot API, sendMessage.text: "1-4096 characters after entities parsing" (code points here; the fake
+# parses no entities, so markup counts too).
+MAX_MESSAGE_LENGTH: Final = 4096
+# Bot API, caption: "0-1024 characters after entities parsing".
+MAX_CAPTION_LENGTH: Final = 1024
+# Bot API, sendDocument: "Bots can currently send files of any type of up to 50 MB in size"; a
+# bigger upload never reaches the Bot API server: Telegram's front end answers 413.
+MAX_UPLOAD_SIZE: Final = 50 << 20
+# Bot API, getFile: "bots can download files of up to 20MB in size" (reference server:
+# MAX_DOWNLOAD_FILE_SIZE = 20 << 20).
+MAX_DOWNLOAD_SIZE: Final = 20 << 20
+# Bot API, deleteMessage: "A message can only be deleted if it was sent less than 48 hours ago."
+DELETE_MESSAGE_WINDOW: Final = 48 * 3600
+# Bot API, setMyCommands: "At most 100 commands can be specified."
+MAX_BOT_COMMANDS: Final = 100
 
 # Every update type the reference server knows (get_update_type_name); unknown names in
 # allowed_updates are ignored, as Telegram does.
@@ -120,6 +142,29 @@ _SANDBOX_TOKEN_RE: Final = re.compile(r"\d+:[A-Za-z0-9_-]{30,}")
 _HISTORY_LIMIT: Final = 10_000
 _SECRET_TOKEN_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _INTEGER_RE: Final = re.compile(r"[+-]?\d+")
+# Bot API, BotCommand.command: "1-32 characters. Can contain only lowercase English letters, digits
+# and underscores."
+_BOT_COMMAND_RE: Final = re.compile(r"[a-z0-9_]{1,32}")
+# A bot command in a message, as Telegram's apps mark it (a bot_command entity): "/" + up to 64
+# word characters, optionally "@botusername", not glued to other word characters.
+_COMMAND_IN_TEXT_RE: Final = re.compile(
+    r"(?<![\w/<>])/[A-Za-z0-9_]{1,64}(?:@[A-Za-z0-9_]{3,32})?(?![\w/<>])"
+)
+# Bot API, InlineKeyboardButton: exactly one of these optional fields must be used.
+_INLINE_BUTTON_ACTIONS: Final = (
+    "url",
+    "callback_data",
+    "web_app",
+    "login_url",
+    "switch_inline_query",
+    "switch_inline_query_current_chat",
+    "switch_inline_query_chosen_chat",
+    "copy_text",
+    "callback_game",
+    "pay",
+)
+# Other form fields (caption, reply_markup, ...) travel beside an upload in the same body.
+_FORM_OVERHEAD: Final = 1 << 20
 
 _QUERY_ID_INVALID: Final = "Bad Request: QUERY_ID_INVALID"
 _QUERY_TOO_OLD: Final = (
@@ -134,6 +179,7 @@ _CONFLICT_OTHER_GET_UPDATES: Final = (
     "make sure that only one bot instance is running"
 )
 _CONFLICT_SET_WEBHOOK: Final = "Conflict: terminated by setWebhook request"
+_REQUEST_TOO_LARGE: Final = "Request Entity Too Large"
 
 
 class BotApiError(Exception):
@@ -162,8 +208,23 @@ def _bad_request(reason: str) -> BotApiError:
 
 
 @dataclass(frozen=True)
+class UploadedFile:
+    """A file part of a multipart/form-data request: a part with a filename, as the reference
+    server's HTTP reader tells files from arguments. Its bytes are kept as they came."""
+
+    filename: str
+    content_type: str
+    data: bytes = field(repr=False)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True)
 class RecordedCall:
-    """One Bot API request as the fake received it (`params` are the raw, undecoded values)."""
+    """One Bot API request as the fake received it (`params` are the raw, undecoded values; a file
+    part is an `UploadedFile`)."""
 
     method: str
     token: str = field(repr=False)  # a credential: keep it out of reprs and assertion output
@@ -175,7 +236,9 @@ class RecordedCall:
 
 @dataclass
 class Invoice:
-    """An invoice created with createInvoiceLink; its link can be paid any number of times."""
+    """An invoice created with createInvoiceLink (its link can be paid any number of times) or sent
+    with sendInvoice (no link: `chat_id` and `message_id` name the invoice message, which can be
+    paid once, with `pay_sent_invoice`; then it shows a receipt)."""
 
     slug: str
     link: str
@@ -193,6 +256,10 @@ class Invoice:
     photo_height: int | None
     params: dict[str, Any]
     created_at: float
+    chat_id: int | None = None
+    message_id: int | None = None
+    start_parameter: str = ""
+    paid: bool = False
 
 
 @dataclass
@@ -206,7 +273,7 @@ class Charge:
     currency: str
     total_amount: int
     invoice_payload: str
-    invoice_link: str
+    invoice_link: str  # "" for an invoice sent with sendInvoice
     date: int
     subscription_expiration_date: int | None = None
     refunded_at: int | None = None
@@ -262,6 +329,28 @@ class _Poll:
 
 
 @dataclass
+class _File:
+    """A file the bot sent (uploaded, or by URL); file ids belong to one bot, as in Telegram."""
+
+    file_id: str
+    file_unique_id: str
+    bot_id: int
+    file_name: str | None
+    mime_type: str | None
+    data: bytes | None  # None: sent by URL, which the fake never fetches
+    file_path: str | None = None  # assigned by the first getFile
+
+
+@dataclass
+class _Outgoing:
+    """What every send* method resolves before it sends: the chat and the message options."""
+
+    chat_id: int
+    reply_to: dict[str, Any] | None
+    reply_markup: dict[str, Any] | None
+
+
+@dataclass
 class _Ok:
     """A successful result plus the optional `description` Telegram adds (setWebhook does)."""
 
@@ -279,7 +368,15 @@ class _Bot:
         # keeps that true across restarts of the sandbox (a service that stored its getUpdates
         # offset must not see ids go back); the random part keeps bots' ids apart.
         self.next_update_id = int(time.time() * 1000) * 1000 + secrets.randbelow(1000)
-        self.next_message_id = 1
+        # Message ids count per chat, shared by both sides of a private chat, as in Telegram.
+        self.next_message_ids: dict[int, int] = {}
+        self.next_file_number = 0
+        # Users who have talked to the bot (or paid it): the private chats it can write to.
+        self.chats: set[int] = set()
+        self.messages: dict[tuple[int, int], dict[str, Any]] = {}  # (chat_id, message_id)
+        self.sent: list[dict[str, Any]] = []  # what the bot sent, in order
+        self.callback_queries: dict[str, bool] = {}  # id -> answered
+        self.commands: dict[tuple[str, str], list[dict[str, str]]] = {}  # (scope, language)
         self.pending: list[dict[str, Any]] = []
         self.history: dict[int, dict[str, Any]] = {}
         self.allowed_updates: frozenset[str] = DEFAULT_ALLOWED_UPDATES
@@ -310,6 +407,12 @@ class _Bot:
         self.last_error_date = None
         self.last_error_message = None
         self.ledger.clear()
+        # Message ids, like update ids, keep counting.
+        self.chats.clear()
+        self.messages.clear()
+        self.sent.clear()
+        self.callback_queries.clear()
+        self.commands.clear()
         self.notify()
 
 
@@ -331,12 +434,18 @@ class _Args:
         self.raw = raw
         self._values: dict[str, str] = {}
         for name, value in raw.items():
+            if isinstance(value, UploadedFile):
+                continue  # a file, not an argument: see file()
             text = _as_arg(value)
             if text is not None:
                 self._values[name] = text
 
     def text(self, name: str) -> str:
         return self._values.get(name, "")
+
+    def file(self, name: str) -> UploadedFile | None:
+        value = self.raw.get(name)
+        return value if isinstance(value, UploadedFile) else None
 
     def required(self, name: str) -> str:
         value = self.text(name)
@@ -407,25 +516,54 @@ def _json_response(body: Any, status: int = 200) -> web.Response:
 
 
 async def _read_params(request: web.Request) -> dict[str, Any]:
-    """Query string, then the body (JSON or form) on top: Telegram accepts all three."""
+    """Query string, then the body (JSON, urlencoded or multipart form) on top: Telegram accepts
+    them all. A multipart part with a filename is a file and becomes an `UploadedFile` (its bytes
+    untouched); any other part is a string argument."""
     params: dict[str, Any] = dict(request.query)
     if not request.body_exists:
         return params
-    if request.content_type == "application/json":
-        try:
-            body = await request.json()
-        except ValueError:
-            raise _bad_request("can't parse JSON request body") from None
-        if not isinstance(body, dict):
-            raise _bad_request("JSON request body must be an object")
-        params.update(body)
-    elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form = await request.post()
-        for name, value in form.items():
-            # Uploaded files (a webhook certificate, say) are not modelled.
-            if isinstance(value, str):
-                params[name] = value
+    try:
+        if request.content_type == "application/json":
+            try:
+                body = await request.json()
+            except ValueError:
+                raise _bad_request("can't parse JSON request body") from None
+            if not isinstance(body, dict):
+                raise _bad_request("JSON request body must be an object")
+            params.update(body)
+        elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            try:
+                form = await request.post()
+            except ValueError:
+                raise _bad_request("can't parse the form request body") from None
+            files = [value for value in form.values() if isinstance(value, web.FileField)]
+            try:
+                for name, value in form.items():
+                    if isinstance(value, web.FileField):
+                        params[name] = await asyncio.to_thread(_read_upload, value)
+                    elif isinstance(value, str):
+                        params[name] = value
+                    else:
+                        # A part without a filename but with a non-text Content-Type: the
+                        # reference server reads it as an argument all the same.
+                        params[name] = bytes(value).decode("utf-8", errors="replace")
+            finally:
+                for upload in files:
+                    upload.file.close()
+    except web.HTTPRequestEntityTooLarge:
+        # The body is over the application's client_max_size (see start()).
+        raise BotApiError(413, _REQUEST_TOO_LARGE) from None
     return params
+
+
+def _read_upload(part: web.FileField) -> UploadedFile:
+    # aiohttp has spooled the part to a temporary file (on disk once it is big): read it off the
+    # event loop.
+    part.file.seek(0, 2)
+    if part.file.tell() > MAX_UPLOAD_SIZE:
+        raise BotApiError(413, _REQUEST_TOO_LARGE)
+    part.file.seek(0)
+    return UploadedFile(part.filename, part.content_type, part.file.read())
 
 
 def _control(
@@ -483,8 +621,12 @@ class FakeBotApi:
         self._calls_changed = asyncio.Event()
         self._bots: dict[str, _Bot] = {}
         self._bots_by_id: dict[int, _Bot] = {}
-        self._invoices: dict[str, Invoice] = {}
+        self._invoices: dict[str, Invoice] = {}  # by link slug
+        self._sent_invoices: dict[tuple[int, int, int], Invoice] = {}  # (bot, chat, message)
         self._charges: dict[str, Charge] = {}
+        self._files: dict[str, _File] = {}  # by file_id
+        self._file_paths: dict[tuple[int, str], _File] = {}  # (bot_id, file_path)
+        self._first_names: dict[int, str] = {}  # users who told the fake their name
         self._queries: dict[str, _PreCheckout] = {}
         self._faults: list[_Fault] = []
         # Every webhook worker ever started, so that stop() can await even those reset() cancelled.
@@ -507,6 +649,15 @@ class FakeBotApi:
                 ("getUpdates", self._get_updates),
                 ("getStarTransactions", self._get_star_transactions),
                 ("getMyStarBalance", self._get_my_star_balance),
+                ("sendMessage", self._send_message),
+                ("sendDocument", self._send_document),
+                ("getFile", self._get_file),
+                ("sendInvoice", self._send_invoice),
+                ("deleteMessage", self._delete_message),
+                ("answerCallbackQuery", self._answer_callback_query),
+                ("setMyCommands", self._set_my_commands),
+                ("getMyCommands", self._get_my_commands),
+                ("deleteMyCommands", self._delete_my_commands),
             )
         }
 
@@ -517,7 +668,8 @@ class FakeBotApi:
             raise RuntimeError("fake Bot API already started")
         self._stopping = False
         self._stop_event = asyncio.Event()
-        app = web.Application()
+        # aiohttp's default body limit is 1 MiB; Telegram takes 50 MB uploads (and their form).
+        app = web.Application(client_max_size=MAX_UPLOAD_SIZE + _FORM_OVERHEAD)
         app.router.add_post("/_fake/bots", self._control_add_bot)
         app.router.add_post("/_fake/fail", self._control_fail)
         app.router.add_post("/_fake/delay", self._control_delay)
@@ -530,6 +682,10 @@ class FakeBotApi:
         app.router.add_get("/_fake/charges", self._control_charges)
         app.router.add_post("/_fake/deliver", self._control_deliver)
         app.router.add_post("/_fake/redeliver", self._control_redeliver)
+        app.router.add_post("/_fake/user_message", self._control_user_message)
+        app.router.add_get("/_fake/sent_messages", self._control_sent_messages)
+        # Bot API: "https://api.telegram.org/file/bot<token>/<file_path>" (GET, and so HEAD).
+        app.router.add_get("/file/bot{token}/{file_path:.+}", self._handle_file_download)
         # The test environment's path, `/bot{token}/test/{method}`, maps to the same fake.
         app.router.add_route("*", "/bot{token}/test/{method}", self._handle_bot_request)
         app.router.add_route("*", "/bot{token}/{method}", self._handle_bot_request)
@@ -659,19 +815,44 @@ class FakeBotApi:
 
     @property
     def invoices(self) -> list[Invoice]:
-        return list(self._invoices.values())
+        """Every invoice, by link (createInvoiceLink) or sent (sendInvoice), oldest first."""
+        invoices = [*self._invoices.values(), *self._sent_invoices.values()]
+        return sorted(invoices, key=lambda invoice: invoice.created_at)
+
+    def sent_messages(self, token: str, chat_id: int | None = None) -> list[dict[str, Any]]:
+        """The messages the bot sent (sendMessage, sendDocument, sendInvoice results, as the bot
+        got them), oldest first; only those in `chat_id` if given. Deleted ones stay listed."""
+        bot = self._bot_for(token)
+        return [
+            copy.deepcopy(message)
+            for message in bot.sent
+            if chat_id is None or message["chat"]["id"] == chat_id
+        ]
+
+    def uploaded_file(self, file_id: str) -> bytes:
+        """The bytes of a file a bot uploaded (LookupError for unknown ids and for files sent by
+        URL, which the fake never fetches)."""
+        stored = self._files.get(file_id)
+        if stored is None or stored.data is None:
+            raise LookupError(f"no uploaded file {file_id!r}")
+        return stored.data
 
     @property
     def charges(self) -> list[Charge]:
         return list(self._charges.values())
 
     def reset(self) -> None:
-        """Forgets calls, invoices, charges, faults, webhooks and queued updates; bots stay
-        registered (their tokens keep working) and update ids keep increasing, so a client that
-        remembers its getUpdates offset is not confused."""
+        """Forgets calls, invoices, charges, faults, webhooks, queued updates, chats, messages,
+        files and commands; bots stay registered (their tokens keep working) and update and
+        message ids keep increasing, so a client that remembers its getUpdates offset is not
+        confused."""
         self.calls.clear()
         self._invoices.clear()
+        self._sent_invoices.clear()
         self._charges.clear()
+        self._files.clear()
+        self._file_paths.clear()
+        self._first_names.clear()
         for query in self._queries.values():
             if not query.future.done():
                 query.future.cancel()
@@ -760,10 +941,60 @@ class FakeBotApi:
         `answer_timeout` is the answer window: Telegram's is 10 s (after that the payment is
         cancelled and a late answer gets "query is too old"); tests shorten it.
         """
+        return await self._pay(
+            self._find_invoice(link),
+            user_id,
+            total_amount=total_amount,
+            invoice_payload=invoice_payload,
+            currency=currency,
+            answer_timeout=answer_timeout,
+        )
+
+    async def pay_sent_invoice(
+        self,
+        token: str,
+        chat_id: int,
+        message_id: int,
+        *,
+        total_amount: int | None = None,
+        invoice_payload: str | None = None,
+        currency: str = STARS_CURRENCY,
+        answer_timeout: float = PRE_CHECKOUT_ANSWER_WINDOW,
+    ) -> PaymentOutcome:
+        """Pays the invoice message `message_id` the bot sent with sendInvoice to the private chat
+        `chat_id`, as that chat's user; otherwise as `pay_invoice`. An invoice message is paid at
+        most once (then Telegram shows a receipt instead of the Pay button): paying it again is a
+        ValueError; a declined or unanswered attempt leaves it payable."""
+        bot = self._bot_for(token)
+        invoice = self._sent_invoices.get((bot.id, chat_id, message_id))
+        if invoice is None:
+            raise LookupError(f"no invoice message {message_id} in chat {chat_id}")
+        if invoice.paid:
+            raise ValueError("the invoice message is already paid")
+        return await self._pay(
+            invoice,
+            chat_id,
+            total_amount=total_amount,
+            invoice_payload=invoice_payload,
+            currency=currency,
+            answer_timeout=answer_timeout,
+        )
+
+    async def _pay(
+        self,
+        invoice: Invoice,
+        user_id: int,
+        *,
+        total_amount: int | None,
+        invoice_payload: str | None,
+        currency: str,
+        answer_timeout: float,
+    ) -> PaymentOutcome:
         if answer_timeout <= 0:
             raise ValueError("answer_timeout must be positive")
-        invoice = self._find_invoice(link)
         bot = self._bots_by_id[invoice.bot_id]
+        # Paying opens the private chat: the bot gets successful_payment there and may answer.
+        bot.chats.add(user_id)
         loop = asyncio.get_running_loop()
         # Telegram's pre-checkout query ids are decimal strings of a 64-bit number.
         query_id = str(secrets.randbits(63))
@@ -801,6 +1032,11 @@ class FakeBotApi:
         latency = answered_at - sent_at
         if not ok:
             return PaymentOutcome(False, error_message, True, latency, None)
+        if invoice.paid:
+            # Two payments of one invoice message raced; the first one won.
+            return PaymentOutcome(False, None, True, latency, None)
+        if invoice.message_id is not None:
+            invoice.paid = True
         charge = self._charge(bot, invoice, user_id, amount, payload, currency)
         successful_payment: dict[str, Any] = {
             "currency": currency,
@@ -848,41 +1084,129 @@ class FakeBotApi:
         bot.ledger.append(_LedgerEntry(charge, refund=False, date=now))
         return charge
 
-    @staticmethod
-    def _user(user_id: int) -> dict[str, Any]:
+    # ------------------------------------------------------------- the chatting user
+
+    async def send_user_message(
+        self, token: str, user_id: int, text: str, *, first_name: str | None = None
+    ) -> int | None:
+        """The user `user_id` writes `text` to the bot in their private chat: queues a `message`
+        update (with bot_command entities, as Telegram's apps mark "/start" and the like) for the
+        webhook or getUpdates, and lets the bot write to that chat from now on. `first_name`
+        renames the user (default "User {user_id}") in this and later updates. Returns the update
+        id, or None when the bot's allowed_updates leave messages out."""
+        if user_id <= 0:
+            raise ValueError("user_id must be positive")
+        if not text.strip() or len(text) > MAX_MESSAGE_LENGTH:
+            raise ValueError(f"text must be 1-{MAX_MESSAGE_LENGTH} characters, not only spaces")
+        if first_name is not None:
+            if not first_name.strip():
+                raise ValueError("first_name must not be empty")
+            self._first_names[user_id] = first_name
+        bot = self._bot_for(token)
+        bot.chats.add(user_id)
+        content: dict[str, Any] = {"text": text}
+        entities = _bot_command_entities(text)
+        if entities:
+            content["entities"] = entities
+        return self._enqueue(bot, {"message": self._message(bot, user_id, **content)})
+
+    async def send_callback_query(
+        self, token: str, user_id: int, message_id: int, data: str
+    ) -> int | None:
+        """The user presses the inline button with callback_data `data` under the bot's message
+        `message_id` in their private chat: queues a `callback_query` update, which the bot answers
+        with answerCallbackQuery. ValueError when no such button is there. Returns the update id
+        (None when allowed_updates leave callback queries out)."""
+        bot = self._bot_for(token)
+        message = bot.messages.get((user_id, message_id))
+        if message is None:
+            raise LookupError(f"no message {message_id} in chat {user_id}")
+        rows = message.get("reply_markup", {}).get("inline_keyboard", [])
+        if not any(button.get("callback_data") == data for row in rows for button in row):
+            raise ValueError(f"message {message_id} has no button with callback_data {data!r}")
+        # Telegram's callback query ids are decimal strings of a 64-bit number; chat_instance is
+        # a stable identifier of the chat.
+        query = {
+            "id": str(secrets.randbits(63)),
+            "from": self._user(user_id),
+            "message": copy.deepcopy(message),
+            "chat_instance": str((bot.id * 1_000_003 + user_id) % (1 << 63)),
+            "data": data,
+        }
+        return self._enqueue(bot, {"callback_query": query})
+
+    def _user(self, user_id: int) -> dict[str, Any]:
         return {
             "id": user_id,
             "is_bot": False,
-            "first_name": f"User {user_id}",
+            "first_name": self._first_names.get(user_id, f"User {user_id}"),
             "username": f"user{user_id}",
             "language_code": "en",
         }
 
-    def _message(self, bot: _Bot, user_id: int, **content: Any) -> dict[str, Any]:
+    def _private_chat(self, user_id: int) -> dict[str, Any]:
         user = self._user(user_id)
-        message_id = bot.next_message_id
-        bot.next_message_id += 1
-        chat = {
+        return {
             "id": user_id,
             "first_name": user["first_name"],
             "username": user["username"],
             "type": "private",
         }
+
+    @staticmethod
+    def _bot_user(bot: _Bot) -> dict[str, Any]:
         return {
+            "id": bot.id,
+            "is_bot": True,
+            "first_name": bot.first_name,
+            "username": bot.username,
+        }
+
+    def _message(self, bot: _Bot, user_id: int, **content: Any) -> dict[str, Any]:
+        """A message from the user to the bot in their private chat."""
+        return self._store_message(bot, user_id, self._user(user_id), content)
+
+    def _bot_message(self, bot: _Bot, chat_id: int, **content: Any) -> dict[str, Any]:
+        """A message the bot sends to the private chat `chat_id`."""
+        message = self._store_message(bot, chat_id, self._bot_user(bot), content)
+        bot.sent.append(message)
+        if len(bot.sent) > _HISTORY_LIMIT:
+            del bot.sent[0]
+        return message
+
+    def _store_message(
+        self, bot: _Bot, chat_id: int, sender: dict[str, Any], content: dict[str, Any]
+    ) -> dict[str, Any]:
+        message_id = bot.next_message_ids.get(chat_id, 1)
+        bot.next_message_ids[chat_id] = message_id + 1
+        message = {
             "message_id": message_id,
-            "from": user,
-            "chat": chat,
+            "from": sender,
+            "chat": self._private_chat(chat_id),
             "date": int(time.time()),
             **content,
         }
+        bot.messages[(chat_id, message_id)] = message
+        if len(bot.messages) > _HISTORY_LIMIT:
+            del bot.messages[next(iter(bot.messages))]
+        return message
 
     # ------------------------------------------------------------------ update delivery
 
     async def deliver_update(self, token: str, update: dict[str, Any]) -> int | None:
         """Injects an arbitrary (forged, duplicate, ...) update. Without `update_id` it gets the
         next one. Returns the update id, or None when the bot's allowed_updates filter it out
-        (Telegram never creates updates of a type the bot did not ask for)."""
-        return self._enqueue(self._bot_for(token), dict(update))
+        (Telegram never creates updates of a type the bot did not ask for). A `from` user in it
+        opens that user's private chat to the bot, as a real update would."""
+        bot = self._bot_for(token)
+        kind = _update_kind(update)
+        payload = update.get(kind) if kind is not None else None
+        if isinstance(payload, dict):
+            sender = payload.get("from")
+            user_id = sender.get("id") if isinstance(sender, dict) else None
+            if isinstance(user_id, int) and not isinstance(user_id, bool) and user_id > 0:
+                bot.chats.add(user_id)
+        return self._enqueue(bot, dict(update))
 
     async def redeliver(self, update_id: int, *, token: str | None = None) -> None:
         """Sends a past update again, same update_id: a duplicate delivery. In getUpdates mode it
@@ -921,6 +1245,9 @@ class FakeBotApi:
             update_id = bot.next_update_id
             bot.next_update_id += 1
         stored = {"update_id": update_id, **{k: v for k, v in update.items() if k != "update_id"}}
+        query = update.get("callback_query")
+        if isinstance(query, dict) and isinstance(query.get("id"), str):
+            bot.callback_queries.setdefault(query["id"], False)
         bot.history[update_id] = stored
         if len(bot.history) > _HISTORY_LIMIT:
             del bot.history[next(iter(bot.history))]
@@ -1055,6 +1382,19 @@ class FakeBotApi:
     async def _handle_not_found(self, request: web.Request) -> web.Response:
         return _error_response(BotApiError(404, "Not Found"))
 
+    async def _handle_file_download(self, request: web.Request) -> web.Response:
+        bot = self._resolve_token(request.match_info["token"])
+        if bot is None:
+            return _error_response(BotApiError(401, "Unauthorized"))
+        # The test environment's files live under /file/bot{token}/test/{file_path}.
+        path = request.match_info["file_path"]
+        stored = self._file_paths.get((bot.id, path)) or self._file_paths.get(
+            (bot.id, path.removeprefix("test/"))
+        )
+        if stored is None or stored.data is None:
+            return _error_response(BotApiError(404, "Not Found"))
+        return web.Response(body=stored.data, content_type="application/octet-stream")
+
     async def _handle_bot_request(self, request: web.Request) -> web.StreamResponse:
         token = request.match_info["token"]
         bot = self._resolve_token(token)
@@ -1116,6 +1456,15 @@ class FakeBotApi:
         }
 
     async def _create_invoice_link(self, bot: _Bot, args: _Args) -> str:
+        invoice = self._invoice_from_args(bot, args, method="createInvoiceLink")
+        invoice.slug = secrets.token_urlsafe(18)
+        invoice.link = f"https://t.me/${invoice.slug}"
+        self._invoices[invoice.slug] = invoice
+        return invoice.link
+
+    def _invoice_from_args(self, bot: _Bot, args: _Args, *, method: str) -> Invoice:
+        """The checks createInvoiceLink and sendInvoice share (get_input_message_invoice in the
+        reference server); the caller gives the invoice its link or its message."""
         # Required parameters first, in the reference server's order (get_input_message_invoice).
         title = args.required("title")
         description = args.required("description")
@@ -1161,6 +1510,12 @@ class FakeBotApi:
 
         subscription_period: int | None = None
         if args.text("subscription_period"):
+            if method != "createInvoiceLink":
+                # Bot API: only createInvoiceLink has subscription_period; Telegram would send a
+                # one-off invoice, the fake makes the mistake loud.
+                raise _bad_request(
+                    f"subscription_period is not supported by {method}; use createInvoiceLink"
+                )
             subscription_period = args.integer("subscription_period", 0)
             if subscription_period != SUBSCRIPTION_PERIOD:
                 raise _bad_request(
@@ -1171,11 +1526,9 @@ class FakeBotApi:
                     f"subscription price must not exceed {MAX_SUBSCRIPTION_PRICE} Telegram Stars"
                 )
 
-        slug = secrets.token_urlsafe(18)
-        link = f"https://t.me/${slug}"
-        self._invoices[slug] = Invoice(
-            slug=slug,
-            link=link,
+        return Invoice(
+            slug="",
+            link="",
             bot_id=bot.id,
             title=title,
             description=description,
@@ -1191,7 +1544,6 @@ class FakeBotApi:
             params=dict(args.raw),
             created_at=time.time(),
         )
-        return link
 
     @staticmethod
     def _parse_prices(text: str) -> tuple[str, int]:
@@ -1408,6 +1760,224 @@ class FakeBotApi:
         )
         return {"amount": balance, "nanostar_amount": 0}
 
+    # ------------------------------------------------------------------ chat methods
+
+    async def _send_message(self, bot: _Bot, args: _Args) -> dict[str, Any]:
+        # Reference server order: the content (get_input_message_text), then do_send_message's
+        # options and chat; the length is Telegram's check when it sends.
+        text = args.text("text")
+        if not text:
+            raise _bad_request("message text is empty")
+        _check_parse_mode(text, args.text("parse_mode"))
+        outgoing = self._outgoing(bot, args)
+        if not text.strip():
+            # Telegram trims the text; only spaces leave nothing to send.
+            raise _bad_request("message must be non-empty")
+        if len(text) > MAX_MESSAGE_LENGTH:
+            raise _bad_request("message is too long")
+        # The text comes back as sent: the fake parses no entities (markup stays in the text).
+        return self._bot_message(bot, outgoing.chat_id, **_message_options(outgoing), text=text)
+
+    async def _send_document(self, bot: _Bot, args: _Args) -> dict[str, Any]:
+        source = self._document_source(args)
+        caption = args.text("caption")
+        _check_parse_mode(caption, args.text("parse_mode"))
+        outgoing = self._outgoing(bot, args)
+        if isinstance(source, UploadedFile):
+            if not source.data:
+                raise _bad_request("file must be non-empty")
+            document = self._new_file(bot, source.filename, source.content_type, source.data)
+        elif source.lower().startswith(("http://", "https://")):
+            # Telegram fetches the URL; the fake only records it (no bytes, no size), so the file
+            # cannot be downloaded back. Which content types Telegram takes is its decision.
+            name = unquote(urlsplit(source).path.rsplit("/", 1)[-1]) or None
+            document = self._new_file(bot, name, None, None)
+        else:
+            found = self._files.get(source)
+            # Bot API: a file_id "is unique for each individual bot and can't be transferred
+            # from one bot to another".
+            if found is None or found.bot_id != bot.id:
+                raise _bad_request("wrong file identifier/HTTP URL specified")
+            document = found
+        if len(caption) > MAX_CAPTION_LENGTH:
+            raise _bad_request("message caption is too long")
+        self._files[document.file_id] = document
+        content: dict[str, Any] = {"document": _document_json(document)}
+        if caption:
+            content["caption"] = caption
+        return self._bot_message(bot, outgoing.chat_id, **_message_options(outgoing), **content)
+
+    @staticmethod
+    def _document_source(args: _Args) -> UploadedFile | str:
+        # Reference server, get_input_file: a string is a file_id, an HTTP URL or
+        # "attach://<name>" (the file part <name>, which is how aiogram uploads); otherwise a file
+        # part named like the parameter.
+        text = args.text("document").strip()
+        if text.startswith("attach://"):
+            upload = args.file(text.removeprefix("attach://"))
+        elif text:
+            return text
+        else:
+            upload = args.file("document")
+        if upload is None:
+            raise _bad_request("there is no document in the request")
+        return upload
+
+    def _new_file(
+        self, bot: _Bot, file_name: str | None, content_type: str | None, data: bytes | None
+    ) -> _File:
+        # The Bot API server hands Telegram the file under its name, so the MIME type comes from
+        # the extension; the part's Content-Type is the fake's fallback.
+        guessed = mimetypes.guess_type(file_name)[0] if file_name else None
+        if guessed is None and content_type and data is not None:
+            guessed = content_type
+        return _File(
+            # Shaped like Telegram's: a document file_id starts "BQAC", a file_unique_id "AgAD".
+            file_id=f"BQAC{secrets.token_urlsafe(48)}",
+            file_unique_id=f"AgAD{secrets.token_urlsafe(9)}",
+            bot_id=bot.id,
+            file_name=file_name,
+            mime_type=guessed or ("application/octet-stream" if data is not None else None),
+            data=data,
+        )
+
+    async def _get_file(self, bot: _Bot, args: _Args) -> dict[str, Any]:
+        file_id = args.text("file_id")
+        if not file_id:
+            raise _bad_request("file_id not specified")
+        stored = self._files.get(file_id)
+        if stored is None or stored.bot_id != bot.id:
+            raise _bad_request("invalid file_id")
+        result: dict[str, Any] = {
+            "file_id": stored.file_id,
+            "file_unique_id": stored.file_unique_id,
+        }
+        if stored.data is None:
+            # Sent by URL: the fake has no bytes to offer, hence no size and no file_path (both
+            # optional in File).
+            return result
+        if len(stored.data) > MAX_DOWNLOAD_SIZE:
+            raise _bad_request("file is too big")
+        if stored.file_path is None:
+            stored.file_path = f"documents/file_{bot.next_file_number}{_file_suffix(stored)}"
+            bot.next_file_number += 1
+            self._file_paths[(bot.id, stored.file_path)] = stored
+        result["file_size"] = len(stored.data)
+        result["file_path"] = stored.file_path
+        return result
+
+    async def _send_invoice(self, bot: _Bot, args: _Args) -> dict[str, Any]:
+        invoice = self._invoice_from_args(bot, args, method="sendInvoice")
+        outgoing = self._outgoing(bot, args)
+        markup = outgoing.reply_markup
+        if markup is not None:
+            # Bot API, sendInvoice.reply_markup: an inline keyboard; "If not empty, the first
+            # button must be a Pay button."
+            rows = markup.get("inline_keyboard") or [[]]
+            if not rows[0] or rows[0][0].get("pay") is not True:
+                raise _bad_request("the first button of an invoice's keyboard must be a Pay button")
+        invoice.start_parameter = args.text("start_parameter")
+        content = {
+            "invoice": {
+                "title": invoice.title,
+                "description": invoice.description,
+                "start_parameter": invoice.start_parameter,
+                "currency": invoice.currency,
+                "total_amount": invoice.amount,
+            }
+        }
+        message = self._bot_message(bot, outgoing.chat_id, **_message_options(outgoing), **content)
+        invoice.chat_id = outgoing.chat_id
+        invoice.message_id = message["message_id"]
+        self._sent_invoices[(bot.id, invoice.chat_id, invoice.message_id)] = invoice
+        return message
+
+    def _outgoing(self, bot: _Bot, args: _Args) -> _Outgoing:
+        # do_send_message: reply parameters and markup are parsed before the chat is checked.
+        reply = _parse_reply_parameters(args)
+        markup = _parse_reply_markup(args.text("reply_markup"))
+        chat_id = self._chat_id(bot, args.text("chat_id"))
+        reply_to: dict[str, Any] | None = None
+        if reply is not None:
+            reply_chat, message_id, allow_without_reply = reply
+            target = None
+            # The fake keeps no cross-chat replies: another chat's message is never found.
+            if not reply_chat or self._chat_id(bot, reply_chat) == chat_id:
+                target = bot.messages.get((chat_id, message_id))
+            if target is None and not allow_without_reply:
+                raise _bad_request("message to be replied not found")
+            if target is not None:
+                # Bot API, Message.reply_to_message: "will not contain further
+                # reply_to_message fields even if it itself is a reply".
+                reply_to = {k: v for k, v in target.items() if k != "reply_to_message"}
+        return _Outgoing(chat_id, reply_to, markup)
+
+    @staticmethod
+    def _chat_id(bot: _Bot, text: str) -> int:
+        # Reference server, check_chat. A bot reaches a private chat only after its user wrote to
+        # it (or paid it); the fake has no groups, channels or public usernames, so "@name" and
+        # every other chat is not found, as Telegram says of a chat the bot cannot see.
+        text = text.strip()
+        if not text:
+            raise _bad_request("chat_id is empty")
+        if not _INTEGER_RE.fullmatch(text) or int(text) not in bot.chats:
+            raise _bad_request("chat not found")
+        return int(text)
+
+    async def _delete_message(self, bot: _Bot, args: _Args) -> bool:
+        chat_text = args.text("chat_id")
+        message_id = args.integer("message_id", 0)
+        if not chat_text:
+            raise _bad_request("chat identifier is not specified")
+        if message_id <= 0:
+            raise _bad_request("message identifier is not specified")
+        chat_id = self._chat_id(bot, chat_text)
+        message = bot.messages.get((chat_id, message_id))
+        if message is None:
+            raise _bad_request("message to delete not found")
+        # Bot API: in private chats a bot deletes both sides' messages, but only for 48 hours.
+        if time.time() - message["date"] > DELETE_MESSAGE_WINDOW:
+            raise _bad_request("message can't be deleted")
+        del bot.messages[(chat_id, message_id)]
+        return True
+
+    async def _answer_callback_query(self, bot: _Bot, args: _Args) -> bool:
+        query_id = args.text("callback_query_id").strip()
+        # Unknown, another bot's, or answered already: Telegram's one answer for them all.
+        if bot.callback_queries.get(query_id, True):
+            raise BotApiError(400, _QUERY_TOO_OLD)
+        # Bot API, answerCallbackQuery.text: "0-200 characters".
+        if len(args.text("text")) > 200:
+            raise _bad_request("MESSAGE_TOO_LONG")
+        bot.callback_queries[query_id] = True
+        return True
+
+    async def _set_my_commands(self, bot: _Bot, args: _Args) -> bool:
+        commands = _parse_bot_commands(args.text("commands"))
+        key = (_parse_command_scope(args.text("scope")), args.text("language_code"))
+        # Telegram's own checks, as it answers them (MTProto error names).
+        if len(commands) > MAX_BOT_COMMANDS:
+            raise _bad_request("BOT_COMMANDS_TOO_MUCH")
+        for command in commands:
+            if not _BOT_COMMAND_RE.fullmatch(command["command"]):
+                raise _bad_request("BOT_COMMAND_INVALID")
+            if not 1 <= len(command["description"].strip()) <= 256:
+                raise _bad_request("BOT_COMMAND_DESCRIPTION_INVALID")
+        if commands:
+            bot.commands[key] = commands
+        else:
+            bot.commands.pop(key, None)  # an empty list deletes them, as deleteMyCommands
+        return True
+
+    async def _get_my_commands(self, bot: _Bot, args: _Args) -> list[dict[str, str]]:
+        key = (_parse_command_scope(args.text("scope")), args.text("language_code"))
+        return [dict(command) for command in bot.commands.get(key, [])]
+
+    async def _delete_my_commands(self, bot: _Bot, args: _Args) -> bool:
+        key = (_parse_command_scope(args.text("scope")), args.text("language_code"))
+        bot.commands.pop(key, None)
+        return True
+
     # ------------------------------------------------------------------- HTTP: control
 
     async def _control_body(self, request: web.Request) -> dict[str, Any]:
@@ -1481,7 +2051,7 @@ class FakeBotApi:
             {
                 "method": call.method,
                 "bot_id": int(call.token.split(":", 1)[0]),
-                "params": call.params,
+                "params": {name: _jsonable(value) for name, value in call.params.items()},
                 "time": call.time,
                 "via_webhook_reply": call.via_webhook_reply,
             }
@@ -1491,18 +2061,29 @@ class FakeBotApi:
 
     @_control
     async def _control_pay(self, request: web.Request) -> dict[str, Any]:
+        """Pays {"link", "user_id"} (pay_invoice) or an invoice message {"token", "chat_id",
+        "message_id"} (pay_sent_invoice)."""
         body = await self._control_body(request)
         answer_timeout = _optional(body, "answer_timeout", (int, float))
-        outcome = await self.pay_invoice(
-            _field(body, "link", str),
-            _field(body, "user_id", int),
-            total_amount=_optional(body, "total_amount", int),
-            invoice_payload=_optional(body, "invoice_payload", str),
-            currency=_optional(body, "currency", str) or STARS_CURRENCY,
-            answer_timeout=(
+        options: dict[str, Any] = {
+            "total_amount": _optional(body, "total_amount", int),
+            "invoice_payload": _optional(body, "invoice_payload", str),
+            "currency": _optional(body, "currency", str) or STARS_CURRENCY,
+            "answer_timeout": (
                 PRE_CHECKOUT_ANSWER_WINDOW if answer_timeout is None else float(answer_timeout)
             ),
-        )
+        }
+        if "message_id" in body:
+            outcome = await self.pay_sent_invoice(
+                _field(body, "token", str),
+                _field(body, "chat_id", int),
+                _field(body, "message_id", int),
+                **options,
+            )
+        else:
+            outcome = await self.pay_invoice(
+                _field(body, "link", str), _field(body, "user_id", int), **options
+            )
         return dataclasses.asdict(outcome)
 
     @_control
@@ -1517,6 +2098,27 @@ class FakeBotApi:
     async def _control_deliver(self, request: web.Request) -> int | None:
         body = await self._control_body(request)
         return await self.deliver_update(_field(body, "token", str), _field(body, "update", dict))
+
+    @_control
+    async def _control_user_message(self, request: web.Request) -> int | None:
+        body = await self._control_body(request)
+        return await self.send_user_message(
+            _field(body, "token", str),
+            _field(body, "user_id", int),
+            _field(body, "text", str),
+            first_name=_optional(body, "first_name", str),
+        )
+
+    @_control
+    async def _control_sent_messages(self, request: web.Request) -> list[dict[str, Any]]:
+        bot_id = request.query.get("bot_id", "")
+        chat_id = request.query.get("chat_id")
+        bot = self._bots_by_id.get(int(bot_id)) if bot_id.isdigit() else None
+        if bot is None:
+            raise _ControlError(400, "query parameter bot_id must name a bot")
+        if chat_id is not None and not _INTEGER_RE.fullmatch(chat_id):
+            raise _ControlError(400, "query parameter chat_id must be an integer")
+        return self.sent_messages(bot.token, None if chat_id is None else int(chat_id))
 
     @_control
     async def _control_redeliver(self, request: web.Request) -> bool:
@@ -1550,6 +2152,177 @@ def _field(body: dict[str, Any], name: str, kind: type[Any] | tuple[type[Any], .
 
 def _as_tuple(kind: type[Any] | tuple[type[Any], ...]) -> tuple[type[Any], ...]:
     return kind if isinstance(kind, tuple) else (kind,)
+
+
+def _jsonable(value: Any) -> Any:
+    # An uploaded file goes out of the control API as its description, not its bytes.
+    if isinstance(value, UploadedFile):
+        return {"filename": value.filename, "content_type": value.content_type, "size": value.size}
+    return value
+
+
+def _check_parse_mode(text: str, parse_mode: str) -> None:
+    # Reference server, get_formatted_text: checked only when there is text to parse.
+    if text and parse_mode.lower() not in ("", "none", "markdown", "markdownv2", "html"):
+        raise _bad_request("unsupported parse_mode")
+
+
+def _parse_reply_parameters(args: _Args) -> tuple[str, int, bool] | None:
+    """(chat_id or "", message_id, allow_sending_without_reply), or None for no reply; reference
+    server, get_reply_parameters (the older reply_to_message_id still works)."""
+    text = args.text("reply_parameters")
+    if not text:
+        message_id = args.integer("reply_to_message_id", 0)
+        if message_id <= 0:
+            return None
+        return "", message_id, args.flag("allow_sending_without_reply")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise _bad_request("can't parse reply parameters JSON object") from None
+    if not isinstance(value, dict):
+        raise _bad_request("object expected as reply parameters")
+    if not value:
+        return None
+    target = value.get("message_id")
+    if target is None:
+        raise _bad_request('can\'t find field "message_id"')
+    if not isinstance(target, int) or isinstance(target, bool):
+        raise _bad_request('field "message_id" must be of type Number')
+    allow = value.get("allow_sending_without_reply", False)
+    if not isinstance(allow, bool):
+        raise _bad_request('field "allow_sending_without_reply" must be of type Boolean')
+    chat_id = value.get("chat_id")
+    if target <= 0:
+        return None
+    return ("" if chat_id is None else str(chat_id)), target, allow
+
+
+def _parse_reply_markup(text: str) -> dict[str, Any] | None:
+    # Reference server, get_reply_markup; the fake checks the shape and the inline buttons.
+    if not text:
+        return None
+    try:
+        markup = json.loads(text)
+    except ValueError:
+        raise _bad_request("can't parse reply keyboard markup JSON object") from None
+    if not isinstance(markup, dict):
+        raise _bad_request("object expected as reply markup")
+    for name in ("keyboard", "inline_keyboard"):
+        rows = markup.get(name)
+        if rows is None:
+            continue
+        if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+            raise _bad_request(f'field "{name}" must be an Array of Arrays')
+    for row in markup.get("inline_keyboard") or []:
+        for button in row:
+            _check_inline_button(button)
+    return markup
+
+
+def _check_inline_button(button: Any) -> None:
+    prefix = "can't parse inline keyboard button: "
+    if not isinstance(button, dict):
+        raise _bad_request(prefix + "InlineKeyboardButton must be an Object")
+    if not isinstance(button.get("text"), str):
+        raise _bad_request(prefix + 'Field "text" must be of type String')
+    actions = [name for name in _INLINE_BUTTON_ACTIONS if button.get(name) is not None]
+    if not actions:
+        raise _bad_request(prefix + "Text buttons are unallowed in the inline keyboard")
+    if len(actions) > 1:
+        # Bot API: "Exactly one of the optional fields must be used"; Telegram picks one, the
+        # fake says so.
+        raise _bad_request(prefix + f"exactly one of {', '.join(actions)} must be used")
+    data = button.get("callback_data")
+    # Bot API, callback_data: "1-64 bytes".
+    if data is not None and (not isinstance(data, str) or not 1 <= len(data.encode()) <= 64):
+        raise _bad_request("BUTTON_DATA_INVALID")
+
+
+def _message_options(outgoing: _Outgoing) -> dict[str, Any]:
+    """The fields a sent message gets from its options: the reply, and an inline keyboard (the
+    only markup a Message shows)."""
+    options: dict[str, Any] = {}
+    if outgoing.reply_to is not None:
+        options["reply_to_message"] = outgoing.reply_to
+    markup = outgoing.reply_markup
+    if markup is not None and markup.get("inline_keyboard"):
+        options["reply_markup"] = {"inline_keyboard": markup["inline_keyboard"]}
+    return options
+
+
+def _document_json(stored: _File) -> dict[str, Any]:
+    # Reference server, JsonDocument then json_store_file: file_name and mime_type when known.
+    document: dict[str, Any] = {}
+    if stored.file_name:
+        document["file_name"] = stored.file_name
+    if stored.mime_type:
+        document["mime_type"] = stored.mime_type
+    document["file_id"] = stored.file_id
+    document["file_unique_id"] = stored.file_unique_id
+    if stored.data is not None:
+        document["file_size"] = len(stored.data)
+    return document
+
+
+def _file_suffix(stored: _File) -> str:
+    # Telegram keeps the extension in file_path ("documents/file_0.pdf").
+    name = stored.file_name or ""
+    suffix = name[name.rfind(".") :] if "." in name else ""
+    return suffix if re.fullmatch(r"\.[A-Za-z0-9]{1,10}", suffix) else ""
+
+
+def _bot_command_entities(text: str) -> list[dict[str, Any]]:
+    # MessageEntity offsets and lengths count UTF-16 code units.
+    def utf16(part: str) -> int:
+        return len(part.encode("utf-16-le")) // 2
+
+    return [
+        {
+            "offset": utf16(text[: match.start()]),
+            "length": utf16(match.group()),
+            "type": "bot_command",
+        }
+        for match in _COMMAND_IN_TEXT_RE.finditer(text)
+    ]
+
+
+def _parse_bot_commands(text: str) -> list[dict[str, str]]:
+    # Reference server, get_bot_commands; absent means none.
+    if not text:
+        return []
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise _bad_request("can't parse commands JSON object") from None
+    if not isinstance(value, list):
+        raise _bad_request("expected an Array of BotCommand")
+    commands = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise _bad_request("can't parse BotCommand: expected an Object")
+        for name in ("command", "description"):
+            if name not in item:
+                raise _bad_request(f"can't parse BotCommand: Can't find field \"{name}\"")
+            if not isinstance(item[name], str):
+                raise _bad_request(
+                    f'can\'t parse BotCommand: Field "{name}" must be of type String'
+                )
+        commands.append({"command": item["command"], "description": item["description"]})
+    return commands
+
+
+def _parse_command_scope(text: str) -> str:
+    """The scope as canonical JSON (the commands' key); absent means the default scope."""
+    if not text:
+        return '{"type":"default"}'
+    try:
+        scope = json.loads(text)
+    except ValueError:
+        raise _bad_request("can't parse BotCommandScope JSON object") from None
+    if not isinstance(scope, dict) or not isinstance(scope.get("type"), str):
+        raise _bad_request('can\'t parse BotCommandScope: Field "type" must be of type String')
+    return json.dumps(scope, sort_keys=True, separators=(",", ":"))
 
 
 # ------------------------------------------------------------------------------------ CLI
