@@ -58,6 +58,7 @@ from portex_pay.domain.updates import (
     update_id_of,
     update_kind,
 )
+from portex_pay.service.support import reply_params, support_command, support_reply
 
 log = structlog.get_logger(__name__)
 
@@ -176,7 +177,28 @@ class UpdateProcessor:
                 parsed.telegram_payment_charge_id,
             )
         else:
-            assert isinstance(parsed, OtherUpdate)  # not ours to act on
+            assert isinstance(parsed, OtherUpdate)
+            command = support_command(update, application.bot_username)
+            if command is not None and application.bot_token is not None:
+                await self._support(application, parsed.update_id, command, update)
+
+    async def _support(
+        self, application: Application, update_id: int, command: str, update: object
+    ) -> None:
+        """Answers /paysupport or /terms once: the update is claimed before the reply."""
+        assert application.bot_id is not None and application.bot_token is not None
+        assert isinstance(update, dict)
+        if not await self._payments.claim(application.bot_id, update_id, "support_command"):
+            return
+        try:
+            await self._bot_api.call(
+                application.bot_token,
+                "sendMessage",
+                reply_params(update, support_reply(application, command)),
+            )
+        except (TelegramApiError, TelegramNetworkError) as error:
+            # Claimed already: not retried (a reply twice is worse than a rare lost one).
+            log.warning("support reply failed", command=command, error=str(error))
 
     async def _dead_letter(
         self,

@@ -112,6 +112,12 @@ class PaymentRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
+    async def claim(self, bot_id: int, update_id: int, kind: str) -> bool:
+        """Claims an update for work done outside the database (a reply); False when it was
+        claimed (or processed) before."""
+        async with self._pool.acquire() as conn:
+            return await claim_update(conn, bot_id, update_id, kind)
+
     async def checkout_context(
         self, bot_id: int, update_id: int, application_id: UUID, tg_payment_id: int
     ) -> tuple[bool, Order | None]:
