@@ -29,7 +29,7 @@ _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # whole string: fullmatch, not 
 # What sign_invoice_payload makes: ASCII digits only (str.isdigit() also takes "²" and "٣"), a
 # 128-bit MAC in unpadded base64url.
 _SIGNED_PAYLOAD = re.compile(r"v1\.([0-9]{1,19})\.([0-9]{1,19})\.([A-Za-z0-9_-]{22})", re.ASCII)
-_BIGINT_MAX = 2**63 - 1
+INT64_MAX = 2**63 - 1  # PostgreSQL bigint: every id and amount we store
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +172,7 @@ def verify_invoice_payload(secret: bytes, payload: str) -> tuple[int, int] | Non
     if match is None:
         return None
     tg_payment_id, amount = int(match[1]), int(match[2])
-    if tg_payment_id > _BIGINT_MAX or amount > _BIGINT_MAX:
+    if tg_payment_id > INT64_MAX or amount > INT64_MAX:
         return None
     expected = sign_invoice_payload(secret, tg_payment_id, amount)
     if not hmac.compare_digest(expected.encode(), payload.encode()):

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from portex_pay.domain.checkout import Charge
+from portex_pay.domain.payments import INT64_MAX
 
-INT64_MAX = 2**63 - 1  # PostgreSQL bigint
 # Text PostgreSQL refuses: NUL (any text type) and UTF-16 surrogates (not encodable as UTF-8).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 

@@ -19,9 +19,8 @@ from portex_pay.domain.errors import (
     InvalidArgument,
     TelegramUserNotFound,
 )
+from portex_pay.domain.payments import INT64_MAX
 from portex_pay.domain.text import single_line_problem
-
-_BIGINT_MAX = 2**63 - 1
 
 
 def key_problem(key: str) -> str | None:
@@ -66,7 +65,7 @@ class CatalogService:
 
     async def get_user(self, application_id: UUID, tg_use_id: int) -> SeenUser:
         """The user as the application's Mini App last saved them, or TelegramUserNotFound."""
-        if not 0 < tg_use_id <= _BIGINT_MAX:
+        if not 0 < tg_use_id <= INT64_MAX:
             raise InvalidArgument([FieldViolation("tg_use_id", "must be positive")])
         seen = await self._users.get(application_id, tg_use_id)
         if seen is None:

@@ -19,8 +19,9 @@ from portex_pay.adapters.postgres.applications import Application, ApplicationRe
 from portex_pay.adapters.postgres.polling import PollLeases
 from portex_pay.adapters.telegram import BotApiClient, TelegramApiError, TelegramNetworkError
 from portex_pay.adapters.telegram.client import ALLOWED_UPDATES
+from portex_pay.domain.payments import INT64_MAX
 from portex_pay.domain.retry import backoff_seconds
-from portex_pay.domain.updates import INT64_MAX, update_id_of
+from portex_pay.domain.updates import update_id_of
 from portex_pay.service.updates import UpdateProcessor, UpdateRetry
 
 log = structlog.get_logger(__name__)

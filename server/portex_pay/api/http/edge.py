@@ -46,7 +46,7 @@ from portex_pay.domain.errors import (
     TelegramRateLimited,
 )
 from portex_pay.domain.order import SDK_STATUS, Order
-from portex_pay.domain.payments import PayCommand
+from portex_pay.domain.payments import INT64_MAX, PayCommand
 from portex_pay.domain.text import single_line_problem
 from portex_pay.service.edge import EdgeService
 from portex_pay.service.payments import utcnow
@@ -57,7 +57,6 @@ MAX_BODY_BYTES = 16 * 1024  # the largest valid PaymentOptions is about 11 KB of
 IDEMPOTENCY_KEY_MAX_CHARS = 128
 SDK_HEADERS = ("Content-Type", "X-App-Id", "X-Tg-InitData", "X-Tg-Platform", "X-Tg-Version")
 ALLOWED_HEADERS = ", ".join((*SDK_HEADERS, "Idempotency-Key"))
-_INT64_MAX = 2**63 - 1
 
 # google.rpc.Code -> HTTP status (google/rpc/code.proto).
 _HTTP_STATUS = {
@@ -114,10 +113,10 @@ def _integer(body: dict[str, Any], field: str, *, decimal_string: bool = False) 
     if value is None:
         return None
     if isinstance(value, str) and decimal_string and value.isascii() and value.isdecimal():
-        value = int(value) if len(value) <= 19 else _INT64_MAX + 1
+        value = int(value) if len(value) <= 19 else INT64_MAX + 1
     if isinstance(value, bool) or not isinstance(value, int):
         raise _invalid(field, "must be a whole number")
-    if not 0 <= value <= _INT64_MAX:
+    if not 0 <= value <= INT64_MAX:
         raise _invalid(field, "must be from 0 to 2^63-1")
     return value
 
