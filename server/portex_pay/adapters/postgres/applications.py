@@ -30,6 +30,13 @@ class Application:
     pricing_mode: PricingMode = PricingMode.CATALOG
     allowed_origins: tuple[str, ...] = ()
     callback_prefixes: tuple[str, ...] = ()
+    # The bot beside portex-pay (service/support.py): texts answered to /paysupport and /terms,
+    # and the optional buyer messages (None: the defaults).
+    support_text: str | None = None
+    terms_text: str | None = None
+    buyer_messages: bool = False
+    paid_message: str | None = None
+    refunded_message: str | None = None
 
     def __repr__(self) -> str:  # never print the bot token
         return f"Application(id={self.id}, name={self.name!r}, bot_username={self.bot_username!r})"
@@ -47,6 +54,16 @@ class ApplicationListing:
     application: Application
     keys: list[ApiKeyInfo]
     created_at: datetime
+
+
+# The per-application bot message settings (set_bot_messages); the names are column names.
+BOT_MESSAGE_FIELDS = (
+    "support_text",
+    "terms_text",
+    "buyer_messages",
+    "paid_message",
+    "refunded_message",
+)
 
 
 def _application(row: asyncpg.Record) -> Application:
@@ -72,6 +89,11 @@ def _application(row: asyncpg.Record) -> Application:
         pricing_mode=PricingMode(row["pricing_mode"]),
         allowed_origins=tuple(row["allowed_origins"]),
         callback_prefixes=tuple(row["callback_prefixes"]),
+        support_text=row["support_text"],
+        terms_text=row["terms_text"],
+        buyer_messages=row["buyer_messages"],
+        paid_message=row["paid_message"],
+        refunded_message=row["refunded_message"],
     )
 
 
@@ -112,6 +134,25 @@ class ApplicationRepository:
 
     async def get_by_name(self, name: str) -> Application | None:
         row = await self._db.fetchrow("SELECT * FROM applications WHERE name = $1", name)
+        return None if row is None else _application(row)
+
+    async def get_by_bot_id(self, bot_id: int) -> Application | None:
+        row = await self._db.fetchrow("SELECT * FROM applications WHERE bot_id = $1", bot_id)
+        return None if row is None else _application(row)
+
+    async def set_bot_messages(
+        self, application_id: UUID, changes: dict[str, str | bool | None]
+    ) -> Application | None:
+        """Sets the given bot message settings (keys of BOT_MESSAGE_FIELDS; a None text goes
+        back to the default); the application, or None when there is none."""
+        assert changes and set(changes) <= set(BOT_MESSAGE_FIELDS)
+        names = sorted(changes)
+        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=2))
+        row = await self._db.fetchrow(
+            f"UPDATE applications SET {assignments}, updated_at = now() WHERE id = $1 RETURNING *",
+            application_id,
+            *(changes[name] for name in names),
+        )
         return None if row is None else _application(row)
 
     async def set_bot(
