@@ -66,7 +66,10 @@ MESSAGE_MAX_CHARS = 4096  # Bot API, sendMessage: 1-4096 characters of text
 DEFAULT_PAID_MESSAGE = (
     "Thank you! Your payment of {amount} Stars for {title} is received (order {order_id})."
 )
-DEFAULT_REFUNDED_MESSAGE = "Your payment for {title} (order {order_id}) was refunded: {amount} Stars are back on your balance."
+DEFAULT_REFUNDED_MESSAGE = (
+    "Your payment for {title} (order {order_id}) was refunded: {amount} Stars are back on your "
+    "balance."
+)
 _PLACEHOLDER = re.compile(r"\{(bot|order_id|amount|title)\}")
 
 
