@@ -38,6 +38,8 @@ from portex_pay.adapters.postgres.orders import OrderRepository
 from portex_pay.adapters.postgres.payments import PaymentRepository
 from portex_pay.adapters.postgres.polling import PollLeases
 from portex_pay.adapters.postgres.pool import connect, create_pool
+from portex_pay.adapters.postgres.relay import CHANNEL as RELAY_CHANNEL
+from portex_pay.adapters.postgres.relay import RelayRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.api.grpc.interceptor import PaymentInterceptor
 from portex_pay.api.grpc.reflection import DocumentedPool
@@ -52,6 +54,7 @@ from portex_pay.service.edge import EdgeService, EdgeSettings
 from portex_pay.service.payments import OrderActions, PaymentSettings, PaymentsService, utcnow
 from portex_pay.service.polling import BotPoller, PollerManager
 from portex_pay.service.refunds import RefundService
+from portex_pay.service.relay import RelayService
 from portex_pay.service.stream import EventHub, EventStreamer
 from portex_pay.service.updates import UpdateProcessor
 from portex_pay.service.worker import PeriodicWorker
@@ -102,6 +105,8 @@ class PortexApp:
         self._pool: asyncpg.Pool | None = None
         self._session: aiohttp.ClientSession | None = None
         self._callback_session: aiohttp.ClientSession | None = None
+        self._relay_session: aiohttp.ClientSession | None = None
+        self.relay: RelayService | None = None
         self.pollers: PollerManager | None = None
         self.hub: EventHub | None = None
         self._server: grpc.aio.Server | None = None
@@ -150,6 +155,19 @@ class PortexApp:
         )
         refund_worker = PeriodicWorker("refunds", self.refunds.step, idle=2.0)
         self.refunds.wake = refund_worker.wake
+        replica = _replica_id()
+        bot_applications = ApplicationCache(applications.get_by_bot_id, settings.auth_cache_ttl)
+        relay_worker: PeriodicWorker | None = None
+        if settings.bot_proxy:
+            self.relay = RelayService(
+                RelayRepository(self._pool, replica),
+                bot_api,
+                bot_applications.get,
+                default_updates_mode=settings.telegram_updates,
+                webhook_timeout=settings.relay_webhook_timeout,
+            )
+            relay_worker = PeriodicWorker("relay-webhooks", self.relay.deliver_step, idle=1.0)
+            self.relay.wake_delivery = relay_worker.wake
         self.processor = UpdateProcessor(
             payment_records,
             DeadLetterRepository(self._pool),
@@ -160,6 +178,7 @@ class PortexApp:
             clock=utcnow,
             max_attempts=settings.update_max_attempts,
             refund_requested=refund_worker.wake,
+            relay=self.relay,
         )
 
         server = grpc.aio.server(
@@ -182,7 +201,11 @@ class PortexApp:
             queue_size=settings.stream_buffer,
             poll_interval=settings.stream_poll_interval,
         )
-        self.listener = EventListener(settings.database_url, self.hub.wake)
+        self.listener = EventListener(
+            settings.database_url,
+            self.hub.wake,
+            channels={RELAY_CHANNEL: self.relay.notified} if self.relay is not None else None,
+        )
         streamer = EventStreamer(events, self.hub, heartbeat=settings.stream_heartbeat)
         payment_pb2_grpc.add_PaymentServiceServicer_to_server(
             PaymentServicer(
@@ -242,6 +265,10 @@ class PortexApp:
                 load_application=cached_applications.get,
                 processor=self.processor,
                 edge=edge,
+                relay=self.relay,
+                load_bot_application=bot_applications.get,
+                bot_api=bot_api,
+                forward_timeout=max(60.0, settings.telegram_timeout),
             ),
             access_log=None,
             handle_signals=False,
@@ -279,8 +306,19 @@ class PortexApp:
                 max_attempts=settings.callback_max_attempts,
             )
             self._spawn("callbacks", PeriodicWorker("callbacks", dispatcher.step, idle=1.0).run())
+        if self.relay is not None and relay_worker is not None:
+            # Its own guarded session: the app bot's webhook URL is chosen by whoever holds the
+            # bot token, so it gets the callbacks' address rule (PORTEX_CALLBACK_ALLOW_PRIVATE).
+            self._relay_session = await new_callback_session(
+                concurrency=16, allow_private=settings.callback_allow_private
+            )
+            self.relay.webhook_session = self._relay_session
+            self._spawn("relay-webhooks", relay_worker.run())
+            relay = self.relay
+            relay_pruner = PeriodicWorker("relay-pruner", relay.prune, idle=600.0)
+            self._spawn("relay-pruner", relay_pruner.run())
         if settings.telegram_pollers:
-            leases = PollLeases(self._pool, _replica_id(), settings.poll_lease_seconds)
+            leases = PollLeases(self._pool, replica, settings.poll_lease_seconds)
             self.pollers = pollers = PollerManager(
                 applications,
                 lambda application: BotPoller(
@@ -360,7 +398,7 @@ class PortexApp:
             await self._server.stop(self.settings.shutdown_grace)
         if self._http_runner is not None:
             await self._http_runner.cleanup()
-        for session in (self._session, self._callback_session):
+        for session in (self._session, self._callback_session, self._relay_session):
             if session is not None:
                 await session.close()
         if self._pool is not None:

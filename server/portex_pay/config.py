@@ -76,6 +76,10 @@ class Settings:
     edge_app_rate: float = 200.0
     edge_app_burst: int = 400
     edge_dedupe_window: float = 300.0
+    # The Bot API proxy (/bot{token}/{method} on the HTTP address) and its relay of updates to
+    # the application's own bot.
+    bot_proxy: bool = True
+    relay_webhook_timeout: float = 10.0  # seconds the app bot's webhook has to answer
 
     def init_data_key(self) -> bytes | None:
         """The Ed25519 public key initData signatures are checked with (None: HMAC only)."""
@@ -127,6 +131,7 @@ class Settings:
             ("PORTEX_CALLBACK_ALLOW_PRIVATE", "callback_allow_private"),
             ("PORTEX_TELEGRAM_TEST_ENV", "telegram_test_environment"),
             ("PORTEX_EDGE", "edge"),
+            ("PORTEX_BOT_PROXY", "bot_proxy"),
         ):
             if name in env:
                 flag = env[name].strip().lower()
@@ -163,6 +168,7 @@ class Settings:
         number("PORTEX_EDGE_APP_RATE", "edge_app_rate", float, 0.01)
         number("PORTEX_EDGE_APP_BURST", "edge_app_burst", int, 1)
         number("PORTEX_EDGE_DEDUPE_WINDOW", "edge_dedupe_window", float, 1)
+        number("PORTEX_RELAY_WEBHOOK_TIMEOUT", "relay_webhook_timeout", float, 0.1)
         text("PORTEX_INIT_DATA_PUBLIC_KEY", "init_data_public_key")
         key = values.get("init_data_public_key")
         if key:

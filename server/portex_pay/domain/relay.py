@@ -88,6 +88,6 @@ def update_kind(update: object) -> str | None:
     if not isinstance(update, dict):
         return None
     for key in update:
-        if key in UPDATE_KINDS:
+        if isinstance(key, str) and key in UPDATE_KINDS:
             return key
     return None

@@ -18,8 +18,8 @@ import structlog
 from portex_pay.adapters.postgres.applications import Application, ApplicationRepository
 from portex_pay.adapters.postgres.polling import PollLeases
 from portex_pay.adapters.telegram import BotApiClient, TelegramApiError, TelegramNetworkError
-from portex_pay.adapters.telegram.client import ALLOWED_UPDATES
 from portex_pay.domain.payments import INT64_MAX
+from portex_pay.domain.relay import telegram_allowed_updates
 from portex_pay.domain.retry import backoff_seconds
 from portex_pay.domain.updates import update_id_of
 from portex_pay.service.updates import UpdateProcessor, UpdateRetry
@@ -63,11 +63,11 @@ class BotPoller:
         try:
             while True:
                 try:
-                    offset = await self._leases.acquire(bot_id)
+                    lease = await self._leases.acquire(bot_id)
                 except Exception as error:
                     log.warning("poll lease unavailable", bot_id=bot_id, error=repr(error))
-                    offset = None
-                if offset is None:
+                    lease = None
+                if lease is None:
                     holding = False
                     await asyncio.sleep(self._lease_seconds / 3)
                     continue
@@ -77,8 +77,12 @@ class BotPoller:
                     # getUpdates does not work while a webhook is set (Bot API, getUpdates).
                     with contextlib.suppress(TelegramApiError, TelegramNetworkError):
                         await self._bot_api.call(token, "deleteWebhook", {})
+                offset, relay_allowed = lease
                 try:
-                    await self._poll_once(bot_id, token, offset)
+                    # Telegram sends what portex-pay and the app's own bot (relay) both need.
+                    await self._poll_once(
+                        bot_id, token, offset, telegram_allowed_updates(relay_allowed)
+                    )
                 except Exception as error:
                     # Storing the offset failed (database down): the batch comes again and its
                     # updates, already processed, change nothing the second time.
@@ -89,7 +93,9 @@ class BotPoller:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._leases.release(bot_id))
 
-    async def _poll_once(self, bot_id: int, token: str, offset: int) -> None:
+    async def _poll_once(
+        self, bot_id: int, token: str, offset: int, allowed_updates: list[str]
+    ) -> None:
         self.polls += 1
         try:
             updates = await self._bot_api.call(
@@ -98,7 +104,7 @@ class BotPoller:
                 {
                     "offset": offset,
                     "timeout": self._poll_timeout,
-                    "allowed_updates": ALLOWED_UPDATES,
+                    "allowed_updates": allowed_updates,
                 },
                 timeout=self._poll_timeout + 10,
             )

@@ -46,6 +46,7 @@ from portex_pay.domain.checkout import (
     decline,
 )
 from portex_pay.domain.payments import verify_invoice_payload
+from portex_pay.domain.relay import update_kind as relay_kind
 from portex_pay.domain.updates import (
     MalformedUpdate,
     OtherUpdate,
@@ -58,7 +59,13 @@ from portex_pay.domain.updates import (
     update_id_of,
     update_kind,
 )
-from portex_pay.service.support import reply_params, support_command, support_reply
+from portex_pay.service.relay import RelayService
+from portex_pay.service.support import (
+    buyer_message,
+    reply_params,
+    support_command,
+    support_reply,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -109,6 +116,7 @@ class UpdateProcessor:
         clock: Callable[[], datetime],
         max_attempts: int = 10,
         refund_requested: Callable[[], None] = lambda: None,
+        relay: RelayService | None = None,
     ) -> None:
         self._payments = payments
         self._dead_letters = dead_letters
@@ -119,6 +127,7 @@ class UpdateProcessor:
         self._clock = clock
         self._max_attempts = max_attempts
         self._refund_requested = refund_requested
+        self._relay = relay
         # Transient failures so far, per (bot, update id); bounded, oldest forgotten first.
         self._failures: OrderedDict[tuple[int, int | None], int] = OrderedDict()
 
@@ -131,7 +140,7 @@ class UpdateProcessor:
         assert application.bot_id is not None
         key = (application.bot_id, update_id_of(update))
         try:
-            await self._process(application, update)
+            await self._process(application, update, raw)
         except Exception as error:
             attempts = self._failures.pop(key, 0) + 1
             if is_database_unavailable(error) and attempts < self._max_attempts:
@@ -162,25 +171,96 @@ class UpdateProcessor:
         while len(self._failures) > _TRACKED_FAILURES:
             self._failures.popitem(last=False)
 
-    async def _process(self, application: Application, update: object) -> None:
+    async def _process(self, application: Application, update: object, raw: bytes | None) -> None:
+        """Does what portex-pay owns, and hands the rest to the app's own bot (the relay):
+        foreign checkouts and payments (the bot's own invoices) go to the bot untouched; our
+        payments and refunds go to it once they are recorded; support commands are answered
+        here; anything else is the bot's."""
         parsed = parse_update(update)
         if isinstance(parsed, PreCheckoutQuery):
+            foreign = verify_invoice_payload(self._secret, parsed.charge.invoice_payload) is None
+            if foreign and await self._relay_checkout(application, parsed.update_id, update, raw):
+                return  # the bot's own invoice: the bot answers it
             await self._pre_checkout(application, parsed)
         elif isinstance(parsed, SuccessfulPayment):
-            await self.successful_payment(application, parsed, raw=storable(update))
+            foreign = verify_invoice_payload(self._secret, parsed.charge.invoice_payload) is None
+            if foreign and await self._keep(application, parsed.update_id, update, raw):
+                return  # the bot's own sale: not ours to record
+            result = await self.successful_payment(application, parsed, raw=storable(update))
+            await self._keep(application, parsed.update_id, update, raw)
+            paid = result.outcome is not None and result.outcome.disposition is Disposition.ACCEPTED
+            if paid and result.order is not None:
+                order = result.order
+                text = buyer_message(
+                    application,
+                    "paid",
+                    order_id=order.tg_payment_id,
+                    amount=order.amount,
+                    title=order.title,
+                )
+                await self._tell_buyer(application, update, text)
         elif isinstance(parsed, RefundedPayment):
             assert application.bot_id is not None
-            await self._payments.record_refunded_payment(
+            settled = await self._payments.record_refunded_payment(
                 application.bot_id,
                 parsed.update_id,
                 application.id,
                 parsed.telegram_payment_charge_id,
             )
+            await self._keep(application, parsed.update_id, update, raw)
+            if settled is not None and settled.order is not None:
+                order = settled.order
+                text = buyer_message(
+                    application,
+                    "refunded",
+                    order_id=order.tg_payment_id,
+                    amount=order.amount,
+                    title=order.title,
+                )
+                await self._tell_buyer(application, update, text)
         else:
             assert isinstance(parsed, OtherUpdate)
             command = support_command(update, application.bot_username)
             if command is not None and application.bot_token is not None:
                 await self._support(application, parsed.update_id, command, update)
+            else:
+                await self._keep(application, parsed.update_id, update, raw)
+
+    async def _keep(
+        self, application: Application, update_id: int | None, update: object, raw: bytes | None
+    ) -> bool:
+        """Keeps the update for the app's bot when its relay is on and it wants this kind."""
+        if self._relay is None or update_id is None:
+            return False
+        raw_bytes = raw if raw is not None else encode_update(update)
+        return await self._relay.keep(application, update_id, relay_kind(update), raw_bytes)
+
+    async def _relay_checkout(
+        self, application: Application, update_id: int, update: object, raw: bytes | None
+    ) -> bool:
+        """Hands a foreign pre-checkout to the bot, within the decision budget: when that
+        cannot be done in time, it is declined here rather than left to Telegram's timeout."""
+        try:
+            async with asyncio.timeout(self._decision_timeout):
+                return await self._keep(application, update_id, update, raw)
+        except Exception as error:
+            log.warning("checkout not relayed", error=repr(error), update_id=update_id)
+            return False
+
+    async def _tell_buyer(self, application: Application, update: object, text: str | None) -> None:
+        """A buyer message (optional per application); a failure is logged, not retried."""
+        if text is None or application.bot_token is None:
+            return
+        assert isinstance(update, dict)
+        try:
+            await self._bot_api.call(
+                application.bot_token,
+                "sendMessage",
+                reply_params(update, text),
+                timeout=_ANSWER_TIMEOUT,
+            )
+        except (TelegramApiError, TelegramNetworkError) as error:
+            log.warning("buyer message failed", error=str(error))
 
     async def _support(
         self, application: Application, update_id: int, command: str, update: object

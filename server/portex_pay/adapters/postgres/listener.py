@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import asyncpg
 import structlog
@@ -23,9 +23,19 @@ APPLICATION_NAME = "portex-pay event listener"
 
 
 class EventListener:
-    def __init__(self, dsn: str, wake: Callable[[], None], *, check_interval: float = 5.0) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        wake: Callable[[], None],
+        *,
+        check_interval: float = 5.0,
+        channels: Mapping[str, Callable[[str], None]] | None = None,
+    ) -> None:
+        """`wake` is the event hub's; `channels` adds more channels on the same connection, each
+        with a callback taking the notification's payload ("" after a reconnect: catch up)."""
         self._dsn = dsn
         self._wake = wake
+        self._channels = dict(channels or {})
         self._check_interval = check_interval
         self.connects = 0  # how many times it (re)connected: observable in tests
 
@@ -40,9 +50,16 @@ class EventListener:
                 )
                 conn.add_termination_listener(lambda _conn, lost=lost: lost.set())
                 await conn.add_listener(CHANNEL, lambda *_args: self._wake())
+                for channel, callback in self._channels.items():
+                    await conn.add_listener(
+                        channel,
+                        lambda _conn, _pid, _channel, payload, callback=callback: callback(payload),
+                    )
                 self.connects += 1
                 delay = 0.1
                 self._wake()  # catch up on anything committed while we were not listening
+                for callback in self._channels.values():
+                    callback("")
                 while not lost.is_set():
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(lost.wait(), self._check_interval)

@@ -63,6 +63,15 @@ class PaymentResult:
 
 
 @dataclass(frozen=True, slots=True)
+class RefundedCharge:
+    """What a refunded_payment update settled: whether the charge was the application's, and
+    the order it had paid (now refunded), if any."""
+
+    known: bool
+    order: Order | None
+
+
+@dataclass(frozen=True, slots=True)
 class DueRefund:
     telegram_payment_charge_id: str
     application_id: UUID
@@ -453,15 +462,22 @@ class PaymentRepository:
 
     async def record_refunded_payment(
         self, bot_id: int, update_id: int, application_id: UUID, charge_id: str
-    ) -> bool:
-        """A refunded_payment update: settles the refund (whoever initiated it). A charge the
-        application does not have (another application's, or one never reported to us) changes
-        nothing and is recorded as a `payment.anomaly`."""
+    ) -> RefundedCharge | None:
+        """A refunded_payment update: settles the refund (whoever initiated it); what was
+        refunded, or None for a repeated update. A charge the application does not have (another
+        application's, or one never reported to us) changes nothing and is recorded as a
+        `payment.anomaly`."""
         async with self._pool.acquire() as conn, conn.transaction():
             if not await claim_update(conn, bot_id, update_id, "refunded_payment"):
-                return False
+                return None
             if await self._settle_refund(conn, application_id, charge_id):
-                return True
+                row = await conn.fetchrow(
+                    "SELECT * FROM orders WHERE application_id = $1 AND state = 'refunded' "
+                    "AND telegram_payment_charge_id = $2",
+                    application_id,
+                    charge_id,
+                )
+                return RefundedCharge(True, None if row is None else order_from_row(row))
             await insert_event(
                 conn,
                 application_id,
@@ -473,4 +489,4 @@ class PaymentRepository:
                     "update_id": update_id,
                 },
             )
-            return False
+            return RefundedCharge(False, None)

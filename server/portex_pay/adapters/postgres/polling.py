@@ -18,10 +18,11 @@ class PollLeases:
         self.owner = owner
         self._lease_seconds = lease_seconds
 
-    async def acquire(self, bot_id: int) -> int | None:
-        """Takes or renews the bot's lease; returns the next offset, or None if another live
-        replica holds it."""
-        offset = await self._pool.fetchval(
+    async def acquire(self, bot_id: int) -> tuple[int, tuple[str, ...] | None] | None:
+        """Takes or renews the bot's lease: the next offset and, when the app's own bot uses the
+        relay, the update kinds it asked for (() for Telegram's default set); None if another
+        live replica holds the lease."""
+        row = await self._pool.fetchrow(
             """
             INSERT INTO poll_state (bot_id, lease_owner, lease_until)
             VALUES ($1, $2, now() + make_interval(secs => $3))
@@ -30,13 +31,17 @@ class PollLeases:
                 WHERE poll_state.lease_owner = $2
                    OR poll_state.lease_until IS NULL
                    OR poll_state.lease_until < now()
-            RETURNING next_offset
+            RETURNING next_offset, (SELECT coalesce(allowed_updates, '{}') FROM relay_bots
+                                    WHERE relay_bots.bot_id = $1) AS relay_allowed
             """,
             bot_id,
             self.owner,
             float(self._lease_seconds),
         )
-        return None if offset is None else int(offset)
+        if row is None:
+            return None
+        allowed = row["relay_allowed"]
+        return int(row["next_offset"]), None if allowed is None else tuple(allowed)
 
     async def advance(self, bot_id: int, next_offset: int) -> bool:
         """Stores the offset after a processed batch; False if the lease was lost meanwhile."""

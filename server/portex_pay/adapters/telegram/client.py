@@ -52,10 +52,26 @@ class BotApiClient:
         # Telegram's test environment puts `/test` after the token: /bot{token}/test/{method}.
         self._method_prefix = "test/" if test_environment else ""
 
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The pooled session (the Bot API proxy forwards requests through it)."""
+        return self._session
+
+    def method_url(self, token: str, method: str) -> str:
+        """`{base}/bot{token}/{method}`, with `test/` before the method in the test environment
+        (unless the method path has it already). Holds the token: never log it."""
+        prefix = "" if method.startswith("test/") else self._method_prefix
+        return f"{self._base_url}/bot{token}/{prefix}{method}"
+
+    def file_url(self, token: str, path: str) -> str:
+        """`{base}/file/bot{token}/{path}` (Bot API, getFile). Holds the token: never log it."""
+        prefix = "" if path.startswith("test/") else self._method_prefix
+        return f"{self._base_url}/file/bot{token}/{prefix}{path}"
+
     async def call(
         self, token: str, method: str, params: dict[str, Any], *, timeout: float | None = None
     ) -> Any:
-        url = f"{self._base_url}/bot{token}/{self._method_prefix}{method}"
+        url = self.method_url(token, method)
         limit = aiohttp.ClientTimeout(total=self._timeout if timeout is None else timeout)
         try:
             async with self._session.post(url, json=params, timeout=limit) as response:

@@ -1,5 +1,6 @@
 """The aiohttp application served on PORTEX_HTTP_ADDR: Telegram webhooks, the Mini App edge
-(`/v1/`, api/http/edge.py) and liveness.
+(`/v1/`, api/http/edge.py), the Bot API proxy (`/bot{token}/`, api/http/botapi_proxy.py) and
+liveness.
 
 `POST /telegram/webhook/{application_id}` receives the updates of that application's bot. Telegram
 sends the `secret_token` given to setWebhook in `X-Telegram-Bot-Api-Secret-Token`; a request
@@ -17,14 +18,18 @@ import hmac
 import json
 import time
 from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 from uuid import UUID
 
 import structlog
 from aiohttp import web
 
 from portex_pay.adapters.postgres.applications import Application
+from portex_pay.adapters.telegram import BotApiClient
+from portex_pay.api.http.botapi_proxy import add_bot_api_routes
 from portex_pay.api.http.edge import add_edge_routes
 from portex_pay.service.edge import EdgeService
+from portex_pay.service.relay import RelayService
 from portex_pay.service.updates import UpdateProcessor, UpdateRetry, describe_error
 
 log = structlog.get_logger(__name__)
@@ -33,17 +38,20 @@ MAX_BODY_BYTES = 1024 * 1024
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
 
 
-class ApplicationCache:
-    """Lookups of applications by id (webhooks, the Mini App edge), cached briefly: a hot path
-    should not pay a query for data that changes only when an operator changes the application
-    (a change shows within `ttl` seconds)."""
+Key = TypeVar("Key")
 
-    def __init__(self, load: Callable[[UUID], Awaitable[Application | None]], ttl: float) -> None:
+
+class ApplicationCache(Generic[Key]):
+    """Lookups of applications by id or bot id (webhooks, the Mini App edge, the Bot API proxy),
+    cached briefly: a hot path should not pay a query for data that changes only when an operator
+    changes the application (a change shows within `ttl` seconds)."""
+
+    def __init__(self, load: Callable[[Key], Awaitable[Application | None]], ttl: float) -> None:
         self._load = load
         self._ttl = ttl
-        self._entries: dict[UUID, tuple[float, Application | None]] = {}
+        self._entries: dict[Key, tuple[float, Application | None]] = {}
 
-    async def get(self, application_id: UUID) -> Application | None:
+    async def get(self, application_id: Key) -> Application | None:
         now = time.monotonic()
         cached = self._entries.get(application_id)
         if cached is not None and cached[0] > now:
@@ -61,8 +69,13 @@ def create_http_app(
     load_application: Callable[[UUID], Awaitable[Application | None]] | None = None,
     processor: UpdateProcessor | None = None,
     edge: EdgeService | None = None,
+    relay: RelayService | None = None,
+    load_bot_application: Callable[[int], Awaitable[Application | None]] | None = None,
+    bot_api: BotApiClient | None = None,
+    forward_timeout: float = 60.0,
 ) -> web.Application:
-    """The HTTP application; `load_application` should be cached (ApplicationCache.get)."""
+    """The HTTP application; `load_application` and `load_bot_application` should be cached
+    (ApplicationCache.get). The Bot API proxy is served when `relay` is given."""
 
     async def healthz(_request: web.Request) -> web.Response:
         serving = is_serving()
@@ -74,6 +87,15 @@ def create_http_app(
     app.router.add_get("/healthz", healthz)
     if edge is not None:
         add_edge_routes(app, edge)
+    if relay is not None:
+        assert load_bot_application is not None and bot_api is not None
+        add_bot_api_routes(
+            app,
+            load_bot_application=load_bot_application,
+            relay=relay,
+            bot_api=bot_api,
+            forward_timeout=forward_timeout,
+        )
     if load_application is not None and processor is not None:
 
         async def telegram_webhook(request: web.Request) -> web.Response:

@@ -18,6 +18,8 @@ CREATE TABLE relay_bots (
     application_id    uuid NOT NULL REFERENCES applications (id) ON DELETE CASCADE,
     allowed_updates   text[],  -- NULL: Telegram's default set
     confirmed_offset  bigint NOT NULL DEFAULT 0,
+    -- Bumped by every getUpdates and webhook change: an older long poll sees it and ends (409).
+    poll_generation   bigint NOT NULL DEFAULT 0,
     webhook_url       text,
     webhook_secret    text,
     -- Webhook delivery: one replica at a time per bot (in update order), with backoff.

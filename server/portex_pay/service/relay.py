@@ -1,0 +1,369 @@
+"""The relay to the application's own bot: the update methods of the Bot API proxy
+(api/http/botapi_proxy.py) and the delivery of kept updates to the bot's webhook.
+
+An application's bot code points its Bot API URL at portex-pay. Its first getUpdates, setWebhook,
+deleteWebhook or getWebhookInfo turns the relay on: from then on every update portex-pay does not
+own is kept for it in PostgreSQL (adapters/postgres/relay.py; UpdateProcessor decides what is
+owned) until the bot confirms it, as Telegram would: by a higher getUpdates offset, or by a 2xx from
+the webhook it registered. Kept updates are bounded by Telegram's 24 hours.
+
+Long polls wait without holding a database connection: a `portex_relay` notification (sent by
+whichever replica kept an update or started a newer poll) wakes them, and they re-read. Webhook
+delivery is a worker: bots are leased one replica at a time, each bot's updates are POSTed in
+order, a failure backs off that bot only, so a dead webhook delays nobody else, and never a
+pre-checkout answer or a payment (those are decided before anything is kept).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import structlog
+
+from portex_pay.adapters.postgres.applications import Application
+from portex_pay.adapters.postgres.relay import RelayBot, RelayedUpdate, RelayRepository
+from portex_pay.adapters.telegram import BotApiClient, TelegramApiError, TelegramNetworkError
+from portex_pay.domain.relay import (
+    RETENTION_SECONDS,
+    InvalidAllowedUpdates,
+    parse_allowed_updates,
+    telegram_allowed_updates,
+)
+from portex_pay.domain.retry import backoff_seconds
+
+log = structlog.get_logger(__name__)
+
+SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
+MAX_POLL_TIMEOUT = 50  # seconds a getUpdates may wait
+MAX_LIMIT = 100  # Bot API, getUpdates.limit: 1-100
+_SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")  # Bot API, setWebhook.secret_token
+_DELIVERY_BATCH = 20
+_DELIVERY_BOTS = 16  # bots delivered to at once per replica
+_RETRY_BASE = 0.5
+_RETRY_CAP = 30.0
+_ERROR_MAX_CHARS = 200
+# Bot API: methods a webhook reply may not call (the reference server ignores them there).
+_NOT_IN_WEBHOOK_REPLY = ("setwebhook", "deletewebhook", "close", "logout")
+
+
+class RelayError(Exception):
+    """A Bot API error answered to the app's bot, as Telegram words it."""
+
+    def __init__(self, error_code: int, description: str) -> None:
+        super().__init__(description)
+        self.error_code = error_code
+        self.description = description
+
+
+def _bad_request(reason: str) -> RelayError:
+    return RelayError(400, f"Bad Request: {reason}")
+
+
+def _integer(params: dict[str, Any], name: str, default: int) -> int:
+    value = params.get(name)
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        raise _bad_request(f"invalid {name} specified")
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise _bad_request(f"invalid {name} specified") from None
+
+
+def _flag(params: dict[str, Any], name: str) -> bool:
+    value = params.get(name)
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+def _allowed(params: dict[str, Any]) -> tuple[str, ...] | None:
+    try:
+        return parse_allowed_updates(params.get("allowed_updates"))
+    except InvalidAllowedUpdates as error:
+        raise _bad_request(str(error)) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """The outcome of one POST to the app bot's webhook: None when it took the update."""
+
+    error: str | None
+    reply: dict[str, Any] | None = None
+
+
+class RelayService:
+    def __init__(
+        self,
+        relay: RelayRepository,
+        bot_api: BotApiClient,
+        load_bot_application: Callable[[int], Awaitable[Application | None]],
+        *,
+        default_updates_mode: str,
+        webhook_timeout: float,
+    ) -> None:
+        self._relay = relay
+        self._bot_api = bot_api
+        self._load = load_bot_application
+        self._default_mode = default_updates_mode
+        self._webhook_timeout = webhook_timeout
+        self._signals: dict[int, asyncio.Event] = {}
+        self._enabled: set[int] = set()  # bots this process knows the relay is on for
+        self.webhook_session: aiohttp.ClientSession | None = None  # set by the app (guarded)
+        self.wake_delivery: Callable[[], None] = lambda: None
+
+    # ------------------------------------------------------------------ wake-ups
+
+    def notified(self, payload: str) -> None:
+        """A `portex_relay` notification (a bot id), or "" to wake every waiting poll."""
+        if payload:
+            with contextlib.suppress(ValueError):
+                self._wake(int(payload))
+        else:
+            for bot_id in list(self._signals):
+                self._wake(bot_id)
+        self.wake_delivery()
+
+    def _wake(self, bot_id: int) -> None:
+        signal = self._signals.pop(bot_id, None)
+        if signal is not None:
+            signal.set()
+
+    # ------------------------------------------------------------------ keeping updates
+
+    async def keep(
+        self, application: Application, update_id: int, kind: str | None, raw: bytes
+    ) -> bool:
+        """Keeps an update for the app's bot; False when its relay is off or it did not ask
+        for this kind (then portex-pay handles the update as it would without a relay)."""
+        assert application.bot_id is not None
+        return await self._relay.keep(application.bot_id, update_id, kind, raw)
+
+    async def _enable(self, application: Application) -> RelayBot:
+        assert application.bot_id is not None
+        bot = await self._relay.enable(application.bot_id, application.id)
+        if application.bot_id not in self._enabled:
+            self._enabled.add(application.bot_id)
+            log.info("relay on", bot_id=application.bot_id)
+        return bot
+
+    async def _set_allowed(self, application: Application, allowed: tuple[str, ...] | None) -> None:
+        """Stores the bot's `allowed_updates` and, when it changed, asks Telegram for the union
+        of it and portex-pay's own kinds."""
+        assert application.bot_id is not None
+        if allowed is None:
+            return
+        changed, _bot = await self._relay.set_allowed_updates(application.bot_id, allowed)
+        if changed:
+            await self.apply_allowed_updates(application, allowed)
+
+    async def apply_allowed_updates(
+        self, application: Application, allowed: tuple[str, ...] | None
+    ) -> None:
+        """In webhook mode, sets portex-pay's webhook at Telegram again with the union (a
+        polling portex-pay sends the union with its next getUpdates)."""
+        mode = application.updates_mode or self._default_mode
+        if mode != "webhook" or application.bot_token is None:
+            return
+        token = application.bot_token
+        try:
+            info = await self._bot_api.call(token, "getWebhookInfo", {})
+            url = info.get("url") if isinstance(info, dict) else None
+            if url:
+                await self._bot_api.call(
+                    token,
+                    "setWebhook",
+                    {
+                        "url": url,
+                        "secret_token": application.webhook_secret,
+                        "allowed_updates": telegram_allowed_updates(allowed),
+                    },
+                )
+        except (TelegramApiError, TelegramNetworkError) as error:
+            log.warning("allowed_updates not applied", bot_id=application.bot_id, error=str(error))
+
+    # ------------------------------------------------------------------ the update methods
+
+    async def get_updates(self, application: Application, params: dict[str, Any]) -> list[bytes]:
+        """getUpdates as Telegram serves it: offset confirms, `timeout` long-polls, `limit`
+        bounds; 409 while a webhook is set or when a newer getUpdates takes over."""
+        assert application.bot_id is not None
+        offset = _integer(params, "offset", 0) if params.get("offset") not in (None, "") else None
+        limit = min(max(_integer(params, "limit", MAX_LIMIT), 1), MAX_LIMIT)
+        timeout = min(max(_integer(params, "timeout", 0), 0), MAX_POLL_TIMEOUT)
+        allowed = _allowed(params)
+        bot = await self._enable(application)
+        if bot.webhook_url is not None:
+            raise RelayError(
+                409,
+                "Conflict: can't use getUpdates method while webhook is active; use "
+                "deleteWebhook to delete the webhook first",
+            )
+        await self._set_allowed(application, allowed)
+        bot_id = application.bot_id
+        generation, _bot = await self._relay.start_poll(bot_id, offset)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            signal = self._signals.setdefault(bot_id, asyncio.Event())
+            current, bot_now, updates = await self._relay.poll(bot_id, generation, limit)
+            if not current:
+                if bot_now is not None and bot_now.webhook_url is not None:
+                    raise RelayError(409, "Conflict: webhook was set")
+                raise RelayError(
+                    409,
+                    "Conflict: terminated by other getUpdates request; make sure that only "
+                    "one bot instance is running",
+                )
+            remaining = deadline - loop.time()
+            if updates or remaining <= 0:
+                return [update.raw for update in updates]
+            with contextlib.suppress(TimeoutError):
+                # A lost notification costs at most a few seconds: re-read now and then anyway.
+                await asyncio.wait_for(signal.wait(), min(remaining, 5.0))
+
+    async def set_webhook(self, application: Application, params: dict[str, Any]) -> None:
+        assert application.bot_id is not None
+        url = str(params.get("url") or "")
+        secret = params.get("secret_token") or None
+        if url:
+            parts = urlsplit(url)
+            if parts.scheme not in ("https", "http") or not parts.hostname:
+                raise _bad_request("bad webhook: invalid webhook URL specified")
+        if secret is not None and not (isinstance(secret, str) and _SECRET_TOKEN.fullmatch(secret)):
+            raise _bad_request("secret token contains unallowed characters")
+        allowed = _allowed(params)
+        await self._enable(application)
+        await self._set_allowed(application, allowed)
+        await self._relay.set_webhook(
+            application.bot_id,
+            url or None,
+            secret if url else None,
+            drop_pending=_flag(params, "drop_pending_updates"),
+        )
+        self.wake_delivery()
+
+    async def delete_webhook(self, application: Application, params: dict[str, Any]) -> None:
+        assert application.bot_id is not None
+        await self._enable(application)
+        await self._relay.set_webhook(
+            application.bot_id, None, None, drop_pending=_flag(params, "drop_pending_updates")
+        )
+
+    async def webhook_info(self, application: Application) -> dict[str, Any]:
+        assert application.bot_id is not None
+        await self._enable(application)
+        bot = await self._relay.get(application.bot_id)
+        assert bot is not None
+        info: dict[str, Any] = {
+            "url": bot.webhook_url or "",
+            "has_custom_certificate": False,
+            "pending_update_count": bot.pending,
+        }
+        if bot.webhook_url is not None:
+            info["max_connections"] = 1  # updates of a bot go out one at a time, in order
+            if bot.last_error is not None and bot.last_error_at is not None:
+                info["last_error_date"] = int(bot.last_error_at.timestamp())
+                info["last_error_message"] = bot.last_error
+        if bot.allowed_updates:
+            info["allowed_updates"] = list(bot.allowed_updates)
+        return info
+
+    # ------------------------------------------------------------------ webhook delivery
+
+    async def deliver_step(self) -> int:
+        """One round of webhook delivery: leased bots, concurrently, each in update order."""
+        lease = self._webhook_timeout * (_DELIVERY_BATCH + 2)
+        bots = await self._relay.claim_deliveries(_DELIVERY_BOTS, lease)
+        if not bots:
+            return 0
+        done = await asyncio.gather(*(self._deliver_bot(bot) for bot in bots))
+        return sum(done)
+
+    async def _deliver_bot(self, bot: RelayBot) -> int:
+        delivered = 0
+        try:
+            for update in await self._relay.due_updates(bot, _DELIVERY_BATCH):
+                outcome = await self._post(bot, update)
+                if outcome.error is not None:
+                    retry_in = backoff_seconds(bot.attempts + 1, base=_RETRY_BASE, cap=_RETRY_CAP)
+                    log.info(
+                        "relay webhook failed",
+                        bot_id=bot.bot_id,
+                        update_id=update.update_id,
+                        error=outcome.error,
+                        retry_in=retry_in,
+                    )
+                    await self._relay.delivery_failed(bot, outcome.error, retry_in)
+                    return delivered
+                if not await self._relay.delivered(bot, update.update_id):
+                    return delivered  # the webhook changed or the lease lapsed: stop here
+                delivered += 1
+                if outcome.reply is not None:
+                    await self._webhook_reply(bot, outcome.reply)
+            await self._relay.release(bot)
+        except Exception as error:  # the database went away mid-batch: the lease lapses
+            log.warning("relay delivery failed", bot_id=bot.bot_id, error=repr(error))
+        return delivered
+
+    async def _post(self, bot: RelayBot, update: RelayedUpdate) -> Delivery:
+        assert bot.webhook_url is not None and self.webhook_session is not None
+        headers = {"Content-Type": "application/json"}
+        if bot.webhook_secret:
+            headers[SECRET_HEADER] = bot.webhook_secret
+        try:
+            async with self.webhook_session.post(
+                bot.webhook_url,
+                data=update.raw,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self._webhook_timeout),
+                allow_redirects=False,
+            ) as response:
+                body = await response.content.read(1 << 20)
+                if not 200 <= response.status <= 299:
+                    return Delivery(f"Wrong response from the webhook: {response.status}")
+        except TimeoutError:
+            return Delivery("Read timeout expired")
+        except aiohttp.ClientError as error:
+            # Not str(error): aiohttp puts the URL (the bot's own secret path, maybe) in it.
+            return Delivery(f"Connection failed: {type(error).__name__}"[:_ERROR_MAX_CHARS])
+        return Delivery(None, _reply(body))
+
+    async def _webhook_reply(self, bot: RelayBot, reply: dict[str, Any]) -> None:
+        """Bot API: a webhook may answer with a method call in its body; Telegram runs it and
+        discards the result. So does the relay."""
+        method = str(reply.pop("method"))
+        lowered = method.lower()
+        if lowered.startswith("get") or lowered in _NOT_IN_WEBHOOK_REPLY:
+            return
+        application = await self._load(bot.bot_id)
+        if application is None or application.bot_token is None:
+            return
+        try:
+            await self._bot_api.call(application.bot_token, method, reply)
+        except (TelegramApiError, TelegramNetworkError) as error:
+            log.info("webhook reply failed", bot_id=bot.bot_id, error=str(error))
+
+    async def prune(self) -> int:
+        return await self._relay.prune(RETENTION_SECONDS)
+
+
+def _reply(body: bytes) -> dict[str, Any] | None:
+    if not body.strip():
+        return None
+    try:
+        reply = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(reply, dict) and isinstance(reply.get("method"), str):
+        return reply
+    return None
