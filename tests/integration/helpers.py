@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -47,3 +51,20 @@ def pay_fields(**overrides: Any) -> dict[str, Any]:
 
 def pay_request(**overrides: Any) -> payment_pb2.PayRequest:
     return payment_pb2.PayRequest(**pay_fields(**overrides))
+
+
+async def eventually(
+    check: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.05
+) -> Any:
+    """Waits until `check()` (a function or a coroutine function) returns something truthy, and
+    returns it; fails the test when it has not within `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout} s: {getattr(check, '__name__', check)}")
+        await asyncio.sleep(interval)

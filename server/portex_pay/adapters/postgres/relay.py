@@ -282,7 +282,7 @@ class RelayRepository:
         async with self._pool.acquire() as conn, conn.transaction():
             status = await conn.execute(
                 """
-                UPDATE relay_bots SET confirmed_offset = greatest(confirmed_offset, $3 + 1),
+                UPDATE relay_bots SET confirmed_offset = greatest(confirmed_offset, $3::bigint + 1),
                     attempts = 0, last_error = NULL
                 WHERE bot_id = $1 AND lease_owner = $2 AND webhook_url = $4
                 """,
