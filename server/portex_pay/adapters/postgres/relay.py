@@ -19,6 +19,7 @@ import asyncpg
 
 from portex_pay.adapters.postgres.pool import Conn
 from portex_pay.domain.relay import DEFAULT_KINDS
+from portex_pay.logging import register_secret
 
 CHANNEL = "portex_relay"
 _DEFAULT_KINDS = sorted(DEFAULT_KINDS)
@@ -49,6 +50,7 @@ class RelayedUpdate:
 
 
 def _bot(row: asyncpg.Record) -> RelayBot:
+    register_secret(row["webhook_secret"])  # redacted from every log line from now on
     allowed = row["allowed_updates"]
     return RelayBot(
         bot_id=row["bot_id"],
