@@ -226,6 +226,25 @@ async def test_the_bots_own_set_webhook_switches_it_to_webhook_relay(
     assert await bot.get_updates(timeout=0) == []
 
 
+async def test_a_method_in_the_webhooks_answer_is_run_as_telegram_would(
+    bot: Bot, shop: TestApp, fake_telegram: FakeBotApi
+) -> None:
+    """aiogram answers a webhook with the handler's method as multipart form data."""
+    dispatcher = Dispatcher()
+
+    @dispatcher.message(F.text)
+    async def echo(message: Message) -> Any:
+        return message.answer(f"replied in the webhook answer: {message.text}")
+
+    port = free_port()
+    async with webhook_server(dispatcher, bot, port, "s", in_background=False):
+        await bot.set_webhook(f"http://127.0.0.1:{port}/hook", secret_token="s")
+        await fake_telegram.send_user_message(shop.bot_token, USER, "hey")
+        await eventually(lambda: texts(fake_telegram, shop.bot_token, USER))
+    assert texts(fake_telegram, shop.bot_token, USER) == ["replied in the webhook answer: hey"]
+    await bot.delete_webhook()
+
+
 async def test_a_webhook_without_the_secret_is_refused_by_the_bot_and_retried(
     bot: Bot, shop: TestApp, fake_telegram: FakeBotApi
 ) -> None:
@@ -297,11 +316,13 @@ async def _paid(stub, shop: TestApp, order_id: int) -> bool:
 
 @contextlib.asynccontextmanager
 async def webhook_server(
-    dispatcher: Dispatcher, bot: Bot, port: int, secret: str
+    dispatcher: Dispatcher, bot: Bot, port: int, secret: str, *, in_background: bool = True
 ) -> AsyncIterator[None]:
     """The bot's own webhook endpoint, as aiogram serves it."""
     app = web.Application()
-    SimpleRequestHandler(dispatcher, bot, secret_token=secret).register(app, path="/hook")
+    SimpleRequestHandler(
+        dispatcher, bot, secret_token=secret, handle_in_background=in_background
+    ).register(app, path="/hook")
     runner = web.AppRunner(app)
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()

@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email
+import email.policy
 import json
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 import structlog
@@ -50,6 +52,8 @@ _DELIVERY_BOTS = 16  # bots delivered to at once per replica
 _RETRY_BASE = 0.5
 _RETRY_CAP = 30.0
 _ERROR_MAX_CHARS = 200
+_REPLY_MAX_BYTES = 1 << 20  # a webhook answer with a method call, read whole (larger: ignored)
+_METHOD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
 # Bot API: methods a webhook reply may not call (the reference server ignores them there).
 _NOT_IN_WEBHOOK_REPLY = ("setwebhook", "deletewebhook", "close", "logout")
 
@@ -94,11 +98,21 @@ def _allowed(params: dict[str, Any]) -> tuple[str, ...] | None:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhookReply:
+    """A method call in a webhook's answer: the method, and the body as the webhook sent it."""
+
+    method: str
+    body: bytes
+    content_type: str
+
+
+@dataclass(frozen=True, slots=True)
 class Delivery:
-    """The outcome of one POST to the app bot's webhook: None when it took the update."""
+    """The outcome of one POST to the app bot's webhook: `error` is None when it took the
+    update."""
 
     error: str | None
-    reply: dict[str, Any] | None = None
+    reply: WebhookReply | None = None
 
 
 class RelayService:
@@ -328,42 +342,71 @@ class RelayService:
                 timeout=aiohttp.ClientTimeout(total=self._webhook_timeout),
                 allow_redirects=False,
             ) as response:
-                body = await response.content.read(1 << 20)
+                body = await response.content.read(_REPLY_MAX_BYTES)
                 if not 200 <= response.status <= 299:
                     return Delivery(f"Wrong response from the webhook: {response.status}")
+                content_type = response.headers.get("Content-Type", "")
         except TimeoutError:
             return Delivery("Read timeout expired")
         except aiohttp.ClientError as error:
             # Not str(error): aiohttp puts the URL (the bot's own secret path, maybe) in it.
             return Delivery(f"Connection failed: {type(error).__name__}"[:_ERROR_MAX_CHARS])
-        return Delivery(None, _reply(body))
+        return Delivery(None, webhook_reply(body, content_type))
 
-    async def _webhook_reply(self, bot: RelayBot, reply: dict[str, Any]) -> None:
-        """Bot API: a webhook may answer with a method call in its body; Telegram runs it and
-        discards the result. So does the relay."""
-        method = str(reply.pop("method"))
-        lowered = method.lower()
+    async def _webhook_reply(self, bot: RelayBot, reply: WebhookReply) -> None:
+        """Bot API: a webhook may answer with a method call in its body (JSON or form data);
+        Telegram runs it and discards the result. So does the relay, sending the body on as it
+        came (the extra `method` field is ignored by Telegram)."""
+        lowered = reply.method.lower()
         if lowered.startswith("get") or lowered in _NOT_IN_WEBHOOK_REPLY:
             return
         application = await self._load(bot.bot_id)
         if application is None or application.bot_token is None:
             return
+        url = self._bot_api.method_url(application.bot_token, reply.method)
         try:
-            await self._bot_api.call(application.bot_token, method, reply)
-        except (TelegramApiError, TelegramNetworkError) as error:
-            log.info("webhook reply failed", bot_id=bot.bot_id, error=str(error))
+            async with self._bot_api.session.post(
+                url,
+                data=reply.body,
+                headers={"Content-Type": reply.content_type},
+                timeout=aiohttp.ClientTimeout(total=self._webhook_timeout),
+            ) as response:
+                await response.read()
+        except (aiohttp.ClientError, TimeoutError) as error:
+            log.info("webhook reply failed", bot_id=bot.bot_id, error=type(error).__name__)
 
     async def prune(self) -> int:
         return await self._relay.prune(RETENTION_SECONDS)
 
 
-def _reply(body: bytes) -> dict[str, Any] | None:
-    if not body.strip():
+def webhook_reply(body: bytes, content_type: str) -> WebhookReply | None:
+    """The method call in a webhook's answer, if any: a JSON object, or form data (aiogram
+    answers multipart/form-data), with a `method` field."""
+    if not body.strip() or len(body) >= _REPLY_MAX_BYTES:
         return None
-    try:
-        reply = json.loads(body)
-    except (ValueError, RecursionError):
+    media_type = content_type.partition(";")[0].strip().lower()
+    method: object = None
+    if media_type == "multipart/form-data":
+        message = email.message_from_bytes(
+            b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body,
+            policy=email.policy.HTTP,
+        )
+        if message.is_multipart():
+            for part in message.iter_parts():
+                if part.get_param("name", header="content-disposition") == "method":
+                    payload = part.get_payload(decode=True)
+                    if isinstance(payload, bytes):
+                        method = payload.decode("utf-8", "replace").strip()
+                    break
+    elif media_type == "application/x-www-form-urlencoded":
+        method = dict(parse_qsl(body.decode("utf-8", "replace"))).get("method")
+    else:
+        try:
+            decoded = json.loads(body)
+        except (ValueError, RecursionError):
+            return None
+        method = decoded.get("method") if isinstance(decoded, dict) else None
+        content_type = "application/json"
+    if not isinstance(method, str) or not _METHOD_NAME.fullmatch(method):
         return None
-    if isinstance(reply, dict) and isinstance(reply.get("method"), str):
-        return reply
-    return None
+    return WebhookReply(method, body, content_type)
