@@ -295,3 +295,30 @@ async def test_loading_an_application_or_a_callback_registers_its_secrets(
         claimed = await CallbackRepository(service.pool).claim_due(10, 60.0)
         assert [str(c.application_id) for c in claimed] == [app.id]
         assert redact(f"key {signing}") == f"key {REDACTED}"
+
+
+async def test_bot_tokens_in_proxy_paths_reach_no_log(
+    service: PortexApp, make_app: Any, fake_telegram: Any, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The Bot API proxy carries tokens in its paths: forwarded, refused and failed calls."""
+    app: TestApp = await make_app()
+    stranger = f"123456:{secrets.token_urlsafe(30)}"  # never registered anywhere
+    base = f"http://127.0.0.1:{service.http_port}"
+    fake_telegram.drop_connection("getMe", token=app.bot_token)
+    with rendered_logs(capfd) as read:
+        async with aiohttp.ClientSession() as http:
+            async with http.post(f"{base}/bot{app.bot_token}/getMe") as response:
+                assert response.status == 502  # Telegram hung up: logged, without the URL
+            async with http.post(f"{base}/bot{app.bot_token}/getMe") as response:
+                assert response.status == 200
+            async with http.post(f"{base}/bot{stranger}/getMe") as response:
+                assert response.status == 401
+            bad = {"Content-Type": "application/json"}
+            async with http.post(
+                f"{base}/bot{app.bot_token}/getUpdates", data=b"{", headers=bad
+            ) as response:
+                assert response.status == 400
+        output = read()
+    assert "proxy forward failed" in output  # the failure was logged, so this is not vacuous
+    for token in (app.bot_token, stranger):
+        assert token.partition(":")[2][:8] not in output
