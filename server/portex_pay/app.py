@@ -48,6 +48,7 @@ from portex_pay.api.http.app import ApplicationCache, create_http_app
 from portex_pay.config import Settings
 from portex_pay.logging import register_secret
 from portex_pay.service.auth import ApiKeyAuthenticator
+from portex_pay.service.bot_messages import BotMessagesService
 from portex_pay.service.callbacks import CallbackDispatcher, new_callback_session
 from portex_pay.service.catalog import CatalogService
 from portex_pay.service.edge import EdgeService, EdgeSettings
@@ -218,6 +219,7 @@ class PortexApp:
                     TelegramUserRepository(self._pool),
                     max_amount=settings.max_amount,
                 ),
+                BotMessagesService(applications),
             ),
             server,
         )

@@ -38,15 +38,18 @@ from portex_pay.adapters.telegram.client import new_session
 from portex_pay.app import PortexApp, telegram_client, wait_for_database
 from portex_pay.config import DEFAULT_GRPC_ADDR, ConfigError, Settings
 from portex_pay.domain.catalog import CatalogItem
+from portex_pay.domain.errors import ApplicationNotFound, InvalidArgument
 from portex_pay.domain.init_data import init_data_fields, sign_init_data
 from portex_pay.domain.text import single_line_problem
 from portex_pay.logging import configure_logging, register_secret
 from portex_pay.service.applications import (
     AdminError,
     ApplicationAdmin,
+    InvalidAdminInput,
     check_bot_token_text,
     item_json,
 )
+from portex_pay.service.bot_messages import TEXT_FIELDS, BotMessagesService
 from portex_pay.service.catalog import CatalogService
 from portex_pay.service.payments import utcnow
 from portex_pay.service.reconcile import reconcile
@@ -98,6 +101,10 @@ async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
         result: Any
         if options.admin_command in _EDGE_COMMANDS:
             result = await _edge_admin(admin, options)
+        elif options.admin_command in ("show-bot-messages", "set-bot-messages"):
+            result = await _bot_messages_admin(
+                BotMessagesService(ApplicationRepository(conn)), options
+            )
         elif options.admin_command == "create-app":
             application, key = await admin.create_app(options.name, options.bot_token)
             result = {"application_id": str(application.id), "api_key": key}
@@ -183,6 +190,36 @@ async def _edge_admin(admin: ApplicationAdmin, options: argparse.Namespace) -> d
         return {"application_id": str(app_id), "deleted": options.key}
     items = await admin.list_items(app_id)
     return {"application_id": str(app_id), "items": [item_json(item) for item in items]}
+
+
+_TEXT_OPTIONS = {name: "--" + name.replace("_", "-") for name in TEXT_FIELDS}
+
+
+async def _bot_messages_admin(
+    service: BotMessagesService, options: argparse.Namespace
+) -> dict[str, Any]:
+    """`show-bot-messages` / `set-bot-messages`: the messages as the bot sends them."""
+    app_id: UUID = options.app
+    try:
+        if options.admin_command == "show-bot-messages":
+            messages = await service.get(app_id)
+        else:
+            texts: dict[str, str | None] = {name: getattr(options, name) for name in TEXT_FIELDS}
+            for option in options.default or []:
+                name = option.replace("-", "_")
+                if texts[name] is not None:
+                    raise InvalidAdminInput(f"--{option} is both set and reset (--default)")
+                texts[name] = ""
+            buyer = None if options.buyer_messages is None else options.buyer_messages == "on"
+            messages = await service.set(app_id, texts, buyer)
+    except InvalidArgument as error:
+        problems = "; ".join(
+            f"{_TEXT_OPTIONS.get(v.field, 'the command')} {v.description}" for v in error.violations
+        )
+        raise InvalidAdminInput(f"invalid bot messages: {problems}") from None
+    except ApplicationNotFound:
+        raise AdminError(f"no application {app_id}") from None
+    return {"application_id": str(app_id), **dataclasses.asdict(messages)}
 
 
 async def run_init_data(options: argparse.Namespace) -> str:
@@ -364,6 +401,31 @@ def _parser() -> argparse.ArgumentParser:
     delete_item.add_argument("--key", required=True)
     list_items = admin.add_parser("list-items", help="the application's catalog")
     list_items.add_argument("--app", type=UUID, required=True)
+
+    # The bot's messages: /paysupport, /terms and the optional buyer messages.
+    show_messages = admin.add_parser(
+        "show-bot-messages", help="the texts the bot answers /paysupport and /terms with, and more"
+    )
+    show_messages.add_argument("--app", type=UUID, required=True)
+    set_messages = admin.add_parser(
+        "set-bot-messages", help="change the support texts and the buyer messages"
+    )
+    set_messages.add_argument("--app", type=UUID, required=True)
+    set_messages.add_argument("--support-text", help="answered to /paysupport")
+    set_messages.add_argument("--terms-text", help="answered to /terms")
+    set_messages.add_argument(
+        "--paid-message", help="sent to the buyer when paid; {bot} {order_id} {amount} {title}"
+    )
+    set_messages.add_argument("--refunded-message", help="sent to the buyer when refunded")
+    set_messages.add_argument(
+        "--buyer-messages", choices=["on", "off"], help="send the buyer messages (default off)"
+    )
+    set_messages.add_argument(
+        "--default",
+        action="append",
+        choices=[option.removeprefix("--") for option in _TEXT_OPTIONS.values()],
+        help="put this text back to the default; repeat",
+    )
     return parser
 
 

@@ -55,6 +55,8 @@ async def test_list_shows_the_payment_health_and_reflection_services(server):
             "DeleteCatalogItem",
             "ListCatalogItems",
             "GetTelegramUser",
+            "GetBotMessages",
+            "SetBotMessages",
         )
     }
 

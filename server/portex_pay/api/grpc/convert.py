@@ -14,6 +14,7 @@ from portex_pay.adapters.postgres.orders import order_from_json
 from portex_pay.domain.catalog import CatalogItem
 from portex_pay.domain.order import SDK_STATUS, Order, OrderState
 from portex_pay.domain.payments import PayCommand
+from portex_pay.service.bot_messages import TEXT_FIELDS, BotMessages
 
 _STATE = {
     OrderState.PENDING: payment_pb2.Order.PENDING,
@@ -175,3 +176,31 @@ def telegram_user_message(seen: SeenUser) -> payment_pb2.TelegramUser:
         if value is not None:
             setattr(message, field, value)
     return message
+
+
+def bot_message_texts(request: payment_pb2.SetBotMessagesRequest) -> dict[str, str | None]:
+    """The texts a SetBotMessages request changes (None: left unset, unchanged)."""
+    given = {
+        "support_text": request.support_text if request.HasField("support_text") else None,
+        "terms_text": request.terms_text if request.HasField("terms_text") else None,
+        "paid_message": request.paid_message if request.HasField("paid_message") else None,
+        "refunded_message": (
+            request.refunded_message if request.HasField("refunded_message") else None
+        ),
+    }
+    assert set(given) == set(TEXT_FIELDS)
+    return given
+
+
+def bot_messages_message(messages: BotMessages) -> payment_pb2.BotMessages:
+    return payment_pb2.BotMessages(
+        support_text=messages.support_text,
+        support_text_default=messages.support_text_default,
+        terms_text=messages.terms_text,
+        terms_text_default=messages.terms_text_default,
+        buyer_messages=messages.buyer_messages,
+        paid_message=messages.paid_message,
+        paid_message_default=messages.paid_message_default,
+        refunded_message=messages.refunded_message,
+        refunded_message_default=messages.refunded_message_default,
+    )

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.api.grpc.convert import (
+    bot_message_texts,
+    bot_messages_message,
     catalog_item,
     catalog_item_message,
     event_message,
@@ -17,6 +19,7 @@ from portex_pay.api.grpc.convert import (
 )
 from portex_pay.api.grpc.interceptor import current_application
 from portex_pay.domain.errors import FieldViolation, InvalidArgument
+from portex_pay.service.bot_messages import BotMessagesService
 from portex_pay.service.catalog import CatalogService
 from portex_pay.service.payments import OrderActions, PaymentsService, utcnow
 from portex_pay.service.refunds import RefundService
@@ -34,12 +37,14 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         refunds: RefundService,
         streamer: EventStreamer,
         catalog: CatalogService,
+        bot_messages: BotMessagesService,
     ) -> None:
         self._payments = payments
         self._actions = actions
         self._refunds = refunds
         self._streamer = streamer
         self._catalog = catalog
+        self._bot_messages = bot_messages
 
     async def Pay(
         self, request: payment_pb2.PayRequest, context: Context
@@ -171,6 +176,22 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     ) -> payment_pb2.TelegramUser:
         seen = await self._catalog.get_user(current_application.get().id, request.tg_use_id)
         return telegram_user_message(seen)
+
+    async def GetBotMessages(
+        self, request: payment_pb2.GetBotMessagesRequest, context: Context
+    ) -> payment_pb2.BotMessages:
+        messages = await self._bot_messages.get(current_application.get().id)
+        return bot_messages_message(messages)
+
+    async def SetBotMessages(
+        self, request: payment_pb2.SetBotMessagesRequest, context: Context
+    ) -> payment_pb2.BotMessages:
+        messages = await self._bot_messages.set(
+            current_application.get().id,
+            bot_message_texts(request),
+            request.buyer_messages if request.HasField("buyer_messages") else None,
+        )
+        return bot_messages_message(messages)
 
 
 def _filter(

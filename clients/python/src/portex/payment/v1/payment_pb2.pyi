@@ -1148,3 +1148,135 @@ class TelegramUser(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__username) -> _WhichOneofReturnType__username | None: ...
 
 Global___TelegramUser: _TypeAlias = TelegramUser  # noqa: Y015
+
+@_typing.final
+class GetBotMessagesRequest(_message.Message):
+    """Asks for the calling application's bot messages."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetBotMessagesRequest: _TypeAlias = GetBotMessagesRequest  # noqa: Y015
+
+@_typing.final
+class SetBotMessagesRequest(_message.Message):
+    """A change of the calling application's bot messages; unset fields are unchanged."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUPPORT_TEXT_FIELD_NUMBER: _builtins.int
+    TERMS_TEXT_FIELD_NUMBER: _builtins.int
+    BUYER_MESSAGES_FIELD_NUMBER: _builtins.int
+    PAID_MESSAGE_FIELD_NUMBER: _builtins.int
+    REFUNDED_MESSAGE_FIELD_NUMBER: _builtins.int
+    support_text: _builtins.str
+    """Answered to `/paysupport`; empty: the default."""
+    terms_text: _builtins.str
+    """Answered to `/terms`; empty: the default."""
+    buyer_messages: _builtins.bool
+    """Whether the buyer gets a message when an order is paid and when it is refunded (off by
+    default).
+    """
+    paid_message: _builtins.str
+    """Sent to the buyer when an order is paid; empty: the default. `{bot}`, `{order_id}`,
+    `{amount}` and `{title}` are filled in; any other brace is kept as written.
+    """
+    refunded_message: _builtins.str
+    """Sent to the buyer when an order is refunded; empty: the default. Same placeholders."""
+    def __init__(
+        self,
+        *,
+        support_text: _builtins.str | None = ...,
+        terms_text: _builtins.str | None = ...,
+        buyer_messages: _builtins.bool | None = ...,
+        paid_message: _builtins.str | None = ...,
+        refunded_message: _builtins.str | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_buyer_messages", b"_buyer_messages", "_paid_message", b"_paid_message", "_refunded_message", b"_refunded_message", "_support_text", b"_support_text", "_terms_text", b"_terms_text", "buyer_messages", b"buyer_messages", "paid_message", b"paid_message", "refunded_message", b"refunded_message", "support_text", b"support_text", "terms_text", b"terms_text"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_buyer_messages", b"_buyer_messages", "_paid_message", b"_paid_message", "_refunded_message", b"_refunded_message", "_support_text", b"_support_text", "_terms_text", b"_terms_text", "buyer_messages", b"buyer_messages", "paid_message", b"paid_message", "refunded_message", b"refunded_message", "support_text", b"support_text", "terms_text", b"terms_text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__buyer_messages: _TypeAlias = _typing.Literal["buyer_messages"]  # noqa: Y015
+    _WhichOneofArgType__buyer_messages: _TypeAlias = _typing.Literal["_buyer_messages", b"_buyer_messages"]  # noqa: Y015
+    _WhichOneofReturnType__paid_message: _TypeAlias = _typing.Literal["paid_message"]  # noqa: Y015
+    _WhichOneofArgType__paid_message: _TypeAlias = _typing.Literal["_paid_message", b"_paid_message"]  # noqa: Y015
+    _WhichOneofReturnType__refunded_message: _TypeAlias = _typing.Literal["refunded_message"]  # noqa: Y015
+    _WhichOneofArgType__refunded_message: _TypeAlias = _typing.Literal["_refunded_message", b"_refunded_message"]  # noqa: Y015
+    _WhichOneofReturnType__support_text: _TypeAlias = _typing.Literal["support_text"]  # noqa: Y015
+    _WhichOneofArgType__support_text: _TypeAlias = _typing.Literal["_support_text", b"_support_text"]  # noqa: Y015
+    _WhichOneofReturnType__terms_text: _TypeAlias = _typing.Literal["terms_text"]  # noqa: Y015
+    _WhichOneofArgType__terms_text: _TypeAlias = _typing.Literal["_terms_text", b"_terms_text"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__buyer_messages) -> _WhichOneofReturnType__buyer_messages | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__paid_message) -> _WhichOneofReturnType__paid_message | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__refunded_message) -> _WhichOneofReturnType__refunded_message | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__support_text) -> _WhichOneofReturnType__support_text | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__terms_text) -> _WhichOneofReturnType__terms_text | None: ...
+
+Global___SetBotMessagesRequest: _TypeAlias = SetBotMessagesRequest  # noqa: Y015
+
+@_typing.final
+class BotMessages(_message.Message):
+    """An application's bot messages, as its bot sends them (defaults filled in)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUPPORT_TEXT_FIELD_NUMBER: _builtins.int
+    SUPPORT_TEXT_DEFAULT_FIELD_NUMBER: _builtins.int
+    TERMS_TEXT_FIELD_NUMBER: _builtins.int
+    TERMS_TEXT_DEFAULT_FIELD_NUMBER: _builtins.int
+    BUYER_MESSAGES_FIELD_NUMBER: _builtins.int
+    PAID_MESSAGE_FIELD_NUMBER: _builtins.int
+    PAID_MESSAGE_DEFAULT_FIELD_NUMBER: _builtins.int
+    REFUNDED_MESSAGE_FIELD_NUMBER: _builtins.int
+    REFUNDED_MESSAGE_DEFAULT_FIELD_NUMBER: _builtins.int
+    support_text: _builtins.str
+    """The text answered to `/paysupport`."""
+    support_text_default: _builtins.bool
+    """True when `support_text` is the default (the application set none)."""
+    terms_text: _builtins.str
+    """The text answered to `/terms`."""
+    terms_text_default: _builtins.bool
+    """True when `terms_text` is the default."""
+    buyer_messages: _builtins.bool
+    """Whether buyer messages are sent."""
+    paid_message: _builtins.str
+    """The template sent when an order is paid (placeholders unfilled)."""
+    paid_message_default: _builtins.bool
+    """True when `paid_message` is the default."""
+    refunded_message: _builtins.str
+    """The template sent when an order is refunded (placeholders unfilled)."""
+    refunded_message_default: _builtins.bool
+    """True when `refunded_message` is the default."""
+    def __init__(
+        self,
+        *,
+        support_text: _builtins.str = ...,
+        support_text_default: _builtins.bool = ...,
+        terms_text: _builtins.str = ...,
+        terms_text_default: _builtins.bool = ...,
+        buyer_messages: _builtins.bool = ...,
+        paid_message: _builtins.str = ...,
+        paid_message_default: _builtins.bool = ...,
+        refunded_message: _builtins.str = ...,
+        refunded_message_default: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buyer_messages", b"buyer_messages", "paid_message", b"paid_message", "paid_message_default", b"paid_message_default", "refunded_message", b"refunded_message", "refunded_message_default", b"refunded_message_default", "support_text", b"support_text", "support_text_default", b"support_text_default", "terms_text", b"terms_text", "terms_text_default", b"terms_text_default"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BotMessages: _TypeAlias = BotMessages  # noqa: Y015

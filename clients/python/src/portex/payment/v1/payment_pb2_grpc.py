@@ -97,6 +97,16 @@ class PaymentServiceStub:
                 request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.GetTelegramUserRequest.SerializeToString,
                 response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.TelegramUser.FromString,
                 _registered_method=True)
+        self.GetBotMessages = channel.unary_unary(
+                '/portex.payment.v1.PaymentService/GetBotMessages',
+                request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.GetBotMessagesRequest.SerializeToString,
+                response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.BotMessages.FromString,
+                _registered_method=True)
+        self.SetBotMessages = channel.unary_unary(
+                '/portex.payment.v1.PaymentService/SetBotMessages',
+                request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.SetBotMessagesRequest.SerializeToString,
+                response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.BotMessages.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -225,6 +235,26 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBotMessages(self, request, context):
+        """Returns the calling application's bot messages as its bot sends them: the texts portex-pay
+        answers to `/paysupport` and `/terms` in private chats (Telegram's terms for bots selling
+        digital goods require them) and the optional buyer messages sent when an order is paid or
+        refunded. Texts the application never set are the English defaults, naming the bot.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetBotMessages(self, request, context):
+        """Changes the calling application's bot messages: a field left unset is unchanged, an empty
+        text goes back to the default. A text longer than 4096 characters (once stripped) or holding
+        NUL answers INVALID_ARGUMENT naming the field; so does a request that changes nothing.
+        Returns the messages as they are now.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -287,6 +317,16 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.GetTelegramUser,
                     request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.GetTelegramUserRequest.FromString,
                     response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.TelegramUser.SerializeToString,
+            ),
+            'GetBotMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBotMessages,
+                    request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.GetBotMessagesRequest.FromString,
+                    response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.BotMessages.SerializeToString,
+            ),
+            'SetBotMessages': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetBotMessages,
+                    request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.SetBotMessagesRequest.FromString,
+                    response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.BotMessages.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -616,6 +656,60 @@ class PaymentService:
             '/portex.payment.v1.PaymentService/GetTelegramUser',
             portex_dot_payment_dot_v1_dot_payment__pb2.GetTelegramUserRequest.SerializeToString,
             portex_dot_payment_dot_v1_dot_payment__pb2.TelegramUser.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBotMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portex.payment.v1.PaymentService/GetBotMessages',
+            portex_dot_payment_dot_v1_dot_payment__pb2.GetBotMessagesRequest.SerializeToString,
+            portex_dot_payment_dot_v1_dot_payment__pb2.BotMessages.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetBotMessages(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portex.payment.v1.PaymentService/SetBotMessages',
+            portex_dot_payment_dot_v1_dot_payment__pb2.SetBotMessagesRequest.SerializeToString,
+            portex_dot_payment_dot_v1_dot_payment__pb2.BotMessages.FromString,
             options,
             channel_credentials,
             insecure,

@@ -115,6 +115,18 @@ class PaymentServiceStub:
     saved (or one saved only by another application) answers NOT_FOUND with reason
     USER_NOT_FOUND.
     """
+    GetBotMessages: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetBotMessagesRequest, _payment_pb2.BotMessages]
+    """Returns the calling application's bot messages as its bot sends them: the texts portex-pay
+    answers to `/paysupport` and `/terms` in private chats (Telegram's terms for bots selling
+    digital goods require them) and the optional buyer messages sent when an order is paid or
+    refunded. Texts the application never set are the English defaults, naming the bot.
+    """
+    SetBotMessages: _grpc.UnaryUnaryMultiCallable[_payment_pb2.SetBotMessagesRequest, _payment_pb2.BotMessages]
+    """Changes the calling application's bot messages: a field left unset is unchanged, an empty
+    text goes back to the default. A text longer than 4096 characters (once stripped) or holding
+    NUL answers INVALID_ARGUMENT naming the field; so does a request that changes nothing.
+    Returns the messages as they are now.
+    """
 
 @_typing.type_check_only
 class PaymentServiceAsyncStub(PaymentServiceStub):
@@ -195,6 +207,18 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     and internal services can see who paid. A user the calling application's Mini App never
     saved (or one saved only by another application) answers NOT_FOUND with reason
     USER_NOT_FOUND.
+    """
+    GetBotMessages: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetBotMessagesRequest, _payment_pb2.BotMessages]  # type: ignore[assignment]
+    """Returns the calling application's bot messages as its bot sends them: the texts portex-pay
+    answers to `/paysupport` and `/terms` in private chats (Telegram's terms for bots selling
+    digital goods require them) and the optional buyer messages sent when an order is paid or
+    refunded. Texts the application never set are the English defaults, naming the bot.
+    """
+    SetBotMessages: _aio.UnaryUnaryMultiCallable[_payment_pb2.SetBotMessagesRequest, _payment_pb2.BotMessages]  # type: ignore[assignment]
+    """Changes the calling application's bot messages: a field left unset is unchanged, an empty
+    text goes back to the default. A text longer than 4096 characters (once stripped) or holding
+    NUL answers INVALID_ARGUMENT naming the field; so does a request that changes nothing.
+    Returns the messages as they are now.
     """
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -345,6 +369,30 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         and internal services can see who paid. A user the calling application's Mini App never
         saved (or one saved only by another application) answers NOT_FOUND with reason
         USER_NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def GetBotMessages(
+        self,
+        request: _payment_pb2.GetBotMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.BotMessages, _abc.Awaitable[_payment_pb2.BotMessages]]:
+        """Returns the calling application's bot messages as its bot sends them: the texts portex-pay
+        answers to `/paysupport` and `/terms` in private chats (Telegram's terms for bots selling
+        digital goods require them) and the optional buyer messages sent when an order is paid or
+        refunded. Texts the application never set are the English defaults, naming the bot.
+        """
+
+    @_abc_1.abstractmethod
+    def SetBotMessages(
+        self,
+        request: _payment_pb2.SetBotMessagesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.BotMessages, _abc.Awaitable[_payment_pb2.BotMessages]]:
+        """Changes the calling application's bot messages: a field left unset is unchanged, an empty
+        text goes back to the default. A text longer than 4096 characters (once stripped) or holding
+        NUL answers INVALID_ARGUMENT naming the field; so does a request that changes nothing.
+        Returns the messages as they are now.
         """
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
