@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -379,7 +380,7 @@ async def test_telegrams_errors_come_back_as_they_are(
 
 
 async def test_allowed_updates_reach_telegram_as_the_union_in_webhook_mode(
-    bot: Bot, shop: TestApp, fake_telegram: FakeBotApi
+    service: PortexApp, bot: Bot, shop: TestApp, fake_telegram: FakeBotApi
 ) -> None:
     await bot.get_updates(timeout=0, allowed_updates=["callback_query"])
     info = await _telegram_webhook_info(fake_telegram, shop.bot_token)
@@ -392,6 +393,17 @@ async def test_allowed_updates_reach_telegram_as_the_union_in_webhook_mode(
     # The bot asked for callback queries only: the message is not relayed to it.
     [update] = await bot.get_updates(timeout=0)
     assert update.callback_query is not None and update.callback_query.data == "go"
+    # An operator pointing the bot at portex-pay again keeps the union.
+    session = await new_session()
+    try:
+        admin = ApplicationAdmin(
+            ApplicationRepository(service.pool), BotApiClient(session, fake_telegram.base_url, 5.0)
+        )
+        await admin.register_webhook(uuid.UUID(shop.id), f"http://127.0.0.1:{service.http_port}")
+    finally:
+        await session.close()
+    info = await _telegram_webhook_info(fake_telegram, shop.bot_token)
+    assert set(info["allowed_updates"]) == {"callback_query", "message", "pre_checkout_query"}
 
 
 async def _telegram_webhook_info(fake: FakeBotApi, token: str) -> dict[str, Any]:

@@ -26,7 +26,6 @@ import asyncpg
 
 from portex_pay.adapters.postgres.applications import Application, ApplicationRepository
 from portex_pay.adapters.telegram import BotApiClient, TelegramApiError, TelegramNetworkError
-from portex_pay.adapters.telegram.client import ALLOWED_UPDATES
 from portex_pay.domain.catalog import (
     MAX_CALLBACK_PREFIXES,
     MAX_ORIGINS,
@@ -37,6 +36,7 @@ from portex_pay.domain.catalog import (
 )
 from portex_pay.domain.errors import ApplicationNotFound, InvalidArgument
 from portex_pay.domain.init_data import sign_init_data
+from portex_pay.domain.relay import telegram_allowed_updates
 from portex_pay.domain.text import single_line_problem
 from portex_pay.service.auth import new_api_key, new_secret
 from portex_pay.service.catalog import CatalogService
@@ -232,7 +232,8 @@ class ApplicationAdmin:
 
     async def register_webhook(self, application_id: UUID, public_url: str) -> str:
         """Points the application's bot at our webhook (setWebhook with its secret token and the
-        update kinds we need); returns the URL."""
+        update kinds we need, with those the app's own bot asked the relay for); returns the
+        URL."""
         application = await self._applications.get(application_id)
         if application is None or not application.bot_token:
             raise AdminError(f"no application {application_id} with a bot")
@@ -244,7 +245,9 @@ class ApplicationAdmin:
                 {
                     "url": url,
                     "secret_token": application.webhook_secret,
-                    "allowed_updates": ALLOWED_UPDATES,
+                    "allowed_updates": telegram_allowed_updates(
+                        await self._applications.relay_allowed_updates(application.id)
+                    ),
                 },
             )
         except (TelegramApiError, TelegramNetworkError) as error:

@@ -155,6 +155,15 @@ class ApplicationRepository:
         )
         return None if row is None else _application(row)
 
+    async def relay_allowed_updates(self, application_id: UUID) -> tuple[str, ...] | None:
+        """The update kinds the app's own bot asked the relay for (() for Telegram's default
+        set), or None when it does not use the relay."""
+        allowed = await self._db.fetchval(
+            "SELECT coalesce(allowed_updates, '{}') FROM relay_bots WHERE application_id = $1",
+            application_id,
+        )
+        return None if allowed is None else tuple(allowed)
+
     async def set_bot(
         self, application_id: UUID, bot_token: str, bot_id: int, bot_username: str | None
     ) -> bool:

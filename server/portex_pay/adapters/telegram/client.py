@@ -12,10 +12,6 @@ from typing import Any
 
 import aiohttp
 
-# The update kinds the service needs (Bot API, setWebhook / getUpdates `allowed_updates`):
-# payments arrive as messages (successful_payment, refunded_payment), checkouts as queries.
-ALLOWED_UPDATES = ["message", "pre_checkout_query"]
-
 
 class TelegramApiError(Exception):
     """Telegram answered `ok: false`."""
