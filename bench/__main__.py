@@ -1,4 +1,6 @@
-"""`make bench`: Pay and QueryOrder through real gRPC, PostgreSQL and the fake Bot API.
+"""`make bench`: Pay and QueryOrder through real gRPC, PostgreSQL and the fake Bot API; then the
+payment flow, the event stream, a flood of bad requests and the Bot API proxy and relay
+(bench/*.py).
 
 Everything runs on this machine: a throwaway PostgreSQL cluster, the fake Bot API and two service
 instances in one process, which differ only in the API-key cache (TTL 5 s vs 0, i.e. a database
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import grpc
 
+from bench.botapi import run_botapi_bench
 from bench.edge import EdgeClient, edge_calls
 from bench.flood import run_flood_bench
 from bench.payments import run_payments_bench
@@ -76,6 +79,7 @@ async def main() -> None:
             await run_payments_bench(cluster.dsn, Path(tmp))
             await run_stream_bench(cluster.dsn, Path(tmp))
             await run_flood_bench(cluster.dsn, Path(tmp))
+            await run_botapi_bench(cluster.dsn, Path(tmp))
         finally:
             cluster.destroy()
 
