@@ -73,6 +73,7 @@ async def _run_dev_once(workdir: Path) -> str:
             edge_order = await _the_banners_edge_curl_line_works(server.log_text(), env)
             await _wait_paid(stub, metadata, edge_order)  # the same orders over gRPC
             await _query_order_as_the_readme_shows(workdir, env, server.log_text(), edge_order)
+            await _the_bot_api_proxy_answers_as_the_readme_shows(workdir, env)
         process.send_signal(signal.SIGINT)
         assert await server.wait_exit(timeout=30) == 0
         return key
@@ -134,6 +135,18 @@ async def _query_order_as_the_readme_shows(
         answer = await response.json()
     assert answer["ok"] is True, answer
     assert (answer["result"]["status"], answer["result"]["status_description"]) == (1, "success")
+
+
+async def _the_bot_api_proxy_answers_as_the_readme_shows(
+    workdir: Path, env: dict[str, str]
+) -> None:
+    """README: the app's own bot points at portex-pay with the sandbox bot's token."""
+    token = (workdir / ".data" / "sandbox-bot-token").read_text().strip()
+    url = f"http://{env['PORTEX_HTTP_ADDR']}/bot{token}/getMe"
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        answer = await response.json()
+    assert answer["ok"] is True and answer["result"]["is_bot"] is True, answer
+    assert answer["result"]["id"] == int(token.partition(":")[0])
 
 
 async def _wait_paid(
