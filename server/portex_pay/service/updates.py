@@ -1,5 +1,11 @@
-"""Telegram updates, handled: pre-checkout decisions, successful and refunded payments, and the
-updates that cannot be processed.
+"""Telegram updates, handled: pre-checkout decisions, successful and refunded payments, support
+commands, buyer messages, the hand-over to the app's own bot (the relay, service/relay.py), and
+the updates that cannot be processed.
+
+What portex-pay owns it does first: its own pre-checkouts are answered and never relayed; its
+payments and refunds are recorded, and only then relayed. Checkouts and payments of invoices the
+app's bot created itself (the payload is not ours) go to the bot untouched when its relay is on,
+and are declined / recorded as anomalies as before when it is not. Everything else is the bot's.
 
 Webhook and poller both hand each update to `UpdateProcessor.handle`. A pre-checkout query must be
 answered within 10 seconds or Telegram cancels the payment (Bot API, answerPreCheckoutQuery), so
@@ -45,6 +51,7 @@ from portex_pay.domain.checkout import (
     decide_pre_checkout,
     decline,
 )
+from portex_pay.domain.order import Order
 from portex_pay.domain.payments import verify_invoice_payload
 from portex_pay.domain.relay import update_kind as relay_kind
 from portex_pay.domain.updates import (
@@ -190,15 +197,7 @@ class UpdateProcessor:
             await self._keep(application, parsed.update_id, update, raw)
             paid = result.outcome is not None and result.outcome.disposition is Disposition.ACCEPTED
             if paid and result.order is not None:
-                order = result.order
-                text = buyer_message(
-                    application,
-                    "paid",
-                    order_id=order.tg_payment_id,
-                    amount=order.amount,
-                    title=order.title,
-                )
-                await self._tell_buyer(application, update, text)
+                await self._tell_buyer(application, update, "paid", result.order)
         elif isinstance(parsed, RefundedPayment):
             assert application.bot_id is not None
             settled = await self._payments.record_refunded_payment(
@@ -209,15 +208,7 @@ class UpdateProcessor:
             )
             await self._keep(application, parsed.update_id, update, raw)
             if settled is not None and settled.order is not None:
-                order = settled.order
-                text = buyer_message(
-                    application,
-                    "refunded",
-                    order_id=order.tg_payment_id,
-                    amount=order.amount,
-                    title=order.title,
-                )
-                await self._tell_buyer(application, update, text)
+                await self._tell_buyer(application, update, "refunded", settled.order)
         else:
             assert isinstance(parsed, OtherUpdate)
             command = support_command(update, application.bot_username)
@@ -247,8 +238,13 @@ class UpdateProcessor:
             log.warning("checkout not relayed", error=repr(error), update_id=update_id)
             return False
 
-    async def _tell_buyer(self, application: Application, update: object, text: str | None) -> None:
+    async def _tell_buyer(
+        self, application: Application, update: object, event: str, order: Order
+    ) -> None:
         """A buyer message (optional per application); a failure is logged, not retried."""
+        text = buyer_message(
+            application, event, order_id=order.tg_payment_id, amount=order.amount, title=order.title
+        )
         if text is None or application.bot_token is None:
             return
         assert isinstance(update, dict)
