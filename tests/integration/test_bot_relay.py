@@ -543,3 +543,26 @@ async def test_callback_queries_reach_the_bot_through_a_dispatcher(
 async def _asked(fake: FakeBotApi, token: str) -> bool:
     info = await _telegram_webhook_info(fake, token)
     return "callback_query" in info.get("allowed_updates", [])
+
+
+async def test_a_refund_of_a_portex_order_is_relayed_after_it_is_recorded(
+    stub, bot: Bot, shop: TestApp, fake_telegram: FakeBotApi
+) -> None:
+    await bot.get_updates(timeout=0)  # relay on
+    created = await stub.Pay(pay_request(tg_use_id=USER), metadata=shop.metadata)
+    assert (await fake_telegram.pay_invoice(created.tg_payment_url, USER)).approved
+    await eventually(lambda: _paid(stub, shop, created.tg_payment_id))
+    request = payment_pb2.RefundPaymentRequest(tg_payment_id=created.tg_payment_id)
+    await stub.RefundPayment(request, metadata=shop.metadata)
+
+    async def refund_relayed() -> list[Message]:
+        updates = await bot.get_updates(timeout=1)
+        return [u.message for u in updates if u.message and u.message.refunded_payment]
+
+    [message] = await eventually(refund_relayed)
+    assert message.refunded_payment is not None
+    order_id = int(message.refunded_payment.invoice_payload.split(".")[1])
+    order = await stub.QueryOrder(
+        payment_pb2.QueryOrderRequest(tg_payment_id=order_id), metadata=shop.metadata
+    )
+    assert (order_id, order.state) == (created.tg_payment_id, Order.REFUNDED)
