@@ -21,7 +21,7 @@ from portex_pay.devtools.fake_bot_api import FakeBotApi
 from portex_pay.service.applications import ApplicationAdmin
 from tests.conftest import TestApp, create_test_app
 from tests.e2e.conftest import ServerFactory, ServerProcess
-from tests.integration.helpers import pay_request
+from tests.integration.helpers import eventually, pay_request
 
 USER = 6161
 
@@ -46,13 +46,6 @@ async def isolated(
     finally:
         await session.close()
         await conn.close()
-
-
-async def _until(probe: Callable[[], Awaitable[object]], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await probe():
-        assert time.monotonic() < deadline, "not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def _order(server: ServerProcess, app: TestApp, tg_payment_id: int) -> payment_pb2.Order:
@@ -91,7 +84,7 @@ async def test_a_refund_in_flight_when_its_server_is_killed_completes_after_rest
         order = await _order(second, app, paid.tg_payment_id)
         return order.state == payment_pb2.Order.REFUNDED
 
-    await _until(refunded)
+    await eventually(refunded, timeout=15)
     calls = fake_telegram.calls_for("refundStarPayment", token=app.bot_token)
     assert len(calls) == 2  # the one that died with the first server, and the retry
 
@@ -119,7 +112,7 @@ async def test_a_killed_poller_is_replaced_once_its_lease_lapses(
             )
             return value
 
-        await _until(owner)
+        await eventually(owner, timeout=15)
         holder_pid = int(str(await owner()).split(":")[1])
         holder = next(r for r in replicas if r.process and r.process.pid == holder_pid)
         standby = next(r for r in replicas if r is not holder)
@@ -194,7 +187,7 @@ async def test_a_running_server_delivers_signed_callbacks_and_retries_failures(
         async def all_arrived() -> bool:
             return len(received) >= 3
 
-        await _until(all_arrived, timeout=20)
+        await eventually(all_arrived, timeout=20)
     finally:
         await runner.cleanup()
     conn = await asyncpg.connect(dsn)

@@ -14,8 +14,7 @@ import json
 import os
 import signal
 import sys
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +34,7 @@ from portex_pay_client import (
 )
 from tests.conftest import TestApp, free_port
 from tests.e2e.conftest import ServerFactory
-from tests.integration.helpers import pay_request
+from tests.integration.helpers import eventually, pay_request
 
 pytestmark = pytest.mark.e2e
 
@@ -85,14 +84,6 @@ async def heartbeats_elapse(target: str, app: TestApp, count: int = 2) -> None:
             assert isinstance(message, payment_pb2.InvoiceEvent)
             beats += message.heartbeat
         stream.cancel()
-
-
-async def until(check: Callable[[], Awaitable[bool]], what: str, timeout: float = WAIT) -> None:
-    """Polls `check` until it holds (for states that no message announces)."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 @pytest.fixture
@@ -173,7 +164,9 @@ async def test_heartbeats_move_the_cursor_past_filtered_out_events_without_being
             async def moved() -> bool:
                 return events.cursor == invoice_created.cursor
 
-            await until(moved, "a heartbeat at order.invoice_created's position")
+            await eventually(
+                moved, what="a heartbeat at order.invoice_created's position", timeout=WAIT
+            )
             assert not waiting.done(), "a heartbeat or a filtered-out event was yielded"
         finally:
             waiting.cancel()
@@ -308,7 +301,7 @@ async def test_list_events_pages_through_every_event_with_next_page_tokens(
             pages.append(page)
         return len(pages) == len(expected) + 1
 
-    await until(listed_all, "every event to be listed")
+    await eventually(listed_all, what="every event to be listed", timeout=WAIT)
     assert seen([event for page in pages for event in page.events]) == expected
     assert [len(page.events) for page in pages] == [1, 1, 1, 1, 0]
     assert all(page.next_page_token for page in pages[:-1])

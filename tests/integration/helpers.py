@@ -53,18 +53,29 @@ def pay_request(**overrides: Any) -> payment_pb2.PayRequest:
     return payment_pb2.PayRequest(**pay_fields(**overrides))
 
 
+_ANY = object()
+
+
 async def eventually(
-    check: Callable[[], Any], *, timeout: float = 10.0, interval: float = 0.05
+    check: Callable[[], Any],
+    *,
+    equals: Any = _ANY,
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str | None = None,
 ) -> Any:
-    """Waits until `check()` (a function or a coroutine function) returns something truthy, and
-    returns it; fails the test when it has not within `timeout` seconds."""
+    """Waits until `check()` (a function or a coroutine function) returns something truthy, or
+    `equals` when given, and returns it; fails the test, naming `what` (or the check) and the
+    last value, when that has not happened within `timeout` seconds. The one way tests wait for
+    a state that nothing announces."""
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if inspect.isawaitable(value):
             value = await value
-        if value:
+        if (value == equals) if equals is not _ANY else value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout} s: {getattr(check, '__name__', check)}")
+            name = what or getattr(check, "__name__", repr(check))
+            raise AssertionError(f"not within {timeout} s: {name} (last {value!r})")
         await asyncio.sleep(interval)

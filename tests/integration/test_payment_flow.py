@@ -16,7 +16,7 @@ from portex_pay.app import PortexApp
 from portex_pay.devtools.fake_bot_api import FakeBotApi
 from portex_pay.domain.payments import sign_invoice_payload
 from tests.conftest import PAYLOAD_SECRET, TestApp
-from tests.integration.helpers import details, pay_request
+from tests.integration.helpers import details, eventually, pay_request
 
 Order = payment_pb2.Order
 USER = 4242
@@ -214,7 +214,7 @@ async def test_a_second_charge_of_a_paid_order_is_recorded_and_refunded(
         (first_charge, "accepted"),
         (second_charge, "duplicate"),
     }
-    await _until(lambda: _refund_state(service, second_charge), "succeeded")
+    await eventually(lambda: _refund_state(service, second_charge), equals="succeeded")
     refunds = fake_telegram.calls_for("refundStarPayment", token=shop.bot_token)
     assert [c.params["telegram_payment_charge_id"] for c in refunds] == [second_charge]
     order = await query(stub, shop, paid.tg_payment_id)
@@ -226,13 +226,6 @@ async def _refund_state(service: PortexApp, charge_id: str) -> str | None:
         "SELECT state FROM refunds WHERE telegram_payment_charge_id = $1", charge_id
     )
     return state
-
-
-async def _until(probe, expected, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (value := await probe()) != expected:
-        assert time.monotonic() < deadline, f"still {value!r}, expected {expected!r}"
-        await asyncio.sleep(0.02)
 
 
 async def test_a_payment_that_matches_no_order_is_an_announced_anomaly(
@@ -317,7 +310,7 @@ async def test_refund_payment_refunds_through_telegram_and_marks_the_order_refun
     async def order_state() -> int:
         return (await query(stub, shop, paid.tg_payment_id)).state
 
-    await _until(order_state, Order.REFUNDED)
+    await eventually(order_state, equals=Order.REFUNDED)
     again = await stub.RefundPayment(request, metadata=shop.metadata)
     assert again.refund.state == payment_pb2.Refund.SUCCEEDED
     assert again.order.status == 5
@@ -399,7 +392,7 @@ async def test_the_sweeper_expires_due_orders_once(stub, service, shop):
         )
         return state
 
-    await _until(stored_state, "expired")  # the service's own sweeper
+    await eventually(stored_state, equals="expired")  # the service's own sweeper
     await repository.expire_due(100)
     types = [e["type"] for e in await events(service, created.tg_payment_id)]
     assert types.count("order.expired") == 1
@@ -428,7 +421,7 @@ async def test_charge_already_refunded_counts_as_done(stub, shop, fake_telegram)
     async def state() -> int:
         return (await query(stub, shop, tg_payment_id)).state
 
-    await _until(state, Order.REFUNDED)
+    await eventually(state, equals=Order.REFUNDED)
     assert len(fake_telegram.calls_for("refundStarPayment", token=shop.bot_token)) == 1
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -12,7 +11,7 @@ from portex.payment.v1 import payment_pb2
 from portex_pay.app import PortexApp
 from portex_pay.devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp, make_settings
-from tests.integration.helpers import pay_request
+from tests.integration.helpers import eventually, pay_request
 
 USER = 5151
 
@@ -46,13 +45,6 @@ def polls(replica: PortexApp, bot_id: int) -> int:
     assert replica.pollers is not None
     poller = replica.pollers.pollers.get(bot_id)
     return 0 if poller is None else poller.polls
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_a_payment_completes_through_long_polling(
@@ -90,15 +82,15 @@ async def test_two_replicas_one_consumer_and_the_other_takes_over(
     app: TestApp = await make_app(updates="polling")
     bot_id = int(app.bot_token.split(":")[0])
     first, second = await start_replica(), await start_replica()
-    await _until(lambda: polls(first, bot_id) + polls(second, bot_id) > 0)
+    await eventually(lambda: polls(first, bot_id) + polls(second, bot_id) > 0)
     holder, standby = (first, second) if polls(first, bot_id) else (second, first)
     # Several lease periods: the standby never polls while the holder is alive.
     started = polls(holder, bot_id)
-    await _until(lambda: polls(holder, bot_id) >= started + 3)
+    await eventually(lambda: polls(holder, bot_id) >= started + 3)
     assert polls(standby, bot_id) == 0
 
     await holder.stop()
-    await _until(lambda: polls(standby, bot_id) > 0, timeout=10)
+    await eventually(lambda: polls(standby, bot_id) > 0, timeout=10)
     paid = await stub.Pay(pay_request(tg_use_id=USER), metadata=app.metadata)
     assert (await fake_telegram.pay_invoice(paid.tg_payment_url, USER)).approved
     await fake_telegram.drain(app.bot_token)
