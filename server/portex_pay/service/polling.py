@@ -59,6 +59,7 @@ class BotPoller:
         bot_id = self.application.bot_id
         token = self.application.bot_token
         assert bot_id is not None and token is not None
+        structlog.contextvars.bind_contextvars(worker="poller", bot_id=bot_id)
         holding = False
         try:
             while True:

@@ -304,6 +304,7 @@ class RelayService:
         return sum(done)
 
     async def _deliver_bot(self, bot: RelayBot) -> int:
+        structlog.contextvars.bind_contextvars(bot_id=bot.bot_id)  # gather gave it its own task
         delivered = 0
         try:
             for update in await self._relay.due_updates(bot, _DELIVERY_BATCH):

@@ -29,6 +29,8 @@ class PeriodicWorker:
         self._wake.set()
 
     async def run(self) -> None:
+        # The worker's task is its own context: every line it logs names it.
+        structlog.contextvars.bind_contextvars(worker=self.name)
         while True:
             try:
                 handled = await self._step()

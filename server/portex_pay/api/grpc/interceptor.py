@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
+import secrets
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -241,12 +242,16 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
         return checked_call
 
     async def _enter(self, call: _Call, authorization: str | None, request: Any) -> None:
-        call.request_id = getattr(request, "request_id", None) or None
+        # The client's idempotency key when the request has one, else an id of our own: every
+        # log line of this RPC carries it, with the method and (once known) the application.
+        call.request_id = getattr(request, "request_id", None) or f"rpc-{secrets.token_hex(6)}"
+        # Never reset (these and current_application): gRPC runs each RPC in a task of its own,
+        # whose context dies with it, and a stream's generator may be closed later from another
+        # task (another Context), where reset would raise.
+        structlog.contextvars.bind_contextvars(method=call.method, request_id=call.request_id)
         application = await self._authenticator.authenticate(authorization)
         call.application_id = str(application.id)
-        # Never reset: gRPC runs each RPC in a task of its own, whose context dies with it, and
-        # a stream's generator may be closed later from another task (another Context), where
-        # reset would raise.
+        structlog.contextvars.bind_contextvars(application_id=call.application_id)
         current_application.set(application)
 
     async def _fail(self, call: _Call, context: Context, error: Exception) -> None:
