@@ -2,7 +2,9 @@
 
 `PortexApp(settings)` wires everything; `start()` connects, migrates and begins serving gRPC
 (PaymentService, health, reflection) and HTTP on one event loop, with its background tasks (health
-probe, idempotency-key pruning) owned and named; `stop()` shuts down gracefully: health goes
+probe, pruners, outbox workers, pollers, the relay's webhook delivery) owned, named and supervised
+(a task that dies is logged with its traceback and started again after a backoff:
+service/worker.supervise); `stop()` shuts down gracefully: health goes
 NOT_SERVING, no new RPCs are accepted, in-flight RPCs get `shutdown_grace` seconds, then the tasks,
 the HTTP server, the Telegram session and the pool are closed.
 """
@@ -14,7 +16,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from datetime import timedelta
 from typing import Any
 
@@ -58,7 +60,7 @@ from portex_pay.service.refunds import RefundService
 from portex_pay.service.relay import RelayService
 from portex_pay.service.stream import EventHub, EventStreamer
 from portex_pay.service.updates import UpdateProcessor
-from portex_pay.service.worker import PeriodicWorker
+from portex_pay.service.worker import PeriodicWorker, supervise
 
 log = structlog.get_logger(__name__)
 
@@ -280,22 +282,22 @@ class PortexApp:
         await site.start()
         self.http_port = self._http_runner.addresses[0][1]
 
-        self._spawn("health-probe", self._probe_database())
+        self._spawn("health-probe", self._probe_database)
         key_ttl = settings.idempotency_ttl_seconds
         idempotency_pruner = PeriodicWorker(
             "idempotency-pruner", lambda: orders.prune_idempotency_keys(key_ttl), idle=3600.0
         )
-        self._spawn("idempotency-pruner", idempotency_pruner.run())
-        self._spawn("event-hub", self.hub.run())
-        self._spawn("event-listener", self.listener.run())
+        self._spawn("idempotency-pruner", idempotency_pruner.run)
+        self._spawn("event-hub", self.hub.run)
+        self._spawn("event-listener", self.listener.run)
         retention = settings.event_retention_days * 86_400
         pruner = PeriodicWorker("event-pruner", lambda: events.prune(retention), idle=600.0)
-        self._spawn("event-pruner", pruner.run())
-        self._spawn("refunds", refund_worker.run())
+        self._spawn("event-pruner", pruner.run)
+        self._spawn("refunds", refund_worker.run)
         expiry = PeriodicWorker(
             "expiry", lambda: orders.expire_due(500), idle=settings.expiry_interval
         )
-        self._spawn("expiry", expiry.run())
+        self._spawn("expiry", expiry.run)
         if settings.callback_delivery:
             # Its own session: a slow receiver must not take the Bot API's connections.
             self._callback_session = await new_callback_session(
@@ -307,7 +309,7 @@ class PortexApp:
                 timeout=settings.callback_timeout,
                 max_attempts=settings.callback_max_attempts,
             )
-            self._spawn("callbacks", PeriodicWorker("callbacks", dispatcher.step, idle=1.0).run())
+            self._spawn("callbacks", PeriodicWorker("callbacks", dispatcher.step, idle=1.0).run)
         if self.relay is not None and relay_worker is not None:
             # Its own guarded session: the app bot's webhook URL is chosen by whoever holds the
             # bot token, so it gets the callbacks' address rule (PORTEX_CALLBACK_ALLOW_PRIVATE).
@@ -315,10 +317,10 @@ class PortexApp:
                 concurrency=16, allow_private=settings.callback_allow_private
             )
             self.relay.webhook_session = self._relay_session
-            self._spawn("relay-webhooks", relay_worker.run())
+            self._spawn("relay-webhooks", relay_worker.run)
             relay = self.relay
             relay_pruner = PeriodicWorker("relay-pruner", relay.prune, idle=600.0)
-            self._spawn("relay-pruner", relay_pruner.run())
+            self._spawn("relay-pruner", relay_pruner.run)
         if settings.telegram_pollers:
             leases = PollLeases(self._pool, replica, settings.poll_lease_seconds)
             self.pollers = pollers = PollerManager(
@@ -334,11 +336,13 @@ class PortexApp:
                 default_mode=settings.telegram_updates,
                 refresh=min(5.0, settings.poll_lease_seconds / 3),
             )
-            self._spawn("pollers", pollers.run())
+            self._spawn("pollers", pollers.run)
         log.info("serving", grpc_port=self.grpc_port, http_port=self.http_port)
 
-    def _spawn(self, name: str, coroutine: Coroutine[Any, Any, None]) -> None:
-        self._tasks.append(asyncio.create_task(coroutine, name=name))
+    def _spawn(self, name: str, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Runs `run()` as a named background task, supervised: an unexpected death is logged
+        as an error with its traceback and the task is started again after a backoff."""
+        self._tasks.append(asyncio.create_task(supervise(name, run), name=name))
 
     async def _set_serving(self, serving: bool) -> None:
         if serving != self._serving:

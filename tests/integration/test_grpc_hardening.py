@@ -579,7 +579,7 @@ async def test_shutdown_ends_a_background_task_that_swallows_a_cancel(start_serv
             swallowed.set()  # as if wait_for had returned the result instead
         await asyncio.sleep(3600)
 
-    service._spawn("stubborn", stubborn())
+    service._spawn("stubborn", stubborn)
     await asyncio.sleep(0)
     await asyncio.wait_for(service.stop(), timeout=10)
     assert swallowed.is_set()
