@@ -14,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import signal
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any
 
@@ -410,3 +411,22 @@ class PortexApp:
         if self._pool is not None:
             await self._pool.close()
         log.info("stopped")
+
+
+async def serve(
+    settings: Settings, before_stop: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """Runs the service until SIGTERM or SIGINT, then stops it gracefully (`portex-pay serve`,
+    `make run`)."""
+    app = PortexApp(settings)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await app.stop()
+        if before_stop is not None:
+            await before_stop()

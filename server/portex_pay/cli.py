@@ -15,11 +15,8 @@ import asyncio
 import dataclasses
 import json
 import os
-import signal
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -35,8 +32,8 @@ from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.postgres.payments import PaymentRepository
 from portex_pay.adapters.postgres.pool import create_pool
 from portex_pay.adapters.telegram.client import new_session
-from portex_pay.app import PortexApp, telegram_client, wait_for_database
-from portex_pay.config import DEFAULT_GRPC_ADDR, ConfigError, Settings
+from portex_pay.app import serve, telegram_client, wait_for_database
+from portex_pay.config import DEFAULT_GRPC_ADDR, DEV_DATA_DIR, ConfigError, Settings
 from portex_pay.domain.catalog import CatalogItem
 from portex_pay.domain.errors import ApplicationNotFound, InvalidArgument
 from portex_pay.domain.init_data import init_data_fields, sign_init_data
@@ -56,23 +53,6 @@ from portex_pay.service.reconcile import reconcile
 from portex_pay.service.updates import UpdateProcessor
 
 log = structlog.get_logger(__name__)
-
-
-async def serve(
-    settings: Settings, before_stop: Callable[[], Awaitable[None]] | None = None
-) -> None:
-    app = PortexApp(settings)
-    await app.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
-        await stop.wait()
-    finally:
-        await app.stop()
-        if before_stop is not None:
-            await before_stop()
 
 
 async def run_migrate(settings: Settings) -> None:
@@ -265,9 +245,7 @@ async def run_init_data(options: argparse.Namespace) -> str:
 
 def _sandbox_bot_token() -> str | None:
     """The sandbox bot `make run` binds the development application to, when it has run here."""
-    from portex_pay.devtools.run import DATA_DIR  # devtools.run imports this module
-
-    path = Path(DATA_DIR) / "sandbox-bot-token"
+    path = DEV_DATA_DIR / "sandbox-bot-token"
     return path.read_text().strip() if path.is_file() else None
 
 

@@ -11,6 +11,7 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 from portex_pay.domain.init_data import PRODUCTION_PUBLIC_KEY, TEST_PUBLIC_KEY
@@ -20,6 +21,11 @@ DEFAULT_GRPC_ADDR = "127.0.0.1:50051"
 
 class ConfigError(ValueError):
     """The environment does not describe a valid configuration."""
+
+
+# `make run`'s state (its private PostgreSQL, the sandbox bot's token, the dev API key), relative
+# to the checkout it runs in.
+DEV_DATA_DIR = Path(".data")
 
 
 @dataclass(frozen=True, slots=True)

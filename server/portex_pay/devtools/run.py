@@ -23,9 +23,8 @@ from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.catalog import CatalogRepository
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import new_session
-from portex_pay.app import telegram_client, wait_for_database
-from portex_pay.cli import serve
-from portex_pay.config import ConfigError, Settings
+from portex_pay.app import serve, telegram_client, wait_for_database
+from portex_pay.config import DEV_DATA_DIR, ConfigError, Settings
 from portex_pay.devtools.fake_bot_api import FakeBotApi
 from portex_pay.devtools.pgcluster import PgCluster
 from portex_pay.domain.catalog import CatalogItem
@@ -33,7 +32,7 @@ from portex_pay.domain.init_data import init_data_fields, sign_init_data
 from portex_pay.logging import configure_logging
 from portex_pay.service.applications import ApplicationAdmin
 
-DATA_DIR = Path(".data")
+DATA_DIR = DEV_DATA_DIR
 DEV_APP = "dev"
 DEV_ITEM = CatalogItem(key="item", amount=5, title="Book", description="Magic book")
 DEV_USER = 42
