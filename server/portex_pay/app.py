@@ -157,7 +157,7 @@ class PortexApp:
             max_attempts=settings.refund_max_attempts,
             lease_seconds=settings.refund_lease_seconds,
         )
-        refund_worker = PeriodicWorker("refunds", self.refunds.step, idle=2.0)
+        refund_worker = PeriodicWorker("refunds", self.refunds.step, idle=settings.refund_interval)
         self.refunds.wake = refund_worker.wake
         replica = _replica_id()
         bot_applications = ApplicationCache(applications.get_by_bot_id, settings.auth_cache_ttl)
@@ -170,7 +170,9 @@ class PortexApp:
                 default_updates_mode=settings.telegram_updates,
                 webhook_timeout=settings.relay_webhook_timeout,
             )
-            relay_worker = PeriodicWorker("relay-webhooks", self.relay.deliver_step, idle=1.0)
+            relay_worker = PeriodicWorker(
+                "relay-webhooks", self.relay.deliver_step, idle=settings.relay_interval
+            )
             self.relay.wake_delivery = relay_worker.wake
         self.processor = UpdateProcessor(
             payment_records,
@@ -286,13 +288,17 @@ class PortexApp:
         self._spawn("health-probe", self._probe_database)
         key_ttl = settings.idempotency_ttl_seconds
         idempotency_pruner = PeriodicWorker(
-            "idempotency-pruner", lambda: orders.prune_idempotency_keys(key_ttl), idle=3600.0
+            "idempotency-pruner",
+            lambda: orders.prune_idempotency_keys(key_ttl),
+            idle=settings.prune_interval,
         )
         self._spawn("idempotency-pruner", idempotency_pruner.run)
         self._spawn("event-hub", self.hub.run)
         self._spawn("event-listener", self.listener.run)
         retention = settings.event_retention_days * 86_400
-        pruner = PeriodicWorker("event-pruner", lambda: events.prune(retention), idle=600.0)
+        pruner = PeriodicWorker(
+            "event-pruner", lambda: events.prune(retention), idle=settings.prune_interval
+        )
         self._spawn("event-pruner", pruner.run)
         self._spawn("refunds", refund_worker.run)
         expiry = PeriodicWorker(
@@ -310,7 +316,10 @@ class PortexApp:
                 timeout=settings.callback_timeout,
                 max_attempts=settings.callback_max_attempts,
             )
-            self._spawn("callbacks", PeriodicWorker("callbacks", dispatcher.step, idle=1.0).run)
+            self._spawn(
+                "callbacks",
+                PeriodicWorker("callbacks", dispatcher.step, idle=settings.callback_interval).run,
+            )
         if self.relay is not None and relay_worker is not None:
             # Its own guarded session: the app bot's webhook URL is chosen by whoever holds the
             # bot token, so it gets the callbacks' address rule (PORTEX_CALLBACK_ALLOW_PRIVATE).
@@ -320,7 +329,7 @@ class PortexApp:
             self.relay.webhook_session = self._relay_session
             self._spawn("relay-webhooks", relay_worker.run)
             relay = self.relay
-            relay_pruner = PeriodicWorker("relay-pruner", relay.prune, idle=600.0)
+            relay_pruner = PeriodicWorker("relay-pruner", relay.prune, idle=settings.prune_interval)
             self._spawn("relay-pruner", relay_pruner.run)
         if settings.telegram_pollers:
             leases = PollLeases(self._pool, replica, settings.poll_lease_seconds)

@@ -86,6 +86,12 @@ class Settings:
     # the application's own bot.
     bot_proxy: bool = True
     relay_webhook_timeout: float = 10.0  # seconds the app bot's webhook has to answer
+    # Background workers: seconds a worker with nothing to do waits before it looks again (a
+    # request that writes work wakes its worker at once).
+    refund_interval: float = 2.0
+    callback_interval: float = 1.0
+    relay_interval: float = 1.0
+    prune_interval: float = 600.0  # idempotency keys, events, relayed updates
 
     def init_data_key(self) -> bytes | None:
         """The Ed25519 public key initData signatures are checked with (None: HMAC only)."""
