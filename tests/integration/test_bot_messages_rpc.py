@@ -78,7 +78,7 @@ async def test_bad_texts_and_empty_changes_are_invalid_argument(stub, make_app) 
     found = await _refused(stub, app, support_text="x" * 4097, refunded_message="a\x00b")
     violations = {v.field: v.description for v in found["BadRequest"].field_violations}
     assert set(violations) == {"support_text", "refunded_message"}
-    assert "4096" in violations["support_text"] and "NUL" in violations["refunded_message"]
+    assert "4096" in violations["support_text"] and "U+0000" in violations["refunded_message"]
     found = await _refused(stub, app)
     assert [v.field for v in found["BadRequest"].field_violations] == ["request"]
     assert (await _get(stub, app)).support_text_default  # nothing was changed

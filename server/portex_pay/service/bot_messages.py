@@ -5,18 +5,19 @@ both doors.
 
 A change names only what it changes: an absent text is unchanged, an empty (or blank) text goes
 back to the default, any other text is kept as given (1-4096 characters once stripped, the
-length of one Telegram message; no NUL, no lone surrogate). A change that changes nothing is
+length of one Telegram message; free text as domain/text.py defines it: no control characters
+but TAB, LF and CR, no lone surrogate). A change that changes nothing is
 refused.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from uuid import UUID
 
 from portex_pay.adapters.postgres.applications import Application, ApplicationRepository
 from portex_pay.domain.errors import ApplicationNotFound, FieldViolation, InvalidArgument
+from portex_pay.domain.text import free_text_problem
 from portex_pay.service.support import (
     DEFAULT_PAID_MESSAGE,
     DEFAULT_REFUNDED_MESSAGE,
@@ -25,7 +26,6 @@ from portex_pay.service.support import (
 )
 
 TEXT_FIELDS = ("support_text", "terms_text", "paid_message", "refunded_message")
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +58,11 @@ class BotMessages:
 
 
 def text_problem(text: str) -> str | None:
-    """Why `text` cannot be a bot message (a field violation's description), or None."""
-    if _UNSTORABLE.search(text):
-        return "must not contain NUL or lone surrogates"
+    """Why `text` cannot be a bot message (a field violation's description), or None: the
+    project's free-text rule (line breaks allowed), within one Telegram message."""
+    problem = free_text_problem(text)
+    if problem is not None:
+        return problem
     if len(text.strip()) > MESSAGE_MAX_CHARS:
         return f"must be at most {MESSAGE_MAX_CHARS} characters"
     return None

@@ -248,7 +248,8 @@ class PaymentServiceServicer:
     def SetBotMessages(self, request, context):
         """Changes the calling application's bot messages: a field left unset is unchanged, an empty
         text goes back to the default. A text longer than 4096 characters (once stripped) or holding
-        NUL answers INVALID_ARGUMENT naming the field; so does a request that changes nothing.
+        a control character other than TAB, LF and CR answers INVALID_ARGUMENT naming the field; so
+        does a request that changes nothing.
         Returns the messages as they are now.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -124,7 +124,8 @@ class PaymentServiceStub:
     SetBotMessages: _grpc.UnaryUnaryMultiCallable[_payment_pb2.SetBotMessagesRequest, _payment_pb2.BotMessages]
     """Changes the calling application's bot messages: a field left unset is unchanged, an empty
     text goes back to the default. A text longer than 4096 characters (once stripped) or holding
-    NUL answers INVALID_ARGUMENT naming the field; so does a request that changes nothing.
+    a control character other than TAB, LF and CR answers INVALID_ARGUMENT naming the field; so
+    does a request that changes nothing.
     Returns the messages as they are now.
     """
 
@@ -217,7 +218,8 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     SetBotMessages: _aio.UnaryUnaryMultiCallable[_payment_pb2.SetBotMessagesRequest, _payment_pb2.BotMessages]  # type: ignore[assignment]
     """Changes the calling application's bot messages: a field left unset is unchanged, an empty
     text goes back to the default. A text longer than 4096 characters (once stripped) or holding
-    NUL answers INVALID_ARGUMENT naming the field; so does a request that changes nothing.
+    a control character other than TAB, LF and CR answers INVALID_ARGUMENT naming the field; so
+    does a request that changes nothing.
     Returns the messages as they are now.
     """
 
@@ -391,7 +393,8 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_payment_pb2.BotMessages, _abc.Awaitable[_payment_pb2.BotMessages]]:
         """Changes the calling application's bot messages: a field left unset is unchanged, an empty
         text goes back to the default. A text longer than 4096 characters (once stripped) or holding
-        NUL answers INVALID_ARGUMENT naming the field; so does a request that changes nothing.
+        a control character other than TAB, LF and CR answers INVALID_ARGUMENT naming the field; so
+        does a request that changes nothing.
         Returns the messages as they are now.
         """
 
