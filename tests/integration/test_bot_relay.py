@@ -100,7 +100,7 @@ async def test_the_bot_gets_start_and_answers_through_the_proxy(
         await message.answer(f"Welcome, {message.chat.id}")
 
     async with polling(dispatcher, bot):
-        await eventually(lambda: _relay_on(bot))
+        await turn_relay_on(bot)
         await fake_telegram.send_user_message(shop.bot_token, USER, "/start")
         await eventually(lambda: texts(fake_telegram, shop.bot_token, USER))
     assert texts(fake_telegram, shop.bot_token, USER) == [f"Welcome, {USER}"]
@@ -109,10 +109,22 @@ async def test_the_bot_gets_start_and_answers_through_the_proxy(
     assert sent.params["chat_id"] in (USER, str(USER))
 
 
-async def _relay_on(bot: Bot) -> bool:
+async def turn_relay_on(bot: Bot) -> None:
     """The bot's first call to an update method turns its relay on."""
     info = await bot.get_webhook_info()
-    return info.url == ""
+    assert info.url == ""
+
+
+async def long_poll_started(pool: Any, bot: Bot, before: int) -> bool:
+    """Whether a getUpdates newer than generation `before` has begun (each one bumps it)."""
+    return await poll_generation(pool, bot) > before
+
+
+async def poll_generation(pool: Any, bot: Bot) -> int:
+    found: int = await pool.fetchval(
+        "SELECT poll_generation FROM relay_bots WHERE bot_id = $1", bot.id
+    )
+    return found
 
 
 async def test_support_commands_are_answered_by_portex_pay_and_not_relayed(
@@ -146,7 +158,7 @@ async def test_the_bots_own_invoice_is_its_own_to_answer_and_is_not_recorded(
         await message.answer("Thanks for buying from the bot itself")
 
     async with polling(dispatcher, bot):
-        await eventually(lambda: _relay_on(bot))
+        await turn_relay_on(bot)
         await fake_telegram.send_user_message(shop.bot_token, USER, "hi")  # opens the chat
         sent = await bot.send_invoice(
             USER,
@@ -193,7 +205,7 @@ async def test_a_portex_order_is_answered_by_portex_and_its_payment_relayed_afte
         seen_states.append((order_id, order.state))
 
     async with polling(dispatcher, bot):
-        await eventually(lambda: _relay_on(bot))
+        await turn_relay_on(bot)
         created = await stub.Pay(pay_request(tg_use_id=USER), metadata=shop.metadata)
         outcome = await fake_telegram.pay_invoice(created.tg_payment_url, USER)
         assert outcome.approved
@@ -416,10 +428,13 @@ async def _telegram_webhook_info(fake: FakeBotApi, token: str) -> dict[str, Any]
         await session.close()
 
 
-async def test_a_newer_get_updates_ends_the_waiting_one_with_409(bot: Bot, shop: TestApp) -> None:
+async def test_a_newer_get_updates_ends_the_waiting_one_with_409(
+    service: PortexApp, bot: Bot, shop: TestApp
+) -> None:
     await bot.get_updates(timeout=0)
+    before = await poll_generation(service.pool, bot)
     waiting = asyncio.create_task(bot.get_updates(timeout=20))
-    await asyncio.sleep(0.5)
+    await eventually(lambda: long_poll_started(service.pool, bot, before))
     second = proxied_twin(bot, shop)
     try:
         assert await second.get_updates(timeout=0) == []
@@ -483,8 +498,9 @@ async def test_the_relay_survives_a_restart_and_is_one_queue_across_replicas(
         assert await bot.get_updates(offset=updates[-1].update_id + 1, timeout=0) == []
         assert await other_replica.get_updates(timeout=0) == []
         # A long poll on one replica wakes for an update the other replica took from Telegram.
+        before = await poll_generation(service.pool, bot)
         waiting = asyncio.create_task(other_replica.get_updates(timeout=20))
-        await asyncio.sleep(0.3)
+        await eventually(lambda: long_poll_started(service.pool, bot, before))
         await fake_telegram.send_user_message(shop.bot_token, USER, "after")
         [late] = await asyncio.wait_for(waiting, 15)
         assert late.message and late.message.text == "after"
@@ -530,7 +546,7 @@ async def test_callback_queries_reach_the_bot_through_a_dispatcher(
         await query.answer("ok")
 
     async with polling(dispatcher, bot, allowed_updates=["message", "callback_query"]):
-        await eventually(lambda: _relay_on(bot))
+        await turn_relay_on(bot)
         await fake_telegram.send_user_message(shop.bot_token, USER, "hi")  # opens the chat
         sent = await bot.send_message(USER, "Menu", reply_markup=keyboard("buy"))
         await eventually(lambda: _asked(fake_telegram, shop.bot_token))

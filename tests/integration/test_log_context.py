@@ -15,7 +15,7 @@ from portex_pay.app import PortexApp
 from portex_pay.devtools.fake_bot_api import FakeBotApi
 from portex_pay.service.worker import PeriodicWorker
 from tests.conftest import TestApp
-from tests.integration.helpers import pay_request
+from tests.integration.helpers import eventually, pay_request
 from tests.integration.test_log_redaction import json_lines, rendered_logs
 
 PAY = "/portex.payment.v1.PaymentService/Pay"
@@ -58,7 +58,7 @@ async def test_a_workers_lines_name_the_worker(capfd: pytest.CaptureFixture[str]
     worker = PeriodicWorker("test-worker", failing_step, idle=3600)
     with rendered_logs(capfd) as read:
         task = asyncio.create_task(worker.run())
-        await asyncio.sleep(0.1)
+        await eventually(lambda: "worker step failed" in read())
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         lines = json_lines(read())
