@@ -16,12 +16,12 @@ help:
 	@echo "make proto  - regenerate the gRPC stubs from protos/"
 	@echo "make bench  - benchmarks, printing their figures"
 
-$(STAMP): pyproject.toml clients/python/pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml devtools/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip setuptools wheel
-	$(BIN)/pip install --quiet --disable-pip-version-check -e clients/python -e '.[dev]'
+	$(BIN)/pip install --quiet --disable-pip-version-check -e clients/python -e '.[dev]' -e devtools
 	@# No system PostgreSQL server? Take the one packaged on PyPI (pgserver ships its binaries).
-	$(BIN)/python -c 'from portex_pay.devtools.pgcluster import find_postgres_bindir as f; f()' \
+	$(BIN)/python -c 'from portex_pay_devtools.pgcluster import find_postgres_bindir as f; f()' \
 		2>/dev/null || $(BIN)/pip install --quiet --disable-pip-version-check $(PG_FALLBACK)
 	touch $@
 
@@ -29,10 +29,10 @@ venv: $(STAMP)
 
 # Generated stubs are committed (clients install without grpcio-tools) and never edited by hand.
 proto: $(STAMP)
-	$(BIN)/python -m portex_pay.devtools.genproto --out $(GEN_DIR)
+	$(BIN)/python -m portex_pay_devtools.genproto --out $(GEN_DIR)
 
 proto-check: $(STAMP)
-	$(BIN)/python -m portex_pay.devtools.genproto --out $(GEN_DIR) --check
+	$(BIN)/python -m portex_pay_devtools.genproto --out $(GEN_DIR) --check
 
 check: $(STAMP) proto-check
 	$(BIN)/ruff check .

@@ -31,11 +31,11 @@ from portex_pay.adapters.postgres.catalog import CatalogRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp
 from portex_pay.config import Settings
-from portex_pay.devtools.fake_bot_api import FakeBotApi
-from portex_pay.devtools.pgcluster import PgCluster
 from portex_pay.domain.catalog import CatalogItem
 from portex_pay.logging import configure_logging
 from portex_pay.service.applications import ApplicationAdmin
+from portex_pay_devtools.fake_bot_api import FakeBotApi
+from portex_pay_devtools.pgcluster import PgCluster
 
 CONCURRENCY = 16
 ROUNDS = 3

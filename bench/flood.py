@@ -31,8 +31,8 @@ from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.config import Settings
-from portex_pay.devtools.fake_bot_api import FakeBotApi
 from portex_pay.service.applications import ApplicationAdmin
+from portex_pay_devtools.fake_bot_api import FakeBotApi
 
 CONCURRENCY = 16
 REQUESTS = 300  # per server

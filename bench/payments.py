@@ -27,9 +27,9 @@ from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
-from portex_pay.devtools.fake_bot_api import FakeBotApi
 from portex_pay.domain.payments import sign_invoice_payload
 from portex_pay.service.applications import ApplicationAdmin
+from portex_pay_devtools.fake_bot_api import FakeBotApi
 
 SECRET = "bench-payload-secret-" + "x" * 32
 APPS = 20

@@ -25,9 +25,9 @@ from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp
 from portex_pay.config import Settings
-from portex_pay.devtools.fake_bot_api import FakeBotApi
-from portex_pay.devtools.pgcluster import PgCluster
 from portex_pay.service.applications import ApplicationAdmin
+from portex_pay_devtools.fake_bot_api import FakeBotApi
+from portex_pay_devtools.pgcluster import PgCluster
 
 PAYLOAD_SECRET = "test-payload-secret-" + "x" * 32
 

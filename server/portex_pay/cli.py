@@ -423,8 +423,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         if options.command == "dev":
-            from portex_pay.devtools.run import run_dev
-
+            try:
+                from portex_pay_devtools.run import run_dev
+            except ImportError:
+                print(
+                    "portex-pay dev needs the development tools (portex-pay-devtools); "
+                    "run it from a checkout with `make run`",
+                    file=sys.stderr,
+                )
+                return 2
             return run_dev()
         settings = Settings.from_env(serving=options.command == "serve")
     except ConfigError as error:

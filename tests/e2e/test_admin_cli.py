@@ -15,7 +15,7 @@ import pytest
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.app import PortexApp
-from portex_pay.devtools.fake_bot_api import FakeBotApi
+from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import PAYLOAD_SECRET, TestApp, new_bot_token
 from tests.integration.helpers import pay_request
 

@@ -19,9 +19,9 @@ from urllib.parse import parse_qs
 import pytest
 
 from portex_pay.app import PortexApp
-from portex_pay.devtools.fake_bot_api import FakeBotApi
 from portex_pay.domain.catalog import MAX_CALLBACK_PREFIXES, MAX_ORIGINS
 from portex_pay.domain.init_data import verify_init_data
+from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import PAYLOAD_SECRET, TestApp, new_bot_token
 from tests.e2e.conftest import ServerFactory
 

@@ -21,7 +21,6 @@ import pytest
 
 from portex.payment.v1 import payment_pb2
 from portex_pay.app import PortexApp
-from portex_pay.devtools.fake_bot_api import FakeBotApi
 from portex_pay_client import (
     AsyncPaymentClient,
     Order,
@@ -32,6 +31,7 @@ from portex_pay_client import (
     ResumePaymentResponse,
     RetryPolicy,
 )
+from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp, free_port
 from tests.e2e.conftest import ServerProcess
 from tests.integration.helpers import pay_fields, pay_request

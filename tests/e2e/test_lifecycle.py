@@ -13,8 +13,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
-from portex_pay.devtools.fake_bot_api import FakeBotApi
-from portex_pay.devtools.pgcluster import PgCluster
+from portex_pay_devtools.fake_bot_api import FakeBotApi
+from portex_pay_devtools.pgcluster import PgCluster
 from tests.conftest import TestApp, free_port
 from tests.e2e.conftest import ServerFactory, ServerProcess
 from tests.integration.helpers import details, pay_request

@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
-from portex_pay.devtools.fake_bot_api import FakeBotApi
+from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp
 from tests.e2e.conftest import ServerFactory
 from tests.integration.helpers import pay_request

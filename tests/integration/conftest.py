@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from portex_pay.devtools.fake_bot_api import FakeBotApi
+from portex_pay_devtools.fake_bot_api import FakeBotApi
 
 
 @pytest.fixture(autouse=True)

@@ -10,7 +10,7 @@ import pytest
 
 from portex.payment.v1 import payment_pb2
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
-from portex_pay.devtools.fake_bot_api import FakeBotApi
+from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp
 from tests.integration.helpers import details, eventually
 

@@ -34,8 +34,8 @@ from portex.payment.v1 import payment_pb2
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp
-from portex_pay.devtools.fake_bot_api import FakeBotApi
 from portex_pay.service.applications import ApplicationAdmin
+from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp, create_test_app, free_port, make_settings
 from tests.integration.helpers import eventually, pay_request
 

@@ -38,9 +38,9 @@ from portex_pay.adapters.postgres.callbacks import CallbackRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp
 from portex_pay.config import ConfigError, Settings
-from portex_pay.devtools.fake_bot_api import FakeBotApi
 from portex_pay.service.applications import ApplicationAdmin
 from portex_pay.service.callbacks import CallbackDispatcher, new_callback_session
+from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp, create_test_app, free_port, make_settings
 from tests.integration.helpers import pay_request
 

@@ -26,9 +26,9 @@ from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp
-from portex_pay.devtools.fake_bot_api import FakeBotApi
-from portex_pay.devtools.pgcluster import PgCluster
 from portex_pay.service.applications import ApplicationAdmin
+from portex_pay_devtools.fake_bot_api import FakeBotApi
+from portex_pay_devtools.pgcluster import PgCluster
 from tests.conftest import TestApp, create_test_app, make_settings
 from tests.integration.helpers import pay_request
 

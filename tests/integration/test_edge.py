@@ -36,9 +36,9 @@ from portex.payment.v1 import payment_pb2
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.catalog import CatalogRepository, TelegramUserRepository
 from portex_pay.app import PortexApp
-from portex_pay.devtools.fake_bot_api import FakeBotApi
 from portex_pay.domain.catalog import CatalogItem, PricingMode
 from portex_pay.domain.init_data import init_data_fields, sign_init_data, sign_init_data_ed25519
+from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp, make_settings, new_bot_token
 from tests.integration.helpers import pay_request
 

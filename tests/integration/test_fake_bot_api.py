@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from portex_pay.devtools.fake_bot_api import (
+from portex_pay_devtools.fake_bot_api import (
     MAX_DOWNLOAD_SIZE,
     MAX_UPLOAD_SIZE,
     FakeBotApi,
@@ -1764,7 +1764,7 @@ async def test_the_cli_announces_its_address_and_stops_on_sigterm(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "portex_pay.devtools.fake_bot_api",
+        "portex_pay_devtools.fake_bot_api",
         "--port",
         "0",
         "--accept-any-token",

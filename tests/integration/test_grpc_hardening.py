@@ -35,9 +35,9 @@ from portex_pay.adapters.postgres.events import Cursor, MalformedCursor
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.api.grpc.errors import is_database_outage
 from portex_pay.app import PortexApp
-from portex_pay.devtools.fake_bot_api import FakeBotApi
-from portex_pay.devtools.pgcluster import PgCluster
 from portex_pay.service.applications import ApplicationAdmin
+from portex_pay_devtools.fake_bot_api import FakeBotApi
+from portex_pay_devtools.pgcluster import PgCluster
 from tests.conftest import TestApp, create_test_app, make_settings
 from tests.integration.helpers import details, pay_request
 

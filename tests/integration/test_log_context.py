@@ -12,8 +12,8 @@ import pytest
 
 from portex.payment.v1 import payment_pb2
 from portex_pay.app import PortexApp
-from portex_pay.devtools.fake_bot_api import FakeBotApi
 from portex_pay.service.worker import PeriodicWorker
+from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp
 from tests.integration.helpers import eventually, pay_request
 from tests.integration.test_log_redaction import json_lines, rendered_logs

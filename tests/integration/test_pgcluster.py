@@ -19,8 +19,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from portex_pay.devtools import pgcluster
-from portex_pay.devtools.pgcluster import (
+from portex_pay_devtools import pgcluster
+from portex_pay_devtools.pgcluster import (
     PgCluster,
     PgClusterError,
     PostgresNotFound,
@@ -207,7 +207,7 @@ _FORK_UNDER_GRPC = textwrap.dedent(
 
     import grpc
 
-    from portex_pay.devtools.pgcluster import PgCluster
+    from portex_pay_devtools.pgcluster import PgCluster
 
     forks = [0]
     libc = ctypes.CDLL(None)

@@ -9,7 +9,7 @@ import pytest
 
 from portex.payment.v1 import payment_pb2
 from portex_pay.app import PortexApp
-from portex_pay.devtools.fake_bot_api import FakeBotApi
+from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp, make_settings
 from tests.integration.helpers import eventually, pay_request
 

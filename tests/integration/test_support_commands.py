@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from portex_pay.devtools.fake_bot_api import FakeBotApi
+from portex_pay_devtools.fake_bot_api import FakeBotApi
 
 USER = 5150
 

@@ -10,7 +10,7 @@ from portex_pay.adapters.telegram.client import (
     TelegramNetworkError,
     new_session,
 )
-from portex_pay.devtools.fake_bot_api import FakeBotApi
+from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import new_bot_token
 
 

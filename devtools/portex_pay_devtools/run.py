@@ -25,12 +25,12 @@ from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import new_session
 from portex_pay.app import serve, telegram_client, wait_for_database
 from portex_pay.config import DEV_DATA_DIR, ConfigError, Settings
-from portex_pay.devtools.fake_bot_api import FakeBotApi
-from portex_pay.devtools.pgcluster import PgCluster
 from portex_pay.domain.catalog import CatalogItem
 from portex_pay.domain.init_data import init_data_fields, sign_init_data
 from portex_pay.logging import configure_logging
 from portex_pay.service.applications import ApplicationAdmin
+from portex_pay_devtools.fake_bot_api import FakeBotApi
+from portex_pay_devtools.pgcluster import PgCluster
 
 DATA_DIR = DEV_DATA_DIR
 DEV_APP = "dev"

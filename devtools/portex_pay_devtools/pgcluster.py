@@ -466,7 +466,7 @@ class PgCluster:
         # no other hosts, whatever listen_addresses someone later puts in postgresql.conf.
         self._write_owned(
             self.data_dir / "pg_hba.conf",
-            "# Written by portex_pay.devtools.pgcluster: trust on loopback only.\n"
+            "# Written by portex_pay_devtools.pgcluster: trust on loopback only.\n"
             "# TYPE  DATABASE  USER  ADDRESS       METHOD\n"
             "local   all       all                 trust\n"
             "host    all       all   127.0.0.1/32  trust\n"
@@ -505,11 +505,11 @@ class PgCluster:
         conf = self.data_dir / "postgresql.conf"
         if INCLUDE_LINE not in conf.read_text(encoding="utf-8"):
             with conf.open("a", encoding="utf-8") as fh:
-                fh.write(f"\n# Settings managed by portex_pay.devtools.pgcluster\n{INCLUDE_LINE}\n")
+                fh.write(f"\n# Settings managed by portex_pay_devtools.pgcluster\n{INCLUDE_LINE}\n")
         body = "".join(f"{key} = {value}\n" for key, value in self._settings(port).items())
         self._write_owned(
             self.data_dir / CONF_NAME,
-            "# Rewritten by portex_pay.devtools.pgcluster on every start; edit postgresql.conf.\n"
+            "# Rewritten by portex_pay_devtools.pgcluster on every start; edit postgresql.conf.\n"
             + body,
         )
 

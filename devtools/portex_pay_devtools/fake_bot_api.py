@@ -8,7 +8,7 @@ sendInvoice, deleteMessage, commands, callback queries). It also plays the users
 payment, refunds) and the user who chats with the bot (`send_user_message`,
 `send_callback_query`), and delivers updates by webhook or long polling; tests drive it
 in-process or, through the `/_fake/` control routes, from another process, and `make run` starts
-it as the local Telegram sandbox (`python -m portex_pay.devtools.fake_bot_api`). It enforces the
+it as the local Telegram sandbox (`python -m portex_pay_devtools.fake_bot_api`). It enforces the
 rules of docs/telegram-stars.md (Bot API 10.1) and follows the reference server
 (github.com/tdlib/telegram-bot-api, Client.cpp); where it departs from Telegram on purpose, the
 code says so.
@@ -2346,7 +2346,7 @@ async def _serve(host: str, port: int, accept_any_token: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m portex_pay.devtools.fake_bot_api",
+        prog="python -m portex_pay_devtools.fake_bot_api",
         description="Run the fake Telegram Bot API (the local Telegram sandbox).",
     )
     parser.add_argument("--host", default="127.0.0.1")
