@@ -35,6 +35,7 @@ proto-check: $(STAMP)
 	$(BIN)/python -m portex_pay_devtools.genproto --out $(GEN_DIR) --check
 
 check: $(STAMP) proto-check
+	$(BIN)/python -m portex_pay_devtools.unasync --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy

@@ -30,6 +30,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
+from portex_pay.adapters.http_guard import HttpPoster, new_callback_session
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.callbacks import CallbackRepository
 from portex_pay.adapters.postgres.catalog import CatalogRepository, TelegramUserRepository
@@ -52,7 +53,7 @@ from portex_pay.config import Settings
 from portex_pay.logging import register_secret
 from portex_pay.service.auth import ApiKeyAuthenticator
 from portex_pay.service.bot_messages import BotMessagesService
-from portex_pay.service.callbacks import CallbackDispatcher, new_callback_session
+from portex_pay.service.callbacks import CallbackDispatcher
 from portex_pay.service.catalog import CatalogService
 from portex_pay.service.edge import EdgeService, EdgeSettings
 from portex_pay.service.payments import OrderActions, PaymentSettings, PaymentsService, utcnow
@@ -312,7 +313,7 @@ class PortexApp:
             )
             dispatcher = CallbackDispatcher(
                 CallbackRepository(self._pool),
-                self._callback_session,
+                HttpPoster(self._callback_session),
                 timeout=settings.callback_timeout,
                 max_attempts=settings.callback_max_attempts,
             )
@@ -326,7 +327,7 @@ class PortexApp:
             self._relay_session = await new_callback_session(
                 concurrency=16, allow_private=settings.callback_allow_private
             )
-            self.relay.webhook_session = self._relay_session
+            self.relay.webhook_poster = HttpPoster(self._relay_session)
             self._spawn("relay-webhooks", relay_worker.run)
             relay = self.relay
             relay_pruner = PeriodicWorker("relay-pruner", relay.prune, idle=settings.prune_interval)

@@ -49,7 +49,7 @@ async def fake_telegram_username(fake: FakeBotApi, app: TestApp) -> str:
         me = await BotApiClient(session, fake.base_url, 5.0).get_me(app.bot_token)
     finally:
         await session.close()
-    return str(me["username"])
+    return str(me.username)
 
 
 async def test_a_change_names_what_it_changes_and_an_empty_text_resets(stub, make_app) -> None:

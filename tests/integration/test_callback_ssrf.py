@@ -30,7 +30,9 @@ from portex_pay.adapters.http_guard import (
     AddressGuard,
     AddressNotAllowed,
     GuardedResolver,
+    HttpPoster,
     address_refusal,
+    new_callback_session,
     refused_reason,
 )
 from portex_pay.adapters.postgres.applications import ApplicationRepository
@@ -39,7 +41,7 @@ from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp
 from portex_pay.config import ConfigError, Settings
 from portex_pay.service.applications import ApplicationAdmin
-from portex_pay.service.callbacks import CallbackDispatcher, new_callback_session
+from portex_pay.service.callbacks import CallbackDispatcher
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp, create_test_app, free_port, make_settings
 from tests.integration.helpers import pay_request
@@ -491,7 +493,7 @@ async def test_a_refused_delivery_backs_off_and_is_given_up_after_max_attempts(
     try:
         dispatcher = CallbackDispatcher(
             CallbackRepository(service.pool),
-            session,
+            HttpPoster(session),
             timeout=2.0,
             max_attempts=2,
             base_backoff=60.0,

@@ -22,6 +22,7 @@ import pytest
 import structlog
 from aiohttp import web
 
+from portex_pay.adapters.http_guard import HttpPoster
 from portex_pay.adapters.postgres.callbacks import CallbackRepository
 from portex_pay.app import PortexApp
 from portex_pay.domain.callbacks import verify_callback
@@ -136,7 +137,7 @@ async def make_dispatcher(service: PortexApp) -> AsyncIterator[Callable[..., Cal
     def make(repository: CallbackRepository | None = None, **options: Any) -> CallbackDispatcher:
         options = {"timeout": 2.0, "base_backoff": 60.0, **options}
         return CallbackDispatcher(
-            repository or CallbackRepository(service.pool), session, **options
+            repository or CallbackRepository(service.pool), HttpPoster(session), **options
         )
 
     try:

@@ -12,12 +12,13 @@ import aiohttp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from portex_pay.adapters.postgres.applications import Application, ApplicationRepository
+from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.dead_letters import DeadLetterRepository
 from portex_pay.adapters.postgres.orders import OrderRepository
 from portex_pay.adapters.postgres.payments import PaymentRepository
 from portex_pay.adapters.postgres.pool import create_pool
 from portex_pay.adapters.telegram import BotApiClient
+from portex_pay.domain.application import Application
 from portex_pay.domain.payments import PayCommand, sign_invoice_payload
 from portex_pay.service.payments import utcnow
 from portex_pay.service.updates import UpdateProcessor

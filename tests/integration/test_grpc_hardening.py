@@ -31,10 +31,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.postgres.applications import ApplicationRepository
-from portex_pay.adapters.postgres.events import Cursor, MalformedCursor
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.api.grpc.errors import is_database_outage
 from portex_pay.app import PortexApp
+from portex_pay.domain.events import Cursor, MalformedCursor
 from portex_pay.service.applications import ApplicationAdmin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from portex_pay_devtools.pgcluster import PgCluster

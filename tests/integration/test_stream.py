@@ -291,9 +291,10 @@ async def test_a_malformed_cursor_is_invalid_argument(stub, app):
 
 async def test_pruning_removes_old_events_and_records_the_horizon(empty_db: str):
     """On a database of its own: the horizon it records would expire other tests' cursors."""
-    from portex_pay.adapters.postgres.events import Cursor, EventLog
+    from portex_pay.adapters.postgres.events import EventLog
     from portex_pay.adapters.postgres.migrations import migrate
     from portex_pay.adapters.postgres.pool import create_pool
+    from portex_pay.domain.events import Cursor
 
     pool = await create_pool(empty_db, min_size=1, max_size=2)
     try:
@@ -406,9 +407,10 @@ async def test_five_hundred_subscribers_all_receive_each_event(service, app):
 async def test_stream_order_compares_transaction_ids_as_numbers(empty_db: str):
     """xid 9 comes before xid 10 and 100 (as text it would not), so no event is reordered or
     skipped when transaction ids gain a digit."""
-    from portex_pay.adapters.postgres.events import Cursor, EventLog
+    from portex_pay.adapters.postgres.events import EventLog
     from portex_pay.adapters.postgres.migrations import migrate
     from portex_pay.adapters.postgres.pool import create_pool
+    from portex_pay.domain.events import Cursor
 
     pool = await create_pool(empty_db, min_size=1, max_size=2)
     try:

@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from uuid import uuid4
 
 import pytest
 
 from portex_pay.domain.errors import IllegalTransition
-from portex_pay.domain.order import SDK_STATUS, TRANSITIONS, Order, OrderState, check_transition
+from portex_pay.domain.order import (
+    EXPIRABLE,
+    PAYABLE,
+    SDK_STATUS,
+    TRANSITIONS,
+    Order,
+    OrderState,
+    check_transition,
+    sources,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -67,3 +80,44 @@ def test_a_paid_order_can_only_be_refunded() -> None:
 def test_an_expired_order_can_only_still_be_paid() -> None:
     """Telegram charges only after our approval: a charge landing after the sweep pays."""
     assert TRANSITIONS[OrderState.EXPIRED] == {OrderState.PAID}
+
+
+# The SQL guards of the PostgreSQL adapter are `state = ANY(sources(target))`: written out by
+# hand here, so that a change to the table shows up as a change to what the database accepts.
+@pytest.mark.parametrize(
+    ("target", "allowed"),
+    [
+        (OrderState.PENDING, ["pending", "failed"]),
+        (OrderState.FAILED, ["pending", "failed"]),
+        (OrderState.CANCELLED, ["pending", "failed"]),
+        (OrderState.EXPIRED, ["pending", "failed"]),
+        (OrderState.PAID, ["pending", "expired"]),
+        (OrderState.REFUNDED, ["paid"]),
+    ],
+)
+def test_the_states_a_change_may_start_from_come_from_the_table(target, allowed) -> None:
+    assert sources(target) == allowed
+    for state in OrderState:
+        legal = state.value in allowed
+        try:
+            check_transition(state, target)
+        except IllegalTransition:
+            assert not legal
+        else:
+            assert legal
+
+
+def test_what_expires_and_what_is_payable_follow_the_table() -> None:
+    assert {OrderState.PENDING, OrderState.FAILED} == EXPIRABLE
+    for state in OrderState:
+        expired = order(state, expires_in=-1).state_at(NOW)
+        assert expired is (OrderState.EXPIRED if state in EXPIRABLE else state)
+    assert {OrderState.PENDING} == PAYABLE
+
+
+def test_the_order_adapter_writes_no_state_guard_of_its_own() -> None:
+    """A `state IN (...)` or `state = '<literal>'` condition in the orders SQL would be a second
+    copy of the table; its guards are `state = ANY($n)` with `sources()` (or PAYABLE)."""
+    text = (ROOT / "server/portex_pay/adapters/postgres/orders.py").read_text()
+    assert not re.findall(r"(?:WHERE|AND)\s+state\s*(?:IN\s*\(|=\s*'|<>)", text)
+    assert text.count("state = ANY(") == 6

@@ -19,14 +19,17 @@ The rule (`address_refusal`) is applied where aiohttp decides what to connect to
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import ipaddress
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+
+from portex_pay.service.ports import HttpAnswer, PostFailed
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 Refusal = Callable[[str], "str | None"]
@@ -216,10 +219,90 @@ def refused_reason(error: BaseException) -> str | None:
     return None
 
 
+USER_AGENT = "portex-pay-callbacks/1"
+
+
+async def new_callback_session(
+    concurrency: int = 16,
+    *,
+    allow_private: bool = False,
+    resolver: AbstractResolver | None = None,
+) -> aiohttp.ClientSession:
+    """A session for URLs our clients chose, so that slow receivers cannot take the connections
+    the Bot API needs. No cookies (receivers must not be able to set state in it), no proxy
+    variables from the environment, statuses are read rather than raised. Unless
+    `allow_private`, it connects to globally reachable addresses only (`AddressGuard`;
+    `resolver` is the one it wraps, the system's by default). A coroutine: aiohttp wants a
+    running event loop when a session is created."""
+    connector_options: dict[str, Any] = {"limit": concurrency, "ttl_dns_cache": 300}
+    if allow_private:
+        options: dict[str, Any] = {
+            "connector": aiohttp.TCPConnector(resolver=resolver, **connector_options),
+            "trust_env": False,
+        }
+    else:
+        options = AddressGuard(resolver).session_options(**connector_options)
+    return aiohttp.ClientSession(
+        **options,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        raise_for_status=False,
+        headers={"User-Agent": USER_AGENT},
+    )
+
+
+class HttpPoster:
+    """The service's HttpPoster port on such a session: one POST, no redirects followed, the
+    whole exchange (DNS, connect, send, the answer's first `read_limit` bytes) bounded by
+    `timeout`. Failures are PostFailed with a reason that never holds the URL."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
+
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        timeout: float,
+        read_limit: int = 0,
+    ) -> HttpAnswer:
+        try:
+            # asyncio.timeout bounds everything even if the session was made with other
+            # timeouts; aiohttp's own timeout is set to match.
+            async with (
+                asyncio.timeout(timeout),
+                self._session.post(
+                    url,
+                    data=body,
+                    headers=dict(headers),
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=timeout),
+                ) as response,
+            ):
+                content = await response.content.read(read_limit) if read_limit else b""
+                return HttpAnswer(
+                    response.status, response.headers.get("Content-Type", ""), content
+                )
+        except TimeoutError:
+            raise PostFailed("timeout", "timed out") from None
+        except aiohttp.ClientResponseError as error:  # a session made with raise_for_status
+            return HttpAnswer(error.status, "", b"")
+        except Exception as error:
+            refused = refused_reason(error)
+            if refused is not None:  # the address, never the URL
+                raise PostFailed("refused", refused) from None
+            # The type name only: str() of aiohttp's errors contains the URL.
+            raise PostFailed("connection", type(error).__name__) from None
+
+
 __all__ = [
+    "USER_AGENT",
     "AddressGuard",
     "AddressNotAllowed",
     "GuardedResolver",
+    "HttpPoster",
     "address_refusal",
+    "new_callback_session",
     "refused_reason",
 ]

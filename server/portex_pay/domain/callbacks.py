@@ -25,8 +25,10 @@ import hmac
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 from portex_pay.domain.order import SDK_STATUS, OrderState
 
@@ -128,3 +130,18 @@ __all__ = [
     "sign_callback",
     "verify_callback",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class DueCallback:
+    """One claimed delivery: where to send which event, and the key to sign it with."""
+
+    event_id: int
+    application_id: UUID
+    url: str
+    attempts: int  # failed attempts so far
+    signing_secret: str = field(repr=False)  # a credential: kept out of reprs and logs
+    event_type: str
+    occurred_at: datetime
+    tg_payment_id: int | None
+    data: dict[str, Any]

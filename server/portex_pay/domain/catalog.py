@@ -13,9 +13,11 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from portex_pay.domain.errors import FieldViolation, RequestRejected
+from portex_pay.domain.init_data import TelegramUser
 from portex_pay.domain.payments import (
     DESCRIPTION_MAX_CHARS,
     LABEL_MAX_CHARS,
@@ -164,3 +166,12 @@ def callback_allowed(url: str, prefixes: tuple[str, ...] | list[str]) -> bool:
         if path == base or path.startswith(base if base.endswith("/") else base + "/"):
             return True
     return False
+
+
+@dataclass(frozen=True, slots=True)
+class SeenUser:
+    """A Telegram user as last verified, and when."""
+
+    user: TelegramUser
+    first_seen_at: datetime
+    last_seen_at: datetime

@@ -12,8 +12,10 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
+from uuid import UUID
 
-from portex_pay.domain.order import Order, OrderState
+from portex_pay.domain.order import Order, OrderState, allows
 
 CURRENCY = "XTR"
 
@@ -147,8 +149,48 @@ def classify_payment(charge: Charge, order: Order | None, signed_amount: int) ->
     mismatch = _mismatch(charge, order, signed_amount)
     if mismatch is not None:
         return PaymentOutcome(Disposition.ANOMALY, anomaly=mismatch)
-    if order.state in (OrderState.PENDING, OrderState.EXPIRED):
+    if allows(order.state, OrderState.PAID):  # pending, or expired after its approval
         return PaymentOutcome(Disposition.ACCEPTED)
     if order.state is OrderState.CANCELLED:
         return PaymentOutcome(Disposition.DUPLICATE, refund=RefundReason.CANCELLED_ORDER)
     return PaymentOutcome(Disposition.DUPLICATE, refund=RefundReason.DUPLICATE_CHARGE)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckoutRecord:
+    bot_id: int
+    update_id: int
+    application_id: UUID
+    tg_payment_id: int | None
+    query_id: str
+    charge: Charge
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentRecord:
+    bot_id: int
+    update_id: int | None  # None: found by reconciliation, de-duplicated by charge id alone
+    application_id: UUID
+    tg_payment_id: int | None
+    charge: Charge
+    telegram_payment_charge_id: str
+    provider_payment_charge_id: str | None
+    raw: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentResult:
+    """What processing a successful_payment did; `outcome` is None for a repeat."""
+
+    outcome: PaymentOutcome | None
+    order: Order | None
+    refund_requested: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RefundedCharge:
+    """What a refunded_payment update settled: whether the charge was the application's, and
+    the order it had paid (now refunded), if any."""
+
+    known: bool
+    order: Order | None

@@ -8,8 +8,9 @@ documented in the proto.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 from uuid import UUID
 
 from portex_pay.domain.errors import IllegalTransition
@@ -58,9 +59,27 @@ TRANSITIONS: dict[OrderState, frozenset[OrderState]] = {
 }
 
 
+def sources(target: OrderState) -> list[str]:
+    """The states an order may become `target` from, by the table: what a compare-and-set in
+    SQL checks (`state = ANY($n)`), so every guard in the adapter is derived from the table."""
+    return [state.value for state in OrderState if target in TRANSITIONS[state]]
+
+
+# An unpaid order past its expiry time is expired, written down or not (Order.state_at).
+EXPIRABLE = frozenset(OrderState(state) for state in sources(OrderState.EXPIRED))
+
+
+# Where a buyer can still pay: an invoice link exists and it is not expired (Order.is_payable).
+PAYABLE = frozenset({OrderState.PENDING})
+
+
+def allows(current: OrderState, new: OrderState) -> bool:
+    return new in TRANSITIONS[current]
+
+
 def check_transition(current: OrderState, new: OrderState) -> None:
     """Raises IllegalTransition unless the table allows `current` -> `new`."""
-    if new not in TRANSITIONS[current]:
+    if not allows(current, new):
         raise IllegalTransition(f"an order that is {current} cannot become {new}")
 
 
@@ -92,15 +111,27 @@ class Order:
     invoice_lease_until: datetime | None
     client_report: str | None = None
 
+    @classmethod
+    def from_snapshot(cls, snapshot: dict[str, Any]) -> Order:
+        """The order as an event recorded it (PostgreSQL's `to_jsonb` of the row: ISO-8601
+        timestamps, the id as text); fields the snapshot lacks (a lease) are None."""
+        values: dict[str, Any] = {name: snapshot.get(name) for name in _FIELDS}
+        values["application_id"] = UUID(str(values["application_id"]))
+        values["state"] = OrderState(values["state"])
+        for name in _TIMESTAMPS:
+            if isinstance(values[name], str):
+                values[name] = datetime.fromisoformat(values[name])
+        return cls(**values)
+
     def state_at(self, now: datetime) -> OrderState:
         """The state as callers see it: an unpaid order past its expiry time is expired even
         before the sweeper has written that down."""
-        if self.state in (OrderState.PENDING, OrderState.FAILED) and now >= self.expires_at:
+        if self.state in EXPIRABLE and now >= self.expires_at:
             return OrderState.EXPIRED
         return self.state
 
     def is_payable(self, now: datetime) -> bool:
-        return self.state_at(now) is OrderState.PENDING and self.invoice_link is not None
+        return self.state_at(now) in PAYABLE and self.invoice_link is not None
 
     def invoice_in_progress(self, now: datetime) -> bool:
         """Another Pay call holds the lease to create this order's invoice link."""
@@ -109,3 +140,16 @@ class Order:
             and self.invoice_lease_until is not None
             and self.invoice_lease_until > now
         )
+
+
+_FIELDS = tuple(field.name for field in fields(Order))
+_TIMESTAMPS = ("created_at", "updated_at", "paid_at", "expires_at")
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """The outcome of inserting an order under an idempotency key."""
+
+    order: Order
+    created: bool
+    request_hash: bytes

@@ -11,7 +11,10 @@ is the union of the two.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
+from uuid import UUID
 
 # Every Update field that names an update kind (Bot API, Update).
 UPDATE_KINDS: Final = frozenset(
@@ -91,3 +94,27 @@ def update_kind(update: object) -> str | None:
         if isinstance(key, str) and key in UPDATE_KINDS:
             return key
     return None
+
+
+@dataclass(frozen=True, slots=True)
+class RelayBot:
+    bot_id: int
+    application_id: UUID
+    allowed_updates: tuple[str, ...] | None
+    confirmed_offset: int
+    webhook_url: str | None
+    webhook_secret: str | None
+    poll_generation: int
+    attempts: int = 0  # failed webhook deliveries in a row
+    pending: int = 0
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+
+    def __repr__(self) -> str:  # never print the webhook secret
+        return f"RelayBot(bot_id={self.bot_id}, webhook={self.webhook_url is not None})"
+
+
+@dataclass(frozen=True, slots=True)
+class RelayedUpdate:
+    update_id: int
+    raw: bytes

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any
+from uuid import UUID
 
 from portex_pay.domain.checkout import Charge
 from portex_pay.domain.payments import INT64_MAX
@@ -194,3 +195,15 @@ def storable(value: Any) -> Any:
     if isinstance(value, list):
         return [storable(item) for item in value]
     return value
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    application_id: UUID
+    bot_id: int
+    update_id: int | None
+    kind: str
+    raw: bytes
+    error: str
+    attempts: int
+    reason: str  # MALFORMED_UPDATE | RETRIES_EXHAUSTED | PROCESSING_ERROR

@@ -22,10 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-import asyncpg
-
-from portex_pay.adapters.postgres.applications import Application, ApplicationRepository
-from portex_pay.adapters.telegram import BotApiClient, TelegramApiError, TelegramNetworkError
+from portex_pay.domain.application import AlreadyTaken, Application
 from portex_pay.domain.catalog import (
     MAX_CALLBACK_PREFIXES,
     MAX_ORIGINS,
@@ -37,15 +34,13 @@ from portex_pay.domain.catalog import (
 from portex_pay.domain.errors import ApplicationNotFound, InvalidArgument
 from portex_pay.domain.init_data import sign_init_data
 from portex_pay.domain.relay import telegram_allowed_updates
+from portex_pay.domain.telegram import TelegramApiError, TelegramError, TelegramNetworkError
 from portex_pay.domain.text import single_line_problem
 from portex_pay.service.auth import new_api_key, new_secret
 from portex_pay.service.catalog import CatalogService
+from portex_pay.service.ports import Applications, TelegramBot
 
 APP_NAME_MAX_CHARS = 100  # the CHECK on applications.name
-
-# The unique constraints of `applications` (migrations/0001_initial.sql).
-_NAME_CONSTRAINT = "applications_name_key"
-_BOT_CONSTRAINT = "applications_bot_id"
 
 
 class AdminError(Exception):
@@ -147,8 +142,8 @@ def _normalized_list(
 class ApplicationAdmin:
     def __init__(
         self,
-        applications: ApplicationRepository,
-        bot_api: BotApiClient,
+        applications: Applications,
+        bot_api: TelegramBot,
         catalog: CatalogService | None = None,
     ) -> None:
         self._applications = applications
@@ -165,7 +160,7 @@ class ApplicationAdmin:
             raise AdminError(
                 f"could not reach Telegram to check the token: {error.reason}"
             ) from None
-        return BotIdentity(int(me["id"]), me.get("username"))
+        return BotIdentity(me.id, me.username)
 
     async def create_app(self, name: str, bot_token: str | None) -> tuple[Application, str]:
         """Creates an application and its first API key; returns the key (shown once)."""
@@ -183,7 +178,7 @@ class ApplicationAdmin:
                 bot_id=bot.bot_id if bot else None,
                 bot_username=bot.username if bot else None,
             )
-        except asyncpg.UniqueViolationError as error:
+        except AlreadyTaken as error:
             raise await self._conflict(error, name, bot) from None
         return application, await self.rotate_key(application.id)
 
@@ -205,7 +200,7 @@ class ApplicationAdmin:
             bound = await self._applications.set_bot(
                 application_id, token, bot.bot_id, bot.username
             )
-        except asyncpg.UniqueViolationError as error:
+        except AlreadyTaken as error:
             raise await self._conflict(error, None, bot) from None
         if not bound:
             raise AdminError(f"no application {application_id}")
@@ -216,13 +211,13 @@ class ApplicationAdmin:
         return ApplicationNameTaken(f"an application named {name!r} already exists{holder}")
 
     async def _conflict(
-        self, error: asyncpg.UniqueViolationError, name: str | None, bot: BotIdentity | None
+        self, error: AlreadyTaken, name: str | None, bot: BotIdentity | None
     ) -> Exception:
-        """The conflict a unique violation of `applications` means (the error itself when it
-        is another constraint: that is a bug, not a conflict)."""
-        if error.constraint_name == _NAME_CONSTRAINT and name is not None:
+        """The conflict a unique rule of applications means (the error itself when it is not
+        about what this change set: that is a bug, not a conflict)."""
+        if error.what == "name" and name is not None:
             return self._name_taken(name, await self._applications.get_by_name(name))
-        if error.constraint_name == _BOT_CONSTRAINT and bot is not None:
+        if error.what == "bot" and bot is not None:
             holder = next(
                 (a for a in await self._applications.with_bots() if a.bot_id == bot.bot_id), None
             )
@@ -235,22 +230,18 @@ class ApplicationAdmin:
         update kinds we need, with those the app's own bot asked the relay for); returns the
         URL."""
         application = await self._applications.get(application_id)
-        if application is None or not application.bot_token:
+        if application is None or application.bot is None:
             raise AdminError(f"no application {application_id} with a bot")
         url = f"{public_url.rstrip('/')}/telegram/webhook/{application.id}"
+        allowed = await self._applications.relay_allowed_updates(application.id)
         try:
-            await self._bot_api.call(
-                application.bot_token,
-                "setWebhook",
-                {
-                    "url": url,
-                    "secret_token": application.webhook_secret,
-                    "allowed_updates": telegram_allowed_updates(
-                        await self._applications.relay_allowed_updates(application.id)
-                    ),
-                },
+            await self._bot_api.set_webhook(
+                application.bot,
+                url,
+                secret_token=application.webhook_secret,
+                allowed_updates=telegram_allowed_updates(allowed),
             )
-        except (TelegramApiError, TelegramNetworkError) as error:
+        except TelegramError as error:
             raise AdminError(f"setWebhook failed: {error}") from None
         return url
 

@@ -13,8 +13,9 @@ import secrets
 import time
 from collections.abc import Callable
 
-from portex_pay.adapters.postgres.applications import Application, ApplicationRepository
+from portex_pay.domain.application import Application
 from portex_pay.domain.errors import Unauthenticated
+from portex_pay.service.ports import Applications
 
 KEY_PREFIX = "ppk_"
 _CACHE_MAX_ENTRIES = 10_000
@@ -39,7 +40,7 @@ def new_secret() -> str:
 class ApiKeyAuthenticator:
     def __init__(
         self,
-        applications: ApplicationRepository,
+        applications: Applications,
         ttl: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

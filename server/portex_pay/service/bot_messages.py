@@ -15,9 +15,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from uuid import UUID
 
-from portex_pay.adapters.postgres.applications import Application, ApplicationRepository
+from portex_pay.domain.application import Application
 from portex_pay.domain.errors import ApplicationNotFound, FieldViolation, InvalidArgument
 from portex_pay.domain.text import free_text_problem
+from portex_pay.service.ports import Applications
 from portex_pay.service.support import (
     DEFAULT_PAID_MESSAGE,
     DEFAULT_REFUNDED_MESSAGE,
@@ -93,7 +94,7 @@ def bot_message_changes(
 
 
 class BotMessagesService:
-    def __init__(self, applications: ApplicationRepository) -> None:
+    def __init__(self, applications: Applications) -> None:
         self._applications = applications
 
     async def get(self, application_id: UUID) -> BotMessages:

@@ -11,12 +11,12 @@ deliveries. A crash mid-delivery leaves the row leased, and it is sent again whe
 receivers de-duplicate on the event id.
 
 Callback URLs are chosen by API clients, so unless the operator allows it
-(`PORTEX_CALLBACK_ALLOW_PRIVATE`) the session refuses to connect to loopback, private, link-local,
-multicast and other non-global addresses (`portex_pay.adapters.http_guard`), judged on the address
-actually connected to after DNS resolution. A refused delivery is a failed attempt like any other,
-recorded with its reason ("callback address not allowed: 127.0.0.1 is loopback"): it backs off and
-is given up after `max_attempts`, so DNS that is fixed, or an operator who allows private
-addresses, lets pending callbacks through without a manual retry.
+(`PORTEX_CALLBACK_ALLOW_PRIVATE`) the poster refuses to connect to loopback, private, link-local,
+multicast and other non-global addresses (the HttpPoster port, adapters/http_guard.py), judged on
+the address actually connected to after DNS resolution. A refused delivery is a failed attempt
+like any other, recorded with its reason ("callback address not allowed: 127.0.0.1 is
+loopback"): it backs off and is given up after `max_attempts`, so DNS that is fixed, or an
+operator who allows private addresses, lets pending callbacks through without a manual retry.
 """
 
 from __future__ import annotations
@@ -26,26 +26,22 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import structlog
-from aiohttp.abc import AbstractResolver
 
-from portex_pay.adapters.http_guard import AddressGuard, refused_reason
-from portex_pay.adapters.postgres.callbacks import CallbackRepository, DueCallback
 from portex_pay.domain.callbacks import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
+    DueCallback,
     callback_body,
     sign_callback,
 )
 from portex_pay.domain.retry import backoff_seconds
+from portex_pay.service.ports import CallbackOutbox, HttpPoster, PostFailed
 
 log = structlog.get_logger(__name__)
 
-USER_AGENT = "portex-pay-callbacks/1"
 # Added to the longest a batch can take, so that a live dispatcher is never overtaken by another
 # replica re-claiming its rows (which would only mean a duplicate, but needlessly).
 _LEASE_MARGIN_SECONDS = 30.0
@@ -58,39 +54,11 @@ class _Outcome:
     error: str | None = None
 
 
-async def new_callback_session(
-    concurrency: int = 16,
-    *,
-    allow_private: bool = False,
-    resolver: AbstractResolver | None = None,
-) -> aiohttp.ClientSession:
-    """A session for callbacks only, so that slow receivers cannot take the connections the Bot
-    API needs. No cookies (receivers must not be able to set state in it), no proxy variables
-    from the environment, statuses are read rather than raised. Unless `allow_private`, it
-    connects to globally reachable addresses only (`AddressGuard`; `resolver` is the one it
-    wraps, the system's by default). A coroutine: aiohttp wants a running event loop when a
-    session is created."""
-    connector_options: dict[str, Any] = {"limit": concurrency, "ttl_dns_cache": 300}
-    if allow_private:
-        options: dict[str, Any] = {
-            "connector": aiohttp.TCPConnector(resolver=resolver, **connector_options),
-            "trust_env": False,
-        }
-    else:
-        options = AddressGuard(resolver).session_options(**connector_options)
-    return aiohttp.ClientSession(
-        **options,
-        cookie_jar=aiohttp.DummyCookieJar(),
-        raise_for_status=False,
-        headers={"User-Agent": USER_AGENT},
-    )
-
-
 class CallbackDispatcher:
     def __init__(
         self,
-        repository: CallbackRepository,
-        session: aiohttp.ClientSession,
+        repository: CallbackOutbox,
+        poster: HttpPoster,
         *,
         timeout: float = 5.0,
         concurrency: int = 16,
@@ -102,7 +70,7 @@ class CallbackDispatcher:
         if timeout <= 0 or concurrency < 1 or max_attempts < 1:
             raise ValueError("timeout must be positive, concurrency and max_attempts at least 1")
         self._repository = repository
-        self._session = session
+        self._poster = poster
         self._timeout = timeout
         self._max_attempts = max_attempts
         self._base_backoff = base_backoff
@@ -181,32 +149,13 @@ class CallbackDispatcher:
             SIGNATURE_HEADER: sign_callback(callback.signing_secret, timestamp, body),
         }
         try:
-            # asyncio.timeout bounds everything (DNS, connect, send, headers) even if the session
-            # was made with other timeouts; aiohttp's own timeout is set to match.
-            async with (
-                asyncio.timeout(self._timeout),
-                self._session.post(
-                    callback.url,
-                    data=body,
-                    headers=headers,
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=self._timeout),
-                ) as response,
-            ):
-                status = response.status
-        except TimeoutError:
-            return _Outcome(False, None, "timed out")
-        except aiohttp.ClientResponseError as error:  # a session made with raise_for_status
-            return _Outcome(False, error.status, f"HTTP {error.status}")
-        except Exception as error:
-            refused = refused_reason(error)
-            if refused is not None:  # the address, never the URL
-                return _Outcome(False, None, refused)
-            # The type name only: str() of aiohttp's errors contains the URL.
-            return _Outcome(False, None, type(error).__name__)
+            answer = await self._poster.post(callback.url, body, headers, timeout=self._timeout)
+        except PostFailed as failure:
+            return _Outcome(False, None, failure.reason)
+        status = answer.status
         if 200 <= status < 300:
             return _Outcome(True, status)
         return _Outcome(False, status, f"HTTP {status}")
 
 
-__all__ = ["USER_AGENT", "CallbackDispatcher", "new_callback_session"]
+__all__ = ["CallbackDispatcher"]

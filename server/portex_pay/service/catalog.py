@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from portex_pay.adapters.postgres.catalog import CatalogRepository, SeenUser, TelegramUserRepository
-from portex_pay.domain.catalog import ITEM_KEY_MAX_CHARS, CatalogItem, validate_item
+from portex_pay.domain.catalog import ITEM_KEY_MAX_CHARS, CatalogItem, SeenUser, validate_item
 from portex_pay.domain.errors import (
     ApplicationNotFound,
     FieldViolation,
@@ -21,6 +20,7 @@ from portex_pay.domain.errors import (
 )
 from portex_pay.domain.payments import INT64_MAX
 from portex_pay.domain.text import single_line_problem
+from portex_pay.service.ports import Catalog, TelegramUsers
 
 
 def key_problem(key: str) -> str | None:
@@ -32,9 +32,7 @@ def key_problem(key: str) -> str | None:
 
 
 class CatalogService:
-    def __init__(
-        self, catalog: CatalogRepository, users: TelegramUserRepository, *, max_amount: int
-    ) -> None:
+    def __init__(self, catalog: Catalog, users: TelegramUsers, *, max_amount: int) -> None:
         self._catalog = catalog
         self._users = users
         self.max_amount = max_amount

@@ -24,8 +24,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from portex_pay.adapters.postgres.applications import Application
-from portex_pay.adapters.postgres.catalog import CatalogRepository, TelegramUserRepository
+from portex_pay.domain.application import Application
 from portex_pay.domain.catalog import PricingMode, callback_allowed, priced
 from portex_pay.domain.errors import (
     ApplicationNotFound,
@@ -40,6 +39,7 @@ from portex_pay.domain.init_data import InitDataError, VerifiedInitData, verify_
 from portex_pay.domain.order import Order, OrderState
 from portex_pay.domain.payments import PayCommand
 from portex_pay.service.payments import OrderActions, PaymentsService, utcnow
+from portex_pay.service.ports import Catalog, TelegramUsers
 from portex_pay.service.ratelimit import TokenBuckets, retry_after_seconds
 
 _MAX_CHAIN = 64  # purchases of the same thing by one user in one window, before giving up
@@ -62,8 +62,8 @@ class EdgeService:
         self,
         load_application: Callable[[UUID], Awaitable[Application | None]],
         origin_allowed: Callable[[str], Awaitable[bool]],
-        catalog: CatalogRepository,
-        users: TelegramUserRepository,
+        catalog: Catalog,
+        users: TelegramUsers,
         payments: PaymentsService,
         actions: OrderActions,
         settings: EdgeSettings,

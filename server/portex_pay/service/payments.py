@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import structlog
 
-from portex_pay.adapters.postgres.applications import Application
-from portex_pay.adapters.postgres.orders import OrderRepository
-from portex_pay.adapters.telegram import BotApiClient, TelegramApiError, TelegramNetworkError
+from portex_pay.domain.application import Application
 from portex_pay.domain.errors import (
-    BotNotConfigured,
     DomainError,
     FieldViolation,
     IdempotencyKeyReused,
@@ -37,6 +32,13 @@ from portex_pay.domain.errors import (
 )
 from portex_pay.domain.order import Order, OrderState, check_transition
 from portex_pay.domain.payments import PayCommand, require_valid_pay, sign_invoice_payload
+from portex_pay.domain.telegram import (
+    InvoiceRequest,
+    TelegramApiError,
+    TelegramNetworkError,
+    TelegramTooManyRequests,
+)
+from portex_pay.service.ports import Clock, Orders, TelegramBot
 
 log = structlog.get_logger(__name__)
 
@@ -65,10 +67,10 @@ def utcnow() -> datetime:
 class PaymentsService:
     def __init__(
         self,
-        orders: OrderRepository,
-        bot_api: BotApiClient,
+        orders: Orders,
+        bot_api: TelegramBot,
         settings: PaymentSettings,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Clock = utcnow,
     ) -> None:
         self._orders = orders
         self._bot_api = bot_api
@@ -86,10 +88,7 @@ class PaymentsService:
         time_remaining: float | None = None,
     ) -> Order:
         require_valid_pay(command, request_id, max_amount=self._settings.max_amount)
-        if not application.bot_token:
-            raise BotNotConfigured(
-                "the application has no bot: run `portex-pay admin set-bot-token`"
-            )
+        application.require_bot()  # before any order is made
         deadline = None if time_remaining is None else time.monotonic() + time_remaining
         ttl, lease = self._settings.order_ttl_seconds, self._settings.lease_seconds
         if not request_id:
@@ -151,10 +150,9 @@ class PaymentsService:
             order = reloaded
 
     async def _create_invoice(self, application: Application, order: Order) -> Order:
-        assert application.bot_token is not None
         try:
             link = await self._bot_api.create_invoice_link(
-                application.bot_token, self._invoice_params(order)
+                application.require_bot(), self._invoice(order)
             )
         except asyncio.CancelledError:
             # The caller's deadline passed or it went away: gRPC cancelled this task, and the
@@ -192,23 +190,21 @@ class PaymentsService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _invoice_params(self, order: Order) -> dict[str, Any]:
-        # Telegram Stars: currency XTR, exactly one price, no provider token (Bot API,
-        # createInvoiceLink). The payload is our signed reference, never the app's payload.
-        params: dict[str, Any] = {
-            "title": order.title,
-            "description": order.description,
-            "payload": sign_invoice_payload(
+    def _invoice(self, order: Order) -> InvoiceRequest:
+        # The payload is our signed reference, never the app's payload.
+        return InvoiceRequest(
+            title=order.title,
+            description=order.description,
+            payload=sign_invoice_payload(
                 self._settings.payload_secret, order.tg_payment_id, order.amount
             ),
-            "currency": "XTR",
-            "prices": [{"label": order.label, "amount": order.amount}],
-        }
-        for field in ("photo_url", "photo_size", "photo_width", "photo_height"):
-            value = getattr(order, field)
-            if value is not None:
-                params[field] = value
-        return params
+            label=order.label,
+            amount=order.amount,
+            photo_url=order.photo_url,
+            photo_size=order.photo_size,
+            photo_width=order.photo_width,
+            photo_height=order.photo_height,
+        )
 
     async def query_order(self, application: Application, tg_payment_id: int) -> Order:
         order = None
@@ -230,7 +226,7 @@ class PaymentsService:
 
 
 def _telegram_error(error: TelegramApiError) -> DomainError:
-    if error.error_code == 429:
+    if isinstance(error, TelegramTooManyRequests):
         retry_after = error.retry_after if error.retry_after is not None else 1
         return TelegramRateLimited(
             f"Telegram rate limit: {error.description}; retry after {retry_after} s", retry_after
@@ -256,7 +252,7 @@ CLIENT_STATUSES = ("paid", "cancelled", "failed", "pending")
 class OrderActions:
     """CancelOrder and ReportInvoiceClosed: the application's own changes to its orders."""
 
-    def __init__(self, orders: OrderRepository, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, orders: Orders, clock: Clock = utcnow) -> None:
         self._orders = orders
         self._clock = clock
 

@@ -15,13 +15,13 @@ from collections.abc import Callable
 
 import structlog
 
-from portex_pay.adapters.postgres.applications import Application, ApplicationRepository
-from portex_pay.adapters.postgres.polling import PollLeases
-from portex_pay.adapters.telegram import BotApiClient, TelegramApiError, TelegramNetworkError
+from portex_pay.domain.application import Application, Bot
 from portex_pay.domain.payments import INT64_MAX
 from portex_pay.domain.relay import telegram_allowed_updates
 from portex_pay.domain.retry import backoff_seconds
+from portex_pay.domain.telegram import TelegramApiError, TelegramError, TelegramNetworkError
 from portex_pay.domain.updates import update_id_of
+from portex_pay.service.ports import Applications, PollLeases, TelegramBot
 from portex_pay.service.updates import UpdateProcessor, UpdateRetry
 
 log = structlog.get_logger(__name__)
@@ -40,7 +40,7 @@ class BotPoller:
         self,
         application: Application,
         leases: PollLeases,
-        bot_api: BotApiClient,
+        bot_api: TelegramBot,
         processor: UpdateProcessor,
         *,
         poll_timeout: int,
@@ -56,9 +56,8 @@ class BotPoller:
         self._failures = 0  # consecutive transient failures, for the backoff
 
     async def run(self) -> None:
-        bot_id = self.application.bot_id
-        token = self.application.bot_token
-        assert bot_id is not None and token is not None
+        bot = self.application.require_bot()
+        bot_id = bot.id
         structlog.contextvars.bind_contextvars(worker="poller", bot_id=bot_id)
         holding = False
         try:
@@ -76,14 +75,12 @@ class BotPoller:
                     holding = True
                     log.info("polling", bot_id=bot_id, owner=self._leases.owner)
                     # getUpdates does not work while a webhook is set (Bot API, getUpdates).
-                    with contextlib.suppress(TelegramApiError, TelegramNetworkError):
-                        await self._bot_api.call(token, "deleteWebhook", {})
+                    with contextlib.suppress(TelegramError):
+                        await self._bot_api.delete_webhook(bot)
                 offset, relay_allowed = lease
                 try:
                     # Telegram sends what portex-pay and the app's own bot (relay) both need.
-                    await self._poll_once(
-                        bot_id, token, offset, telegram_allowed_updates(relay_allowed)
-                    )
+                    await self._poll_once(bot, offset, telegram_allowed_updates(relay_allowed))
                 except Exception as error:
                     # Storing the offset failed (database down): the batch comes again and its
                     # updates, already processed, change nothing the second time.
@@ -94,20 +91,12 @@ class BotPoller:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._leases.release(bot_id))
 
-    async def _poll_once(
-        self, bot_id: int, token: str, offset: int, allowed_updates: list[str]
-    ) -> None:
+    async def _poll_once(self, bot: Bot, offset: int, allowed_updates: list[str]) -> None:
+        bot_id = bot.id
         self.polls += 1
         try:
-            updates = await self._bot_api.call(
-                token,
-                "getUpdates",
-                {
-                    "offset": offset,
-                    "timeout": self._poll_timeout,
-                    "allowed_updates": allowed_updates,
-                },
-                timeout=self._poll_timeout + 10,
+            updates = await self._bot_api.get_updates(
+                bot, offset=offset, timeout=self._poll_timeout, allowed_updates=allowed_updates
             )
         except TelegramApiError as error:
             log.warning("getUpdates refused", bot_id=bot_id, error=str(error))
@@ -118,9 +107,6 @@ class BotPoller:
             await asyncio.sleep(1.0)
             return
         next_offset = offset
-        if not isinstance(updates, list):
-            log.warning("getUpdates answered something that is not a list", bot_id=bot_id)
-            updates = []
         for update in updates:
             try:
                 await self._processor.handle(self.application, update)
@@ -148,7 +134,7 @@ class PollerManager:
 
     def __init__(
         self,
-        applications: ApplicationRepository,
+        applications: Applications,
         make_poller: Callable[[Application], BotPoller],
         *,
         default_mode: str,

@@ -10,13 +10,12 @@ unique key makes any payment we already have a no-op.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
 
-from portex_pay.adapters.postgres.applications import Application
-from portex_pay.adapters.telegram import BotApiClient
+from portex_pay.domain.application import Application
 from portex_pay.domain.updates import MalformedUpdate, parse_star_transaction, storable
+from portex_pay.service.ports import TelegramBot
 from portex_pay.service.updates import UpdateProcessor
 
 log = structlog.get_logger(__name__)
@@ -34,16 +33,13 @@ class ReconcileReport:
 
 
 async def reconcile(
-    application: Application, bot_api: BotApiClient, processor: UpdateProcessor
+    application: Application, bot_api: TelegramBot, processor: UpdateProcessor
 ) -> ReconcileReport:
-    assert application.bot_token is not None
+    bot = application.require_bot()
     report = ReconcileReport()
     offset = 0
     while True:
-        page = await bot_api.call(
-            application.bot_token, "getStarTransactions", {"offset": offset, "limit": _PAGE}
-        )
-        transactions: list[dict[str, Any]] = (page or {}).get("transactions", [])
+        transactions = await bot_api.get_star_transactions(bot, offset=offset, limit=_PAGE)
         if not transactions:
             return report
         offset += len(transactions)

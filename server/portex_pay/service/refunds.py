@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 import structlog
 
-from portex_pay.adapters.postgres.applications import Application
-from portex_pay.adapters.postgres.payments import DueRefund, PaymentRepository
-from portex_pay.adapters.telegram import BotApiClient, TelegramApiError, TelegramNetworkError
+from portex_pay.domain.application import Application
 from portex_pay.domain.errors import IllegalTransition, OrderNotFound
 from portex_pay.domain.order import Order
+from portex_pay.domain.refunds import DueRefund, Refund, RefundState
 from portex_pay.domain.retry import backoff_seconds
+from portex_pay.domain.telegram import (
+    ChargeAlreadyRefunded,
+    TelegramApiError,
+    TelegramNetworkError,
+)
+from portex_pay.service.ledger import Ledger
+from portex_pay.service.ports import Payments, TelegramBot
 
 log = structlog.get_logger(__name__)
 
@@ -28,8 +33,8 @@ log = structlog.get_logger(__name__)
 class RefundService:
     def __init__(
         self,
-        payments: PaymentRepository,
-        bot_api: BotApiClient,
+        payments: Payments,
+        bot_api: TelegramBot,
         *,
         max_attempts: int,
         base_backoff: float = 2.0,
@@ -40,6 +45,7 @@ class RefundService:
     ) -> None:
         self._lease_seconds = lease_seconds
         self._payments = payments
+        self._ledger = Ledger(payments)
         self._bot_api = bot_api
         self._max_attempts = max_attempts
         self._base_backoff = base_backoff
@@ -47,25 +53,21 @@ class RefundService:
         self._batch = batch
         self.wake = wake
 
-    async def request(
-        self, application: Application, tg_payment_id: int
-    ) -> tuple[dict[str, Any], Order]:
+    async def request(self, application: Application, tg_payment_id: int) -> tuple[Refund, Order]:
         """Records a refund of a paid order (idempotent: asking again returns the same one)."""
-        assert application.bot_id is not None
+        bot = application.require_bot()
         found = None
         if tg_payment_id > 0:
-            found = await self._payments.request_refund(
-                application.id, tg_payment_id, application.bot_id
-            )
+            found = await self._ledger.request_refund(application.id, tg_payment_id, bot.id)
         if found is None:
             raise OrderNotFound(f"order {tg_payment_id} not found")
         order, refund = found
-        if not refund:
+        if refund is None:
             raise IllegalTransition(
                 f"order {tg_payment_id} is {order.state}: only a paid order can be refunded",
                 metadata={"state": order.state.value},
             )
-        if refund["state"] == "pending":
+        if refund.state is RefundState.PENDING:
             self.wake()
         return refund, order
 
@@ -83,21 +85,17 @@ class RefundService:
             await self._failed(refund, "the application has no bot token", None)
             return
         try:
-            await self._bot_api.call(
-                refund.bot_token,
-                "refundStarPayment",
-                {"user_id": refund.tg_use_id, "telegram_payment_charge_id": charge_id},
-            )
+            await self._bot_api.refund_star_payment(refund.bot_token, refund.tg_use_id, charge_id)
+        except ChargeAlreadyRefunded:
+            await self._ledger.settle_refund(refund.application_id, charge_id)
+            return
         except TelegramApiError as error:
-            if "CHARGE_ALREADY_REFUNDED" in error.description:
-                await self._payments.settle_refund(refund.application_id, charge_id)
-                return
             await self._failed(refund, f"{error.error_code} {error.description}", error.retry_after)
             return
         except TelegramNetworkError as error:
             await self._failed(refund, error.reason, None)
             return
-        await self._payments.settle_refund(refund.application_id, charge_id)
+        await self._ledger.settle_refund(refund.application_id, charge_id)
         log.info("refund delivered", tg_payment_id=refund.tg_payment_id)
 
     async def _failed(self, refund: DueRefund, error: str, retry_after: int | None) -> None:

@@ -27,19 +27,20 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import aiohttp
 import structlog
 
-from portex_pay.adapters.postgres.applications import Application
-from portex_pay.adapters.postgres.relay import RelayBot, RelayedUpdate, RelayRepository
-from portex_pay.adapters.telegram import BotApiClient, TelegramApiError, TelegramNetworkError
+from portex_pay.domain.application import Application
 from portex_pay.domain.relay import (
     RETENTION_SECONDS,
     InvalidAllowedUpdates,
+    RelayBot,
+    RelayedUpdate,
     parse_allowed_updates,
     telegram_allowed_updates,
 )
 from portex_pay.domain.retry import backoff_seconds
+from portex_pay.domain.telegram import TelegramError
+from portex_pay.service.ports import HttpPoster, PostFailed, RelayStore, TelegramBot
 
 log = structlog.get_logger(__name__)
 
@@ -118,8 +119,8 @@ class Delivery:
 class RelayService:
     def __init__(
         self,
-        relay: RelayRepository,
-        bot_api: BotApiClient,
+        relay: RelayStore,
+        bot_api: TelegramBot,
         load_bot_application: Callable[[int], Awaitable[Application | None]],
         *,
         default_updates_mode: str,
@@ -132,7 +133,7 @@ class RelayService:
         self._webhook_timeout = webhook_timeout
         self._signals: dict[int, asyncio.Event] = {}
         self._enabled: set[int] = set()  # bots this process knows the relay is on for
-        self.webhook_session: aiohttp.ClientSession | None = None  # set by the app (guarded)
+        self.webhook_poster: HttpPoster | None = None  # set by the app (guarded)
         self.wake_delivery: Callable[[], None] = lambda: None
 
     # ------------------------------------------------------------------ wake-ups
@@ -159,24 +160,24 @@ class RelayService:
     ) -> bool:
         """Keeps an update for the app's bot; False when its relay is off or it did not ask
         for this kind (then portex-pay handles the update as it would without a relay)."""
-        assert application.bot_id is not None
-        return await self._relay.keep(application.bot_id, update_id, kind, raw)
+        bot_id = application.require_bot().id
+        return await self._relay.keep(bot_id, update_id, kind, raw)
 
     async def _enable(self, application: Application) -> RelayBot:
-        assert application.bot_id is not None
-        bot = await self._relay.enable(application.bot_id, application.id)
-        if application.bot_id not in self._enabled:
-            self._enabled.add(application.bot_id)
-            log.info("relay on", bot_id=application.bot_id)
+        bot_id = application.require_bot().id
+        bot = await self._relay.enable(bot_id, application.id)
+        if bot_id not in self._enabled:
+            self._enabled.add(bot_id)
+            log.info("relay on", bot_id=bot_id)
         return bot
 
     async def _set_allowed(self, application: Application, allowed: tuple[str, ...] | None) -> None:
         """Stores the bot's `allowed_updates` and, when it changed, asks Telegram for the union
         of it and portex-pay's own kinds."""
-        assert application.bot_id is not None
+        bot_id = application.require_bot().id
         if allowed is None:
             return
-        changed, _bot = await self._relay.set_allowed_updates(application.bot_id, allowed)
+        changed, _bot = await self._relay.set_allowed_updates(bot_id, allowed)
         if changed:
             await self.apply_allowed_updates(application, allowed)
 
@@ -186,23 +187,19 @@ class RelayService:
         """In webhook mode, sets portex-pay's webhook at Telegram again with the union (a
         polling portex-pay sends the union with its next getUpdates)."""
         mode = application.updates_mode or self._default_mode
-        if mode != "webhook" or application.bot_token is None:
+        bot = application.bot
+        if mode != "webhook" or bot is None:
             return
-        token = application.bot_token
         try:
-            info = await self._bot_api.call(token, "getWebhookInfo", {})
-            url = info.get("url") if isinstance(info, dict) else None
+            url = await self._bot_api.webhook_url(bot)
             if url:
-                await self._bot_api.call(
-                    token,
-                    "setWebhook",
-                    {
-                        "url": url,
-                        "secret_token": application.webhook_secret,
-                        "allowed_updates": telegram_allowed_updates(allowed),
-                    },
+                await self._bot_api.set_webhook(
+                    bot,
+                    url,
+                    secret_token=application.webhook_secret,
+                    allowed_updates=telegram_allowed_updates(allowed),
                 )
-        except (TelegramApiError, TelegramNetworkError) as error:
+        except TelegramError as error:
             log.warning("allowed_updates not applied", bot_id=application.bot_id, error=str(error))
 
     # ------------------------------------------------------------------ the update methods
@@ -210,7 +207,7 @@ class RelayService:
     async def get_updates(self, application: Application, params: dict[str, Any]) -> list[bytes]:
         """getUpdates as Telegram serves it: offset confirms, `timeout` long-polls, `limit`
         bounds; 409 while a webhook is set or when a newer getUpdates takes over."""
-        assert application.bot_id is not None
+        bot_id = application.require_bot().id
         offset = _integer(params, "offset", 0) if params.get("offset") not in (None, "") else None
         limit = min(max(_integer(params, "limit", MAX_LIMIT), 1), MAX_LIMIT)
         timeout = min(max(_integer(params, "timeout", 0), 0), MAX_POLL_TIMEOUT)
@@ -223,7 +220,7 @@ class RelayService:
                 "deleteWebhook to delete the webhook first",
             )
         await self._set_allowed(application, allowed)
-        bot_id = application.bot_id
+        bot_id = bot_id
         generation, _bot = await self._relay.start_poll(bot_id, offset)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -246,7 +243,7 @@ class RelayService:
                 await asyncio.wait_for(signal.wait(), min(remaining, 5.0))
 
     async def set_webhook(self, application: Application, params: dict[str, Any]) -> None:
-        assert application.bot_id is not None
+        bot_id = application.require_bot().id
         url = str(params.get("url") or "")
         secret = params.get("secret_token") or None
         if url:
@@ -259,7 +256,7 @@ class RelayService:
         await self._enable(application)
         await self._set_allowed(application, allowed)
         await self._relay.set_webhook(
-            application.bot_id,
+            bot_id,
             url or None,
             secret if url else None,
             drop_pending=_flag(params, "drop_pending_updates"),
@@ -267,16 +264,16 @@ class RelayService:
         self.wake_delivery()
 
     async def delete_webhook(self, application: Application, params: dict[str, Any]) -> None:
-        assert application.bot_id is not None
+        bot_id = application.require_bot().id
         await self._enable(application)
         await self._relay.set_webhook(
-            application.bot_id, None, None, drop_pending=_flag(params, "drop_pending_updates")
+            bot_id, None, None, drop_pending=_flag(params, "drop_pending_updates")
         )
 
     async def webhook_info(self, application: Application) -> dict[str, Any]:
-        assert application.bot_id is not None
+        bot_id = application.require_bot().id
         await self._enable(application)
-        bot = await self._relay.get(application.bot_id)
+        bot = await self._relay.get(bot_id)
         assert bot is not None
         info: dict[str, Any] = {
             "url": bot.webhook_url or "",
@@ -331,28 +328,25 @@ class RelayService:
         return delivered
 
     async def _post(self, bot: RelayBot, update: RelayedUpdate) -> Delivery:
-        assert bot.webhook_url is not None and self.webhook_session is not None
+        assert bot.webhook_url is not None and self.webhook_poster is not None
         headers = {"Content-Type": "application/json"}
         if bot.webhook_secret:
             headers[SECRET_HEADER] = bot.webhook_secret
         try:
-            async with self.webhook_session.post(
+            answer = await self.webhook_poster.post(
                 bot.webhook_url,
-                data=update.raw,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self._webhook_timeout),
-                allow_redirects=False,
-            ) as response:
-                body = await response.content.read(_REPLY_MAX_BYTES)
-                if not 200 <= response.status <= 299:
-                    return Delivery(f"Wrong response from the webhook: {response.status}")
-                content_type = response.headers.get("Content-Type", "")
-        except TimeoutError:
-            return Delivery("Read timeout expired")
-        except aiohttp.ClientError as error:
-            # Not str(error): aiohttp puts the URL (the bot's own secret path, maybe) in it.
-            return Delivery(f"Connection failed: {type(error).__name__}"[:_ERROR_MAX_CHARS])
-        return Delivery(None, webhook_reply(body, content_type))
+                update.raw,
+                headers,
+                timeout=self._webhook_timeout,
+                read_limit=_REPLY_MAX_BYTES,
+            )
+        except PostFailed as failure:
+            if failure.kind == "timeout":
+                return Delivery("Read timeout expired")
+            return Delivery(f"Connection failed: {failure.reason}"[:_ERROR_MAX_CHARS])
+        if not 200 <= answer.status <= 299:
+            return Delivery(f"Wrong response from the webhook: {answer.status}")
+        return Delivery(None, webhook_reply(answer.body, answer.content_type))
 
     async def _webhook_reply(self, bot: RelayBot, reply: WebhookReply) -> None:
         """Bot API: a webhook may answer with a method call in its body (JSON or form data);
@@ -362,19 +356,18 @@ class RelayService:
         if lowered.startswith("get") or lowered in _NOT_IN_WEBHOOK_REPLY:
             return
         application = await self._load(bot.bot_id)
-        if application is None or application.bot_token is None:
+        if application is None or application.bot is None:
             return
-        url = self._bot_api.method_url(application.bot_token, reply.method)
         try:
-            async with self._bot_api.session.post(
-                url,
-                data=reply.body,
-                headers={"Content-Type": reply.content_type},
-                timeout=aiohttp.ClientTimeout(total=self._webhook_timeout),
-            ) as response:
-                await response.read()
-        except (aiohttp.ClientError, TimeoutError) as error:
-            log.info("webhook reply failed", bot_id=bot.bot_id, error=type(error).__name__)
+            await self._bot_api.run_webhook_reply(
+                application.bot,
+                reply.method,
+                reply.body,
+                reply.content_type,
+                timeout=self._webhook_timeout,
+            )
+        except TelegramError as error:
+            log.info("webhook reply failed", bot_id=bot.bot_id, error=str(error))
 
     async def prune(self) -> int:
         return await self._relay.prune(RETENTION_SECONDS)

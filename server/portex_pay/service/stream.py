@@ -19,20 +19,15 @@ from uuid import UUID
 
 import structlog
 
-from portex_pay.adapters.postgres.events import (
-    START,
-    Cursor,
-    EventLog,
-    MalformedCursor,
-    StoredEvent,
-)
 from portex_pay.domain.errors import (
     CursorExpired,
     FieldViolation,
     InvalidArgument,
     ShuttingDown,
 )
+from portex_pay.domain.events import START, Cursor, Event, MalformedCursor
 from portex_pay.domain.text import single_line_problem
+from portex_pay.service.ports import EventStore
 
 log = structlog.get_logger(__name__)
 
@@ -68,7 +63,7 @@ class EventFilter:
             raise InvalidArgument([FieldViolation("types", problem)])
         return cls(tg_payment_id=tg_payment_id, tg_use_id=tg_use_id, types=frozenset(wanted))
 
-    def matches(self, event: StoredEvent) -> bool:
+    def matches(self, event: Event) -> bool:
         if self.tg_payment_id is not None and event.tg_payment_id != self.tg_payment_id:
             return False
         if self.types and event.type not in self.types:
@@ -87,7 +82,7 @@ class Subscription:
     closed: bool = False
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def offer(self, event: StoredEvent) -> None:
+    def offer(self, event: Event) -> None:
         if self.overflowed or self.closed:
             return
         try:
@@ -132,7 +127,7 @@ class Subscription:
 
 
 class EventHub:
-    def __init__(self, events: EventLog, *, queue_size: int, poll_interval: float) -> None:
+    def __init__(self, events: EventStore, *, queue_size: int, poll_interval: float) -> None:
         self._events = events
         self._queue_size = queue_size
         self._poll_interval = poll_interval
@@ -213,7 +208,7 @@ class EventHub:
 class EventStreamer:
     """StreamInvoiceEvents and ListEvents over the hub and the log."""
 
-    def __init__(self, events: EventLog, hub: EventHub, *, heartbeat: float) -> None:
+    def __init__(self, events: EventStore, hub: EventHub, *, heartbeat: float) -> None:
         self._events = events
         self._hub = hub
         self._heartbeat = heartbeat
@@ -249,7 +244,7 @@ class EventStreamer:
 
     async def stream(
         self, subscription: Subscription, event_filter: EventFilter, cursor: Cursor
-    ) -> AsyncIterator[tuple[Cursor, StoredEvent | None]]:
+    ) -> AsyncIterator[tuple[Cursor, Event | None]]:
         """Yields (cursor, event) in stream order, or (cursor, None) as a heartbeat; ends the
         subscription when it ends."""
         application_id = subscription.application_id
@@ -286,7 +281,7 @@ class EventStreamer:
                             break
                         yield cursor, None
                         continue
-                    assert isinstance(item, StoredEvent)
+                    assert isinstance(item, Event)
                     if item.cursor <= cursor:
                         continue
                     cursor = item.cursor
@@ -301,9 +296,9 @@ class EventStreamer:
         event_filter: EventFilter,
         cursor: Cursor,
         page_size: int,
-    ) -> tuple[list[StoredEvent], Cursor | None]:
+    ) -> tuple[list[Event], Cursor | None]:
         """One page after `cursor`, and where the next starts (None: nothing newer yet)."""
-        found: list[StoredEvent] = []
+        found: list[Event] = []
         while True:
             batch = await self._events.read_after(
                 cursor,

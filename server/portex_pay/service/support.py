@@ -13,9 +13,8 @@ order is paid and when it is refunded. Templates may use `{bot}`, `{order_id}`, 
 from __future__ import annotations
 
 import re
-from typing import Any
 
-from portex_pay.adapters.postgres.applications import Application
+from portex_pay.domain.application import Application
 
 SUPPORT_COMMANDS = ("paysupport", "terms")
 
@@ -58,8 +57,12 @@ def support_reply(application: Application, command: str) -> str:
     )
 
 
-def reply_params(update: dict[str, Any], text: str) -> dict[str, Any]:
-    return {"chat_id": update["message"]["chat"]["id"], "text": text}
+def reply_chat_id(update: object) -> int:
+    """The private chat a message update came from (where its answer goes)."""
+    assert isinstance(update, dict)
+    chat_id = update["message"]["chat"]["id"]
+    assert isinstance(chat_id, int)
+    return chat_id
 
 
 MESSAGE_MAX_CHARS = 4096  # Bot API, sendMessage: 1-4096 characters of text

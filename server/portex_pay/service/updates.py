@@ -32,21 +32,15 @@ from typing import Any
 
 import structlog
 
-from portex_pay.adapters.postgres.applications import Application
-from portex_pay.adapters.postgres.dead_letters import DeadLetter, DeadLetterRepository
-from portex_pay.adapters.postgres.payments import (
-    CheckoutRecord,
-    PaymentRecord,
-    PaymentRepository,
-    PaymentResult,
-)
-from portex_pay.adapters.postgres.pool import is_database_unavailable
-from portex_pay.adapters.telegram import BotApiClient, TelegramApiError, TelegramNetworkError
+from portex_pay.domain.application import Application, Bot
 from portex_pay.domain.checkout import (
     CheckoutDecision,
+    CheckoutRecord,
     DeclineReason,
     Disposition,
     PaymentOutcome,
+    PaymentRecord,
+    PaymentResult,
     classify_payment,
     decide_pre_checkout,
     decline,
@@ -54,7 +48,9 @@ from portex_pay.domain.checkout import (
 from portex_pay.domain.order import Order
 from portex_pay.domain.payments import verify_invoice_payload
 from portex_pay.domain.relay import update_kind as relay_kind
+from portex_pay.domain.telegram import TelegramError
 from portex_pay.domain.updates import (
+    DeadLetter,
     MalformedUpdate,
     OtherUpdate,
     PreCheckoutQuery,
@@ -66,10 +62,13 @@ from portex_pay.domain.updates import (
     update_id_of,
     update_kind,
 )
+from portex_pay.service.ledger import Ledger
+from portex_pay.service.outage import is_unavailable
+from portex_pay.service.ports import DeadLetters, Payments, TelegramBot
 from portex_pay.service.relay import RelayService
 from portex_pay.service.support import (
     buyer_message,
-    reply_params,
+    reply_chat_id,
     support_command,
     support_reply,
 )
@@ -90,7 +89,7 @@ def dead_letter_reason(error: BaseException) -> str:
     """Why an update was given up on, as a stable reason."""
     if isinstance(error, MalformedUpdate | RecursionError):
         return "MALFORMED_UPDATE"
-    if is_database_unavailable(error):
+    if is_unavailable(error):
         return "RETRIES_EXHAUSTED"  # failed transiently PORTEX_UPDATE_MAX_ATTEMPTS times
     return "PROCESSING_ERROR"  # a bug: its traceback is logged
 
@@ -113,9 +112,9 @@ def encode_update(update: object) -> bytes:
 class UpdateProcessor:
     def __init__(
         self,
-        payments: PaymentRepository,
-        dead_letters: DeadLetterRepository,
-        bot_api: BotApiClient,
+        payments: Payments,
+        dead_letters: DeadLetters,
+        bot_api: TelegramBot,
         payload_secret: bytes,
         *,
         decision_timeout: float,
@@ -126,6 +125,7 @@ class UpdateProcessor:
         relay: RelayService | None = None,
     ) -> None:
         self._payments = payments
+        self._ledger = Ledger(payments)
         self._dead_letters = dead_letters
         self._bot_api = bot_api
         self._secret = payload_secret
@@ -144,27 +144,27 @@ class UpdateProcessor:
         """Processes one update of `application`'s bot, or dead-letters it. Returns once the
         update may be acknowledged to Telegram; raises UpdateRetry when it must come again.
         `raw` is the update's bytes as received, when there are any (the webhook)."""
-        assert application.bot_id is not None
-        key = (application.bot_id, update_id_of(update))
+        bot = application.require_bot()
+        key = (bot.id, update_id_of(update))
         try:
             await self._process(application, update, raw)
         except Exception as error:
             attempts = self._failures.pop(key, 0) + 1
-            if is_database_unavailable(error) and attempts < self._max_attempts:
+            if is_unavailable(error) and attempts < self._max_attempts:
                 self._remember_failure(key, attempts)
                 log.warning(
                     "update processing failed, will retry",
-                    bot_id=application.bot_id,
+                    bot_id=bot.id,
                     update_id=key[1],
                     attempts=attempts,
                     error=describe_error(error),
                 )
                 raise UpdateRetry(describe_error(error)) from error
             if not isinstance(error, MalformedUpdate | RecursionError) and not (
-                is_database_unavailable(error)
+                is_unavailable(error)
             ):
                 # A bug: keep its traceback for whoever fixes it.
-                log.error("update processing error", bot_id=application.bot_id, exc_info=error)
+                log.error("update processing error", bot_id=bot.id, exc_info=error)
             try:
                 await self._dead_letter(application, update, raw, error, attempts)
             except Exception as failure:
@@ -199,9 +199,8 @@ class UpdateProcessor:
             if paid and result.order is not None:
                 await self._tell_buyer(application, update, "paid", result.order)
         elif isinstance(parsed, RefundedPayment):
-            assert application.bot_id is not None
-            settled = await self._payments.record_refunded_payment(
-                application.bot_id,
+            settled = await self._ledger.record_refunded_payment(
+                application.require_bot().id,
                 parsed.update_id,
                 application.id,
                 parsed.telegram_payment_charge_id,
@@ -212,7 +211,7 @@ class UpdateProcessor:
         else:
             assert isinstance(parsed, OtherUpdate)
             command = support_command(update, application.bot_username)
-            if command is not None and application.bot_token is not None:
+            if command is not None:
                 await self._support(application, parsed.update_id, command, update)
             else:
                 await self._keep(application, parsed.update_id, update, raw)
@@ -245,34 +244,27 @@ class UpdateProcessor:
         text = buyer_message(
             application, event, order_id=order.tg_payment_id, amount=order.amount, title=order.title
         )
-        if text is None or application.bot_token is None:
+        if text is None or application.bot is None:
             return
-        assert isinstance(update, dict)
         try:
-            await self._bot_api.call(
-                application.bot_token,
-                "sendMessage",
-                reply_params(update, text),
-                timeout=_ANSWER_TIMEOUT,
+            await self._bot_api.send_message(
+                application.bot, reply_chat_id(update), text, timeout=_ANSWER_TIMEOUT
             )
-        except (TelegramApiError, TelegramNetworkError) as error:
+        except TelegramError as error:
             log.warning("buyer message failed", error=str(error))
 
     async def _support(
         self, application: Application, update_id: int, command: str, update: object
     ) -> None:
         """Answers /paysupport or /terms once: the update is claimed before the reply."""
-        assert application.bot_id is not None and application.bot_token is not None
-        assert isinstance(update, dict)
-        if not await self._payments.claim(application.bot_id, update_id, "support_command"):
+        bot = application.require_bot()
+        if not await self._payments.claim(bot.id, update_id, "support_command"):
             return
         try:
-            await self._bot_api.call(
-                application.bot_token,
-                "sendMessage",
-                reply_params(update, support_reply(application, command)),
+            await self._bot_api.send_message(
+                bot, reply_chat_id(update), support_reply(application, command)
             )
-        except (TelegramApiError, TelegramNetworkError) as error:
+        except TelegramError as error:
             # Claimed already: not retried (a reply twice is worse than a rare lost one).
             log.warning("support reply failed", command=command, error=str(error))
 
@@ -284,18 +276,16 @@ class UpdateProcessor:
         error: BaseException,
         attempts: int,
     ) -> None:
-        assert application.bot_id is not None and application.bot_token is not None
+        bot = application.require_bot()
         kind = update_kind(update)
         query_id = pre_checkout_query_id(update)
         if query_id is not None:
             # Never leave the user waiting for Telegram's 10 s timeout.
-            await self._answer(
-                application.bot_token, query_id, decline(DeclineReason.PAYLOAD_INVALID)
-            )
+            await self._answer(bot, query_id, decline(DeclineReason.PAYLOAD_INVALID))
         letter_id = await self._dead_letters.record(
             DeadLetter(
                 application_id=application.id,
-                bot_id=application.bot_id,
+                bot_id=bot.id,
                 update_id=update_id_of(update),
                 kind=kind,
                 raw=raw if raw is not None else encode_update(update),
@@ -307,7 +297,7 @@ class UpdateProcessor:
         # The error names what was wrong, never the update's content.
         log.error(
             "update dead-lettered",
-            bot_id=application.bot_id,
+            bot_id=bot.id,
             update_id=update_id_of(update),
             kind=kind,
             dead_letter_id=letter_id,
@@ -319,7 +309,7 @@ class UpdateProcessor:
         self, application: Application, query: PreCheckoutQuery
     ) -> CheckoutDecision | None:
         charge = query.charge
-        assert application.bot_id is not None and application.bot_token is not None
+        bot = application.require_bot()
         verified = verify_invoice_payload(self._secret, charge.invoice_payload)
         order_id = None
         if verified is None:
@@ -329,7 +319,7 @@ class UpdateProcessor:
             try:
                 async with asyncio.timeout(self._decision_timeout):
                     seen, order = await self._payments.checkout_context(
-                        application.bot_id, query.update_id, application.id, order_id
+                        bot.id, query.update_id, application.id, order_id
                     )
             except Exception as error:  # a slow or unreachable database must not block the answer
                 log.warning("checkout decided without the database", error=repr(error))
@@ -338,13 +328,13 @@ class UpdateProcessor:
                 if seen:
                     return None  # a repeated delivery: answered already
                 decision = decide_pre_checkout(charge, order, signed_amount, self._clock())
-        await self._answer(application.bot_token, query.query_id, decision)
+        await self._answer(bot, query.query_id, decision)
         record = CheckoutRecord(
-            application.bot_id, query.update_id, application.id, order_id, query.query_id, charge
+            bot.id, query.update_id, application.id, order_id, query.query_id, charge
         )
         try:
             async with asyncio.timeout(self._decision_timeout):
-                await self._payments.record_checkout(record, decision)
+                await self._ledger.record_checkout(record, decision)
         except Exception as error:
             log.warning(
                 "checkout decision not recorded", error=repr(error), update_id=query.update_id
@@ -358,15 +348,16 @@ class UpdateProcessor:
         )
         return decision
 
-    async def _answer(self, bot_token: str, query_id: str, decision: CheckoutDecision) -> None:
-        params: dict[str, Any] = {"pre_checkout_query_id": query_id, "ok": decision.ok}
-        if not decision.ok:
-            params["error_message"] = decision.error_message
+    async def _answer(self, bot: Bot, query_id: str, decision: CheckoutDecision) -> None:
         try:
-            await self._bot_api.call(
-                bot_token, "answerPreCheckoutQuery", params, timeout=_ANSWER_TIMEOUT
+            await self._bot_api.answer_pre_checkout_query(
+                bot,
+                query_id,
+                ok=decision.ok,
+                error_message=None if decision.ok else decision.error_message,
+                timeout=_ANSWER_TIMEOUT,
             )
-        except (TelegramApiError, TelegramNetworkError) as error:
+        except TelegramError as error:
             # Nothing to retry: a late or repeated answer is refused by Telegram anyway.
             log.warning("pre-checkout answer failed", error=str(error))
 
@@ -383,10 +374,10 @@ class UpdateProcessor:
                 return PaymentOutcome(Disposition.ANOMALY, anomaly=DeclineReason.PAYLOAD_INVALID)
             return classify_payment(charge, order, verified[1])
 
-        assert application.bot_id is not None
-        result = await self._payments.record_payment(
+        bot = application.require_bot()
+        result = await self._ledger.record_payment(
             PaymentRecord(
-                bot_id=application.bot_id,
+                bot_id=bot.id,
                 update_id=payment.update_id,
                 application_id=application.id,
                 tg_payment_id=verified[0] if verified else None,

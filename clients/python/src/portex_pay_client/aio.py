@@ -6,10 +6,16 @@ client's deadline (or a per-call ``timeout=``) to all attempts together, retries
 only where repeating is safe (see `portex_pay_client.retry`) and raises every RPC failure as
 `PortexPayError`. The exception is `watch`, the event stream: no deadline, and it resumes
 after its last cursor whenever the stream breaks (see ``portex_pay_client._watch``). The client
-owns the channel it creates and closes it on `close()` or on leaving
-``async with``; a client made `from_channel` leaves the channel to its owner unless told otherwise.
+owns the channel it creates and closes it on `close()` or on leaving ``async with``; a client
+made `from_channel` leaves the channel to its owner unless told otherwise. It may be shared
+between tasks, as the channel is.
 """
 
+# unasync: async-only
+# The blocking client, client.py, is generated from this file: edit this one, then run
+# `python -m portex_pay_devtools.unasync` (`make check` fails while client.py is stale). Lines
+# and blocks marked `# unasync: ...` differ between the two; see that script.
+# unasync: end
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -17,16 +23,17 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, Unpack
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
-import grpc.aio  # type: ignore[import-untyped, unused-ignore]
+import grpc.aio  # type: ignore[import-untyped, unused-ignore]  # unasync: remove
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 
+# The retry loop goes by its module: imported by name, its blocking twin would sort elsewhere.
+from . import _calls
 from ._calls import (
     DEFAULT_RETRY_POLICY,
     DEFAULT_TIMEOUT,
     ApiKey,
     PayFields,
-    acall_with_retries,
     build_pay_request,
     build_query_order_request,
     build_resume_payment_request,
@@ -124,8 +131,9 @@ class AsyncPaymentClient:
         self._channel = channel
         self._owns_channel = owns_channel
         self._retry = DEFAULT_RETRY_POLICY if retry is None else retry
-        # Without grpc type stubs the channel is Any and mypy picks the sync overload.
-        self._stub = payment_pb2_grpc.PaymentServiceStub(channel)  # type: ignore[assignment, unused-ignore]
+        # Any: without grpc type stubs the channel is Any, and mypy would pick the sync overload.
+        stub: Any = payment_pb2_grpc.PaymentServiceStub(channel)
+        self._stub = stub
         self._target = target
         self._timeout = timeout
 
@@ -148,7 +156,11 @@ class AsyncPaymentClient:
         return f"{type(self).__name__}(target={self._target!r}, timeout={self._timeout!r})"
 
     async def _unary(
-        self, method: str, message: Any, timeout: float | None, request_id: str = ""
+        self,
+        method: str,
+        message: Any,
+        timeout: float | None,
+        request_id: str = "",
     ) -> Any:
         """One RPC with the API key, within one deadline, retried where `retry` allows."""
         rpc = getattr(self._stub, method)
@@ -157,7 +169,7 @@ class AsyncPaymentClient:
         async def attempt(attempt_timeout: float) -> Any:
             return await rpc(message, timeout=attempt_timeout, metadata=metadata)
 
-        return await acall_with_retries(
+        return await _calls.acall_with_retries(
             attempt,
             policy=self._retry,
             method=method,
@@ -165,10 +177,18 @@ class AsyncPaymentClient:
             request_id=request_id,
         )
 
+    # unasync: sync-only
+    # def close(self) -> None:
+    #     """Closes the channel if this client owns it, cancelling calls still in flight."""
+    #     if self._owns_channel:
+    #         self._channel.close()
+    # unasync: async-only
     async def close(self, grace: float | None = None) -> None:
         """Closes the channel if this client owns it; in-flight calls get ``grace`` seconds."""
         if self._owns_channel:
             await self._channel.close(grace)
+
+    # unasync: end
 
     async def __aenter__(self) -> Self:
         return self
@@ -220,7 +240,9 @@ class AsyncPaymentClient:
         """Finds the user's most recent order that can still be paid (the ResumePayment RPC)."""
         message = build_resume_payment_request(tg_use_id)
         response: payment_pb2.ResumePaymentResponse = await self._unary(
-            "ResumePayment", message, timeout
+            "ResumePayment",
+            message,
+            timeout,
         )
         return response
 
@@ -284,7 +306,8 @@ class AsyncPaymentClient:
         0.1 s growing to 5 s; a policy's ``max_attempts`` bounds the failed attempts in a row,
         counted from the last message received). Any other failure raises `PortexPayError`, e.g.
         OUT_OF_RANGE with reason CURSOR_EXPIRED for a cursor past retention: re-list with
-        `list_events`. See ``portex_pay_client._watch``.
+        `list_events`. See ``portex_pay_client._watch``. `AsyncEventWatch.aclose` may be called
+        from another task to stop it.
         """
         request = build_stream_request(
             tg_payment_id=tg_payment_id,

@@ -1,4 +1,5 @@
-"""The blocking Portex Pay client, `PaymentClient`, on a synchronous ``grpc`` channel.
+# Generated from aio.py by `python -m portex_pay_devtools.unasync`; do not edit by hand.
+"""The blocking Portex Pay client, `PaymentClient`, on a ``grpc`` channel.
 
 Each method mirrors one RPC of ``portex.payment.v1.PaymentService``, takes and returns the
 generated messages, sends ``authorization: Bearer <api key>`` with every attempt, applies the
@@ -6,9 +7,9 @@ client's deadline (or a per-call ``timeout=``) to all attempts together, retries
 only where repeating is safe (see `portex_pay_client.retry`) and raises every RPC failure as
 `PortexPayError`. The exception is `watch`, the event stream: no deadline, and it resumes
 after its last cursor whenever the stream breaks (see ``portex_pay_client._watch``). The client
-owns the channel it creates and closes it on `close()` or on leaving
-``with``; a client made `from_channel` leaves the channel to its owner unless told otherwise. It
-may be shared between threads, as the channel is.
+owns the channel it creates and closes it on `close()` or on leaving ``with``; a client
+made `from_channel` leaves the channel to its owner unless told otherwise. It may be shared
+between threads, as the channel is.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 
+# The retry loop goes by its module: imported by name, its blocking twin would sort elsewhere.
+from . import _calls
 from ._calls import (
     DEFAULT_RETRY_POLICY,
     DEFAULT_TIMEOUT,
@@ -29,7 +32,6 @@ from ._calls import (
     build_pay_request,
     build_query_order_request,
     build_resume_payment_request,
-    call_with_retries,
     channel_options,
     check_timeout,
     resolve_timeout,
@@ -124,7 +126,9 @@ class PaymentClient:
         self._channel = channel
         self._owns_channel = owns_channel
         self._retry = DEFAULT_RETRY_POLICY if retry is None else retry
-        self._stub = payment_pb2_grpc.PaymentServiceStub(channel)
+        # Any: without grpc type stubs the channel is Any, and mypy would pick the sync overload.
+        stub: Any = payment_pb2_grpc.PaymentServiceStub(channel)
+        self._stub = stub
         self._target = target
         self._timeout = timeout
 
@@ -146,12 +150,22 @@ class PaymentClient:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(target={self._target!r}, timeout={self._timeout!r})"
 
-    def _unary(self, method: str, message: Any, timeout: float | None, request_id: str = "") -> Any:
+    def _unary(
+        self,
+        method: str,
+        message: Any,
+        timeout: float | None,
+        request_id: str = "",
+    ) -> Any:
         """One RPC with the API key, within one deadline, retried where `retry` allows."""
         rpc = getattr(self._stub, method)
         metadata = self._api_key.metadata()
-        return call_with_retries(
-            lambda attempt_timeout: rpc(message, timeout=attempt_timeout, metadata=metadata),
+
+        def attempt(attempt_timeout: float) -> Any:
+            return rpc(message, timeout=attempt_timeout, metadata=metadata)
+
+        return _calls.call_with_retries(
+            attempt,
             policy=self._retry,
             method=method,
             budget=resolve_timeout(self._timeout, timeout),
@@ -212,7 +226,11 @@ class PaymentClient:
     ) -> payment_pb2.ResumePaymentResponse:
         """Finds the user's most recent order that can still be paid (the ResumePayment RPC)."""
         message = build_resume_payment_request(tg_use_id)
-        response: payment_pb2.ResumePaymentResponse = self._unary("ResumePayment", message, timeout)
+        response: payment_pb2.ResumePaymentResponse = self._unary(
+            "ResumePayment",
+            message,
+            timeout,
+        )
         return response
 
     def list_events(
@@ -230,7 +248,10 @@ class PaymentClient:
     ) -> payment_pb2.ListEventsResponse:
         """One page of the application's events in stream order (the ListEvents RPC).
 
-        The same as `AsyncPaymentClient.list_events`, blocking.
+        Pass a ``ListEventsRequest`` or its fields as keywords. Without a cursor or page token the
+        list starts at RETENTION_START; pass ``next_page_token`` as ``page_token`` for the next
+        page, until it comes back empty (then the list has reached the newest event; its last
+        event's ``cursor`` can start a `watch`). Read-only, so retried on UNAVAILABLE.
         """
         message = build_list_events_request(
             request,
@@ -259,13 +280,21 @@ class PaymentClient:
 
         ::
 
-            with client.watch(after_cursor=saved) as events:
+            with client.watch(after_cursor=saved, types=["order.paid"]) as events:
                 for event in events:
                     handle(event)
                     save(events.cursor)
 
-        The same as `AsyncPaymentClient.watch`, blocking; `EventWatch.close` may be called from
-        another thread to stop it.
+        Yields each event once and never a heartbeat; ``events.cursor`` is the position to resume
+        from (heartbeats move it too). Starts after ``after_cursor`` when given, else at
+        ``start`` (NOW when unset; ``"RETENTION_START"`` for every retained event). The stream has
+        no deadline. When it breaks (UNAVAILABLE, or it ends), the watch reconnects after the
+        last cursor, waiting as ``retry`` says (default `DEFAULT_WATCH_RETRY_POLICY`: forever,
+        0.1 s growing to 5 s; a policy's ``max_attempts`` bounds the failed attempts in a row,
+        counted from the last message received). Any other failure raises `PortexPayError`, e.g.
+        OUT_OF_RANGE with reason CURSOR_EXPIRED for a cursor past retention: re-list with
+        `list_events`. See ``portex_pay_client._watch``. `EventWatch.close` may be called
+        from another thread to stop it.
         """
         request = build_stream_request(
             tg_payment_id=tg_payment_id,

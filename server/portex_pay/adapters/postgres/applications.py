@@ -6,64 +6,42 @@ as a slow one here, and it lets a key be found by an index lookup on its hash.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import contextlib
+from collections.abc import Iterator
 from datetime import datetime
+from typing import Literal
 from uuid import UUID
 
 import asyncpg
 
+from portex_pay.domain.application import (
+    BOT_MESSAGE_FIELDS,
+    AlreadyTaken,
+    ApiKeyInfo,
+    Application,
+    ApplicationListing,
+    Bot,
+)
 from portex_pay.domain.catalog import PricingMode
 from portex_pay.logging import register_secret, register_secrets
 
-
-@dataclass(frozen=True, slots=True)
-class Application:
-    id: UUID
-    name: str
-    bot_token: str | None
-    bot_id: int | None
-    bot_username: str | None
-    webhook_secret: str = ""
-    updates_mode: str | None = None
-    # The Mini App edge: how browser Pays are priced, which origins may call, where browser
-    # callback URLs may point (domain/catalog.py).
-    pricing_mode: PricingMode = PricingMode.CATALOG
-    allowed_origins: tuple[str, ...] = ()
-    callback_prefixes: tuple[str, ...] = ()
-    # The bot beside portex-pay (service/support.py): texts answered to /paysupport and /terms,
-    # and the optional buyer messages (None: the defaults).
-    support_text: str | None = None
-    terms_text: str | None = None
-    buyer_messages: bool = False
-    paid_message: str | None = None
-    refunded_message: str | None = None
-
-    def __repr__(self) -> str:  # never print the bot token
-        return f"Application(id={self.id}, name={self.name!r}, bot_username={self.bot_username!r})"
+# The unique constraints of `applications` (migrations/0001_initial.sql).
+_TAKEN: dict[str, Literal["name", "bot"]] = {
+    "applications_name_key": "name",
+    "applications_bot_id": "bot",
+}
 
 
-@dataclass(frozen=True, slots=True)
-class ApiKeyInfo:
-    id: str
-    created_at: datetime
-    revoked_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class ApplicationListing:
-    application: Application
-    keys: list[ApiKeyInfo]
-    created_at: datetime
-
-
-# The per-application bot message settings (set_bot_messages); the names are column names.
-BOT_MESSAGE_FIELDS = (
-    "support_text",
-    "terms_text",
-    "buyer_messages",
-    "paid_message",
-    "refunded_message",
-)
+@contextlib.contextmanager
+def _unique_rules() -> Iterator[None]:
+    """A unique violation of a name or a bot, as the domain's AlreadyTaken."""
+    try:
+        yield
+    except asyncpg.UniqueViolationError as error:
+        what = _TAKEN.get(error.constraint_name or "")
+        if what is None:
+            raise
+        raise AlreadyTaken(what) from None
 
 
 def _application(row: asyncpg.Record) -> Application:
@@ -81,9 +59,7 @@ def _application(row: asyncpg.Record) -> Application:
     return Application(
         id=row["id"],
         name=row["name"],
-        bot_token=row["bot_token"],
-        bot_id=row["bot_id"],
-        bot_username=row["bot_username"],
+        bot=None if bot_token is None else Bot(row["bot_id"], bot_token, row["bot_username"]),
         webhook_secret=row["webhook_secret"],
         updates_mode=row["updates_mode"],
         pricing_mode=PricingMode(row["pricing_mode"]),
@@ -111,20 +87,21 @@ class ApplicationRepository:
         bot_id: int | None = None,
         bot_username: str | None = None,
     ) -> Application:
-        row = await self._db.fetchrow(
-            """
-            INSERT INTO applications
-                (name, bot_token, bot_id, bot_username, webhook_secret, signing_secret)
-            VALUES ($1, $2, $3, $4, $5, $6)
-            RETURNING *
-            """,
-            name,
-            bot_token,
-            bot_id,
-            bot_username,
-            webhook_secret,
-            signing_secret,
-        )
+        with _unique_rules():
+            row = await self._db.fetchrow(
+                """
+                INSERT INTO applications
+                    (name, bot_token, bot_id, bot_username, webhook_secret, signing_secret)
+                VALUES ($1, $2, $3, $4, $5, $6)
+                RETURNING *
+                """,
+                name,
+                bot_token,
+                bot_id,
+                bot_username,
+                webhook_secret,
+                signing_secret,
+            )
         assert row is not None
         return _application(row)
 
@@ -167,17 +144,18 @@ class ApplicationRepository:
     async def set_bot(
         self, application_id: UUID, bot_token: str, bot_id: int, bot_username: str | None
     ) -> bool:
-        status = await self._db.execute(
-            """
-            UPDATE applications SET bot_token = $2, bot_id = $3, bot_username = $4,
-                updated_at = now()
-            WHERE id = $1
-            """,
-            application_id,
-            bot_token,
-            bot_id,
-            bot_username,
-        )
+        with _unique_rules():
+            status = await self._db.execute(
+                """
+                UPDATE applications SET bot_token = $2, bot_id = $3, bot_username = $4,
+                    updated_at = now()
+                WHERE id = $1
+                """,
+                application_id,
+                bot_token,
+                bot_id,
+                bot_username,
+            )
         return status.endswith(" 1")
 
     async def signing_secret(self, application_id: UUID) -> str | None:

@@ -13,13 +13,11 @@ delivered or given up).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
-from uuid import UUID
 
 import asyncpg
 
+from portex_pay.domain.callbacks import DueCallback
 from portex_pay.logging import register_secret
 
 # Long enough for a diagnosis, short enough that a chatty error cannot bloat the table.
@@ -57,21 +55,6 @@ JOIN events e ON e.id = c.event_id
 JOIN applications a ON a.id = c.application_id
 ORDER BY c.event_id
 """
-
-
-@dataclass(frozen=True, slots=True)
-class DueCallback:
-    """One claimed delivery: where to send which event, and the key to sign it with."""
-
-    event_id: int
-    application_id: UUID
-    url: str
-    attempts: int  # failed attempts so far
-    signing_secret: str = field(repr=False)  # a credential: kept out of reprs and logs
-    event_type: str
-    occurred_at: datetime
-    tg_payment_id: int | None
-    data: dict[str, Any]
 
 
 def _data(value: Any) -> dict[str, Any]:

@@ -6,13 +6,12 @@ items or users.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 
-from portex_pay.domain.catalog import CatalogItem
+from portex_pay.domain.catalog import CatalogItem, SeenUser
 from portex_pay.domain.init_data import TelegramUser
 
 
@@ -24,15 +23,6 @@ def _item(row: asyncpg.Record) -> CatalogItem:
         description=row["description"],
         photo_url=row["photo_url"],
     )
-
-
-@dataclass(frozen=True, slots=True)
-class SeenUser:
-    """A Telegram user as last verified, and when."""
-
-    user: TelegramUser
-    first_seen_at: datetime
-    last_seen_at: datetime
 
 
 class CatalogRepository:

@@ -8,24 +8,12 @@ could not use, a `payment.anomaly` event: Telegram says someone paid, so it is m
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from uuid import UUID
 
 import asyncpg
 
 from portex_pay.adapters.postgres.payments import claim_update, insert_event
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    application_id: UUID
-    bot_id: int
-    update_id: int | None
-    kind: str
-    raw: bytes
-    error: str
-    attempts: int
-    reason: str  # MALFORMED_UPDATE | RETRIES_EXHAUSTED | PROCESSING_ERROR
+from portex_pay.domain.events import EventType
+from portex_pay.domain.updates import DeadLetter
 
 
 class DeadLetterRepository:
@@ -65,13 +53,15 @@ class DeadLetterRepository:
                 "error": letter.error,
                 "reason": letter.reason,
             }
-            await insert_event(conn, letter.application_id, None, "update.dead_lettered", data)
+            await insert_event(
+                conn, letter.application_id, None, EventType.UPDATE_DEAD_LETTERED, data
+            )
             if letter.kind == "successful_payment":
                 await insert_event(
                     conn,
                     letter.application_id,
                     None,
-                    "payment.anomaly",
+                    EventType.PAYMENT_ANOMALY,
                     data,
                 )
             return letter_id

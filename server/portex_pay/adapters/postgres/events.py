@@ -10,82 +10,15 @@ another order, and a reader could skip a row that commits late.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import re
-from dataclasses import dataclass
-from datetime import datetime
-from functools import total_ordering
-from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-XID_MAX = 2**64 - 1  # xid8, the writing transaction's id
-EVENT_ID_MAX = 2**63 - 1  # bigint, the event's row id
-# "v1.<xid>.<id>", canonical decimal, in unpadded base64url.
-_RAW = re.compile(r"v1\.(0|[1-9][0-9]{0,19})\.(0|[1-9][0-9]{0,18})", re.ASCII)
-_ENCODED = re.compile(r"[A-Za-z0-9_-]+", re.ASCII)
-_ENCODED_MAX_CHARS = 64
+from portex_pay.domain.events import Cursor, Event
 
 
-class MalformedCursor(ValueError):
-    """The cursor was not made by this service."""
-
-
-@total_ordering
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    xid: int
-    id: int
-
-    def encode(self) -> str:
-        return base64.urlsafe_b64encode(f"v1.{self.xid}.{self.id}".encode()).decode().rstrip("=")
-
-    @classmethod
-    def decode(cls, text: str) -> Cursor:
-        """The cursor `encode` made, or MalformedCursor: anything else is refused here, before
-        any query (another base64 spelling of it, digits that are not ASCII, a sign, a leading
-        zero, a position out of the columns' range)."""
-        if len(text) > _ENCODED_MAX_CHARS or not _ENCODED.fullmatch(text):
-            raise MalformedCursor("not a cursor of this service")
-        try:
-            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode("ascii")
-        except (ValueError, binascii.Error):
-            raise MalformedCursor("not a cursor of this service") from None
-        parts = _RAW.fullmatch(raw)
-        if parts is None:
-            raise MalformedCursor("not a cursor of this service")
-        cursor = cls(int(parts[1]), int(parts[2]))
-        if cursor.xid > XID_MAX or cursor.id > EVENT_ID_MAX or cursor.encode() != text:
-            raise MalformedCursor("not a cursor of this service")
-        return cursor
-
-    def __lt__(self, other: object) -> bool:
-        if not isinstance(other, Cursor):
-            return NotImplemented
-        return (self.xid, self.id) < (other.xid, other.id)
-
-
-START = Cursor(0, 0)
-
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    cursor: Cursor
-    application_id: UUID
-    tg_payment_id: int | None
-    type: str
-    data: dict[str, Any]
-    occurred_at: datetime
-
-    @property
-    def event_id(self) -> int:
-        return self.cursor.id
-
-
-def _event(row: asyncpg.Record) -> StoredEvent:
-    return StoredEvent(
+def _event(row: asyncpg.Record) -> Event:
+    return Event(
         cursor=Cursor(int(row["xid_text"]), row["id"]),
         application_id=row["application_id"],
         tg_payment_id=row["tg_payment_id"],
@@ -106,7 +39,7 @@ class EventLog:
         limit: int,
         application_id: UUID | None = None,
         tg_payment_id: int | None = None,
-    ) -> list[StoredEvent]:
+    ) -> list[Event]:
         """Up to `limit` events after `cursor`, in stream order, below the safe horizon."""
         rows = await self._pool.fetch(
             """

@@ -7,14 +7,14 @@ change and the event that announces it commit together, in one round trip.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, fields
-from datetime import datetime
+from dataclasses import fields
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
-from portex_pay.domain.order import Order, OrderState
+from portex_pay.domain.events import EventType
+from portex_pay.domain.order import PAYABLE, Claim, Order, OrderState, sources
 from portex_pay.domain.payments import PayCommand
 
 _ORDER_FIELDS = tuple(f.name for f in fields(Order))
@@ -56,7 +56,7 @@ _INSERT_VALUES = """
 
 _CREATE_ORDER = with_event(
     f"INSERT INTO orders ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES}) RETURNING *",
-    "order.created",
+    EventType.ORDER_CREATED,
 )
 
 _CREATE_ORDER_IDEMPOTENT = with_event(
@@ -65,7 +65,7 @@ _CREATE_ORDER_IDEMPOTENT = with_event(
     SELECT k.tg_payment_id, {_INSERT_VALUES} FROM k
     RETURNING *
     """,
-    "order.created",
+    EventType.ORDER_CREATED,
     before="""
     new_id AS (
         SELECT nextval(pg_get_serial_sequence('orders', 'tg_payment_id')) AS id
@@ -86,32 +86,9 @@ WHERE k.application_id = $1 AND k.request_id = $2
 """
 
 
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """The outcome of inserting an order under an idempotency key."""
-
-    order: Order
-    created: bool
-    request_hash: bytes
-
-
 def order_from_row(row: asyncpg.Record | dict[str, Any]) -> Order:
     values = {name: row[name] for name in _ORDER_FIELDS}
     values["state"] = OrderState(values["state"])
-    return Order(**values)
-
-
-_TIMESTAMPS = ("created_at", "updated_at", "paid_at", "expires_at")
-
-
-def order_from_json(snapshot: dict[str, Any]) -> Order:
-    """The order as an event recorded it (`to_jsonb` of the row)."""
-    values: dict[str, Any] = {name: snapshot.get(name) for name in _ORDER_FIELDS}
-    values["application_id"] = UUID(str(values["application_id"]))
-    values["state"] = OrderState(values["state"])
-    for name in _TIMESTAMPS:
-        if isinstance(values[name], str):
-            values[name] = datetime.fromisoformat(values[name])
     return Order(**values)
 
 
@@ -197,13 +174,14 @@ class OrderRepository:
         row = await self._pool.fetchrow(
             """
             SELECT * FROM orders
-            WHERE application_id = $1 AND tg_use_id = $2 AND state = 'pending'
+            WHERE application_id = $1 AND tg_use_id = $2 AND state = ANY($3::text[])
               AND invoice_link IS NOT NULL AND expires_at > now()
             ORDER BY tg_payment_id DESC
             LIMIT 1
             """,
             application_id,
             tg_use_id,
+            sorted(state.value for state in PAYABLE),  # Order.is_payable, in SQL
         )
         return None if row is None else order_from_row(row)
 
@@ -215,13 +193,14 @@ class OrderRepository:
             """
             UPDATE orders SET invoice_lease_until = now() + make_interval(secs => $3)
             WHERE tg_payment_id = $1 AND application_id = $2
-              AND invoice_link IS NULL AND state IN ('pending', 'failed')
+              AND invoice_link IS NULL AND state = ANY($4::text[])
               AND (invoice_lease_until IS NULL OR invoice_lease_until <= now())
             RETURNING *
             """,
             tg_payment_id,
             application_id,
             float(lease_seconds),
+            sources(OrderState.PENDING),  # the lease is taken to make it pending with a link
         )
         return None if row is None else order_from_row(row)
 
@@ -242,13 +221,14 @@ class OrderRepository:
                     invoice_lease_until = NULL, failure_code = NULL, failure_reason = NULL,
                     retry_after = NULL, updated_at = now()
                 WHERE tg_payment_id = $1 AND invoice_link IS NULL
-                  AND state IN ('pending', 'failed')
+                  AND state = ANY($3::text[])
                 RETURNING *
                 """,
-                "order.invoice_created",
+                EventType.ORDER_INVOICE_CREATED,
             ),
             tg_payment_id,
             link,
+            sources(OrderState.PENDING),
         )
         return None if row is None else order_from_row(row)
 
@@ -261,15 +241,16 @@ class OrderRepository:
                 UPDATE orders SET state = 'failed', invoice_lease_until = NULL,
                     failure_code = $2, failure_reason = $3, retry_after = $4, updated_at = now()
                 WHERE tg_payment_id = $1 AND invoice_link IS NULL
-                  AND state IN ('pending', 'failed')
+                  AND state = ANY($5::text[])
                 RETURNING *
                 """,
-                "order.failed",
+                EventType.ORDER_FAILED,
             ),
             tg_payment_id,
             code,
             reason,
             retry_after,
+            sources(OrderState.FAILED),
         )
         return None if row is None else order_from_row(row)
 
@@ -289,13 +270,14 @@ class OrderRepository:
                 UPDATE orders SET state = 'cancelled', cancelled_at = now(), updated_at = now(),
                     invoice_lease_until = NULL
                 WHERE tg_payment_id = $1 AND application_id = $2
-                  AND state IN ('pending', 'failed') AND expires_at > now()
+                  AND state = ANY($3::text[]) AND expires_at > now()
                 RETURNING *
                 """,
-                "order.cancelled",
+                EventType.ORDER_CANCELLED,
             ),
             tg_payment_id,
             application_id,
+            sources(OrderState.CANCELLED),
         )
         return None if row is None else order_from_row(row)
 
@@ -310,7 +292,7 @@ class OrderRepository:
                 WHERE tg_payment_id = $1 AND application_id = $2
                 RETURNING *
                 """,
-                "order.client_report",
+                EventType.ORDER_CLIENT_REPORT,
                 extra_data="jsonb_build_object('status', $3::text)",
             ),
             tg_payment_id,
@@ -330,15 +312,16 @@ class OrderRepository:
                     invoice_lease_until = NULL
                 WHERE tg_payment_id IN (
                     SELECT tg_payment_id FROM orders
-                    WHERE state IN ('pending', 'failed') AND expires_at <= now()
+                    WHERE state = ANY($2::text[]) AND expires_at <= now()
                     ORDER BY expires_at
                     LIMIT $1
                     FOR UPDATE SKIP LOCKED
                 )
                 RETURNING *
                 """,
-                "order.expired",
+                EventType.ORDER_EXPIRED,
             ),
             limit,
+            sources(OrderState.EXPIRED),
         )
         return len(rows)

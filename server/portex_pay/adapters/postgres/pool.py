@@ -7,6 +7,8 @@ import json
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from portex_pay.service.outage import register_transient_errors
+
 # A connection of our own or one borrowed from the pool.
 Conn = asyncpg.Connection | PoolConnectionProxy
 
@@ -39,34 +41,21 @@ async def connect(dsn: str) -> asyncpg.Connection:
     return conn
 
 
-_TRANSIENT = (
-    asyncpg.PostgresConnectionError  # includes CannotConnectNowError
-    | asyncpg.InterfaceError  # includes ConnectionDoesNotExistError
-    | asyncpg.InternalClientError  # includes ProtocolError: a connection that died under a query
-    | asyncpg.TransactionRollbackError  # serialization_failure, deadlock_detected
-    | asyncpg.QueryCanceledError  # statement_timeout, a cancelled query
-    | asyncpg.LockNotAvailableError  # lock_timeout
-    | asyncpg.OperatorInterventionError  # admin_shutdown, crash_shutdown
-    | asyncpg.InsufficientResourcesError  # too_many_connections, disk_full
-    | ConnectionError
-    | OSError
-    | TimeoutError
+# What "PostgreSQL cannot do the work now" looks like from asyncpg.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError,  # includes CannotConnectNowError
+    asyncpg.InterfaceError,  # includes ConnectionDoesNotExistError
+    asyncpg.InternalClientError,  # includes ProtocolError: a connection that died under a query
+    asyncpg.TransactionRollbackError,  # serialization_failure, deadlock_detected
+    asyncpg.QueryCanceledError,  # statement_timeout, a cancelled query
+    asyncpg.LockNotAvailableError,  # lock_timeout
+    asyncpg.OperatorInterventionError,  # admin_shutdown, crash_shutdown
+    asyncpg.InsufficientResourcesError,  # too_many_connections, disk_full
+    ConnectionError,
+    OSError,
+    TimeoutError,
 )
 
-
-def is_database_unavailable(error: BaseException) -> bool:
-    """PostgreSQL could not do the work now, for a reason that passes (as opposed to a bug or
-    bad data): unreachable, the connection lost mid-query, shutting down, out of connections, a
-    statement timeout, a serialisation failure or deadlock. The work may be retried. An error
-    raised while handling (or from) such a failure counts too: its cause is the outage."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, _TRANSIENT):
-            return True
-        seen.add(id(current))
-        # The chain a traceback shows: the explicit cause, else the implicit context.
-        current = current.__cause__ or (
-            None if current.__suppress_context__ else current.__context__
-        )
-    return False
+# Every process that talks to PostgreSQL imports this module: from then on the use cases and the
+# API layers (service/outage.py) know these errors for an outage.
+register_transient_errors(*TRANSIENT_ERRORS)

@@ -11,42 +11,16 @@ poll must see, notifies `portex_relay` with the bot id (a wake-up hint: a poll a
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from uuid import UUID
 
 import asyncpg
 
 from portex_pay.adapters.postgres.pool import Conn
-from portex_pay.domain.relay import DEFAULT_KINDS
+from portex_pay.domain.relay import DEFAULT_KINDS, RelayBot, RelayedUpdate
 from portex_pay.logging import register_secret
 
 CHANNEL = "portex_relay"
 _DEFAULT_KINDS = sorted(DEFAULT_KINDS)
-
-
-@dataclass(frozen=True, slots=True)
-class RelayBot:
-    bot_id: int
-    application_id: UUID
-    allowed_updates: tuple[str, ...] | None
-    confirmed_offset: int
-    webhook_url: str | None
-    webhook_secret: str | None
-    poll_generation: int
-    attempts: int = 0  # failed webhook deliveries in a row
-    pending: int = 0
-    last_error: str | None = None
-    last_error_at: datetime | None = None
-
-    def __repr__(self) -> str:  # never print the webhook secret
-        return f"RelayBot(bot_id={self.bot_id}, webhook={self.webhook_url is not None})"
-
-
-@dataclass(frozen=True, slots=True)
-class RelayedUpdate:
-    update_id: int
-    raw: bytes
 
 
 def _bot(row: asyncpg.Record) -> RelayBot:

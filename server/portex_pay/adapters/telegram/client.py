@@ -1,4 +1,6 @@
-"""A small Bot API client on aiohttp: `POST {base}/bot{token}/{method}` with a JSON body.
+"""A small Bot API client on aiohttp: `POST {base}/bot{token}/{method}` with a JSON body; the
+Telegram port of the service (service/ports.py, TelegramBot), with a typed method for every call
+the service makes.
 
 Answers are `{"ok": true, "result": ...}` or `{"ok": false, "error_code", "description",
 "parameters": {"retry_after"}}` (Bot API, "Making requests"). The token sits in the URL path, so
@@ -8,29 +10,22 @@ and Telegram's description only.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import aiohttp
 
+from portex_pay.domain.application import Bot
+from portex_pay.domain.telegram import (
+    BotProfile,
+    ChargeAlreadyRefunded,
+    InvoiceRequest,
+    TelegramApiError,
+    TelegramNetworkError,
+    TelegramTooManyRequests,
+)
 
-class TelegramApiError(Exception):
-    """Telegram answered `ok: false`."""
-
-    def __init__(self, method: str, error_code: int, description: str, retry_after: int | None):
-        super().__init__(f"{method}: {error_code} {description}")
-        self.method = method
-        self.error_code = error_code
-        self.description = description
-        self.retry_after = retry_after
-
-
-class TelegramNetworkError(Exception):
-    """No usable answer: timeout, connection error or a non-JSON (e.g. proxy 5xx) response."""
-
-    def __init__(self, method: str, reason: str) -> None:
-        super().__init__(f"{method}: {reason}")
-        self.method = method
-        self.reason = reason
+_PHOTO_FIELDS = ("photo_url", "photo_size", "photo_width", "photo_height")
 
 
 class BotApiClient:
@@ -94,25 +89,129 @@ class BotApiClient:
         parameters = body.get("parameters")
         retry_after = parameters.get("retry_after") if isinstance(parameters, dict) else None
         description = body.get("description")
-        raise TelegramApiError(
-            method,
-            error_code,
-            description if isinstance(description, str) else "",
-            retry_after if type(retry_after) is int and retry_after >= 0 else None,
-        )
+        text = description if isinstance(description, str) else ""
+        wait = retry_after if type(retry_after) is int and retry_after >= 0 else None
+        if error_code == 429:
+            raise TelegramTooManyRequests(method, error_code, text, 1 if wait is None else wait)
+        if "CHARGE_ALREADY_REFUNDED" in text:
+            raise ChargeAlreadyRefunded(method, error_code, text, wait)
+        raise TelegramApiError(method, error_code, text, wait)
 
-    async def get_me(self, token: str) -> dict[str, Any]:
+    async def get_me(self, token: str) -> BotProfile:
         result = await self.call(token, "getMe", {})
-        assert isinstance(result, dict)
-        return result
+        if not isinstance(result, dict) or type(result.get("id")) is not int:
+            raise TelegramNetworkError("getMe", "the result is not a user")
+        username = result.get("username")
+        return BotProfile(result["id"], username if isinstance(username, str) else None)
 
     async def create_invoice_link(
-        self, token: str, params: dict[str, Any], *, timeout: float | None = None
+        self, bot: Bot, invoice: InvoiceRequest, *, timeout: float | None = None
     ) -> str:
-        result = await self.call(token, "createInvoiceLink", params, timeout=timeout)
+        params: dict[str, Any] = {
+            "title": invoice.title,
+            "description": invoice.description,
+            "payload": invoice.payload,
+            "currency": "XTR",
+            "prices": [{"label": invoice.label, "amount": invoice.amount}],
+        }
+        for field in _PHOTO_FIELDS:
+            value = getattr(invoice, field)
+            if value is not None:
+                params[field] = value
+        result = await self.call(bot.token, "createInvoiceLink", params, timeout=timeout)
         if not isinstance(result, str):
             raise TelegramNetworkError("createInvoiceLink", "the result is not a link")
         return result
+
+    async def answer_pre_checkout_query(
+        self,
+        bot: Bot,
+        query_id: str,
+        *,
+        ok: bool,
+        error_message: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        params: dict[str, Any] = {"pre_checkout_query_id": query_id, "ok": ok}
+        if not ok:
+            params["error_message"] = error_message
+        await self.call(bot.token, "answerPreCheckoutQuery", params, timeout=timeout)
+
+    async def refund_star_payment(self, token: str, user_id: int, charge_id: str) -> None:
+        """Raises ChargeAlreadyRefunded when the charge was refunded before."""
+        await self.call(
+            token,
+            "refundStarPayment",
+            {"user_id": user_id, "telegram_payment_charge_id": charge_id},
+        )
+
+    async def send_message(
+        self, bot: Bot, chat_id: int, text: str, *, timeout: float | None = None
+    ) -> None:
+        await self.call(
+            bot.token, "sendMessage", {"chat_id": chat_id, "text": text}, timeout=timeout
+        )
+
+    async def get_updates(
+        self, bot: Bot, *, offset: int, timeout: int, allowed_updates: Sequence[str]
+    ) -> list[Any]:
+        """One long poll (`timeout` seconds at Telegram, ten more for the request); the updates,
+        unparsed (the caller dead-letters what it cannot use)."""
+        result = await self.call(
+            bot.token,
+            "getUpdates",
+            {"offset": offset, "timeout": timeout, "allowed_updates": list(allowed_updates)},
+            timeout=timeout + 10,
+        )
+        if not isinstance(result, list):
+            raise TelegramNetworkError("getUpdates", "the result is not a list")
+        return result
+
+    async def set_webhook(
+        self, bot: Bot, url: str, *, secret_token: str, allowed_updates: Sequence[str]
+    ) -> None:
+        await self.call(
+            bot.token,
+            "setWebhook",
+            {"url": url, "secret_token": secret_token, "allowed_updates": list(allowed_updates)},
+        )
+
+    async def delete_webhook(self, bot: Bot) -> None:
+        await self.call(bot.token, "deleteWebhook", {})
+
+    async def webhook_url(self, bot: Bot) -> str | None:
+        """getWebhookInfo's url: where Telegram pushes this bot's updates (None: nowhere)."""
+        info = await self.call(bot.token, "getWebhookInfo", {})
+        url = info.get("url") if isinstance(info, dict) else None
+        return url if isinstance(url, str) and url else None
+
+    async def run_webhook_reply(
+        self, bot: Bot, method: str, body: bytes, content_type: str, *, timeout: float
+    ) -> None:
+        """A method call a webhook answered with, its body sent on as it came (the extra
+        `method` field is ignored by Telegram); the result is discarded, as Telegram does."""
+        url = self.method_url(bot.token, method)
+        try:
+            async with self._session.post(
+                url,
+                data=body,
+                headers={"Content-Type": content_type},
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:
+                await response.read()
+        except TimeoutError:
+            raise TelegramNetworkError(method, "timed out") from None
+        except aiohttp.ClientError as error:
+            raise TelegramNetworkError(method, type(error).__name__) from None
+
+    async def get_star_transactions(
+        self, bot: Bot, *, offset: int, limit: int
+    ) -> list[dict[str, Any]]:
+        page = await self.call(bot.token, "getStarTransactions", {"offset": offset, "limit": limit})
+        transactions = page.get("transactions", []) if isinstance(page, dict) else None
+        if not isinstance(transactions, list):
+            raise TelegramNetworkError("getStarTransactions", "the result has no transactions")
+        return [t for t in transactions if isinstance(t, dict)]
 
 
 async def new_session() -> aiohttp.ClientSession:
@@ -124,4 +223,4 @@ async def new_session() -> aiohttp.ClientSession:
     )
 
 
-__all__ = ["BotApiClient", "TelegramApiError", "TelegramNetworkError", "new_session"]
+__all__ = ["BotApiClient", "new_session"]

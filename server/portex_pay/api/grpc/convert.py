@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from google.protobuf import timestamp_pb2
 
 from portex.payment.v1 import payment_pb2
-from portex_pay.adapters.postgres.catalog import SeenUser
-from portex_pay.adapters.postgres.events import Cursor, StoredEvent
-from portex_pay.adapters.postgres.orders import order_from_json
-from portex_pay.domain.catalog import CatalogItem
+from portex_pay.domain.catalog import CatalogItem, SeenUser
+from portex_pay.domain.events import Cursor, Event, invoice_closed
 from portex_pay.domain.order import SDK_STATUS, Order, OrderState
 from portex_pay.domain.payments import PayCommand
+from portex_pay.domain.refunds import Refund, RefundState
 from portex_pay.service.bot_messages import TEXT_FIELDS, BotMessages
 
 _STATE = {
@@ -84,39 +82,29 @@ def order_message(order: Order, now: datetime) -> payment_pb2.Order:
 
 
 _REFUND_STATE = {
-    "pending": payment_pb2.Refund.PENDING,
-    "succeeded": payment_pb2.Refund.SUCCEEDED,
-    "failed": payment_pb2.Refund.FAILED,
+    RefundState.PENDING: payment_pb2.Refund.PENDING,
+    RefundState.SUCCEEDED: payment_pb2.Refund.SUCCEEDED,
+    RefundState.FAILED: payment_pb2.Refund.FAILED,
 }
 
 
-def refund_message(refund: dict[str, Any]) -> payment_pb2.Refund:
+def refund_message(refund: Refund) -> payment_pb2.Refund:
     message = payment_pb2.Refund(
-        tg_payment_id=refund["tg_payment_id"] or 0,
-        telegram_payment_charge_id=refund["telegram_payment_charge_id"],
-        amount=refund["amount"],
-        state=_REFUND_STATE[refund["state"]],
-        reason=refund["reason"],
-        attempts=refund["attempts"],
-        last_error=refund["last_error"] or "",
-        create_time=_timestamp(refund["created_at"]),
+        tg_payment_id=refund.tg_payment_id or 0,
+        telegram_payment_charge_id=refund.telegram_payment_charge_id,
+        amount=refund.amount,
+        state=_REFUND_STATE[refund.state],
+        reason=refund.reason,
+        attempts=refund.attempts,
+        last_error=refund.last_error or "",
+        create_time=_timestamp(refund.created_at),
     )
-    if refund["completed_at"] is not None:
-        message.complete_time.CopyFrom(_timestamp(refund["completed_at"]))
+    if refund.completed_at is not None:
+        message.complete_time.CopyFrom(_timestamp(refund.completed_at))
     return message
 
 
-# Invoice outcomes in the SDK's InvoiceClosedResult words; an order that expired unpaid was, for
-# the user, closed without paying.
-_INVOICE_CLOSED = {
-    "order.paid": "paid",
-    "order.cancelled": "cancelled",
-    "order.expired": "cancelled",
-    "order.failed": "failed",
-}
-
-
-def event_message(cursor: Cursor, event: StoredEvent | None) -> payment_pb2.InvoiceEvent:
+def event_message(cursor: Cursor, event: Event | None) -> payment_pb2.InvoiceEvent:
     """An event, or (event None) a heartbeat at `cursor`."""
     if event is None:
         return payment_pb2.InvoiceEvent(cursor=cursor.encode(), heartbeat=True)
@@ -129,8 +117,8 @@ def event_message(cursor: Cursor, event: StoredEvent | None) -> payment_pb2.Invo
     snapshot = event.data.get("order")
     if snapshot:
         # As it was right after the change: its state is not aged to the present.
-        message.order.CopyFrom(order_message(order_from_json(snapshot), event.occurred_at))
-    status = _INVOICE_CLOSED.get(event.type)
+        message.order.CopyFrom(order_message(Order.from_snapshot(snapshot), event.occurred_at))
+    status = invoice_closed(event.type)
     if status is not None and event.tg_payment_id is not None:
         message.invoice_closed.CopyFrom(
             payment_pb2.InvoiceClosedResult(order_id=event.tg_payment_id, status=status)

@@ -13,8 +13,8 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from portex_pay.adapters.postgres.pool import is_database_unavailable
 from portex_pay.domain import errors
+from portex_pay.service.outage import is_unavailable
 
 ERROR_DOMAIN = "pay.portex.dev"
 
@@ -94,7 +94,7 @@ def to_status(error: errors.DomainError) -> grpc.Status:
 
 def is_database_outage(error: BaseException) -> bool:
     """PostgreSQL cannot do the work now (as opposed to a bug): the caller may retry."""
-    return is_database_unavailable(error)
+    return is_unavailable(error)
 
 
 def undecodable_status(type_name: str) -> grpc.Status:

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 import grpc
 import structlog
 
-from portex_pay.adapters.postgres.applications import Application
 from portex_pay.api.grpc import errors
+from portex_pay.domain.application import Application
 from portex_pay.domain.errors import DomainError
 from portex_pay.service.auth import ApiKeyAuthenticator
 

@@ -24,11 +24,11 @@ from uuid import UUID
 import structlog
 from aiohttp import web
 
-from portex_pay.adapters.postgres.applications import Application
-from portex_pay.adapters.telegram import BotApiClient
 from portex_pay.api.http.botapi_proxy import add_bot_api_routes
 from portex_pay.api.http.edge import add_edge_routes
+from portex_pay.domain.application import Application
 from portex_pay.service.edge import EdgeService
+from portex_pay.service.ports import BotApiEndpoint
 from portex_pay.service.relay import RelayService
 from portex_pay.service.updates import UpdateProcessor, UpdateRetry, describe_error
 
@@ -71,7 +71,7 @@ def create_http_app(
     edge: EdgeService | None = None,
     relay: RelayService | None = None,
     load_bot_application: Callable[[int], Awaitable[Application | None]] | None = None,
-    bot_api: BotApiClient | None = None,
+    bot_api: BotApiEndpoint | None = None,
     forward_timeout: float = 60.0,
 ) -> web.Application:
     """The HTTP application; `load_application` and `load_bot_application` should be cached

@@ -23,9 +23,9 @@ import aiohttp
 import structlog
 from aiohttp import web
 
-from portex_pay.adapters.postgres.applications import Application
-from portex_pay.adapters.telegram import BotApiClient
+from portex_pay.domain.application import Application
 from portex_pay.logging import register_secret
+from portex_pay.service.ports import BotApiEndpoint
 from portex_pay.service.relay import RelayError, RelayService
 
 log = structlog.get_logger(__name__)
@@ -92,7 +92,7 @@ def add_bot_api_routes(
     *,
     load_bot_application: Callable[[int], Awaitable[Application | None]],
     relay: RelayService,
-    bot_api: BotApiClient,
+    bot_api: BotApiEndpoint,
     forward_timeout: float,
 ) -> None:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=forward_timeout)

@@ -32,9 +32,8 @@ import grpc
 import structlog
 from aiohttp import web
 
-from portex_pay.adapters.postgres.applications import Application
-from portex_pay.adapters.postgres.pool import is_database_unavailable
 from portex_pay.api.grpc.errors import status_code_for
+from portex_pay.domain.application import Application
 from portex_pay.domain.catalog import normalize_origin
 from portex_pay.domain.errors import (
     DomainError,
@@ -49,6 +48,7 @@ from portex_pay.domain.order import SDK_STATUS, Order
 from portex_pay.domain.payments import INT64_MAX, PayCommand
 from portex_pay.domain.text import single_line_problem
 from portex_pay.service.edge import EdgeService
+from portex_pay.service.outage import is_unavailable
 from portex_pay.service.payments import utcnow
 
 log = structlog.get_logger(__name__)
@@ -97,7 +97,7 @@ def _error_response(error: BaseException) -> web.Response:
         if isinstance(error, RateLimited | TelegramRateLimited):
             response.headers["Retry-After"] = str(error.retry_after)
         return response
-    if is_database_unavailable(error):
+    if is_unavailable(error):
         return _envelope_error(503, "DATABASE_UNAVAILABLE", "database unavailable; retry")
     log.error("edge request failed", exc_info=error)
     return _envelope_error(500, "INTERNAL", "internal error")

@@ -1,0 +1,201 @@
+"""The money use cases: what a checkout, a charge, a refund request and a refund mean, decided
+here and recorded atomically through the Payments port's unit of work.
+
+Each use case runs in one `payments.transaction()`: the de-duplication of the update, the
+payment, the order's change, its events and any refund intent commit together or not at all
+(ports.PaymentTransaction). Exactly-once rests on the store's unique keys (an update id, a
+charge id), never on a read before a write; the order is locked before it is judged, so a
+concurrent refund, cancel or second charge waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from uuid import UUID
+
+from portex_pay.domain.checkout import (
+    CheckoutDecision,
+    CheckoutRecord,
+    Disposition,
+    PaymentOutcome,
+    PaymentRecord,
+    PaymentResult,
+    RefundedCharge,
+    RefundReason,
+)
+from portex_pay.domain.events import EventType
+from portex_pay.domain.order import Order, OrderState, allows, check_transition
+from portex_pay.domain.refunds import Refund
+from portex_pay.service.ports import Payments, PaymentTransaction
+
+
+def refundable(order: Order) -> bool:
+    """A caller may ask to refund an order its charge paid, and only that one (the table says
+    which states may become refunded)."""
+    return allows(order.state, OrderState.REFUNDED) and bool(order.telegram_payment_charge_id)
+
+
+class Ledger:
+    def __init__(self, payments: Payments) -> None:
+        self._payments = payments
+
+    async def record_checkout(self, record: CheckoutRecord, decision: CheckoutDecision) -> bool:
+        """Records the pre-checkout decision (and the update as processed); False if it was
+        recorded before."""
+        async with self._payments.transaction() as tx:
+            if not await tx.claim_update(record.bot_id, record.update_id, "pre_checkout_query"):
+                return False
+            await tx.add_event(
+                record.application_id,
+                record.tg_payment_id,
+                EventType.CHECKOUT_APPROVED if decision.ok else EventType.CHECKOUT_DECLINED,
+                {
+                    "reason": decision.reason,
+                    "pre_checkout_query_id": record.query_id,
+                    "payer_id": record.charge.payer_id,
+                    "total_amount": record.charge.total_amount,
+                    "currency": record.charge.currency,
+                },
+            )
+            return True
+
+    async def record_payment(
+        self,
+        record: PaymentRecord,
+        classify: Callable[[Order | None], PaymentOutcome],
+        *,
+        auto_refund: bool,
+    ) -> PaymentResult:
+        """A successful_payment, exactly once (by update and by charge): it pays its order, or
+        is kept as a duplicate or an anomaly, refunded when `auto_refund` and the outcome says
+        so. `classify` judges the locked order (domain/checkout.classify_payment)."""
+        charge_id = record.telegram_payment_charge_id
+        async with self._payments.transaction() as tx:
+            if record.update_id is not None and not await tx.claim_update(
+                record.bot_id, record.update_id, "successful_payment"
+            ):
+                return PaymentResult(None, None)
+            order = None
+            if record.tg_payment_id is not None:
+                order = await tx.lock_order(record.application_id, record.tg_payment_id)
+            outcome = classify(order)
+            order_id = order.tg_payment_id if order else None
+            if not await tx.add_payment(record, order_id, outcome):
+                if await tx.charge_owner(charge_id) != record.application_id:
+                    # Another application's charge id reported by this bot: never ours to
+                    # apply; kept in this application's log for someone to look at.
+                    await tx.add_event(
+                        record.application_id,
+                        None,
+                        EventType.PAYMENT_ANOMALY,
+                        {
+                            "telegram_payment_charge_id": charge_id,
+                            "reason": "FOREIGN_CHARGE",
+                            "update_id": record.update_id,
+                        },
+                    )
+                return PaymentResult(None, order)  # the same charge, seen before
+            if outcome.disposition is Disposition.ACCEPTED:
+                assert order is not None
+                check_transition(order.state, OrderState.PAID)
+                paid = await tx.mark_paid(order.tg_payment_id, charge_id)
+                assert paid is not None, "locked, and the table allows it"
+                return PaymentResult(outcome, paid)
+            await tx.add_event(
+                record.application_id,
+                order_id,
+                EventType.PAYMENT_DUPLICATE
+                if outcome.disposition is Disposition.DUPLICATE
+                else EventType.PAYMENT_ANOMALY,
+                {
+                    "telegram_payment_charge_id": charge_id,
+                    "payer_id": record.charge.payer_id,
+                    "total_amount": record.charge.total_amount,
+                    "currency": record.charge.currency,
+                    "reason": outcome.anomaly or outcome.refund,
+                },
+            )
+            refund = outcome.refund is not None and auto_refund
+            if refund:
+                assert outcome.refund is not None
+                await tx.add_refund(
+                    charge_id,
+                    record.bot_id,
+                    record.application_id,
+                    order_id,
+                    record.charge.payer_id,
+                    record.charge.total_amount,
+                    outcome.refund,
+                )
+            return PaymentResult(outcome, order, refund_requested=refund)
+
+    async def request_refund(
+        self, application_id: UUID, tg_payment_id: int, bot_id: int
+    ) -> tuple[Order, Refund | None] | None:
+        """Records the intent to refund a paid order's charge (idempotent: asking again finds
+        the same refund, also once the order is refunded). None when the application has no
+        such order; the refund is None when none was asked for and the order is not
+        refundable."""
+        async with self._payments.transaction() as tx:
+            order = await tx.lock_order(application_id, tg_payment_id)
+            if order is None:
+                return None
+            if refundable(order):
+                assert order.telegram_payment_charge_id is not None
+                await tx.add_refund(
+                    order.telegram_payment_charge_id,
+                    bot_id,
+                    application_id,
+                    order.tg_payment_id,
+                    order.tg_use_id,
+                    order.amount,
+                    RefundReason.REQUESTED,
+                )
+            # Asked before (the order may be refunded by now): the same refund.
+            return order, await tx.requested_refund(tg_payment_id)
+
+    async def settle_refund(self, application_id: UUID, charge_id: str) -> bool:
+        """Telegram refunded the application's charge: the refund succeeds, the payment is marked
+        refunded and, if it was the charge that paid the order, the order becomes refunded.
+        Idempotent (the worker's confirmation and Telegram's refunded_payment update may both
+        arrive). False when the application has no such charge."""
+        async with self._payments.transaction() as tx:
+            return await _settle(tx, application_id, charge_id)
+
+    async def record_refunded_payment(
+        self, bot_id: int, update_id: int, application_id: UUID, charge_id: str
+    ) -> RefundedCharge | None:
+        """A refunded_payment update: settles the refund (whoever initiated it); what was
+        refunded, or None for a repeated update. A charge the application does not have (another
+        application's, or one never reported to us) changes nothing and is recorded as a
+        `payment.anomaly`."""
+        async with self._payments.transaction() as tx:
+            if not await tx.claim_update(bot_id, update_id, "refunded_payment"):
+                return None
+            if await _settle(tx, application_id, charge_id):
+                order = await tx.order_paid_by(application_id, charge_id)
+                refunded = order is not None and order.state is OrderState.REFUNDED
+                return RefundedCharge(True, order if refunded else None)
+            await tx.add_event(
+                application_id,
+                None,
+                EventType.PAYMENT_ANOMALY,
+                {
+                    "telegram_payment_charge_id": charge_id,
+                    "reason": "REFUND_OF_UNKNOWN_CHARGE",
+                    "update_id": update_id,
+                },
+            )
+            return RefundedCharge(False, None)
+
+
+async def _settle(tx: PaymentTransaction, application_id: UUID, charge_id: str) -> bool:
+    payment = await tx.mark_payment_refunded(application_id, charge_id)
+    if payment is None:
+        return False
+    await tx.complete_refund(application_id, charge_id)
+    tg_payment_id, disposition = payment
+    if tg_payment_id is not None and disposition is Disposition.ACCEPTED:
+        # Only the charge that paid the order refunds it (a duplicate's refund does not).
+        await tx.mark_refunded(tg_payment_id, charge_id)
+    return True

@@ -1,0 +1,423 @@
+"""The ports: what the use cases need from the world, as `typing.Protocol`s.
+
+`service/` and `api/` depend on these and on `domain/` only; the adapters (PostgreSQL, the Bot
+API client, the HTTP client) satisfy them structurally, and `app.py` alone wires one to the
+other. A test can hand a use case an in-memory fake of a port instead (tests/unit/fakes.py).
+
+Every method that changes state is one atomic step (one statement or one transaction in the
+PostgreSQL adapter): a state change and the event announcing it commit together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Literal, Protocol
+from uuid import UUID
+
+import aiohttp
+
+from portex_pay.domain.application import Application, ApplicationListing, Bot
+from portex_pay.domain.callbacks import DueCallback
+from portex_pay.domain.catalog import CatalogItem, PricingMode, SeenUser
+from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord, RefundReason
+from portex_pay.domain.events import Cursor, Event, EventType
+from portex_pay.domain.init_data import TelegramUser
+from portex_pay.domain.order import Claim, Order
+from portex_pay.domain.payments import PayCommand
+from portex_pay.domain.refunds import DueRefund, Refund
+from portex_pay.domain.relay import RelayBot, RelayedUpdate
+from portex_pay.domain.telegram import BotProfile, InvoiceRequest
+from portex_pay.domain.updates import DeadLetter
+
+Clock = Callable[[], datetime]
+
+
+# ---------------------------------------------------------------------------- PostgreSQL
+
+
+class Applications(Protocol):
+    async def create(
+        self,
+        name: str,
+        *,
+        webhook_secret: str,
+        signing_secret: str,
+        bot_token: str | None = None,
+        bot_id: int | None = None,
+        bot_username: str | None = None,
+    ) -> Application: ...
+
+    async def get(self, application_id: UUID) -> Application | None: ...
+
+    async def get_by_name(self, name: str) -> Application | None: ...
+
+    async def get_by_bot_id(self, bot_id: int) -> Application | None: ...
+
+    async def set_bot_messages(
+        self, application_id: UUID, changes: dict[str, str | bool | None]
+    ) -> Application | None: ...
+
+    async def relay_allowed_updates(self, application_id: UUID) -> tuple[str, ...] | None:
+        """The kinds the app's own bot asked the relay for (() for Telegram's default set), or
+        None when it does not use the relay."""
+        ...
+
+    async def set_bot(
+        self, application_id: UUID, bot_token: str, bot_id: int, bot_username: str | None
+    ) -> bool: ...
+
+    async def signing_secret(self, application_id: UUID) -> str | None: ...
+
+    async def with_bots(self) -> list[Application]: ...
+
+    async def set_updates_mode(self, application_id: UUID, mode: str | None) -> bool: ...
+
+    async def set_edge(
+        self,
+        application_id: UUID,
+        *,
+        pricing_mode: PricingMode | None = None,
+        allowed_origins: list[str] | None = None,
+        callback_prefixes: list[str] | None = None,
+    ) -> Application | None: ...
+
+    async def origin_allowed_anywhere(self, origin: str) -> bool: ...
+
+    async def add_key(self, application_id: UUID, key_id: str, key_hash: bytes) -> None: ...
+
+    async def revoke_key(self, application_id: UUID, key_id: str) -> bool: ...
+
+    async def find_by_key_hash(self, key_hash: bytes) -> tuple[bytes, Application] | None: ...
+
+    async def list(self) -> list[ApplicationListing]: ...
+
+
+class Orders(Protocol):
+    async def create(
+        self,
+        application_id: UUID,
+        command: PayCommand,
+        *,
+        ttl_seconds: float,
+        lease_seconds: float,
+    ) -> Order: ...
+
+    async def create_idempotent(
+        self,
+        application_id: UUID,
+        request_id: str,
+        command: PayCommand,
+        *,
+        ttl_seconds: float,
+        lease_seconds: float,
+    ) -> Claim: ...
+
+    async def find_by_request_id(self, application_id: UUID, request_id: str) -> Claim | None: ...
+
+    async def get(self, application_id: UUID, tg_payment_id: int) -> Order | None: ...
+
+    async def find_resumable(self, application_id: UUID, tg_use_id: int) -> Order | None: ...
+
+    async def take_invoice_lease(
+        self, application_id: UUID, tg_payment_id: int, lease_seconds: float
+    ) -> Order | None: ...
+
+    async def release_invoice_lease(self, tg_payment_id: int) -> None: ...
+
+    async def record_invoice_link(self, tg_payment_id: int, link: str) -> Order | None: ...
+
+    async def record_invoice_failure(
+        self, tg_payment_id: int, code: str, reason: str, retry_after: int | None
+    ) -> Order | None: ...
+
+    async def cancel(self, application_id: UUID, tg_payment_id: int) -> Order | None: ...
+
+    async def record_client_report(
+        self, application_id: UUID, tg_payment_id: int, status: str
+    ) -> Order | None: ...
+
+
+class PaymentTransaction(Protocol):
+    """The statements of one atomic money use case (service/ledger.py): all of them commit
+    together when the `transaction()` block ends, none if it raises."""
+
+    async def claim_update(self, bot_id: int, update_id: int, kind: str) -> bool:
+        """Marks the update processed; False when it already was (a redelivery)."""
+        ...
+
+    async def add_event(
+        self,
+        application_id: UUID,
+        tg_payment_id: int | None,
+        event_type: EventType,
+        data: dict[str, Any],
+    ) -> None:
+        """An event, with the order's snapshot when there is an order."""
+        ...
+
+    async def lock_order(self, application_id: UUID, tg_payment_id: int) -> Order | None: ...
+
+    async def add_payment(
+        self, record: PaymentRecord, tg_payment_id: int | None, outcome: PaymentOutcome
+    ) -> bool:
+        """Records the charge; False when its charge id is known already."""
+        ...
+
+    async def charge_owner(self, charge_id: str) -> UUID | None: ...
+
+    async def mark_paid(self, tg_payment_id: int, charge_id: str) -> Order | None: ...
+
+    async def add_refund(
+        self,
+        charge_id: str,
+        bot_id: int,
+        application_id: UUID,
+        tg_payment_id: int | None,
+        tg_use_id: int,
+        amount: int,
+        reason: RefundReason,
+    ) -> bool:
+        """The intent to refund a charge, with its event; False when there is one already."""
+        ...
+
+    async def requested_refund(self, tg_payment_id: int) -> Refund | None: ...
+
+    async def mark_payment_refunded(
+        self, application_id: UUID, charge_id: str
+    ) -> tuple[int | None, Disposition] | None: ...
+
+    async def complete_refund(self, application_id: UUID, charge_id: str) -> None: ...
+
+    async def mark_refunded(self, tg_payment_id: int, charge_id: str) -> Order | None: ...
+
+    async def order_paid_by(self, application_id: UUID, charge_id: str) -> Order | None: ...
+
+
+class Payments(Protocol):
+    """Telegram's updates about money: pre-checkouts, charges, refunds."""
+
+    def transaction(self) -> AbstractAsyncContextManager[PaymentTransaction]:
+        """A unit of work for one atomic use case."""
+        ...
+
+    async def claim(self, bot_id: int, update_id: int, kind: str) -> bool:
+        """Claims an update for work done outside the database; False when claimed before."""
+        ...
+
+    async def checkout_context(
+        self, bot_id: int, update_id: int, application_id: UUID, tg_payment_id: int
+    ) -> tuple[bool, Order | None]:
+        """(was this update processed already, the application's order) in one round trip."""
+        ...
+
+    async def claim_due_refunds(self, limit: int, lease_seconds: float) -> list[DueRefund]:
+        """Leases due refunds to this caller (no connection is held while Telegram is
+        called)."""
+        ...
+
+    async def refund_attempt_failed(
+        self, charge_id: str, error: str, retry_in: float | None
+    ) -> None:
+        """Backs off, or (retry_in None) gives up: the refund fails, with its event."""
+        ...
+
+
+class EventStore(Protocol):
+    """The event log, read in commit order (domain/events.py: cursors)."""
+
+    async def read_after(
+        self,
+        cursor: Cursor,
+        *,
+        limit: int,
+        application_id: UUID | None = None,
+        tg_payment_id: int | None = None,
+    ) -> list[Event]: ...
+
+    async def now(self) -> Cursor: ...
+
+    async def pruned_up_to(self) -> Cursor | None: ...
+
+
+class CallbackOutbox(Protocol):
+    async def claim_due(self, limit: int, lease_seconds: float) -> list[DueCallback]: ...
+
+    async def mark_delivered(self, event_id: int, status: int) -> None: ...
+
+    async def mark_failed_attempt(
+        self, event_id: int, *, error: str, status: int | None, retry_in: float | None
+    ) -> None: ...
+
+
+class Catalog(Protocol):
+    async def get(self, application_id: UUID, key: str) -> CatalogItem | None: ...
+
+    async def list(self, application_id: UUID) -> list[CatalogItem]: ...
+
+    async def put(self, application_id: UUID, item: CatalogItem) -> bool: ...
+
+    async def delete(self, application_id: UUID, key: str) -> bool: ...
+
+
+class TelegramUsers(Protocol):
+    async def record(self, application_id: UUID, user: TelegramUser, seen_at: datetime) -> None: ...
+
+    async def get(self, application_id: UUID, user_id: int) -> SeenUser | None: ...
+
+
+class DeadLetters(Protocol):
+    async def record(self, letter: DeadLetter) -> int | None: ...
+
+
+class PollLeases(Protocol):
+    owner: str
+
+    async def acquire(self, bot_id: int) -> tuple[int, tuple[str, ...] | None] | None:
+        """Takes or renews the bot's lease: the next offset and the relay's kinds, or None
+        when another live replica holds it."""
+        ...
+
+    async def advance(self, bot_id: int, next_offset: int) -> bool: ...
+
+    async def release(self, bot_id: int) -> None: ...
+
+
+class RelayStore(Protocol):
+    """The app's own bot's updates, kept for it (service/relay.py)."""
+
+    async def enable(self, bot_id: int, application_id: UUID) -> RelayBot: ...
+
+    async def get(self, bot_id: int) -> RelayBot | None: ...
+
+    async def keep(self, bot_id: int, update_id: int, kind: str | None, raw: bytes) -> bool: ...
+
+    async def start_poll(self, bot_id: int, offset: int | None) -> tuple[int, RelayBot]: ...
+
+    async def poll(
+        self, bot_id: int, generation: int, limit: int
+    ) -> tuple[bool, RelayBot | None, list[RelayedUpdate]]: ...
+
+    async def set_allowed_updates(
+        self, bot_id: int, allowed: Sequence[str]
+    ) -> tuple[bool, RelayBot]: ...
+
+    async def set_webhook(
+        self, bot_id: int, url: str | None, secret: str | None, *, drop_pending: bool
+    ) -> None: ...
+
+    async def claim_deliveries(self, limit: int, lease_seconds: float) -> list[RelayBot]: ...
+
+    async def due_updates(self, bot: RelayBot, limit: int) -> list[RelayedUpdate]: ...
+
+    async def delivered(self, bot: RelayBot, update_id: int) -> bool: ...
+
+    async def delivery_failed(self, bot: RelayBot, error: str, retry_in: float) -> None: ...
+
+    async def release(self, bot: RelayBot) -> None: ...
+
+    async def prune(self, max_age_seconds: float) -> int: ...
+
+
+# ---------------------------------------------------------------------------- Telegram
+
+
+class TelegramBot(Protocol):
+    """The Bot API, one typed method per call the service makes. Failures raise the errors of
+    domain/telegram.py (TelegramApiError and its kinds, TelegramNetworkError)."""
+
+    async def get_me(self, token: str) -> BotProfile: ...
+
+    async def create_invoice_link(
+        self, bot: Bot, invoice: InvoiceRequest, *, timeout: float | None = None
+    ) -> str: ...
+
+    async def answer_pre_checkout_query(
+        self,
+        bot: Bot,
+        query_id: str,
+        *,
+        ok: bool,
+        error_message: str | None = None,
+        timeout: float | None = None,
+    ) -> None: ...
+
+    async def refund_star_payment(self, token: str, user_id: int, charge_id: str) -> None:
+        """Raises ChargeAlreadyRefunded when the charge was refunded before."""
+        ...
+
+    async def send_message(
+        self, bot: Bot, chat_id: int, text: str, *, timeout: float | None = None
+    ) -> None: ...
+
+    async def get_updates(
+        self, bot: Bot, *, offset: int, timeout: int, allowed_updates: Sequence[str]
+    ) -> list[Any]: ...
+
+    async def set_webhook(
+        self, bot: Bot, url: str, *, secret_token: str, allowed_updates: Sequence[str]
+    ) -> None: ...
+
+    async def delete_webhook(self, bot: Bot) -> None: ...
+
+    async def webhook_url(self, bot: Bot) -> str | None: ...
+
+    async def get_star_transactions(
+        self, bot: Bot, *, offset: int, limit: int
+    ) -> list[dict[str, Any]]: ...
+
+    async def run_webhook_reply(
+        self, bot: Bot, method: str, body: bytes, content_type: str, *, timeout: float
+    ) -> None:
+        """Runs a method call a webhook answered with, its body sent on as it came; the
+        result is discarded (as Telegram does)."""
+        ...
+
+
+class BotApiEndpoint(Protocol):
+    """Where the Bot API is, for the proxy that forwards the app's own bot's requests as they
+    are (api/http/botapi_proxy.py). URLs hold the token: never log them."""
+
+    @property
+    def session(self) -> aiohttp.ClientSession: ...
+
+    def method_url(self, token: str, method: str) -> str: ...
+
+    def file_url(self, token: str, path: str) -> str: ...
+
+
+# ---------------------------------------------------------------------------- outgoing HTTP
+
+
+@dataclass(frozen=True, slots=True)
+class HttpAnswer:
+    status: int
+    content_type: str
+    body: bytes  # at most the `read_limit` bytes asked for
+
+
+class PostFailed(Exception):
+    """No answer: `kind` says why (a timeout, an address the rule refused, a connection
+    error); `reason` is safe to log and store (never the URL, which may hold credentials)."""
+
+    def __init__(self, kind: Literal["timeout", "refused", "connection"], reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+class HttpPoster(Protocol):
+    """POSTs to URLs our clients chose (order callbacks, the app's own bot's webhook): no
+    redirects followed, the address rule applied (adapters/http_guard.py)."""
+
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        timeout: float,
+        read_limit: int = 0,
+    ) -> HttpAnswer: ...

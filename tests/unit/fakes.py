@@ -1,0 +1,343 @@
+"""In-memory fakes of the service's ports (portex_pay/service/ports.py), for unit tests of the
+use cases without PostgreSQL or Telegram.
+
+They keep the ports' contracts, not their SQL: a `transaction()` commits everything done through
+it or, when its block raises, restores the state it started from; unique keys (an update, a
+charge, a refund per charge) refuse a second insert; the order guards come from the same
+transition table the PostgreSQL adapter derives its `state = ANY($n)` guards from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from portex_pay.domain.application import Bot
+from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord, RefundReason
+from portex_pay.domain.events import EventType
+from portex_pay.domain.order import Order, OrderState, sources
+from portex_pay.domain.refunds import DueRefund, Refund, RefundState
+from portex_pay.domain.telegram import BotProfile, InvoiceRequest
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+def make_order(
+    tg_payment_id: int,
+    application_id: UUID,
+    state: OrderState = OrderState.PENDING,
+    *,
+    amount: int = 50,
+    tg_use_id: int = 42,
+    charge_id: str | None = None,
+) -> Order:
+    return Order(
+        tg_payment_id=tg_payment_id, application_id=application_id, tg_use_id=tg_use_id,
+        amount=amount, label="Gems", title="100 gems", description="d", payload=None,
+        photo_url=None, photo_size=None, photo_width=None, photo_height=None, callback_url=None,
+        state=state, invoice_link="https://t.me/$x", failure_code=None, failure_reason=None,
+        retry_after=None, telegram_payment_charge_id=charge_id, created_at=NOW, updated_at=NOW,
+        paid_at=None, expires_at=NOW + timedelta(minutes=15), invoice_lease_until=None,
+    )  # fmt: skip
+
+
+@dataclass
+class StoredPayment:
+    application_id: UUID
+    tg_payment_id: int | None
+    disposition: Disposition
+    refunded: bool = False
+
+
+@dataclass
+class StoredRefund:
+    refund: Refund
+    application_id: UUID
+    bot_id: int
+    tg_use_id: int
+    next_attempt: float = 0.0  # seconds from "now"; leased or backed off when > 0
+
+
+@dataclass
+class _State:
+    updates: set[tuple[int, int]] = field(default_factory=set)
+    orders: dict[int, Order] = field(default_factory=dict)
+    payments: dict[str, StoredPayment] = field(default_factory=dict)
+    refunds: dict[str, StoredRefund] = field(default_factory=dict)
+    events: list[tuple[UUID, int | None, str, dict[str, Any]]] = field(default_factory=list)
+
+
+class _Transaction:
+    def __init__(self, state: _State) -> None:
+        self._s = state
+
+    async def claim_update(self, bot_id: int, update_id: int, kind: str) -> bool:
+        if (bot_id, update_id) in self._s.updates:
+            return False
+        self._s.updates.add((bot_id, update_id))
+        return True
+
+    async def add_event(
+        self,
+        application_id: UUID,
+        tg_payment_id: int | None,
+        event_type: EventType,
+        data: dict[str, Any],
+    ) -> None:
+        self._s.events.append((application_id, tg_payment_id, str(event_type), dict(data)))
+
+    async def lock_order(self, application_id: UUID, tg_payment_id: int) -> Order | None:
+        order = self._s.orders.get(tg_payment_id)
+        return order if order is not None and order.application_id == application_id else None
+
+    async def add_payment(
+        self, record: PaymentRecord, tg_payment_id: int | None, outcome: PaymentOutcome
+    ) -> bool:
+        if record.telegram_payment_charge_id in self._s.payments:
+            return False
+        self._s.payments[record.telegram_payment_charge_id] = StoredPayment(
+            record.application_id, tg_payment_id, outcome.disposition
+        )
+        return True
+
+    async def charge_owner(self, charge_id: str) -> UUID | None:
+        payment = self._s.payments.get(charge_id)
+        return None if payment is None else payment.application_id
+
+    async def mark_paid(self, tg_payment_id: int, charge_id: str) -> Order | None:
+        return self._change(
+            tg_payment_id,
+            OrderState.PAID,
+            EventType.ORDER_PAID,
+            telegram_payment_charge_id=charge_id,
+        )
+
+    async def add_refund(
+        self,
+        charge_id: str,
+        bot_id: int,
+        application_id: UUID,
+        tg_payment_id: int | None,
+        tg_use_id: int,
+        amount: int,
+        reason: RefundReason,
+    ) -> bool:
+        if charge_id in self._s.refunds:
+            return False
+        refund = Refund(
+            telegram_payment_charge_id=charge_id, tg_payment_id=tg_payment_id, amount=amount,
+            state=RefundState.PENDING, reason=reason.value, attempts=0, last_error=None,
+            created_at=NOW, completed_at=None,
+        )  # fmt: skip
+        self._s.refunds[charge_id] = StoredRefund(refund, application_id, bot_id, tg_use_id)
+        await self.add_event(
+            application_id,
+            tg_payment_id,
+            EventType.REFUND_REQUESTED,
+            {"telegram_payment_charge_id": charge_id, "reason": reason.value},
+        )
+        return True
+
+    async def requested_refund(self, tg_payment_id: int) -> Refund | None:
+        for stored in self._s.refunds.values():
+            if stored.refund.tg_payment_id == tg_payment_id and stored.refund.reason == "requested":
+                return stored.refund
+        return None
+
+    async def mark_payment_refunded(
+        self, application_id: UUID, charge_id: str
+    ) -> tuple[int | None, Disposition] | None:
+        payment = self._s.payments.get(charge_id)
+        if payment is None or payment.application_id != application_id:
+            return None
+        payment.refunded = True
+        return payment.tg_payment_id, payment.disposition
+
+    async def complete_refund(self, application_id: UUID, charge_id: str) -> None:
+        stored = self._s.refunds.get(charge_id)
+        if (
+            stored is not None
+            and stored.application_id == application_id
+            and stored.refund.state is not RefundState.SUCCEEDED
+        ):
+            stored.refund = replace(
+                stored.refund,
+                state=RefundState.SUCCEEDED,
+                attempts=stored.refund.attempts + 1,
+                completed_at=NOW,
+            )
+
+    async def mark_refunded(self, tg_payment_id: int, charge_id: str) -> Order | None:
+        order = self._s.orders.get(tg_payment_id)
+        if order is None or order.telegram_payment_charge_id != charge_id:
+            return None
+        return self._change(tg_payment_id, OrderState.REFUNDED, EventType.ORDER_REFUNDED)
+
+    async def order_paid_by(self, application_id: UUID, charge_id: str) -> Order | None:
+        for order in self._s.orders.values():
+            if order.application_id == application_id and (
+                order.telegram_payment_charge_id == charge_id
+            ):
+                return order
+        return None
+
+    def _change(
+        self, tg_payment_id: int, target: OrderState, event: EventType, **changes: Any
+    ) -> Order | None:
+        order = self._s.orders.get(tg_payment_id)
+        if order is None or order.state.value not in sources(target):
+            return None
+        changed = replace(order, state=target, **changes)
+        self._s.orders[tg_payment_id] = changed
+        self._s.events.append((order.application_id, tg_payment_id, str(event), {}))
+        return changed
+
+
+class InMemoryPayments:
+    """The Payments port in memory."""
+
+    def __init__(self, bot_tokens: dict[UUID, str] | None = None) -> None:
+        self.state = _State()
+        self.bot_tokens = bot_tokens or {}
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[_Transaction]:
+        saved = copy.deepcopy(self.state)
+        try:
+            yield _Transaction(self.state)
+        except BaseException:
+            self.state = saved
+            raise
+
+    async def claim(self, bot_id: int, update_id: int, kind: str) -> bool:
+        async with self.transaction() as tx:
+            return await tx.claim_update(bot_id, update_id, kind)
+
+    async def checkout_context(
+        self, bot_id: int, update_id: int, application_id: UUID, tg_payment_id: int
+    ) -> tuple[bool, Order | None]:
+        order = self.state.orders.get(tg_payment_id)
+        if order is not None and order.application_id != application_id:
+            order = None
+        return (bot_id, update_id) in self.state.updates, order
+
+    async def claim_due_refunds(self, limit: int, lease_seconds: float) -> list[DueRefund]:
+        due = []
+        for charge_id, stored in self.state.refunds.items():
+            if stored.refund.state is RefundState.PENDING and stored.next_attempt <= 0:
+                stored.next_attempt = lease_seconds
+                due.append(
+                    DueRefund(
+                        telegram_payment_charge_id=charge_id,
+                        application_id=stored.application_id,
+                        tg_payment_id=stored.refund.tg_payment_id,
+                        tg_use_id=stored.tg_use_id,
+                        attempts=stored.refund.attempts,
+                        bot_token=self.bot_tokens.get(stored.application_id),
+                    )
+                )
+        return due[:limit]
+
+    async def refund_attempt_failed(
+        self, charge_id: str, error: str, retry_in: float | None
+    ) -> None:
+        stored = self.state.refunds[charge_id]
+        if stored.refund.state is not RefundState.PENDING:
+            return
+        failed = retry_in is None
+        stored.refund = replace(
+            stored.refund,
+            attempts=stored.refund.attempts + 1,
+            last_error=error,
+            state=RefundState.FAILED if failed else RefundState.PENDING,
+        )
+        stored.next_attempt = retry_in or 0.0
+        if failed:
+            self.state.events.append(
+                (
+                    stored.application_id,
+                    stored.refund.tg_payment_id,
+                    str(EventType.REFUND_FAILED),
+                    {"telegram_payment_charge_id": charge_id, "error": error},
+                )
+            )
+
+    def due_now(self) -> None:
+        """Time passes: every leased or backed-off refund is due again."""
+        for stored in self.state.refunds.values():
+            stored.next_attempt = 0.0
+
+    def event_types(self) -> list[str]:
+        return [event_type for _, _, event_type, _ in self.state.events]
+
+
+class FakeTelegram:
+    """The TelegramBot port: records refundStarPayment calls and raises what it is told to.
+    Only refunds are used by these unit tests; anything else is a test bug."""
+
+    def __init__(self) -> None:
+        self.refunds: list[tuple[str, int, str]] = []
+        self.refund_errors: list[Exception] = []
+
+    async def refund_star_payment(self, token: str, user_id: int, charge_id: str) -> None:
+        self.refunds.append((token, user_id, charge_id))
+        if self.refund_errors:
+            raise self.refund_errors.pop(0)
+
+    def _unused(self, name: str) -> AssertionError:
+        return AssertionError(f"FakeTelegram.{name} is not used by these tests")
+
+    async def get_me(self, token: str) -> BotProfile:
+        raise self._unused("get_me")
+
+    async def create_invoice_link(
+        self, bot: Bot, invoice: InvoiceRequest, *, timeout: float | None = None
+    ) -> str:
+        raise self._unused("create_invoice_link")
+
+    async def answer_pre_checkout_query(
+        self,
+        bot: Bot,
+        query_id: str,
+        *,
+        ok: bool,
+        error_message: str | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        raise self._unused("answer_pre_checkout_query")
+
+    async def send_message(
+        self, bot: Bot, chat_id: int, text: str, *, timeout: float | None = None
+    ) -> None:
+        raise self._unused("send_message")
+
+    async def get_updates(
+        self, bot: Bot, *, offset: int, timeout: int, allowed_updates: Sequence[str]
+    ) -> list[Any]:
+        raise self._unused("get_updates")
+
+    async def set_webhook(
+        self, bot: Bot, url: str, *, secret_token: str, allowed_updates: Sequence[str]
+    ) -> None:
+        raise self._unused("set_webhook")
+
+    async def delete_webhook(self, bot: Bot) -> None:
+        raise self._unused("delete_webhook")
+
+    async def webhook_url(self, bot: Bot) -> str | None:
+        raise self._unused("webhook_url")
+
+    async def get_star_transactions(
+        self, bot: Bot, *, offset: int, limit: int
+    ) -> list[dict[str, Any]]:
+        raise self._unused("get_star_transactions")
+
+    async def run_webhook_reply(
+        self, bot: Bot, method: str, body: bytes, content_type: str, *, timeout: float
+    ) -> None:
+        raise self._unused("run_webhook_reply")

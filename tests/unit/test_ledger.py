@@ -1,0 +1,276 @@
+"""The money use cases (service/ledger.py) and the refund worker (service/refunds.py) on
+in-memory fakes of their ports: what each charge, refund request and refund confirmation does,
+that a repeat changes nothing, and that a failure inside a unit of work leaves nothing behind."""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+import pytest
+
+from portex_pay.domain.application import Application, Bot
+from portex_pay.domain.checkout import (
+    Charge,
+    Disposition,
+    PaymentOutcome,
+    PaymentRecord,
+    RefundReason,
+    classify_payment,
+)
+from portex_pay.domain.errors import IllegalTransition, OrderNotFound
+from portex_pay.domain.order import Order, OrderState
+from portex_pay.domain.refunds import RefundState
+from portex_pay.domain.telegram import (
+    ChargeAlreadyRefunded,
+    TelegramApiError,
+    TelegramNetworkError,
+    TelegramTooManyRequests,
+)
+from portex_pay.service.ledger import Ledger
+from portex_pay.service.refunds import RefundService
+from tests.unit.fakes import FakeTelegram, InMemoryPayments, make_order
+
+APP = uuid4()
+OTHER_APP = uuid4()
+BOT_ID = 777
+TOKEN = "777:secret-token"
+
+
+@pytest.fixture
+def store() -> InMemoryPayments:
+    payments = InMemoryPayments({APP: TOKEN})
+    payments.state.orders[1] = make_order(1, APP, amount=50)
+    return payments
+
+
+def charge_of(
+    order_id: int | None,
+    charge_id: str,
+    *,
+    update_id: int | None = 10,
+    amount: int = 50,
+    application_id=APP,
+) -> PaymentRecord:
+    return PaymentRecord(
+        bot_id=BOT_ID,
+        update_id=update_id,
+        application_id=application_id,
+        tg_payment_id=order_id,
+        charge=Charge(payer_id=42, currency="XTR", total_amount=amount, invoice_payload="p"),
+        telegram_payment_charge_id=charge_id,
+        provider_payment_charge_id=None,
+        raw={},
+    )
+
+
+def judged(record: PaymentRecord, signed_amount: int = 50):
+    """The domain's judgement of this charge (the UpdateProcessor's classify)."""
+
+    def classify(order: Order | None) -> PaymentOutcome:
+        return classify_payment(record.charge, order, signed_amount)
+
+    return classify
+
+
+async def pay(ledger: Ledger, record: PaymentRecord, *, auto_refund: bool = True):
+    return await ledger.record_payment(record, judged(record), auto_refund=auto_refund)
+
+
+async def test_a_charge_for_a_pending_order_pays_it(store) -> None:
+    result = await pay(Ledger(store), charge_of(1, "ch-1"))
+    assert result.outcome == PaymentOutcome(Disposition.ACCEPTED)
+    assert result.order is not None and result.order.state is OrderState.PAID
+    assert store.state.orders[1].telegram_payment_charge_id == "ch-1"
+    assert store.event_types() == ["order.paid"]
+    assert not result.refund_requested
+
+
+async def test_the_same_update_or_the_same_charge_again_changes_nothing(store) -> None:
+    ledger = Ledger(store)
+    await pay(ledger, charge_of(1, "ch-1"))
+    again = await pay(ledger, charge_of(1, "ch-1"))
+    assert (again.outcome, again.order) == (None, None)
+    # The same charge found by reconciliation (no update id) or re-sent under another update.
+    for update_id in (None, 11):
+        repeat = await pay(ledger, charge_of(1, "ch-1", update_id=update_id))
+        assert repeat.outcome is None and repeat.order is not None
+    assert store.event_types() == ["order.paid"]
+    assert len(store.state.payments) == 1
+
+
+async def test_another_applications_charge_id_is_an_anomaly_of_this_one(store) -> None:
+    ledger = Ledger(store)
+    await pay(ledger, charge_of(1, "ch-1"))
+    store.state.orders[2] = make_order(2, OTHER_APP)
+    result = await pay(ledger, charge_of(2, "ch-1", update_id=20, application_id=OTHER_APP))
+    assert result.outcome is None
+    assert store.state.orders[2].state is OrderState.PENDING
+    assert store.state.events[-1][0] == OTHER_APP
+    assert store.state.events[-1][3]["reason"] == "FOREIGN_CHARGE"
+
+
+@pytest.mark.parametrize("auto_refund", [True, False])
+async def test_a_second_charge_of_a_paid_order_is_a_duplicate_refunded_if_allowed(
+    store, auto_refund
+) -> None:
+    ledger = Ledger(store)
+    await pay(ledger, charge_of(1, "ch-1"))
+    second = await pay(ledger, charge_of(1, "ch-2", update_id=11), auto_refund=auto_refund)
+    assert second.outcome == PaymentOutcome(
+        Disposition.DUPLICATE, refund=RefundReason.DUPLICATE_CHARGE
+    )
+    assert second.refund_requested is auto_refund
+    assert ("ch-2" in store.state.refunds) is auto_refund
+    expected = ["order.paid", "payment.duplicate"] + (["refund.requested"] if auto_refund else [])
+    assert store.event_types() == expected
+    assert store.state.orders[1].telegram_payment_charge_id == "ch-1"
+
+
+@pytest.mark.parametrize(("amount", "signed_amount"), [(49, 50), (50, 49)])
+async def test_a_charge_that_does_not_match_its_order_leaves_the_order_alone(
+    store, amount, signed_amount
+) -> None:
+    record = charge_of(1, "ch-1", amount=amount)
+    result = await Ledger(store).record_payment(
+        record, judged(record, signed_amount), auto_refund=True
+    )
+    assert result.outcome is not None and result.outcome.disposition is Disposition.ANOMALY
+    assert not result.refund_requested and store.state.refunds == {}
+    assert store.state.orders[1].state is OrderState.PENDING
+    assert store.event_types() == ["payment.anomaly"]
+    assert store.state.payments["ch-1"].disposition is Disposition.ANOMALY
+
+
+async def test_a_failure_inside_the_unit_of_work_leaves_nothing_behind(store) -> None:
+    def broken(order: Order | None) -> PaymentOutcome:
+        raise RuntimeError("a bug while judging")
+
+    ledger = Ledger(store)
+    with pytest.raises(RuntimeError):
+        await ledger.record_payment(charge_of(1, "ch-1"), broken, auto_refund=True)
+    assert store.state.updates == set() and store.state.payments == {}
+    # The update was not claimed: its redelivery is processed.
+    result = await pay(ledger, charge_of(1, "ch-1"))
+    assert result.outcome == PaymentOutcome(Disposition.ACCEPTED)
+
+
+async def test_a_refund_is_asked_once_and_only_for_a_paid_order(store) -> None:
+    ledger = Ledger(store)
+    assert await ledger.request_refund(APP, 99, BOT_ID) is None
+    assert await ledger.request_refund(OTHER_APP, 1, BOT_ID) is None  # not that app's order
+    found = await ledger.request_refund(APP, 1, BOT_ID)
+    assert found is not None and found[1] is None  # pending: nothing to refund
+    await pay(ledger, charge_of(1, "ch-1"))
+    first = await ledger.request_refund(APP, 1, BOT_ID)
+    second = await ledger.request_refund(APP, 1, BOT_ID)
+    assert first is not None and second is not None
+    assert first[1] is not None and first[1] == second[1]
+    assert first[1].state is RefundState.PENDING and first[1].amount == 50
+    assert store.event_types().count("refund.requested") == 1
+
+
+async def test_a_settled_refund_refunds_the_order_once(store) -> None:
+    ledger = Ledger(store)
+    await pay(ledger, charge_of(1, "ch-1"))
+    await ledger.request_refund(APP, 1, BOT_ID)
+    assert await ledger.settle_refund(APP, "ch-1")
+    assert await ledger.settle_refund(APP, "ch-1")  # the worker and the update both confirm
+    assert store.state.orders[1].state is OrderState.REFUNDED
+    assert store.state.refunds["ch-1"].refund.state is RefundState.SUCCEEDED
+    assert store.event_types().count("order.refunded") == 1
+    assert not await ledger.settle_refund(OTHER_APP, "ch-1")  # never another app's charge
+
+
+async def test_a_refunded_payment_update_settles_what_it_names(store) -> None:
+    ledger = Ledger(store)
+    await pay(ledger, charge_of(1, "ch-1"))
+    await pay(ledger, charge_of(1, "ch-2", update_id=11))  # a duplicate, auto-refunded
+    duplicate = await ledger.record_refunded_payment(BOT_ID, 30, APP, "ch-2")
+    assert duplicate is not None and duplicate.known and duplicate.order is None
+    assert store.state.orders[1].state is OrderState.PAID  # a duplicate's refund is not the sale's
+    refunded = await ledger.record_refunded_payment(BOT_ID, 31, APP, "ch-1")
+    assert refunded is not None and refunded.order is not None
+    assert refunded.order.state is OrderState.REFUNDED
+    assert await ledger.record_refunded_payment(BOT_ID, 31, APP, "ch-1") is None  # redelivered
+    unknown = await ledger.record_refunded_payment(BOT_ID, 32, APP, "never-seen")
+    assert unknown is not None and not unknown.known
+    assert store.state.events[-1][3]["reason"] == "REFUND_OF_UNKNOWN_CHARGE"
+
+
+APPLICATION = Application(id=APP, name="shop", bot=Bot(BOT_ID, TOKEN, "shop_bot"))
+
+
+def refund_service(store: InMemoryPayments, telegram: FakeTelegram, **options) -> RefundService:
+    return RefundService(store, telegram, max_attempts=options.pop("max_attempts", 3), **options)
+
+
+async def paid_and_asked(store: InMemoryPayments) -> None:
+    ledger = Ledger(store)
+    await pay(ledger, charge_of(1, "ch-1"))
+
+
+async def test_the_worker_delivers_a_requested_refund(store) -> None:
+    await paid_and_asked(store)
+    telegram = FakeTelegram()
+    service = refund_service(store, telegram)
+    refund, order = await service.request(APPLICATION, 1)
+    assert refund.state is RefundState.PENDING and order.state is OrderState.PAID
+    assert await service.step() == 1
+    assert telegram.refunds == [(TOKEN, 42, "ch-1")]
+    assert store.state.orders[1].state is OrderState.REFUNDED
+    assert await service.step() == 0  # nothing left to do
+    again, _ = await service.request(APPLICATION, 1)  # asked again once refunded: the same one
+    assert again.telegram_payment_charge_id == "ch-1" and again.state is RefundState.SUCCEEDED
+
+
+async def test_a_refund_telegram_made_before_counts_as_done(store) -> None:
+    await paid_and_asked(store)
+    telegram = FakeTelegram()
+    telegram.refund_errors.append(
+        ChargeAlreadyRefunded("refundStarPayment", 400, "Bad Request: CHARGE_ALREADY_REFUNDED")
+    )
+    service = refund_service(store, telegram)
+    await service.request(APPLICATION, 1)
+    await service.step()
+    assert store.state.refunds["ch-1"].refund.state is RefundState.SUCCEEDED
+    assert store.state.orders[1].state is OrderState.REFUNDED
+
+
+async def test_rate_limits_wait_retry_after_and_failures_give_up(store) -> None:
+    await paid_and_asked(store)
+    telegram = FakeTelegram()
+    telegram.refund_errors += [
+        TelegramTooManyRequests("refundStarPayment", 429, "Too Many Requests", 120),
+        TelegramNetworkError("refundStarPayment", "timed out"),
+        TelegramApiError("refundStarPayment", 400, "Bad Request: CHARGE_NOT_FOUND"),
+    ]
+    service = refund_service(store, telegram, base_backoff=1.0, max_attempts=3)
+    await service.request(APPLICATION, 1)
+    await service.step()
+    stored = store.state.refunds["ch-1"]
+    assert stored.next_attempt >= 120 and stored.refund.attempts == 1
+    assert "429" in (stored.refund.last_error or "")
+    store.due_now()
+    await service.step()
+    assert stored.refund.last_error == "timed out"
+    assert stored.refund.state.value == "pending"
+    store.due_now()
+    await service.step()
+    assert stored.refund.state is RefundState.FAILED and stored.refund.attempts == 3
+    assert store.event_types()[-1] == "refund.failed"
+    assert store.state.orders[1].state is OrderState.PAID
+    store.due_now()
+    assert await service.step() == 0  # given up: not tried again
+
+
+async def test_only_a_paid_order_of_the_application_can_be_refunded(store) -> None:
+    service = refund_service(store, FakeTelegram())
+    with pytest.raises(IllegalTransition) as raised:
+        await service.request(APPLICATION, 1)  # pending
+    assert raised.value.metadata == {"state": "pending"}
+    for missing in (0, -1, 99):
+        with pytest.raises(OrderNotFound):
+            await service.request(APPLICATION, missing)
+    store.state.orders[5] = make_order(5, OTHER_APP, OrderState.PAID, charge_id="ch-5")
+    with pytest.raises(OrderNotFound):
+        await service.request(APPLICATION, 5)
