@@ -48,11 +48,12 @@ from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.api.grpc.interceptor import PaymentInterceptor
 from portex_pay.api.grpc.reflection import DocumentedPool
 from portex_pay.api.grpc.servicer import PaymentServicer
-from portex_pay.api.http.app import ApplicationCache, create_http_app
+from portex_pay.api.http.app import create_http_app
 from portex_pay.config import Settings
 from portex_pay.logging import register_secret
 from portex_pay.service.auth import ApiKeyAuthenticator
 from portex_pay.service.bot_messages import BotMessagesService
+from portex_pay.service.cache import ApplicationCache
 from portex_pay.service.callbacks import CallbackDispatcher
 from portex_pay.service.catalog import CatalogService
 from portex_pay.service.edge import EdgeService, EdgeSettings

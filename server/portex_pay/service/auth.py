@@ -1,8 +1,9 @@
 """API keys: minting, hashing and authenticating them, with a short-TTL cache.
 
 A key is `ppk_` + 43 base64url characters (256 random bits). Only its SHA-256 is stored. Each
-RPC resolves its key through a small in-process cache whose entries live `ttl` seconds, so the
-per-request cost is a dict lookup and a revoked key stops working within `ttl`.
+RPC resolves its key through a small in-process cache whose entries live `ttl` seconds
+(service/cache.py: unknown keys are cached apart, so guessing cannot evict the live ones), so
+the per-request cost is a dict lookup and a revoked key stops working within `ttl`.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from collections.abc import Callable
 
 from portex_pay.domain.application import Application
 from portex_pay.domain.errors import Unauthenticated
+from portex_pay.service.cache import LookupCache
 from portex_pay.service.ports import Applications
 
 KEY_PREFIX = "ppk_"
-_CACHE_MAX_ENTRIES = 10_000
 
 
 def new_api_key() -> tuple[str, str, bytes]:
@@ -45,9 +46,7 @@ class ApiKeyAuthenticator:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._applications = applications
-        self._ttl = ttl
-        self._clock = clock
-        self._cache: dict[bytes, tuple[float, Application | None]] = {}
+        self._cache = LookupCache(self._find, ttl, clock=clock)
 
     async def authenticate(self, authorization: str | None) -> Application:
         """The application that owns the `Bearer` key, or Unauthenticated."""
@@ -56,22 +55,15 @@ class ApiKeyAuthenticator:
         scheme, _, key = authorization.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
             raise Unauthenticated("authorization metadata must be 'Bearer <api key>'")
-        key_hash = hash_api_key(key.strip())
-        now = self._clock()
-        cached = self._cache.get(key_hash)
-        if cached is not None and cached[0] > now:
-            application = cached[1]
-        else:
-            found = await self._applications.find_by_key_hash(key_hash)
-            # The index lookup found the row by hash; comparing again in constant time keeps the
-            # decision itself free of timing differences.
-            if found is not None and hmac.compare_digest(found[0], key_hash):
-                application = found[1]
-            else:
-                application = None
-            if len(self._cache) >= _CACHE_MAX_ENTRIES:
-                self._cache.clear()
-            self._cache[key_hash] = (now + self._ttl, application)
+        application = await self._cache.get(hash_api_key(key.strip()))
         if application is None:
             raise Unauthenticated("unknown or revoked API key")
         return application
+
+    async def _find(self, key_hash: bytes) -> Application | None:
+        found = await self._applications.find_by_key_hash(key_hash)
+        # The index lookup found the row by hash; comparing again in constant time keeps the
+        # decision itself free of timing differences.
+        if found is not None and hmac.compare_digest(found[0], key_hash):
+            return found[1]
+        return None

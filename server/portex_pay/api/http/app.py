@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import hmac
 import json
-import time
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import TypeVar
 from uuid import UUID
 
 import structlog
@@ -41,28 +40,6 @@ SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
 Key = TypeVar("Key")
 
 
-class ApplicationCache(Generic[Key]):
-    """Lookups of applications by id or bot id (webhooks, the Mini App edge, the Bot API proxy),
-    cached briefly: a hot path should not pay a query for data that changes only when an operator
-    changes the application (a change shows within `ttl` seconds)."""
-
-    def __init__(self, load: Callable[[Key], Awaitable[Application | None]], ttl: float) -> None:
-        self._load = load
-        self._ttl = ttl
-        self._entries: dict[Key, tuple[float, Application | None]] = {}
-
-    async def get(self, application_id: Key) -> Application | None:
-        now = time.monotonic()
-        cached = self._entries.get(application_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        application = await self._load(application_id)
-        if len(self._entries) > 10_000:
-            self._entries.clear()
-        self._entries[application_id] = (now + self._ttl, application)
-        return application
-
-
 def create_http_app(
     is_serving: Callable[[], bool],
     *,
@@ -75,7 +52,7 @@ def create_http_app(
     forward_timeout: float = 60.0,
 ) -> web.Application:
     """The HTTP application; `load_application` and `load_bot_application` should be cached
-    (ApplicationCache.get). The Bot API proxy is served when `relay` is given."""
+    (service/cache.py, ApplicationCache.get). The Bot API proxy is served when `relay` is given."""
 
     async def healthz(_request: web.Request) -> web.Response:
         serving = is_serving()
