@@ -18,8 +18,10 @@ import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
+from uuid import UUID
 
 import aiohttp
 import asyncpg
@@ -102,6 +104,143 @@ def _replica_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
+@dataclass
+class Wiring:
+    """Every service of one process, wired to its adapters: pure construction, no I/O (the
+    CLI reuses it; `PortexApp.start` adds the servers and the background tasks)."""
+
+    applications: ApplicationRepository
+    orders: OrderRepository
+    events: EventLog
+    authenticator: ApiKeyAuthenticator
+    refunds: RefundService
+    refund_worker: PeriodicWorker
+    relay: RelayService | None
+    relay_worker: PeriodicWorker | None
+    processor: UpdateProcessor
+    hub: EventHub
+    listener: EventListener
+    servicer: PaymentServicer
+    cached_applications: ApplicationCache[UUID]
+    bot_applications: ApplicationCache[int]
+    edge: EdgeService | None
+
+
+def wire(settings: Settings, pool: asyncpg.Pool, bot_api: BotApiClient, *, replica: str) -> Wiring:
+    """The ports' adapters handed to the use cases, as `settings` say."""
+    applications = ApplicationRepository(pool)
+    payments = PaymentsService(
+        OrderRepository(pool),
+        bot_api,
+        PaymentSettings(
+            max_amount=settings.max_amount,
+            order_ttl_seconds=settings.order_ttl_seconds,
+            telegram_timeout=settings.telegram_timeout,
+            payload_secret=settings.payload_secret.encode(),
+        ),
+    )
+    authenticator = ApiKeyAuthenticator(applications, settings.auth_cache_ttl)
+    orders = OrderRepository(pool)
+    payment_records = PaymentRepository(pool)
+    refunds = RefundService(
+        payment_records,
+        bot_api,
+        max_attempts=settings.refund_max_attempts,
+        lease_seconds=settings.refund_lease_seconds,
+    )
+    refund_worker = PeriodicWorker("refunds", refunds.step, idle=settings.refund_interval)
+    refunds.wake = refund_worker.wake
+    bot_applications = ApplicationCache(applications.get_by_bot_id, settings.auth_cache_ttl)
+    relay: RelayService | None = None
+    relay_worker: PeriodicWorker | None = None
+    if settings.bot_proxy:
+        relay = RelayService(
+            RelayRepository(pool, replica),
+            bot_api,
+            bot_applications.get,
+            default_updates_mode=settings.telegram_updates,
+            webhook_timeout=settings.relay_webhook_timeout,
+        )
+        relay_worker = PeriodicWorker(
+            "relay-webhooks", relay.deliver_step, idle=settings.relay_interval
+        )
+        relay.wake_delivery = relay_worker.wake
+    processor = UpdateProcessor(
+        payment_records,
+        DeadLetterRepository(pool),
+        bot_api,
+        settings.payload_secret.encode(),
+        decision_timeout=settings.checkout_decision_timeout,
+        auto_refund=settings.auto_refund,
+        clock=utcnow,
+        max_attempts=settings.update_max_attempts,
+        refund_requested=refund_worker.wake,
+        relay=relay,
+    )
+
+    events = EventLog(pool)
+    hub = EventHub(
+        events,
+        queue_size=settings.stream_buffer,
+        poll_interval=settings.stream_poll_interval,
+    )
+    listener = EventListener(
+        settings.database_url,
+        hub.wake,
+        channels={RELAY_CHANNEL: relay.notified} if relay is not None else None,
+    )
+    streamer = EventStreamer(events, hub, heartbeat=settings.stream_heartbeat)
+    servicer = PaymentServicer(
+        payments,
+        OrderActions(orders),
+        refunds,
+        streamer,
+        CatalogService(
+            CatalogRepository(pool),
+            TelegramUserRepository(pool),
+            max_amount=settings.max_amount,
+        ),
+        BotMessagesService(applications),
+    )
+    cached_applications = ApplicationCache(applications.get, settings.auth_cache_ttl)
+    edge = None
+    if settings.edge:
+        edge = EdgeService(
+            cached_applications.get,
+            applications.origin_allowed_anywhere,
+            CatalogRepository(pool),
+            TelegramUserRepository(pool),
+            payments,
+            OrderActions(orders),
+            EdgeSettings(
+                init_data_max_age=timedelta(seconds=settings.init_data_max_age),
+                ed25519_public_key=settings.init_data_key(),
+                dedupe_window=timedelta(seconds=settings.edge_dedupe_window),
+                user_rate=settings.edge_user_rate,
+                user_burst=settings.edge_user_burst,
+                app_rate=settings.edge_app_rate,
+                app_burst=settings.edge_app_burst,
+            ),
+        )
+    return Wiring(
+        applications=applications,
+        orders=orders,
+        events=events,
+        authenticator=authenticator,
+        refunds=refunds,
+        refund_worker=refund_worker,
+        relay=relay,
+        relay_worker=relay_worker,
+        processor=processor,
+        hub=hub,
+        listener=listener,
+        servicer=servicer,
+        cached_applications=cached_applications,
+        bot_applications=bot_applications,
+        edge=edge,
+    )
+
+
 class PortexApp:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -139,58 +278,15 @@ class PortexApp:
         )
         self._session = await new_session()
         bot_api = telegram_client(self._session, settings)
-        applications = ApplicationRepository(self._pool)
-        payments = PaymentsService(
-            OrderRepository(self._pool),
-            bot_api,
-            PaymentSettings(
-                max_amount=settings.max_amount,
-                order_ttl_seconds=settings.order_ttl_seconds,
-                telegram_timeout=settings.telegram_timeout,
-                payload_secret=settings.payload_secret.encode(),
-            ),
-        )
-        authenticator = ApiKeyAuthenticator(applications, settings.auth_cache_ttl)
-        orders = OrderRepository(self._pool)
-        payment_records = PaymentRepository(self._pool)
-        self.refunds = RefundService(
-            payment_records,
-            bot_api,
-            max_attempts=settings.refund_max_attempts,
-            lease_seconds=settings.refund_lease_seconds,
-        )
-        refund_worker = PeriodicWorker("refunds", self.refunds.step, idle=settings.refund_interval)
-        self.refunds.wake = refund_worker.wake
         replica = _replica_id()
-        bot_applications = ApplicationCache(applications.get_by_bot_id, settings.auth_cache_ttl)
-        relay_worker: PeriodicWorker | None = None
-        if settings.bot_proxy:
-            self.relay = RelayService(
-                RelayRepository(self._pool, replica),
-                bot_api,
-                bot_applications.get,
-                default_updates_mode=settings.telegram_updates,
-                webhook_timeout=settings.relay_webhook_timeout,
-            )
-            relay_worker = PeriodicWorker(
-                "relay-webhooks", self.relay.deliver_step, idle=settings.relay_interval
-            )
-            self.relay.wake_delivery = relay_worker.wake
-        self.processor = UpdateProcessor(
-            payment_records,
-            DeadLetterRepository(self._pool),
-            bot_api,
-            settings.payload_secret.encode(),
-            decision_timeout=settings.checkout_decision_timeout,
-            auto_refund=settings.auto_refund,
-            clock=utcnow,
-            max_attempts=settings.update_max_attempts,
-            refund_requested=refund_worker.wake,
-            relay=self.relay,
-        )
+        wiring = wire(settings, self._pool, bot_api, replica=replica)
+        self.refunds, self.relay = wiring.refunds, wiring.relay
+        self.processor, self.hub, self.listener = wiring.processor, wiring.hub, wiring.listener
+        applications, orders, events = wiring.applications, wiring.orders, wiring.events
+        refund_worker, relay_worker = wiring.refund_worker, wiring.relay_worker
 
         server = grpc.aio.server(
-            interceptors=[PaymentInterceptor(authenticator)],
+            interceptors=[PaymentInterceptor(wiring.authenticator)],
             options=[
                 # Fail loudly when the port is taken instead of sharing it with a stranger.
                 ("grpc.so_reuseport", 0),
@@ -203,33 +299,7 @@ class PortexApp:
                 ("grpc.keepalive_permit_without_calls", 1),
             ],
         )
-        events = EventLog(self._pool)
-        self.hub = EventHub(
-            events,
-            queue_size=settings.stream_buffer,
-            poll_interval=settings.stream_poll_interval,
-        )
-        self.listener = EventListener(
-            settings.database_url,
-            self.hub.wake,
-            channels={RELAY_CHANNEL: self.relay.notified} if self.relay is not None else None,
-        )
-        streamer = EventStreamer(events, self.hub, heartbeat=settings.stream_heartbeat)
-        payment_pb2_grpc.add_PaymentServiceServicer_to_server(
-            PaymentServicer(
-                payments,
-                OrderActions(orders),
-                self.refunds,
-                streamer,
-                CatalogService(
-                    CatalogRepository(self._pool),
-                    TelegramUserRepository(self._pool),
-                    max_amount=settings.max_amount,
-                ),
-                BotMessagesService(applications),
-            ),
-            server,
-        )
+        payment_pb2_grpc.add_PaymentServiceServicer_to_server(wiring.servicer, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             [
@@ -247,35 +317,15 @@ class PortexApp:
         self._server = server
         await self._set_serving(True)
 
-        cached_applications = ApplicationCache(applications.get, settings.auth_cache_ttl)
-        edge = None
-        if settings.edge:
-            edge = EdgeService(
-                cached_applications.get,
-                applications.origin_allowed_anywhere,
-                CatalogRepository(self._pool),
-                TelegramUserRepository(self._pool),
-                payments,
-                OrderActions(orders),
-                EdgeSettings(
-                    init_data_max_age=timedelta(seconds=settings.init_data_max_age),
-                    ed25519_public_key=settings.init_data_key(),
-                    dedupe_window=timedelta(seconds=settings.edge_dedupe_window),
-                    user_rate=settings.edge_user_rate,
-                    user_burst=settings.edge_user_burst,
-                    app_rate=settings.edge_app_rate,
-                    app_burst=settings.edge_app_burst,
-                ),
-            )
         http_host, _, http_port = settings.http_addr.rpartition(":")
         self._http_runner = web.AppRunner(
             create_http_app(
                 lambda: self._serving,
-                load_application=cached_applications.get,
+                load_application=wiring.cached_applications.get,
                 processor=self.processor,
-                edge=edge,
+                edge=wiring.edge,
                 relay=self.relay,
-                load_bot_application=bot_applications.get,
+                load_bot_application=wiring.bot_applications.get,
                 bot_api=bot_api,
                 forward_timeout=max(60.0, settings.telegram_timeout),
             ),

@@ -27,12 +27,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.catalog import CatalogRepository, TelegramUserRepository
-from portex_pay.adapters.postgres.dead_letters import DeadLetterRepository
 from portex_pay.adapters.postgres.migrations import migrate
-from portex_pay.adapters.postgres.payments import PaymentRepository
 from portex_pay.adapters.postgres.pool import create_pool
 from portex_pay.adapters.telegram.client import new_session
-from portex_pay.app import serve, telegram_client, wait_for_database
+from portex_pay.app import serve, telegram_client, wait_for_database, wire
 from portex_pay.config import DEFAULT_GRPC_ADDR, DEV_DATA_DIR, ConfigError, Settings
 from portex_pay.domain.catalog import CatalogItem
 from portex_pay.domain.errors import ApplicationNotFound, InvalidArgument
@@ -50,7 +48,6 @@ from portex_pay.service.bot_messages import TEXT_FIELDS, BotMessagesService
 from portex_pay.service.catalog import CatalogService
 from portex_pay.service.payments import utcnow
 from portex_pay.service.reconcile import reconcile
-from portex_pay.service.updates import UpdateProcessor
 
 log = structlog.get_logger(__name__)
 
@@ -260,15 +257,9 @@ async def _reconcile(
         if application is None or not application.bot_token:
             raise AdminError(f"no application {application_id} with a bot")
         bot_api = telegram_client(session, settings)
-        processor = UpdateProcessor(
-            PaymentRepository(pool),
-            DeadLetterRepository(pool),
-            bot_api,
-            settings.payload_secret.encode(),
-            decision_timeout=settings.checkout_decision_timeout,
-            auto_refund=settings.auto_refund,
-            clock=utcnow,
-        )
+        # The serving replicas' wiring: charges found here are recorded, refunded and relayed
+        # exactly as the webhook would have (their workers pick up what this queues).
+        processor = wire(settings, pool, bot_api, replica="reconcile").processor
         report = await reconcile(application, bot_api, processor)
         return {"application_id": str(application_id), **dataclasses.asdict(report)}
     finally:

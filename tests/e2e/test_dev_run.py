@@ -18,7 +18,7 @@ import grpc
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from tests.conftest import free_port
 from tests.e2e.conftest import ServerProcess
-from tests.integration.helpers import pay_request
+from tests.integration.helpers import eventually, pay_request
 
 
 def _dev_env(grpc_port: int) -> dict[str, str]:
@@ -182,9 +182,8 @@ async def test_dev_runs_pay_end_to_end_and_keeps_its_state_between_runs(tmp_path
     first_key = await _run_dev_once(workdir)
     data_dir = workdir / ".data" / "postgres"
     assert (data_dir / "PG_VERSION").exists()
-    deadline = time.monotonic() + 10
-    while _postgres_running(data_dir):  # stopped with the service
-        assert time.monotonic() < deadline, "the private PostgreSQL kept running"
-        await asyncio.sleep(0.1)
+    await eventually(  # stopped with the service
+        lambda: not _postgres_running(data_dir), interval=0.1, what="the private PostgreSQL stops"
+    )
     # A second run reuses the cluster and the development application.
     assert await _run_dev_once(workdir) == first_key

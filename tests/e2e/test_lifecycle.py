@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
 from pathlib import Path
 
 import grpc
@@ -17,17 +16,14 @@ from portex_pay_devtools.fake_bot_api import FakeBotApi
 from portex_pay_devtools.pgcluster import PgCluster
 from tests.conftest import TestApp, free_port
 from tests.e2e.conftest import ServerFactory, ServerProcess
-from tests.integration.helpers import details, pay_request
+from tests.integration.helpers import details, eventually, pay_request
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 async def _wait_health(server: ServerProcess, expected: int, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while (status := await server.health()) != expected:
-        assert time.monotonic() < deadline, f"health is {status}, expected {expected}"
-        await asyncio.sleep(0.05)
+    await eventually(server.health, equals=expected, timeout=timeout, interval=0.05, what="health")
 
 
 async def test_health_follows_postgresql_down_and_back_without_a_restart(
@@ -78,10 +74,10 @@ async def test_sigterm_refuses_new_rpcs_drains_an_in_flight_pay_then_exits_0(
             stub.Pay(pay_request(), metadata=app.metadata, timeout=15)
         )
         # Wait until Telegram has the call: the RPC is then truly in flight.
-        deadline = time.monotonic() + 10
-        while not fake_telegram.calls_for("createInvoiceLink", token=app.bot_token):
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
+        await eventually(
+            lambda: fake_telegram.calls_for("createInvoiceLink", token=app.bot_token),
+            what="createInvoiceLink at Telegram",
+        )
         await _signal_and_see_not_serving(server)
         async with grpc.aio.insecure_channel(server.target) as fresh:
             with pytest.raises(grpc.aio.AioRpcError) as raised:

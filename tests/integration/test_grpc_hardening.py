@@ -18,7 +18,6 @@ import base64
 import contextlib
 import gc
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -39,7 +38,7 @@ from portex_pay.service.applications import ApplicationAdmin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from portex_pay_devtools.pgcluster import PgCluster
 from tests.conftest import TestApp, create_test_app, make_settings
-from tests.integration.helpers import details, pay_request
+from tests.integration.helpers import details, eventually, pay_request
 
 Stub = payment_pb2_grpc.PaymentServiceStub
 PAY = "/portex.payment.v1.PaymentService/Pay"
@@ -54,10 +53,7 @@ def _failure(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str | None]:
 async def _eventually(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
     """Waits for a condition the server reaches on its own (a bound against hanging forever,
     not a timing assertion)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        await asyncio.sleep(0.01)
+    await eventually(condition, timeout=timeout, interval=0.01, what=what)
 
 
 @pytest.fixture

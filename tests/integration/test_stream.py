@@ -14,7 +14,7 @@ import pytest
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.app import PortexApp
 from tests.conftest import TestApp, make_settings
-from tests.integration.helpers import details, pay_request
+from tests.integration.helpers import details, eventually, pay_request
 
 Event = payment_pb2.InvoiceEvent
 
@@ -68,11 +68,9 @@ async def open_stream(stub) -> AsyncIterator[Any]:
 
 
 async def _await_subscribed(service: PortexApp, count: int) -> None:
-    assert service.hub is not None
-    deadline = time.monotonic() + 5
-    while service.hub.subscriber_count < count:
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
+    hub = service.hub
+    assert hub is not None
+    await eventually(lambda: hub.subscriber_count >= count, what=f"{count} subscribers")
 
 
 async def _table_events(service: PortexApp, app: TestApp) -> list[tuple[str, str]]:
@@ -194,10 +192,7 @@ async def test_an_idle_stream_gets_heartbeats_that_carry_its_position(
     stub, service, app, open_stream
 ):
     reader = await open_stream(app)
-    deadline = time.monotonic() + 5
-    while reader.heartbeats < 2:  # heartbeat every 0.5 s in tests
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    await eventually(lambda: reader.heartbeats >= 2, what="two heartbeats")  # every 0.5 s
     assert reader.events == []
 
 
@@ -246,10 +241,8 @@ async def test_no_event_is_lost_when_the_listener_connection_is_killed(
     paid = await stub.Pay(pay_request(), metadata=app.metadata)
     events = await reader.wait_for(2)
     assert [e.order.tg_payment_id for e in events] == [paid.tg_payment_id] * 2
-    deadline = time.monotonic() + 10
-    while service.listener.connects == before:  # it LISTENs again
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.05)
+    listener = service.listener
+    await eventually(lambda: listener.connects != before, what="the listener LISTENs again")
 
 
 async def test_an_expired_cursor_is_out_of_range_with_advice_to_relist(stub, service, app):

@@ -1,0 +1,64 @@
+"""The layers import inward only: domain <- service <- api, and the adapters implement the
+service's ports. Only app.py and cli.py (the composition root) wire adapters to use cases."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "server" / "portex_pay"
+
+
+def imports_of(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return {name for name in found if name.startswith("portex_pay")}
+
+
+def modules(layer: str) -> list[Path]:
+    return sorted((PACKAGE / layer).rglob("*.py"))
+
+
+def offending(layer: str, forbidden: tuple[str, ...], allowed: tuple[str, ...] = ()) -> list[str]:
+    return [
+        f"{path.relative_to(PACKAGE)} imports {name}"
+        for path in modules(layer)
+        for name in sorted(imports_of(path))
+        if name.startswith(forbidden) and not name.startswith(allowed)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("layer", "forbidden", "allowed"),
+    [
+        ("domain", ("portex_pay.service", "portex_pay.api", "portex_pay.adapters"), ()),
+        ("service", ("portex_pay.adapters", "portex_pay.api"), ()),
+        ("api", ("portex_pay.adapters",), ()),
+        # Adapters implement ports: they may use the port definitions, not the use cases.
+        ("adapters", ("portex_pay.service", "portex_pay.api"), (
+            "portex_pay.service.ports", "portex_pay.service.outage",
+        )),
+    ],
+)  # fmt: skip
+def test_a_layer_imports_only_inward(layer, forbidden, allowed) -> None:
+    assert modules(layer), layer
+    assert offending(layer, forbidden, allowed) == []
+
+
+def test_the_check_sees_an_import_it_must_refuse(tmp_path: Path) -> None:
+    module = tmp_path / "m.py"
+    module.write_text(
+        "from portex_pay.adapters.postgres.orders import OrderRepository\n"
+        "import portex_pay.adapters.telegram\n"
+        "from . import sibling\n"
+    )
+    assert imports_of(module) == {
+        "portex_pay.adapters.postgres.orders",
+        "portex_pay.adapters.telegram",
+    }
