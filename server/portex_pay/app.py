@@ -1,12 +1,17 @@
 """The composition root: settings -> pool -> adapters -> services -> servers.
 
-`PortexApp(settings)` wires everything; `start()` connects, migrates and begins serving gRPC
-(PaymentService, health, reflection) and HTTP on one event loop, with its background tasks (health
-probe, pruners, outbox workers, pollers, the relay's webhook delivery) owned, named and supervised
-(a task that dies is logged with its traceback and started again after a backoff:
-service/worker.supervise); `stop()` shuts down gracefully: health goes
-NOT_SERVING, no new RPCs are accepted, in-flight RPCs get `shutdown_grace` seconds, then the tasks,
-the HTTP server, the Telegram session and the pool are closed.
+`wire(settings, pool, bot_api)` builds every service on its adapters, with no I/O (the CLI
+reuses it). `PortexApp(settings).start()` connects, migrates, wires, and begins serving gRPC
+(PaymentService, health, reflection) and HTTP on one event loop, with its background tasks
+(health probe, pruners, outbox workers, pollers, the relay's webhook delivery) owned, named and
+supervised: a task that dies of an unexpected error is logged with its traceback and started
+again after a backoff (service/worker.supervise), rather than stopping the process, because each
+task's work is durable in PostgreSQL and a restart resumes it.
+
+`stop()` shuts down in this order: the event streams end at once (UNAVAILABLE, so their clients
+resume on another replica); the background tasks are cancelled (within `shutdown_grace`); health
+goes NOT_SERVING and the gRPC server stops accepting RPCs while in-flight ones get
+`shutdown_grace` seconds; then the HTTP server, the HTTP sessions and the pool are closed.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ import hashlib
 
 import asyncpg
 
-from portex_pay.adapters.postgres.payments import claim_update, insert_event
+from portex_pay.adapters.postgres.events_writer import insert_event
+from portex_pay.adapters.postgres.payments import claim_update
 from portex_pay.domain.events import EventType
 from portex_pay.domain.updates import DeadLetter
 

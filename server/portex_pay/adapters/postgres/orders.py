@@ -6,44 +6,18 @@ change and the event that announces it commit together, in one round trip.
 
 from __future__ import annotations
 
-import re
 from dataclasses import fields
 from typing import Any
 from uuid import UUID
 
 import asyncpg
 
+from portex_pay.adapters.postgres.events_writer import with_event
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import PAYABLE, Claim, Order, OrderState, sources
 from portex_pay.domain.payments import PayCommand
 
 _ORDER_FIELDS = tuple(f.name for f in fields(Order))
-
-_EVENT_TYPE = re.compile(r"^[a-z_]+\.[a-z_]+$")
-
-
-def with_event(
-    change: str, event_type: str, *, extra_data: str = "'{}'::jsonb", before: str = ""
-) -> str:
-    """One statement: `change` (an INSERT or UPDATE of orders ... RETURNING *) and, for each
-    order it returns, the event announcing it. The event carries the order as it is after the
-    change (the event stream and callbacks serve that snapshot). `event_type` is a constant of
-    ours, never input; `extra_data` is an SQL jsonb expression merged into the event's data;
-    `before` holds CTEs the change refers to."""
-    assert _EVENT_TYPE.match(event_type), event_type
-    return f"""
-        WITH {before}
-        o AS ({change}),
-        ev AS (
-            INSERT INTO events (application_id, tg_payment_id, type, data)
-            SELECT o.application_id, o.tg_payment_id, '{event_type}',
-                   jsonb_build_object('order', to_jsonb(o.*) - 'invoice_lease_until')
-                   || {extra_data}
-            FROM o
-        )
-        SELECT o.* FROM o
-    """
-
 
 _INSERT_COLUMNS = """
     application_id, tg_use_id, amount, label, title, description, payload, photo_url,

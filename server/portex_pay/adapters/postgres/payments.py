@@ -20,37 +20,13 @@ from uuid import UUID
 
 import asyncpg
 
-from portex_pay.adapters.postgres.orders import order_from_row, with_event
+from portex_pay.adapters.postgres.events_writer import insert_event, with_event
+from portex_pay.adapters.postgres.orders import order_from_row
 from portex_pay.adapters.postgres.pool import Conn
 from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord, RefundReason
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Order, OrderState, sources
 from portex_pay.domain.refunds import DueRefund, Refund, RefundState
-
-# The order snapshot every order event carries (the event stream and callbacks serve it as is).
-_ORDER_JSON = "to_jsonb(o.*) - 'invoice_lease_until'"
-
-
-async def insert_event(
-    conn: Conn,
-    application_id: UUID,
-    tg_payment_id: int | None,
-    event_type: str,
-    data: dict[str, Any],
-) -> None:
-    """An event, with the order's snapshot when there is an order."""
-    await conn.execute(
-        f"""
-        INSERT INTO events (application_id, tg_payment_id, type, data)
-        SELECT $1, $2, $3, coalesce(
-            (SELECT jsonb_build_object('order', {_ORDER_JSON}) FROM orders o
-             WHERE o.tg_payment_id = $2), '{{}}'::jsonb) || $4::jsonb
-        """,
-        application_id,
-        tg_payment_id,
-        event_type,
-        data,
-    )
 
 
 async def claim_update(conn: Conn, bot_id: int, update_id: int, kind: str) -> bool:

@@ -1,0 +1,66 @@
+"""The one place events are written: every event row, whichever statement adds it.
+
+An event beside an order carries the order as it is after the change (`data.order`, the
+snapshot the event stream and callbacks serve; the invoice lease is internal and left out), so
+both shapes share `ORDER_SNAPSHOT`:
+
+- `with_event(change, type)`: a state change of orders and its event in ONE statement (a
+  data-modifying CTE), so they commit together in one round trip;
+- `insert_event(conn, ...)`: an event of its own (a checkout decision, an anomaly, a refund's
+  progress), inside the caller's transaction.
+
+Event types are EventType members, constants of ours, never input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from portex_pay.adapters.postgres.pool import Conn
+from portex_pay.domain.events import EventType
+
+ORDER_SNAPSHOT = "to_jsonb(o.*) - 'invoice_lease_until'"
+
+
+def with_event(
+    change: str, event_type: EventType, *, extra_data: str = "'{}'::jsonb", before: str = ""
+) -> str:
+    """One statement: `change` (an INSERT or UPDATE of orders ... RETURNING *) and, for each
+    order it returns, the event announcing it. The event carries the order as it is after the
+    change (the event stream and callbacks serve that snapshot). `extra_data` is an SQL jsonb
+    expression merged into the event's data; `before` holds CTEs the change refers to."""
+    return f"""
+        WITH {before}
+        o AS ({change}),
+        ev AS (
+            INSERT INTO events (application_id, tg_payment_id, type, data)
+            SELECT o.application_id, o.tg_payment_id, '{event_type}',
+                   jsonb_build_object('order', {ORDER_SNAPSHOT})
+                   || {extra_data}
+            FROM o
+        )
+        SELECT o.* FROM o
+    """
+
+
+async def insert_event(
+    conn: Conn,
+    application_id: UUID,
+    tg_payment_id: int | None,
+    event_type: EventType,
+    data: dict[str, Any],
+) -> None:
+    """An event, with the order's snapshot when there is an order."""
+    await conn.execute(
+        f"""
+        INSERT INTO events (application_id, tg_payment_id, type, data)
+        SELECT $1, $2, $3, coalesce(
+            (SELECT jsonb_build_object('order', {ORDER_SNAPSHOT}) FROM orders o
+             WHERE o.tg_payment_id = $2), '{{}}'::jsonb) || $4::jsonb
+        """,
+        application_id,
+        tg_payment_id,
+        event_type,
+        data,
+    )
