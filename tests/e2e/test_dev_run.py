@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import aiohttp
@@ -154,15 +153,17 @@ async def _wait_paid(
     metadata: tuple[tuple[str, str], ...],
     tg_payment_id: int,
 ) -> payment_pb2.Order:
-    deadline = time.monotonic() + 15
-    while True:
+
+    async def paid() -> payment_pb2.Order | None:
         order: payment_pb2.Order = await stub.QueryOrder(
             payment_pb2.QueryOrderRequest(tg_payment_id=tg_payment_id), metadata=metadata
         )
-        if order.state == payment_pb2.Order.PAID:
-            return order
-        assert time.monotonic() < deadline, f"order still {order.state}"
-        await asyncio.sleep(0.05)
+        return order if order.state == payment_pb2.Order.PAID else None
+
+    order: payment_pb2.Order = await eventually(
+        paid, timeout=15, interval=0.05, what=f"order {tg_payment_id} paid"
+    )
+    return order
 
 
 def _postgres_running(data_dir: Path) -> bool:

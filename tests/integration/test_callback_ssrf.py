@@ -9,9 +9,7 @@ connected to.
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
@@ -404,8 +402,8 @@ async def _pay_and_settle(
     )
     # The payment path does not care where callbacks may go.
     assert (order.state, order.status) == (payment_pb2.Order.PAID, 1)
-    deadline = time.monotonic() + 20
-    while True:
+
+    async def settled() -> list[asyncpg.Record] | None:
         rows = await shop.service.pool.fetch(
             """
             SELECT e.type, d.state, d.attempts, d.last_status, d.last_error
@@ -414,10 +412,13 @@ async def _pay_and_settle(
             """,
             paid.tg_payment_id,
         )
-        if len(rows) == 3 and all(row["state"] != "pending" for row in rows):
-            return rows
-        assert time.monotonic() < deadline, [dict(row) for row in rows]
-        await asyncio.sleep(0.05)
+        done = len(rows) == 3 and all(row["state"] != "pending" for row in rows)
+        return rows if done else None
+
+    rows: list[asyncpg.Record] = await eventually(
+        settled, timeout=20, interval=0.05, what="three deliveries settled"
+    )
+    return rows
 
 
 @pytest.mark.parametrize("variant", list(LOOPBACK_HOSTS))
