@@ -23,6 +23,7 @@ from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Order, OrderState, sources
 from portex_pay.domain.refunds import DueRefund, Refund, RefundState
 from portex_pay.domain.telegram import BotProfile, InvoiceRequest
+from portex_pay.domain.updates import DeadLetter
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -276,13 +277,32 @@ class InMemoryPayments:
         return [event_type for _, _, event_type, _ in self.state.events]
 
 
+class FakeDeadLetters:
+    """The DeadLetters port: keeps the letters, one per update."""
+
+    def __init__(self) -> None:
+        self.letters: list[DeadLetter] = []
+
+    async def record(self, letter: DeadLetter) -> int | None:
+        if any(
+            kept.bot_id == letter.bot_id and kept.update_id == letter.update_id
+            for kept in self.letters
+            if letter.update_id is not None
+        ):
+            return None
+        self.letters.append(letter)
+        return len(self.letters)
+
+
 class FakeTelegram:
-    """The TelegramBot port: records refundStarPayment calls and raises what it is told to.
-    Only refunds are used by these unit tests; anything else is a test bug."""
+    """The TelegramBot port: records the calls the use cases make (refunds, pre-checkout
+    answers, messages) and raises what it is told to. Methods no unit test uses fail loudly."""
 
     def __init__(self) -> None:
         self.refunds: list[tuple[str, int, str]] = []
         self.refund_errors: list[Exception] = []
+        self.answers: list[tuple[str, bool, str | None]] = []
+        self.messages: list[tuple[int, str]] = []
 
     async def refund_star_payment(self, token: str, user_id: int, charge_id: str) -> None:
         self.refunds.append((token, user_id, charge_id))
@@ -309,12 +329,12 @@ class FakeTelegram:
         error_message: str | None = None,
         timeout: float | None = None,
     ) -> None:
-        raise self._unused("answer_pre_checkout_query")
+        self.answers.append((query_id, ok, error_message))
 
     async def send_message(
         self, bot: Bot, chat_id: int, text: str, *, timeout: float | None = None
     ) -> None:
-        raise self._unused("send_message")
+        self.messages.append((chat_id, text))
 
     async def get_updates(
         self, bot: Bot, *, offset: int, timeout: int, allowed_updates: Sequence[str]

@@ -367,6 +367,6 @@ class ApplicationAdmin:
         """`fields` signed as Telegram signs a Mini App's initData, with the application's bot
         token (development: to try the edge without Telegram). The token never leaves here."""
         application = await self._existing(application_id)
-        if not application.bot_token:
+        if application.bot is None:
             raise AdminError(f"application {application_id} has no bot")
-        return sign_init_data(fields, bot_token=application.bot_token)
+        return sign_init_data(fields, bot_token=application.bot.token)

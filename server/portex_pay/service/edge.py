@@ -104,14 +104,15 @@ class EdgeService:
 
     def identify(self, application: Application, init_data: str | None) -> VerifiedInitData:
         """The user the initData proves, for this application's bot; rate-limited per user."""
-        if application.bot_token is None or application.bot_id is None:
+        bot = application.bot
+        if bot is None:
             raise BotNotConfigured("the application has no bot to verify its users with")
         settings = self._settings
         try:
             identity = verify_init_data(
                 init_data,
-                bot_token=application.bot_token,
-                bot_id=application.bot_id,
+                bot_token=bot.token,
+                bot_id=bot.id,
                 now=self._clock(),
                 max_age=settings.init_data_max_age,
                 future_skew=settings.init_data_future_skew,

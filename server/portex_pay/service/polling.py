@@ -163,13 +163,13 @@ class PollerManager:
 
     async def _sync(self) -> None:
         wanted = {
-            app.bot_id: app
+            app.bot.id: app
             for app in await self._applications.with_bots()
-            if app.bot_id is not None and updates_mode(app, self._default_mode) == "polling"
+            if app.bot is not None and updates_mode(app, self._default_mode) == "polling"
         }
         for bot_id, (app, task) in list(self._tasks.items()):
             current = wanted.get(bot_id)
-            if current is None or current.bot_token != app.bot_token or task.done():
+            if current is None or current.bot != app.bot or task.done():
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task

@@ -90,7 +90,7 @@ def create_http_app(
                 secret.encode(), application.webhook_secret.encode()
             ):
                 raise web.HTTPUnauthorized(text="wrong or missing secret token")
-            if application.bot_id is None or application.bot_token is None:
+            if application.bot is None:
                 raise web.HTTPConflict(text="the application has no bot")
             body = await request.read()
             try:

@@ -107,7 +107,7 @@ def add_bot_api_routes(
             except Exception as error:
                 log.warning("proxy application lookup failed", error=type(error).__name__)
                 return _error(500, "Internal Server Error: try again")
-        expected = application.bot_token if application is not None else None
+        expected = application.bot.token if application and application.bot else None
         # Compared even when nothing was found, so that timing tells nothing.
         if not hmac.compare_digest(token.encode(), (expected or "").encode()) or not expected:
             return _error(401, "Unauthorized")
