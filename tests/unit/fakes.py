@@ -282,8 +282,9 @@ class FakeDeadLetters:
 
     def __init__(self) -> None:
         self.letters: list[DeadLetter] = []
+        self.announced: list[list[str]] = []
 
-    async def record(self, letter: DeadLetter) -> int | None:
+    async def record(self, letter: DeadLetter, announce: Sequence[EventType]) -> int | None:
         if any(
             kept.bot_id == letter.bot_id and kept.update_id == letter.update_id
             for kept in self.letters
@@ -291,6 +292,7 @@ class FakeDeadLetters:
         ):
             return None
         self.letters.append(letter)
+        self.announced.append([str(event_type) for event_type in announce])
         return len(self.letters)
 
 

@@ -152,6 +152,7 @@ async def test_a_malformed_update_is_dead_lettered_and_acknowledged(parts) -> No
         b"raw bytes",
         1,
     )
+    assert letters.announced == [["update.dead_lettered"]]
 
 
 async def test_an_outage_is_retried_and_dead_lettered_only_after_max_attempts(parts) -> None:
@@ -165,3 +166,5 @@ async def test_an_outage_is_retried_and_dead_lettered_only_after_max_attempts(pa
     await handle(APPLICATION, update)  # the third attempt gives up: acknowledged, kept
     (letter,) = letters.letters
     assert (letter.reason, letter.attempts) == ("RETRIES_EXHAUSTED", 3)
+    # Telegram says someone paid: the dead letter is also a payment anomaly.
+    assert letters.announced == [["update.dead_lettered", "payment.anomaly"]]

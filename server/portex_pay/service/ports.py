@@ -269,7 +269,10 @@ class TelegramUsers(Protocol):
 
 
 class DeadLetters(Protocol):
-    async def record(self, letter: DeadLetter) -> int | None: ...
+    async def record(self, letter: DeadLetter, announce: Sequence[EventType]) -> int | None:
+        """Keeps the letter with an event of each type in `announce`, atomically; None when it
+        was kept (or the update processed) before."""
+        ...
 
 
 class PollLeases(Protocol):

@@ -45,6 +45,7 @@ from portex_pay.domain.checkout import (
     decide_pre_checkout,
     decline,
 )
+from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Order
 from portex_pay.domain.payments import verify_invoice_payload
 from portex_pay.domain.relay import update_kind as relay_kind
@@ -282,6 +283,11 @@ class UpdateProcessor:
         if query_id is not None:
             # Never leave the user waiting for Telegram's 10 s timeout.
             await self._answer(bot, query_id, decline(DeclineReason.PAYLOAD_INVALID))
+        # A successful_payment we could not use is also a payment anomaly: Telegram says
+        # someone paid, so it is money for someone to look at.
+        announce = [EventType.UPDATE_DEAD_LETTERED]
+        if kind == "successful_payment":
+            announce.append(EventType.PAYMENT_ANOMALY)
         letter_id = await self._dead_letters.record(
             DeadLetter(
                 application_id=application.id,
@@ -292,7 +298,8 @@ class UpdateProcessor:
                 error=describe_error(error),
                 attempts=attempts,
                 reason=dead_letter_reason(error),
-            )
+            ),
+            announce,
         )
         # The error names what was wrong, never the update's content.
         log.error(

@@ -1,13 +1,13 @@
 """Dead letters: updates kept with their error instead of being processed, in PostgreSQL.
 
 One transaction claims the update (so a redelivery changes nothing), stores the raw bytes and the
-error, and announces it with an `update.dead_lettered` event (and, for a successful_payment we
-could not use, a `payment.anomaly` event: Telegram says someone paid, so it is money to look at).
+error, and writes the events the service announces it with (service/updates.py decides which).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 
 import asyncpg
 
@@ -21,9 +21,9 @@ class DeadLetterRepository:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
-    async def record(self, letter: DeadLetter) -> int | None:
-        """Stores the dead letter; returns its id, or None when it was recorded (or the update
-        processed) before."""
+    async def record(self, letter: DeadLetter, announce: Sequence[EventType]) -> int | None:
+        """Stores the dead letter with an event of each type in `announce`; returns its id, or
+        None when it was recorded (or the update processed) before."""
         async with self._pool.acquire() as conn, conn.transaction():
             if letter.update_id is not None and not await claim_update(
                 conn, letter.bot_id, letter.update_id, "dead_letter"
@@ -54,15 +54,6 @@ class DeadLetterRepository:
                 "error": letter.error,
                 "reason": letter.reason,
             }
-            await insert_event(
-                conn, letter.application_id, None, EventType.UPDATE_DEAD_LETTERED, data
-            )
-            if letter.kind == "successful_payment":
-                await insert_event(
-                    conn,
-                    letter.application_id,
-                    None,
-                    EventType.PAYMENT_ANOMALY,
-                    data,
-                )
+            for event_type in announce:
+                await insert_event(conn, letter.application_id, None, event_type, data)
             return letter_id
