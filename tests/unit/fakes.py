@@ -20,7 +20,8 @@ from uuid import UUID
 from portex_pay.domain.application import Bot
 from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord, RefundReason
 from portex_pay.domain.events import EventType
-from portex_pay.domain.order import Order, OrderState, sources
+from portex_pay.domain.order import Claim, Order, OrderState, sources
+from portex_pay.domain.payments import PayCommand
 from portex_pay.domain.refunds import DueRefund, Refund, RefundState
 from portex_pay.domain.telegram import BotProfile, InvoiceRequest
 from portex_pay.domain.updates import DeadLetter
@@ -277,6 +278,149 @@ class InMemoryPayments:
         return [event_type for _, _, event_type, _ in self.state.events]
 
 
+class InMemoryOrders:
+    """The Orders port in memory, on a clock the test moves (`now`): leases and expiry are
+    judged against it, state guards come from the transition table."""
+
+    def __init__(self) -> None:
+        self.now = NOW
+        self.orders: dict[int, Order] = {}
+        self.keys: dict[tuple[UUID, str], tuple[int, bytes]] = {}
+        self.events: list[tuple[int, str]] = []
+
+    def _insert(
+        self, application_id: UUID, command: PayCommand, ttl_seconds: float, lease_seconds: float
+    ) -> Order:
+        order = replace(
+            make_order(len(self.orders) + 1, application_id),
+            tg_use_id=command.tg_use_id, amount=command.amount, label=command.label,
+            title=command.title, description=command.description, payload=command.payload,
+            photo_url=command.photo_url, photo_size=command.photo_size,
+            photo_width=command.photo_width, photo_height=command.photo_height,
+            callback_url=command.callback_url, invoice_link=None, created_at=self.now,
+            updated_at=self.now, expires_at=self.now + timedelta(seconds=ttl_seconds),
+            invoice_lease_until=self.now + timedelta(seconds=lease_seconds),
+        )  # fmt: skip
+        self.orders[order.tg_payment_id] = order
+        self.events.append((order.tg_payment_id, str(EventType.ORDER_CREATED)))
+        return order
+
+    def _change(self, order: Order, event: EventType, **changes: Any) -> Order:
+        changed = replace(order, updated_at=self.now, **changes)
+        self.orders[order.tg_payment_id] = changed
+        self.events.append((order.tg_payment_id, str(event)))
+        return changed
+
+    async def create(
+        self,
+        application_id: UUID,
+        command: PayCommand,
+        *,
+        ttl_seconds: float,
+        lease_seconds: float,
+    ) -> Order:
+        return self._insert(application_id, command, ttl_seconds, lease_seconds)
+
+    async def create_idempotent(
+        self,
+        application_id: UUID,
+        request_id: str,
+        command: PayCommand,
+        *,
+        ttl_seconds: float,
+        lease_seconds: float,
+    ) -> Claim:
+        existing = await self.find_by_request_id(application_id, request_id)
+        if existing is not None:
+            return existing
+        order = self._insert(application_id, command, ttl_seconds, lease_seconds)
+        self.keys[(application_id, request_id)] = (order.tg_payment_id, command.fingerprint())
+        return Claim(order, created=True, request_hash=command.fingerprint())
+
+    async def find_by_request_id(self, application_id: UUID, request_id: str) -> Claim | None:
+        key = self.keys.get((application_id, request_id))
+        if key is None:
+            return None
+        return Claim(self.orders[key[0]], created=False, request_hash=key[1])
+
+    async def get(self, application_id: UUID, tg_payment_id: int) -> Order | None:
+        order = self.orders.get(tg_payment_id)
+        return order if order is not None and order.application_id == application_id else None
+
+    async def find_resumable(self, application_id: UUID, tg_use_id: int) -> Order | None:
+        payable = [
+            order
+            for order in self.orders.values()
+            if order.application_id == application_id
+            and order.tg_use_id == tg_use_id
+            and order.is_payable(self.now)
+        ]
+        return max(payable, key=lambda order: order.tg_payment_id, default=None)
+
+    async def take_invoice_lease(
+        self, application_id: UUID, tg_payment_id: int, lease_seconds: float
+    ) -> Order | None:
+        order = await self.get(application_id, tg_payment_id)
+        if (
+            order is None
+            or order.invoice_link is not None
+            or order.state.value not in sources(OrderState.PENDING)
+            or (order.invoice_lease_until is not None and order.invoice_lease_until > self.now)
+        ):
+            return None
+        leased = replace(order, invoice_lease_until=self.now + timedelta(seconds=lease_seconds))
+        self.orders[tg_payment_id] = leased
+        return leased
+
+    async def release_invoice_lease(self, tg_payment_id: int) -> None:
+        order = self.orders[tg_payment_id]
+        if order.invoice_link is None:
+            self.orders[tg_payment_id] = replace(order, invoice_lease_until=None)
+
+    async def record_invoice_link(self, tg_payment_id: int, link: str) -> Order | None:
+        order = self.orders.get(tg_payment_id)
+        if order is None or order.invoice_link is not None:
+            return None
+        if order.state.value not in sources(OrderState.PENDING):
+            return None
+        return self._change(
+            order, EventType.ORDER_INVOICE_CREATED, state=OrderState.PENDING,
+            invoice_link=link, invoice_lease_until=None, failure_code=None,
+            failure_reason=None, retry_after=None,
+        )  # fmt: skip
+
+    async def record_invoice_failure(
+        self, tg_payment_id: int, code: str, reason: str, retry_after: int | None
+    ) -> Order | None:
+        order = self.orders.get(tg_payment_id)
+        if order is None or order.invoice_link is not None:
+            return None
+        if order.state.value not in sources(OrderState.FAILED):
+            return None
+        return self._change(
+            order, EventType.ORDER_FAILED, state=OrderState.FAILED, invoice_lease_until=None,
+            failure_code=code, failure_reason=reason, retry_after=retry_after,
+        )  # fmt: skip
+
+    async def cancel(self, application_id: UUID, tg_payment_id: int) -> Order | None:
+        order = await self.get(application_id, tg_payment_id)
+        if order is None or order.state.value not in sources(OrderState.CANCELLED):
+            return None
+        if order.expires_at <= self.now:
+            return None
+        return self._change(
+            order, EventType.ORDER_CANCELLED, state=OrderState.CANCELLED, invoice_lease_until=None
+        )
+
+    async def record_client_report(
+        self, application_id: UUID, tg_payment_id: int, status: str
+    ) -> Order | None:
+        order = await self.get(application_id, tg_payment_id)
+        if order is None:
+            return None
+        return self._change(order, EventType.ORDER_CLIENT_REPORT, client_report=status)
+
+
 class FakeDeadLetters:
     """The DeadLetters port: keeps the letters, one per update."""
 
@@ -305,6 +449,8 @@ class FakeTelegram:
         self.refund_errors: list[Exception] = []
         self.answers: list[tuple[str, bool, str | None]] = []
         self.messages: list[tuple[int, str]] = []
+        self.invoices: list[InvoiceRequest] = []
+        self.invoice_errors: list[Exception] = []
 
     async def refund_star_payment(self, token: str, user_id: int, charge_id: str) -> None:
         self.refunds.append((token, user_id, charge_id))
@@ -320,7 +466,10 @@ class FakeTelegram:
     async def create_invoice_link(
         self, bot: Bot, invoice: InvoiceRequest, *, timeout: float | None = None
     ) -> str:
-        raise self._unused("create_invoice_link")
+        self.invoices.append(invoice)
+        if self.invoice_errors:
+            raise self.invoice_errors.pop(0)
+        return f"https://t.me/$invoice{len(self.invoices)}"
 
     async def answer_pre_checkout_query(
         self,
