@@ -200,7 +200,7 @@ class RelayService:
                     allowed_updates=telegram_allowed_updates(allowed),
                 )
         except TelegramError as error:
-            log.warning("allowed_updates not applied", bot_id=application.bot_id, error=str(error))
+            log.warning("allowed_updates not applied", bot_id=bot.id, error=str(error))
 
     # ------------------------------------------------------------------ the update methods
 
@@ -220,7 +220,6 @@ class RelayService:
                 "deleteWebhook to delete the webhook first",
             )
         await self._set_allowed(application, allowed)
-        bot_id = bot_id
         generation, _bot = await self._relay.start_poll(bot_id, offset)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
