@@ -31,6 +31,7 @@ from portex_pay_devtools.fake_bot_api import FakeBotApi
 from portex_pay_devtools.pgcluster import PgCluster
 from tests.conftest import TestApp, create_test_app, make_settings
 from tests.integration.helpers import pay_request
+from tests.telegram_updates import successful_payment
 
 USER, OTHER_USER = 7101, 7102
 
@@ -172,21 +173,9 @@ def _successful_payment(
     user: int, payload: str, charge_id: str, total_amount: object = 5
 ) -> dict[str, Any]:
     """A successful_payment update as Telegram sends it after a charge."""
-    return {
-        "message": {
-            "message_id": 1,
-            "date": int(time.time()),
-            "chat": {"id": user, "type": "private"},
-            "from": {"id": user, "is_bot": False, "first_name": "Payer"},
-            "successful_payment": {
-                "currency": "XTR",
-                "total_amount": total_amount,
-                "invoice_payload": payload,
-                "telegram_payment_charge_id": charge_id,
-                "provider_payment_charge_id": "",
-            },
-        }
-    }
+    return successful_payment(
+        payer=user, payload=payload, charge_id=charge_id, total_amount=total_amount
+    )
 
 
 def _text_message(user: int) -> dict[str, Any]:

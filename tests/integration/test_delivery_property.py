@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from typing import Any
 from uuid import UUID
 
 import aiohttp
@@ -23,6 +22,7 @@ from portex_pay.domain.payments import PayCommand, sign_invoice_payload
 from portex_pay.service.payments import utcnow
 from portex_pay.service.updates import UpdateProcessor
 from tests.conftest import PAYLOAD_SECRET, TestApp
+from tests.telegram_updates import successful_payment
 
 USER = 777
 AMOUNT = 5
@@ -33,25 +33,6 @@ _update_ids = itertools.count(10_000_000)
 deliveries = st.lists(st.tuples(st.integers(0, 2), st.booleans()), min_size=1, max_size=8).filter(
     lambda plan: any(True for _ in plan)
 )
-
-
-def _successful_payment(update_id: int, payload: str, charge_id: str) -> dict[str, Any]:
-    return {
-        "update_id": update_id,
-        "message": {
-            "message_id": update_id,
-            "date": 0,
-            "chat": {"id": USER, "type": "private"},
-            "from": {"id": USER, "is_bot": False, "first_name": "U"},
-            "successful_payment": {
-                "currency": "XTR",
-                "total_amount": AMOUNT,
-                "invoice_payload": payload,
-                "telegram_payment_charge_id": charge_id,
-                "provider_payment_charge_id": "",
-            },
-        },
-    }
 
 
 async def _check(dsn: str, application: Application, plan: list[tuple[int, bool]]) -> None:
@@ -83,7 +64,14 @@ async def _check(dsn: str, application: Application, plan: list[tuple[int, bool]
                 update_id = next(_update_ids)
                 sent.setdefault(charge, []).append(update_id)
             await processor.handle(
-                application, _successful_payment(update_id, payload, charges[charge])
+                application,
+                successful_payment(
+                    payer=USER,
+                    payload=payload,
+                    charge_id=charges[charge],
+                    total_amount=AMOUNT,
+                    update_id=update_id,
+                ),
             )
 
         distinct = {charges[charge] for charge, _ in plan}

@@ -15,6 +15,8 @@ from portex_pay.domain.order import Order, OrderState
 from portex_pay.domain.payments import sign_invoice_payload
 from portex_pay.service.outage import StoreUnavailable
 from portex_pay.service.updates import UpdateProcessor, UpdateRetry
+from tests.telegram_updates import pre_checkout_query
+from tests.telegram_updates import successful_payment as successful_payment_update
 from tests.unit.fakes import NOW, FakeDeadLetters, FakeTelegram, InMemoryPayments, make_order
 
 SECRET = b"s" * 32
@@ -52,34 +54,22 @@ def processor(
 
 
 def pre_checkout(update_id: int, order_id: int, amount: int = 50, payload: str | None = None):
-    return {
-        "update_id": update_id,
-        "pre_checkout_query": {
-            "id": f"q{update_id}",
-            "from": {"id": BUYER, "is_bot": False, "first_name": "B"},
-            "currency": "XTR",
-            "total_amount": amount,
-            "invoice_payload": payload or sign_invoice_payload(SECRET, order_id, amount),
-        },
-    }
+    return pre_checkout_query(
+        update_id=update_id,
+        payer=BUYER,
+        payload=payload or sign_invoice_payload(SECRET, order_id, amount),
+        total_amount=amount,
+    )
 
 
 def successful_payment(update_id: int, order_id: int, charge_id: str, amount: int = 50):
-    return {
-        "update_id": update_id,
-        "message": {
-            "message_id": update_id,
-            "date": 1,
-            "chat": {"id": BUYER, "type": "private"},
-            "from": {"id": BUYER, "is_bot": False, "first_name": "B"},
-            "successful_payment": {
-                "currency": "XTR",
-                "total_amount": amount,
-                "invoice_payload": sign_invoice_payload(SECRET, order_id, amount),
-                "telegram_payment_charge_id": charge_id,
-            },
-        },
-    }
+    return successful_payment_update(
+        payer=BUYER,
+        payload=sign_invoice_payload(SECRET, order_id, amount),
+        charge_id=charge_id,
+        total_amount=amount,
+        update_id=update_id,
+    )
 
 
 @pytest.fixture
