@@ -56,6 +56,7 @@ from portex_pay.api.grpc.interceptor import PaymentInterceptor
 from portex_pay.api.grpc.reflection import DocumentedPool
 from portex_pay.api.grpc.servicer import PaymentServicer
 from portex_pay.api.http.app import create_http_app
+from portex_pay.api.http.guard import ClientWarnings, runner_options
 from portex_pay.config import Settings
 from portex_pay.logging import register_secret
 from portex_pay.service.auth import ApiKeyAuthenticator
@@ -323,6 +324,7 @@ class PortexApp:
         await self._set_serving(True)
 
         http_host, _, http_port = settings.http_addr.rpartition(":")
+        client_warnings = ClientWarnings()
         self._http_runner = web.AppRunner(
             create_http_app(
                 lambda: self._serving,
@@ -333,9 +335,11 @@ class PortexApp:
                 load_bot_application=wiring.bot_applications.get,
                 bot_api=bot_api,
                 forward_timeout=max(60.0, settings.telegram_timeout),
+                read_timeout=settings.http_read_timeout,
+                warnings=client_warnings,
             ),
-            access_log=None,
             handle_signals=False,
+            **runner_options(settings.http_read_timeout, client_warnings),
         )
         await self._http_runner.setup()
         site = web.TCPSite(self._http_runner, http_host, int(http_port))

@@ -51,6 +51,10 @@ class Settings:
     grpc_max_receive_bytes: int = 65_536
     shutdown_grace: float = 10.0
     health_interval: float = 1.0
+    # Seconds an HTTP client has to send a request's headers (also how long an idle keep-alive
+    # connection stays open) and, from then, its body; a body gets one more second for every
+    # HTTP_BODY_MIN_RATE bytes received, so large uploads pass and a trickle does not.
+    http_read_timeout: float = 30.0
     public_url: str = ""
     telegram_updates: str = "polling"  # webhook | polling, for applications without their own
     telegram_pollers: bool = True  # whether this replica runs the long pollers
@@ -174,6 +178,7 @@ class Settings:
         number("PORTEX_GRPC_MAX_RECEIVE_BYTES", "grpc_max_receive_bytes", int, 16_384)
         number("PORTEX_SHUTDOWN_GRACE", "shutdown_grace", float, 0)
         number("PORTEX_HEALTH_INTERVAL", "health_interval", float, 0.05)
+        number("PORTEX_HTTP_READ_TIMEOUT", "http_read_timeout", float, 0.1)
         number("PORTEX_INIT_DATA_MAX_AGE", "init_data_max_age", float, 1)
         number("PORTEX_EDGE_USER_RATE", "edge_user_rate", float, 0.01)
         number("PORTEX_EDGE_USER_BURST", "edge_user_burst", int, 1)

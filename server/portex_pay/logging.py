@@ -37,7 +37,9 @@ import logging
 import re
 import sys
 import threading
-from collections.abc import Iterable, Mapping, MutableMapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -412,3 +414,40 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     # Library loggers are chatty at debug level; keep them at warning unless asked for debug.
     for name in ("grpc", "asyncpg", "aiohttp", "aiohttp.access"):
         logging.getLogger(name).setLevel(level.upper() if level == "debug" else "WARNING")
+
+
+class RateLimitedWarnings:
+    """Warnings about input from outside (a malformed request, a broken update): at most one line
+    per key (a client's address, a bot) and interval, carrying how many were held back since.
+
+    Input from outside is never an ERROR (operators alert on those: they mean our fault), and a
+    client sending garbage in a loop must not flood the logs. Memory is bounded: at most
+    `max_keys` keys are remembered, the least recently warned about forgotten first."""
+
+    def __init__(
+        self,
+        logger: Any,
+        *,
+        interval: float = 60.0,
+        max_keys: int = 4096,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = logger
+        self._interval = interval
+        self._max_keys = max_keys
+        self._clock = clock
+        self._last: OrderedDict[Hashable, tuple[float, int]] = OrderedDict()
+
+    def warn(self, key: Hashable, event: str, **fields: Any) -> bool:
+        """Logs `event` unless `key` was warned about less than an interval ago; True if logged."""
+        now = self._clock()
+        last = self._last.get(key)
+        if last is not None and now - last[0] < self._interval:
+            self._last[key] = (last[0], last[1] + 1)
+            return False
+        self._last[key] = (now, 0)
+        self._last.move_to_end(key)
+        while len(self._last) > self._max_keys:
+            self._last.popitem(last=False)
+        self._log.warning(event, suppressed=last[1] if last is not None else 0, **fields)
+        return True

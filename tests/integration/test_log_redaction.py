@@ -134,13 +134,14 @@ async def signing_secret(service: PortexApp, app: TestApp) -> str:
     return secret
 
 
-def refused_lines(output: str) -> list[dict[str, Any]]:
-    return [
-        line
-        for line in json_lines(output)
-        if line.get("logger") == "aiohttp.server"
-        and str(line.get("event", "")).startswith("Error handling request")
-    ]
+def assert_refusals_are_warnings(output: str) -> None:
+    """Requests aiohttp refused are the client's doing: no error line, and what is said of them
+    (one line a minute per address) is a warning naming the error's type."""
+    lines = json_lines(output)
+    assert [line for line in lines if line.get("level") in ("error", "critical")] == []
+    refused = [line for line in lines if line.get("event") == "malformed request refused"]
+    assert all(line["level"] == "warning" for line in refused)
+    assert all(line["error"] in ("LineTooLong", "BadHttpMessage") for line in refused)
 
 
 async def test_an_over_long_webhook_secret_header_reaches_no_log(
@@ -157,16 +158,10 @@ async def test_an_over_long_webhook_secret_header_reaches_no_log(
             status = await raw_request(service.http_port, request_line, [header])
             assert status.startswith(b"HTTP/1.") and b" 400 " in status
         output = read()
-    # aiohttp did quote the start of both values (at error level), so the test is not vacuous ...
-    assert secret[:40] in raw.text() and stranger[:40] in raw.text()
-    assert all(record.levelno == logging.ERROR for record in raw.records)
-    # ... and the lines about the refused requests are there, without them.
-    refused = refused_lines(output)
-    assert len(refused) == 2
-    for line in refused:
-        assert line["level"] == "error"
-        assert "LineTooLong" in line["exception"]
-        assert f"when reading: {REDACTED}" in line["exception"]
+    # aiohttp quotes the start of such a value in what it logs: nothing of it reaches a line,
+    # since the refusal is logged by the HTTP door as a warning naming only the error's type.
+    assert raw.records == []
+    assert_refusals_are_warnings(output)
     for value in (secret, stranger):
         assert value[:8] not in output
 
@@ -191,8 +186,8 @@ async def test_init_data_in_a_refused_request_reaches_no_log(
             status = await raw_request(service.http_port, request_line.encode(), headers)
             assert b" 400 " in status
         output = read()
-    assert QUERY_ID in raw.text()
-    assert len(refused_lines(output)) == 3
+    assert raw.records == []
+    assert_refusals_are_warnings(output)
     assert QUERY_ID not in output
     assert digest not in output
     assert "279058397" not in output  # the user's id, from the user field

@@ -63,6 +63,7 @@ from portex_pay.domain.updates import (
     update_id_of,
     update_kind,
 )
+from portex_pay.logging import RateLimitedWarnings
 from portex_pay.service.ledger import Ledger
 from portex_pay.service.outage import is_unavailable
 from portex_pay.service.ports import DeadLetters, Payments, TelegramBot
@@ -138,6 +139,8 @@ class UpdateProcessor:
         self._relay = relay
         # Transient failures so far, per (bot, update id); bounded, oldest forgotten first.
         self._failures: OrderedDict[tuple[int, int | None], int] = OrderedDict()
+        # A bot's garbage in a loop must not flood the log: one line per bot a minute.
+        self._dead_letter_warnings = RateLimitedWarnings(log)
 
     async def handle(
         self, application: Application, update: object, raw: bytes | None = None
@@ -301,16 +304,22 @@ class UpdateProcessor:
             ),
             announce,
         )
-        # The error names what was wrong, never the update's content.
-        log.error(
-            "update dead-lettered",
-            bot_id=bot.id,
-            update_id=update_id_of(update),
-            kind=kind,
-            dead_letter_id=letter_id,
-            error_type=type(error).__name__,
-            attempts=attempts,
-        )
+        # The error names what was wrong, never the update's content. A payment someone made
+        # and we could not record is an error (a person must look at it); any other update is
+        # input from outside, kept with its event: a warning, one per bot a minute, since a bug
+        # behind it was logged as an error above.
+        fields = {
+            "bot_id": bot.id,
+            "update_id": update_id_of(update),
+            "kind": kind,
+            "dead_letter_id": letter_id,
+            "error_type": type(error).__name__,
+            "attempts": attempts,
+        }
+        if EventType.PAYMENT_ANOMALY in announce:
+            log.error("update dead-lettered", **fields)
+        else:
+            self._dead_letter_warnings.warn(bot.id, "update dead-lettered", **fields)
 
     async def _pre_checkout(
         self, application: Application, query: PreCheckoutQuery

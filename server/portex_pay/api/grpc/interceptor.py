@@ -18,7 +18,6 @@ import contextvars
 import inspect
 import secrets
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +27,7 @@ import structlog
 from portex_pay.api.grpc import errors
 from portex_pay.domain.application import Application
 from portex_pay.domain.errors import DomainError
+from portex_pay.logging import RateLimitedWarnings
 from portex_pay.service.auth import ApiKeyAuthenticator
 
 log = structlog.get_logger("portex_pay.rpc")
@@ -106,36 +106,13 @@ def _peer_host(peer: str) -> str:
     return peer
 
 
-class _PerPeerWarnings:
-    """At most one warning per peer address and interval; bounded memory for many peers."""
-
-    def __init__(self, interval: float = 60.0, max_peers: int = 4096) -> None:
-        self._interval = interval
-        self._max_peers = max_peers
-        self._last: OrderedDict[str, tuple[float, int]] = OrderedDict()
-
-    def warn(self, event: str, peer: str, **fields: Any) -> None:
-        host = _peer_host(peer)
-        now = time.monotonic()
-        last = self._last.get(host)
-        if last is not None and now - last[0] < self._interval:
-            self._last[host] = (last[0], last[1] + 1)
-            return
-        suppressed = last[1] if last is not None else 0
-        self._last[host] = (now, 0)
-        self._last.move_to_end(host)
-        while len(self._last) > self._max_peers:
-            self._last.popitem(last=False)
-        log.warning(event, peer=host, suppressed=suppressed, **fields)
-
-
 class PaymentInterceptor(grpc.aio.ServerInterceptor):
     """Every service's requests are decoded without raising (undecodable: INVALID_ARGUMENT,
     before authentication); PaymentService's RPCs are authenticated, mapped and logged."""
 
     def __init__(self, authenticator: ApiKeyAuthenticator) -> None:
         self._authenticator = authenticator
-        self._undecodable = _PerPeerWarnings()
+        self._undecodable = RateLimitedWarnings(log)
 
     async def intercept_service(
         self,
@@ -191,8 +168,9 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
         return handler
 
     async def _refuse(self, context: Context, method: str, request: _Undecodable) -> None:
+        host = _peer_host(context.peer())
         self._undecodable.warn(
-            "undecodable request", context.peer(), method=method, type=request.type_name
+            host, "undecodable request", peer=host, method=method, type=request.type_name
         )
         status = errors.undecodable_status(request.type_name)
         await context.abort(status.code, status.details, status.trailing_metadata)

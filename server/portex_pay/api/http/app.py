@@ -25,6 +25,7 @@ from aiohttp import web
 
 from portex_pay.api.http.botapi_proxy import add_bot_api_routes
 from portex_pay.api.http.edge import add_edge_routes
+from portex_pay.api.http.guard import ClientWarnings, bounded_reads
 from portex_pay.domain.application import Application
 from portex_pay.service.edge import EdgeService
 from portex_pay.service.ports import BotApiEndpoint
@@ -50,9 +51,12 @@ def create_http_app(
     load_bot_application: Callable[[int], Awaitable[Application | None]] | None = None,
     bot_api: BotApiEndpoint | None = None,
     forward_timeout: float = 60.0,
+    read_timeout: float = 30.0,
+    warnings: ClientWarnings | None = None,
 ) -> web.Application:
     """The HTTP application; `load_application` and `load_bot_application` should be cached
-    (service/cache.py, ApplicationCache.get). The Bot API proxy is served when `relay` is given."""
+    (service/cache.py, ApplicationCache.get). The Bot API proxy is served when `relay` is given.
+    Serve it with guard.runner_options (the bound on reading a request's headers)."""
 
     async def healthz(_request: web.Request) -> web.Response:
         serving = is_serving()
@@ -108,4 +112,6 @@ def create_http_app(
             return web.json_response({})
 
         app.router.add_post("/telegram/webhook/{application_id}", telegram_webhook)
+    # Innermost, so that the edge's envelope also wraps its 408 and 400.
+    app.middlewares.append(bounded_reads(read_timeout, warnings or ClientWarnings()))
     return app
