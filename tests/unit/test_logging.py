@@ -23,6 +23,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from portex_pay import logging as portex_logging
 from portex_pay.logging import (
     REDACTED,
+    RateLimitedWarnings,
     configure_logging,
     redact,
     redact_event,
@@ -502,3 +503,27 @@ def test_redact_is_linear_on_hostile_input(registry: str, name: str) -> None:
     text = _HOSTILE[name]()
     assert len(text) >= _N - 100
     assert isinstance(redact(text), str)
+
+
+def test_rate_limited_warnings_say_once_per_key_and_interval_and_count_the_rest() -> None:
+    now = [0.0]
+    with structlog.testing.capture_logs() as logs:
+        warnings = RateLimitedWarnings(
+            structlog.get_logger("t"), interval=60.0, max_keys=2, clock=lambda: now[0]
+        )
+        assert warnings.warn("a", "garbage", peer="a")
+        assert not warnings.warn("a", "garbage", peer="a")
+        assert not warnings.warn("a", "garbage", peer="a")
+        assert warnings.warn("b", "garbage", peer="b")  # another key is not held back
+        now[0] = 61.0
+        assert warnings.warn("a", "garbage", peer="a")
+        # Bounded: a third key forgets the least recently warned one ("b"), which is new again.
+        assert warnings.warn("c", "garbage", peer="c")
+        assert warnings.warn("b", "garbage", peer="b")
+    assert [(e["peer"], e["suppressed"], e["log_level"]) for e in logs] == [
+        ("a", 0, "warning"),
+        ("b", 0, "warning"),
+        ("a", 2, "warning"),
+        ("c", 0, "warning"),
+        ("b", 0, "warning"),
+    ]
