@@ -109,6 +109,9 @@ class RelayBot:
     pending: int = 0
     last_error: str | None = None
     last_error_at: datetime | None = None
+    # The delivery lease this value was claimed with (RelayStore.claim_deliveries): only that
+    # lease confirms, fails or releases; a webhook change voids it.
+    lease: str | None = None
 
     def __repr__(self) -> str:  # never print the webhook secret
         return f"RelayBot(bot_id={self.bot_id}, webhook={self.webhook_url is not None})"
