@@ -25,7 +25,7 @@ from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Claim, Order, OrderState, sources
 from portex_pay.domain.payments import PayCommand
 from portex_pay.domain.refunds import DueRefund, Refund, RefundState
-from portex_pay.domain.relay import RelayBot, RelayedUpdate, effective_kinds
+from portex_pay.domain.relay import RelayBot, RelayedUpdate, wants
 from portex_pay.domain.telegram import BotProfile, InvoiceRequest
 from portex_pay.domain.updates import DeadLetter
 
@@ -586,7 +586,7 @@ class InMemoryRelay:
 
     async def keep(self, bot_id: int, update_id: int, kind: str | None, raw: bytes) -> bool:
         row = self.rows.get(bot_id)
-        if row is None or (kind or "") not in effective_kinds(row.allowed_updates):
+        if row is None or not wants(row.allowed_updates, kind):
             return False
         if update_id >= row.confirmed_offset:
             self.updates[bot_id].setdefault(update_id, raw)

@@ -23,11 +23,11 @@ from uuid import UUID
 import asyncpg
 
 from portex_pay.adapters.postgres.pool import Conn
-from portex_pay.domain.relay import DEFAULT_KINDS, RelayBot, RelayedUpdate
+from portex_pay.domain.relay import DEFAULT_EXCLUDED, RelayBot, RelayedUpdate
 from portex_pay.logging import register_secret
 
 CHANNEL = "portex_relay"
-_DEFAULT_KINDS = sorted(DEFAULT_KINDS)
+_DEFAULT_EXCLUDED = sorted(DEFAULT_EXCLUDED)
 
 
 def _bot(row: asyncpg.Record) -> RelayBot:
@@ -87,16 +87,17 @@ class RelayRepository:
         return None if row is None else _bot(row)
 
     async def keep(self, bot_id: int, update_id: int, kind: str | None, raw: bytes) -> bool:
-        """Keeps an update for the bot when its relay is on and it asked for this kind; whether
-        it is kept (a redelivery of a kept or already confirmed update is True and changes
-        nothing)."""
+        """Keeps an update for the bot when its relay is on and it asked for this kind (any kind,
+        known to this code or not: domain/relay.wants); whether it is kept (a redelivery of a
+        kept or already confirmed update is True and changes nothing)."""
         wanted = await self._pool.fetchval(
             """
-            WITH bot AS (
+            WITH bot AS (  -- domain/relay.wants(), in SQL
                 SELECT confirmed_offset FROM relay_bots
-                WHERE bot_id = $1 AND $3::text = ANY(
-                    CASE WHEN cardinality(coalesce(allowed_updates, '{}')) = 0 THEN $5::text[]
-                    ELSE allowed_updates END)
+                WHERE bot_id = $1 AND $3::text <> '' AND CASE
+                    WHEN cardinality(coalesce(allowed_updates, '{}')) = 0
+                        THEN NOT ($3::text = ANY($5::text[]))
+                    ELSE $3::text = ANY(allowed_updates) END
             ), kept AS (
                 INSERT INTO relay_updates (bot_id, update_id, kind, raw)
                 SELECT $1, $2, $3, $4 FROM bot WHERE $2 >= bot.confirmed_offset
@@ -109,7 +110,7 @@ class RelayRepository:
             update_id,
             kind or "",
             raw,
-            _DEFAULT_KINDS,
+            _DEFAULT_EXCLUDED,
             CHANNEL,
         )
         return bool(wanted)
