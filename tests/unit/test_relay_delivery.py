@@ -174,17 +174,24 @@ async def test_shutdown_during_a_post_releases_the_lease(
 async def test_a_second_cancel_during_the_release_does_not_stop_it(
     store: InMemoryRelay, webhooks: Webhooks
 ) -> None:
-    """PortexApp.stop() cancels its tasks again until they end."""
+    """PortexApp.stop() cancels its tasks again until they end: the delivery's own release
+    (shielded) goes on regardless."""
     await bot_with_webhook(store, 5)
     webhooks.hold(OLD)
     step = asyncio.create_task(relay(store, webhooks).deliver_step())
     await posting(webhooks)
+
+    async def release_nothing() -> None:  # only the delivery's own release can free the bot
+        pass
+
+    store.release_all = release_nothing  # type: ignore[method-assign]
     store.release_gate = asyncio.Event()  # the database is slow to answer the release
     step.cancel()
     await asyncio.sleep(0.01)
     step.cancel()
     with pytest.raises(asyncio.CancelledError):
         await step
+    assert store.rows[BOT.id].lease_owner is not None  # the release is still waiting
     store.release_gate.set()
     for _ in range(10):
         await asyncio.sleep(0)
