@@ -554,6 +554,18 @@ async def test_allowed_updates_keeps_other_update_types_from_being_created(
     assert await fake.deliver_update(TOKEN, {"message": {"text": "back"}}) is not None
 
 
+async def test_update_types_of_a_newer_bot_api_can_be_added(fake: FakeBotApi, bot: Bot) -> None:
+    """A Telegram newer than the code under test: the new type is in the default set and can
+    be asked for by name; a list that leaves it out keeps it from being created."""
+    assert await fake.deliver_update(TOKEN, {"future_kind_y": {}}) is None  # unknown here yet
+    fake.add_update_types("future_kind_y")
+    assert await fake.deliver_update(TOKEN, {"future_kind_y": {}}) is not None  # default set
+    await bot.ok("getUpdates", allowed_updates=["message"])
+    assert await fake.deliver_update(TOKEN, {"future_kind_y": {}}) is None
+    await bot.ok("getUpdates", allowed_updates=["future_kind_y"])
+    assert await fake.deliver_update(TOKEN, {"future_kind_y": {}}) is not None
+
+
 async def test_a_negative_offset_keeps_only_the_last_updates(fake: FakeBotApi, bot: Bot) -> None:
     ids = [await fake.deliver_update(TOKEN, {"message": {"text": str(n)}}) for n in range(3)]
     assert [u["update_id"] for u in await bot.ok("getUpdates", offset=-1)] == ids[-1:]

@@ -9,8 +9,10 @@ transition table the PostgreSQL adapter derives its `state = ANY($n)` guards fro
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import copy
+import itertools
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -23,6 +25,7 @@ from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Claim, Order, OrderState, sources
 from portex_pay.domain.payments import PayCommand
 from portex_pay.domain.refunds import DueRefund, Refund, RefundState
+from portex_pay.domain.relay import RelayBot, RelayedUpdate, wants
 from portex_pay.domain.telegram import BotProfile, InvoiceRequest
 from portex_pay.domain.updates import DeadLetter
 
@@ -512,3 +515,182 @@ class FakeTelegram:
         self, bot: Bot, method: str, body: bytes, content_type: str, *, timeout: float
     ) -> None:
         raise self._unused("run_webhook_reply")
+
+
+@dataclass
+class _RelayRow:
+    """A relay_bots row."""
+
+    application_id: UUID
+    allowed_updates: tuple[str, ...] | None = None
+    confirmed_offset: int = 0
+    poll_generation: int = 0
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    lease_owner: str | None = None
+    lease_until: float | None = None
+    attempts: int = 0
+    next_attempt_at: float = 0.0
+    last_error: str | None = None
+
+
+class InMemoryRelay:
+    """The RelayStore port as adapters/postgres/relay.py keeps it, for one replica (`owner`):
+    each claim is a lease of its own (`<owner>/<n>`), and only that lease confirms, fails or
+    releases; setting the webhook voids it; `release_all` ends this replica's leases. Time is
+    `now` (seconds), moved by the test. `release_errors` are raised by the next releases;
+    `release_gate`, when set, holds every release until it is set."""
+
+    def __init__(self, owner: str = "replica-1") -> None:
+        self.owner = owner
+        self.now = 0.0
+        self.rows: dict[int, _RelayRow] = {}
+        self.updates: dict[int, dict[int, bytes]] = {}
+        self.release_errors: list[Exception] = []
+        self.release_gate: asyncio.Event | None = None
+        self.releases = 0  # release() calls that ended a lease
+        self._claims = itertools.count(1)
+
+    def _bot(self, bot_id: int) -> RelayBot:
+        row = self.rows[bot_id]
+        pending = sum(1 for uid in self.updates[bot_id] if uid >= row.confirmed_offset)
+        return RelayBot(
+            bot_id=bot_id,
+            application_id=row.application_id,
+            allowed_updates=row.allowed_updates,
+            confirmed_offset=row.confirmed_offset,
+            webhook_url=row.webhook_url,
+            webhook_secret=row.webhook_secret,
+            poll_generation=row.poll_generation,
+            attempts=row.attempts,
+            pending=pending,
+            last_error=row.last_error,
+            lease=row.lease_owner,
+        )
+
+    def leased(self, bot_id: int) -> bool:
+        """Whether a live lease holds the bot (no one else may deliver to it)."""
+        row = self.rows[bot_id]
+        return row.lease_until is not None and row.lease_until >= self.now
+
+    async def enable(self, bot_id: int, application_id: UUID) -> RelayBot:
+        if bot_id in self.rows:
+            self.rows[bot_id].application_id = application_id
+        else:
+            self.rows[bot_id] = _RelayRow(application_id)
+            self.updates[bot_id] = {}
+        return self._bot(bot_id)
+
+    async def get(self, bot_id: int) -> RelayBot | None:
+        return self._bot(bot_id) if bot_id in self.rows else None
+
+    async def keep(self, bot_id: int, update_id: int, kind: str | None, raw: bytes) -> bool:
+        row = self.rows.get(bot_id)
+        if row is None or not wants(row.allowed_updates, kind):
+            return False
+        if update_id >= row.confirmed_offset:
+            self.updates[bot_id].setdefault(update_id, raw)
+        return True
+
+    async def start_poll(self, bot_id: int, offset: int | None) -> tuple[int, RelayBot]:
+        row = self.rows[bot_id]
+        kept = sorted(uid for uid in self.updates[bot_id] if uid >= row.confirmed_offset)
+        if offset is not None and offset < 0 and len(kept) >= -offset:
+            row.confirmed_offset = max(row.confirmed_offset, kept[offset])
+        elif offset is not None and offset > row.confirmed_offset and self.updates[bot_id]:
+            newest = max(self.updates[bot_id])
+            row.confirmed_offset = max(row.confirmed_offset, min(offset, newest + 1))
+        self._forget_confirmed(bot_id)
+        row.poll_generation += 1
+        return row.poll_generation, self._bot(bot_id)
+
+    def _forget_confirmed(self, bot_id: int) -> None:
+        confirmed = self.rows[bot_id].confirmed_offset
+        self.updates[bot_id] = {u: r for u, r in self.updates[bot_id].items() if u >= confirmed}
+
+    async def poll(
+        self, bot_id: int, generation: int, limit: int
+    ) -> tuple[bool, RelayBot | None, list[RelayedUpdate]]:
+        row = self.rows.get(bot_id)
+        if row is None or row.poll_generation != generation:
+            return False, None if row is None else self._bot(bot_id), []
+        return True, self._bot(bot_id), self._due(bot_id, row.confirmed_offset, limit)
+
+    def _due(self, bot_id: int, offset: int, limit: int) -> list[RelayedUpdate]:
+        kept = self.updates[bot_id]
+        return [RelayedUpdate(uid, kept[uid]) for uid in sorted(kept) if uid >= offset][:limit]
+
+    async def set_allowed_updates(
+        self, bot_id: int, allowed: Sequence[str]
+    ) -> tuple[bool, RelayBot]:
+        row = self.rows[bot_id]
+        changed = row.allowed_updates != tuple(allowed)
+        row.allowed_updates = tuple(allowed)
+        return changed, self._bot(bot_id)
+
+    async def set_webhook(
+        self, bot_id: int, url: str | None, secret: str | None, *, drop_pending: bool
+    ) -> None:
+        row = self.rows[bot_id]
+        row.webhook_url, row.webhook_secret = url, secret
+        row.attempts, row.next_attempt_at, row.last_error = 0, self.now, None
+        row.lease_owner = row.lease_until = None
+        row.poll_generation += 1
+        if drop_pending and self.updates[bot_id]:
+            row.confirmed_offset = max(row.confirmed_offset, max(self.updates[bot_id]) + 1)
+            self.updates[bot_id].clear()
+
+    async def claim_deliveries(self, limit: int, lease_seconds: float) -> list[RelayBot]:
+        lease = f"{self.owner}/{next(self._claims)}"
+        due = sorted(
+            (
+                (row.next_attempt_at, bot_id)
+                for bot_id, row in self.rows.items()
+                if row.webhook_url is not None
+                and row.next_attempt_at <= self.now
+                and (row.lease_until is None or row.lease_until < self.now)
+                and any(uid >= row.confirmed_offset for uid in self.updates[bot_id])
+            )
+        )[:limit]
+        for _, bot_id in due:
+            row = self.rows[bot_id]
+            row.lease_owner, row.lease_until = lease, self.now + lease_seconds
+        return [self._bot(bot_id) for _, bot_id in due]
+
+    async def due_updates(self, bot: RelayBot, limit: int) -> list[RelayedUpdate]:
+        return self._due(bot.bot_id, bot.confirmed_offset, limit)
+
+    async def delivered(self, bot: RelayBot, update_id: int) -> bool:
+        row = self.rows[bot.bot_id]
+        if row.lease_owner != bot.lease or row.webhook_url != bot.webhook_url:
+            return False
+        row.confirmed_offset = max(row.confirmed_offset, update_id + 1)
+        row.attempts, row.last_error = 0, None
+        self._forget_confirmed(bot.bot_id)
+        return True
+
+    async def delivery_failed(self, bot: RelayBot, error: str, retry_in: float) -> None:
+        row = self.rows[bot.bot_id]
+        if row.lease_owner == bot.lease:
+            row.attempts += 1
+            row.last_error = error
+            row.next_attempt_at = self.now + retry_in
+            row.lease_until = None
+
+    async def release(self, bot: RelayBot) -> None:
+        if self.release_gate is not None:
+            await self.release_gate.wait()
+        if self.release_errors:
+            raise self.release_errors.pop(0)
+        row = self.rows[bot.bot_id]
+        if row.lease_owner == bot.lease:
+            row.lease_owner = row.lease_until = None
+            self.releases += 1
+
+    async def release_all(self) -> None:
+        for row in self.rows.values():
+            if row.lease_owner is not None and row.lease_owner.startswith(f"{self.owner}/"):
+                row.lease_owner = row.lease_until = None
+
+    async def prune(self, max_age_seconds: float) -> int:
+        return 0

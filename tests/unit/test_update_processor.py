@@ -4,20 +4,30 @@ updates that cannot be processed (dead letters, retries of an outage)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from structlog.testing import capture_logs
 
 from portex_pay.domain.application import Application, Bot
 from portex_pay.domain.order import Order, OrderState
 from portex_pay.domain.payments import sign_invoice_payload
 from portex_pay.service.outage import StoreUnavailable
+from portex_pay.service.relay import RelayService
 from portex_pay.service.updates import UpdateProcessor, UpdateRetry
 from tests.telegram_updates import pre_checkout_query
 from tests.telegram_updates import successful_payment as successful_payment_update
-from tests.unit.fakes import NOW, FakeDeadLetters, FakeTelegram, InMemoryPayments, make_order
+from tests.unit.fakes import (
+    NOW,
+    FakeDeadLetters,
+    FakeTelegram,
+    InMemoryPayments,
+    InMemoryRelay,
+    make_order,
+)
 
 SECRET = b"s" * 32
 APP = uuid4()
@@ -158,3 +168,44 @@ async def test_an_outage_is_retried_and_dead_lettered_only_after_max_attempts(pa
     assert (letter.reason, letter.attempts) == ("RETRIES_EXHAUSTED", 3)
     # Telegram says someone paid: the dead letter is also a payment anomaly.
     assert letters.announced == [["update.dead_lettered", "payment.anomaly"]]
+
+
+async def test_an_update_of_a_kind_newer_than_the_code_is_relayed_as_sent_or_left_alone(
+    parts,
+) -> None:
+    """Relayed, as its bytes, to the app's bot when it asked for the kind; else acknowledged:
+    never a dead letter, never an error."""
+    payments, telegram, letters = parts
+    store = InMemoryRelay()
+    relay = RelayService(
+        store, telegram, no_application, default_updates_mode="webhook", webhook_timeout=1.0
+    )
+    handle = processor(payments, telegram, letters, relay=relay).handle
+    await store.enable(BOT.id, APP)
+    await store.set_allowed_updates(BOT.id, ("future_kind_x", "message"))
+    raw = '{"update_id": 9, "future_kind_x": {"text": "ωμέγα", "ratio": 1.50}}'.encode()
+    with capture_logs() as logs:
+        await handle(APPLICATION, json.loads(raw), raw=raw)
+        await store.set_allowed_updates(BOT.id, ("message",))
+        await handle(APPLICATION, {"update_id": 10, "future_kind_x": {}}, raw=b"{}")
+        await handle(APPLICATION, {"update_id": 11, "another_kind": {}})  # polling: no raw
+    assert store.updates[BOT.id] == {9: raw}
+    assert letters.letters == [] and telegram.answers == [] and telegram.messages == []
+    assert [entry for entry in logs if entry["log_level"] in ("warning", "error")] == []
+
+
+async def test_the_default_set_takes_kinds_newer_than_the_code(parts) -> None:
+    payments, telegram, letters = parts
+    store = InMemoryRelay()
+    relay = RelayService(
+        store, telegram, no_application, default_updates_mode="webhook", webhook_timeout=1.0
+    )
+    await store.enable(BOT.id, APP)  # no allowed_updates: Telegram's default set
+    update = {"update_id": 12, "future_kind_x": {}}
+    await processor(payments, telegram, letters, relay=relay).handle(APPLICATION, update)
+    assert store.updates[BOT.id] == {12: b'{"update_id": 12, "future_kind_x": {}}'}
+    assert letters.letters == []
+
+
+async def no_application(bot_id: int) -> Application | None:
+    return None

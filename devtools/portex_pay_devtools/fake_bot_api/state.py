@@ -65,6 +65,8 @@ class _State:
         self._stopping = False
         # The Bot API methods by lower-case name: (canonical name, handler); see methods.py.
         self._methods: dict[str, tuple[str, _Handler]] = {}
+        # Update types of a Bot API newer than this fake (add_update_types).
+        self._newer_update_types: frozenset[str] = frozenset()
 
     # ------------------------------------------------------------------------------- bots
 

@@ -50,7 +50,7 @@ class _UpdateMethods(_Delivery):
         if secret_token and not _SECRET_TOKEN_RE.fullmatch(secret_token):
             raise _bad_request("secret token contains unallowed characters")
         max_connections = _clamp(args.integer("max_connections", DEFAULT_MAX_CONNECTIONS), 1, 100)
-        allowed = _parse_allowed_updates(args.text("allowed_updates"))
+        allowed = _parse_allowed_updates(args.text("allowed_updates"), self._update_types())
 
         if args.flag("drop_pending_updates"):
             bot.pending.clear()
@@ -103,7 +103,7 @@ class _UpdateMethods(_Delivery):
         offset = args.integer("offset", 0)
         limit = _clamp(args.integer("limit", 100), 1, 100)
         timeout = _clamp(args.integer("timeout", 0), 0, LONG_POLL_MAX_TIMEOUT)
-        allowed = _parse_allowed_updates(args.text("allowed_updates"))
+        allowed = _parse_allowed_updates(args.text("allowed_updates"), self._update_types())
         if allowed is not None:
             # Bot API: affects only updates created after the call.
             bot.allowed_updates = allowed

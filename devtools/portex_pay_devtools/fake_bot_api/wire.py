@@ -87,8 +87,11 @@ def _update_kind(update: dict[str, Any]) -> str | None:
     return next((key for key in update if key != "update_id"), None)
 
 
-def _parse_allowed_updates(text: str) -> frozenset[str] | None:
-    """Reference server, get_allowed_update_types: None means "keep the previous setting"."""
+def _parse_allowed_updates(
+    text: str, known: frozenset[str] = UPDATE_TYPES
+) -> frozenset[str] | None:
+    """Reference server, get_allowed_update_types: None means "keep the previous setting";
+    `known` are the update types the server knows (it ignores other names)."""
     if not text:
         return None
     try:
@@ -97,7 +100,7 @@ def _parse_allowed_updates(text: str) -> frozenset[str] | None:
         return None
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
         return None
-    names = frozenset(item.lower() for item in value) & UPDATE_TYPES
+    names = frozenset(item.lower() for item in value) & known
     return names or DEFAULT_ALLOWED_UPDATES
 
 

@@ -11,7 +11,10 @@ Long polls wait without holding a database connection: a `portex_relay` notifica
 whichever replica kept an update or started a newer poll) wakes them, and they re-read. Webhook
 delivery is a worker: bots are leased one replica at a time, each bot's updates are POSTed in
 order, a failure backs off that bot only, so a dead webhook delays nobody else, and never a
-pre-checkout answer or a payment (those are decided before anything is kept).
+pre-checkout answer or a payment (those are decided before anything is kept). A lease is released
+however its round ends (shutdown included), and a setWebhook or deleteWebhook voids it: the new
+setting is delivered to at once, never waiting for a lease to lapse, and a POST still in flight to
+the old webhook confirms nothing.
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ _DELIVERY_BOTS = 16  # bots delivered to at once per replica
 _RETRY_BASE = 0.5
 _RETRY_CAP = 30.0
 _ERROR_MAX_CHARS = 200
+_INTERNAL_ERROR = "Internal error"  # getWebhookInfo's last_error_message when the relay failed
 _REPLY_MAX_BYTES = 1 << 20  # a webhook answer with a method call, read whole (larger: ignored)
 _METHOD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
 # Bot API: methods a webhook reply may not call (the reference server ignores them there).
@@ -135,6 +139,8 @@ class RelayService:
         self._enabled: set[int] = set()  # bots this process knows the relay is on for
         self.webhook_poster: HttpPoster | None = None  # set by the app (guarded)
         self.wake_delivery: Callable[[], None] = lambda: None
+        self._posting: dict[int, asyncio.Future[Delivery]] = {}  # webhook POSTs in flight, by bot
+        self._unreleased = False  # a lease release failed: release them all next round
 
     # ------------------------------------------------------------------ wake-ups
 
@@ -260,7 +266,7 @@ class RelayService:
             secret if url else None,
             drop_pending=_flag(params, "drop_pending_updates"),
         )
-        self.wake_delivery()
+        self._webhook_changed(bot_id)
 
     async def delete_webhook(self, application: Application, params: dict[str, Any]) -> None:
         bot_id = application.require_bot().id
@@ -268,6 +274,7 @@ class RelayService:
         await self._relay.set_webhook(
             bot_id, None, None, drop_pending=_flag(params, "drop_pending_updates")
         )
+        self._webhook_changed(bot_id)
 
     async def webhook_info(self, application: Application) -> dict[str, Any]:
         bot_id = application.require_bot().id
@@ -291,12 +298,27 @@ class RelayService:
     # ------------------------------------------------------------------ webhook delivery
 
     async def deliver_step(self) -> int:
-        """One round of webhook delivery: leased bots, concurrently, each in update order."""
+        """One round of webhook delivery: leased bots, concurrently, each in update order.
+
+        Every lease taken here is released before the round ends, however it ends (delivered,
+        failed, stopped by a webhook change, broken by an error, cancelled by shutdown), so that
+        no bot waits for a lease to lapse (22 webhook timeouts)."""
+        if self._unreleased:
+            # A release failed earlier (the database was away). Between rounds no lease of this
+            # replica is in use, so all of them can go.
+            await self._relay.release_all()
+            self._unreleased = False
         lease = self._webhook_timeout * (_DELIVERY_BATCH + 2)
-        bots = await self._relay.claim_deliveries(_DELIVERY_BOTS, lease)
-        if not bots:
-            return 0
-        done = await asyncio.gather(*(self._deliver_bot(bot) for bot in bots))
+        try:
+            bots = await self._relay.claim_deliveries(_DELIVERY_BOTS, lease)
+            if not bots:
+                return 0
+            done = await asyncio.gather(*(self._deliver_bot(bot) for bot in bots))
+        except asyncio.CancelledError:
+            # Shutdown. Each delivery released its own lease; this also frees those of a claim
+            # cut short (taken in the database, never read here).
+            await self._release_shielded(self._relay.release_all())
+            raise
         return sum(done)
 
     async def _deliver_bot(self, bot: RelayBot) -> int:
@@ -304,7 +326,9 @@ class RelayService:
         delivered = 0
         try:
             for update in await self._relay.due_updates(bot, _DELIVERY_BATCH):
-                outcome = await self._post(bot, update)
+                outcome = await self._post_abandonable(bot, update)
+                if outcome is None:
+                    return delivered  # its webhook was changed here meanwhile: stop here
                 if outcome.error is not None:
                     retry_in = backoff_seconds(bot.attempts + 1, base=_RETRY_BASE, cap=_RETRY_CAP)
                     log.info(
@@ -321,10 +345,57 @@ class RelayService:
                 delivered += 1
                 if outcome.reply is not None:
                     await self._webhook_reply(bot, outcome.reply)
-            await self._relay.release(bot)
-        except Exception as error:  # the database went away mid-batch: the lease lapses
+        except Exception as error:
+            # The database went away mid-batch, or a bug: retried after a backoff, as a failed
+            # POST is (when the database can still record that).
             log.warning("relay delivery failed", bot_id=bot.bot_id, error=repr(error))
+            retry_in = backoff_seconds(bot.attempts + 1, base=_RETRY_BASE, cap=_RETRY_CAP)
+            with contextlib.suppress(Exception):
+                await self._relay.delivery_failed(bot, _INTERNAL_ERROR, retry_in)
+        finally:
+            await self._release_shielded(self._relay.release(bot))
         return delivered
+
+    async def _post_abandonable(self, bot: RelayBot, update: RelayedUpdate) -> Delivery | None:
+        """POSTs the update; None when the bot's webhook was set or deleted through this replica
+        meanwhile: the POST to the old webhook is abandoned (Telegram, too, drops its
+        connections to a webhook that was replaced)."""
+        post = asyncio.ensure_future(self._post(bot, update))
+        self._posting[bot.bot_id] = post
+        try:
+            await asyncio.wait([post])
+        finally:
+            if self._posting.get(bot.bot_id) is post:
+                del self._posting[bot.bot_id]
+            post.cancel()  # nothing once done; a cancelled delivery abandons its POST
+        if post.cancelled():
+            return None
+        return post.result()
+
+    def _webhook_changed(self, bot_id: int) -> None:
+        """The bot's webhook was set or deleted (the store voided its delivery lease): a POST in
+        flight here to the old one is abandoned, and delivery starts again at once (the store's
+        notification wakes the other replicas)."""
+        post = self._posting.get(bot_id)
+        if post is not None:
+            post.cancel()
+        self.wake_delivery()
+
+    async def _release_shielded(self, release: Awaitable[None]) -> None:
+        """Runs a lease release to its end even while the caller is being cancelled (shutdown),
+        as asyncpg returns connections; its own failure is logged and retried by the next round,
+        never raised over whatever ended the delivery."""
+        task = asyncio.ensure_future(release)
+        task.add_done_callback(self._released)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(task)
+
+    def _released(self, task: asyncio.Future[None]) -> None:
+        if task.cancelled():
+            self._unreleased = True
+        elif (error := task.exception()) is not None:
+            self._unreleased = True
+            log.warning("relay lease not released", error=repr(error))
 
     async def _post(self, bot: RelayBot, update: RelayedUpdate) -> Delivery:
         assert bot.webhook_url is not None and self.webhook_poster is not None

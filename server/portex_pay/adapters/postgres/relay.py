@@ -6,21 +6,28 @@ getUpdates offset kept per bot; `poll_generation` tells a long poll that a newer
 over (Telegram answers the older one 409); webhook delivery is leased per bot, so one replica at a
 time POSTs a bot's updates, in update order. Inserting an update, and every change a waiting long
 poll must see, notifies `portex_relay` with the bot id (a wake-up hint: a poll always re-reads).
+
+A delivery lease is named `<replica>/<claim>` in `lease_owner`: each claim is a lease of its own,
+so a delivery confirms, fails or releases only under the lease it was claimed with, and a replica
+can release all of its leases at once (shutdown). Setting or deleting the webhook voids the lease:
+the new setting is delivered to at once, and a POST still in flight to the old webhook confirms
+nothing.
 """
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Sequence
 from uuid import UUID
 
 import asyncpg
 
 from portex_pay.adapters.postgres.pool import Conn
-from portex_pay.domain.relay import DEFAULT_KINDS, RelayBot, RelayedUpdate
+from portex_pay.domain.relay import DEFAULT_EXCLUDED, RelayBot, RelayedUpdate
 from portex_pay.logging import register_secret
 
 CHANNEL = "portex_relay"
-_DEFAULT_KINDS = sorted(DEFAULT_KINDS)
+_DEFAULT_EXCLUDED = sorted(DEFAULT_EXCLUDED)
 
 
 def _bot(row: asyncpg.Record) -> RelayBot:
@@ -38,6 +45,7 @@ def _bot(row: asyncpg.Record) -> RelayBot:
         pending=row.get("pending") or 0,
         last_error=row["last_error"],
         last_error_at=row["last_error_at"],
+        lease=row["lease_owner"],
     )
 
 
@@ -49,6 +57,9 @@ class RelayRepository:
     def __init__(self, pool: asyncpg.Pool, owner: str = "") -> None:
         self._pool = pool
         self.owner = owner  # names this replica on delivery leases
+
+    def _new_lease(self) -> str:
+        return f"{self.owner}/{secrets.token_hex(8)}"
 
     async def enable(self, bot_id: int, application_id: UUID) -> RelayBot:
         """Turns the relay on for the bot (its code called the proxy's update methods)."""
@@ -76,16 +87,17 @@ class RelayRepository:
         return None if row is None else _bot(row)
 
     async def keep(self, bot_id: int, update_id: int, kind: str | None, raw: bytes) -> bool:
-        """Keeps an update for the bot when its relay is on and it asked for this kind; whether
-        it is kept (a redelivery of a kept or already confirmed update is True and changes
-        nothing)."""
+        """Keeps an update for the bot when its relay is on and it asked for this kind (any kind,
+        known to this code or not: domain/relay.wants); whether it is kept (a redelivery of a
+        kept or already confirmed update is True and changes nothing)."""
         wanted = await self._pool.fetchval(
             """
-            WITH bot AS (
+            WITH bot AS (  -- domain/relay.wants(), in SQL
                 SELECT confirmed_offset FROM relay_bots
-                WHERE bot_id = $1 AND $3::text = ANY(
-                    CASE WHEN cardinality(coalesce(allowed_updates, '{}')) = 0 THEN $5::text[]
-                    ELSE allowed_updates END)
+                WHERE bot_id = $1 AND $3::text <> '' AND CASE
+                    WHEN cardinality(coalesce(allowed_updates, '{}')) = 0
+                        THEN NOT ($3::text = ANY($5::text[]))
+                    ELSE $3::text = ANY(allowed_updates) END
             ), kept AS (
                 INSERT INTO relay_updates (bot_id, update_id, kind, raw)
                 SELECT $1, $2, $3, $4 FROM bot WHERE $2 >= bot.confirmed_offset
@@ -98,7 +110,7 @@ class RelayRepository:
             update_id,
             kind or "",
             raw,
-            _DEFAULT_KINDS,
+            _DEFAULT_EXCLUDED,
             CHANNEL,
         )
         return bool(wanted)
@@ -192,12 +204,13 @@ class RelayRepository:
         self, bot_id: int, url: str | None, secret: str | None, *, drop_pending: bool
     ) -> None:
         """Sets (or, with None, deletes) the bot's webhook; `drop_pending` confirms every kept
-        update."""
+        update. Voids the delivery lease: whoever delivers next starts now, to this setting."""
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(
                 """
                 UPDATE relay_bots SET webhook_url = $2, webhook_secret = $3, attempts = 0,
                     next_attempt_at = now(), last_error = NULL, last_error_at = NULL,
+                    lease_owner = NULL, lease_until = NULL,
                     poll_generation = poll_generation + 1, updated_at = now()
                 WHERE bot_id = $1
                 """,
@@ -219,7 +232,8 @@ class RelayRepository:
             await _notify(conn, bot_id)
 
     async def claim_deliveries(self, limit: int, lease_seconds: float) -> list[RelayBot]:
-        """Leases up to `limit` bots whose webhook has updates due (one replica per bot)."""
+        """Leases up to `limit` bots whose webhook has updates due (one replica per bot), each
+        under a lease of this claim (RelayBot.lease)."""
         rows = await self._pool.fetch(
             """
             UPDATE relay_bots b SET lease_owner = $1,
@@ -234,7 +248,7 @@ class RelayRepository:
                 FOR UPDATE SKIP LOCKED)
             RETURNING b.*
             """,
-            self.owner,
+            self._new_lease(),
             float(lease_seconds),
             limit,
         )
@@ -263,7 +277,7 @@ class RelayRepository:
                 WHERE bot_id = $1 AND lease_owner = $2 AND webhook_url = $4
                 """,
                 bot.bot_id,
-                self.owner,
+                bot.lease,
                 update_id,
                 bot.webhook_url,
             )
@@ -285,16 +299,30 @@ class RelayRepository:
             WHERE bot_id = $1 AND lease_owner = $2
             """,
             bot.bot_id,
-            self.owner,
+            bot.lease,
             error,
             float(retry_in),
         )
 
     async def release(self, bot: RelayBot) -> None:
+        """Ends the bot's lease, when it is still the one `bot` was claimed with."""
         await self._pool.execute(
-            "UPDATE relay_bots SET lease_until = NULL WHERE bot_id = $1 AND lease_owner = $2",
+            """
+            UPDATE relay_bots SET lease_owner = NULL, lease_until = NULL
+            WHERE bot_id = $1 AND lease_owner = $2
+            """,
             bot.bot_id,
-            self.owner,
+            bot.lease,
+        )
+
+    async def release_all(self) -> None:
+        """Ends every lease this replica holds."""
+        await self._pool.execute(
+            """
+            UPDATE relay_bots SET lease_owner = NULL, lease_until = NULL
+            WHERE starts_with(lease_owner, $1)
+            """,
+            f"{self.owner}/",
         )
 
     async def prune(self, max_age_seconds: float) -> int:
