@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 
+import aiohttp
 import pytest
+import structlog
 
 from portex.payment.v1 import payment_pb2
 from portex_pay.app import PortexApp
@@ -14,6 +16,7 @@ from tests.conftest import TestApp, make_settings
 from tests.integration.helpers import eventually, pay_request
 
 USER = 5151
+WEBHOOK_DELETED = "webhook set behind portex-pay's back: deleted"
 
 
 @pytest.fixture
@@ -94,6 +97,39 @@ async def test_two_replicas_one_consumer_and_the_other_takes_over(
     paid = await stub.Pay(pay_request(tg_use_id=USER), metadata=app.metadata)
     assert (await fake_telegram.pay_invoice(paid.tg_payment_url, USER)).approved
     await fake_telegram.drain(app.bot_token)
+    order = await stub.QueryOrder(
+        payment_pb2.QueryOrderRequest(tg_payment_id=paid.tg_payment_id), metadata=app.metadata
+    )
+    assert order.state == payment_pb2.Order.PAID
+
+
+async def test_a_webhook_set_behind_portex_pays_back_is_deleted_and_polling_goes_on(
+    stub, make_app, start_replica, fake_telegram: FakeBotApi
+):
+    """Anyone with the bot's token can set a webhook at Telegram (the proxy let a bot do it
+    through a path with `..`, issue 16); Telegram then answers every getUpdates 409. The poller
+    deletes it, says so, and the next payment is answered and recorded as before."""
+    app: TestApp = await make_app(updates="polling")
+    token = app.bot_token
+    bot_id = int(token.split(":")[0])
+    replica = await start_replica()
+    await eventually(lambda: polls(replica, bot_id) > 0)
+    deleted = len(fake_telegram.calls_for("deleteWebhook", token))
+    with structlog.testing.capture_logs() as logs:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"{fake_telegram.base_url}/bot{token}/setWebhook",
+                json={"url": "http://127.0.0.1:9/hook"},
+            ) as response,
+        ):
+            assert (await response.json())["ok"] is True
+        await eventually(lambda: len(fake_telegram.calls_for("deleteWebhook", token)) > deleted)
+    assert [e["bot_id"] for e in logs if e["event"] == WEBHOOK_DELETED] == [bot_id]
+
+    paid = await stub.Pay(pay_request(tg_use_id=USER), metadata=app.metadata)
+    assert (await fake_telegram.pay_invoice(paid.tg_payment_url, USER)).approved
+    await fake_telegram.drain(token)
     order = await stub.QueryOrder(
         payment_pb2.QueryOrderRequest(tg_payment_id=paid.tg_payment_id), metadata=app.metadata
     )

@@ -48,6 +48,7 @@ from portex_pay_devtools.fake_bot_api.model import (
     Charge,
     Invoice,
     PaymentOutcome,
+    ReceivedRequest,
     RecordedCall,
     UploadedFile,
 )
@@ -59,6 +60,7 @@ __all__ = [
     "FakeBotApi",
     "Invoice",
     "PaymentOutcome",
+    "ReceivedRequest",
     "RecordedCall",
     "UploadedFile",
     "main",

@@ -108,6 +108,17 @@ class RecordedCall:
     test_environment: bool = False  # came as /bot{token}/test/{method}
 
 
+@dataclass(frozen=True)
+class ReceivedRequest:
+    """One HTTP request the fake received, whatever its path (Bot API methods, file downloads,
+    the `/_fake/` control routes, paths that are none of these): the request line as it arrived,
+    before any routing, so that tests can tell exactly which paths a client reached."""
+
+    method: str
+    path: str = field(repr=False)  # the raw path and query: holds a bot token
+    time: float  # Unix time
+
+
 @dataclass
 class Invoice:
     """An invoice created with createInvoiceLink (its link can be paid any number of times) or sent

@@ -15,7 +15,7 @@ import copy
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 from aiohttp import ClientSession, web
@@ -28,6 +28,7 @@ from portex_pay_devtools.fake_bot_api.model import (
     MAX_UPLOAD_SIZE,
     Charge,
     Invoice,
+    ReceivedRequest,
     RecordedCall,
     _Ok,
 )
@@ -83,7 +84,9 @@ class FakeBotApi(_Methods, _Users, _Faults):
         self._stopping = False
         self._stop_event = asyncio.Event()
         # aiohttp's default body limit is 1 MiB; Telegram takes 50 MB uploads (and their form).
-        app = web.Application(client_max_size=MAX_UPLOAD_SIZE + _FORM_OVERHEAD)
+        app = web.Application(
+            client_max_size=MAX_UPLOAD_SIZE + _FORM_OVERHEAD, middlewares=[self._record_request]
+        )
         self._control.add_routes(app.router)
         # Bot API: "https://api.telegram.org/file/bot<token>/<file_path>" (GET, and so HEAD).
         app.router.add_get("/file/bot{token}/{file_path:.+}", self._handle_file_download)
@@ -179,11 +182,12 @@ class FakeBotApi(_Methods, _Users, _Faults):
         return list(self._charges.values())
 
     def reset(self) -> None:
-        """Forgets calls, invoices, charges, faults, webhooks, queued updates, chats, messages,
-        files and commands; bots stay registered (their tokens keep working) and update and
-        message ids keep increasing, so a client that remembers its getUpdates offset is not
+        """Forgets calls, requests, invoices, charges, faults, webhooks, queued updates, chats,
+        messages, files and commands; bots stay registered (their tokens keep working) and update
+        and message ids keep increasing, so a client that remembers its getUpdates offset is not
         confused."""
         self.calls.clear()
+        self.requests.clear()
         self._invoices.clear()
         self._sent_invoices.clear()
         self._charges.clear()
@@ -202,6 +206,14 @@ class FakeBotApi(_Methods, _Users, _Faults):
             bot.clear_state()
 
     # -------------------------------------------------------------------- HTTP: Bot API
+
+    @web.middleware
+    async def _record_request(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Records every request as it arrived (`requests`), before routing."""
+        self.requests.append(ReceivedRequest(request.method, request.raw_path, time.time()))
+        return await handler(request)
 
     async def _handle_not_found(self, request: web.Request) -> web.Response:
         return _error_response(BotApiError(404, "Not Found"))

@@ -15,6 +15,7 @@ from aiohttp import ClientSession
 from portex_pay_devtools.fake_bot_api.model import (
     Charge,
     Invoice,
+    ReceivedRequest,
     RecordedCall,
     _Bot,
     _File,
@@ -49,6 +50,7 @@ class _State:
         self._webhook_retry_delay = webhook_retry_delay
         self._webhook_timeout = webhook_timeout
         self.calls: list[RecordedCall] = []
+        self.requests: list[ReceivedRequest] = []  # every HTTP request, any path (server.py)
         self._calls_changed = asyncio.Event()
         self._bots: dict[str, _Bot] = {}
         self._bots_by_id: dict[int, _Bot] = {}

@@ -9,6 +9,7 @@ import re
 from typing import Any, Final
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from portex_pay_devtools.fake_bot_api.errors import _REQUEST_TOO_LARGE, BotApiError, _bad_request
 from portex_pay_devtools.fake_bot_api.model import (
@@ -134,7 +135,8 @@ async def _read_params(request: web.Request) -> dict[str, Any]:
         if request.content_type == "application/json":
             try:
                 body = await request.json()
-            except ValueError:
+            except (ValueError, RecursionError, LookupError):
+                # Not JSON, not in its charset (or an unknown one), nested deeper than it parses.
                 raise _bad_request("can't parse JSON request body") from None
             if not isinstance(body, dict):
                 raise _bad_request("JSON request body must be an object")
@@ -142,7 +144,9 @@ async def _read_params(request: web.Request) -> dict[str, Any]:
         elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
             try:
                 form = await request.post()
-            except ValueError:
+            except (ValueError, LookupError, RuntimeError, HttpProcessingError):
+                # No or a wrong boundary, a cut-off part, text that is not in its charset, an
+                # unknown charset or transfer encoding, a part header too long.
                 raise _bad_request("can't parse the form request body") from None
             files = [value for value in form.values() if isinstance(value, web.FileField)]
             try:

@@ -91,6 +91,19 @@ class BotPoller:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self._leases.release(bot_id))
 
+    async def _delete_webhook(self, bot: Bot) -> None:
+        """Deletes a webhook set behind portex-pay's back; the next poll comes at once (after a
+        pause when the deletion failed, so that a failing Telegram is not hammered)."""
+        try:
+            await self._bot_api.delete_webhook(bot)
+        except TelegramError as error:
+            log.warning(
+                "webhook set behind portex-pay's back: not deleted", bot_id=bot.id, error=str(error)
+            )
+            await asyncio.sleep(1.0)
+            return
+        log.warning("webhook set behind portex-pay's back: deleted", bot_id=bot.id)
+
     async def _poll_once(self, bot: Bot, offset: int, allowed_updates: list[str]) -> None:
         bot_id = bot.id
         self.polls += 1
@@ -99,6 +112,11 @@ class BotPoller:
                 bot, offset=offset, timeout=self._poll_timeout, allowed_updates=allowed_updates
             )
         except TelegramApiError as error:
+            if _webhook_active(error):
+                # Someone set a webhook with the bot's token (portex-pay deleted any when it took
+                # the lease): Telegram would answer every poll 409 until it is gone.
+                await self._delete_webhook(bot)
+                return
             log.warning("getUpdates refused", bot_id=bot_id, error=str(error))
             await asyncio.sleep(float(error.retry_after or 1))
             return
@@ -127,6 +145,12 @@ class BotPoller:
                 next_offset = max(next_offset, update_id + 1)
         if next_offset != offset and not await self._leases.advance(bot_id, next_offset):
             log.warning("poll lease lost", bot_id=bot_id)
+
+
+def _webhook_active(error: TelegramApiError) -> bool:
+    """getUpdates' 409 while a webhook is set (Telegram: "Conflict: can't use getUpdates method
+    while webhook is active; use deleteWebhook to delete the webhook first")."""
+    return error.error_code == 409 and "webhook is active" in error.description.lower()
 
 
 class PollerManager:

@@ -50,6 +50,8 @@ log = structlog.get_logger(__name__)
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 - a header name
 MAX_POLL_TIMEOUT = 50  # seconds a getUpdates may wait
 MAX_LIMIT = 100  # Bot API, getUpdates.limit: 1-100
+MAX_WEBHOOK_URL_CHARS = 2048  # Telegram refuses longer webhook URLs; so does the relay
+_INT64 = range(-(2**63), 2**63)  # Bot API integers (getUpdates.offset) and PostgreSQL bigint
 _SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")  # Bot API, setWebhook.secret_token
 _DELIVERY_BATCH = 20
 _DELIVERY_BOTS = 16  # bots delivered to at once per replica
@@ -77,15 +79,55 @@ def _bad_request(reason: str) -> RelayError:
 
 
 def _integer(params: dict[str, Any], name: str, default: int) -> int:
+    """A whole number (a JSON number or its text) in 64 bits, as Telegram's integers are; any
+    other value is 400 `invalid {name} specified`."""
     value = params.get(name)
     if value is None or value == "":
         return default
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise _bad_request(f"invalid {name} specified")
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        number = int(value)  # a float is cut as Telegram's parser cuts it
+    except (ValueError, OverflowError):  # not a number, over 4300 digits, inf or nan
         raise _bad_request(f"invalid {name} specified") from None
+    if number not in _INT64:
+        raise _bad_request(f"invalid {name} specified")
+    return number
+
+
+def _is_text(value: str) -> bool:
+    """Whether `value` can be stored as text: UTF-8 (no lone surrogates) and no NUL."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _webhook_url(value: object) -> str | None:
+    """setWebhook's `url`: None (or "") deletes the webhook; else an http(s) URL with a host, of
+    printable characters, at most MAX_WEBHOOK_URL_CHARS long."""
+    if value is None or value == "":
+        return None
+    invalid = _bad_request("bad webhook: invalid webhook URL specified")
+    if not isinstance(value, str) or len(value) > MAX_WEBHOOK_URL_CHARS or not _is_text(value):
+        raise invalid
+    if any(char.isspace() or not char.isprintable() for char in value):
+        raise invalid
+    try:
+        parts = urlsplit(value)
+        _port = parts.port  # ValueError when it is not a port number
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise invalid from None
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise invalid
+    return value
+
+
+def _is_secret_token(value: object) -> bool:
+    return isinstance(value, str) and _SECRET_TOKEN.fullmatch(value) is not None
 
 
 def _flag(params: dict[str, Any], name: str) -> bool:
@@ -97,9 +139,12 @@ def _flag(params: dict[str, Any], name: str) -> bool:
 
 def _allowed(params: dict[str, Any]) -> tuple[str, ...] | None:
     try:
-        return parse_allowed_updates(params.get("allowed_updates"))
+        allowed = parse_allowed_updates(params.get("allowed_updates"))
     except InvalidAllowedUpdates as error:
         raise _bad_request(str(error)) from None
+    if allowed is not None and not all(_is_text(kind) for kind in allowed):
+        raise _bad_request("strings must be encoded in UTF-8")
+    return allowed
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,21 +294,17 @@ class RelayService:
 
     async def set_webhook(self, application: Application, params: dict[str, Any]) -> None:
         bot_id = application.require_bot().id
-        url = str(params.get("url") or "")
-        secret = params.get("secret_token") or None
-        if url:
-            parts = urlsplit(url)
-            if parts.scheme not in ("https", "http") or not parts.hostname:
-                raise _bad_request("bad webhook: invalid webhook URL specified")
-        if secret is not None and not (isinstance(secret, str) and _SECRET_TOKEN.fullmatch(secret)):
+        url = _webhook_url(params.get("url"))
+        secret = params.get("secret_token")
+        if secret is not None and secret != "" and not _is_secret_token(secret):
             raise _bad_request("secret token contains unallowed characters")
         allowed = _allowed(params)
         await self._enable(application)
         await self._set_allowed(application, allowed)
         await self._relay.set_webhook(
             bot_id,
-            url or None,
-            secret if url else None,
+            url,
+            (secret or None) if url else None,
             drop_pending=_flag(params, "drop_pending_updates"),
         )
         self._webhook_changed(bot_id)

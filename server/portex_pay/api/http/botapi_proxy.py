@@ -2,29 +2,44 @@
 URL shape of Telegram's, so the application's own bot code needs one setting (aiogram's
 `TelegramAPIServer`, python-telegram-bot's `base_url`, grammY's and Telegraf's `apiRoot`).
 
+- The path is percent-decoded once and checked as decoded, and what is sent on is built from the
+  checked parts: `/bot{token}/{method}` with one method name (`[A-Za-z][A-Za-z0-9_]*`, or
+  `test/` and one, Telegram's test environment), `/file/bot{token}/{path}` with a file path of
+  plain segments (`[A-Za-z0-9_.-]`, none of them `.` or `..`). Anything else (`..`, `%2F`,
+  `%2E%2E`, backslashes, a `%` left after decoding, NUL, a second token) is 404 as Telegram
+  answers an unknown method, and nothing reaches Telegram: the proxy calls Telegram only as the
+  calling bot, only at a method path.
 - The bot's own token authenticates it: the bot id before the colon finds the application, and
   the whole token is compared in constant time. Anything else is 401 as Telegram answers it. The
-  token is in the path, so no log line here carries the path.
+  token is in the path, so no log line here carries the path or a URL.
 - getUpdates, setWebhook, deleteWebhook and getWebhookInfo are served by portex-pay per bot
   (service/relay.py): portex-pay is the bot's only consumer at Telegram.
 - Every other method, and file downloads, go to Telegram as they are (method, query, body and
   its Content-Type, streamed both ways: uploads and downloads are never buffered whole) and
   Telegram's answer comes back as it is, status included.
+- Bad input to the four is Telegram's 400 with a description (413 for a body over 1 MiB), never a
+  5xx: a bot library retries a 5xx forever. The only 5xx of the four is 503 while the database is
+  unavailable (service/outage.py), which a retry is right for.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote, unquote
 
 import aiohttp
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from yarl import URL
 
 from portex_pay.domain.application import Application
 from portex_pay.logging import register_secret
+from portex_pay.service.outage import is_unavailable
 from portex_pay.service.ports import BotApiEndpoint
 from portex_pay.service.relay import RelayError, RelayService
 
@@ -42,6 +57,19 @@ _RESPONSE_HEADERS = (
     "Retry-After",
 )
 _OWN_METHODS = frozenset({"getupdates", "setwebhook", "deletewebhook", "getwebhookinfo"})
+# The request's path, percent-decoded once: the token, then a method or a file path.
+_BOT_PATH = re.compile(r"/bot(?P<token>[^/]*)/(?P<rest>.*)", re.DOTALL)
+_FILE_PATH = re.compile(r"/file/bot(?P<token>[^/]*)/(?P<rest>.*)", re.DOTALL)
+# Bot API method names are letters and digits (case-insensitive at Telegram); one path segment,
+# after `test/` in Telegram's test environment. ASCII only: no \w, no str.isalnum.
+_METHOD = re.compile(r"(?:test/)?[A-Za-z][A-Za-z0-9_]{0,63}")
+# Telegram's file paths: `photos/file_1.jpg`, `documents/file_2.pdf`.
+_FILE_SEGMENT = re.compile(r"[A-Za-z0-9_.-]{1,255}")
+_MAX_FILE_PATH_CHARS = 1024
+_TOKEN = re.compile(r"[0-9]{1,18}:[A-Za-z0-9_-]{1,255}")
+# What a query string is sent on with: its own percent-escapes, and nothing that is not URL text.
+_QUERY_SAFE = "!$&'()*+,;=:@/?%"
+_NOT_FOUND = "Not Found"
 
 
 def _error(error_code: int, description: str) -> web.Response:
@@ -54,36 +82,104 @@ def _ok(result: Any) -> web.Response:
     return web.json_response({"ok": True, "result": result})
 
 
+def _failure(error: Exception, event: str, **context: Any) -> web.Response:
+    """503 while the database is unavailable (the bot's library retries, as it should); any
+    other exception is a bug of ours, logged with its traceback (never the path: it holds the
+    token) and answered 500."""
+    if is_unavailable(error):
+        log.warning(event, error=type(error).__name__, **context)
+        return _error(503, "Service Unavailable: the database is unavailable, try again later")
+    log.error(event, exc_info=error, **context)
+    return _error(500, "Internal Server Error")
+
+
 def _bot_id(token: str) -> int | None:
-    bot_id, colon, secret = token.partition(":")
-    if not colon or not secret or not bot_id.isascii() or not bot_id.isdigit():
+    """The bot id of a token of Telegram's shape (`<digits>:<base64url>`), else None."""
+    if not _TOKEN.fullmatch(token):
         return None
-    if len(bot_id) > 18:
+    return int(token.partition(":")[0])
+
+
+def _decoded_path(request: web.Request, shape: re.Pattern[str]) -> tuple[str, str] | None:
+    """The token and the rest of the request's path, percent-decoded once (None: not UTF-8, or
+    not of this shape). The checks see this form and what is sent on is built from it, so an
+    encoding (`%2F`, `%2E%2E`) is never read one way here and another way further on."""
+    try:
+        decoded = unquote(request.rel_url.raw_path, errors="strict")
+    except UnicodeDecodeError:
         return None
-    return int(bot_id)
+    match = shape.fullmatch(decoded)
+    return None if match is None else (match["token"], match["rest"])
+
+
+def _is_file_path(path: str) -> bool:
+    """A path of plain segments: no `.` or `..`, no empty segment, no `%`, `\\` or NUL."""
+    if len(path) > _MAX_FILE_PATH_CHARS:
+        return False
+    return all(
+        _FILE_SEGMENT.fullmatch(segment) and segment not in (".", "..")
+        for segment in path.split("/")
+    )
+
+
+def _outgoing(url: str, prefix: str, rest: str, raw_query: str) -> URL | None:
+    """The URL to send to: `url` (from the Bot API endpoint) if its path, as it will be sent,
+    ends with the checked `{prefix}/{rest}` (or `{prefix}/test/{rest}`, the endpoint in Telegram's
+    test environment), with the request's own query string; else None."""
+    target = URL(url)
+    tails = (f"{prefix}/{rest}", f"{prefix}/test/{rest}")
+    if not target.raw_path.endswith(tails) or target.raw_query_string or target.raw_fragment:
+        return None
+    return URL.build(
+        scheme=target.scheme,
+        authority=target.raw_authority,
+        path=target.raw_path,
+        query_string=quote(raw_query, safe=_QUERY_SAFE),
+        encoded=True,
+    )
 
 
 async def _params(request: web.Request) -> dict[str, Any]:
-    """The method's parameters: query string, then a JSON, urlencoded or multipart body."""
+    """The method's parameters: query string, then a JSON, urlencoded or multipart body. A body
+    that cannot be read is Telegram's 400 (413 over MAX_PARAMS_BYTES), never an exception."""
     params: dict[str, Any] = dict(request.query)
     if not request.body_exists:
+        if request.content_type == "multipart/form-data":
+            # Not even the closing boundary: not a multipart body (a chunked empty one is
+            # refused by the form reader below all the same).
+            raise RelayError(400, "Bad Request: can't parse the request body")
         return params
     if request.content_length is not None and request.content_length > MAX_PARAMS_BYTES:
         raise RelayError(413, "Request Entity Too Large")
-    if request.content_type == "application/json":
-        body = await request.content.read(MAX_PARAMS_BYTES + 1)
-        if len(body) > MAX_PARAMS_BYTES:
-            raise RelayError(413, "Request Entity Too Large")
-        try:
-            decoded = json.loads(body) if body.strip() else {}
-        except (ValueError, RecursionError):
-            raise RelayError(400, "Bad Request: can't parse JSON object") from None
-        if not isinstance(decoded, dict):
-            raise RelayError(400, "Bad Request: can't parse JSON object")
-        params.update(decoded)
-    elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        form = await request.post()
-        params.update({key: value for key, value in form.items() if isinstance(value, str)})
+    try:
+        if request.content_type == "application/json":
+            # Read whole (a chunked body too), within the application's client_max_size.
+            body = await request.read()
+            if len(body) > MAX_PARAMS_BYTES:
+                raise RelayError(413, "Request Entity Too Large")
+            try:
+                decoded = json.loads(body) if body.strip() else {}
+            except (ValueError, RecursionError):
+                raise RelayError(400, "Bad Request: can't parse JSON object") from None
+            if not isinstance(decoded, dict):
+                raise RelayError(400, "Bad Request: can't parse JSON object")
+            params.update(decoded)
+        elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
+            form = await request.post()
+            for key, value in form.items():
+                if isinstance(value, str):
+                    params[key] = value
+                elif isinstance(value, web.FileField):
+                    value.file.close()  # a file (setWebhook's certificate): of no use here
+    except web.HTTPRequestEntityTooLarge:
+        # Over client_max_size: a chunked body, or too many form fields.
+        raise RelayError(413, "Request Entity Too Large") from None
+    except UnicodeDecodeError:
+        raise RelayError(400, "Bad Request: strings must be encoded in UTF-8") from None
+    except (ValueError, LookupError, RuntimeError, HttpProcessingError):
+        # aiohttp's form reader: no or a wrong boundary, a cut-off part, an unknown charset or
+        # transfer encoding, a part header too long.
+        raise RelayError(400, "Bad Request: can't parse the request body") from None
     return params
 
 
@@ -97,32 +193,33 @@ def add_bot_api_routes(
 ) -> None:
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=forward_timeout)
 
-    async def authenticate(request: web.Request) -> tuple[Application, str] | web.Response:
-        token = request.match_info["token"]
+    async def authenticate(token: str) -> Application | web.Response:
         bot_id = _bot_id(token)
         application = None
         if bot_id is not None:
             try:
                 application = await load_bot_application(bot_id)
             except Exception as error:
-                log.warning("proxy application lookup failed", error=type(error).__name__)
-                return _error(500, "Internal Server Error: try again")
+                return _failure(error, "proxy application lookup failed", bot_id=bot_id)
         expected = application.bot.token if application and application.bot else None
         # Compared even when nothing was found, so that timing tells nothing.
         if not hmac.compare_digest(token.encode(), (expected or "").encode()) or not expected:
             return _error(401, "Unauthorized")
         assert application is not None
-        return application, token
+        return application
 
     async def bot_method(request: web.Request) -> web.StreamResponse:
-        found = await authenticate(request)
-        if isinstance(found, web.Response):
-            return found
-        application, token = found
-        method = request.match_info["method"]
+        found = _decoded_path(request, _BOT_PATH)
+        if found is None or not _METHOD.fullmatch(found[1]):
+            return _error(404, _NOT_FOUND)
+        token, method = found
+        application = await authenticate(token)
+        if isinstance(application, web.Response):
+            return application
         name = method.removeprefix("test/").lower()
         if name not in _OWN_METHODS:
-            return await forward(request, bot_api.method_url(token, method), application)
+            url = bot_api.method_url(token, method)
+            return await forward(request, url, f"/bot{token}", method, application)
         try:
             params = await _params(request)
             if name == "getupdates":
@@ -130,10 +227,10 @@ def add_bot_api_routes(
                 body = b'{"ok":true,"result":[' + b",".join(updates) + b"]}"
                 return web.Response(body=body, content_type="application/json")
             if name == "setwebhook":
-                secret = params.get("secret_token")
-                if isinstance(secret, str):
-                    register_secret(secret)
                 await relay.set_webhook(application, params)
+                secret = params.get("secret_token")
+                if isinstance(secret, str):  # checked by set_webhook: the bot's own secret
+                    register_secret(secret)
                 return web.json_response(
                     {
                         "ok": True,
@@ -151,29 +248,30 @@ def add_bot_api_routes(
             return _ok(await relay.webhook_info(application))
         except RelayError as error:
             return _error(error.error_code, error.description)
-        except Exception as error:  # the database: the bot's library retries a 5xx
-            log.warning(
-                "proxy update method failed",
-                bot_id=application.bot_id,
-                method=name,
-                error=type(error).__name__,
+        except Exception as error:
+            return _failure(
+                error, "proxy update method failed", bot_id=application.bot_id, method=name
             )
-            return _error(500, "Internal Server Error: try again")
 
     async def file_download(request: web.Request) -> web.StreamResponse:
-        found = await authenticate(request)
-        if isinstance(found, web.Response):
-            return found
-        application, token = found
-        return await forward(
-            request, bot_api.file_url(token, request.match_info["path"]), application
-        )
+        found = _decoded_path(request, _FILE_PATH)
+        if found is None or not _is_file_path(found[1]):
+            return _error(404, _NOT_FOUND)
+        token, path = found
+        application = await authenticate(token)
+        if isinstance(application, web.Response):
+            return application
+        url = bot_api.file_url(token, path)
+        return await forward(request, url, f"/file/bot{token}", path, application)
 
     async def forward(
-        request: web.Request, url: str, application: Application
+        request: web.Request, url: str, prefix: str, rest: str, application: Application
     ) -> web.StreamResponse:
-        if request.query_string:
-            url = f"{url}?{request.query_string}"
+        """Sends the request on to `url`, whose path must end with the checked `prefix/rest`."""
+        target = _outgoing(url, prefix, rest, request.rel_url.raw_query_string)
+        if target is None:  # the endpoint built something else: send nothing
+            log.error("proxy target refused", bot_id=application.bot_id)
+            return _error(404, _NOT_FOUND)
         headers = {
             name: request.headers[name] for name in _REQUEST_HEADERS if name in request.headers
         }
@@ -184,7 +282,7 @@ def add_bot_api_routes(
         try:
             async with bot_api.session.request(
                 request.method,
-                url,
+                target,
                 data=data,
                 headers=headers,
                 timeout=timeout,
