@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
+import json
 import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -106,7 +108,7 @@ async def answer(reader: asyncio.StreamReader, within: float = 10.0) -> tuple[in
     return int(status_line.split()[1]), rest
 
 
-@pytest.mark.parametrize("door", ["webhook", "edge", "proxy forwarding"])  # DOORS-AFTER-MERGE
+@pytest.mark.parametrize("door", ["webhook", "edge", "proxy's own method", "proxy forwarding"])
 async def test_a_body_shorter_than_its_content_length_is_408_and_closed(
     guarded: PortexApp, make_app: Any, fake_telegram: FakeBotApi, door: str
 ) -> None:
@@ -237,7 +239,7 @@ async def test_a_body_that_breaks_its_framing_is_400_not_500(
     app: TestApp = await make_app(updates="webhook")
     requests = await door_requests(guarded, app)
     with structlog.testing.capture_logs() as logs, caplog.at_level("WARNING"):
-        for door in ("webhook",):  # DOORS-AFTER-MERGE
+        for door in ("webhook", "proxy's own method", "proxy forwarding"):
             request_line, headers = requests[door]
             async with connection(guarded.http_port) as (reader, writer):
                 writer.write(head(request_line, [*headers, framing], None) + body)
@@ -246,3 +248,23 @@ async def test_a_body_that_breaks_its_framing_is_400_not_500(
             assert status == 400, (door, rest)
     assert [e for e in logs if e["log_level"] in ("error", "critical")] == []
     assert [r.getMessage() for r in caplog.records if r.levelname in ("ERROR", "CRITICAL")] == []
+
+
+async def test_a_compressed_body_is_forwarded_decoded(
+    guarded: PortexApp, make_app: Any, fake_telegram: FakeBotApi
+) -> None:
+    """aiohttp decodes a gzip body before the proxy streams it on: it goes to Telegram without
+    the Content-Encoding (and the length) that no longer describe it."""
+    app: TestApp = await make_app(updates="webhook")
+    await fake_telegram.send_user_message(app.bot_token, 778, "hi")  # opens the chat
+    body = gzip.compress(json.dumps({"chat_id": 778, "text": "compressed"}).encode())
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"http://127.0.0.1:{guarded.http_port}/bot{app.bot_token}/sendMessage",
+            data=body,
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        ) as reply,
+    ):
+        answered = await reply.json()
+    assert reply.status == 200 and answered["result"]["text"] == "compressed", answered

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hmac
 import json
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -248,6 +248,8 @@ def add_bot_api_routes(
             return _ok(await relay.webhook_info(application))
         except RelayError as error:
             return _error(error.error_code, error.description)
+        except web.RequestPayloadError:
+            raise  # a body that breaks its framing: the HTTP door's guard answers 400
         except Exception as error:
             return _failure(
                 error, "proxy update method failed", bot_id=application.bot_id, method=name
@@ -275,9 +277,23 @@ def add_bot_api_routes(
         headers = {
             name: request.headers[name] for name in _REQUEST_HEADERS if name in request.headers
         }
+        if "Content-Encoding" in headers:
+            # aiohttp hands us the body decoded: it goes on as it is now, its length unknown.
+            del headers["Content-Encoding"]
+            headers.pop("Content-Length", None)
         # The client's own choice of compression: the body is passed on as Telegram sent it.
         headers["Accept-Encoding"] = request.headers.get("Accept-Encoding", "identity")
-        data = request.content.iter_chunked(_CHUNK) if request.body_exists else None
+        broken: list[web.RequestPayloadError] = []  # the client's body, not Telegram, failed
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in request.content.iter_chunked(_CHUNK):
+                    yield chunk
+            except web.RequestPayloadError as error:
+                broken.append(error)
+                raise
+
+        data = body() if request.body_exists else None
         response: web.StreamResponse | None = None
         try:
             async with bot_api.session.request(
@@ -299,6 +315,8 @@ def add_bot_api_routes(
                 await response.write_eof()
                 return response
         except (aiohttp.ClientError, TimeoutError) as error:
+            if broken and response is None:
+                raise broken[0] from None  # the HTTP door's guard answers 400
             # Never str(error): aiohttp's messages carry the URL, hence the token.
             log.warning(
                 "proxy forward failed", bot_id=application.bot_id, error=type(error).__name__
