@@ -736,6 +736,17 @@ async def test_a_decimal_string_user_equal_to_the_verified_one_is_accepted(
         "https://hooks.example.com.evil.com/hooks/x",
         "https://hooks.example.com/hooks/../admin",
         "https://hooks.example.com/hooks/%2e%2e/admin",
+        # Issue 16: every encoding of a way out, decoded before it is checked.
+        "https://hooks.example.com/hooks/..%2f..%2fadmin",
+        "https://hooks.example.com/hooks/..%2F..%2Fadmin",
+        "https://hooks.example.com/hooks/%2e%2e/",
+        "https://hooks.example.com/hooks/%2E%2E%2Fadmin",
+        "https://hooks.example.com/hooks/..\\admin",
+        "https://hooks.example.com/hooks/..%5cadmin",
+        "https://hooks.example.com/hooks/%252e%252e%252fadmin",
+        "https://hooks.example.com/hooks/./x",
+        "https://hooks.example.com/hooks/..;/admin",
+        "https://hooks.example.com/hooks%2fx",
         "https://hooks.example.com@evil.com/hooks/x",
         "https://user@hooks.example.com/hooks/x",
         "https://hooks.example.com/hooksevil",
@@ -754,6 +765,25 @@ async def test_a_callback_url_outside_the_prefixes_is_400(make_shop: MakeShop, u
         "callback_url",
     )
     assert await shop.orders() == 0
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://HOOKS.Example.com/hooks/x",
+        "https://hooks.example.com:443/hooks/x",
+        "https://hooks.example.com/hook%73/x",
+        "https://hooks.example.com/hooks/x?next=../admin",
+    ],
+    ids=["mixed-case-host", "default-port", "encoded-letter", "dots-in-the-query"],
+)
+async def test_the_same_place_spelled_otherwise_is_under_the_prefix(
+    make_shop: MakeShop, url: str
+) -> None:
+    shop = await make_shop(prefixes=[PREFIX])
+    status, body, _ = await shop.pay({**SEED, "callback_url": url})
+    assert status == 200, body
+    assert await shop.orders() == 1
 
 
 async def test_a_callback_url_under_a_prefix_is_accepted_and_stored(
