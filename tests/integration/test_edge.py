@@ -1199,3 +1199,92 @@ async def test_the_edge_can_be_turned_off(
             assert response.status == 200  # the rest of the HTTP door is unchanged
     finally:
         await off.stop()
+
+
+# --- 14: issue 16: text before lookups, odd names, CORS for refusals, unauthenticated limits ----
+
+
+async def _browser_request(
+    edge: Edge, method: str, path: str, headers: Mapping[str, str], body: object = NO_BODY
+) -> Reply:
+    data = None if body is NO_BODY else json.dumps(body).encode()
+    async with edge.session.request(method, edge.url(path), headers=headers, data=data) as r:
+        return r.status, _json_or_text(await r.text()), r.headers
+
+
+async def raw_request(
+    port: int, method: bytes, path: bytes, headers: list[tuple[bytes, bytes]], body: bytes = b""
+) -> Reply:
+    """A request written byte by byte: header values an HTTP client would not send (bytes that
+    are not UTF-8, which the server hands on as lone surrogates)."""
+    lines = [method + b" " + path + b" HTTP/1.1", b"Host: 127.0.0.1", b"Connection: close"]
+    lines += [name + b": " + value for name, value in headers]
+    lines.append(b"Content-Length: %d" % len(body))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+        await writer.drain()
+        response = await reader.read()
+    finally:
+        writer.close()
+    head, _, payload = response.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    got = dict(line.split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), _json_or_text(payload.decode()), got
+
+
+BAD_TEXT = {"nul": "\x00", "lone-high-surrogate": "\ud800", "lone-low-surrogate": "\udfff"}
+TEXT_FIELDS = ["label", "title", "description", "payload", "photo_url", "callback_url"]
+
+
+@pytest.mark.parametrize("pricing", [PricingMode.CATALOG, PricingMode.OPEN])
+@pytest.mark.parametrize("bad", list(BAD_TEXT.values()), ids=list(BAD_TEXT))
+async def test_text_postgresql_cannot_take_is_400_with_its_field_never_500(
+    make_shop: MakeShop, pricing: PricingMode, bad: str
+) -> None:
+    """Issue 16: `{"label": "item\\u0000"}` reached the catalog lookup before the text rules
+    (PostgreSQL refuses NUL, asyncpg cannot encode a lone surrogate): 500. Every text field, in
+    both pricings, is now refused with its field before anything is looked up."""
+    shop = await make_shop(pricing=pricing, prefixes=[PREFIX])
+    for index, field in enumerate(TEXT_FIELDS):
+        user = USER + index  # one user per field: the per-user rate limit is not the subject
+        value = {"photo_url": f"https://cdn.example.com/{bad}.png", "callback_url": PREFIX + bad}
+        body = {**seed(user), "callback_url": PREFIX + "ok", field: value.get(field, "item" + bad)}
+        reply = await shop.pay(body, user=user)
+        refused(reply, 400, "INVALID_ARGUMENT", field)
+        assert [v["field"] for v in reply[1]["violations"]] == [field]
+    status_bad = {"tg_payment_id": 1, "status": "cancelled" + bad}
+    refused(await shop.call("reportInvoiceClosed", status_bad), 400, "INVALID_ARGUMENT", "status")
+    assert await shop.orders() == 0
+    # Keys are not looked up: odd ones are ignored like any unknown key.
+    status, body, _ = await shop.pay({**SEED, "label" + bad: "x", bad: bad})
+    assert status == 200, body
+    assert await shop.orders() == 1
+
+
+@pytest.mark.parametrize("bad", [b"\xff\xfe", b"\xc3", b"\xed\xa0\x80"], ids=repr)
+async def test_header_bytes_that_are_not_utf8_are_refused_with_their_field(
+    shop: Shop, bad: bytes
+) -> None:
+    """The server hands such header bytes on as lone surrogates: X-App-Id, Origin,
+    Idempotency-Key and X-Tg-InitData each refuse them, none reaches PostgreSQL."""
+    port, app_id = shop.edge.port, shop.app.id.encode()
+    body = json.dumps(SEED).encode()
+    init_data = shop.init_data().encode()
+    base = [(b"Content-Type", b"application/json"), (b"X-Tg-InitData", init_data)]
+
+    async def post(*headers: tuple[bytes, bytes]) -> Reply:
+        return await raw_request(port, b"POST", b"/v1/createTgPayment", [*base, *headers], body)
+
+    refused(await post((b"X-App-Id", app_id[:-2] + bad)), 404, "APP_NOT_FOUND")
+    refused(
+        await post((b"X-App-Id", app_id), (b"Origin", b"https://" + bad)), 403, "ORIGIN_NOT_ALLOWED"
+    )
+    reply = await post((b"X-App-Id", app_id), (b"Idempotency-Key", b"k" + bad))
+    refused(reply, 400, "INVALID_ARGUMENT", "Idempotency-Key")
+    headers = [(b"X-App-Id", app_id), (b"X-Tg-InitData", init_data + bad)]
+    reply = await raw_request(port, b"POST", b"/v1/createTgPayment", headers, body)
+    refused(reply, 401, "INIT_DATA_MALFORMED")
+    reply = await raw_request(port, b"OPTIONS", b"/v1/createTgPayment", [(b"Origin", bad)])
+    refused(reply, 403, "ORIGIN_NOT_ALLOWED")
+    assert await shop.orders() == 0

@@ -1,11 +1,12 @@
 """The edge's pure rules (issue 16): browser callback URLs under a prefix, decoded before they are
-checked."""
+checked; Pay's character rules on their own, for checking before a lookup."""
 
 from __future__ import annotations
 
 import pytest
 
 from portex_pay.domain.catalog import callback_allowed, normalize_callback_prefix
+from portex_pay.domain.payments import PayCommand, text_violations
 
 PREFIX = "https://api.example.com/hooks/"
 
@@ -90,3 +91,24 @@ def test_a_prefix_that_servers_could_read_differently_is_refused(prefix: str) ->
         normalize_callback_prefix(prefix)
     # And one already stored covers nothing.
     assert not callback_allowed("https://api.example.com/hooks/x", [prefix])
+
+
+def test_the_character_rules_name_every_bad_text_field() -> None:
+    command = PayCommand(
+        tg_use_id=0,
+        amount=0,
+        label="item\x00",
+        title="Book\ud800",
+        description="ok\nfine",
+        payload="\udfff",
+        photo_url="https://x.example/\x00",
+        callback_url="https://x.example/\u2028",
+    )
+    assert [v.field for v in text_violations(command)] == [
+        "payload",
+        "label",
+        "title",
+        "photo_url",
+        "callback_url",
+    ]
+    assert text_violations(PayCommand(0, 0, "", "", "")) == []

@@ -14,6 +14,9 @@ Pay decides, across replicas); a retry in the window after continues the previou
 Once that order is no longer payable (paid, cancelled, expired),
 the same request means a new purchase: the next request_id of a chain derived from the previous
 one and its order id, so racing retries after a payment still converge on one new order.
+
+Browser input is decoded, normalised and checked before anything is looked up with it: text that
+breaks the character rules (domain/text.py) never reaches PostgreSQL.
 """
 
 from __future__ import annotations
@@ -37,8 +40,13 @@ from portex_pay.domain.errors import (
 )
 from portex_pay.domain.init_data import InitDataError, VerifiedInitData, verify_init_data
 from portex_pay.domain.order import Order, OrderState
-from portex_pay.domain.payments import PayCommand
-from portex_pay.service.payments import OrderActions, PaymentsService, utcnow
+from portex_pay.domain.payments import PayCommand, require_valid_text
+from portex_pay.service.payments import (
+    OrderActions,
+    PaymentsService,
+    require_client_status,
+    utcnow,
+)
 from portex_pay.service.ports import Catalog, TelegramUsers
 from portex_pay.service.ratelimit import TokenBuckets, retry_after_seconds
 
@@ -137,6 +145,7 @@ class EdgeService:
     ) -> Order:
         """A browser's pay(): `command` as the browser sent it (tg_use_id 0 or amount 0 when
         it left them out)."""
+        require_valid_text(command)  # before any field is looked up
         user_id = identity.user.id
         if command.tg_use_id not in (0, user_id):
             raise UserMismatch("tg_use_id is not the user of this Mini App session")
@@ -187,6 +196,7 @@ class EdgeService:
         tg_payment_id: int,
         status: str,
     ) -> Order:
+        require_client_status(status)  # checked before the order is looked up
         await self.get_payment(application, identity, tg_payment_id)  # owner only
         return await self._actions.report_invoice_closed(application, tg_payment_id, status)
 
