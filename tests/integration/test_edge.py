@@ -1288,3 +1288,126 @@ async def test_header_bytes_that_are_not_utf8_are_refused_with_their_field(
     reply = await raw_request(port, b"OPTIONS", b"/v1/createTgPayment", [(b"Origin", bad)])
     refused(reply, 403, "ORIGIN_NOT_ALLOWED")
     assert await shop.orders() == 0
+
+
+def odd_init_data(
+    bot_token: str, user_id: int, *, extra: Mapping[str, str] | None = None, **user: Any
+) -> str:
+    """Genuinely signed initData whose user JSON escapes what it holds, as JSON may: `\\u0000`
+    and lone surrogates such as `\\ud800` included."""
+    fields = {
+        "query_id": "AAHdF6IQAAAAAN0XohDhrOrc",
+        "user": json.dumps(user_json(user_id, **user), separators=(",", ":")),
+        "auth_date": str(int(datetime.now(UTC).timestamp())),
+        **(extra or {}),
+    }
+    return sign_init_data(fields, bot_token=bot_token)
+
+
+ODD_USERS: dict[str, dict[str, Any]] = {
+    "nul-first-name": {"first_name": "A\x00da"},
+    "surrogate-first-name": {"first_name": "\ud800"},
+    "surrogate-pair-halves-swapped": {"first_name": "\ude00\ud83d"},
+    "nul-last-name": {"last_name": "Love\x00lace"},
+    "surrogate-last-name": {"last_name": "\udfff"},
+    "nul-username": {"username": "ada\x00"},
+    "surrogate-username": {"username": "\udbffada"},
+    "nul-photo-url": {"photo_url": "https://t.me/i/userpic/\x00.jpg"},
+    "surrogate-photo-url": {"photo_url": "https://t.me/i/userpic/\ud800.jpg"},
+    "nul-language": {"language_code": "e\x00"},
+    "surrogate-language": {"language_code": "\ud83d"},
+    "everything-and-emoji": {
+        "first_name": "\U0001f600\u200d\x00",
+        "last_name": "\ud800\x01",
+        "username": "\x00",
+        "language_code": "\udfff",
+        "photo_url": "\x00",
+        "is_premium": True,
+        "allows_write_to_pm": True,
+    },
+}
+
+
+def _stored_form(value: str | None) -> str | None:
+    return None if value is None else re.sub("[\x00\ud800-\udfff]", "\ufffd", value)
+
+
+@pytest.mark.parametrize("case", list(ODD_USERS))
+async def test_a_user_with_odd_names_is_saved_readable_over_grpc_and_can_pay(
+    shop: Shop, stub: Any, case: str
+) -> None:
+    """Issue 16: the signature is valid, Telegram chose the names: NUL and lone surrogates are
+    stored as U+FFFD (PostgreSQL holds neither; protobuf cannot carry a surrogate), the rest is
+    kept, and the same initData pays."""
+    fields = ODD_USERS[case]
+    init_data = odd_init_data(shop.app.bot_token, USER, **fields)
+    status, body, _ = await shop.edge.post("saveTgUser", init_data=init_data)
+    assert status == 200, body
+    assert body["result"] == {"tg_use_id": USER}
+
+    seen = await TelegramUserRepository(shop.pool).get(shop.id, USER)
+    assert seen is not None
+    message = await stub.GetTelegramUser(
+        payment_pb2.GetTelegramUserRequest(tg_use_id=USER), metadata=shop.app.metadata
+    )
+    expected = user_json(USER, **fields)
+    for name in ("first_name", "last_name", "username", "language_code", "photo_url"):
+        want = _stored_form(expected.get(name))
+        assert getattr(seen.user, name) == want, name
+        present = name == "first_name" or message.HasField(name)
+        assert (getattr(message, name) if present else None) == want, name
+    assert message.is_premium is bool(expected.get("is_premium", False))
+
+    status, body, _ = await shop.edge.post("createTgPayment", SEED, init_data=init_data)
+    assert status == 200, body
+    assert await shop.orders() == 1
+
+
+async def test_other_init_data_fields_may_hold_odd_text(shop: Shop) -> None:
+    extra = {
+        "chat_instance": "-123\x00",
+        "chat_type": "sender\x01",
+        "start_param": "\U0001f600\u2028promo",
+        "can_send_after": "\x7f",
+    }
+    init_data = odd_init_data(shop.app.bot_token, USER, extra=extra)
+    status, body, _ = await shop.edge.post("saveTgUser", init_data=init_data)
+    assert status == 200, body
+    status, body, _ = await shop.edge.post("createTgPayment", SEED, init_data=init_data)
+    assert status == 200, body
+
+
+WRONG_SHAPES: dict[str, dict[str, Any]] = {
+    "id-bool": {"id": True, "first_name": "A"},
+    "id-float": {"id": 4242.0, "first_name": "A"},
+    "id-string": {"id": "4242", "first_name": "A"},
+    "id-past-int64": {"id": 2**63, "first_name": "A"},
+    "id-zero": {"id": 0, "first_name": "A"},
+    "id-negative": {"id": -4242, "first_name": "A"},
+    "id-huge": {"id": 10**3000, "first_name": "A"},
+    "no-first-name": {"id": 4242},
+    "first-name-null": {"id": 4242, "first_name": None},
+    "first-name-number": {"id": 4242, "first_name": 7},
+    "last-name-number": {"id": 4242, "first_name": "A", "last_name": 7},
+    "premium-string": {"id": 4242, "first_name": "A", "is_premium": "true"},
+    "premium-null": {"id": 4242, "first_name": "A", "is_premium": None},
+    "write-to-pm-number": {"id": 4242, "first_name": "A", "allows_write_to_pm": 1},
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_SHAPES))
+async def test_a_signed_user_of_the_wrong_shape_is_401_and_saves_nothing(
+    shop: Shop, case: str
+) -> None:
+    fields = {
+        "user": json.dumps(WRONG_SHAPES[case], separators=(",", ":")),
+        "auth_date": str(int(datetime.now(UTC).timestamp())),
+    }
+    init_data = sign_init_data(fields, bot_token=shop.app.bot_token)
+    for path, body in (("saveTgUser", NO_BODY), ("createTgPayment", SEED)):
+        refused(await shop.edge.post(path, body, init_data=init_data), 401, "INIT_DATA_MALFORMED")
+    assert await shop.orders() == 0
+    count = await shop.pool.fetchval(
+        "SELECT count(*) FROM telegram_users WHERE application_id = $1", shop.id
+    )
+    assert count == 0

@@ -1,11 +1,17 @@
 """The edge's pure rules (issue 16): browser callback URLs under a prefix, decoded before they are
-checked; Pay's character rules on their own, for checking before a lookup."""
+checked; the verified user's text as PostgreSQL can hold it; Pay's character rules on their own,
+for checking before a lookup."""
 
 from __future__ import annotations
 
 import pytest
 
-from portex_pay.domain.catalog import callback_allowed, normalize_callback_prefix
+from portex_pay.domain.catalog import (
+    callback_allowed,
+    normalize_callback_prefix,
+    storable_user,
+)
+from portex_pay.domain.init_data import TelegramUser
 from portex_pay.domain.payments import PayCommand, text_violations
 
 PREFIX = "https://api.example.com/hooks/"
@@ -91,6 +97,35 @@ def test_a_prefix_that_servers_could_read_differently_is_refused(prefix: str) ->
         normalize_callback_prefix(prefix)
     # And one already stored covers nothing.
     assert not callback_allowed("https://api.example.com/hooks/x", [prefix])
+
+
+def test_the_stored_user_has_nul_and_lone_surrogates_replaced_and_keeps_the_rest() -> None:
+    user = TelegramUser(
+        id=7,
+        first_name="A\x00da \U0001f600\u200d",
+        last_name="\ud800Love\udfff",
+        username="ada\x00",
+        language_code="e\ud83dn",
+        is_premium=True,
+        photo_url="https://t.me/i/\x00.jpg",
+        allows_write_to_pm=True,
+    )
+    stored = storable_user(user)
+    assert stored == TelegramUser(
+        id=7,
+        first_name="A\ufffdda \U0001f600\u200d",
+        last_name="\ufffdLove\ufffd",
+        username="ada\ufffd",
+        language_code="e\ufffdn",
+        is_premium=True,
+        photo_url="https://t.me/i/\ufffd.jpg",
+        allows_write_to_pm=True,
+    )
+    for value in (stored.first_name, stored.last_name, stored.username, stored.photo_url):
+        assert value is not None
+        value.encode("utf-8")  # strict: what PostgreSQL and protobuf need
+    plain = TelegramUser(id=8, first_name="Ada\x01")  # other controls are kept as they are
+    assert storable_user(plain) == plain
 
 
 def test_the_character_rules_name_every_bad_text_field() -> None:

@@ -1,5 +1,6 @@
 """The edge's use cases (service/edge.py) on fakes of their ports (issue 16): browser text is
-checked before anything is looked up with it."""
+checked before anything is looked up with it, the verified user is stored as PostgreSQL can hold
+it."""
 
 from __future__ import annotations
 
@@ -157,3 +158,29 @@ async def test_a_bad_status_is_refused_before_the_order_is_looked_up() -> None:
         # No order 1 exists: a lookup first would have answered ORDER_NOT_FOUND.
         await edge.report_invoice_closed(APPLICATION, IDENTITY, 1, "cancelled\x00")
     assert [v.field for v in raised.value.violations] == ["status"]
+
+
+async def test_the_verified_user_is_stored_with_nul_and_lone_surrogates_replaced() -> None:
+    users = Users()
+    odd = TelegramUser(
+        id=42,
+        first_name="A\x00da",
+        last_name="\ud800",
+        username="u\udfff",
+        language_code="e\x00",
+        photo_url="https://t.me/\ud83d.jpg",
+        is_premium=True,
+    )
+    edge = make_edge(InMemoryOrders(), users=users)
+    await edge.save_user(APPLICATION, VerifiedInitData(odd, NOW, None, None, None, None, "hmac"))
+    assert users.recorded == [
+        TelegramUser(
+            id=42,
+            first_name="A\ufffdda",
+            last_name="\ufffd",
+            username="u\ufffd",
+            language_code="e\ufffd",
+            photo_url="https://t.me/\ufffd.jpg",
+            is_premium=True,
+        )
+    ]

@@ -11,7 +11,7 @@ in their serialised form (scheme://host[:port], lowercase).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from urllib.parse import unquote, urlsplit
 
@@ -24,7 +24,7 @@ from portex_pay.domain.payments import (
     URL_MAX_CHARS,
     PayCommand,
 )
-from portex_pay.domain.text import free_text_problem, single_line_problem
+from portex_pay.domain.text import free_text_problem, single_line_problem, storable_text
 
 ITEM_KEY_MAX_CHARS = LABEL_MAX_CHARS  # the key travels as the PaymentOptions' label
 MAX_ORIGINS = 32
@@ -219,3 +219,22 @@ class SeenUser:
     user: TelegramUser
     first_seen_at: datetime
     last_seen_at: datetime
+
+
+def storable_user(user: TelegramUser) -> TelegramUser:
+    """The verified user as it is stored: NUL and lone surrogates in its names, username,
+    language and photo URL become U+FFFD (domain/text.py `storable_text`), the rest is kept.
+    Telegram chose these, not the browser, and they are signed: refusing them would lock a real
+    user out of the Mini App."""
+    return replace(
+        user,
+        first_name=storable_text(user.first_name),
+        last_name=_storable_or_none(user.last_name),
+        username=_storable_or_none(user.username),
+        language_code=_storable_or_none(user.language_code),
+        photo_url=_storable_or_none(user.photo_url),
+    )
+
+
+def _storable_or_none(value: str | None) -> str | None:
+    return None if value is None else storable_text(value)

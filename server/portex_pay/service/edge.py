@@ -16,7 +16,9 @@ the same request means a new purchase: the next request_id of a chain derived fr
 one and its order id, so racing retries after a payment still converge on one new order.
 
 Browser input is decoded, normalised and checked before anything is looked up with it: text that
-breaks the character rules (domain/text.py) never reaches PostgreSQL.
+breaks the character rules (domain/text.py) never reaches PostgreSQL. A verified user's names are
+Telegram's, not the browser's: they are stored with NUL and lone surrogates replaced by U+FFFD
+(`storable_user`), so that a user with an odd name can still use the Mini App and pay.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from portex_pay.domain.application import Application
-from portex_pay.domain.catalog import PricingMode, callback_allowed, priced
+from portex_pay.domain.catalog import PricingMode, callback_allowed, priced, storable_user
 from portex_pay.domain.errors import (
     ApplicationNotFound,
     BotNotConfigured,
@@ -134,7 +136,8 @@ class EdgeService:
         return identity
 
     async def save_user(self, application: Application, identity: VerifiedInitData) -> None:
-        await self._users.record(application.id, identity.user, self._clock())
+        """Records the verified user, its text as PostgreSQL can hold it (`storable_user`)."""
+        await self._users.record(application.id, storable_user(identity.user), self._clock())
 
     async def create_payment(
         self,
