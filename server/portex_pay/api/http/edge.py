@@ -19,6 +19,9 @@ key is needed or accepted. CORS: a request with an `Origin` must come from one o
 application's origins (403 otherwise, with no CORS grant); a preflight carries no application id,
 so it is granted when some application allows the origin, and the request itself is then checked
 against its own application's list.
+
+Nothing a client sends can make a 500: browser input problems are 4xx (at most a warning), and
+only our own bugs are logged as errors. A 503 means the database is unavailable.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import Any
 import grpc
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from portex_pay.api.grpc.errors import status_code_for
 from portex_pay.domain.application import Application
@@ -174,12 +178,16 @@ async def _json_object(request: web.Request, *, required: bool = True) -> dict[s
     # A read returns what has arrived so far: read until the end, or one byte past the limit.
     chunks: list[bytes] = []
     size = 0
-    while size <= MAX_BODY_BYTES:
-        chunk = await request.content.read(MAX_BODY_BYTES + 1 - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
+    try:
+        while size <= MAX_BODY_BYTES:
+            chunk = await request.content.read(MAX_BODY_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except (web.RequestPayloadError, HttpProcessingError, ConnectionError):
+        # A broken chunked or compressed body, or a client gone mid-body: theirs, not ours.
+        raise _invalid("body", "could not be read") from None
     if size > MAX_BODY_BYTES:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=size)
     raw = b"".join(chunks)
