@@ -1038,14 +1038,33 @@ async def test_a_valid_body_arriving_in_pieces_is_read_whole(shop: Shop, chunked
 
 
 async def test_a_wrong_method_or_route_under_v1_answers_the_envelope(shop: Shop) -> None:
-    """The module promises the envelope for every answer (it even names METHOD_NOT_ALLOWED)."""
-    for method, path in (("GET", "createTgPayment"), ("PUT", "getTgPayment"), ("POST", "nope")):
+    """The module promises the envelope for every answer: a route we do not serve is 404
+    NOT_FOUND (issue 16: it was 405, the preflight's catch-all making every path exist), a wrong
+    method on one we serve 405 METHOD_NOT_ALLOWED."""
+    cases = [
+        ("GET", "createTgPayment", 405),
+        ("PUT", "getTgPayment", 405),
+        ("DELETE", "saveTgUser", 405),
+        ("PATCH", "reportInvoiceClosed", 405),
+        ("POST", "nope", 404),
+        ("POST", "getLeaderboard", 404),  # the SDK's leaderboard module
+        ("GET", "getLeaderboard", 404),
+        ("POST", "savetguser", 404),
+        ("POST", "saveTgUser/extra", 404),
+        ("POST", "", 404),
+    ]
+    for method, path, expected in cases:
         url = shop.edge.url(path)
         async with shop.edge.session.request(method, url, headers={"X-App-Id": shop.app.id}) as r:
             body = _json_or_text(await r.text())
-            assert r.status in (404, 405), (method, path, r.status)
+            assert r.status == expected, (method, path, r.status, body)
             assert isinstance(body, dict), (method, path, body)
             assert body["ok"] is False and body["error_code"] == r.status, body
+            reason = "NOT_FOUND" if expected == 404 else "METHOD_NOT_ALLOWED"
+            assert body["reason"] == reason, body
+            assert isinstance(body["description"], str) and body["description"]
+            if expected == 405:
+                assert "POST" in r.headers["Allow"]
 
 
 # --- 11: idempotent retries ----------------------------------------------------------------------
@@ -1412,6 +1431,62 @@ async def test_a_signed_user_of_the_wrong_shape_is_401_and_saves_nothing(
         "SELECT count(*) FROM telegram_users WHERE application_id = $1", shop.id
     )
     assert count == 0
+
+
+async def test_unknown_routes_from_an_allowed_origin_get_a_readable_404(
+    make_shop: MakeShop,
+) -> None:
+    """The SDK's other modules call routes we do not serve: their preflight is granted and the
+    404 (405 for a wrong method) carries the grant, so the SDK reads the envelope instead of
+    failing with a network error; an origin no application allows gets no grant."""
+    origin = _origin()
+    shop = await make_shop(origins=[origin])
+    edge = shop.edge
+    status, _, headers = await edge.options(
+        "getLeaderboard", {"Origin": origin, "Access-Control-Request-Method": "POST"}
+    )
+    assert status == 204 and headers["Access-Control-Allow-Origin"] == origin
+    sent = {"Origin": origin, "X-App-Id": shop.app.id, "X-Tg-InitData": shop.init_data()}
+    for method, path, status, reason in (
+        ("POST", "getLeaderboard", 404, "NOT_FOUND"),
+        ("GET", "createTgPayment", 405, "METHOD_NOT_ALLOWED"),
+    ):
+        reply = await _browser_request(edge, method, path, sent)
+        refused(reply, status, reason)
+        assert reply[2]["Access-Control-Allow-Origin"] == origin
+        assert "retry-after" in _header_list(reply[2], "Access-Control-Expose-Headers")
+    stranger = _origin()
+    reply = await _browser_request(edge, "POST", "getLeaderboard", {**sent, "Origin": stranger})
+    refused(reply, 404, "NOT_FOUND")
+    assert "Access-Control-Allow-Origin" not in reply[2]
+
+
+@pytest.mark.parametrize(
+    "app_id", [str(uuid.uuid4()), "not-a-uuid", None], ids=["uuid", "text", "absent"]
+)
+async def test_an_unknown_app_from_an_allowed_origin_gets_the_grant_and_a_readable_404(
+    make_shop: MakeShop, app_id: str | None
+) -> None:
+    """Issue 16: the SDK's init() with a wrong appId threw a network error: the 404 had no CORS
+    grant. It is granted when some application allows the origin (as its preflight was), never
+    otherwise."""
+    origin = _origin()
+    shop = await make_shop(origins=[origin])
+    stranger = Edge(shop.edge.session, shop.edge.port, app_id)
+    for path, body in (("saveTgUser", NO_BODY), ("createTgPayment", SEED)):
+        reply = await stranger.post(
+            path, body, init_data=shop.init_data(), headers={"Origin": origin}
+        )
+        refused(reply, 404, "APP_NOT_FOUND")
+        assert reply[2]["Access-Control-Allow-Origin"] == origin
+        assert "retry-after" in _header_list(reply[2], "Access-Control-Expose-Headers")
+        for other in (_origin(), "null", "https://" + origin.split("//")[1] + "/path"):
+            reply = await stranger.post(
+                path, body, init_data=shop.init_data(), headers={"Origin": other}
+            )
+            refused(reply, 404, "APP_NOT_FOUND")
+            assert "Access-Control-Allow-Origin" not in reply[2], other
+    assert await shop.orders() == 0
 
 
 BROKEN_BODIES = {
