@@ -1489,6 +1489,79 @@ async def test_an_unknown_app_from_an_allowed_origin_gets_the_grant_and_a_readab
     assert await shop.orders() == 0
 
 
+async def test_origin_lookups_are_cached_for_the_auth_cache_ttl(
+    database_url: str, fake_telegram: FakeBotApi, make_shop: MakeShop, http: aiohttp.ClientSession
+) -> None:
+    """Issue 16: every preflight cost a query. With a long cache, a change made in the database
+    after the first preflight is not seen by the second: it was answered without a query. (The
+    query count itself is checked on a counting fake in tests/unit/test_edge_service.py.)"""
+    own = await start_own_service(database_url, fake_telegram, auth_cache_ttl=600.0)
+    try:
+        allowed, refused_origin = _origin(), _origin()
+        shop = await make_shop(origins=[allowed])
+        edge = Edge(http, http_port(own), None)
+        ask = {"Access-Control-Request-Method": "POST"}
+        status, _, headers = await edge.options("createTgPayment", {"Origin": allowed, **ask})
+        assert status == 204 and headers["Access-Control-Allow-Origin"] == allowed
+        status, _, headers = await edge.options(
+            "createTgPayment", {"Origin": refused_origin, **ask}
+        )
+        assert status == 403 and "Access-Control-Allow-Origin" not in headers
+        repository = ApplicationRepository(shop.pool)
+        assert await repository.set_edge(shop.id, allowed_origins=[refused_origin])
+        assert await repository.origin_allowed_anywhere(refused_origin)
+        status, _, headers = await edge.options("createTgPayment", {"Origin": allowed, **ask})
+        assert status == 204 and headers["Access-Control-Allow-Origin"] == allowed
+        status, _, headers = await edge.options(
+            "createTgPayment", {"Origin": refused_origin, **ask}
+        )
+        assert status == 403 and "Access-Control-Allow-Origin" not in headers
+    finally:
+        await own.stop()
+
+
+async def test_preflights_and_unauthenticated_refusals_are_limited_per_address(
+    database_url: str, fake_telegram: FakeBotApi, make_shop: MakeShop, http: aiohttp.ClientSession
+) -> None:
+    """Issue 16: preflights were not rate-limited. Per client address, a burst of them (and of
+    refusals before any application is known) passes, then 429 in the envelope with Retry-After,
+    granted when the origin is known to be allowed; authenticated requests and other addresses
+    are not affected."""
+    own = await start_own_service(
+        database_url, fake_telegram, edge_preflight_rate=0.01, edge_preflight_burst=3
+    )
+    try:
+        origin = _origin()
+        shop = (await make_shop(origins=[origin])).on(own)
+        edge = Edge(http, http_port(own), None)
+        ask = {"Origin": origin, "Access-Control-Request-Method": "POST"}
+        for _ in range(3):
+            status, _, headers = await edge.options("createTgPayment", ask)
+            assert status == 204 and headers["Access-Control-Allow-Origin"] == origin
+        reply = await edge.options("createTgPayment", ask)
+        await _browser_sees_429(reply, origin)
+        stranger = Edge(http, http_port(own), str(uuid.uuid4()))
+        reply = await stranger.post("saveTgUser", init_data=shop.init_data(), headers=ask)
+        await _browser_sees_429(reply, origin)
+        await _browser_sees_429(
+            await _browser_request(edge, "POST", "getLeaderboard", {"Origin": origin}), origin
+        )
+        reply = await edge.options("createTgPayment", {**ask, "Origin": _origin()})
+        refused(reply, 429, "RATE_LIMITED")
+        assert "Access-Control-Allow-Origin" not in reply[2]  # never an origin none allows
+
+        status, body, _ = await shop.call("saveTgUser", headers={"Origin": origin})
+        assert status == 200, body  # an application's own requests have their own limits
+
+        connector = aiohttp.TCPConnector(local_addr=("127.0.0.2", 0))
+        async with aiohttp.ClientSession(connector=connector) as elsewhere:
+            other = Edge(elsewhere, http_port(own), None)
+            status, _, headers = await other.options("createTgPayment", ask)
+            assert status == 204 and headers["Access-Control-Allow-Origin"] == origin
+    finally:
+        await own.stop()
+
+
 BROKEN_BODIES = {
     # A gzip body that is not gzip: the server's decompression fails mid-read.
     "bad-gzip": (["Content-Encoding: gzip", "Content-Length: 20"], [b"not gzip at all!...."]),

@@ -1,6 +1,7 @@
 """The edge's use cases (service/edge.py) on fakes of their ports (issue 16): browser text is
 checked before anything is looked up with it, the verified user is stored as PostgreSQL can hold
-it."""
+it, origin lookups are cached (answers that found nothing apart), and unauthenticated work is
+rate-limited per client address."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 
 from portex_pay.domain.application import Application, Bot
 from portex_pay.domain.catalog import CatalogItem
-from portex_pay.domain.errors import InvalidArgument
+from portex_pay.domain.errors import InvalidArgument, RateLimited
 from portex_pay.domain.init_data import TelegramUser, VerifiedInitData
 from portex_pay.domain.payments import PayCommand
 from portex_pay.service.edge import EdgeService, EdgeSettings
@@ -184,3 +185,41 @@ async def test_the_verified_user_is_stored_with_nul_and_lone_surrogates_replaced
             is_premium=True,
         )
     ]
+
+
+async def test_an_origin_is_queried_once_per_ttl_whatever_the_answer() -> None:
+    origins = Origins({"https://game.example.com"})
+    edge = make_edge(InMemoryOrders(), origins=origins, origin_cache_ttl=60.0)
+    assert not edge.origin_known_allowed("https://game.example.com")  # never asked yet
+    for _ in range(5):
+        assert await edge.origin_allowed_anywhere("https://game.example.com")
+        assert not await edge.origin_allowed_anywhere("https://evil.example.com")
+    assert origins.queries == ["https://game.example.com", "https://evil.example.com"]
+    assert edge.origin_known_allowed("https://game.example.com")
+    assert not edge.origin_known_allowed("https://evil.example.com")
+
+
+async def test_a_flood_of_made_up_origins_never_evicts_the_allowed_ones() -> None:
+    live = {f"https://game-{i}.example.com" for i in range(50)}
+    origins = Origins(live)
+    edge = make_edge(InMemoryOrders(), origins=origins, origin_cache_ttl=600.0)
+    for origin in live:
+        assert await edge.origin_allowed_anywhere(origin)
+    for i in range(20_000):  # far more than the cache of answers that found nothing holds
+        assert not await edge.origin_allowed_anywhere(f"https://random-{i}.example.com")
+    origins.queries.clear()
+    for origin in live:
+        assert await edge.origin_allowed_anywhere(origin)
+        assert edge.origin_known_allowed(origin)
+    assert origins.queries == []
+
+
+def test_unauthenticated_work_is_limited_per_client_address() -> None:
+    edge = make_edge(InMemoryOrders(), preflight_rate=0.01, preflight_burst=3)
+    for _ in range(3):
+        edge.admit_address("203.0.113.7")
+    with pytest.raises(RateLimited) as raised:
+        edge.admit_address("203.0.113.7")
+    assert raised.value.retry_after >= 1
+    edge.admit_address("198.51.100.1")  # another address has its own bucket
+    edge.admit_address(None)  # no address (a Unix socket) is one key of its own

@@ -19,6 +19,11 @@ Browser input is decoded, normalised and checked before anything is looked up wi
 breaks the character rules (domain/text.py) never reaches PostgreSQL. A verified user's names are
 Telegram's, not the browser's: they are stored with NUL and lone surrogates replaced by U+FFFD
 (`storable_user`), so that a user with an odd name can still use the Mini App and pay.
+
+Work done before any application is known (a CORS preflight, the refusal of an unknown
+application or route) is unauthenticated: it is rate-limited per client address, and the origin
+lookup it needs is cached like the application lookup (answers that found nothing kept apart, so a
+flood of made-up origins cannot push out the live ones).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from portex_pay.domain.errors import (
 from portex_pay.domain.init_data import InitDataError, VerifiedInitData, verify_init_data
 from portex_pay.domain.order import Order, OrderState
 from portex_pay.domain.payments import PayCommand, require_valid_text
+from portex_pay.service.cache import LookupCache
 from portex_pay.service.payments import (
     OrderActions,
     PaymentsService,
@@ -65,6 +71,10 @@ class EdgeSettings:
     user_burst: int = 20
     app_rate: float = 200.0  # requests per second per application, per replica
     app_burst: int = 400
+    # Preflights and refusals before any application is known, per client address, per replica.
+    preflight_rate: float = 50.0
+    preflight_burst: int = 200
+    origin_cache_ttl: float = 5.0  # seconds an origin lookup is remembered
 
 
 class EdgeService:
@@ -80,7 +90,6 @@ class EdgeService:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._load_application = load_application
-        self._origin_allowed = origin_allowed
         self._catalog = catalog
         self._users = users
         self._payments = payments
@@ -89,6 +98,14 @@ class EdgeService:
         self._clock = clock
         self._app_buckets = TokenBuckets(settings.app_rate, settings.app_burst)
         self._user_buckets = TokenBuckets(settings.user_rate, settings.user_burst)
+        self._address_buckets = TokenBuckets(settings.preflight_rate, settings.preflight_burst)
+
+        async def allowed_or_none(origin: str) -> bool | None:
+            return True if await origin_allowed(origin) else None  # None: cached apart
+
+        self._origins: LookupCache[str, bool] = LookupCache(
+            allowed_or_none, settings.origin_cache_ttl
+        )
 
     async def application(self, app_id: str | None) -> Application:
         """The application a browser names in X-App-Id (its id as create-app prints it)."""
@@ -109,8 +126,22 @@ class EdgeService:
         if wait:
             raise RateLimited("too many requests for this application", retry_after_seconds(wait))
 
+    def admit_address(self, address: str | None) -> None:
+        """Takes a token of the client address's rate limit, for work done before any application
+        is known (a preflight, the refusal of an unknown application or route); RateLimited when
+        there is none."""
+        wait = self._address_buckets.take(address or "")
+        if wait:
+            raise RateLimited("too many requests from this address", retry_after_seconds(wait))
+
     async def origin_allowed_anywhere(self, origin: str) -> bool:
-        return await self._origin_allowed(origin)
+        """Whether some application allows the (normalised) origin; cached."""
+        return await self._origins.get(origin) is not None
+
+    def origin_known_allowed(self, origin: str) -> bool:
+        """Whether the cache remembers the origin as allowed: the answer without a query, for a
+        client over its rate limit."""
+        return self._origins.peek(origin) is not None
 
     def identify(self, application: Application, init_data: str | None) -> VerifiedInitData:
         """The user the initData proves, for this application's bot; rate-limited per user."""

@@ -20,7 +20,9 @@ application's origins (403 otherwise, with no CORS grant); a preflight carries n
 so it is granted when some application allows the origin, and the request itself is then checked
 against its own application's list. What is answered before any application is known (a
 preflight, an unknown `X-App-Id`, a route we do not serve: 404 `NOT_FOUND`, a wrong method on one
-we do: 405) is granted like a preflight, so that the SDK can read the refusal.
+we do: 405) is granted like a preflight, so that the SDK can read the refusal; it is rate-limited
+per client address (429 `RATE_LIMITED` with `Retry-After`; over the limit the grant is decided from
+the cache alone, without a query).
 
 Nothing a client sends can make a 500: browser input problems are 4xx (at most a warning), and
 only our own bugs are logged as errors. A 503 means the database is unavailable.
@@ -224,14 +226,20 @@ def add_edge_routes(app: web.Application, edge: EdgeService) -> None:
             raise OriginNotAllowed("this origin is not one of the application's Mini App origins")
         return origin
 
-    async def anonymous_grant(request: web.Request) -> str | None:
-        """For answers before any application is known (a preflight, the refusal of an unknown
-        application or route): the origin to grant, one some application allows (None: no
-        Origin, or not allowed)."""
+    async def anonymous_grant(request: web.Request) -> tuple[str | None, RateLimited | None]:
+        """For work before any application is known (a preflight, the refusal of an unknown
+        application or route): takes a token of the client address's limit and answers the
+        origin to grant, one some application allows (None: no Origin, or not allowed), and the
+        RateLimited to answer when over the limit (then the grant comes from the cache alone)."""
         origin = request.headers.get("Origin")
         normalized = _normalized_origin(origin)
+        try:
+            edge.admit_address(request.remote)
+        except RateLimited as limited:
+            known = normalized is not None and edge.origin_known_allowed(normalized)
+            return (origin if known else None), limited
         allowed = normalized is not None and await edge.origin_allowed_anywhere(normalized)
-        return origin if allowed else None
+        return (origin if allowed else None), None
 
     def granted(response: web.StreamResponse, origin: str | None) -> web.StreamResponse:
         response.headers["Vary"] = "Origin"
@@ -248,7 +256,9 @@ def add_edge_routes(app: web.Application, edge: EdgeService) -> None:
                 try:
                     application = await edge.application(request.headers.get("X-App-Id"))
                 except ApplicationNotFound:
-                    origin = await anonymous_grant(request)
+                    origin, limited = await anonymous_grant(request)
+                    if limited is not None:
+                        raise limited from None
                     raise
                 origin = cors_grant(request, application)
                 edge.admit(application)  # after the grant: a browser can read its 429
@@ -265,7 +275,9 @@ def add_edge_routes(app: web.Application, edge: EdgeService) -> None:
     async def preflight(request: web.Request) -> web.StreamResponse:
         origin = None
         try:
-            origin = await anonymous_grant(request)
+            origin, limited = await anonymous_grant(request)
+            if limited is not None:
+                raise limited
             if origin is None and "Origin" in request.headers:
                 raise OriginNotAllowed("this origin may not call the edge")
         except Exception as error:
@@ -283,7 +295,9 @@ def add_edge_routes(app: web.Application, edge: EdgeService) -> None:
         SDK reads the envelope instead of failing with a network error."""
         origin = None
         try:
-            origin = await anonymous_grant(request)
+            origin, limited = await anonymous_grant(request)
+            if limited is not None:
+                raise limited
         except Exception as error:
             return granted(_error_response(error), origin)
         if request.match_info.get("tail") in routes:
