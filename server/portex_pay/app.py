@@ -226,6 +226,9 @@ def wire(settings: Settings, pool: asyncpg.Pool, bot_api: BotApiClient, *, repli
                 user_burst=settings.edge_user_burst,
                 app_rate=settings.edge_app_rate,
                 app_burst=settings.edge_app_burst,
+                preflight_rate=settings.edge_preflight_rate,
+                preflight_burst=settings.edge_preflight_burst,
+                origin_cache_ttl=settings.auth_cache_ttl,
             ),
         )
     return Wiring(

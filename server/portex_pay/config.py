@@ -85,6 +85,8 @@ class Settings:
     edge_user_burst: int = 20
     edge_app_rate: float = 200.0
     edge_app_burst: int = 400
+    edge_preflight_rate: float = 50.0  # per client address: preflights, pre-application refusals
+    edge_preflight_burst: int = 200
     edge_dedupe_window: float = 300.0
     # The Bot API proxy (/bot{token}/{method} on the HTTP address) and its relay of updates to
     # the application's own bot.
@@ -184,6 +186,8 @@ class Settings:
         number("PORTEX_EDGE_USER_BURST", "edge_user_burst", int, 1)
         number("PORTEX_EDGE_APP_RATE", "edge_app_rate", float, 0.01)
         number("PORTEX_EDGE_APP_BURST", "edge_app_burst", int, 1)
+        number("PORTEX_EDGE_PREFLIGHT_RATE", "edge_preflight_rate", float, 0.01)
+        number("PORTEX_EDGE_PREFLIGHT_BURST", "edge_preflight_burst", int, 1)
         number("PORTEX_EDGE_DEDUPE_WINDOW", "edge_dedupe_window", float, 1)
         number("PORTEX_RELAY_WEBHOOK_TIMEOUT", "relay_webhook_timeout", float, 0.1)
         text("PORTEX_INIT_DATA_PUBLIC_KEY", "init_data_public_key")

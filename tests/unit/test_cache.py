@@ -63,3 +63,16 @@ async def test_when_full_the_least_recently_used_answer_goes() -> None:
     await cache.get("a")
     await cache.get("b")
     assert store.loads == ["b"]
+
+
+async def test_peek_answers_what_is_remembered_without_ever_loading() -> None:
+    clock, store = Clock(), Store({"a": "app-a"})
+    cache = LookupCache(store.load, 5.0, clock=clock)
+    assert cache.peek("a") is None  # never asked: not loaded by peeking either
+    assert store.loads == []
+    await cache.get("a")
+    await cache.get("nope")
+    assert (cache.peek("a"), cache.peek("nope")) == ("app-a", None)
+    clock.now = 5.1
+    assert cache.peek("a") is None  # expired
+    assert store.loads == ["a", "nope"]

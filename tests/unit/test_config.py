@@ -129,3 +129,18 @@ def test_edge_settings_and_the_init_data_key() -> None:
         )
     assert "PORTEX_INIT_DATA_PUBLIC_KEY" in str(raised.value)
     assert "PORTEX_EDGE_USER_BURST" in str(raised.value)
+
+
+def test_the_edge_preflight_limit_is_read_and_bounded_below() -> None:
+    settings = Settings.from_env(BASE)
+    assert (settings.edge_preflight_rate, settings.edge_preflight_burst) == (50.0, 200)
+    own = Settings.from_env(
+        {**BASE, "PORTEX_EDGE_PREFLIGHT_RATE": "2.5", "PORTEX_EDGE_PREFLIGHT_BURST": "7"}
+    )
+    assert (own.edge_preflight_rate, own.edge_preflight_burst) == (2.5, 7)
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(
+            {**BASE, "PORTEX_EDGE_PREFLIGHT_RATE": "0", "PORTEX_EDGE_PREFLIGHT_BURST": "0"}
+        )
+    assert "PORTEX_EDGE_PREFLIGHT_RATE" in str(raised.value)
+    assert "PORTEX_EDGE_PREFLIGHT_BURST" in str(raised.value)

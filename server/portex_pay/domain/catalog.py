@@ -11,10 +11,9 @@ in their serialised form (scheme://host[:port], lowercase).
 from __future__ import annotations
 
 import enum
-import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from portex_pay.domain.errors import FieldViolation, RequestRejected
 from portex_pay.domain.init_data import TelegramUser
@@ -25,12 +24,13 @@ from portex_pay.domain.payments import (
     URL_MAX_CHARS,
     PayCommand,
 )
-from portex_pay.domain.text import free_text_problem, single_line_problem
+from portex_pay.domain.text import free_text_problem, single_line_problem, storable_text
 
 ITEM_KEY_MAX_CHARS = LABEL_MAX_CHARS  # the key travels as the PaymentOptions' label
 MAX_ORIGINS = 32
 MAX_CALLBACK_PREFIXES = 32
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_MAX_DECODINGS = 4
 
 
 class PricingMode(enum.StrEnum):
@@ -138,7 +138,8 @@ def normalize_origin(origin: str) -> str:
 
 
 def normalize_callback_prefix(prefix: str) -> str:
-    """A callback prefix: an absolute http(s) URL without query or fragment."""
+    """A callback prefix: an absolute http(s) URL without query or fragment, whose path reads the
+    same to every server (see `callback_allowed`)."""
     if single_line_problem(prefix) is not None or len(prefix) > URL_MAX_CHARS:
         raise ValueError("not a URL")
     parts = urlsplit(prefix)
@@ -146,23 +147,66 @@ def normalize_callback_prefix(prefix: str) -> str:
         raise ValueError(
             "must be an absolute http(s) URL without query, e.g. https://api.example.com/hooks/"
         )
+    if _canonical_path(parts.path) is None:
+        raise ValueError(
+            "the path must not hold dot segments, backslashes, encoded slashes or control "
+            "characters"
+        )
     return prefix
 
 
+def _canonical_path(path: str) -> str | None:
+    """The path of a URL as every server reads it, or None when servers may read it differently
+    (so that it lies under no prefix).
+
+    Decode, then check: the path is percent-decoded until it no longer changes (`%252e` is `%2e`
+    is `.`; at most `_MAX_DECODINGS` rounds), and refused when the decoded path holds a backslash
+    (a separator to some servers), a control character, a `/` that was percent-encoded (one
+    segment to some servers, two to others) or a dot segment (`.` or `..`, also with path
+    parameters as in `..;x`, which some servers resolve): any of those could walk out of a prefix
+    once a server resolves it. Dot segments are refused, not resolved: a browser never needs them.
+    """
+    path = path or "/"
+    decoded = path
+    for _ in range(_MAX_DECODINGS):
+        once = unquote(decoded, errors="replace")
+        if once == decoded:
+            break
+        decoded = once
+    else:
+        return None  # still changing: encoded deeper than anything honest
+    if (
+        not decoded.startswith("/")
+        or "\\" in decoded
+        or single_line_problem(decoded) is not None
+        or decoded.count("/") != path.count("/")
+    ):
+        return None
+    if any(segment.split(";", 1)[0] in (".", "..") for segment in decoded.split("/")):
+        return None
+    return decoded
+
+
 def callback_allowed(url: str, prefixes: tuple[str, ...] | list[str]) -> bool:
-    """Whether `url` lies under one of the prefixes: the same scheme, host and port, and a path
-    that continues the prefix's at a segment boundary (`/hooks` covers `/hooks` and `/hooks/x`,
-    not `/hooksevil`; `https://a.example` never covers `https://a.example.evil.com`)."""
+    """Whether `url` lies under one of the prefixes: the same scheme, host and port (the host's
+    case and a default port do not matter; user info is never allowed), and a path that, decoded
+    and checked by `_canonical_path`, continues the prefix's at a segment boundary (`/hooks`
+    covers `/hooks` and `/hooks/x`, not `/hooksevil`; `https://a.example` never covers
+    `https://a.example.evil.com`)."""
+    if single_line_problem(url) is not None or len(url) > URL_MAX_CHARS:
+        return False  # urlsplit would silently drop TAB, CR and LF
     target = _http_origin(url)
     if target is None:
         return False
-    path = urlsplit(url).path or "/"
-    if re.search(r"(^|/)\.\.?(/|$)", path) or "%2e" in path.lower() or "\\" in path:
-        return False  # dot segments could walk out of the prefix once a server resolves them
+    path = _canonical_path(urlsplit(url).path)
+    if path is None:
+        return False
     for prefix in prefixes:
         if _http_origin(prefix) != target:
             continue
-        base = urlsplit(prefix).path or "/"
+        base = _canonical_path(urlsplit(prefix).path)
+        if base is None:
+            continue
         if path == base or path.startswith(base if base.endswith("/") else base + "/"):
             return True
     return False
@@ -175,3 +219,22 @@ class SeenUser:
     user: TelegramUser
     first_seen_at: datetime
     last_seen_at: datetime
+
+
+def storable_user(user: TelegramUser) -> TelegramUser:
+    """The verified user as it is stored: NUL and lone surrogates in its names, username,
+    language and photo URL become U+FFFD (domain/text.py `storable_text`), the rest is kept.
+    Telegram chose these, not the browser, and they are signed: refusing them would lock a real
+    user out of the Mini App."""
+    return replace(
+        user,
+        first_name=storable_text(user.first_name),
+        last_name=_storable_or_none(user.last_name),
+        username=_storable_or_none(user.username),
+        language_code=_storable_or_none(user.language_code),
+        photo_url=_storable_or_none(user.photo_url),
+    )
+
+
+def _storable_or_none(value: str | None) -> str | None:
+    return None if value is None else storable_text(value)

@@ -83,6 +83,19 @@ def _character_violations(command: PayCommand, request_id: str) -> dict[str, Fie
     return bad
 
 
+def text_violations(command: PayCommand) -> list[FieldViolation]:
+    """The text fields of `command` that carry a refused character (domain/text.py), one violation
+    each. Checked before anything looks a field up: PostgreSQL cannot hold U+0000 and a lone
+    surrogate cannot be sent to it at all, so such a value must be refused, not queried."""
+    return list(_character_violations(command, "").values())
+
+
+def require_valid_text(command: PayCommand) -> None:
+    violations = text_violations(command)
+    if violations:
+        raise InvalidArgument(violations)
+
+
 def validate_pay(command: PayCommand, request_id: str, *, max_amount: int) -> list[FieldViolation]:
     """Every rule Pay's input breaks, one violation per field, all at once. Never raises: any
     input gives violations. A text field with a refused character (domain/text.py) is reported

@@ -17,6 +17,10 @@ scripts, bidirectional marks for right-to-left text) are allowed: they are part 
 
 Descriptions name the first refused character by code point and 0-based index, never echoing the
 value.
+
+Text we do not refuse but must keep (a verified Telegram user's names: Telegram, not the browser,
+chose them) goes through `storable_text`: NUL and lone surrogates, which PostgreSQL cannot hold and
+protobuf cannot carry, become U+FFFD; everything else is kept as it is.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ import re
 _FREE_TEXT_REFUSED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 # Single line: every C0, DEL, C1, U+2028, U+2029, lone surrogates.
 _SINGLE_LINE_REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# What PostgreSQL's text cannot hold (NUL) and UTF-8 cannot encode (lone surrogates).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT_CHARACTER = "\ufffd"
 
 
 def _describe(value: str, index: int, *, single_line: bool) -> str:
@@ -49,3 +56,8 @@ def single_line_problem(value: str) -> str | None:
     """Why `value` cannot be a single-line field (a field violation's description), or None."""
     found = _SINGLE_LINE_REFUSED.search(value)
     return None if found is None else _describe(value, found.start(), single_line=True)
+
+
+def storable_text(value: str) -> str:
+    """`value` with NUL and every lone surrogate replaced by U+FFFD, the rest unchanged."""
+    return _UNSTORABLE.sub(REPLACEMENT_CHARACTER, value)

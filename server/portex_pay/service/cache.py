@@ -1,4 +1,5 @@
-"""Short-lived caches of lookups on hot paths (API keys, applications by id or bot id).
+"""Short-lived caches of lookups on hot paths (API keys, applications by id or bot id, browser
+origins).
 
 cachetools' TTLCache gives each entry `ttl` seconds and, when full, evicts the least recently
 used one. Answers that found nothing are kept apart, in a smaller cache of their own: a flood of
@@ -39,6 +40,11 @@ class LookupCache(Generic[Key, Value]):
         self._load = load
         self._found: TTLCache[Key, Value] = TTLCache(found_max, ttl, timer=clock)
         self._missing: TTLCache[Key, bool] = TTLCache(missing_max, ttl, timer=clock)
+
+    def peek(self, key: Key) -> Value | None:
+        """The remembered answer for `key`, without ever loading it: None when that answer found
+        nothing, or when there is none (never asked, expired, evicted)."""
+        return self._found.get(key)
 
     async def get(self, key: Key) -> Value | None:
         found = self._found.get(key)

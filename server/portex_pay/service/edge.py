@@ -14,6 +14,16 @@ Pay decides, across replicas); a retry in the window after continues the previou
 Once that order is no longer payable (paid, cancelled, expired),
 the same request means a new purchase: the next request_id of a chain derived from the previous
 one and its order id, so racing retries after a payment still converge on one new order.
+
+Browser input is decoded, normalised and checked before anything is looked up with it: text that
+breaks the character rules (domain/text.py) never reaches PostgreSQL. A verified user's names are
+Telegram's, not the browser's: they are stored with NUL and lone surrogates replaced by U+FFFD
+(`storable_user`), so that a user with an odd name can still use the Mini App and pay.
+
+Work done before any application is known (a CORS preflight, the refusal of an unknown
+application or route) is unauthenticated: it is rate-limited per client address, and the origin
+lookup it needs is cached like the application lookup (answers that found nothing kept apart, so a
+flood of made-up origins cannot push out the live ones).
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from datetime import datetime, timedelta
 from uuid import UUID
 
 from portex_pay.domain.application import Application
-from portex_pay.domain.catalog import PricingMode, callback_allowed, priced
+from portex_pay.domain.catalog import PricingMode, callback_allowed, priced, storable_user
 from portex_pay.domain.errors import (
     ApplicationNotFound,
     BotNotConfigured,
@@ -37,8 +47,14 @@ from portex_pay.domain.errors import (
 )
 from portex_pay.domain.init_data import InitDataError, VerifiedInitData, verify_init_data
 from portex_pay.domain.order import Order, OrderState
-from portex_pay.domain.payments import PayCommand
-from portex_pay.service.payments import OrderActions, PaymentsService, utcnow
+from portex_pay.domain.payments import PayCommand, require_valid_text
+from portex_pay.service.cache import LookupCache
+from portex_pay.service.payments import (
+    OrderActions,
+    PaymentsService,
+    require_client_status,
+    utcnow,
+)
 from portex_pay.service.ports import Catalog, TelegramUsers
 from portex_pay.service.ratelimit import TokenBuckets, retry_after_seconds
 
@@ -55,6 +71,10 @@ class EdgeSettings:
     user_burst: int = 20
     app_rate: float = 200.0  # requests per second per application, per replica
     app_burst: int = 400
+    # Preflights and refusals before any application is known, per client address, per replica.
+    preflight_rate: float = 50.0
+    preflight_burst: int = 200
+    origin_cache_ttl: float = 5.0  # seconds an origin lookup is remembered
 
 
 class EdgeService:
@@ -70,7 +90,6 @@ class EdgeService:
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._load_application = load_application
-        self._origin_allowed = origin_allowed
         self._catalog = catalog
         self._users = users
         self._payments = payments
@@ -79,6 +98,14 @@ class EdgeService:
         self._clock = clock
         self._app_buckets = TokenBuckets(settings.app_rate, settings.app_burst)
         self._user_buckets = TokenBuckets(settings.user_rate, settings.user_burst)
+        self._address_buckets = TokenBuckets(settings.preflight_rate, settings.preflight_burst)
+
+        async def allowed_or_none(origin: str) -> bool | None:
+            return True if await origin_allowed(origin) else None  # None: cached apart
+
+        self._origins: LookupCache[str, bool] = LookupCache(
+            allowed_or_none, settings.origin_cache_ttl
+        )
 
     async def application(self, app_id: str | None) -> Application:
         """The application a browser names in X-App-Id (its id as create-app prints it)."""
@@ -99,8 +126,22 @@ class EdgeService:
         if wait:
             raise RateLimited("too many requests for this application", retry_after_seconds(wait))
 
+    def admit_address(self, address: str | None) -> None:
+        """Takes a token of the client address's rate limit, for work done before any application
+        is known (a preflight, the refusal of an unknown application or route); RateLimited when
+        there is none."""
+        wait = self._address_buckets.take(address or "")
+        if wait:
+            raise RateLimited("too many requests from this address", retry_after_seconds(wait))
+
     async def origin_allowed_anywhere(self, origin: str) -> bool:
-        return await self._origin_allowed(origin)
+        """Whether some application allows the (normalised) origin; cached."""
+        return await self._origins.get(origin) is not None
+
+    def origin_known_allowed(self, origin: str) -> bool:
+        """Whether the cache remembers the origin as allowed: the answer without a query, for a
+        client over its rate limit."""
+        return self._origins.peek(origin) is not None
 
     def identify(self, application: Application, init_data: str | None) -> VerifiedInitData:
         """The user the initData proves, for this application's bot; rate-limited per user."""
@@ -126,7 +167,8 @@ class EdgeService:
         return identity
 
     async def save_user(self, application: Application, identity: VerifiedInitData) -> None:
-        await self._users.record(application.id, identity.user, self._clock())
+        """Records the verified user, its text as PostgreSQL can hold it (`storable_user`)."""
+        await self._users.record(application.id, storable_user(identity.user), self._clock())
 
     async def create_payment(
         self,
@@ -137,6 +179,7 @@ class EdgeService:
     ) -> Order:
         """A browser's pay(): `command` as the browser sent it (tg_use_id 0 or amount 0 when
         it left them out)."""
+        require_valid_text(command)  # before any field is looked up
         user_id = identity.user.id
         if command.tg_use_id not in (0, user_id):
             raise UserMismatch("tg_use_id is not the user of this Mini App session")
@@ -187,6 +230,7 @@ class EdgeService:
         tg_payment_id: int,
         status: str,
     ) -> Order:
+        require_client_status(status)  # checked before the order is looked up
         await self.get_payment(application, identity, tg_payment_id)  # owner only
         return await self._actions.report_invoice_closed(application, tg_payment_id, status)
 

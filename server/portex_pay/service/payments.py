@@ -249,6 +249,14 @@ def _failure_error(order: Order) -> DomainError:
 CLIENT_STATUSES = ("paid", "cancelled", "failed", "pending")
 
 
+def require_client_status(status: str) -> None:
+    """InvalidArgument unless `status` is one a Mini App's invoiceClosed reports."""
+    if status not in CLIENT_STATUSES:
+        raise InvalidArgument(
+            [FieldViolation("status", f"must be one of {', '.join(CLIENT_STATUSES)}")]
+        )
+
+
 class OrderActions:
     """CancelOrder and ReportInvoiceClosed: the application's own changes to its orders."""
 
@@ -274,10 +282,7 @@ class OrderActions:
     ) -> Order:
         """Records the client's report. It never pays or ends an order: the Mini App's status
         is not proof of anything (clients report `failed` for charges that went through)."""
-        if status not in CLIENT_STATUSES:
-            raise InvalidArgument(
-                [FieldViolation("status", f"must be one of {', '.join(CLIENT_STATUSES)}")]
-            )
+        require_client_status(status)
         order = None
         if tg_payment_id > 0:
             order = await self._orders.record_client_report(application.id, tg_payment_id, status)

@@ -18,7 +18,14 @@ The application is `X-App-Id`; the user is the verified `X-Tg-InitData`, never t
 key is needed or accepted. CORS: a request with an `Origin` must come from one of the
 application's origins (403 otherwise, with no CORS grant); a preflight carries no application id,
 so it is granted when some application allows the origin, and the request itself is then checked
-against its own application's list.
+against its own application's list. What is answered before any application is known (a
+preflight, an unknown `X-App-Id`, a route we do not serve: 404 `NOT_FOUND`, a wrong method on one
+we do: 405) is granted like a preflight, so that the SDK can read the refusal; it is rate-limited
+per client address (429 `RATE_LIMITED` with `Retry-After`; over the limit the grant is decided from
+the cache alone, without a query).
+
+Nothing a client sends can make a 500: browser input problems are 4xx (at most a warning), and
+only our own bugs are logged as errors. A 503 means the database is unavailable.
 """
 
 from __future__ import annotations
@@ -31,11 +38,13 @@ from typing import Any
 import grpc
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from portex_pay.api.grpc.errors import status_code_for
 from portex_pay.domain.application import Application
 from portex_pay.domain.catalog import normalize_origin
 from portex_pay.domain.errors import (
+    ApplicationNotFound,
     DomainError,
     FieldViolation,
     InvalidArgument,
@@ -174,12 +183,16 @@ async def _json_object(request: web.Request, *, required: bool = True) -> dict[s
     # A read returns what has arrived so far: read until the end, or one byte past the limit.
     chunks: list[bytes] = []
     size = 0
-    while size <= MAX_BODY_BYTES:
-        chunk = await request.content.read(MAX_BODY_BYTES + 1 - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
+    try:
+        while size <= MAX_BODY_BYTES:
+            chunk = await request.content.read(MAX_BODY_BYTES + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except (web.RequestPayloadError, HttpProcessingError, ConnectionError):
+        # A broken chunked or compressed body, or a client gone mid-body: theirs, not ours.
+        raise _invalid("body", "could not be read") from None
     if size > MAX_BODY_BYTES:
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY_BYTES, actual_size=size)
     raw = b"".join(chunks)
@@ -194,23 +207,39 @@ async def _json_object(request: web.Request, *, required: bool = True) -> dict[s
     return body
 
 
+def _normalized_origin(origin: str | None) -> str | None:
+    if origin is None:
+        return None
+    try:
+        return normalize_origin(origin)
+    except ValueError:
+        return None
+
+
 def add_edge_routes(app: web.Application, edge: EdgeService) -> None:
-    async def cors_grant(request: web.Request, application: Application | None) -> str | None:
+    def cors_grant(request: web.Request, application: Application) -> str | None:
         """The origin to grant (None: not a browser request); OriginNotAllowed when refused."""
         origin = request.headers.get("Origin")
         if origin is None:
             return None
-        try:
-            normalized = normalize_origin(origin)
-        except ValueError:
-            raise OriginNotAllowed("this origin may not call the edge") from None
-        if application is None:
-            allowed = await edge.origin_allowed_anywhere(normalized)
-        else:
-            allowed = normalized in application.allowed_origins
-        if not allowed:
+        if _normalized_origin(origin) not in application.allowed_origins:
             raise OriginNotAllowed("this origin is not one of the application's Mini App origins")
         return origin
+
+    async def anonymous_grant(request: web.Request) -> tuple[str | None, RateLimited | None]:
+        """For work before any application is known (a preflight, the refusal of an unknown
+        application or route): takes a token of the client address's limit and answers the
+        origin to grant, one some application allows (None: no Origin, or not allowed), and the
+        RateLimited to answer when over the limit (then the grant comes from the cache alone)."""
+        origin = request.headers.get("Origin")
+        normalized = _normalized_origin(origin)
+        try:
+            edge.admit_address(request.remote)
+        except RateLimited as limited:
+            known = normalized is not None and edge.origin_known_allowed(normalized)
+            return (origin if known else None), limited
+        allowed = normalized is not None and await edge.origin_allowed_anywhere(normalized)
+        return (origin if allowed else None), None
 
     def granted(response: web.StreamResponse, origin: str | None) -> web.StreamResponse:
         response.headers["Vary"] = "Origin"
@@ -224,8 +253,14 @@ def add_edge_routes(app: web.Application, edge: EdgeService) -> None:
         async def serve(request: web.Request) -> web.StreamResponse:
             origin = None
             try:
-                application = await edge.application(request.headers.get("X-App-Id"))
-                origin = await cors_grant(request, application)
+                try:
+                    application = await edge.application(request.headers.get("X-App-Id"))
+                except ApplicationNotFound:
+                    origin, limited = await anonymous_grant(request)
+                    if limited is not None:
+                        raise limited from None
+                    raise
+                origin = cors_grant(request, application)
                 edge.admit(application)  # after the grant: a browser can read its 429
                 result = await handler(request, application)
                 response: web.StreamResponse = web.json_response({"ok": True, "result": result})
@@ -238,15 +273,42 @@ def add_edge_routes(app: web.Application, edge: EdgeService) -> None:
         app.router.add_post(f"/v1/{name}", serve)
 
     async def preflight(request: web.Request) -> web.StreamResponse:
+        origin = None
         try:
-            origin = await cors_grant(request, None)
+            origin, limited = await anonymous_grant(request)
+            if limited is not None:
+                raise limited
+            if origin is None and "Origin" in request.headers:
+                raise OriginNotAllowed("this origin may not call the edge")
         except Exception as error:
-            return granted(_error_response(error), None)
+            return granted(_error_response(error), origin)
         response = web.Response(status=204)
         if origin is not None:
             response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
             response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
             response.headers["Access-Control-Max-Age"] = "600"
+        return granted(response, origin)
+
+    async def elsewhere(request: web.Request) -> web.StreamResponse:
+        """Any other method or route under /v1/: 405 on a route we serve, 404 on one we do not
+        (the SDK's other modules, e.g. the leaderboard's), granted like a preflight so that the
+        SDK reads the envelope instead of failing with a network error."""
+        origin = None
+        try:
+            origin, limited = await anonymous_grant(request)
+            if limited is not None:
+                raise limited
+        except Exception as error:
+            return granted(_error_response(error), origin)
+        if request.match_info.get("tail") in routes:
+            response = _envelope_error(
+                405, "METHOD_NOT_ALLOWED", "this route takes POST (and OPTIONS for CORS)"
+            )
+            response.headers["Allow"] = "POST, OPTIONS"
+        else:
+            response = _envelope_error(
+                404, "NOT_FOUND", f"this server serves only {', '.join(routes)} under /v1/"
+            )
         return granted(response, origin)
 
     async def save_user(request: web.Request, application: Application) -> object:
@@ -289,7 +351,7 @@ def add_edge_routes(app: web.Application, edge: EdgeService) -> None:
 
     @web.middleware
     async def envelope(request: web.Request, handler: Any) -> web.StreamResponse:
-        """aiohttp's own answers under /v1/ (unknown route, wrong method) in the envelope."""
+        """aiohttp's own answers under /v1/, should there be any, in the envelope."""
         try:
             response: web.StreamResponse = await handler(request)
         except web.HTTPException as error:
@@ -298,12 +360,18 @@ def add_edge_routes(app: web.Application, edge: EdgeService) -> None:
             return _envelope_error(error.status, _http_reason(error.status), error.reason)
         return response
 
+    routes: dict[str, Handler] = {
+        "saveTgUser": save_user,
+        "createTgPayment": create_payment,
+        "getTgPayment": get_payment,
+        "reportInvoiceClosed": report_closed,
+    }
     app.middlewares.append(envelope)
-    route("saveTgUser", save_user)
-    route("createTgPayment", create_payment)
-    route("getTgPayment", get_payment)
-    route("reportInvoiceClosed", report_closed)
+    for name, handler in routes.items():
+        route(name, handler)
+    # After the routes (the first resource that matches wins): every other path and method.
     app.router.add_route("OPTIONS", "/v1/{tail:.*}", preflight)
+    app.router.add_route("*", "/v1/{tail:.*}", elsewhere)
 
 
 def _http_reason(status: int) -> str:
