@@ -239,7 +239,7 @@ async def test_a_body_that_breaks_its_framing_is_400_not_500(
     app: TestApp = await make_app(updates="webhook")
     requests = await door_requests(guarded, app)
     with structlog.testing.capture_logs() as logs, caplog.at_level("WARNING"):
-        for door in ("webhook", "proxy's own method", "proxy forwarding"):
+        for door in ("webhook", "proxy's own method", "proxy forwarding", "edge"):
             request_line, headers = requests[door]
             async with connection(guarded.http_port) as (reader, writer):
                 writer.write(head(request_line, [*headers, framing], None) + body)

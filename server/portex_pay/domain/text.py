@@ -58,6 +58,11 @@ def single_line_problem(value: str) -> str | None:
     return None if found is None else _describe(value, found.start(), single_line=True)
 
 
+def is_storable(value: str) -> bool:
+    """Whether PostgreSQL can hold `value` as text as it is (no NUL, no lone surrogate)."""
+    return _UNSTORABLE.search(value) is None
+
+
 def storable_text(value: str) -> str:
     """`value` with NUL and every lone surrogate replaced by U+FFFD, the rest unchanged."""
     return _UNSTORABLE.sub(REPLACEMENT_CHARACTER, value)

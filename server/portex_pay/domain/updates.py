@@ -14,16 +14,13 @@ Bot API types used: Update (`update_id`, `pre_checkout_query`, `message`), PreCh
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 from portex_pay.domain.checkout import Charge
 from portex_pay.domain.payments import INT64_MAX
-
-# Text PostgreSQL refuses: NUL (any text type) and UTF-16 surrogates (not encodable as UTF-8).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+from portex_pay.domain.text import is_storable, storable_text
 
 
 class MalformedUpdate(ValueError):
@@ -81,7 +78,7 @@ def _text(mapping: object, key: str) -> str:
     value = _field(mapping, key)
     if not isinstance(value, str) or not value:
         raise MalformedUpdate(f"{key!r} is not a non-empty string")
-    if _UNSTORABLE.search(value):
+    if not is_storable(value):
         raise MalformedUpdate(f"{key!r} contains NUL or a lone surrogate")
     return value
 
@@ -189,7 +186,7 @@ def storable(value: Any) -> Any:
     """A copy of a JSON value that PostgreSQL's jsonb accepts: NUL and lone surrogates become
     U+FFFD. For the raw copies we keep; the values we act on are parsed strictly instead."""
     if isinstance(value, str):
-        return _UNSTORABLE.sub("\ufffd", value)
+        return storable_text(value)
     if isinstance(value, dict):
         return {storable(key): storable(item) for key, item in value.items()}
     if isinstance(value, list):
