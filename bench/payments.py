@@ -27,7 +27,7 @@ from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
-from portex_pay.domain.payments import sign_invoice_payload
+from portex_pay.domain.pay import sign_invoice_payload
 from portex_pay.service.applications import ApplicationAdmin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 

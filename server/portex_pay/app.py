@@ -43,10 +43,10 @@ from portex_pay.adapters.postgres.callbacks import CallbackRepository
 from portex_pay.adapters.postgres.catalog import CatalogRepository, TelegramUserRepository
 from portex_pay.adapters.postgres.dead_letters import DeadLetterRepository
 from portex_pay.adapters.postgres.events import EventLog
+from portex_pay.adapters.postgres.ledger_store import LedgerStore
 from portex_pay.adapters.postgres.listener import EventListener
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.postgres.orders import OrderRepository
-from portex_pay.adapters.postgres.payments import PaymentRepository
 from portex_pay.adapters.postgres.polling import PollLeases
 from portex_pay.adapters.postgres.pool import connect, create_pool
 from portex_pay.adapters.postgres.relay import CHANNEL as RELAY_CHANNEL
@@ -64,8 +64,9 @@ from portex_pay.service.bot_messages import BotMessagesService
 from portex_pay.service.cache import ApplicationCache
 from portex_pay.service.callbacks import CallbackDispatcher
 from portex_pay.service.catalog import CatalogService
+from portex_pay.service.clock import utcnow
 from portex_pay.service.edge import EdgeService, EdgeSettings
-from portex_pay.service.payments import OrderActions, PaymentSettings, PaymentsService, utcnow
+from portex_pay.service.orders import OrderService, PaymentSettings
 from portex_pay.service.polling import BotPoller, PollerManager
 from portex_pay.service.refunds import RefundService
 from portex_pay.service.relay import RelayService
@@ -135,8 +136,9 @@ class Wiring:
 def wire(settings: Settings, pool: asyncpg.Pool, bot_api: BotApiClient, *, replica: str) -> Wiring:
     """The ports' adapters handed to the use cases, as `settings` say."""
     applications = ApplicationRepository(pool)
-    payments = PaymentsService(
-        OrderRepository(pool),
+    orders = OrderRepository(pool)
+    order_service = OrderService(
+        orders,
         bot_api,
         PaymentSettings(
             max_amount=settings.max_amount,
@@ -146,8 +148,7 @@ def wire(settings: Settings, pool: asyncpg.Pool, bot_api: BotApiClient, *, repli
         ),
     )
     authenticator = ApiKeyAuthenticator(applications, settings.auth_cache_ttl)
-    orders = OrderRepository(pool)
-    payment_records = PaymentRepository(pool)
+    payment_records = LedgerStore(pool)
     refunds = RefundService(
         payment_records,
         bot_api,
@@ -197,8 +198,7 @@ def wire(settings: Settings, pool: asyncpg.Pool, bot_api: BotApiClient, *, repli
     )
     streamer = EventStreamer(events, hub, heartbeat=settings.stream_heartbeat)
     servicer = PaymentServicer(
-        payments,
-        OrderActions(orders),
+        order_service,
         refunds,
         streamer,
         CatalogService(
@@ -216,8 +216,7 @@ def wire(settings: Settings, pool: asyncpg.Pool, bot_api: BotApiClient, *, repli
             applications.origin_allowed_anywhere,
             CatalogRepository(pool),
             TelegramUserRepository(pool),
-            payments,
-            OrderActions(orders),
+            order_service,
             EdgeSettings(
                 init_data_max_age=timedelta(seconds=settings.init_data_max_age),
                 ed25519_public_key=settings.init_data_key(),

@@ -46,7 +46,7 @@ from portex_pay.service.applications import (
 )
 from portex_pay.service.bot_messages import TEXT_FIELDS, BotMessagesService
 from portex_pay.service.catalog import CatalogService
-from portex_pay.service.payments import utcnow
+from portex_pay.service.clock import utcnow
 from portex_pay.service.reconcile import reconcile
 
 log = structlog.get_logger(__name__)

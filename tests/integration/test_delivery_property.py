@@ -13,13 +13,13 @@ from hypothesis import strategies as st
 
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.dead_letters import DeadLetterRepository
+from portex_pay.adapters.postgres.ledger_store import LedgerStore
 from portex_pay.adapters.postgres.orders import OrderRepository
-from portex_pay.adapters.postgres.payments import PaymentRepository
 from portex_pay.adapters.postgres.pool import create_pool
 from portex_pay.adapters.telegram import BotApiClient
 from portex_pay.domain.application import Application
-from portex_pay.domain.payments import PayCommand, sign_invoice_payload
-from portex_pay.service.payments import utcnow
+from portex_pay.domain.pay import PayCommand, sign_invoice_payload
+from portex_pay.service.clock import utcnow
 from portex_pay.service.updates import UpdateProcessor
 from tests.conftest import PAYLOAD_SECRET, TestApp
 from tests.telegram_updates import successful_payment
@@ -47,7 +47,7 @@ async def _check(dsn: str, application: Application, plan: list[tuple[int, bool]
         )
         payload = sign_invoice_payload(PAYLOAD_SECRET.encode(), order.tg_payment_id, AMOUNT)
         processor = UpdateProcessor(
-            PaymentRepository(pool),
+            LedgerStore(pool),
             DeadLetterRepository(pool),
             BotApiClient(session, "http://127.0.0.1:9", 1.0),  # not called for payments
             PAYLOAD_SECRET.encode(),

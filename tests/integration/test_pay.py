@@ -12,7 +12,7 @@ import pytest
 from portex.payment.v1 import payment_pb2
 from portex_pay.adapters.postgres.orders import OrderRepository
 from portex_pay.app import PortexApp
-from portex_pay.domain.payments import verify_invoice_payload
+from portex_pay.domain.pay import verify_invoice_payload
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import PAYLOAD_SECRET, TestApp
 from tests.integration.helpers import details, eventually, pay_request

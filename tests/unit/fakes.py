@@ -23,7 +23,7 @@ from portex_pay.domain.application import Bot
 from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord, RefundReason
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Claim, Order, OrderState, sources
-from portex_pay.domain.payments import PayCommand
+from portex_pay.domain.pay import PayCommand
 from portex_pay.domain.refunds import DueRefund, Refund, RefundState
 from portex_pay.domain.relay import RelayBot, RelayedUpdate, wants
 from portex_pay.domain.telegram import BotProfile, InvoiceRequest

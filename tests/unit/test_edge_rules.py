@@ -12,7 +12,7 @@ from portex_pay.domain.catalog import (
     storable_user,
 )
 from portex_pay.domain.init_data import TelegramUser
-from portex_pay.domain.payments import PayCommand, text_violations
+from portex_pay.domain.pay import PayCommand, text_violations
 
 PREFIX = "https://api.example.com/hooks/"
 

@@ -16,9 +16,9 @@ from portex_pay.domain.application import Application, Bot
 from portex_pay.domain.catalog import CatalogItem
 from portex_pay.domain.errors import InvalidArgument, RateLimited
 from portex_pay.domain.init_data import TelegramUser, VerifiedInitData
-from portex_pay.domain.payments import PayCommand
+from portex_pay.domain.pay import PayCommand
 from portex_pay.service.edge import EdgeService, EdgeSettings
-from portex_pay.service.payments import OrderActions, PaymentSettings, PaymentsService
+from portex_pay.service.orders import OrderService, PaymentSettings
 from tests.unit.fakes import NOW, FakeTelegram, InMemoryOrders
 
 APPLICATION = Application(id=uuid4(), name="shop", bot=Bot(777, "777:token", "shop_bot"))
@@ -98,7 +98,7 @@ def make_edge(
     users: Users | None = None,
     **settings: Any,
 ) -> EdgeService:
-    payments = PaymentsService(
+    order_service = OrderService(
         orders,
         FakeTelegram(),
         PaymentSettings(
@@ -111,8 +111,7 @@ def make_edge(
         origins or Origins(set()),
         catalog or Catalog(),
         users or Users(),
-        payments,
-        OrderActions(orders, clock=lambda: orders.now),
+        order_service,
         EdgeSettings(**settings),
         clock=lambda: orders.now,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from portex_pay.domain.payments import (
+from portex_pay.domain.pay import (
     INVOICE_PAYLOAD_MAX_BYTES,
     sign_invoice_payload,
     verify_invoice_payload,

@@ -1,4 +1,4 @@
-"""Pay and the application's own order actions (service/payments.py) on in-memory fakes of the
+"""Pay and the application's own order actions (service/orders.py) on in-memory fakes of the
 Orders and Telegram ports: what is sent to Telegram, idempotency, how each Telegram failure is
 reported and recorded, and retries after a failure or past the expiry."""
 
@@ -21,13 +21,13 @@ from portex_pay.domain.errors import (
     TelegramUnavailable,
 )
 from portex_pay.domain.order import OrderState
-from portex_pay.domain.payments import PayCommand, verify_invoice_payload
+from portex_pay.domain.pay import PayCommand, verify_invoice_payload
 from portex_pay.domain.telegram import (
     TelegramApiError,
     TelegramNetworkError,
     TelegramTooManyRequests,
 )
-from portex_pay.service.payments import OrderActions, PaymentSettings, PaymentsService
+from portex_pay.service.orders import OrderService, PaymentSettings
 from tests.unit.fakes import FakeTelegram, InMemoryOrders
 
 SECRET = b"p" * 32
@@ -49,11 +49,11 @@ def telegram() -> FakeTelegram:
 
 
 @pytest.fixture
-def service(orders: InMemoryOrders, telegram: FakeTelegram) -> PaymentsService:
+def service(orders: InMemoryOrders, telegram: FakeTelegram) -> OrderService:
     settings = PaymentSettings(
         max_amount=10_000, order_ttl_seconds=TTL, telegram_timeout=5.0, payload_secret=SECRET
     )
-    return PaymentsService(orders, telegram, settings, clock=lambda: orders.now)
+    return OrderService(orders, telegram, settings, clock=lambda: orders.now)
 
 
 async def test_pay_asks_telegram_for_our_signed_invoice_and_stores_the_link(
@@ -128,19 +128,18 @@ async def test_resume_finds_the_latest_payable_order_of_the_user(service, orders
     older = await service.pay(APPLICATION, COMMAND, "a")
     newer = await service.pay(APPLICATION, COMMAND, "b")
     assert await service.resume_payment(APPLICATION, 42) == newer
-    await OrderActions(orders, clock=lambda: orders.now).cancel(APPLICATION, newer.tg_payment_id)
+    await service.cancel(APPLICATION, newer.tg_payment_id)
     assert await service.resume_payment(APPLICATION, 42) == older
     orders.now += timedelta(seconds=TTL)
     assert await service.resume_payment(APPLICATION, 42) is None
 
 
 async def test_cancel_withdraws_an_unpaid_order_and_says_why_it_cannot(service, orders) -> None:
-    actions = OrderActions(orders, clock=lambda: orders.now)
     order = await service.pay(APPLICATION, COMMAND, "")
-    cancelled = await actions.cancel(APPLICATION, order.tg_payment_id)
+    cancelled = await service.cancel(APPLICATION, order.tg_payment_id)
     assert cancelled.state is OrderState.CANCELLED
-    assert await actions.cancel(APPLICATION, order.tg_payment_id) == cancelled  # twice: fine
+    assert await service.cancel(APPLICATION, order.tg_payment_id) == cancelled  # twice: fine
     paid = await service.pay(APPLICATION, COMMAND, "")
     orders.orders[paid.tg_payment_id] = replace(paid, state=OrderState.PAID)
     with pytest.raises(IllegalTransition):
-        await actions.cancel(APPLICATION, paid.tg_payment_id)
+        await service.cancel(APPLICATION, paid.tg_payment_id)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from portex_pay.domain.errors import FieldViolation, InvalidArgument
-from portex_pay.domain.payments import PayCommand, require_valid_pay, validate_pay
+from portex_pay.domain.pay import PayCommand, require_valid_pay, validate_pay
 
 VALID = PayCommand(tg_use_id=42, amount=5, label="item", title="Book", description="Magic book")
 

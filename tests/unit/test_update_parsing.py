@@ -8,7 +8,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from portex_pay.domain.payments import sign_invoice_payload, verify_invoice_payload
+from portex_pay.domain.pay import sign_invoice_payload, verify_invoice_payload
 from portex_pay.domain.updates import MalformedUpdate, SuccessfulPayment, parse_update
 
 SECRET = b"s" * 32

@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from portex_pay.domain.errors import FieldViolation, RequestRejected
 from portex_pay.domain.init_data import TelegramUser
-from portex_pay.domain.payments import (
+from portex_pay.domain.pay import (
     DESCRIPTION_MAX_CHARS,
     LABEL_MAX_CHARS,
     TITLE_MAX_CHARS,

@@ -19,7 +19,7 @@ from typing import Any
 from uuid import UUID
 
 from portex_pay.domain.checkout import Charge
-from portex_pay.domain.payments import INT64_MAX
+from portex_pay.domain.pay import INT64_MAX
 from portex_pay.domain.text import is_storable, storable_text
 
 

@@ -18,7 +18,7 @@ from portex_pay.domain.errors import (
     InvalidArgument,
     TelegramUserNotFound,
 )
-from portex_pay.domain.payments import INT64_MAX
+from portex_pay.domain.pay import INT64_MAX
 from portex_pay.domain.text import single_line_problem
 from portex_pay.service.ports import Catalog, TelegramUsers
 

@@ -3,7 +3,7 @@
 A browser is never trusted: the user is the one its initData proves (verified with the
 application's bot token, or Telegram's Ed25519 signature), prices come from the application's
 catalog, callback URLs must lie under the application's prefixes, and it reads only its own
-orders. Everything else is the same use cases gRPC serves (PaymentsService, OrderActions): orders
+orders. Everything else is the same use cases gRPC serves (OrderService): orders
 made here appear in QueryOrder, the event stream and callbacks like any other.
 
 Retries of the same `pay()` do not make a stream of orders. With an `Idempotency-Key` the key
@@ -31,7 +31,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from uuid import UUID
 
 from portex_pay.domain.application import Application
@@ -47,14 +47,10 @@ from portex_pay.domain.errors import (
 )
 from portex_pay.domain.init_data import InitDataError, VerifiedInitData, verify_init_data
 from portex_pay.domain.order import Order, OrderState
-from portex_pay.domain.payments import PayCommand, require_valid_text
+from portex_pay.domain.pay import PayCommand, require_valid_text
 from portex_pay.service.cache import LookupCache
-from portex_pay.service.payments import (
-    OrderActions,
-    PaymentsService,
-    require_client_status,
-    utcnow,
-)
+from portex_pay.service.clock import Clock, utcnow
+from portex_pay.service.orders import OrderService, require_client_status
 from portex_pay.service.ports import Catalog, TelegramUsers
 from portex_pay.service.ratelimit import TokenBuckets, retry_after_seconds
 
@@ -84,16 +80,14 @@ class EdgeService:
         origin_allowed: Callable[[str], Awaitable[bool]],
         catalog: Catalog,
         users: TelegramUsers,
-        payments: PaymentsService,
-        actions: OrderActions,
+        orders: OrderService,
         settings: EdgeSettings,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Clock = utcnow,
     ) -> None:
         self._load_application = load_application
         self._catalog = catalog
         self._users = users
-        self._payments = payments
-        self._actions = actions
+        self._orders = orders
         self._settings = settings
         self._clock = clock
         self._app_buckets = TokenBuckets(settings.app_rate, settings.app_burst)
@@ -199,16 +193,16 @@ class EdgeService:
 
         if idempotency_key is not None:
             request_id = _digest("edge-key", application.id, user_id, idempotency_key)
-            return await self._payments.pay(application, command, request_id)
+            return await self._orders.pay(application, command, request_id)
         window = int(self._clock().timestamp() // self._settings.dedupe_window.total_seconds())
         fingerprint = command.fingerprint().hex()
         request_id = _digest("edge", application.id, user_id, window, fingerprint)
         # A retry just after a window boundary continues the previous window's order.
         previous = _digest("edge", application.id, user_id, window - 1, fingerprint)
-        if await self._payments.find_by_request_id(application, previous) is not None:
+        if await self._orders.find_by_request_id(application, previous) is not None:
             request_id = previous
         for _ in range(_MAX_CHAIN):
-            order = await self._payments.pay(application, command, request_id)
+            order = await self._orders.pay(application, command, request_id)
             if order.state_at(self._clock()) in (OrderState.PENDING, OrderState.FAILED):
                 return order
             request_id = _digest("edge-next", request_id, order.tg_payment_id)
@@ -218,7 +212,7 @@ class EdgeService:
         self, application: Application, identity: VerifiedInitData, tg_payment_id: int
     ) -> Order:
         """The order, only to the user who placed it: another's answers like a missing one."""
-        order = await self._payments.query_order(application, tg_payment_id)
+        order = await self._orders.query_order(application, tg_payment_id)
         if order.tg_use_id != identity.user.id:
             raise OrderNotFound(f"order {tg_payment_id} not found")
         return order
@@ -232,7 +226,7 @@ class EdgeService:
     ) -> Order:
         require_client_status(status)  # checked before the order is looked up
         await self.get_payment(application, identity, tg_payment_id)  # owner only
-        return await self._actions.report_invoice_closed(application, tg_payment_id, status)
+        return await self._orders.report_invoice_closed(application, tg_payment_id, status)
 
 
 def _digest(*parts: object) -> str:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 import structlog
 
 from portex_pay.domain.application import Application, Bot
-from portex_pay.domain.payments import INT64_MAX
+from portex_pay.domain.pay import INT64_MAX
 from portex_pay.domain.relay import telegram_allowed_updates
 from portex_pay.domain.retry import backoff_seconds
 from portex_pay.domain.telegram import TelegramApiError, TelegramError, TelegramNetworkError

@@ -10,7 +10,7 @@ PostgreSQL adapter): a state change and the event announcing it commit together.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,14 +26,11 @@ from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecor
 from portex_pay.domain.events import Cursor, Event, EventType
 from portex_pay.domain.init_data import TelegramUser
 from portex_pay.domain.order import Claim, Order
-from portex_pay.domain.payments import PayCommand
+from portex_pay.domain.pay import PayCommand
 from portex_pay.domain.refunds import DueRefund, Refund
 from portex_pay.domain.relay import RelayBot, RelayedUpdate
 from portex_pay.domain.telegram import BotProfile, InvoiceRequest
 from portex_pay.domain.updates import DeadLetter
-
-Clock = Callable[[], datetime]
-
 
 # ---------------------------------------------------------------------------- PostgreSQL
 

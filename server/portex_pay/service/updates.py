@@ -12,7 +12,7 @@ answered within 10 seconds or Telegram cancels the payment (Bot API, answerPreCh
 the decision has its own short budget: a forged payload is refused before any database lookup
 (HMAC), and when the database does not answer in time the checkout is declined rather than left
 unanswered. The answer goes out before the decision is recorded. Payments are recorded exactly
-once in one transaction each (adapters/postgres/payments.py).
+once in one transaction each (adapters/postgres/ledger_store.py).
 
 An update that cannot be processed for a reason that will not go away (it is malformed, or a bug
 trips on it) must never block the bot's later updates: it is recorded as a dead letter (the raw
@@ -47,7 +47,7 @@ from portex_pay.domain.checkout import (
 )
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Order
-from portex_pay.domain.payments import verify_invoice_payload
+from portex_pay.domain.pay import verify_invoice_payload
 from portex_pay.domain.relay import update_kind as relay_kind
 from portex_pay.domain.telegram import TelegramError
 from portex_pay.domain.updates import (

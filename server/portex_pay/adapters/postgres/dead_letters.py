@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import asyncpg
 
 from portex_pay.adapters.postgres.events_writer import insert_event
-from portex_pay.adapters.postgres.payments import claim_update
+from portex_pay.adapters.postgres.ledger_store import claim_update
 from portex_pay.domain.events import EventType
 from portex_pay.domain.updates import DeadLetter
 

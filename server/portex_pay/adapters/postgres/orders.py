@@ -15,7 +15,7 @@ import asyncpg
 from portex_pay.adapters.postgres.events_writer import with_event
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import PAYABLE, Claim, Order, OrderState, sources
-from portex_pay.domain.payments import PayCommand
+from portex_pay.domain.pay import PayCommand
 
 _ORDER_FIELDS = tuple(f.name for f in fields(Order))
 

@@ -10,7 +10,7 @@ from portex.payment.v1 import payment_pb2
 from portex_pay.domain.catalog import CatalogItem, SeenUser
 from portex_pay.domain.events import Cursor, Event, invoice_closed
 from portex_pay.domain.order import SDK_STATUS, Order, OrderState
-from portex_pay.domain.payments import PayCommand
+from portex_pay.domain.pay import PayCommand
 from portex_pay.domain.refunds import Refund, RefundState
 from portex_pay.service.bot_messages import TEXT_FIELDS, BotMessages
 

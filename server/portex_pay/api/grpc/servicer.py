@@ -21,7 +21,8 @@ from portex_pay.api.grpc.interceptor import current_application
 from portex_pay.domain.errors import FieldViolation, InvalidArgument
 from portex_pay.service.bot_messages import BotMessagesService
 from portex_pay.service.catalog import CatalogService
-from portex_pay.service.payments import OrderActions, PaymentsService, utcnow
+from portex_pay.service.clock import utcnow
+from portex_pay.service.orders import OrderService
 from portex_pay.service.refunds import RefundService
 from portex_pay.service.stream import EventFilter, EventStreamer
 
@@ -32,15 +33,13 @@ if TYPE_CHECKING:
 class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     def __init__(
         self,
-        payments: PaymentsService,
-        actions: OrderActions,
+        orders: OrderService,
         refunds: RefundService,
         streamer: EventStreamer,
         catalog: CatalogService,
         bot_messages: BotMessagesService,
     ) -> None:
-        self._payments = payments
-        self._actions = actions
+        self._orders = orders
         self._refunds = refunds
         self._streamer = streamer
         self._catalog = catalog
@@ -49,7 +48,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     async def Pay(
         self, request: payment_pb2.PayRequest, context: Context
     ) -> payment_pb2.PayResponse:
-        order = await self._payments.pay(
+        order = await self._orders.pay(
             current_application.get(),
             pay_command(request),
             request.request_id,
@@ -64,13 +63,13 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     async def QueryOrder(
         self, request: payment_pb2.QueryOrderRequest, context: Context
     ) -> payment_pb2.Order:
-        order = await self._payments.query_order(current_application.get(), request.tg_payment_id)
+        order = await self._orders.query_order(current_application.get(), request.tg_payment_id)
         return order_message(order, utcnow())
 
     async def ResumePayment(
         self, request: payment_pb2.ResumePaymentRequest, context: Context
     ) -> payment_pb2.ResumePaymentResponse:
-        order = await self._payments.resume_payment(current_application.get(), request.tg_use_id)
+        order = await self._orders.resume_payment(current_application.get(), request.tg_use_id)
         if order is None:
             return payment_pb2.ResumePaymentResponse(has_pending_payment=False)
         return payment_pb2.ResumePaymentResponse(
@@ -93,7 +92,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     async def ReportInvoiceClosed(
         self, request: payment_pb2.ReportInvoiceClosedRequest, context: Context
     ) -> payment_pb2.ReportInvoiceClosedResponse:
-        order = await self._actions.report_invoice_closed(
+        order = await self._orders.report_invoice_closed(
             current_application.get(), request.tg_payment_id, request.status
         )
         return payment_pb2.ReportInvoiceClosedResponse(order=order_message(order, utcnow()))
@@ -101,7 +100,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     async def CancelOrder(
         self, request: payment_pb2.CancelOrderRequest, context: Context
     ) -> payment_pb2.Order:
-        order = await self._actions.cancel(current_application.get(), request.tg_payment_id)
+        order = await self._orders.cancel(current_application.get(), request.tg_payment_id)
         return order_message(order, utcnow())
 
     async def StreamInvoiceEvents(

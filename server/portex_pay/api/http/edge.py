@@ -54,11 +54,11 @@ from portex_pay.domain.errors import (
     TelegramRateLimited,
 )
 from portex_pay.domain.order import SDK_STATUS, Order
-from portex_pay.domain.payments import INT64_MAX, PayCommand
+from portex_pay.domain.pay import INT64_MAX, PayCommand
 from portex_pay.domain.text import single_line_problem
+from portex_pay.service.clock import utcnow
 from portex_pay.service.edge import EdgeService
 from portex_pay.service.outage import is_unavailable
-from portex_pay.service.payments import utcnow
 
 log = structlog.get_logger(__name__)
 

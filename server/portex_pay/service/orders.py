@@ -1,4 +1,4 @@
-"""Pay, QueryOrder and ResumePayment.
+"""The order use cases: Pay, QueryOrder, ResumePayment, CancelOrder and ReportInvoiceClosed.
 
 Pay runs in phases so that a crash at any point is recoverable and no database connection is held
 while Telegram is called: (1) one statement claims the idempotency key, inserts the order and its
@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import structlog
 
@@ -31,14 +30,15 @@ from portex_pay.domain.errors import (
     TelegramUnavailable,
 )
 from portex_pay.domain.order import Order, OrderState, check_transition
-from portex_pay.domain.payments import PayCommand, require_valid_pay, sign_invoice_payload
+from portex_pay.domain.pay import PayCommand, require_valid_pay, sign_invoice_payload
 from portex_pay.domain.telegram import (
     InvoiceRequest,
     TelegramApiError,
     TelegramNetworkError,
     TelegramTooManyRequests,
 )
-from portex_pay.service.ports import Clock, Orders, TelegramBot
+from portex_pay.service.clock import Clock, utcnow
+from portex_pay.service.ports import Orders, TelegramBot
 
 log = structlog.get_logger(__name__)
 
@@ -60,11 +60,7 @@ class PaymentSettings:
         return self.telegram_timeout + 5.0
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class PaymentsService:
+class OrderService:
     def __init__(
         self,
         orders: Orders,
@@ -224,6 +220,32 @@ class PaymentsService:
             raise InvalidArgument([FieldViolation("tg_use_id", "must be a positive user id")])
         return await self._orders.find_resumable(application.id, tg_use_id)
 
+    async def cancel(self, application: Application, tg_payment_id: int) -> Order:
+        cancelled = None
+        if tg_payment_id > 0:
+            cancelled = await self._orders.cancel(application.id, tg_payment_id)
+        if cancelled is not None:
+            return cancelled
+        order = await self.query_order(application, tg_payment_id)
+        if order.state is OrderState.CANCELLED:
+            return order  # withdrawing twice is not an error
+        check_transition(order.state_at(self._clock()), OrderState.CANCELLED)
+        # It was cancellable when read: it changed between the two statements.
+        raise IllegalTransition(f"order {tg_payment_id} changed while being cancelled; retry")
+
+    async def report_invoice_closed(
+        self, application: Application, tg_payment_id: int, status: str
+    ) -> Order:
+        """Records the client's report. It never pays or ends an order: the Mini App's status
+        is not proof of anything (clients report `failed` for charges that went through)."""
+        require_client_status(status)
+        order = None
+        if tg_payment_id > 0:
+            order = await self._orders.record_client_report(application.id, tg_payment_id, status)
+        if order is None:
+            raise OrderNotFound(f"order {tg_payment_id} not found")
+        return order
+
 
 def _telegram_error(error: TelegramApiError) -> DomainError:
     if isinstance(error, TelegramTooManyRequests):
@@ -255,43 +277,3 @@ def require_client_status(status: str) -> None:
         raise InvalidArgument(
             [FieldViolation("status", f"must be one of {', '.join(CLIENT_STATUSES)}")]
         )
-
-
-class OrderActions:
-    """CancelOrder and ReportInvoiceClosed: the application's own changes to its orders."""
-
-    def __init__(self, orders: Orders, clock: Clock = utcnow) -> None:
-        self._orders = orders
-        self._clock = clock
-
-    async def cancel(self, application: Application, tg_payment_id: int) -> Order:
-        cancelled = None
-        if tg_payment_id > 0:
-            cancelled = await self._orders.cancel(application.id, tg_payment_id)
-        if cancelled is not None:
-            return cancelled
-        order = await self._get(application, tg_payment_id)
-        if order.state is OrderState.CANCELLED:
-            return order  # withdrawing twice is not an error
-        check_transition(order.state_at(self._clock()), OrderState.CANCELLED)
-        # It was cancellable when read: it changed between the two statements.
-        raise IllegalTransition(f"order {tg_payment_id} changed while being cancelled; retry")
-
-    async def report_invoice_closed(
-        self, application: Application, tg_payment_id: int, status: str
-    ) -> Order:
-        """Records the client's report. It never pays or ends an order: the Mini App's status
-        is not proof of anything (clients report `failed` for charges that went through)."""
-        require_client_status(status)
-        order = None
-        if tg_payment_id > 0:
-            order = await self._orders.record_client_report(application.id, tg_payment_id, status)
-        if order is None:
-            raise OrderNotFound(f"order {tg_payment_id} not found")
-        return order
-
-    async def _get(self, application: Application, tg_payment_id: int) -> Order:
-        order = await self._orders.get(application.id, tg_payment_id) if tg_payment_id > 0 else None
-        if order is None:
-            raise OrderNotFound(f"order {tg_payment_id} not found")
-        return order

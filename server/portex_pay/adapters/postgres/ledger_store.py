@@ -1,7 +1,7 @@
 """Telegram updates, payments and refunds, in PostgreSQL: the Payments port.
 
 The decisions are the service's (service/ledger.py); this module holds the statements. A use case
-that must be atomic runs its statements in one `PaymentTransaction` (`PaymentRepository.
+that must be atomic runs its statements in one `PaymentTransaction` (`LedgerStore.
 transaction()`): the de-duplication row, the payment, the order's change, its events and any
 refund intent commit together or not at all.
 
@@ -240,7 +240,7 @@ class PaymentTransaction:
         return None if row is None else order_from_row(row)
 
 
-class PaymentRepository:
+class LedgerStore:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
 
