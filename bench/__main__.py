@@ -87,8 +87,8 @@ async def main() -> None:
 async def run(dsn: str) -> None:
     fake = FakeBotApi()
     await fake.start()
-    base = Settings(
-        database_url=dsn,
+    base = Settings().replace(
+        db_url=dsn,
         payload_secret="bench-" + "s" * 32,
         grpc_addr="127.0.0.1:0",
         http_addr="127.0.0.1:0",

@@ -107,8 +107,8 @@ class Poller:
 async def run_botapi_bench(dsn: str, _tmp: Path) -> None:
     fake = FakeBotApi()
     await fake.start()
-    settings = Settings(
-        database_url=dsn,
+    settings = Settings().replace(
+        db_url=dsn,
         payload_secret="bench-" + "s" * 32,
         grpc_addr="127.0.0.1:0",
         http_addr="127.0.0.1:0",

@@ -100,8 +100,8 @@ async def fake_telegram() -> AsyncIterator[FakeBotApi]:
 
 
 def make_settings(database_url: str, telegram_url: str, **overrides: object) -> Settings:
-    settings = Settings(
-        database_url=database_url,
+    settings = Settings().replace(
+        db_url=database_url,
         payload_secret=PAYLOAD_SECRET,
         grpc_addr="127.0.0.1:0",
         http_addr="127.0.0.1:0",

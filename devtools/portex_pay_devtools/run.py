@@ -49,7 +49,7 @@ def _private_file(path: Path, make: str) -> str:
 
 async def _ensure_dev_app(settings: Settings, bot_token: str | None) -> tuple[str, str]:
     """The dev application's id and API key; it sells DEV_ITEM (catalog pricing, the default)."""
-    conn = await wait_for_database(settings.database_url, settings.db_connect_timeout)
+    conn = await wait_for_database(settings.db.url, settings.db.connect_timeout)
     session = await new_session()
     try:
         await migrate(conn)
@@ -116,7 +116,7 @@ async def _serve_dev(env: dict[str, str]) -> int:
         except ConfigError as error:
             print(error, file=sys.stderr)
             return 2
-        configure_logging(settings.log_format, settings.log_level)
+        configure_logging(settings.log.format, settings.log.level)
         application_id, api_key = await _ensure_dev_app(settings, bot_token)
         banner = _banner(settings, application_id, api_key, sandbox, bot_token)
         print(banner, file=sys.stderr, flush=True)
@@ -140,21 +140,21 @@ def _banner(
     lines = [
         "",
         "portex-pay is running (development)",
-        f"  gRPC            {settings.grpc_addr}",
-        f"  HTTP            {settings.http_addr}",
+        f"  gRPC            {settings.grpc.addr}",
+        f"  HTTP            {settings.http.addr}",
         f"  application id  {application_id}",
         f"  API key         {api_key}   (also in .data/dev-api-key)",
         "",
         "Try it:",
         f"  grpcurl -plaintext -H 'authorization: Bearer {api_key}' -d '{example}' \\",
-        f"    {settings.grpc_addr} portex.payment.v1.PaymentService/Pay",
+        f"    {settings.grpc.addr} portex.payment.v1.PaymentService/Pay",
     ]
     if bot_token:
         user = {"id": DEV_USER, "first_name": "Dev", "username": "dev_user"}
         init_data = sign_init_data(
             init_data_fields(user, auth_date=datetime.now(UTC)), bot_token=bot_token
         )
-        edge = f"http://{settings.http_addr}/v1"
+        edge = f"http://{settings.http.addr}/v1"
         body = json.dumps(
             {"tg_use_id": DEV_USER, "amount": DEV_ITEM.amount, "label": DEV_ITEM.key,
              "title": "Book", "description": "Magic book"}

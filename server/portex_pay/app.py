@@ -100,9 +100,9 @@ def telegram_client(session: aiohttp.ClientSession, settings: Settings) -> BotAp
     """The Bot API client as configured (base URL, timeout, test environment)."""
     return BotApiClient(
         session,
-        settings.telegram_api_url,
-        settings.telegram_timeout,
-        test_environment=settings.telegram_test_environment,
+        settings.telegram.api_url,
+        settings.telegram.timeout,
+        test_environment=settings.telegram.test_environment,
     )
 
 
@@ -141,46 +141,46 @@ def wire(settings: Settings, pool: asyncpg.Pool, bot_api: BotApiClient, *, repli
         orders,
         bot_api,
         PaymentSettings(
-            max_amount=settings.max_amount,
-            order_ttl_seconds=settings.order_ttl_seconds,
-            telegram_timeout=settings.telegram_timeout,
-            payload_secret=settings.payload_secret.encode(),
+            max_amount=settings.payments.max_amount,
+            order_ttl_seconds=settings.payments.order_ttl_seconds,
+            telegram_timeout=settings.telegram.timeout,
+            payload_secret=settings.payments.payload_secret.encode(),
         ),
     )
-    authenticator = ApiKeyAuthenticator(applications, settings.auth_cache_ttl)
+    authenticator = ApiKeyAuthenticator(applications, settings.auth.cache_ttl)
     payment_records = LedgerStore(pool)
     refunds = RefundService(
         payment_records,
         bot_api,
-        max_attempts=settings.refund_max_attempts,
-        lease_seconds=settings.refund_lease_seconds,
+        max_attempts=settings.refund.max_attempts,
+        lease_seconds=settings.refund.lease_seconds,
     )
-    refund_worker = PeriodicWorker("refunds", refunds.step, idle=settings.refund_interval)
+    refund_worker = PeriodicWorker("refunds", refunds.step, idle=settings.refund.interval)
     refunds.wake = refund_worker.wake
-    bot_applications = ApplicationCache(applications.get_by_bot_id, settings.auth_cache_ttl)
+    bot_applications = ApplicationCache(applications.get_by_bot_id, settings.auth.cache_ttl)
     relay: RelayService | None = None
     relay_worker: PeriodicWorker | None = None
-    if settings.bot_proxy:
+    if settings.relay.bot_proxy:
         relay = RelayService(
             RelayRepository(pool, replica),
             bot_api,
             bot_applications.get,
-            default_updates_mode=settings.telegram_updates,
-            webhook_timeout=settings.relay_webhook_timeout,
+            default_updates_mode=settings.telegram.updates,
+            webhook_timeout=settings.relay.webhook_timeout,
         )
         relay_worker = PeriodicWorker(
-            "relay-webhooks", relay.deliver_step, idle=settings.relay_interval
+            "relay-webhooks", relay.deliver_step, idle=settings.relay.interval
         )
         relay.wake_delivery = relay_worker.wake
     processor = UpdateProcessor(
         payment_records,
         DeadLetterRepository(pool),
         bot_api,
-        settings.payload_secret.encode(),
-        decision_timeout=settings.checkout_decision_timeout,
-        auto_refund=settings.auto_refund,
+        settings.payments.payload_secret.encode(),
+        decision_timeout=settings.payments.checkout_decision_timeout,
+        auto_refund=settings.payments.auto_refund,
         clock=utcnow,
-        max_attempts=settings.update_max_attempts,
+        max_attempts=settings.payments.update_max_attempts,
         refund_requested=refund_worker.wake,
         relay=relay,
     )
@@ -188,15 +188,15 @@ def wire(settings: Settings, pool: asyncpg.Pool, bot_api: BotApiClient, *, repli
     events = EventLog(pool)
     hub = EventHub(
         events,
-        queue_size=settings.stream_buffer,
-        poll_interval=settings.stream_poll_interval,
+        queue_size=settings.stream.buffer,
+        poll_interval=settings.stream.poll_interval,
     )
     listener = EventListener(
-        settings.database_url,
+        settings.db.url,
         hub.wake,
         channels={RELAY_CHANNEL: relay.notified} if relay is not None else None,
     )
-    streamer = EventStreamer(events, hub, heartbeat=settings.stream_heartbeat)
+    streamer = EventStreamer(events, hub, heartbeat=settings.stream.heartbeat)
     servicer = PaymentServicer(
         order_service,
         refunds,
@@ -204,13 +204,13 @@ def wire(settings: Settings, pool: asyncpg.Pool, bot_api: BotApiClient, *, repli
         CatalogService(
             CatalogRepository(pool),
             TelegramUserRepository(pool),
-            max_amount=settings.max_amount,
+            max_amount=settings.payments.max_amount,
         ),
         BotMessagesService(applications),
     )
-    cached_applications = ApplicationCache(applications.get, settings.auth_cache_ttl)
+    cached_applications = ApplicationCache(applications.get, settings.auth.cache_ttl)
     edge = None
-    if settings.edge:
+    if settings.edge.enabled:
         edge = EdgeService(
             cached_applications.get,
             applications.origin_allowed_anywhere,
@@ -218,16 +218,16 @@ def wire(settings: Settings, pool: asyncpg.Pool, bot_api: BotApiClient, *, repli
             TelegramUserRepository(pool),
             order_service,
             EdgeSettings(
-                init_data_max_age=timedelta(seconds=settings.init_data_max_age),
+                init_data_max_age=timedelta(seconds=settings.edge.init_data_max_age),
                 ed25519_public_key=settings.init_data_key(),
-                dedupe_window=timedelta(seconds=settings.edge_dedupe_window),
-                user_rate=settings.edge_user_rate,
-                user_burst=settings.edge_user_burst,
-                app_rate=settings.edge_app_rate,
-                app_burst=settings.edge_app_burst,
-                preflight_rate=settings.edge_preflight_rate,
-                preflight_burst=settings.edge_preflight_burst,
-                origin_cache_ttl=settings.auth_cache_ttl,
+                dedupe_window=timedelta(seconds=settings.edge.dedupe_window),
+                user_rate=settings.edge.user_rate,
+                user_burst=settings.edge.user_burst,
+                app_rate=settings.edge.app_rate,
+                app_burst=settings.edge.app_burst,
+                preflight_rate=settings.edge.preflight_rate,
+                preflight_burst=settings.edge.preflight_burst,
+                origin_cache_ttl=settings.auth.cache_ttl,
             ),
         )
     return Wiring(
@@ -275,14 +275,16 @@ class PortexApp:
 
     async def start(self) -> None:
         settings = self.settings
-        register_secret(settings.payload_secret)  # redacted from every log line from now on
-        conn = await wait_for_database(settings.database_url, settings.db_connect_timeout)
+        register_secret(
+            settings.payments.payload_secret
+        )  # redacted from every log line from now on
+        conn = await wait_for_database(settings.db.url, settings.db.connect_timeout)
         try:
             await migrate(conn)
         finally:
             await conn.close()
         self._pool = await create_pool(
-            settings.database_url, min_size=settings.db_pool_min, max_size=settings.db_pool_max
+            settings.db.url, min_size=settings.db.pool_min, max_size=settings.db.pool_max
         )
         self._session = await new_session()
         bot_api = telegram_client(self._session, settings)
@@ -299,7 +301,7 @@ class PortexApp:
                 # Fail loudly when the port is taken instead of sharing it with a stranger.
                 ("grpc.so_reuseport", 0),
                 # Nothing valid comes near it; larger requests are RESOURCE_EXHAUSTED, unread.
-                ("grpc.max_receive_message_length", settings.grpc_max_receive_bytes),
+                ("grpc.max_receive_message_length", settings.grpc.max_receive_bytes),
                 # No flow-control window grown by bandwidth-delay probing: on a fast link it
                 # grows to megabytes per stream, and every stream of an oversized request then
                 # pushes that much into our buffers before it is refused (100 streams of 32 MiB
@@ -324,14 +326,14 @@ class PortexApp:
             server,
             pool=DocumentedPool(),
         )
-        self.grpc_port = server.add_insecure_port(settings.grpc_addr)
+        self.grpc_port = server.add_insecure_port(settings.grpc.addr)
         if self.grpc_port == 0:
-            raise OSError(f"cannot listen on {settings.grpc_addr}")
+            raise OSError(f"cannot listen on {settings.grpc.addr}")
         await server.start()
         self._server = server
         await self._set_serving(True)
 
-        http_host, _, http_port = settings.http_addr.rpartition(":")
+        http_host, _, http_port = settings.http.addr.rpartition(":")
         client_warnings = ClientWarnings()
         self._http_runner = web.AppRunner(
             create_http_app(
@@ -342,12 +344,12 @@ class PortexApp:
                 relay=self.relay,
                 load_bot_application=wiring.bot_applications.get,
                 bot_api=bot_api,
-                forward_timeout=max(60.0, settings.telegram_timeout),
-                read_timeout=settings.http_read_timeout,
+                forward_timeout=max(60.0, settings.telegram.timeout),
+                read_timeout=settings.http.read_timeout,
                 warnings=client_warnings,
             ),
             handle_signals=False,
-            **runner_options(settings.http_read_timeout, client_warnings),
+            **runner_options(settings.http.read_timeout, client_warnings),
         )
         await self._http_runner.setup()
         site = web.TCPSite(self._http_runner, http_host, int(http_port))
@@ -355,53 +357,57 @@ class PortexApp:
         self.http_port = self._http_runner.addresses[0][1]
 
         self._spawn("health-probe", self._probe_database)
-        key_ttl = settings.idempotency_ttl_seconds
+        key_ttl = settings.payments.idempotency_ttl_seconds
         idempotency_pruner = PeriodicWorker(
             "idempotency-pruner",
             lambda: orders.prune_idempotency_keys(key_ttl),
-            idle=settings.prune_interval,
+            idle=settings.housekeeping.prune_interval,
         )
         self._spawn("idempotency-pruner", idempotency_pruner.run)
         self._spawn("event-hub", self.hub.run)
         self._spawn("event-listener", self.listener.run)
-        retention = settings.event_retention_days * 86_400
+        retention = settings.stream.event_retention_days * 86_400
         pruner = PeriodicWorker(
-            "event-pruner", lambda: events.prune(retention), idle=settings.prune_interval
+            "event-pruner",
+            lambda: events.prune(retention),
+            idle=settings.housekeeping.prune_interval,
         )
         self._spawn("event-pruner", pruner.run)
         self._spawn("refunds", refund_worker.run)
         expiry = PeriodicWorker(
-            "expiry", lambda: orders.expire_due(500), idle=settings.expiry_interval
+            "expiry", lambda: orders.expire_due(500), idle=settings.payments.expiry_interval
         )
         self._spawn("expiry", expiry.run)
-        if settings.callback_delivery:
+        if settings.callback.delivery:
             # Its own session: a slow receiver must not take the Bot API's connections.
             self._callback_session = await new_callback_session(
-                concurrency=16, allow_private=settings.callback_allow_private
+                concurrency=16, allow_private=settings.callback.allow_private
             )
             dispatcher = CallbackDispatcher(
                 CallbackRepository(self._pool),
                 HttpPoster(self._callback_session),
-                timeout=settings.callback_timeout,
-                max_attempts=settings.callback_max_attempts,
+                timeout=settings.callback.timeout,
+                max_attempts=settings.callback.max_attempts,
             )
             self._spawn(
                 "callbacks",
-                PeriodicWorker("callbacks", dispatcher.step, idle=settings.callback_interval).run,
+                PeriodicWorker("callbacks", dispatcher.step, idle=settings.callback.interval).run,
             )
         if self.relay is not None and relay_worker is not None:
             # Its own guarded session: the app bot's webhook URL is chosen by whoever holds the
             # bot token, so it gets the callbacks' address rule (PORTEX_CALLBACK_ALLOW_PRIVATE).
             self._relay_session = await new_callback_session(
-                concurrency=16, allow_private=settings.callback_allow_private
+                concurrency=16, allow_private=settings.callback.allow_private
             )
             self.relay.webhook_poster = HttpPoster(self._relay_session)
             self._spawn("relay-webhooks", relay_worker.run)
             relay = self.relay
-            relay_pruner = PeriodicWorker("relay-pruner", relay.prune, idle=settings.prune_interval)
+            relay_pruner = PeriodicWorker(
+                "relay-pruner", relay.prune, idle=settings.housekeeping.prune_interval
+            )
             self._spawn("relay-pruner", relay_pruner.run)
-        if settings.telegram_pollers:
-            leases = PollLeases(self._pool, replica, settings.poll_lease_seconds)
+        if settings.telegram.pollers:
+            leases = PollLeases(self._pool, replica, settings.poll.lease_seconds)
             self.pollers = pollers = PollerManager(
                 applications,
                 lambda application: BotPoller(
@@ -409,11 +415,11 @@ class PortexApp:
                     leases,
                     bot_api,
                     self.processor,
-                    poll_timeout=settings.poll_timeout,
-                    lease_seconds=settings.poll_lease_seconds,
+                    poll_timeout=settings.poll.timeout,
+                    lease_seconds=settings.poll.lease_seconds,
                 ),
-                default_mode=settings.telegram_updates,
-                refresh=min(5.0, settings.poll_lease_seconds / 3),
+                default_mode=settings.telegram.updates,
+                refresh=min(5.0, settings.poll.lease_seconds / 3),
             )
             self._spawn("pollers", pollers.run)
         log.info("serving", grpc_port=self.grpc_port, http_port=self.http_port)
@@ -437,7 +443,7 @@ class PortexApp:
 
     async def _probe_database(self) -> None:
         """Health follows PostgreSQL: NOT_SERVING while it is unreachable, SERVING when back."""
-        interval = self.settings.health_interval
+        interval = self.settings.db.health_interval
         while True:
             await asyncio.sleep(interval)
             try:
@@ -452,7 +458,7 @@ class PortexApp:
         if self._stopped.is_set():
             return
         self._stopped.set()
-        log.info("shutting down", grace_seconds=self.settings.shutdown_grace)
+        log.info("shutting down", grace_seconds=self.settings.grpc.shutdown_grace)
         if self.hub is not None:
             # Streams end now with UNAVAILABLE, not after the grace period: their clients resume
             # on another replica while in-flight unary calls finish here.
@@ -461,7 +467,7 @@ class PortexApp:
             # asyncio.wait_for (asyncpg's timeouts, the loops' waits) can swallow a cancel that
             # arrives as its inner await completes (CPython gh-86296), so a task may go on after
             # one cancel: cancel again until it ends, within a bound.
-            deadline = time.monotonic() + max(self.settings.shutdown_grace, 1.0)
+            deadline = time.monotonic() + max(self.settings.grpc.shutdown_grace, 1.0)
             stuck = set(self._tasks)
             while stuck and time.monotonic() < deadline:
                 for task in stuck:
@@ -480,7 +486,7 @@ class PortexApp:
         self._serving = False
         if self._server is not None:
             # Stops accepting RPCs at once; in-flight ones get the grace period.
-            await self._server.stop(self.settings.shutdown_grace)
+            await self._server.stop(self.settings.grpc.shutdown_grace)
         if self._http_runner is not None:
             await self._http_runner.cleanup()
         for session in (self._session, self._callback_session, self._relay_session):

@@ -53,7 +53,7 @@ log = structlog.get_logger(__name__)
 
 
 async def run_migrate(settings: Settings) -> None:
-    conn = await wait_for_database(settings.database_url, settings.db_connect_timeout)
+    conn = await wait_for_database(settings.db.url, settings.db.connect_timeout)
     try:
         applied = await migrate(conn)
     finally:
@@ -62,7 +62,7 @@ async def run_migrate(settings: Settings) -> None:
 
 
 async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
-    conn = await wait_for_database(settings.database_url, settings.db_connect_timeout)
+    conn = await wait_for_database(settings.db.url, settings.db.connect_timeout)
     session = await new_session()
     try:
         await migrate(conn)
@@ -72,7 +72,7 @@ async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
             CatalogService(
                 CatalogRepository(conn),
                 TelegramUserRepository(conn),
-                max_amount=settings.max_amount,
+                max_amount=settings.payments.max_amount,
             ),
         )
         result: Any
@@ -99,15 +99,15 @@ async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
             }
             bound_app = await ApplicationRepository(conn).get(options.app)
             own_mode = bound_app.updates_mode if bound_app else None
-            if settings.public_url and (own_mode or settings.telegram_updates) == "webhook":
+            if settings.http.public_url and (own_mode or settings.telegram.updates) == "webhook":
                 # A bot bound in webhook mode is pointed at us at once.
                 result["webhook_url"] = await admin.register_webhook(
-                    options.app, settings.public_url
+                    options.app, settings.http.public_url
                 )
         elif options.admin_command == "set-webhook":
-            if not settings.public_url:
+            if not settings.http.public_url:
                 raise AdminError("set PORTEX_PUBLIC_URL: the https address Telegram can reach")
-            url = await admin.register_webhook(options.app, settings.public_url)
+            url = await admin.register_webhook(options.app, settings.http.public_url)
             result = {"application_id": str(options.app), "webhook_url": url}
         elif options.admin_command == "set-updates":
             mode = None if options.mode == "default" else options.mode
@@ -219,8 +219,8 @@ async def run_init_data(options: argparse.Namespace) -> str:
     fields = init_data_fields(user, auth_date=auth_date)
     if options.app is not None:
         settings = Settings.from_env(serving=False)
-        configure_logging(settings.log_format, settings.log_level)
-        conn = await wait_for_database(settings.database_url, settings.db_connect_timeout)
+        configure_logging(settings.log.format, settings.log.level)
+        conn = await wait_for_database(settings.db.url, settings.db.connect_timeout)
         session = await new_session()
         try:
             await migrate(conn)
@@ -249,9 +249,9 @@ def _sandbox_bot_token() -> str | None:
 async def _reconcile(
     settings: Settings, application_id: UUID, session: aiohttp.ClientSession
 ) -> dict[str, Any]:
-    if len(settings.payload_secret) < 32:
+    if len(settings.payments.payload_secret) < 32:
         raise AdminError("reconcile verifies invoice payloads: set PORTEX_PAYLOAD_SECRET")
-    pool = await create_pool(settings.database_url, min_size=1, max_size=2)
+    pool = await create_pool(settings.db.url, min_size=1, max_size=2)
     try:
         application = await ApplicationRepository(pool).get(application_id)
         if application is None or not application.bot_token:
@@ -428,8 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2
-    configure_logging(settings.log_format, settings.log_level)
-    register_secret(settings.payload_secret)
+    configure_logging(settings.log.format, settings.log.level)
+    register_secret(settings.payments.payload_secret)
     try:
         if options.command == "serve":
             asyncio.run(serve(settings))

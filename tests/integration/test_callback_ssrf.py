@@ -127,10 +127,10 @@ def test_an_embedded_address_is_named_in_the_reason() -> None:
 
 def test_the_setting_is_off_by_default_and_read_like_the_other_flags() -> None:
     env = {"DATABASE_URL": "postgresql://x/y", "PORTEX_PAYLOAD_SECRET": "s" * 32}
-    assert Settings.from_env(env).callback_allow_private is False
+    assert Settings.from_env(env).callback.allow_private is False
     for value, expected in (("true", True), ("1", True), ("on", True), ("false", False)):
         settings = Settings.from_env({**env, "PORTEX_CALLBACK_ALLOW_PRIVATE": value})
-        assert settings.callback_allow_private is expected
+        assert settings.callback.allow_private is expected
     with pytest.raises(ConfigError, match="PORTEX_CALLBACK_ALLOW_PRIVATE must be true or false"):
         Settings.from_env({**env, "PORTEX_CALLBACK_ALLOW_PRIVATE": "maybe"})
 

@@ -1207,7 +1207,7 @@ async def test_numbers_are_json_numbers_in_every_answer(shop: Shop) -> None:
 async def test_the_edge_can_be_turned_off(
     database_url: str, fake_telegram: FakeBotApi, shop: Shop, http: aiohttp.ClientSession
 ) -> None:
-    off = await start_own_service(database_url, fake_telegram, edge=False)
+    off = await start_own_service(database_url, fake_telegram, edge_enabled=False)
     try:
         async with http.post(
             f"http://127.0.0.1:{off.http_port}/v1/createTgPayment",

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 
 from portex_pay.config import ConfigError, Settings
+from portex_pay.config import fields as settings_fields
 
 BASE = {"DATABASE_URL": "postgresql://u@localhost/db", "PORTEX_PAYLOAD_SECRET": "s" * 32}
 
 
 def test_defaults_match_the_readme() -> None:
     settings = Settings.from_env(BASE)
-    assert settings.grpc_addr == "127.0.0.1:50051"
-    assert settings.http_addr == "127.0.0.1:8080"
-    assert settings.telegram_api_url == "https://api.telegram.org"
-    assert settings.max_amount == 10_000
-    assert settings.order_ttl_seconds == 3600
-    assert settings.idempotency_ttl_seconds >= 86_400
+    assert settings.grpc.addr == "127.0.0.1:50051"
+    assert settings.http.addr == "127.0.0.1:8080"
+    assert settings.telegram.api_url == "https://api.telegram.org"
+    assert settings.payments.max_amount == 10_000
+    assert settings.payments.order_ttl_seconds == 3600
+    assert settings.payments.idempotency_ttl_seconds >= 86_400
 
 
 def test_values_are_read_and_typed() -> None:
@@ -28,8 +32,8 @@ def test_values_are_read_and_typed() -> None:
             "PORTEX_GRPC_ADDR": "0.0.0.0:1",
         }
     )
-    assert (settings.max_amount, settings.order_ttl_seconds) == (50, 60)
-    assert settings.grpc_addr == "0.0.0.0:1"
+    assert (settings.payments.max_amount, settings.payments.order_ttl_seconds) == (50, 60)
+    assert settings.grpc.addr == "0.0.0.0:1"
 
 
 def test_every_problem_is_listed() -> None:
@@ -56,7 +60,7 @@ def test_every_problem_is_listed() -> None:
 
 def test_admin_commands_need_no_payload_secret() -> None:
     settings = Settings.from_env({"DATABASE_URL": BASE["DATABASE_URL"]}, serving=False)
-    assert settings.database_url == BASE["DATABASE_URL"]
+    assert settings.db.url == BASE["DATABASE_URL"]
 
 
 def test_repr_shows_no_secret() -> None:
@@ -75,11 +79,11 @@ def test_update_settings_are_read_and_checked() -> None:
             "PORTEX_AUTO_REFUND": "no",
         }
     )
-    assert (settings.telegram_updates, settings.public_url) == (
+    assert (settings.telegram.updates, settings.http.public_url) == (
         "webhook",
         "https://pay.example.com",
     )
-    assert (settings.telegram_pollers, settings.auto_refund) == (False, False)
+    assert (settings.telegram.pollers, settings.payments.auto_refund) == (False, False)
     with pytest.raises(ConfigError) as raised:
         Settings.from_env(
             {
@@ -95,17 +99,20 @@ def test_update_settings_are_read_and_checked() -> None:
 
 
 def test_grpc_receive_limit_is_read_and_bounded_below() -> None:
-    assert Settings.from_env(BASE).grpc_max_receive_bytes == 65_536
+    assert Settings.from_env(BASE).grpc.max_receive_bytes == 65_536
     settings = Settings.from_env({**BASE, "PORTEX_GRPC_MAX_RECEIVE_BYTES": "16384"})
-    assert settings.grpc_max_receive_bytes == 16_384
+    assert settings.grpc.max_receive_bytes == 16_384
     with pytest.raises(ConfigError) as raised:
         Settings.from_env({**BASE, "PORTEX_GRPC_MAX_RECEIVE_BYTES": "16383"})
     assert "PORTEX_GRPC_MAX_RECEIVE_BYTES must be >= 16384" in str(raised.value)
 
 
 def test_update_attempts_are_read_and_bounded_below() -> None:
-    assert Settings.from_env(BASE).update_max_attempts == 10
-    assert Settings.from_env({**BASE, "PORTEX_UPDATE_MAX_ATTEMPTS": "3"}).update_max_attempts == 3
+    assert Settings.from_env(BASE).payments.update_max_attempts == 10
+    assert (
+        Settings.from_env({**BASE, "PORTEX_UPDATE_MAX_ATTEMPTS": "3"}).payments.update_max_attempts
+        == 3
+    )
     with pytest.raises(ConfigError):
         Settings.from_env({**BASE, "PORTEX_UPDATE_MAX_ATTEMPTS": "0"})
 
@@ -114,7 +121,7 @@ def test_edge_settings_and_the_init_data_key() -> None:
     from portex_pay.domain.init_data import PRODUCTION_PUBLIC_KEY, TEST_PUBLIC_KEY
 
     settings = Settings.from_env(BASE)
-    assert settings.edge and settings.init_data_max_age == 86_400
+    assert settings.edge.enabled and settings.edge.init_data_max_age == 86_400
     assert settings.init_data_key() == PRODUCTION_PUBLIC_KEY
     test_env = Settings.from_env({**BASE, "PORTEX_TELEGRAM_TEST_ENV": "true"})
     assert test_env.init_data_key() == TEST_PUBLIC_KEY
@@ -122,7 +129,7 @@ def test_edge_settings_and_the_init_data_key() -> None:
     assert own.init_data_key() == bytes.fromhex("ab" * 32)
     assert Settings.from_env({**BASE, "PORTEX_INIT_DATA_PUBLIC_KEY": ""}).init_data_key() is None
     off = Settings.from_env({**BASE, "PORTEX_EDGE": "false", "PORTEX_EDGE_USER_RATE": "1"})
-    assert (off.edge, off.edge_user_rate) == (False, 1.0)
+    assert (off.edge.enabled, off.edge.user_rate) == (False, 1.0)
     with pytest.raises(ConfigError) as raised:
         Settings.from_env(
             {**BASE, "PORTEX_INIT_DATA_PUBLIC_KEY": "abcd", "PORTEX_EDGE_USER_BURST": "0"}
@@ -133,14 +140,69 @@ def test_edge_settings_and_the_init_data_key() -> None:
 
 def test_the_edge_preflight_limit_is_read_and_bounded_below() -> None:
     settings = Settings.from_env(BASE)
-    assert (settings.edge_preflight_rate, settings.edge_preflight_burst) == (50.0, 200)
+    assert (settings.edge.preflight_rate, settings.edge.preflight_burst) == (50.0, 200)
     own = Settings.from_env(
         {**BASE, "PORTEX_EDGE_PREFLIGHT_RATE": "2.5", "PORTEX_EDGE_PREFLIGHT_BURST": "7"}
     )
-    assert (own.edge_preflight_rate, own.edge_preflight_burst) == (2.5, 7)
+    assert (own.edge.preflight_rate, own.edge.preflight_burst) == (2.5, 7)
     with pytest.raises(ConfigError) as raised:
         Settings.from_env(
             {**BASE, "PORTEX_EDGE_PREFLIGHT_RATE": "0", "PORTEX_EDGE_PREFLIGHT_BURST": "0"}
         )
     assert "PORTEX_EDGE_PREFLIGHT_RATE" in str(raised.value)
     assert "PORTEX_EDGE_PREFLIGHT_BURST" in str(raised.value)
+
+
+# Read by `make run` (devtools), not by the service: documented in the same table.
+DEVTOOLS_VARIABLES = {"PORTEX_SANDBOX_ADDR", "PORTEX_DEV_BOT_TOKEN"}
+
+
+def readme_table() -> dict[str, str | None]:
+    """The README's configuration table: each variable and the literal default it shows (None
+    where the default is described in words: a required value, one computed, none)."""
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    section = text.split("\n## Configuration", 1)[1].split("\n## ", 1)[0]
+    table: dict[str, str | None] = {}
+    for row in section.splitlines():
+        cells = [cell.strip() for cell in row.strip("|").split("|")]
+        if len(cells) < 3 or not cells[0].startswith("`"):
+            continue
+        names = re.findall(r"`([A-Z_]+)`", cells[0])
+        defaults = cells[1].split(" / ") if len(names) > 1 else [cells[1]]
+        assert len(defaults) == len(names), row
+        for name, default in zip(names, defaults, strict=True):
+            assert name not in table, f"{name} is in the table twice"
+            literal = re.match(r"`([^`]*)`", default)
+            table[name] = literal.group(1) if literal else None
+    return table
+
+
+def shown(default: object) -> str | None:
+    if default is None or default == "":
+        return None
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, float) and default.is_integer():
+        return str(int(default))
+    return str(default)
+
+
+def test_the_readme_table_is_the_settings() -> None:
+    """Every variable the service reads is in the README's table with its default, and the
+    table has no variable the service does not read (but `make run`'s own)."""
+    table = readme_table()
+    declared = {}
+    for group, name, variable in settings_fields():
+        default = getattr(getattr(Settings(), group), name)
+        declared[variable.name] = shown(default)
+    assert set(table) - DEVTOOLS_VARIABLES == set(declared)
+    for name, default in declared.items():
+        assert table[name] == default, name
+
+
+def test_settings_are_replaced_by_group_and_field_or_by_a_field_name_of_its_own() -> None:
+    settings = Settings().replace(http_read_timeout=2.0, max_amount=7, edge_enabled=False)
+    assert (settings.http.read_timeout, settings.payments.max_amount) == (2.0, 7)
+    assert settings.edge.enabled is False and Settings().edge.enabled is True
+    with pytest.raises(TypeError):
+        Settings().replace(timeout=1.0)  # the telegram's, the poll's or the callback's?
