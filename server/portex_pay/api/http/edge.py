@@ -216,17 +216,58 @@ def _normalized_origin(origin: str | None) -> str | None:
         return None
 
 
-def add_edge_routes(app: web.Application, edge: EdgeService) -> None:
-    def cors_grant(request: web.Request, application: Application) -> str | None:
-        """The origin to grant (None: not a browser request); OriginNotAllowed when refused."""
-        origin = request.headers.get("Origin")
-        if origin is None:
-            return None
-        if _normalized_origin(origin) not in application.allowed_origins:
-            raise OriginNotAllowed("this origin is not one of the application's Mini App origins")
-        return origin
+@web.middleware
+async def _envelope(request: web.Request, handler: Any) -> web.StreamResponse:
+    """aiohttp's own answers under /v1/, should there be any, in the envelope."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPException as error:
+        if not request.path.startswith("/v1/") or error.status < 400:
+            raise
+        return _envelope_error(error.status, _http_reason(error.status), error.reason)
+    return response
 
-    async def anonymous_grant(request: web.Request) -> tuple[str | None, RateLimited | None]:
+
+def _granted(response: web.StreamResponse, origin: str | None) -> web.StreamResponse:
+    response.headers["Vary"] = "Origin"
+    if origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        # Not exposed by default: the SDK's code must be able to read when to retry.
+        response.headers["Access-Control-Expose-Headers"] = "Retry-After"
+    return response
+
+
+def _cors_grant(request: web.Request, application: Application) -> str | None:
+    """The origin to grant (None: not a browser request); OriginNotAllowed when refused."""
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return None
+    if _normalized_origin(origin) not in application.allowed_origins:
+        raise OriginNotAllowed("this origin is not one of the application's Mini App origins")
+    return origin
+
+
+def _order_id(body: dict[str, Any]) -> int:
+    value = _integer(body, "tg_payment_id", decimal_string=True)
+    if value is None:
+        raise _invalid("tg_payment_id", "is required")
+    return value
+
+
+class _EdgeRoutes:
+    """The edge's handlers over one EdgeService: the SDK's four routes, preflights, and every
+    other path or method under /v1/."""
+
+    def __init__(self, edge: EdgeService) -> None:
+        self._edge = edge
+        self.routes: dict[str, Handler] = {
+            "saveTgUser": self.save_user,
+            "createTgPayment": self.create_payment,
+            "getTgPayment": self.get_payment,
+            "reportInvoiceClosed": self.report_closed,
+        }
+
+    async def anonymous_grant(self, request: web.Request) -> tuple[str | None, RateLimited | None]:
         """For work before any application is known (a preflight, the refusal of an unknown
         application or route): takes a token of the client address's limit and answers the
         origin to grant, one some application allows (None: no Origin, or not allowed), and the
@@ -234,91 +275,86 @@ def add_edge_routes(app: web.Application, edge: EdgeService) -> None:
         origin = request.headers.get("Origin")
         normalized = _normalized_origin(origin)
         try:
-            edge.admit_address(request.remote)
+            self._edge.admit_address(request.remote)
         except RateLimited as limited:
-            known = normalized is not None and edge.origin_known_allowed(normalized)
+            known = normalized is not None and self._edge.origin_known_allowed(normalized)
             return (origin if known else None), limited
-        allowed = normalized is not None and await edge.origin_allowed_anywhere(normalized)
+        allowed = normalized is not None and await self._edge.origin_allowed_anywhere(normalized)
         return (origin if allowed else None), None
 
-    def granted(response: web.StreamResponse, origin: str | None) -> web.StreamResponse:
-        response.headers["Vary"] = "Origin"
-        if origin is not None:
-            response.headers["Access-Control-Allow-Origin"] = origin
-            # Not exposed by default: the SDK's code must be able to read when to retry.
-            response.headers["Access-Control-Expose-Headers"] = "Retry-After"
-        return response
+    def serving(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """An SDK route: the application, its CORS grant and rate limit, then `handler`; every
+        answer in the envelope."""
 
-    def route(name: str, handler: Handler) -> None:
         async def serve(request: web.Request) -> web.StreamResponse:
             origin = None
             try:
                 try:
-                    application = await edge.application(request.headers.get("X-App-Id"))
+                    application = await self._edge.application(request.headers.get("X-App-Id"))
                 except ApplicationNotFound:
-                    origin, limited = await anonymous_grant(request)
+                    origin, limited = await self.anonymous_grant(request)
                     if limited is not None:
                         raise limited from None
                     raise
-                origin = cors_grant(request, application)
-                edge.admit(application)  # after the grant: a browser can read its 429
+                origin = _cors_grant(request, application)
+                self._edge.admit(application)  # after the grant: a browser can read its 429
                 result = await handler(request, application)
                 response: web.StreamResponse = web.json_response({"ok": True, "result": result})
             except web.HTTPException as error:
                 response = _envelope_error(error.status, _http_reason(error.status), error.reason)
             except Exception as error:
                 response = _error_response(error)
-            return granted(response, origin)
+            return _granted(response, origin)
 
-        app.router.add_post(f"/v1/{name}", serve)
+        return serve
 
-    async def preflight(request: web.Request) -> web.StreamResponse:
+    async def preflight(self, request: web.Request) -> web.StreamResponse:
         origin = None
         try:
-            origin, limited = await anonymous_grant(request)
+            origin, limited = await self.anonymous_grant(request)
             if limited is not None:
                 raise limited
             if origin is None and "Origin" in request.headers:
                 raise OriginNotAllowed("this origin may not call the edge")
         except Exception as error:
-            return granted(_error_response(error), origin)
+            return _granted(_error_response(error), origin)
         response = web.Response(status=204)
         if origin is not None:
             response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
             response.headers["Access-Control-Allow-Headers"] = ALLOWED_HEADERS
             response.headers["Access-Control-Max-Age"] = "600"
-        return granted(response, origin)
+        return _granted(response, origin)
 
-    async def elsewhere(request: web.Request) -> web.StreamResponse:
+    async def elsewhere(self, request: web.Request) -> web.StreamResponse:
         """Any other method or route under /v1/: 405 on a route we serve, 404 on one we do not
         (the SDK's other modules, e.g. the leaderboard's), granted like a preflight so that the
         SDK reads the envelope instead of failing with a network error."""
         origin = None
         try:
-            origin, limited = await anonymous_grant(request)
+            origin, limited = await self.anonymous_grant(request)
             if limited is not None:
                 raise limited
         except Exception as error:
-            return granted(_error_response(error), origin)
-        if request.match_info.get("tail") in routes:
+            return _granted(_error_response(error), origin)
+        if request.match_info.get("tail") in self.routes:
             response = _envelope_error(
                 405, "METHOD_NOT_ALLOWED", "this route takes POST (and OPTIONS for CORS)"
             )
             response.headers["Allow"] = "POST, OPTIONS"
         else:
             response = _envelope_error(
-                404, "NOT_FOUND", f"this server serves only {', '.join(routes)} under /v1/"
+                404, "NOT_FOUND", f"this server serves only {', '.join(self.routes)} under /v1/"
             )
-        return granted(response, origin)
+        return _granted(response, origin)
 
-    async def save_user(request: web.Request, application: Application) -> object:
-        identity = edge.identify(application, request.headers.get("X-Tg-InitData"))
+    async def save_user(self, request: web.Request, application: Application) -> object:
+        identity = self._edge.identify(application, request.headers.get("X-Tg-InitData"))
         await _json_object(request, required=False)
-        await edge.save_user(application, identity)
+        await self._edge.save_user(application, identity)
         return {"tg_use_id": identity.user.id}
 
-    async def create_payment(request: web.Request, application: Application) -> object:
-        identity = edge.identify(application, request.headers.get("X-Tg-InitData"))
+    async def create_payment(self, request: web.Request, application: Application) -> object:
+        identity = self._edge.identify(application, request.headers.get("X-Tg-InitData"))
         command = pay_command(await _json_object(request))
         key = request.headers.get("Idempotency-Key")
         if key is not None and (
@@ -327,51 +363,33 @@ def add_edge_routes(app: web.Application, edge: EdgeService) -> None:
             or not key.isascii()
         ):
             raise _invalid("Idempotency-Key", "must be 1-128 printable ASCII characters")
-        order = await edge.create_payment(application, identity, command, key)
+        order = await self._edge.create_payment(application, identity, command, key)
         return {"tg_payment_id": order.tg_payment_id, "tg_payment_url": order.invoice_link or ""}
 
-    def order_id(body: dict[str, Any]) -> int:
-        value = _integer(body, "tg_payment_id", decimal_string=True)
-        if value is None:
-            raise _invalid("tg_payment_id", "is required")
-        return value
-
-    async def get_payment(request: web.Request, application: Application) -> object:
-        identity = edge.identify(application, request.headers.get("X-Tg-InitData"))
+    async def get_payment(self, request: web.Request, application: Application) -> object:
+        identity = self._edge.identify(application, request.headers.get("X-Tg-InitData"))
         body = await _json_object(request)
-        order = await edge.get_payment(application, identity, order_id(body))
+        order = await self._edge.get_payment(application, identity, _order_id(body))
         return order_result(order, utcnow())
 
-    async def report_closed(request: web.Request, application: Application) -> object:
-        identity = edge.identify(application, request.headers.get("X-Tg-InitData"))
+    async def report_closed(self, request: web.Request, application: Application) -> object:
+        identity = self._edge.identify(application, request.headers.get("X-Tg-InitData"))
         body = await _json_object(request)
         status = _text(body, "status") or ""
-        order = await edge.report_invoice_closed(application, identity, order_id(body), status)
+        order = await self._edge.report_invoice_closed(
+            application, identity, _order_id(body), status
+        )
         return order_result(order, utcnow())
 
-    @web.middleware
-    async def envelope(request: web.Request, handler: Any) -> web.StreamResponse:
-        """aiohttp's own answers under /v1/, should there be any, in the envelope."""
-        try:
-            response: web.StreamResponse = await handler(request)
-        except web.HTTPException as error:
-            if not request.path.startswith("/v1/") or error.status < 400:
-                raise
-            return _envelope_error(error.status, _http_reason(error.status), error.reason)
-        return response
 
-    routes: dict[str, Handler] = {
-        "saveTgUser": save_user,
-        "createTgPayment": create_payment,
-        "getTgPayment": get_payment,
-        "reportInvoiceClosed": report_closed,
-    }
-    app.middlewares.append(envelope)
-    for name, handler in routes.items():
-        route(name, handler)
+def add_edge_routes(app: web.Application, edge: EdgeService) -> None:
+    routes = _EdgeRoutes(edge)
+    app.middlewares.append(_envelope)
+    for name, handler in routes.routes.items():
+        app.router.add_post(f"/v1/{name}", routes.serving(handler))
     # After the routes (the first resource that matches wins): every other path and method.
-    app.router.add_route("OPTIONS", "/v1/{tail:.*}", preflight)
-    app.router.add_route("*", "/v1/{tail:.*}", elsewhere)
+    app.router.add_route("OPTIONS", "/v1/{tail:.*}", routes.preflight)
+    app.router.add_route("*", "/v1/{tail:.*}", routes.elsewhere)
 
 
 def _http_reason(status: int) -> str:
