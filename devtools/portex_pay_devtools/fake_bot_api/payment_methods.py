@@ -76,43 +76,9 @@ class _PaymentMethods(_Chats, _Delivery):
             raise _bad_request("provider_token must be empty for payments in Telegram Stars")
         label, amount = self._parse_prices(prices_text)
 
-        # docs/telegram-stars.md: tips, need_*, send_*_to_provider and is_flexible are not
-        # supported for Stars; Telegram would ignore or reject them, the fake makes them loud.
-        if args.integer("max_tip_amount", 0) != 0:
-            raise _bad_request("max_tip_amount is not supported for payments in Telegram Stars")
-        tips = args.text("suggested_tip_amounts").strip()
-        if tips and tips != "[]":
-            raise _bad_request(
-                "suggested_tip_amounts is not supported for payments in Telegram Stars"
-            )
-        for name in _UNSUPPORTED_STARS_FLAGS:
-            if args.flag(name):
-                raise _bad_request(f"{name} is not supported for payments in Telegram Stars")
-
-        photo: dict[str, int | None] = {}
-        for name in ("photo_size", "photo_width", "photo_height"):
-            value = args.integer(name, -1) if args.text(name) else None
-            if value is not None and value < 0:
-                raise _bad_request(f"{name} must be a non-negative integer")
-            photo[name] = value
-
-        subscription_period: int | None = None
-        if args.text("subscription_period"):
-            if method != "createInvoiceLink":
-                # Bot API: only createInvoiceLink has subscription_period; Telegram would send a
-                # one-off invoice, the fake makes the mistake loud.
-                raise _bad_request(
-                    f"subscription_period is not supported by {method}; use createInvoiceLink"
-                )
-            subscription_period = args.integer("subscription_period", 0)
-            if subscription_period != SUBSCRIPTION_PERIOD:
-                raise _bad_request(
-                    f"subscription_period must be {SUBSCRIPTION_PERIOD} (30 days) if specified"
-                )
-            if amount > MAX_SUBSCRIPTION_PRICE:
-                raise _bad_request(
-                    f"subscription price must not exceed {MAX_SUBSCRIPTION_PRICE} Telegram Stars"
-                )
+        _refuse_what_stars_do_not_support(args)
+        photo = _photo(args)
+        subscription_period = _subscription_period(args, method, amount)
 
         return Invoice(
             slug="",
@@ -268,3 +234,47 @@ class _PaymentMethods(_Chats, _Delivery):
             for entry in bot.ledger
         )
         return {"amount": balance, "nanostar_amount": 0}
+
+
+def _refuse_what_stars_do_not_support(args: _Args) -> None:
+    # docs/telegram-stars.md: tips, need_*, send_*_to_provider and is_flexible are not
+    # supported for Stars; Telegram would ignore or reject them, the fake makes them loud.
+    if args.integer("max_tip_amount", 0) != 0:
+        raise _bad_request("max_tip_amount is not supported for payments in Telegram Stars")
+    tips = args.text("suggested_tip_amounts").strip()
+    if tips and tips != "[]":
+        raise _bad_request("suggested_tip_amounts is not supported for payments in Telegram Stars")
+    for name in _UNSUPPORTED_STARS_FLAGS:
+        if args.flag(name):
+            raise _bad_request(f"{name} is not supported for payments in Telegram Stars")
+
+
+def _photo(args: _Args) -> dict[str, int | None]:
+    photo: dict[str, int | None] = {}
+    for name in ("photo_size", "photo_width", "photo_height"):
+        value = args.integer(name, -1) if args.text(name) else None
+        if value is not None and value < 0:
+            raise _bad_request(f"{name} must be a non-negative integer")
+        photo[name] = value
+    return photo
+
+
+def _subscription_period(args: _Args, method: str, amount: int) -> int | None:
+    subscription_period: int | None = None
+    if args.text("subscription_period"):
+        if method != "createInvoiceLink":
+            # Bot API: only createInvoiceLink has subscription_period; Telegram would send a
+            # one-off invoice, the fake makes the mistake loud.
+            raise _bad_request(
+                f"subscription_period is not supported by {method}; use createInvoiceLink"
+            )
+        subscription_period = args.integer("subscription_period", 0)
+        if subscription_period != SUBSCRIPTION_PERIOD:
+            raise _bad_request(
+                f"subscription_period must be {SUBSCRIPTION_PERIOD} (30 days) if specified"
+            )
+        if amount > MAX_SUBSCRIPTION_PRICE:
+            raise _bad_request(
+                f"subscription price must not exceed {MAX_SUBSCRIPTION_PRICE} Telegram Stars"
+            )
+    return subscription_period
