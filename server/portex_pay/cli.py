@@ -285,6 +285,20 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="serve gRPC and HTTP until SIGTERM")
     commands.add_parser("migrate", help="apply pending database migrations")
     commands.add_parser("healthcheck", help="exit 0 when the local server is SERVING")
+    _dev_commands(commands)
+    admin = commands.add_parser("admin", help="manage applications").add_subparsers(
+        dest="admin_command", required=True
+    )
+    _application_commands(admin)
+    _edge_commands(admin)
+    _bot_message_commands(admin)
+    return parser
+
+
+Commands = Any  # argparse's subparsers action (its class is private)
+
+
+def _dev_commands(commands: Commands) -> None:
     dev = commands.add_parser(
         "dev", help="what `make run` runs: private PostgreSQL + sandbox + serve"
     ).add_subparsers(dest="dev_command")
@@ -300,9 +314,9 @@ def _parser() -> argparse.ArgumentParser:
     init_data.add_argument(
         "--age", type=int, default=0, help="date it this many seconds ago (negative: ahead)"
     )
-    admin = commands.add_parser("admin", help="manage applications").add_subparsers(
-        dest="admin_command", required=True
-    )
+
+
+def _application_commands(admin: Commands) -> None:
     create = admin.add_parser("create-app", help="create an application and its first API key")
     create.add_argument("--name", required=True)
     create.add_argument("--bot-token", help="checked with getMe before it is stored")
@@ -333,7 +347,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     reconcile_app.add_argument("--app", type=UUID, required=True)
 
-    # The Mini App edge (HTTP /v1/ for the Portex JS SDK).
+
+def _edge_commands(admin: Commands) -> None:
+    """The Mini App edge (HTTP /v1/ for the Portex JS SDK)."""
     pricing = admin.add_parser(
         "set-pricing", help="catalog: browser Pays at catalog prices (default); open: any amount"
     )
@@ -371,7 +387,9 @@ def _parser() -> argparse.ArgumentParser:
     list_items = admin.add_parser("list-items", help="the application's catalog")
     list_items.add_argument("--app", type=UUID, required=True)
 
-    # The bot's messages: /paysupport, /terms and the optional buyer messages.
+
+def _bot_message_commands(admin: Commands) -> None:
+    """The bot's messages: /paysupport, /terms and the optional buyer messages."""
     show_messages = admin.add_parser(
         "show-bot-messages", help="the texts the bot answers /paysupport and /terms with, and more"
     )
@@ -395,7 +413,6 @@ def _parser() -> argparse.ArgumentParser:
         choices=[option.removeprefix("--") for option in _TEXT_OPTIONS.values()],
         help="put this text back to the default; repeat",
     )
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
