@@ -1,12 +1,15 @@
 """Writes the blocking Python client from the asyncio one, or checks that it is up to date.
 
 The client package has two twins, `AsyncPaymentClient` (``aio.py``, on ``grpc.aio``) and the
-blocking `PaymentClient` (``client.py``, on ``grpc``). They were kept by hand and drifted apart
-in small ways (docstrings, formatting, the odd line); now ``aio.py`` is the only one edited, and
+blocking `PaymentClient` (``client.py``, on ``grpc``), each with its retry loop
+(``acall_with_retries`` / ``call_with_retries``). They were kept by hand and drifted apart in
+small ways (docstrings, formatting, the odd line); now ``aio.py`` is the only one edited, and
 ``client.py`` is generated from it the way httpcore's ``scripts/unasync.py`` generates its sync
 code: every line goes through a fixed list of textual substitutions (`SUBSTITUTIONS`:
 ``async def`` -> ``def``, ``await`` dropped, ``grpc.aio`` -> ``grpc``, ``AsyncPaymentClient`` ->
-``PaymentClient``, ``__aenter__`` -> ``__enter__``, ``asyncio`` -> ``blocking`` in prose, ...).
+``PaymentClient``, ``Awaitable[T]`` -> ``T``, ``__aenter__`` -> ``__enter__``, ``asyncio`` ->
+``blocking`` in prose, ...). What both clients share without being twins (requests, retry
+decisions) is plain code in ``_calls.py`` and ``retry.py``, imported by both.
 
 Where the two must really differ, ``aio.py`` says so with markers (keep them rare):
 
@@ -49,6 +52,9 @@ SUBSTITUTIONS: tuple[tuple[str, str], ...] = (
     (r"\bPaymentServiceAsyncStub\b", "PaymentServiceStub"),
     (r"\bacall_with_retries\b", "call_with_retries"),
     (r"\bgrpc\.aio\b", "grpc"),
+    (r"\basyncio\.sleep\b", "time.sleep"),
+    (r"\bAwaitable\[(\w+)\]", r"\1"),
+    (r"\bAwaitable, ", ""),
     # The language.
     (r"\basync def\b", "def"),
     (r"\basync with\b", "with"),

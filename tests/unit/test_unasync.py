@@ -35,8 +35,11 @@ def test_the_generated_client_says_so_and_is_blocking() -> None:
     text = (PACKAGE_DIR / "client.py").read_text(encoding="utf-8")
     assert text.startswith("# Generated from aio.py by `python -m portex_pay_devtools.unasync`")
     assert "class PaymentClient:" in text
+    assert "\ndef call_with_retries(" in text
     for leftover in ("async ", "await ", "grpc.aio", "AsyncEventWatch", "unasync:"):
         assert leftover not in text
+    assert "acall_with_retries" not in text
+    assert "Awaitable" not in text
 
 
 def test_check_catches_a_hand_edit_of_client_py(
@@ -58,6 +61,24 @@ def test_check_catches_a_hand_edit_of_client_py(
     assert unasync.main(["--package-dir", str(package_copy)]) == 0
     assert client.read_text(encoding="utf-8") == (PACKAGE_DIR / "client.py").read_text("utf-8")
     assert unasync.main(["--check", "--package-dir", str(package_copy)]) == 0
+
+
+def test_check_catches_a_hand_edit_of_the_generated_retry_loop(
+    package_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = package_copy / "client.py"
+    text = client.read_text(encoding="utf-8")
+    before, after = "        sleep(delay)\n", "        sleep(delay / 2)\n"
+    assert text.count(before) == 1
+    client.write_text(text.replace(before, after), encoding="utf-8")
+
+    assert unasync.main(["--check", "--package-dir", str(package_copy)]) == 1
+    out = capsys.readouterr().out
+    assert f"-{after}" in out
+    assert f"+{before}" in out
+
+    assert unasync.main(["--package-dir", str(package_copy)]) == 0
+    assert client.read_text(encoding="utf-8") == text
 
 
 def test_check_catches_an_edit_of_aio_py_not_carried_over(
@@ -82,6 +103,9 @@ def test_substitutions_turn_asyncio_code_into_blocking_code() -> None:
         "        async with x:\n"
         "            async for y in x:\n"
         "                return await acall_with_retries(y, grpc.aio.Channel)\n"
+        "from collections.abc import Awaitable, Callable\n"
+        "def f(g: Callable[[], Awaitable[T]], s: Callable[[float], Awaitable[object]]) -> None:\n"
+        "    s = asyncio.sleep\n"
     )
     assert unasync.unasync_source(source) == (
         '"""A blocking client of grpc."""\n'
@@ -90,6 +114,9 @@ def test_substitutions_turn_asyncio_code_into_blocking_code() -> None:
         "        with x:\n"
         "            for y in x:\n"
         "                return call_with_retries(y, grpc.Channel)\n"
+        "from collections.abc import Callable\n"
+        "def f(g: Callable[[], T], s: Callable[[float], object]) -> None:\n"
+        "    s = time.sleep\n"
     )
 
 

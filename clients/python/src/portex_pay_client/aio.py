@@ -9,6 +9,9 @@ after its last cursor whenever the stream breaks (see ``portex_pay_client._watch
 owns the channel it creates and closes it on `close()` or on leaving ``async with``; a client
 made `from_channel` leaves the channel to its owner unless told otherwise. It may be shared
 between tasks, as the channel is.
+
+Here too is the client's retry loop, `acall_with_retries`; the requests and the retry decision
+are shared by both clients (``_calls``, ``retry``).
 """
 
 # unasync: async-only
@@ -18,17 +21,18 @@ between tasks, as the channel is.
 # unasync: end
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import asyncio  # unasync: remove
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, Unpack
+from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]  # unasync: remove
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 
-# The retry loop goes by its module: imported by name, its blocking twin would sort elsewhere.
-from . import _calls
 from ._calls import (
     DEFAULT_RETRY_POLICY,
     DEFAULT_TIMEOUT,
@@ -48,12 +52,15 @@ from ._watch import (
     build_list_events_request,
     build_stream_request,
 )
-from .retry import RetryPolicy
+from .errors import PortexPayError
+from .retry import RetryPolicy, retry_delay
 
 if TYPE_CHECKING:
     from portex.payment.v1.payment_pb2_grpc import PaymentServiceAsyncStub
 
 __all__ = ["AsyncPaymentClient"]
+
+T = TypeVar("T")
 
 
 class AsyncPaymentClient:
@@ -169,7 +176,7 @@ class AsyncPaymentClient:
         async def attempt(attempt_timeout: float) -> Any:
             return await rpc(message, timeout=attempt_timeout, metadata=metadata)
 
-        return await _calls.acall_with_retries(
+        return await acall_with_retries(
             attempt,
             policy=self._retry,
             method=method,
@@ -324,3 +331,46 @@ class AsyncPaymentClient:
         return AsyncEventWatch(
             open_stream, request, DEFAULT_WATCH_RETRY_POLICY if retry is None else retry
         )
+
+
+async def acall_with_retries(
+    invoke: Callable[[float], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    method: str,
+    budget: float,
+    request_id: str = "",
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    rand: Callable[[], float] = random.random,
+) -> T:
+    """Runs ``await invoke(attempt_timeout)`` until it succeeds or must not be retried.
+
+    ``budget`` is the overall deadline in seconds; each attempt gets what is left of it. Each
+    failure becomes a `PortexPayError`, and `retry_delay` decides whether and after how long
+    another attempt follows. The clock, the sleep and the jitter source are parameters, so the
+    loop runs without a server or real time in tests.
+
+    Raises `PortexPayError` from the last ``grpc.RpcError``; other exceptions pass through.
+    """
+    deadline = clock() + budget
+    attempt = 1
+    while True:
+        try:
+            return await invoke(max(deadline - clock(), 0.0))
+        except grpc.RpcError as exc:
+            error = PortexPayError.from_rpc_error(exc)
+            delay = retry_delay(
+                policy,
+                method=method,
+                code=error.code,
+                attempt=attempt,
+                time_remaining=deadline - clock(),
+                request_id=request_id,
+                retry_after=error.retry_after,
+                rand=rand,
+            )
+            if delay is None:
+                raise error from exc
+        await sleep(delay)
+        attempt += 1
