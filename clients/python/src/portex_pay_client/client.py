@@ -11,13 +11,15 @@ owns the channel it creates and closes it on `close()` or on leaving ``with``; a
 made `from_channel` leaves the channel to its owner unless told otherwise. It may be shared
 between threads, as the channel is.
 
-Here too is the client's retry loop, `call_with_retries`; the requests and the retry decision
-are shared by both clients (``_calls``, ``retry``).
+Here too are the client's retry loop, `call_with_retries`, and its event watch,
+`EventWatch`. The requests, the resume position and the retry decisions are shared by both
+clients (``_calls``, ``_watch``, ``retry``).
 """
 
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
@@ -41,10 +43,11 @@ from ._calls import (
 )
 from ._watch import (
     DEFAULT_WATCH_RETRY_POLICY,
-    EventWatch,
+    BaseEventWatch,
     StartPositionLike,
     build_list_events_request,
     build_stream_request,
+    stream_ended_error,
 )
 from .errors import PortexPayError
 from .retry import RetryPolicy, retry_delay
@@ -52,7 +55,7 @@ from .retry import RetryPolicy, retry_delay
 if TYPE_CHECKING:
     from portex.payment.v1.payment_pb2_grpc import PaymentServiceStub
 
-__all__ = ["PaymentClient"]
+__all__ = ["EventWatch", "PaymentClient"]
 
 T = TypeVar("T")
 
@@ -360,3 +363,93 @@ def call_with_retries(
                 raise error from exc
         sleep(delay)
         attempt += 1
+
+
+# The only steps of a watch that differ beyond the mechanical: reading the next message of the
+# stream, and waiting before a reconnection (cut short when the watch is closed).
+def _next_message(call: Any) -> payment_pb2.InvoiceEvent | None:
+    """The stream's next message, or None when the stream has ended."""
+    message: payment_pb2.InvoiceEvent | None = next(call, None)
+    return message
+
+
+def _wait_closed(closed: threading.Event, timeout: float) -> None:
+    """Returns when ``closed`` is set, or after ``timeout`` seconds."""
+    closed.wait(timeout)
+
+
+class EventWatch(BaseEventWatch):
+    """The events of a ``StreamInvoiceEvents`` stream that resumes itself (see ``_watch``).
+
+    ``for event in watch`` yields each `InvoiceEvent` once (never a heartbeat); `cursor`
+    is the position to resume from — persist it after handling an event, and pass it as
+    ``after_cursor`` to a later watch. The stream opens on the first iteration. Use
+    ``with`` (or `close()`) to end it; `close()` may be called from another thread, and the
+    iteration then stops.
+    A KeyboardInterrupt while waiting for an event ends the current connection only, and a later
+    iteration resumes from `cursor`.
+    """
+
+    __slots__ = ()
+    _closed: threading.Event
+
+    def __init__(
+        self,
+        open_stream: Callable[[payment_pb2.StreamInvoiceEventsRequest], Any],
+        request: payment_pb2.StreamInvoiceEventsRequest,
+        policy: RetryPolicy,
+        *,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__(open_stream, request, policy, rand, threading.Event())
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> payment_pb2.InvoiceEvent:
+        while True:
+            call = self._current_call()
+            if call is None:
+                raise StopIteration
+            try:
+                message = _next_message(call)
+            except grpc.RpcError as exc:
+                self._call = None
+                if self._closed.is_set():
+                    raise StopIteration from None
+                error = PortexPayError.from_rpc_error(exc)
+                delay = self._position.failed(error)
+                if delay is None:
+                    self._closed.set()
+                    raise error from exc
+            except BaseException:  # KeyboardInterrupt and the like: a later iteration resumes
+                self._drop_call()
+                raise
+            else:
+                if message is not None:
+                    if self._position.received(message):
+                        return message
+                    continue
+                self._call = None
+                error = stream_ended_error()
+                delay = self._position.failed(error)
+                if delay is None:
+                    self._closed.set()
+                    raise error
+            _wait_closed(self._closed, delay)
+
+    def close(self) -> None:
+        """Ends the watch: cancels the stream; iterating further stops at once."""
+        self._closed.set()
+        self._drop_call()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
