@@ -1,12 +1,17 @@
 """Writes the blocking Python client from the asyncio one, or checks that it is up to date.
 
 The client package has two twins, `AsyncPaymentClient` (``aio.py``, on ``grpc.aio``) and the
-blocking `PaymentClient` (``client.py``, on ``grpc``). They were kept by hand and drifted apart
-in small ways (docstrings, formatting, the odd line); now ``aio.py`` is the only one edited, and
-``client.py`` is generated from it the way httpcore's ``scripts/unasync.py`` generates its sync
-code: every line goes through a fixed list of textual substitutions (`SUBSTITUTIONS`:
-``async def`` -> ``def``, ``await`` dropped, ``grpc.aio`` -> ``grpc``, ``AsyncPaymentClient`` ->
-``PaymentClient``, ``__aenter__`` -> ``__enter__``, ``asyncio`` -> ``blocking`` in prose, ...).
+blocking `PaymentClient` (``client.py``, on ``grpc``), each with its retry loop
+(``acall_with_retries`` / ``call_with_retries``) and its event watch (`AsyncEventWatch` /
+`EventWatch`). They were kept by hand and drifted apart in small ways (docstrings, formatting,
+the odd line); now ``aio.py`` is the only one edited, and ``client.py`` is generated from it the
+way httpcore's ``scripts/unasync.py`` generates its sync code: every line goes through a fixed
+list of textual substitutions (`SUBSTITUTIONS`: ``async def`` -> ``def``, ``await`` dropped,
+``grpc.aio`` -> ``grpc``, ``AsyncPaymentClient`` -> ``PaymentClient``, ``asyncio.Event`` ->
+``threading.Event``, ``Awaitable[T]`` -> ``T``, ``__aenter__`` -> ``__enter__``, ``asyncio``
+-> ``blocking`` in prose, ...). What both clients share without being twins (requests, the
+watch's resume position, retry decisions) is plain code in ``_calls.py``, ``_watch.py`` and
+``retry.py``, imported by both.
 
 Where the two must really differ, ``aio.py`` says so with markers (keep them rare):
 
@@ -49,6 +54,10 @@ SUBSTITUTIONS: tuple[tuple[str, str], ...] = (
     (r"\bPaymentServiceAsyncStub\b", "PaymentServiceStub"),
     (r"\bacall_with_retries\b", "call_with_retries"),
     (r"\bgrpc\.aio\b", "grpc"),
+    (r"\basyncio\.Event\b", "threading.Event"),
+    (r"\basyncio\.sleep\b", "time.sleep"),
+    (r"\bAwaitable\[(\w+)\]", r"\1"),
+    (r"\bAwaitable, ", ""),
     # The language.
     (r"\basync def\b", "def"),
     (r"\basync with\b", "with"),
@@ -65,6 +74,7 @@ SUBSTITUTIONS: tuple[tuple[str, str], ...] = (
     (r"\basyncio\b", "blocking"),
     (r"\banother task\b", "another thread"),
     (r"\bbetween tasks\b", "between threads"),
+    (r"\bCancelling a task that waits\b", "A KeyboardInterrupt while waiting"),
 )
 """(regular expression, replacement) pairs, applied in this order to every line."""
 

@@ -34,13 +34,13 @@ from portex_pay_client import (
 )
 from portex_pay_client._calls import (
     ApiKey,
-    acall_with_retries,
     build_pay_request,
     build_query_order_request,
     build_resume_payment_request,
-    call_with_retries,
     resolve_timeout,
 )
+from portex_pay_client.aio import acall_with_retries
+from portex_pay_client.client import call_with_retries
 from portex_pay_client.retry import RETRYABLE_CODES, is_retry_safe, retry_delay
 
 SECRET = "pk_live_very-secret-key"

@@ -1,5 +1,6 @@
 """The generator of the blocking client (portex_pay_devtools.unasync): the committed client.py is
-what aio.py generates, a hand edit of it is caught, and the markers and checks do what they say.
+what aio.py generates (the client, its retry loop and its event watch), a hand edit of it or an
+edit of aio.py not carried over is caught, and the markers and checks do what they say.
 
 Edits happen on copies in a temporary directory; the real client files are only read.
 """
@@ -35,8 +36,18 @@ def test_the_generated_client_says_so_and_is_blocking() -> None:
     text = (PACKAGE_DIR / "client.py").read_text(encoding="utf-8")
     assert text.startswith("# Generated from aio.py by `python -m portex_pay_devtools.unasync`")
     assert "class PaymentClient:" in text
-    for leftover in ("async ", "await ", "grpc.aio", "AsyncEventWatch", "unasync:"):
+    assert "\ndef call_with_retries(" in text
+    assert "class EventWatch(BaseEventWatch):" in text
+    leftovers = ("async ", "await ", "asyncio", "Awaitable", "grpc.aio", "AsyncEventWatch")
+    for leftover in (*leftovers, "acall_with_retries", "StopAsyncIteration", "unasync:"):
         assert leftover not in text
+
+
+def test_no_hand_kept_twin_is_left_in_the_shared_modules() -> None:
+    for shared in ("_calls.py", "_watch.py", "retry.py", "errors.py"):
+        text = (PACKAGE_DIR / shared).read_text(encoding="utf-8")
+        assert "async def" not in text, shared
+        assert "StopIteration" not in text, shared
 
 
 def test_check_catches_a_hand_edit_of_client_py(
@@ -60,6 +71,44 @@ def test_check_catches_a_hand_edit_of_client_py(
     assert unasync.main(["--check", "--package-dir", str(package_copy)]) == 0
 
 
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        # The retry loop and the event watch are generated too.
+        ("        sleep(delay)\n", "        sleep(delay / 2)\n"),
+        (
+            "            _wait_closed(self._closed, delay)\n",
+            "            _wait_closed(self._closed, 0)\n",
+        ),
+        ("    closed.wait(timeout)\n", "    closed.wait(timeout / 2)\n"),
+    ],
+)
+def test_check_catches_a_hand_edit_of_the_generated_loop_and_watch(
+    package_copy: Path, capsys: pytest.CaptureFixture[str], before: str, after: str
+) -> None:
+    client = package_copy / "client.py"
+    text = client.read_text(encoding="utf-8")
+    assert text.count(before) == 1
+    client.write_text(text.replace(before, after), encoding="utf-8")
+
+    assert unasync.main(["--check", "--package-dir", str(package_copy)]) == 1
+    out = capsys.readouterr().out
+    assert f"-{after}" in out
+    assert f"+{before}" in out
+
+    assert unasync.main(["--package-dir", str(package_copy)]) == 0
+    assert client.read_text(encoding="utf-8") == text
+
+
+def test_check_catches_a_missing_client_py(
+    package_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (package_copy / "client.py").unlink()
+    assert unasync.main(["--check", "--package-dir", str(package_copy)]) == 1
+    assert "+class EventWatch(BaseEventWatch):" in capsys.readouterr().out
+    assert not (package_copy / "client.py").exists()
+
+
 def test_check_catches_an_edit_of_aio_py_not_carried_over(
     package_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -74,22 +123,55 @@ def test_check_catches_an_edit_of_aio_py_not_carried_over(
     assert '+        """The retry policy of all calls."""' in capsys.readouterr().out
 
 
+def test_check_catches_an_edit_of_the_async_watch_not_carried_over(
+    package_copy: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    aio = package_copy / "aio.py"
+    text = aio.read_text(encoding="utf-8")
+    before = "                error = stream_ended_error()\n"
+    assert text.count(before) == 1
+    edited = text.replace(before, before + "                error.message += '!'\n")
+    aio.write_text(edited, encoding="utf-8")
+
+    assert unasync.main(["--check", "--package-dir", str(package_copy)]) == 1
+    assert "+                error.message += '!'\n" in capsys.readouterr().out
+
+
+def test_an_edit_of_an_async_only_block_leaves_client_py_fresh(package_copy: Path) -> None:
+    aio = package_copy / "aio.py"
+    text = aio.read_text(encoding="utf-8")
+    before = "raise StopAsyncIteration from None  # aclose() from another task"
+    assert text.count(before) == 1
+    aio.write_text(text.replace(before, before + ", not ours"), encoding="utf-8")
+    assert unasync.main(["--check", "--package-dir", str(package_copy)]) == 0
+
+
 def test_substitutions_turn_asyncio_code_into_blocking_code() -> None:
     source = (
         '"""An asyncio client of grpc.aio."""\n'
+        "from collections.abc import Awaitable, Callable\n"
         "class AsyncPaymentClient:\n"
         "    async def __aenter__(self) -> AsyncEventWatch:\n"
         "        async with x:\n"
         "            async for y in x:\n"
         "                return await acall_with_retries(y, grpc.aio.Channel)\n"
+        "def f(g: Callable[[], Awaitable[T]], s: Callable[[float], Awaitable[object]]) -> None:\n"
+        "    e: asyncio.Event = asyncio.Event()\n"
+        "    s = asyncio.sleep\n"
+        '    """Cancelling a task that waits for asyncio ends it."""\n'
     )
     assert unasync.unasync_source(source) == (
         '"""A blocking client of grpc."""\n'
+        "from collections.abc import Callable\n"
         "class PaymentClient:\n"
         "    def __enter__(self) -> EventWatch:\n"
         "        with x:\n"
         "            for y in x:\n"
         "                return call_with_retries(y, grpc.Channel)\n"
+        "def f(g: Callable[[], T], s: Callable[[float], object]) -> None:\n"
+        "    e: threading.Event = threading.Event()\n"
+        "    s = time.sleep\n"
+        '    """A KeyboardInterrupt while waiting for blocking ends it."""\n'
     )
 
 

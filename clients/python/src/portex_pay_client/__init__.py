@@ -56,9 +56,9 @@ from portex.payment.v1.payment_pb2 import (
 )
 
 from ._calls import DEFAULT_RETRY_POLICY, DEFAULT_TIMEOUT, PayFields
-from ._watch import DEFAULT_WATCH_RETRY_POLICY, AsyncEventWatch, EventWatch
-from .aio import AsyncPaymentClient
-from .client import PaymentClient
+from ._watch import DEFAULT_WATCH_RETRY_POLICY
+from .aio import AsyncEventWatch, AsyncPaymentClient
+from .client import EventWatch, PaymentClient
 from .errors import ERROR_DOMAIN, PortexPayError
 from .retry import RetryPolicy
 

@@ -1,29 +1,21 @@
-"""Plumbing shared by the blocking and the asyncio client: credentials, requests and the retry loop.
+"""Plumbing shared by the blocking and the asyncio client: credentials, requests and deadlines.
 
 Holds the API key behind a masked holder (so that no repr, log line or traceback shows it),
-builds the request messages from the convenience arguments, resolves the per-call deadline, and
-runs one logical call as a series of attempts: each attempt gets what is left of the overall
-deadline, each failure is turned into a `PortexPayError` and `retry.retry_delay` decides whether
-and after how long another attempt follows. The clock, the sleep and the jitter source are
-parameters, so the loop runs without a server or real time in tests.
+builds the request messages from the convenience arguments, resolves the per-call deadline and
+merges the channel options. The retry loop that runs one logical call as a series of attempts is
+``acall_with_retries`` in ``aio.py``; its blocking twin ``call_with_retries`` in ``client.py`` is
+generated from it (``python -m portex_pay_devtools.unasync``), and both leave the decision to
+the pure `retry.retry_delay`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import random
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypedDict, TypeVar
-
-import grpc  # type: ignore[import-untyped, unused-ignore]
+from collections.abc import Sequence
+from typing import Any, TypedDict
 
 from portex.payment.v1 import payment_pb2
 
-from .errors import PortexPayError
-from .retry import RetryPolicy, retry_delay
-
-T = TypeVar("T")
+from .retry import RetryPolicy
 
 DEFAULT_TIMEOUT = 10.0
 """The default deadline of every call, in seconds, all attempts together."""
@@ -138,84 +130,3 @@ def build_resume_payment_request(
     if isinstance(tg_use_id, payment_pb2.ResumePaymentRequest):
         return tg_use_id
     return payment_pb2.ResumePaymentRequest(tg_use_id=tg_use_id)
-
-
-def call_with_retries(
-    invoke: Callable[[float], T],
-    *,
-    policy: RetryPolicy,
-    method: str,
-    budget: float,
-    request_id: str = "",
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], object] = time.sleep,
-    rand: Callable[[], float] = random.random,
-) -> T:
-    """Runs ``invoke(attempt_timeout)`` until it succeeds or must not be retried (blocking).
-
-    ``budget`` is the overall deadline in seconds; each attempt gets what is left of it.
-
-    Raises `PortexPayError` from the last ``grpc.RpcError``; other exceptions pass through.
-    """
-    deadline = clock() + budget
-    attempt = 1
-    while True:
-        try:
-            return invoke(max(deadline - clock(), 0.0))
-        except grpc.RpcError as exc:
-            error = PortexPayError.from_rpc_error(exc)
-            delay = retry_delay(
-                policy,
-                method=method,
-                code=error.code,
-                attempt=attempt,
-                time_remaining=deadline - clock(),
-                request_id=request_id,
-                retry_after=error.retry_after,
-                rand=rand,
-            )
-            if delay is None:
-                raise error from exc
-        sleep(delay)
-        attempt += 1
-
-
-async def acall_with_retries(
-    invoke: Callable[[float], Awaitable[T]],
-    *,
-    policy: RetryPolicy,
-    method: str,
-    budget: float,
-    request_id: str = "",
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-    rand: Callable[[], float] = random.random,
-) -> T:
-    """Runs ``await invoke(attempt_timeout)`` until it succeeds or must not be retried.
-
-    ``budget`` is the overall deadline in seconds; each attempt gets what is left of it.
-
-    Raises `PortexPayError` from the last ``grpc.RpcError`` (``grpc.aio.AioRpcError``);
-    other exceptions, cancellation included, pass through.
-    """
-    deadline = clock() + budget
-    attempt = 1
-    while True:
-        try:
-            return await invoke(max(deadline - clock(), 0.0))
-        except grpc.RpcError as exc:
-            error = PortexPayError.from_rpc_error(exc)
-            delay = retry_delay(
-                policy,
-                method=method,
-                code=error.code,
-                attempt=attempt,
-                time_remaining=deadline - clock(),
-                request_id=request_id,
-                retry_after=error.retry_after,
-                rand=rand,
-            )
-            if delay is None:
-                raise error from exc
-        await sleep(delay)
-        attempt += 1

@@ -20,22 +20,23 @@ reconnection then starts from ``start`` again. For ``start=RETENTION_START`` tha
 place; for NOW (the default) events committed between the two connections are not seen, as the
 server sends its first heartbeat only after a heartbeat interval of idleness. Pass a cursor (or
 RETENTION_START) when even those must not be missed.
+
+The two watches are written once: `AsyncEventWatch` in ``aio.py``, and `EventWatch` in
+``client.py``, generated from it by ``python -m portex_pay_devtools.unasync``. What they share is
+here: the requests, the resume position and retry decision (`_Position`) and the open call
+(`BaseEventWatch`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import random
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from types import TracebackType
-from typing import Any, Self, TypeAlias
+from typing import Any, TypeAlias
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
-import grpc.aio  # type: ignore[import-untyped, unused-ignore]
 
 from portex.payment.v1 import payment_pb2
 
@@ -44,11 +45,11 @@ from .retry import RETRYABLE_CODES, RetryPolicy
 
 __all__ = [
     "DEFAULT_WATCH_RETRY_POLICY",
-    "AsyncEventWatch",
-    "EventWatch",
+    "BaseEventWatch",
     "StartPositionLike",
     "build_list_events_request",
     "build_stream_request",
+    "stream_ended_error",
 ]
 
 log = logging.getLogger("portex_pay_client.watch")
@@ -181,19 +182,35 @@ class _Position:
         return delay
 
 
-def _ended_error() -> PortexPayError:
+def stream_ended_error() -> PortexPayError:
+    """The error of a stream that ended: the server never ends one, so it broke (UNAVAILABLE)."""
     return PortexPayError(
         grpc.StatusCode.UNAVAILABLE, "the event stream ended, which it never does on its own"
     )
 
 
-class _Watch:
-    """What both watches share: the resume position and whether the watch has ended."""
+class BaseEventWatch:
+    """What both watches share: the resume position, the open call, whether the watch has ended.
 
-    __slots__ = ("_call", "_closed", "_open", "_position")
+    The call is opened and dropped under a lock, as the blocking watch may be closed from another
+    thread while it waits; the asyncio watch only holds the lock for a moment, within one step.
+    """
 
-    _position: _Position
-    _closed: asyncio.Event | threading.Event
+    __slots__ = ("_call", "_closed", "_lock", "_open", "_position")
+
+    def __init__(
+        self,
+        open_stream: Callable[[payment_pb2.StreamInvoiceEventsRequest], Any],
+        request: payment_pb2.StreamInvoiceEventsRequest,
+        policy: RetryPolicy,
+        rand: Callable[[], float],
+        closed: asyncio.Event | threading.Event,
+    ) -> None:
+        self._open = open_stream
+        self._position = _Position(request, policy, rand)
+        self._call: Any = None
+        self._closed = closed
+        self._lock = threading.Lock()
 
     @property
     def cursor(self) -> str:
@@ -213,179 +230,18 @@ class _Watch:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(cursor={self.cursor!r}, reconnects={self.reconnects})"
 
-
-class AsyncEventWatch(_Watch):
-    """The events of a ``StreamInvoiceEvents`` stream that resumes itself (see the module doc).
-
-    ``async for event in watch`` yields each `InvoiceEvent` once (never a heartbeat); `cursor`
-    is the position to resume from — persist it after handling an event, and pass it as
-    ``after_cursor`` to a later watch. The stream opens on the first iteration. Use
-    ``async with`` (or `aclose()`) to end it; cancelling a task that waits for an event ends the
-    current connection only, and a later iteration resumes from `cursor`.
-    """
-
-    __slots__ = ()
-    _closed: asyncio.Event
-
-    def __init__(
-        self,
-        open_stream: Callable[[payment_pb2.StreamInvoiceEventsRequest], Any],
-        request: payment_pb2.StreamInvoiceEventsRequest,
-        policy: RetryPolicy,
-        *,
-        rand: Callable[[], float] = random.random,
-    ) -> None:
-        self._open = open_stream
-        self._position = _Position(request, policy, rand)
-        self._call: Any = None
-        self._closed = asyncio.Event()
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> payment_pb2.InvoiceEvent:
-        while True:
+    def _current_call(self) -> Any:
+        """The open call, opened after the cursor if there is none; None once the watch ended."""
+        with self._lock:
             if self._closed.is_set():
-                raise StopAsyncIteration
+                return None
             if self._call is None:
                 self._call = self._open(self._position.next_request())
-            try:
-                message = await self._call.read()
-            except grpc.RpcError as exc:
-                self._call = None
-                if self._closed.is_set():
-                    raise StopAsyncIteration from None
-                error = PortexPayError.from_rpc_error(exc)
-                delay = self._position.failed(error)
-                if delay is None:
-                    self._closed.set()
-                    raise error from exc
-            except asyncio.CancelledError:
-                self._drop_call()
-                task = asyncio.current_task()
-                if self._closed.is_set() and not (task is not None and task.cancelling()):
-                    raise StopAsyncIteration from None  # aclose() from another task
-                raise
-            except BaseException:
-                self._drop_call()
-                raise
-            else:
-                if message is not grpc.aio.EOF:
-                    if self._position.received(message):
-                        event: payment_pb2.InvoiceEvent = message
-                        return event
-                    continue
-                self._call = None
-                error = _ended_error()
-                delay = self._position.failed(error)
-                if delay is None:
-                    self._closed.set()
-                    raise error
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closed.wait(), delay)
+            return self._call
 
     def _drop_call(self) -> None:
-        call, self._call = self._call, None
-        if call is not None:
-            call.cancel()
-
-    async def aclose(self) -> None:
-        """Ends the watch: cancels the stream; iterating further stops at once."""
-        self._closed.set()
-        self._drop_call()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-
-class EventWatch(_Watch):
-    """The blocking twin of `AsyncEventWatch`: ``for event in watch``, `cursor`, ``with``.
-
-    `close()` may be called from another thread; the iteration then stops.
-    """
-
-    __slots__ = ("_lock",)
-    _closed: threading.Event
-
-    def __init__(
-        self,
-        open_stream: Callable[[payment_pb2.StreamInvoiceEventsRequest], Any],
-        request: payment_pb2.StreamInvoiceEventsRequest,
-        policy: RetryPolicy,
-        *,
-        rand: Callable[[], float] = random.random,
-    ) -> None:
-        self._open = open_stream
-        self._position = _Position(request, policy, rand)
-        self._call: Any = None
-        self._closed = threading.Event()
-        self._lock = threading.Lock()
-
-    def __iter__(self) -> Self:
-        return self
-
-    def __next__(self) -> payment_pb2.InvoiceEvent:
-        while True:
-            with self._lock:
-                if self._closed.is_set():
-                    raise StopIteration
-                if self._call is None:
-                    self._call = self._open(self._position.next_request())
-                call = self._call
-            try:
-                message = next(call)
-            except StopIteration:
-                self._call = None
-                error = _ended_error()
-                delay = self._position.failed(error)
-                if delay is None:
-                    self._closed.set()
-                    raise error from None
-            except grpc.RpcError as exc:
-                self._call = None
-                if self._closed.is_set():
-                    raise StopIteration from None
-                error = PortexPayError.from_rpc_error(exc)
-                delay = self._position.failed(error)
-                if delay is None:
-                    self._closed.set()
-                    raise error from exc
-            except BaseException:  # KeyboardInterrupt and the like: a later next() resumes
-                self._drop_call()
-                raise
-            else:
-                if self._position.received(message):
-                    event: payment_pb2.InvoiceEvent = message
-                    return event
-                continue
-            self._closed.wait(delay)
-
-    def _drop_call(self) -> None:
+        """Cancels the open call, if any; the next `_current_call` opens another."""
         with self._lock:
             call, self._call = self._call, None
         if call is not None:
             call.cancel()
-
-    def close(self) -> None:
-        """Ends the watch: cancels the stream; iterating further stops at once."""
-        self._closed.set()
-        self._drop_call()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -9,6 +9,10 @@ after its last cursor whenever the stream breaks (see ``portex_pay_client._watch
 owns the channel it creates and closes it on `close()` or on leaving ``async with``; a client
 made `from_channel` leaves the channel to its owner unless told otherwise. It may be shared
 between tasks, as the channel is.
+
+Here too are the client's retry loop, `acall_with_retries`, and its event watch,
+`AsyncEventWatch`. The requests, the resume position and the retry decisions are shared by both
+clients (``_calls``, ``_watch``, ``retry``).
 """
 
 # unasync: async-only
@@ -18,17 +22,26 @@ between tasks, as the channel is.
 # unasync: end
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+# unasync: sync-only
+# import random
+# import threading
+# import time
+# unasync: async-only
+import asyncio
+import contextlib
+import random
+import time
+
+# unasync: end
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, Unpack
+from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]  # unasync: remove
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 
-# The retry loop goes by its module: imported by name, its blocking twin would sort elsewhere.
-from . import _calls
 from ._calls import (
     DEFAULT_RETRY_POLICY,
     DEFAULT_TIMEOUT,
@@ -43,17 +56,21 @@ from ._calls import (
 )
 from ._watch import (
     DEFAULT_WATCH_RETRY_POLICY,
-    AsyncEventWatch,
+    BaseEventWatch,
     StartPositionLike,
     build_list_events_request,
     build_stream_request,
+    stream_ended_error,
 )
-from .retry import RetryPolicy
+from .errors import PortexPayError
+from .retry import RetryPolicy, retry_delay
 
 if TYPE_CHECKING:
     from portex.payment.v1.payment_pb2_grpc import PaymentServiceAsyncStub
 
-__all__ = ["AsyncPaymentClient"]
+__all__ = ["AsyncEventWatch", "AsyncPaymentClient"]
+
+T = TypeVar("T")
 
 
 class AsyncPaymentClient:
@@ -169,7 +186,7 @@ class AsyncPaymentClient:
         async def attempt(attempt_timeout: float) -> Any:
             return await rpc(message, timeout=attempt_timeout, metadata=metadata)
 
-        return await _calls.acall_with_retries(
+        return await acall_with_retries(
             attempt,
             policy=self._retry,
             method=method,
@@ -324,3 +341,162 @@ class AsyncPaymentClient:
         return AsyncEventWatch(
             open_stream, request, DEFAULT_WATCH_RETRY_POLICY if retry is None else retry
         )
+
+
+async def acall_with_retries(
+    invoke: Callable[[float], Awaitable[T]],
+    *,
+    policy: RetryPolicy,
+    method: str,
+    budget: float,
+    request_id: str = "",
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    rand: Callable[[], float] = random.random,
+) -> T:
+    """Runs ``await invoke(attempt_timeout)`` until it succeeds or must not be retried.
+
+    ``budget`` is the overall deadline in seconds; each attempt gets what is left of it. Each
+    failure becomes a `PortexPayError`, and `retry_delay` decides whether and after how long
+    another attempt follows. The clock, the sleep and the jitter source are parameters, so the
+    loop runs without a server or real time in tests.
+
+    Raises `PortexPayError` from the last ``grpc.RpcError``; other exceptions pass through.
+    """
+    deadline = clock() + budget
+    attempt = 1
+    while True:
+        try:
+            return await invoke(max(deadline - clock(), 0.0))
+        except grpc.RpcError as exc:
+            error = PortexPayError.from_rpc_error(exc)
+            delay = retry_delay(
+                policy,
+                method=method,
+                code=error.code,
+                attempt=attempt,
+                time_remaining=deadline - clock(),
+                request_id=request_id,
+                retry_after=error.retry_after,
+                rand=rand,
+            )
+            if delay is None:
+                raise error from exc
+        await sleep(delay)
+        attempt += 1
+
+
+# The only steps of a watch that differ beyond the mechanical: reading the next message of the
+# stream, and waiting before a reconnection (cut short when the watch is closed).
+# unasync: sync-only
+# def _next_message(call: Any) -> payment_pb2.InvoiceEvent | None:
+#     """The stream's next message, or None when the stream has ended."""
+#     message: payment_pb2.InvoiceEvent | None = next(call, None)
+#     return message
+#
+#
+# def _wait_closed(closed: threading.Event, timeout: float) -> None:
+#     """Returns when ``closed`` is set, or after ``timeout`` seconds."""
+#     closed.wait(timeout)
+# unasync: async-only
+async def _next_message(call: Any) -> payment_pb2.InvoiceEvent | None:
+    """The stream's next message, or None when the stream has ended."""
+    message = await call.read()
+    if message is grpc.aio.EOF:
+        return None
+    event: payment_pb2.InvoiceEvent = message
+    return event
+
+
+async def _wait_closed(closed: asyncio.Event, timeout: float) -> None:
+    """Returns when ``closed`` is set, or after ``timeout`` seconds."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(closed.wait(), timeout)
+
+
+# unasync: end
+
+
+class AsyncEventWatch(BaseEventWatch):
+    """The events of a ``StreamInvoiceEvents`` stream that resumes itself (see ``_watch``).
+
+    ``async for event in watch`` yields each `InvoiceEvent` once (never a heartbeat); `cursor`
+    is the position to resume from — persist it after handling an event, and pass it as
+    ``after_cursor`` to a later watch. The stream opens on the first iteration. Use
+    ``async with`` (or `aclose()`) to end it; `aclose()` may be called from another task, and the
+    iteration then stops.
+    Cancelling a task that waits for an event ends the current connection only, and a later
+    iteration resumes from `cursor`.
+    """
+
+    __slots__ = ()
+    _closed: asyncio.Event
+
+    def __init__(
+        self,
+        open_stream: Callable[[payment_pb2.StreamInvoiceEventsRequest], Any],
+        request: payment_pb2.StreamInvoiceEventsRequest,
+        policy: RetryPolicy,
+        *,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__(open_stream, request, policy, rand, asyncio.Event())
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> payment_pb2.InvoiceEvent:
+        while True:
+            call = self._current_call()
+            if call is None:
+                raise StopAsyncIteration
+            try:
+                message = await _next_message(call)
+            except grpc.RpcError as exc:
+                self._call = None
+                if self._closed.is_set():
+                    raise StopAsyncIteration from None
+                error = PortexPayError.from_rpc_error(exc)
+                delay = self._position.failed(error)
+                if delay is None:
+                    self._closed.set()
+                    raise error from exc
+            # unasync: async-only
+            except asyncio.CancelledError:
+                self._drop_call()
+                task = asyncio.current_task()
+                if self._closed.is_set() and not (task is not None and task.cancelling()):
+                    raise StopAsyncIteration from None  # aclose() from another task
+                raise
+            # unasync: end
+            except BaseException:  # KeyboardInterrupt and the like: a later iteration resumes
+                self._drop_call()
+                raise
+            else:
+                if message is not None:
+                    if self._position.received(message):
+                        return message
+                    continue
+                self._call = None
+                error = stream_ended_error()
+                delay = self._position.failed(error)
+                if delay is None:
+                    self._closed.set()
+                    raise error
+            await _wait_closed(self._closed, delay)
+
+    async def aclose(self) -> None:
+        """Ends the watch: cancels the stream; iterating further stops at once."""
+        self._closed.set()
+        self._drop_call()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -10,20 +10,25 @@ after its last cursor whenever the stream breaks (see ``portex_pay_client._watch
 owns the channel it creates and closes it on `close()` or on leaving ``with``; a client
 made `from_channel` leaves the channel to its owner unless told otherwise. It may be shared
 between threads, as the channel is.
+
+Here too are the client's retry loop, `call_with_retries`, and its event watch,
+`EventWatch`. The requests, the resume position and the retry decisions are shared by both
+clients (``_calls``, ``_watch``, ``retry``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, Unpack
+from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 
-# The retry loop goes by its module: imported by name, its blocking twin would sort elsewhere.
-from . import _calls
 from ._calls import (
     DEFAULT_RETRY_POLICY,
     DEFAULT_TIMEOUT,
@@ -38,17 +43,21 @@ from ._calls import (
 )
 from ._watch import (
     DEFAULT_WATCH_RETRY_POLICY,
-    EventWatch,
+    BaseEventWatch,
     StartPositionLike,
     build_list_events_request,
     build_stream_request,
+    stream_ended_error,
 )
-from .retry import RetryPolicy
+from .errors import PortexPayError
+from .retry import RetryPolicy, retry_delay
 
 if TYPE_CHECKING:
     from portex.payment.v1.payment_pb2_grpc import PaymentServiceStub
 
-__all__ = ["PaymentClient"]
+__all__ = ["EventWatch", "PaymentClient"]
+
+T = TypeVar("T")
 
 
 class PaymentClient:
@@ -164,7 +173,7 @@ class PaymentClient:
         def attempt(attempt_timeout: float) -> Any:
             return rpc(message, timeout=attempt_timeout, metadata=metadata)
 
-        return _calls.call_with_retries(
+        return call_with_retries(
             attempt,
             policy=self._retry,
             method=method,
@@ -311,3 +320,136 @@ class PaymentClient:
         return EventWatch(
             open_stream, request, DEFAULT_WATCH_RETRY_POLICY if retry is None else retry
         )
+
+
+def call_with_retries(
+    invoke: Callable[[float], T],
+    *,
+    policy: RetryPolicy,
+    method: str,
+    budget: float,
+    request_id: str = "",
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], object] = time.sleep,
+    rand: Callable[[], float] = random.random,
+) -> T:
+    """Runs ``invoke(attempt_timeout)`` until it succeeds or must not be retried.
+
+    ``budget`` is the overall deadline in seconds; each attempt gets what is left of it. Each
+    failure becomes a `PortexPayError`, and `retry_delay` decides whether and after how long
+    another attempt follows. The clock, the sleep and the jitter source are parameters, so the
+    loop runs without a server or real time in tests.
+
+    Raises `PortexPayError` from the last ``grpc.RpcError``; other exceptions pass through.
+    """
+    deadline = clock() + budget
+    attempt = 1
+    while True:
+        try:
+            return invoke(max(deadline - clock(), 0.0))
+        except grpc.RpcError as exc:
+            error = PortexPayError.from_rpc_error(exc)
+            delay = retry_delay(
+                policy,
+                method=method,
+                code=error.code,
+                attempt=attempt,
+                time_remaining=deadline - clock(),
+                request_id=request_id,
+                retry_after=error.retry_after,
+                rand=rand,
+            )
+            if delay is None:
+                raise error from exc
+        sleep(delay)
+        attempt += 1
+
+
+# The only steps of a watch that differ beyond the mechanical: reading the next message of the
+# stream, and waiting before a reconnection (cut short when the watch is closed).
+def _next_message(call: Any) -> payment_pb2.InvoiceEvent | None:
+    """The stream's next message, or None when the stream has ended."""
+    message: payment_pb2.InvoiceEvent | None = next(call, None)
+    return message
+
+
+def _wait_closed(closed: threading.Event, timeout: float) -> None:
+    """Returns when ``closed`` is set, or after ``timeout`` seconds."""
+    closed.wait(timeout)
+
+
+class EventWatch(BaseEventWatch):
+    """The events of a ``StreamInvoiceEvents`` stream that resumes itself (see ``_watch``).
+
+    ``for event in watch`` yields each `InvoiceEvent` once (never a heartbeat); `cursor`
+    is the position to resume from — persist it after handling an event, and pass it as
+    ``after_cursor`` to a later watch. The stream opens on the first iteration. Use
+    ``with`` (or `close()`) to end it; `close()` may be called from another thread, and the
+    iteration then stops.
+    A KeyboardInterrupt while waiting for an event ends the current connection only, and a later
+    iteration resumes from `cursor`.
+    """
+
+    __slots__ = ()
+    _closed: threading.Event
+
+    def __init__(
+        self,
+        open_stream: Callable[[payment_pb2.StreamInvoiceEventsRequest], Any],
+        request: payment_pb2.StreamInvoiceEventsRequest,
+        policy: RetryPolicy,
+        *,
+        rand: Callable[[], float] = random.random,
+    ) -> None:
+        super().__init__(open_stream, request, policy, rand, threading.Event())
+
+    def __iter__(self) -> Self:
+        return self
+
+    def __next__(self) -> payment_pb2.InvoiceEvent:
+        while True:
+            call = self._current_call()
+            if call is None:
+                raise StopIteration
+            try:
+                message = _next_message(call)
+            except grpc.RpcError as exc:
+                self._call = None
+                if self._closed.is_set():
+                    raise StopIteration from None
+                error = PortexPayError.from_rpc_error(exc)
+                delay = self._position.failed(error)
+                if delay is None:
+                    self._closed.set()
+                    raise error from exc
+            except BaseException:  # KeyboardInterrupt and the like: a later iteration resumes
+                self._drop_call()
+                raise
+            else:
+                if message is not None:
+                    if self._position.received(message):
+                        return message
+                    continue
+                self._call = None
+                error = stream_ended_error()
+                delay = self._position.failed(error)
+                if delay is None:
+                    self._closed.set()
+                    raise error
+            _wait_closed(self._closed, delay)
+
+    def close(self) -> None:
+        """Ends the watch: cancels the stream; iterating further stops at once."""
+        self._closed.set()
+        self._drop_call()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
