@@ -72,7 +72,7 @@ from portex_pay.service.refunds import RefundService
 from portex_pay.service.relay import RelayService
 from portex_pay.service.stream import EventHub, EventStreamer
 from portex_pay.service.updates import UpdateProcessor
-from portex_pay.service.worker import PeriodicWorker, supervise
+from portex_pay.service.worker import PeriodicWorker, Supervisor, supervise
 
 log = structlog.get_logger(__name__)
 
@@ -412,6 +412,7 @@ class PortexApp:
                     poll_timeout=settings.poll_timeout,
                     lease_seconds=settings.poll_lease_seconds,
                 ),
+                Supervisor(),
                 default_mode=settings.telegram_updates,
                 refresh=min(5.0, settings.poll_lease_seconds / 3),
             )
