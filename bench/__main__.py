@@ -26,14 +26,11 @@ from bench.flood import run_flood_bench
 from bench.payments import run_payments_bench
 from bench.stream import run_stream_bench
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
-from portex_pay.adapters.postgres.applications import ApplicationRepository
-from portex_pay.adapters.postgres.catalog import CatalogRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
-from portex_pay.app import PortexApp
+from portex_pay.app import PortexApp, application_admin
 from portex_pay.config import Settings
 from portex_pay.domain.catalog import CatalogItem
 from portex_pay.logging import configure_logging
-from portex_pay.service.applications import ApplicationAdmin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from portex_pay_devtools.pgcluster import PgCluster
 
@@ -108,13 +105,13 @@ async def run(dsn: str) -> None:
     try:
         token = f"{uuid.uuid4().int % 10**9 + 10**9}:{uuid.uuid4().hex}{uuid.uuid4().hex[:8]}"
         fake.add_bot(token)
-        admin = ApplicationAdmin(
-            ApplicationRepository(cached.pool), BotApiClient(session, fake.base_url, 5)
+        admin = application_admin(
+            cached.pool,
+            BotApiClient(session, fake.base_url, 5),
+            max_amount=cached.settings.payments.max_amount,
         )
         application, key = await admin.create_app(f"bench-{uuid.uuid4().hex[:8]}", token)
-        await CatalogRepository(cached.pool).put(
-            application.id, CatalogItem(key="item", amount=5, title="Book")
-        )
+        await admin.set_item(application.id, CatalogItem(key="item", amount=5, title="Book"))
         metadata = (("authorization", f"Bearer {key}"),)
         results: dict[str, tuple[list[float], list[float]]] = {}
         for round_number in range(ROUNDS):

@@ -19,11 +19,9 @@ from typing import Any
 
 import aiohttp
 
-from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
-from portex_pay.app import PortexApp
+from portex_pay.app import PortexApp, application_admin
 from portex_pay.config import Settings
-from portex_pay.service.applications import ApplicationAdmin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 
 CONCURRENCY = 16
@@ -128,9 +126,7 @@ async def run_botapi_bench(dsn: str, _tmp: Path) -> None:
         token, direct_token = _token(), _token()
         fake.add_bot(token)
         fake.add_bot(direct_token)
-        admin = ApplicationAdmin(
-            ApplicationRepository(app.pool), BotApiClient(session, fake.base_url, 5)
-        )
+        admin = application_admin(app.pool, BotApiClient(session, fake.base_url, 5))
         application, _key = await admin.create_app(f"bench-bot-{uuid.uuid4().hex[:8]}", token)
         await admin.register_webhook(application.id, f"http://127.0.0.1:{app.http_port}")
         await fake.send_user_message(token, USER, "hi")  # opens the chat (not relayed yet)

@@ -27,11 +27,10 @@ import grpc
 
 from bench.payments import SECRET, _free_port, _wait_serving
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
-from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
+from portex_pay.app import application_admin
 from portex_pay.config import Settings
-from portex_pay.service.applications import ApplicationAdmin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 
 CONCURRENCY = 16
@@ -155,9 +154,7 @@ async def run_flood_bench(dsn: str, log_dir: Path) -> None:
                 [sys.executable, "-m", "portex_pay", "serve"], env=env, stdout=log, stderr=log
             )
             servers.append((name, limit, server, grpc_port))
-        admin = ApplicationAdmin(
-            ApplicationRepository(conn), BotApiClient(session, fake.base_url, 5)
-        )
+        admin = application_admin(conn, BotApiClient(session, fake.base_url, 5))
         token = f"{uuid.uuid4().int % 10**9 + 10**9}:{uuid.uuid4().hex}{uuid.uuid4().hex[:4]}"
         fake.add_bot(token)
         _, key = await admin.create_app(f"flood-bench-{uuid.uuid4().hex[:8]}", token)

@@ -24,11 +24,10 @@ import asyncpg
 import grpc
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
-from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
+from portex_pay.app import application_admin
 from portex_pay.domain.pay import sign_invoice_payload
-from portex_pay.service.applications import ApplicationAdmin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 
 SECRET = "bench-payload-secret-" + "x" * 32
@@ -75,9 +74,7 @@ async def run_payments_bench(dsn: str, log_dir: Path) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn)
-        admin = ApplicationAdmin(
-            ApplicationRepository(conn), BotApiClient(session, fake.base_url, 5)
-        )
+        admin = application_admin(conn, BotApiClient(session, fake.base_url, 5))
         apps = []
         for _ in range(APPS):
             token = f"{uuid.uuid4().int % 10**9 + 10**9}:{uuid.uuid4().hex}{uuid.uuid4().hex[:4]}"

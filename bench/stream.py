@@ -23,10 +23,9 @@ import grpc
 
 from bench.payments import _free_port, _percentile, _wait_serving
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
-from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
-from portex_pay.service.applications import ApplicationAdmin
+from portex_pay.app import application_admin
 
 EVENTS_PER_SECOND = 10
 SECONDS = 5
@@ -55,9 +54,7 @@ async def run_stream_bench(dsn: str, log_dir: Path) -> None:
     session = await new_session()
     try:
         await migrate(conn)
-        admin = ApplicationAdmin(
-            ApplicationRepository(conn), BotApiClient(session, "http://127.0.0.1:9", 1)
-        )
+        admin = application_admin(conn, BotApiClient(session, "http://127.0.0.1:9", 1))
         application, key = await admin.create_app(f"stream-bench-{uuid.uuid4().hex[:8]}", None)
         metadata = (("authorization", f"Bearer {key}"),)
         await _wait_serving(grpc_port)

@@ -21,9 +21,8 @@ import grpc
 import pytest
 
 from portex.payment.v1 import payment_pb2_grpc
-from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
-from portex_pay.app import PortexApp
+from portex_pay.app import PortexApp, application_admin
 from portex_pay.config import Settings
 from portex_pay.service.applications import ApplicationAdmin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
@@ -187,10 +186,7 @@ async def create_test_app(
 async def make_app(service: PortexApp, fake_telegram: FakeBotApi):
     """Creates applications (each with its own bot) through the real admin use case."""
     session = await new_session()
-    admin = ApplicationAdmin(
-        ApplicationRepository(service.pool),
-        BotApiClient(session, fake_telegram.base_url, 5.0),
-    )
+    admin = application_admin(service.pool, BotApiClient(session, fake_telegram.base_url, 5.0))
 
     async def create(bot: bool = True, updates: str | None = None) -> TestApp:
         return await create_test_app(

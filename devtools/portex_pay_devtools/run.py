@@ -18,17 +18,15 @@ import secrets
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from uuid import UUID
 
-from portex_pay.adapters.postgres.applications import ApplicationRepository
-from portex_pay.adapters.postgres.catalog import CatalogRepository
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import new_session
-from portex_pay.app import serve, telegram_client, wait_for_database
+from portex_pay.app import application_admin, serve, telegram_client, wait_for_database
 from portex_pay.config import DEV_DATA_DIR, ConfigError, Settings
 from portex_pay.domain.catalog import CatalogItem
 from portex_pay.domain.init_data import init_data_fields, sign_init_data
 from portex_pay.logging import configure_logging
-from portex_pay.service.applications import ApplicationAdmin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from portex_pay_devtools.pgcluster import PgCluster
 
@@ -53,24 +51,25 @@ async def _ensure_dev_app(settings: Settings, bot_token: str | None) -> tuple[st
     session = await new_session()
     try:
         await migrate(conn)
-        repository = ApplicationRepository(conn)
-        admin = ApplicationAdmin(repository, telegram_client(session, settings))
+        admin = application_admin(
+            conn, telegram_client(session, settings), max_amount=settings.payments.max_amount
+        )
         key_file = DATA_DIR / "dev-api-key"
-        existing = await repository.get_by_name(DEV_APP)
+        existing = next((app for app in await admin.list_apps() if app["name"] == DEV_APP), None)
         if existing is None:
             application, key = await admin.create_app(DEV_APP, bot_token)
-            await CatalogRepository(conn).put(application.id, DEV_ITEM)
+            await admin.set_item(application.id, DEV_ITEM)
             key_file.write_text(key + "\n")
             key_file.chmod(0o600)
             return str(application.id), key
-        catalog = CatalogRepository(conn)
-        if await catalog.get(existing.id, DEV_ITEM.key) is None:
-            await catalog.put(existing.id, DEV_ITEM)
+        existing_id = UUID(existing["application_id"])
+        if all(item.key != DEV_ITEM.key for item in await admin.list_items(existing_id)):
+            await admin.set_item(existing_id, DEV_ITEM)
         if not key_file.exists():
             # The key is stored only hashed; mint a new one when the local copy is gone.
-            key_file.write_text(await admin.rotate_key(existing.id) + "\n")
+            key_file.write_text(await admin.rotate_key(existing_id) + "\n")
             key_file.chmod(0o600)
-        return str(existing.id), key_file.read_text().strip()
+        return str(existing_id), key_file.read_text().strip()
     finally:
         await session.close()
         await conn.close()

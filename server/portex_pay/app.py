@@ -1,17 +1,23 @@
-"""The composition root: settings -> pool -> adapters -> services -> servers.
+"""The composition root: settings -> pool -> adapters -> services -> jobs -> servers.
 
-`wire(settings, pool, bot_api)` builds every service on its adapters, with no I/O (the CLI
-reuses it). `PortexApp(settings).start()` connects, migrates, wires, and begins serving gRPC
-(PaymentService, health, reflection) and HTTP on one event loop, with its background tasks
-(health probe, pruners, outbox workers, pollers, the relay's webhook delivery) owned, named and
-supervised: a task that dies of an unexpected error is logged with its traceback and started
-again after a backoff (service/worker.supervise), rather than stopping the process, because each
-task's work is durable in PostgreSQL and a restart resumes it.
+`wire(settings, pool, sessions)` builds every service on its adapters, and the process's named
+background jobs under one supervisor, with no I/O: each dependency goes in through a constructor,
+nothing is set on an object after it is built (the CLI reuses it). `application_admin(db,
+bot_api)` builds the operators' use case (the CLI, `make run`, the tests and the benches).
+`PortexApp(settings).start()` connects, migrates, opens the outgoing HTTP sessions, wires, and
+starts the servers (gRPC: PaymentService, health, reflection; HTTP) and the jobs on one loop.
+
+Every job (health probe, event hub and listener, pruners, expiry, outbox workers, the relay's
+webhook delivery, pollers) runs under the supervisor (service/worker.py): a task that dies of an
+unexpected error is logged with its traceback and started again after a backoff, rather than
+stopping the process, because each task's work is durable in PostgreSQL and a restart resumes it.
+One that dies 5 times within 60 s turns health NOT_SERVING until it has run 60 s without dying
+(service/health.py), as does PostgreSQL being unreachable.
 
 `stop()` shuts down in this order: the event streams end at once (UNAVAILABLE, so their clients
-resume on another replica); the background tasks are cancelled (within `shutdown_grace`); health
-goes NOT_SERVING and the gRPC server stops accepting RPCs while in-flight ones get
-`shutdown_grace` seconds; then the HTTP server, the HTTP sessions and the pool are closed.
+resume on another replica); the jobs are cancelled (within `shutdown_grace`); health goes
+NOT_SERVING and the gRPC server stops accepting RPCs while in-flight ones get `shutdown_grace`
+seconds; then the HTTP server, the HTTP sessions and the pool are closed.
 """
 
 from __future__ import annotations
@@ -22,10 +28,9 @@ import secrets
 import signal
 import socket
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 from uuid import UUID
 
 import aiohttp
@@ -59,6 +64,7 @@ from portex_pay.api.http.app import create_http_app
 from portex_pay.api.http.guard import ClientWarnings, runner_options
 from portex_pay.config import Settings
 from portex_pay.logging import register_secret
+from portex_pay.service.applications import ApplicationAdmin
 from portex_pay.service.auth import ApiKeyAuthenticator
 from portex_pay.service.bot_messages import BotMessagesService
 from portex_pay.service.cache import ApplicationCache
@@ -66,13 +72,16 @@ from portex_pay.service.callbacks import CallbackDispatcher
 from portex_pay.service.catalog import CatalogService
 from portex_pay.service.clock import utcnow
 from portex_pay.service.edge import EdgeService, EdgeSettings
+from portex_pay.service.health import Health
+from portex_pay.service.housekeeping import Housekeeping
 from portex_pay.service.orders import OrderService, PaymentSettings
 from portex_pay.service.polling import BotPoller, PollerManager
+from portex_pay.service.ports import Applications, TelegramBot
 from portex_pay.service.refunds import RefundService
 from portex_pay.service.relay import RelayService
 from portex_pay.service.stream import EventHub, EventStreamer
 from portex_pay.service.updates import UpdateProcessor
-from portex_pay.service.worker import PeriodicWorker, supervise
+from portex_pay.service.worker import Job, PeriodicWorker, Supervisor, Wakeup
 
 log = structlog.get_logger(__name__)
 
@@ -106,74 +115,180 @@ def telegram_client(session: aiohttp.ClientSession, settings: Settings) -> BotAp
     )
 
 
+def application_admin(
+    db: asyncpg.Pool | asyncpg.Connection, bot_api: TelegramBot, *, max_amount: int | None = None
+) -> ApplicationAdmin:
+    """The operators' use case on a pool or one connection: the CLI's admin commands, `make
+    run`'s dev application, the tests' and the benches' applications. The catalog commands need
+    the catalog's price bound (`max_amount`: settings.payments.max_amount); without it they answer
+    AdminError ("the catalog is not available to this command")."""
+    catalog = None
+    if max_amount is not None:
+        catalog = CatalogService(
+            CatalogRepository(db), TelegramUserRepository(db), max_amount=max_amount
+        )
+    return ApplicationAdmin(ApplicationRepository(db), bot_api, catalog)
+
+
+def bot_messages_admin(db: asyncpg.Pool | asyncpg.Connection) -> BotMessagesService:
+    """The bot's messages (/paysupport, /terms, the buyer messages), for the CLI."""
+    return BotMessagesService(ApplicationRepository(db))
+
+
 def _replica_id() -> str:
     """Names this process among replicas (poll lease owner)."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-@dataclass
-class Wiring:
-    """Every service of one process, wired to its adapters: pure construction, no I/O (the
-    CLI reuses it; `PortexApp.start` adds the servers and the background tasks)."""
+@dataclass(frozen=True)
+class Sessions:
+    """The outgoing HTTP sessions, opened before wire(): the Bot API's, and guarded ones (the
+    callbacks' address rule, PORTEX_CALLBACK_ALLOW_PRIVATE) for the apps' callbacks and for the
+    relay's POSTs to the app bots' webhooks, whose URL whoever holds a bot token chooses. Each
+    is its own, so that a slow receiver cannot take the Bot API's connections."""
 
-    applications: ApplicationRepository
-    orders: OrderRepository
-    events: EventLog
+    telegram: aiohttp.ClientSession
+    callbacks: aiohttp.ClientSession | None = None  # with PORTEX_CALLBACK_DELIVERY
+    webhooks: aiohttp.ClientSession | None = None  # with PORTEX_BOT_PROXY
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Sessions:
+        async def guarded(wanted: bool) -> aiohttp.ClientSession | None:
+            if not wanted:
+                return None
+            return await new_callback_session(
+                concurrency=16, allow_private=settings.callback.allow_private
+            )
+
+        return cls(
+            await new_session(),
+            await guarded(settings.callback.delivery),
+            await guarded(settings.relay.bot_proxy),
+        )
+
+    async def close(self) -> None:
+        for session in (self.telegram, self.callbacks, self.webhooks):
+            if session is not None:
+                await session.close()
+
+
+async def _publish_nowhere(serving: bool) -> None:
+    """Health told to no one (a wiring that serves nothing: the CLI's)."""
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """Every service of one process, wired to its adapters, and its background jobs: pure
+    construction, no I/O (the CLI reuses it; `PortexApp.start` starts the servers and the
+    jobs)."""
+
+    bot_api: BotApiClient
+    applications: Applications
     authenticator: ApiKeyAuthenticator
-    refunds: RefundService
-    refund_worker: PeriodicWorker
-    relay: RelayService | None
-    relay_worker: PeriodicWorker | None
+    servicer: PaymentServicer
     processor: UpdateProcessor
     hub: EventHub
     listener: EventListener
-    servicer: PaymentServicer
+    relay: RelayService | None
+    pollers: PollerManager | None
+    edge: EdgeService | None
     cached_applications: ApplicationCache[UUID]
     bot_applications: ApplicationCache[int]
-    edge: EdgeService | None
+    health: Health
+    jobs: list[Job]
 
 
-def wire(settings: Settings, pool: asyncpg.Pool, bot_api: BotApiClient, *, replica: str) -> Wiring:
-    """The ports' adapters handed to the use cases, as `settings` say."""
-    applications = ApplicationRepository(pool)
-    orders = OrderRepository(pool)
-    order_service = OrderService(
-        orders,
-        bot_api,
-        PaymentSettings(
-            max_amount=settings.payments.max_amount,
-            order_ttl_seconds=settings.payments.order_ttl_seconds,
-            telegram_timeout=settings.telegram.timeout,
-            payload_secret=settings.payments.payload_secret.encode(),
-        ),
-    )
-    authenticator = ApiKeyAuthenticator(applications, settings.auth.cache_ttl)
-    payment_records = LedgerStore(pool)
+def wire(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    sessions: Sessions,
+    *,
+    replica: str,
+    publish_health: Callable[[bool], Awaitable[None]] = _publish_nowhere,
+) -> Wiring:
+    """The ports' adapters handed to the use cases, and the named background jobs under one
+    supervisor, as `settings` say. A worker's wake-up signal is made before both the service
+    that gives it and the worker that waits on it. A job that posts over HTTP is made when its
+    session is open (the CLI, which runs no jobs, gives the Bot API's alone)."""
+    bot_api = telegram_client(sessions.telegram, settings)
+    applications, orders = ApplicationRepository(pool), OrderRepository(pool)
+    ledger, events = LedgerStore(pool), EventLog(pool)
+    refunds_due, deliveries_due, health_check = Wakeup(), Wakeup(), Wakeup()
+    supervisor = Supervisor(on_failing=health_check.wake)
     refunds = RefundService(
-        payment_records,
+        ledger,
         bot_api,
         max_attempts=settings.refund.max_attempts,
         lease_seconds=settings.refund.lease_seconds,
+        wake=refunds_due.wake,
     )
-    refund_worker = PeriodicWorker("refunds", refunds.step, idle=settings.refund.interval)
-    refunds.wake = refund_worker.wake
     bot_applications = ApplicationCache(applications.get_by_bot_id, settings.auth.cache_ttl)
-    relay: RelayService | None = None
-    relay_worker: PeriodicWorker | None = None
+    cached_applications = ApplicationCache(applications.get, settings.auth.cache_ttl)
+    relay = None
     if settings.relay.bot_proxy:
-        relay = RelayService(
-            RelayRepository(pool, replica),
-            bot_api,
-            bot_applications.get,
-            default_updates_mode=settings.telegram.updates,
-            webhook_timeout=settings.relay.webhook_timeout,
-        )
-        relay_worker = PeriodicWorker(
-            "relay-webhooks", relay.deliver_step, idle=settings.relay.interval
-        )
-        relay.wake_delivery = relay_worker.wake
-    processor = UpdateProcessor(
-        payment_records,
+        relay = _relay(settings, pool, replica, bot_api, bot_applications, sessions, deliveries_due)
+    processor = _processor(settings, pool, ledger, bot_api, refunds_due, relay)
+    hub = EventHub(
+        events, queue_size=settings.stream.buffer, poll_interval=settings.stream.poll_interval
+    )
+    channels = {RELAY_CHANNEL: relay.notified} if relay is not None else None
+    listener = EventListener(settings.db.url, hub.wake, channels=channels)
+    health = Health(
+        _database_answers(pool, settings.db.health_interval),
+        supervisor.failing,
+        publish_health,
+        interval=settings.db.health_interval,
+        wakeup=health_check,
+    )
+    pollers = None
+    if settings.telegram.pollers:
+        pollers = _pollers(settings, pool, replica, applications, bot_api, processor, supervisor)
+    workers = _workers(settings, pool, sessions, orders, events, refunds, refunds_due)
+    if relay is not None:
+        workers += _relay_workers(settings, relay, deliveries_due)
+    order_service = OrderService(orders, bot_api, _payment_settings(settings))
+    catalog, users = CatalogRepository(pool), TelegramUserRepository(pool)
+    return Wiring(
+        bot_api=bot_api,
+        applications=applications,
+        authenticator=ApiKeyAuthenticator(applications, settings.auth.cache_ttl),
+        servicer=PaymentServicer(
+            order_service,
+            refunds,
+            EventStreamer(events, hub, heartbeat=settings.stream.heartbeat),
+            CatalogService(catalog, users, max_amount=settings.payments.max_amount),
+            BotMessagesService(applications),
+        ),
+        processor=processor,
+        hub=hub,
+        listener=listener,
+        relay=relay,
+        pollers=pollers,
+        edge=_edge(settings, cached_applications, applications, catalog, users, order_service),
+        cached_applications=cached_applications,
+        bot_applications=bot_applications,
+        health=health,
+        jobs=[
+            Job("health-probe", health.run, supervisor),
+            Job("event-hub", hub.run, supervisor),
+            Job("event-listener", listener.run, supervisor),
+            *(Job(worker.name, worker.run, supervisor) for worker in workers),
+            *([Job("pollers", pollers.run, supervisor)] if pollers is not None else []),
+        ],
+    )
+
+
+def _processor(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    ledger: LedgerStore,
+    bot_api: BotApiClient,
+    refunds_due: Wakeup,
+    relay: RelayService | None,
+) -> UpdateProcessor:
+    """What handles the bots' updates (webhooks, pollers, reconcile)."""
+    return UpdateProcessor(
+        ledger,
         DeadLetterRepository(pool),
         bot_api,
         settings.payments.payload_secret.encode(),
@@ -181,72 +296,242 @@ def wire(settings: Settings, pool: asyncpg.Pool, bot_api: BotApiClient, *, repli
         auto_refund=settings.payments.auto_refund,
         clock=utcnow,
         max_attempts=settings.payments.update_max_attempts,
-        refund_requested=refund_worker.wake,
+        refund_requested=refunds_due.wake,
         relay=relay,
     )
 
-    events = EventLog(pool)
-    hub = EventHub(
+
+def _relay(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    replica: str,
+    bot_api: BotApiClient,
+    bot_applications: ApplicationCache[int],
+    sessions: Sessions,
+    deliveries_due: Wakeup,
+) -> RelayService:
+    """The app bots' relay (PORTEX_BOT_PROXY); it posts to their webhooks through the guarded
+    session, when there is one."""
+    return RelayService(
+        RelayRepository(pool, replica),
+        bot_api,
+        bot_applications.get,
+        default_updates_mode=settings.telegram.updates,
+        webhook_timeout=settings.relay.webhook_timeout,
+        webhook_poster=HttpPoster(sessions.webhooks) if sessions.webhooks else None,
+        wake_delivery=deliveries_due.wake,
+    )
+
+
+def _payment_settings(settings: Settings) -> PaymentSettings:
+    return PaymentSettings(
+        max_amount=settings.payments.max_amount,
+        order_ttl_seconds=settings.payments.order_ttl_seconds,
+        telegram_timeout=settings.telegram.timeout,
+        payload_secret=settings.payments.payload_secret.encode(),
+    )
+
+
+def _workers(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    sessions: Sessions,
+    orders: OrderRepository,
+    events: EventLog,
+    refunds: RefundService,
+    refunds_due: Wakeup,
+) -> list[PeriodicWorker]:
+    """The housekeeping (pruning, expiry), the refunds' outbox and, with their session, the
+    callbacks' outbox."""
+    housekeeping = Housekeeping(
+        orders,
         events,
-        queue_size=settings.stream.buffer,
-        poll_interval=settings.stream.poll_interval,
+        idempotency_ttl_seconds=settings.payments.idempotency_ttl_seconds,
+        event_retention_seconds=settings.stream.event_retention_days * 86_400,
     )
-    listener = EventListener(
-        settings.db.url,
-        hub.wake,
-        channels={RELAY_CHANNEL: relay.notified} if relay is not None else None,
-    )
-    streamer = EventStreamer(events, hub, heartbeat=settings.stream.heartbeat)
-    servicer = PaymentServicer(
-        order_service,
-        refunds,
-        streamer,
-        CatalogService(
-            CatalogRepository(pool),
-            TelegramUserRepository(pool),
-            max_amount=settings.payments.max_amount,
+    workers = [
+        PeriodicWorker(
+            "idempotency-pruner",
+            housekeeping.prune_idempotency_keys_step,
+            idle=settings.housekeeping.prune_interval,
         ),
-        BotMessagesService(applications),
-    )
-    cached_applications = ApplicationCache(applications.get, settings.auth.cache_ttl)
-    edge = None
-    if settings.edge.enabled:
-        edge = EdgeService(
-            cached_applications.get,
-            applications.origin_allowed_anywhere,
-            CatalogRepository(pool),
-            TelegramUserRepository(pool),
-            order_service,
-            EdgeSettings(
-                init_data_max_age=timedelta(seconds=settings.edge.init_data_max_age),
-                ed25519_public_key=settings.init_data_key(),
-                dedupe_window=timedelta(seconds=settings.edge.dedupe_window),
-                user_rate=settings.edge.user_rate,
-                user_burst=settings.edge.user_burst,
-                app_rate=settings.edge.app_rate,
-                app_burst=settings.edge.app_burst,
-                preflight_rate=settings.edge.preflight_rate,
-                preflight_burst=settings.edge.preflight_burst,
-                origin_cache_ttl=settings.auth.cache_ttl,
-            ),
+        PeriodicWorker(
+            "event-pruner",
+            housekeeping.prune_events_step,
+            idle=settings.housekeeping.prune_interval,
+        ),
+        PeriodicWorker("refunds", refunds.step, idle=settings.refund.interval, wakeup=refunds_due),
+        PeriodicWorker("expiry", housekeeping.expire_step, idle=settings.payments.expiry_interval),
+    ]
+    if sessions.callbacks is not None:
+        dispatcher = CallbackDispatcher(
+            CallbackRepository(pool),
+            HttpPoster(sessions.callbacks),
+            timeout=settings.callback.timeout,
+            max_attempts=settings.callback.max_attempts,
         )
-    return Wiring(
-        applications=applications,
-        orders=orders,
-        events=events,
-        authenticator=authenticator,
-        refunds=refunds,
-        refund_worker=refund_worker,
-        relay=relay,
-        relay_worker=relay_worker,
-        processor=processor,
-        hub=hub,
-        listener=listener,
-        servicer=servicer,
-        cached_applications=cached_applications,
-        bot_applications=bot_applications,
-        edge=edge,
+        workers.append(
+            PeriodicWorker("callbacks", dispatcher.step, idle=settings.callback.interval)
+        )
+    return workers
+
+
+def _relay_workers(
+    settings: Settings, relay: RelayService, deliveries_due: Wakeup
+) -> list[PeriodicWorker]:
+    """The relay's pruning and, with its session, its webhook delivery."""
+    workers = [
+        PeriodicWorker("relay-pruner", relay.prune, idle=settings.housekeeping.prune_interval)
+    ]
+    if relay.webhook_poster is not None:
+        workers.append(
+            PeriodicWorker(
+                "relay-webhooks",
+                relay.deliver_step,
+                idle=settings.relay.interval,
+                wakeup=deliveries_due,
+            )
+        )
+    return workers
+
+
+def _pollers(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    replica: str,
+    applications: Applications,
+    bot_api: BotApiClient,
+    processor: UpdateProcessor,
+    supervisor: Supervisor,
+) -> PollerManager:
+    leases = PollLeases(pool, replica, settings.poll.lease_seconds)
+    return PollerManager(
+        applications,
+        lambda application: BotPoller(
+            application,
+            leases,
+            bot_api,
+            processor,
+            poll_timeout=settings.poll.timeout,
+            lease_seconds=settings.poll.lease_seconds,
+        ),
+        supervisor,
+        default_mode=settings.telegram.updates,
+        refresh=min(5.0, settings.poll.lease_seconds / 3),
     )
+
+
+def _edge(
+    settings: Settings,
+    cached_applications: ApplicationCache[UUID],
+    applications: ApplicationRepository,
+    catalog: CatalogRepository,
+    users: TelegramUserRepository,
+    orders: OrderService,
+) -> EdgeService | None:
+    """The Mini App edge's use case, when PORTEX_EDGE is on."""
+    if not settings.edge.enabled:
+        return None
+    return EdgeService(
+        cached_applications.get,
+        applications.origin_allowed_anywhere,
+        catalog,
+        users,
+        orders,
+        EdgeSettings(
+            init_data_max_age=timedelta(seconds=settings.edge.init_data_max_age),
+            ed25519_public_key=settings.init_data_key(),
+            dedupe_window=timedelta(seconds=settings.edge.dedupe_window),
+            user_rate=settings.edge.user_rate,
+            user_burst=settings.edge.user_burst,
+            app_rate=settings.edge.app_rate,
+            app_burst=settings.edge.app_burst,
+            preflight_rate=settings.edge.preflight_rate,
+            preflight_burst=settings.edge.preflight_burst,
+            origin_cache_ttl=settings.auth.cache_ttl,
+        ),
+    )
+
+
+def _database_answers(pool: asyncpg.Pool, interval: float) -> Callable[[], Awaitable[bool]]:
+    """Whether PostgreSQL answers `SELECT 1` in time (the health probe's question)."""
+
+    async def answers() -> bool:
+        try:
+            await pool.fetchval("SELECT 1", timeout=max(interval, 1.0))
+        except Exception:  # any failure to answer means "not serving"
+            return False
+        return True
+
+    return answers
+
+
+async def start_grpc(
+    settings: Settings, wiring: Wiring, health_servicer: health.aio.HealthServicer
+) -> tuple[grpc.aio.Server, int]:
+    """The gRPC server (PaymentService, health, reflection), listening; and its port."""
+    server = grpc.aio.server(
+        interceptors=[PaymentInterceptor(wiring.authenticator)],
+        options=[
+            # Fail loudly when the port is taken instead of sharing it with a stranger.
+            ("grpc.so_reuseport", 0),
+            # Nothing valid comes near it; larger requests are RESOURCE_EXHAUSTED, unread.
+            ("grpc.max_receive_message_length", settings.grpc.max_receive_bytes),
+            # No flow-control window grown by bandwidth-delay probing: on a fast link it
+            # grows to megabytes per stream, and every stream of an oversized request then
+            # pushes that much into our buffers before it is refused (100 streams of 32 MiB
+            # on one connection kept RSS 240 MB higher; without probing, 2 MB). Requests are
+            # at most 64 KiB, the size of the fixed initial window, so nothing is slower.
+            ("grpc.http2.bdp_probe", 0),
+            # Long-lived streams: ping idle clients, accept their pings every 10 s or more.
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_timeout_ms", 10_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ],
+    )
+    payment_pb2_grpc.add_PaymentServiceServicer_to_server(wiring.servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [
+            SERVICE_NAME,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        ],
+        server,
+        pool=DocumentedPool(),
+    )
+    port = server.add_insecure_port(settings.grpc.addr)
+    if port == 0:
+        raise OSError(f"cannot listen on {settings.grpc.addr}")
+    await server.start()
+    return server, port
+
+
+async def start_http(settings: Settings, wiring: Wiring) -> tuple[web.AppRunner, int]:
+    """The HTTP server (webhooks, the Mini App edge, the Bot API proxy, /healthz), listening;
+    and its port."""
+    host, _, port = settings.http.addr.rpartition(":")
+    client_warnings = ClientWarnings()
+    runner = web.AppRunner(
+        create_http_app(
+            wiring.health.is_serving,
+            load_application=wiring.cached_applications.get,
+            processor=wiring.processor,
+            edge=wiring.edge,
+            relay=wiring.relay,
+            load_bot_application=wiring.bot_applications.get,
+            bot_api=wiring.bot_api,
+            forward_timeout=max(60.0, settings.telegram.timeout),
+            read_timeout=settings.http.read_timeout,
+            warnings=client_warnings,
+        ),
+        handle_signals=False,
+        **runner_options(settings.http.read_timeout, client_warnings),
+    )
+    await runner.setup()
+    await web.TCPSite(runner, host, int(port)).start()
+    return runner, runner.addresses[0][1]
 
 
 class PortexApp:
@@ -256,22 +541,39 @@ class PortexApp:
         self.grpc_port: int | None = None
         self.http_port: int | None = None
         self._pool: asyncpg.Pool | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self._callback_session: aiohttp.ClientSession | None = None
-        self._relay_session: aiohttp.ClientSession | None = None
-        self.relay: RelayService | None = None
-        self.pollers: PollerManager | None = None
-        self.hub: EventHub | None = None
+        self._sessions: Sessions | None = None
+        self._wiring: Wiring | None = None
         self._server: grpc.aio.Server | None = None
         self._http_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._serving = False
         self._stopped = asyncio.Event()
 
     @property
     def pool(self) -> asyncpg.Pool:
         assert self._pool is not None, "start() first"
         return self._pool
+
+    @property
+    def wiring(self) -> Wiring:
+        assert self._wiring is not None, "start() first"
+        return self._wiring
+
+    # What tests and benches look at.
+    @property
+    def relay(self) -> RelayService | None:
+        return self.wiring.relay
+
+    @property
+    def pollers(self) -> PollerManager | None:
+        return self.wiring.pollers
+
+    @property
+    def hub(self) -> EventHub:
+        return self.wiring.hub
+
+    @property
+    def listener(self) -> EventListener:
+        return self.wiring.listener
 
     async def start(self) -> None:
         settings = self.settings
@@ -286,153 +588,21 @@ class PortexApp:
         self._pool = await create_pool(
             settings.db.url, min_size=settings.db.pool_min, max_size=settings.db.pool_max
         )
-        self._session = await new_session()
-        bot_api = telegram_client(self._session, settings)
-        replica = _replica_id()
-        wiring = wire(settings, self._pool, bot_api, replica=replica)
-        self.refunds, self.relay = wiring.refunds, wiring.relay
-        self.processor, self.hub, self.listener = wiring.processor, wiring.hub, wiring.listener
-        applications, orders, events = wiring.applications, wiring.orders, wiring.events
-        refund_worker, relay_worker = wiring.refund_worker, wiring.relay_worker
-
-        server = grpc.aio.server(
-            interceptors=[PaymentInterceptor(wiring.authenticator)],
-            options=[
-                # Fail loudly when the port is taken instead of sharing it with a stranger.
-                ("grpc.so_reuseport", 0),
-                # Nothing valid comes near it; larger requests are RESOURCE_EXHAUSTED, unread.
-                ("grpc.max_receive_message_length", settings.grpc.max_receive_bytes),
-                # No flow-control window grown by bandwidth-delay probing: on a fast link it
-                # grows to megabytes per stream, and every stream of an oversized request then
-                # pushes that much into our buffers before it is refused (100 streams of 32 MiB
-                # on one connection kept RSS 240 MB higher; without probing, 2 MB). Requests are
-                # at most 64 KiB, the size of the fixed initial window, so nothing is slower.
-                ("grpc.http2.bdp_probe", 0),
-                # Long-lived streams: ping idle clients, accept their pings every 10 s or more.
-                ("grpc.keepalive_time_ms", 30_000),
-                ("grpc.keepalive_timeout_ms", 10_000),
-                ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
-                ("grpc.keepalive_permit_without_calls", 1),
-            ],
+        self._sessions = await Sessions.open(settings)
+        self._wiring = wiring = wire(
+            settings,
+            self._pool,
+            self._sessions,
+            replica=_replica_id(),
+            publish_health=self._publish_health,
         )
-        payment_pb2_grpc.add_PaymentServiceServicer_to_server(wiring.servicer, server)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            [
-                SERVICE_NAME,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ],
-            server,
-            pool=DocumentedPool(),
-        )
-        self.grpc_port = server.add_insecure_port(settings.grpc.addr)
-        if self.grpc_port == 0:
-            raise OSError(f"cannot listen on {settings.grpc.addr}")
-        await server.start()
-        self._server = server
-        await self._set_serving(True)
-
-        http_host, _, http_port = settings.http.addr.rpartition(":")
-        client_warnings = ClientWarnings()
-        self._http_runner = web.AppRunner(
-            create_http_app(
-                lambda: self._serving,
-                load_application=wiring.cached_applications.get,
-                processor=self.processor,
-                edge=wiring.edge,
-                relay=self.relay,
-                load_bot_application=wiring.bot_applications.get,
-                bot_api=bot_api,
-                forward_timeout=max(60.0, settings.telegram.timeout),
-                read_timeout=settings.http.read_timeout,
-                warnings=client_warnings,
-            ),
-            handle_signals=False,
-            **runner_options(settings.http.read_timeout, client_warnings),
-        )
-        await self._http_runner.setup()
-        site = web.TCPSite(self._http_runner, http_host, int(http_port))
-        await site.start()
-        self.http_port = self._http_runner.addresses[0][1]
-
-        self._spawn("health-probe", self._probe_database)
-        key_ttl = settings.payments.idempotency_ttl_seconds
-        idempotency_pruner = PeriodicWorker(
-            "idempotency-pruner",
-            lambda: orders.prune_idempotency_keys(key_ttl),
-            idle=settings.housekeeping.prune_interval,
-        )
-        self._spawn("idempotency-pruner", idempotency_pruner.run)
-        self._spawn("event-hub", self.hub.run)
-        self._spawn("event-listener", self.listener.run)
-        retention = settings.stream.event_retention_days * 86_400
-        pruner = PeriodicWorker(
-            "event-pruner",
-            lambda: events.prune(retention),
-            idle=settings.housekeeping.prune_interval,
-        )
-        self._spawn("event-pruner", pruner.run)
-        self._spawn("refunds", refund_worker.run)
-        expiry = PeriodicWorker(
-            "expiry", lambda: orders.expire_due(500), idle=settings.payments.expiry_interval
-        )
-        self._spawn("expiry", expiry.run)
-        if settings.callback.delivery:
-            # Its own session: a slow receiver must not take the Bot API's connections.
-            self._callback_session = await new_callback_session(
-                concurrency=16, allow_private=settings.callback.allow_private
-            )
-            dispatcher = CallbackDispatcher(
-                CallbackRepository(self._pool),
-                HttpPoster(self._callback_session),
-                timeout=settings.callback.timeout,
-                max_attempts=settings.callback.max_attempts,
-            )
-            self._spawn(
-                "callbacks",
-                PeriodicWorker("callbacks", dispatcher.step, idle=settings.callback.interval).run,
-            )
-        if self.relay is not None and relay_worker is not None:
-            # Its own guarded session: the app bot's webhook URL is chosen by whoever holds the
-            # bot token, so it gets the callbacks' address rule (PORTEX_CALLBACK_ALLOW_PRIVATE).
-            self._relay_session = await new_callback_session(
-                concurrency=16, allow_private=settings.callback.allow_private
-            )
-            self.relay.webhook_poster = HttpPoster(self._relay_session)
-            self._spawn("relay-webhooks", relay_worker.run)
-            relay = self.relay
-            relay_pruner = PeriodicWorker(
-                "relay-pruner", relay.prune, idle=settings.housekeeping.prune_interval
-            )
-            self._spawn("relay-pruner", relay_pruner.run)
-        if settings.telegram.pollers:
-            leases = PollLeases(self._pool, replica, settings.poll.lease_seconds)
-            self.pollers = pollers = PollerManager(
-                applications,
-                lambda application: BotPoller(
-                    application,
-                    leases,
-                    bot_api,
-                    self.processor,
-                    poll_timeout=settings.poll.timeout,
-                    lease_seconds=settings.poll.lease_seconds,
-                ),
-                default_mode=settings.telegram.updates,
-                refresh=min(5.0, settings.poll.lease_seconds / 3),
-            )
-            self._spawn("pollers", pollers.run)
+        self._server, self.grpc_port = await start_grpc(settings, wiring, self.health)
+        await wiring.health.set(True)
+        self._http_runner, self.http_port = await start_http(settings, wiring)
+        self._tasks = [job.start() for job in wiring.jobs]
         log.info("serving", grpc_port=self.grpc_port, http_port=self.http_port)
 
-    def _spawn(self, name: str, run: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """Runs `run()` as a named background task, supervised: an unexpected death is logged
-        as an error with its traceback and the task is started again after a backoff."""
-        self._tasks.append(asyncio.create_task(supervise(name, run), name=name))
-
-    async def _set_serving(self, serving: bool) -> None:
-        if serving != self._serving:
-            log.info("health", serving=serving)
-        self._serving = serving
+    async def _publish_health(self, serving: bool) -> None:
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if serving
@@ -441,60 +611,49 @@ class PortexApp:
         for service in ("", SERVICE_NAME):
             await self.health.set(service, status)
 
-    async def _probe_database(self) -> None:
-        """Health follows PostgreSQL: NOT_SERVING while it is unreachable, SERVING when back."""
-        interval = self.settings.db.health_interval
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.pool.fetchval("SELECT 1", timeout=max(interval, 1.0))
-                reachable = True
-            except Exception:  # any failure to answer means "not serving"
-                reachable = False
-            await self._set_serving(reachable)
-
     async def stop(self) -> None:
         """Graceful shutdown; safe to call more than once."""
         if self._stopped.is_set():
             return
         self._stopped.set()
         log.info("shutting down", grace_seconds=self.settings.grpc.shutdown_grace)
-        if self.hub is not None:
+        if self._wiring is not None:
             # Streams end now with UNAVAILABLE, not after the grace period: their clients resume
             # on another replica while in-flight unary calls finish here.
-            self.hub.close()
-        if self._tasks:
-            # asyncio.wait_for (asyncpg's timeouts, the loops' waits) can swallow a cancel that
-            # arrives as its inner await completes (CPython gh-86296), so a task may go on after
-            # one cancel: cancel again until it ends, within a bound.
-            deadline = time.monotonic() + max(self.settings.grpc.shutdown_grace, 1.0)
-            stuck = set(self._tasks)
-            while stuck and time.monotonic() < deadline:
-                for task in stuck:
-                    task.cancel()
-                _, stuck = await asyncio.wait(stuck, timeout=0.2)
-            for task in stuck:
-                log.warning("background task did not stop", task=task.get_name())
-            for task in self._tasks:
-                if not task.done():
-                    continue
-                if not task.cancelled() and task.exception() is not None:
-                    log.error(
-                        "background task failed", task=task.get_name(), exc_info=task.exception()
-                    )
+            self._wiring.hub.close()
+        await self._stop_jobs()
         await self.health.enter_graceful_shutdown()
-        self._serving = False
+        if self._wiring is not None:
+            self._wiring.health.shutting_down()
         if self._server is not None:
             # Stops accepting RPCs at once; in-flight ones get the grace period.
             await self._server.stop(self.settings.grpc.shutdown_grace)
         if self._http_runner is not None:
             await self._http_runner.cleanup()
-        for session in (self._session, self._callback_session, self._relay_session):
-            if session is not None:
-                await session.close()
+        if self._sessions is not None:
+            await self._sessions.close()
         if self._pool is not None:
             await self._pool.close()
         log.info("stopped")
+
+    async def _stop_jobs(self) -> None:
+        """Cancels the jobs' tasks, within the grace period."""
+        if not self._tasks:
+            return
+        # asyncio.wait_for (asyncpg's timeouts, the loops' waits) can swallow a cancel that
+        # arrives as its inner await completes (CPython gh-86296), so a task may go on after one
+        # cancel: cancel again until it ends, within a bound.
+        deadline = time.monotonic() + max(self.settings.grpc.shutdown_grace, 1.0)
+        stuck = set(self._tasks)
+        while stuck and time.monotonic() < deadline:
+            for task in stuck:
+                task.cancel()
+            _, stuck = await asyncio.wait(stuck, timeout=0.2)
+        for task in stuck:
+            log.warning("background task did not stop", task=task.get_name())
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                log.error("background task failed", task=task.get_name(), exc_info=task.exception())
 
 
 async def serve(

@@ -25,12 +25,18 @@ import grpc
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from portex_pay.adapters.postgres.applications import ApplicationRepository
-from portex_pay.adapters.postgres.catalog import CatalogRepository, TelegramUserRepository
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.postgres.pool import create_pool
 from portex_pay.adapters.telegram.client import new_session
-from portex_pay.app import serve, telegram_client, wait_for_database, wire
+from portex_pay.app import (
+    Sessions,
+    application_admin,
+    bot_messages_admin,
+    serve,
+    telegram_client,
+    wait_for_database,
+    wire,
+)
 from portex_pay.config import DEFAULT_GRPC_ADDR, DEV_DATA_DIR, ConfigError, Settings
 from portex_pay.domain.catalog import CatalogItem
 from portex_pay.domain.errors import ApplicationNotFound, InvalidArgument
@@ -45,7 +51,6 @@ from portex_pay.service.applications import (
     item_json,
 )
 from portex_pay.service.bot_messages import TEXT_FIELDS, BotMessagesService
-from portex_pay.service.catalog import CatalogService
 from portex_pay.service.clock import utcnow
 from portex_pay.service.reconcile import reconcile
 
@@ -66,22 +71,14 @@ async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
     session = await new_session()
     try:
         await migrate(conn)
-        admin = ApplicationAdmin(
-            ApplicationRepository(conn),
-            telegram_client(session, settings),
-            CatalogService(
-                CatalogRepository(conn),
-                TelegramUserRepository(conn),
-                max_amount=settings.payments.max_amount,
-            ),
+        admin = application_admin(
+            conn, telegram_client(session, settings), max_amount=settings.payments.max_amount
         )
         result: Any
         if options.admin_command in _EDGE_COMMANDS:
             result = await _edge_admin(admin, options)
         elif options.admin_command in ("show-bot-messages", "set-bot-messages"):
-            result = await _bot_messages_admin(
-                BotMessagesService(ApplicationRepository(conn)), options
-            )
+            result = await _bot_messages_admin(bot_messages_admin(conn), options)
         elif options.admin_command == "create-app":
             application, key = await admin.create_app(options.name, options.bot_token)
             result = {"application_id": str(application.id), "api_key": key}
@@ -97,8 +94,7 @@ async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
                 "bot_id": bot.bot_id,
                 "bot_username": bot.username,
             }
-            bound_app = await ApplicationRepository(conn).get(options.app)
-            own_mode = bound_app.updates_mode if bound_app else None
+            own_mode = await admin.updates_mode(options.app)
             if settings.http.public_url and (own_mode or settings.telegram.updates) == "webhook":
                 # A bot bound in webhook mode is pointed at us at once.
                 result["webhook_url"] = await admin.register_webhook(
@@ -224,9 +220,7 @@ async def run_init_data(options: argparse.Namespace) -> str:
         session = await new_session()
         try:
             await migrate(conn)
-            admin = ApplicationAdmin(
-                ApplicationRepository(conn), telegram_client(session, settings)
-            )
+            admin = application_admin(conn, telegram_client(session, settings))
             return await admin.sign_init_data(options.app, fields)
         finally:
             await session.close()
@@ -253,14 +247,13 @@ async def _reconcile(
         raise AdminError("reconcile verifies invoice payloads: set PORTEX_PAYLOAD_SECRET")
     pool = await create_pool(settings.db.url, min_size=1, max_size=2)
     try:
-        application = await ApplicationRepository(pool).get(application_id)
-        if application is None or not application.bot_token:
-            raise AdminError(f"no application {application_id} with a bot")
-        bot_api = telegram_client(session, settings)
         # The serving replicas' wiring: charges found here are recorded, refunded and relayed
         # exactly as the webhook would have (their workers pick up what this queues).
-        processor = wire(settings, pool, bot_api, replica="reconcile").processor
-        report = await reconcile(application, bot_api, processor)
+        wiring = wire(settings, pool, Sessions(session), replica="reconcile")
+        application = await wiring.applications.get(application_id)
+        if application is None or not application.bot_token:
+            raise AdminError(f"no application {application_id} with a bot")
+        report = await reconcile(application, wiring.bot_api, wiring.processor)
         return {"application_id": str(application_id), **dataclasses.asdict(report)}
     finally:
         await pool.close()
@@ -285,20 +278,6 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("serve", help="serve gRPC and HTTP until SIGTERM")
     commands.add_parser("migrate", help="apply pending database migrations")
     commands.add_parser("healthcheck", help="exit 0 when the local server is SERVING")
-    _dev_commands(commands)
-    admin = commands.add_parser("admin", help="manage applications").add_subparsers(
-        dest="admin_command", required=True
-    )
-    _application_commands(admin)
-    _edge_commands(admin)
-    _bot_message_commands(admin)
-    return parser
-
-
-Commands = Any  # argparse's subparsers action (its class is private)
-
-
-def _dev_commands(commands: Commands) -> None:
     dev = commands.add_parser(
         "dev", help="what `make run` runs: private PostgreSQL + sandbox + serve"
     ).add_subparsers(dest="dev_command")
@@ -314,9 +293,9 @@ def _dev_commands(commands: Commands) -> None:
     init_data.add_argument(
         "--age", type=int, default=0, help="date it this many seconds ago (negative: ahead)"
     )
-
-
-def _application_commands(admin: Commands) -> None:
+    admin = commands.add_parser("admin", help="manage applications").add_subparsers(
+        dest="admin_command", required=True
+    )
     create = admin.add_parser("create-app", help="create an application and its first API key")
     create.add_argument("--name", required=True)
     create.add_argument("--bot-token", help="checked with getMe before it is stored")
@@ -347,9 +326,13 @@ def _application_commands(admin: Commands) -> None:
     )
     reconcile_app.add_argument("--app", type=UUID, required=True)
 
+    _edge_commands(admin)
+    _bot_messages_commands(admin)
+    return parser
 
-def _edge_commands(admin: Commands) -> None:
-    """The Mini App edge (HTTP /v1/ for the Portex JS SDK)."""
+
+def _edge_commands(admin: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The Mini App edge's commands (HTTP /v1/ for the Portex JS SDK)."""
     pricing = admin.add_parser(
         "set-pricing", help="catalog: browser Pays at catalog prices (default); open: any amount"
     )
@@ -388,7 +371,7 @@ def _edge_commands(admin: Commands) -> None:
     list_items.add_argument("--app", type=UUID, required=True)
 
 
-def _bot_message_commands(admin: Commands) -> None:
+def _bot_messages_commands(admin: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The bot's messages: /paysupport, /terms and the optional buyer messages."""
     show_messages = admin.add_parser(
         "show-bot-messages", help="the texts the bot answers /paysupport and /terms with, and more"

@@ -14,10 +14,9 @@ import grpc
 import pytest
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
-from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
-from portex_pay.service.applications import ApplicationAdmin
+from portex_pay.app import application_admin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp, create_test_app
 from tests.e2e.conftest import ServerFactory, ServerProcess
@@ -34,9 +33,7 @@ async def isolated(
     conn = await asyncpg.connect(empty_db)
     await migrate(conn)
     session = await new_session()
-    admin = ApplicationAdmin(
-        ApplicationRepository(conn), BotApiClient(session, fake_telegram.base_url, 5.0)
-    )
+    admin = application_admin(conn, BotApiClient(session, fake_telegram.base_url, 5.0))
 
     async def create(**options: str) -> TestApp:
         return await create_test_app(admin, fake_telegram, **options)  # type: ignore[arg-type]

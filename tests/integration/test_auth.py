@@ -10,7 +10,7 @@ import pytest
 from portex.payment.v1 import payment_pb2
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
-from portex_pay.service.applications import ApplicationAdmin
+from portex_pay.app import application_admin
 from portex_pay.service.auth import ApiKeyAuthenticator, hash_api_key
 from tests.conftest import TestApp
 from tests.integration.helpers import details, eventually, pay_request
@@ -74,9 +74,7 @@ async def test_rotated_keys_both_work_until_the_old_one_is_revoked(stub, service
     app = await make_app()
     session = await new_session()
     try:
-        admin = ApplicationAdmin(
-            ApplicationRepository(service.pool), BotApiClient(session, "http://127.0.0.1:9", 1)
-        )
+        admin = application_admin(service.pool, BotApiClient(session, "http://127.0.0.1:9", 1))
         new_key = await admin.rotate_key(UUID(app.id))
         new_metadata = (("authorization", f"Bearer {new_key}"),)
         for metadata in (app.metadata, new_metadata):

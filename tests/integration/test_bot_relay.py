@@ -34,8 +34,7 @@ from aiohttp import web
 from portex.payment.v1 import payment_pb2
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
-from portex_pay.app import PortexApp
-from portex_pay.service.applications import ApplicationAdmin
+from portex_pay.app import PortexApp, application_admin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp, create_test_app, free_port, make_settings
 from tests.integration.helpers import eventually, pay_request
@@ -409,9 +408,7 @@ async def test_allowed_updates_reach_telegram_as_the_union_in_webhook_mode(
     # An operator pointing the bot at portex-pay again keeps the union.
     session = await new_session()
     try:
-        admin = ApplicationAdmin(
-            ApplicationRepository(service.pool), BotApiClient(session, fake_telegram.base_url, 5.0)
-        )
+        admin = application_admin(service.pool, BotApiClient(session, fake_telegram.base_url, 5.0))
         await admin.register_webhook(uuid.UUID(shop.id), f"http://127.0.0.1:{service.http_port}")
     finally:
         await session.close()
@@ -465,9 +462,7 @@ async def test_the_relay_survives_a_restart_and_is_one_queue_across_replicas(
     first = PortexApp(make_settings(database_url, fake_telegram.base_url, **options))
     await first.start()
     session = await new_session()
-    admin = ApplicationAdmin(
-        ApplicationRepository(first.pool), BotApiClient(session, fake_telegram.base_url, 5.0)
-    )
+    admin = application_admin(first.pool, BotApiClient(session, fake_telegram.base_url, 5.0))
     shop = await create_test_app(admin, fake_telegram, updates="polling")
     bot = proxied(f"http://127.0.0.1:{port}", shop.bot_token)
     other_replica = proxied(f"http://127.0.0.1:{service.http_port}", shop.bot_token)

@@ -33,12 +33,10 @@ from portex_pay.adapters.http_guard import (
     new_callback_session,
     refused_reason,
 )
-from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.callbacks import CallbackRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
-from portex_pay.app import PortexApp
+from portex_pay.app import PortexApp, application_admin
 from portex_pay.config import ConfigError, Settings
-from portex_pay.service.applications import ApplicationAdmin
 from portex_pay.service.callbacks import CallbackDispatcher
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp, create_test_app, free_port, make_settings
@@ -357,9 +355,7 @@ async def _shop(
     session = await new_session()
     try:
         await service.start()
-        admin = ApplicationAdmin(
-            ApplicationRepository(service.pool), BotApiClient(session, fake_telegram.base_url, 5.0)
-        )
+        admin = application_admin(service.pool, BotApiClient(session, fake_telegram.base_url, 5.0))
         app = await create_test_app(
             admin,
             fake_telegram,

@@ -23,9 +23,8 @@ import grpc
 import structlog
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
-from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
-from portex_pay.app import PortexApp
+from portex_pay.app import PortexApp, application_admin
 from portex_pay.service.applications import ApplicationAdmin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from portex_pay_devtools.pgcluster import PgCluster
@@ -342,7 +341,7 @@ async def _private_service(
     try:
         await app.start()
         bot_api = BotApiClient(session, fake.base_url, 5.0)
-        admin = ApplicationAdmin(ApplicationRepository(app.pool), bot_api)
+        admin = application_admin(app.pool, bot_api)
         public_url = f"http://127.0.0.1:{app.http_port}"
         shop = await create_test_app(admin, fake, updates=updates, public_url=public_url)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:

@@ -29,12 +29,11 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
-from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.api.grpc.errors import is_database_outage
-from portex_pay.app import PortexApp
+from portex_pay.app import PortexApp, application_admin
 from portex_pay.domain.events import Cursor, MalformedCursor
-from portex_pay.service.applications import ApplicationAdmin
+from portex_pay.service.worker import Job, Supervisor
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from portex_pay_devtools.pgcluster import PgCluster
 from tests.conftest import TestApp, create_test_app, make_settings
@@ -148,9 +147,7 @@ async def test_rpcs_during_postgresql_restarts_fail_unavailable_and_recover(
     try:
         # A cached key would hide the outage from authentication; look it up every time.
         service: PortexApp = await start_service(cluster.dsn, auth_cache_ttl=0.0)
-        admin = ApplicationAdmin(
-            ApplicationRepository(service.pool), BotApiClient(session, fake_telegram.base_url, 5)
-        )
+        admin = application_admin(service.pool, BotApiClient(session, fake_telegram.base_url, 5))
         shop = await create_test_app(admin, fake_telegram)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
             stub = Stub(channel)
@@ -575,7 +572,7 @@ async def test_shutdown_ends_a_background_task_that_swallows_a_cancel(start_serv
             swallowed.set()  # as if wait_for had returned the result instead
         await asyncio.sleep(3600)
 
-    service._spawn("stubborn", stubborn)
+    service._tasks.append(Job("stubborn", stubborn, Supervisor()).start())
     await asyncio.sleep(0)
     await asyncio.wait_for(service.stop(), timeout=10)
     assert swallowed.is_set()

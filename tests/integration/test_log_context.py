@@ -12,6 +12,7 @@ import pytest
 
 from portex.payment.v1 import payment_pb2
 from portex_pay.app import PortexApp
+from portex_pay.service.outage import StoreUnavailable
 from portex_pay.service.worker import PeriodicWorker
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp
@@ -53,7 +54,7 @@ async def test_a_line_logged_inside_an_rpc_names_the_rpc_and_the_application(
 
 async def test_a_workers_lines_name_the_worker(capfd: pytest.CaptureFixture[str]) -> None:
     async def failing_step() -> int:
-        raise RuntimeError("boom")
+        raise StoreUnavailable("the database is away")  # a bug would end the worker instead
 
     worker = PeriodicWorker("test-worker", failing_step, idle=3600)
     with rendered_logs(capfd) as read:

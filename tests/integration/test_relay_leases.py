@@ -18,11 +18,9 @@ import asyncpg
 from aiogram import Bot
 from aiohttp import web
 
-from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.relay import RelayRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
-from portex_pay.app import PortexApp
-from portex_pay.service.applications import ApplicationAdmin
+from portex_pay.app import PortexApp, application_admin
 from portex_pay.service.ports import HttpAnswer, HttpPoster
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp, create_test_app, free_port, make_settings
@@ -95,9 +93,7 @@ async def new_shop(app: PortexApp, fake: FakeBotApi) -> TestApp:
     """An application whose bot's updates Telegram sends to this replica's webhook."""
     session = await new_session()
     try:
-        admin = ApplicationAdmin(
-            ApplicationRepository(app.pool), BotApiClient(session, fake.base_url, 5.0)
-        )
+        admin = application_admin(app.pool, BotApiClient(session, fake.base_url, 5.0))
         return await create_test_app(admin, fake, updates="webhook", public_url=base_url(app))
     finally:
         await session.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from uuid import uuid4
 
 import pytest
@@ -71,16 +71,18 @@ async def no_application(bot_id: int) -> Application | None:
     return None
 
 
-def relay(store: InMemoryRelay, webhooks: Webhooks) -> RelayService:
-    service = RelayService(
+def relay(
+    store: InMemoryRelay, webhooks: Webhooks, wake_delivery: Callable[[], None] = lambda: None
+) -> RelayService:
+    return RelayService(
         store,
         FakeTelegram(),
         no_application,
         default_updates_mode="webhook",
         webhook_timeout=TIMEOUT,
+        webhook_poster=webhooks,
+        wake_delivery=wake_delivery,
     )
-    service.webhook_poster = webhooks
-    return service
 
 
 async def bot_with_webhook(store: InMemoryRelay, *update_ids: int, url: str = OLD) -> None:
@@ -241,9 +243,8 @@ async def test_set_webhook_here_abandons_the_post_to_the_old_one_and_delivers_at
 ) -> None:
     await bot_with_webhook(store, 5)
     webhooks.hold(OLD)
-    service = relay(store, webhooks)
     woken: list[bool] = []
-    service.wake_delivery = lambda: woken.append(True)
+    service = relay(store, webhooks, lambda: woken.append(True))
     step = asyncio.create_task(service.deliver_step())
     await posting(webhooks)
     await service.set_webhook(APPLICATION, {"url": NEW})

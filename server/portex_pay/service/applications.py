@@ -256,6 +256,12 @@ class ApplicationAdmin:
         if not await self._applications.set_updates_mode(application_id, mode):
             raise AdminError(f"no application {application_id}")
 
+    async def updates_mode(self, application_id: UUID) -> str | None:
+        """How the application's bot gets updates, when it chose (None: the server's default,
+        PORTEX_TELEGRAM_UPDATES, or no such application)."""
+        application = await self._applications.get(application_id)
+        return application.updates_mode if application is not None else None
+
     async def list_apps(self) -> list[dict[str, Any]]:
         return [
             {

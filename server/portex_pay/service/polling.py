@@ -5,6 +5,10 @@ runs one `BotPoller` task per bot. Each poller polls only while it holds the bot
 PostgreSQL (adapters/postgres/polling.py), so exactly one replica consumes a bot's updates and
 another takes over when the holder dies. An update is confirmed to Telegram (by the next
 getUpdates offset) only after it has been processed.
+
+Each poller runs under the process's supervisor (service/worker.py), like every background task:
+a poller that dies of a bug is logged with its traceback and started again after a backoff, and
+one that keeps dying turns health NOT_SERVING. A store or network outage is a warning, retried.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from portex_pay.domain.relay import telegram_allowed_updates
 from portex_pay.domain.retry import backoff_seconds
 from portex_pay.domain.telegram import TelegramApiError, TelegramError, TelegramNetworkError
 from portex_pay.domain.updates import update_id_of
+from portex_pay.service.outage import is_unavailable
 from portex_pay.service.ports import Applications, PollLeases, TelegramBot
 from portex_pay.service.updates import UpdateProcessor, UpdateRetry
+from portex_pay.service.worker import Supervisor
 
 log = structlog.get_logger(__name__)
 
@@ -65,6 +71,8 @@ class BotPoller:
                 try:
                     lease = await self._leases.acquire(bot_id)
                 except Exception as error:
+                    if not is_unavailable(error):
+                        raise  # a bug: the supervisor logs it and starts the poller again
                     log.warning("poll lease unavailable", bot_id=bot_id, error=repr(error))
                     lease = None
                 if lease is None:
@@ -82,6 +90,8 @@ class BotPoller:
                     # Telegram sends what portex-pay and the app's own bot (relay) both need.
                     await self._poll_once(bot, offset, telegram_allowed_updates(relay_allowed))
                 except Exception as error:
+                    if not is_unavailable(error):
+                        raise
                     # Storing the offset failed (database down): the batch comes again and its
                     # updates, already processed, change nothing the second time.
                     log.warning("poll failed", bot_id=bot_id, error=repr(error))
@@ -154,18 +164,21 @@ def _webhook_active(error: TelegramApiError) -> bool:
 
 
 class PollerManager:
-    """Keeps one poller task per polling bot, following changes to the applications."""
+    """Keeps one poller task per polling bot, following changes to the applications; each runs
+    under `supervisor` as `poll-<bot id>`."""
 
     def __init__(
         self,
         applications: Applications,
         make_poller: Callable[[Application], BotPoller],
+        supervisor: Supervisor,
         *,
         default_mode: str,
         refresh: float = 5.0,
     ) -> None:
         self._applications = applications
         self._make_poller = make_poller
+        self._supervisor = supervisor
         self._default_mode = default_mode
         self._refresh = refresh
         self._tasks: dict[int, tuple[Application, asyncio.Task[None]]] = {}
@@ -177,6 +190,8 @@ class PollerManager:
                 try:
                     await self._sync()
                 except Exception as error:
+                    if not is_unavailable(error):
+                        raise
                     log.warning("poller refresh failed", error=repr(error))
                 await asyncio.sleep(self._refresh)
         finally:
@@ -193,9 +208,9 @@ class PollerManager:
         }
         for bot_id, (app, task) in list(self._tasks.items()):
             current = wanted.get(bot_id)
-            if current is None or current.bot != app.bot or task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
+            if current is None or current.bot != app.bot:
+                task.cancel()  # the supervisor restarts a poller that died; this one is done
+                with contextlib.suppress(asyncio.CancelledError):
                     await task
                 del self._tasks[bot_id]
                 self.pollers.pop(bot_id, None)
@@ -203,7 +218,6 @@ class PollerManager:
             if bot_id not in self._tasks:
                 poller = self._make_poller(app)
                 self.pollers[bot_id] = poller
-                self._tasks[bot_id] = (
-                    app,
-                    asyncio.create_task(poller.run(), name=f"poll-{bot_id}"),
-                )
+                name = f"poll-{bot_id}"
+                run = self._supervisor.supervise(name, poller.run)
+                self._tasks[bot_id] = (app, asyncio.create_task(run, name=name))

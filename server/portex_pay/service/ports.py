@@ -137,6 +137,20 @@ class Orders(Protocol):
     ) -> Order | None: ...
 
 
+class OrderSweeps(Protocol):
+    """What the housekeeping does to orders (service/housekeeping.py). The PostgreSQL adapter of
+    Orders has both; a separate port because no other use case needs them."""
+
+    async def expire_due(self, limit: int) -> int:
+        """Marks up to `limit` unpaid orders past their expiry time expired, with their events;
+        returns how many."""
+        ...
+
+    async def prune_idempotency_keys(self, older_than_seconds: float) -> int:
+        """Forgets the request ids older than that; returns how many."""
+        ...
+
+
 class PaymentTransaction(Protocol):
     """The statements of one atomic money use case (service/ledger.py): all of them commit
     together when the `transaction()` block ends, none if it raises."""
@@ -237,6 +251,10 @@ class EventStore(Protocol):
     async def now(self) -> Cursor: ...
 
     async def pruned_up_to(self) -> Cursor | None: ...
+
+    async def prune(self, older_than_seconds: float) -> int:
+        """Deletes a batch of the events older than that; returns how many (0: none left)."""
+        ...
 
 
 class CallbackOutbox(Protocol):

@@ -174,7 +174,12 @@ class RelayService:
         *,
         default_updates_mode: str,
         webhook_timeout: float,
+        webhook_poster: HttpPoster | None = None,
+        wake_delivery: Callable[[], None] = lambda: None,
     ) -> None:
+        """`webhook_poster` POSTs to the app bots' webhooks (guarded: whoever holds a bot token
+        chooses its URL; None where nothing delivers, the CLI); `wake_delivery` wakes the
+        delivery worker (service/worker.Wakeup)."""
         self._relay = relay
         self._bot_api = bot_api
         self._load = load_bot_application
@@ -182,8 +187,8 @@ class RelayService:
         self._webhook_timeout = webhook_timeout
         self._signals: dict[int, asyncio.Event] = {}
         self._enabled: set[int] = set()  # bots this process knows the relay is on for
-        self.webhook_poster: HttpPoster | None = None  # set by the app (guarded)
-        self.wake_delivery: Callable[[], None] = lambda: None
+        self.webhook_poster = webhook_poster
+        self.wake_delivery = wake_delivery
         self._posting: dict[int, asyncio.Future[Delivery]] = {}  # webhook POSTs in flight, by bot
         self._unreleased = False  # a lease release failed: release them all next round
 

@@ -27,6 +27,7 @@ from portex_pay.domain.errors import (
 )
 from portex_pay.domain.events import START, Cursor, Event, MalformedCursor
 from portex_pay.domain.text import single_line_problem
+from portex_pay.service.outage import is_unavailable
 from portex_pay.service.ports import EventStore
 
 log = structlog.get_logger(__name__)
@@ -177,8 +178,10 @@ class EventHub:
                 if self.head is None:
                     self.head = await self._events.now()
                 await self._tail()
-            except Exception as error:  # the database is away: keep trying
-                log.warning("event hub read failed", error=repr(error))
+            except Exception as error:
+                if not is_unavailable(error):
+                    raise  # a bug: the supervisor logs it and starts the hub again
+                log.warning("event hub read failed", error=repr(error))  # keep trying
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_interval)
             self._wake.clear()
