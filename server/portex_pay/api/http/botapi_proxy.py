@@ -38,10 +38,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from portex_pay.domain.application import Application
+from portex_pay.domain.relay import RelayBadRequest, RelayConflict, RelayError, RelayTooLarge
 from portex_pay.logging import register_secret
 from portex_pay.service.outage import is_unavailable
 from portex_pay.service.ports import BotApiEndpoint
-from portex_pay.service.relay import RelayError, RelayService
+from portex_pay.service.relay import RelayService
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +77,20 @@ def _error(error_code: int, description: str) -> web.Response:
     return web.json_response(
         {"ok": False, "error_code": error_code, "description": description}, status=error_code
     )
+
+
+# The relay's refusals as Telegram answers them: the one place they become HTTP statuses.
+_RELAY_STATUS: dict[type[RelayError], int] = {
+    RelayBadRequest: 400,
+    RelayConflict: 409,
+    RelayTooLarge: 413,
+}
+
+
+def _refused(error: RelayError) -> web.Response:
+    """Telegram's answer to a request the relay refuses: its status, its description."""
+    status = next((_RELAY_STATUS[cls] for cls in type(error).__mro__ if cls in _RELAY_STATUS), 400)
+    return _error(status, error.description)
 
 
 def _ok(result: Any) -> web.Response:
@@ -147,22 +162,22 @@ async def _params(request: web.Request) -> dict[str, Any]:
         if request.content_type == "multipart/form-data":
             # Not even the closing boundary: not a multipart body (a chunked empty one is
             # refused by the form reader below all the same).
-            raise RelayError(400, "Bad Request: can't parse the request body")
+            raise RelayBadRequest("can't parse the request body")
         return params
     if request.content_length is not None and request.content_length > MAX_PARAMS_BYTES:
-        raise RelayError(413, "Request Entity Too Large")
+        raise RelayTooLarge()
     try:
         if request.content_type == "application/json":
             # Read whole (a chunked body too), within the application's client_max_size.
             body = await request.read()
             if len(body) > MAX_PARAMS_BYTES:
-                raise RelayError(413, "Request Entity Too Large")
+                raise RelayTooLarge()
             try:
                 decoded = json.loads(body) if body.strip() else {}
             except (ValueError, RecursionError):
-                raise RelayError(400, "Bad Request: can't parse JSON object") from None
+                raise RelayBadRequest("can't parse JSON object") from None
             if not isinstance(decoded, dict):
-                raise RelayError(400, "Bad Request: can't parse JSON object")
+                raise RelayBadRequest("can't parse JSON object")
             params.update(decoded)
         elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
             form = await request.post()
@@ -173,13 +188,13 @@ async def _params(request: web.Request) -> dict[str, Any]:
                     value.file.close()  # a file (setWebhook's certificate): of no use here
     except web.HTTPRequestEntityTooLarge:
         # Over client_max_size: a chunked body, or too many form fields.
-        raise RelayError(413, "Request Entity Too Large") from None
+        raise RelayTooLarge() from None
     except UnicodeDecodeError:
-        raise RelayError(400, "Bad Request: strings must be encoded in UTF-8") from None
+        raise RelayBadRequest("strings must be encoded in UTF-8") from None
     except (ValueError, LookupError, RuntimeError, HttpProcessingError):
         # aiohttp's form reader: no or a wrong boundary, a cut-off part, an unknown charset or
         # transfer encoding, a part header too long.
-        raise RelayError(400, "Bad Request: can't parse the request body") from None
+        raise RelayBadRequest("can't parse the request body") from None
     return params
 
 
@@ -247,7 +262,7 @@ def add_bot_api_routes(
                 )
             return _ok(await relay.webhook_info(application))
         except RelayError as error:
-            return _error(error.error_code, error.description)
+            return _refused(error)
         except web.RequestPayloadError:
             raise  # a body that breaks its framing: the HTTP door's guard answers 400
         except Exception as error:
