@@ -59,7 +59,7 @@ from portex_pay.api.http.app import create_http_app
 from portex_pay.api.http.guard import ClientWarnings, runner_options
 from portex_pay.config import Settings
 from portex_pay.logging import register_secret
-from portex_pay.service.auth import ApiKeyAuthenticator
+from portex_pay.service.auth import ApiKeyAuthenticator, BotTokenAuthenticator
 from portex_pay.service.bot_messages import BotMessagesService
 from portex_pay.service.cache import ApplicationCache
 from portex_pay.service.callbacks import CallbackDispatcher
@@ -340,7 +340,7 @@ class PortexApp:
                 processor=self.processor,
                 edge=wiring.edge,
                 relay=self.relay,
-                load_bot_application=wiring.bot_applications.get,
+                bot_tokens=BotTokenAuthenticator(wiring.bot_applications),
                 bot_api=bot_api,
                 forward_timeout=max(60.0, settings.telegram_timeout),
                 read_timeout=settings.http_read_timeout,

@@ -23,6 +23,8 @@ from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.api.http.botapi_proxy import add_bot_api_routes
 from portex_pay.app import PortexApp
 from portex_pay.domain.application import Application, Bot
+from portex_pay.service.auth import BotTokenAuthenticator
+from portex_pay.service.cache import ApplicationCache
 from portex_pay.service.outage import StoreUnavailable
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp, new_bot_token
@@ -466,7 +468,7 @@ async def _proxy_server(
     app = web.Application()
     add_bot_api_routes(
         app,
-        load_bot_application=load,
+        bot_tokens=BotTokenAuthenticator(ApplicationCache(load, 60.0)),
         relay=_FailingRelay(relay_error or RuntimeError("unused")),  # type: ignore[arg-type]
         bot_api=_Endpoint(BotApiClient(session, "http://127.0.0.1:9", 1.0)),
         forward_timeout=1.0,

@@ -9,7 +9,12 @@ CHARGE_ALREADY_REFUNDED); no usable answer at all becomes `TelegramNetworkError`
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# A bot token: the bot's id, a colon, a secret of base64url characters (Bot API, "Authorizing your
+# bot": `123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11`).
+_BOT_TOKEN = re.compile(r"[0-9]{1,18}:[A-Za-z0-9_-]{1,255}")
 
 
 class TelegramError(Exception):
@@ -70,3 +75,10 @@ class BotProfile:
 
     id: int
     username: str | None
+
+
+def bot_id_of_token(token: str) -> int | None:
+    """The bot id of a token of Telegram's shape (`<digits>:<base64url>`), else None."""
+    if not _BOT_TOKEN.fullmatch(token):
+        return None
+    return int(token.partition(":")[0])

@@ -9,9 +9,9 @@ URL shape of Telegram's, so the application's own bot code needs one setting (ai
   `%2E%2E`, backslashes, a `%` left after decoding, NUL, a second token) is 404 as Telegram
   answers an unknown method, and nothing reaches Telegram: the proxy calls Telegram only as the
   calling bot, only at a method path.
-- The bot's own token authenticates it: the bot id before the colon finds the application, and
-  the whole token is compared in constant time. Anything else is 401 as Telegram answers it. The
-  token is in the path, so no log line here carries the path or a URL.
+- The bot's own token authenticates it (service/auth.py, BotTokenAuthenticator); anything else is
+  401 as Telegram answers it. The token is in the path, so no log line here carries the path or a
+  URL.
 - getUpdates, setWebhook, deleteWebhook and getWebhookInfo are served by portex-pay per bot
   (service/relay.py): portex-pay is the bot's only consumer at Telegram.
 - Every other method, and file downloads, go to Telegram as they are (method, query, body and
@@ -24,10 +24,9 @@ URL shape of Telegram's, so the application's own bot code needs one setting (ai
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -38,8 +37,11 @@ from aiohttp.http_exceptions import HttpProcessingError
 from yarl import URL
 
 from portex_pay.domain.application import Application
+from portex_pay.domain.errors import Unauthenticated
 from portex_pay.domain.relay import RelayBadRequest, RelayConflict, RelayError, RelayTooLarge
+from portex_pay.domain.telegram import bot_id_of_token
 from portex_pay.logging import register_secret
+from portex_pay.service.auth import BotTokenAuthenticator
 from portex_pay.service.outage import is_unavailable
 from portex_pay.service.ports import BotApiEndpoint
 from portex_pay.service.relay import RelayService
@@ -67,7 +69,6 @@ _METHOD = re.compile(r"(?:test/)?[A-Za-z][A-Za-z0-9_]{0,63}")
 # Telegram's file paths: `photos/file_1.jpg`, `documents/file_2.pdf`.
 _FILE_SEGMENT = re.compile(r"[A-Za-z0-9_.-]{1,255}")
 _MAX_FILE_PATH_CHARS = 1024
-_TOKEN = re.compile(r"[0-9]{1,18}:[A-Za-z0-9_-]{1,255}")
 # What a query string is sent on with: its own percent-escapes, and nothing that is not URL text.
 _QUERY_SAFE = "!$&'()*+,;=:@/?%"
 _NOT_FOUND = "Not Found"
@@ -106,13 +107,6 @@ def _failure(error: Exception, event: str, **context: Any) -> web.Response:
         return _error(503, "Service Unavailable: the database is unavailable, try again later")
     log.error(event, exc_info=error, **context)
     return _error(500, "Internal Server Error")
-
-
-def _bot_id(token: str) -> int | None:
-    """The bot id of a token of Telegram's shape (`<digits>:<base64url>`), else None."""
-    if not _TOKEN.fullmatch(token):
-        return None
-    return int(token.partition(":")[0])
 
 
 def _decoded_path(request: web.Request, shape: re.Pattern[str]) -> tuple[str, str] | None:
@@ -201,7 +195,7 @@ async def _params(request: web.Request) -> dict[str, Any]:
 def add_bot_api_routes(
     app: web.Application,
     *,
-    load_bot_application: Callable[[int], Awaitable[Application | None]],
+    bot_tokens: BotTokenAuthenticator,
     relay: RelayService,
     bot_api: BotApiEndpoint,
     forward_timeout: float,
@@ -209,19 +203,12 @@ def add_bot_api_routes(
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=forward_timeout)
 
     async def authenticate(token: str) -> Application | web.Response:
-        bot_id = _bot_id(token)
-        application = None
-        if bot_id is not None:
-            try:
-                application = await load_bot_application(bot_id)
-            except Exception as error:
-                return _failure(error, "proxy application lookup failed", bot_id=bot_id)
-        expected = application.bot.token if application and application.bot else None
-        # Compared even when nothing was found, so that timing tells nothing.
-        if not hmac.compare_digest(token.encode(), (expected or "").encode()) or not expected:
+        try:
+            return await bot_tokens.authenticate(token)
+        except Unauthenticated:
             return _error(401, "Unauthorized")
-        assert application is not None
-        return application
+        except Exception as error:
+            return _failure(error, "proxy application lookup failed", bot_id=bot_id_of_token(token))
 
     async def bot_method(request: web.Request) -> web.StreamResponse:
         found = _decoded_path(request, _BOT_PATH)
