@@ -29,7 +29,7 @@ from portex_pay.api.http.guard import ClientWarnings, bounded_reads
 from portex_pay.domain.application import Application
 from portex_pay.service.auth import BotTokenAuthenticator
 from portex_pay.service.edge import EdgeService
-from portex_pay.service.ports import BotApiEndpoint
+from portex_pay.service.ports import BotApiForwarder
 from portex_pay.service.relay import RelayService
 from portex_pay.service.updates import UpdateProcessor, UpdateRetry, describe_error
 
@@ -50,7 +50,7 @@ def create_http_app(
     edge: EdgeService | None = None,
     relay: RelayService | None = None,
     bot_tokens: BotTokenAuthenticator | None = None,
-    bot_api: BotApiEndpoint | None = None,
+    bot_api: BotApiForwarder | None = None,
     forward_timeout: float = 60.0,
     read_timeout: float = 30.0,
     warnings: ClientWarnings | None = None,

@@ -27,23 +27,27 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator
-from typing import Any
-from urllib.parse import quote, unquote
+from typing import Any, Literal
+from urllib.parse import unquote
 
 import aiohttp
 import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from yarl import URL
 
 from portex_pay.domain.application import Application
 from portex_pay.domain.errors import Unauthenticated
 from portex_pay.domain.relay import RelayBadRequest, RelayConflict, RelayError, RelayTooLarge
-from portex_pay.domain.telegram import bot_id_of_token
+from portex_pay.domain.telegram import (
+    ForwardRefused,
+    ForwardRequest,
+    TelegramNetworkError,
+    bot_id_of_token,
+)
 from portex_pay.logging import register_secret
 from portex_pay.service.auth import BotTokenAuthenticator
 from portex_pay.service.outage import is_unavailable
-from portex_pay.service.ports import BotApiEndpoint
+from portex_pay.service.ports import BotApiForwarder
 from portex_pay.service.relay import RelayService
 
 log = structlog.get_logger(__name__)
@@ -69,8 +73,6 @@ _METHOD = re.compile(r"(?:test/)?[A-Za-z][A-Za-z0-9_]{0,63}")
 # Telegram's file paths: `photos/file_1.jpg`, `documents/file_2.pdf`.
 _FILE_SEGMENT = re.compile(r"[A-Za-z0-9_.-]{1,255}")
 _MAX_FILE_PATH_CHARS = 1024
-# What a query string is sent on with: its own percent-escapes, and nothing that is not URL text.
-_QUERY_SAFE = "!$&'()*+,;=:@/?%"
 _NOT_FOUND = "Not Found"
 
 
@@ -131,23 +133,6 @@ def _is_file_path(path: str) -> bool:
     )
 
 
-def _outgoing(url: str, prefix: str, rest: str, raw_query: str) -> URL | None:
-    """The URL to send to: `url` (from the Bot API endpoint) if its path, as it will be sent,
-    ends with the checked `{prefix}/{rest}` (or `{prefix}/test/{rest}`, the endpoint in Telegram's
-    test environment), with the request's own query string; else None."""
-    target = URL(url)
-    tails = (f"{prefix}/{rest}", f"{prefix}/test/{rest}")
-    if not target.raw_path.endswith(tails) or target.raw_query_string or target.raw_fragment:
-        return None
-    return URL.build(
-        scheme=target.scheme,
-        authority=target.raw_authority,
-        path=target.raw_path,
-        query_string=quote(raw_query, safe=_QUERY_SAFE),
-        encoded=True,
-    )
-
-
 async def _params(request: web.Request) -> dict[str, Any]:
     """The method's parameters: query string, then a JSON, urlencoded or multipart body. A body
     that cannot be read is Telegram's 400 (413 over MAX_PARAMS_BYTES), never an exception."""
@@ -197,11 +182,9 @@ def add_bot_api_routes(
     *,
     bot_tokens: BotTokenAuthenticator,
     relay: RelayService,
-    bot_api: BotApiEndpoint,
+    bot_api: BotApiForwarder,
     forward_timeout: float,
 ) -> None:
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=forward_timeout)
-
     async def authenticate(token: str) -> Application | web.Response:
         try:
             return await bot_tokens.authenticate(token)
@@ -220,8 +203,7 @@ def add_bot_api_routes(
             return application
         name = method.removeprefix("test/").lower()
         if name not in _OWN_METHODS:
-            url = bot_api.method_url(token, method)
-            return await forward(request, url, f"/bot{token}", method, application)
+            return await forward(request, "method", method, application)
         try:
             params = await _params(request)
             if name == "getupdates":
@@ -265,17 +247,16 @@ def add_bot_api_routes(
         application = await authenticate(token)
         if isinstance(application, web.Response):
             return application
-        url = bot_api.file_url(token, path)
-        return await forward(request, url, f"/file/bot{token}", path, application)
+        return await forward(request, "file", path, application)
 
     async def forward(
-        request: web.Request, url: str, prefix: str, rest: str, application: Application
+        request: web.Request,
+        target: Literal["method", "file"],
+        path: str,
+        application: Application,
     ) -> web.StreamResponse:
-        """Sends the request on to `url`, whose path must end with the checked `prefix/rest`."""
-        target = _outgoing(url, prefix, rest, request.rel_url.raw_query_string)
-        if target is None:  # the endpoint built something else: send nothing
-            log.error("proxy target refused", bot_id=application.bot_id)
-            return _error(404, _NOT_FOUND)
+        """Sends the request on to the bot's own checked `path` at Telegram and streams the
+        answer back as it comes."""
         headers = {
             name: request.headers[name] for name in _REQUEST_HEADERS if name in request.headers
         }
@@ -295,34 +276,39 @@ def add_bot_api_routes(
                 broken.append(error)
                 raise
 
-        data = body() if request.body_exists else None
+        forwarded = ForwardRequest(
+            bot=application.require_bot(),
+            target=target,
+            path=path,
+            raw_query=request.rel_url.raw_query_string,
+            http_method=request.method,
+            headers=headers,
+            body=body() if request.body_exists else None,
+        )
         response: web.StreamResponse | None = None
         try:
-            async with bot_api.session.request(
-                request.method,
-                target,
-                data=data,
-                headers=headers,
-                timeout=timeout,
-                allow_redirects=False,
-                auto_decompress=False,
-            ) as upstream:
+            async with bot_api.forward(forwarded, read_timeout=forward_timeout) as upstream:
                 response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
                 for name in _RESPONSE_HEADERS:
                     if name in upstream.headers:
                         response.headers[name] = upstream.headers[name]
                 await response.prepare(request)
-                async for chunk in upstream.content.iter_chunked(_CHUNK):
+                async for chunk in upstream.body:
                     await response.write(chunk)
                 await response.write_eof()
                 return response
-        except (aiohttp.ClientError, TimeoutError) as error:
+        except ForwardRefused:  # the endpoint built something else: nothing was sent
+            log.error("proxy target refused", bot_id=application.bot_id)
+            return _error(404, _NOT_FOUND)
+        except (TelegramNetworkError, aiohttp.ClientError, TimeoutError) as error:
+            # Telegram did not answer, or the client went away while its answer was written.
             if broken and response is None:
                 raise broken[0] from None  # the HTTP door's guard answers 400
             # Never str(error): aiohttp's messages carry the URL, hence the token.
-            log.warning(
-                "proxy forward failed", bot_id=application.bot_id, error=type(error).__name__
+            reason = (
+                error.reason if isinstance(error, TelegramNetworkError) else type(error).__name__
             )
+            log.warning("proxy forward failed", bot_id=application.bot_id, error=reason)
             if response is not None:
                 # The answer was under way: the client sees the connection cut. A new error,
                 # so that nothing logged carries the original's URL.
