@@ -16,9 +16,11 @@ URL shape of Telegram's, so the application's own bot code needs one setting (ai
   (service/relay.py): portex-pay is the bot's only consumer at Telegram.
 - Every other method, and file downloads, go to Telegram as they are (method, query, body and
   its Content-Type, streamed both ways: uploads and downloads are never buffered whole) and
-  Telegram's answer comes back as it is, status included.
+  Telegram's answer comes back as it is, status included (the Telegram port's `forward`,
+  service/ports.py BotApiForwarder); 502 when Telegram does not answer.
 - Bad input to the four is Telegram's 400 with a description (413 for a body over 1 MiB), never a
-  5xx: a bot library retries a 5xx forever. The only 5xx of the four is 503 while the database is
+  5xx: a bot library retries a 5xx forever. The relay's refusals are domain errors
+  (domain/relay.py), given Telegram's status codes here. The only 5xx of the four is 503 while the database is
   unavailable (service/outage.py), which a retry is right for.
 """
 
