@@ -20,8 +20,8 @@ URL shape of Telegram's, so the application's own bot code needs one setting (ai
   service/ports.py BotApiForwarder); 502 when Telegram does not answer.
 - Bad input to the four is Telegram's 400 with a description (413 for a body over 1 MiB), never a
   5xx: a bot library retries a 5xx forever. The relay's refusals are domain errors
-  (domain/relay.py), given Telegram's status codes here. The only 5xx of the four is 503 while the database is
-  unavailable (service/outage.py), which a retry is right for.
+  (domain/relay.py), given Telegram's status codes here. The only 5xx of the four is 503 while
+  the database is unavailable (service/outage.py), which a retry is right for.
 """
 
 from __future__ import annotations
