@@ -18,7 +18,6 @@ import secrets
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from uuid import UUID
 
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import new_session
@@ -55,14 +54,21 @@ async def _ensure_dev_app(settings: Settings, bot_token: str | None) -> tuple[st
             conn, telegram_client(session, settings), max_amount=settings.payments.max_amount
         )
         key_file = DATA_DIR / "dev-api-key"
-        existing = next((app for app in await admin.list_apps() if app["name"] == DEV_APP), None)
+        existing = next(
+            (
+                listing.application
+                for listing in await admin.list_apps()
+                if listing.application.name == DEV_APP
+            ),
+            None,
+        )
         if existing is None:
             application, key = await admin.create_app(DEV_APP, bot_token)
             await admin.set_item(application.id, DEV_ITEM)
             key_file.write_text(key + "\n")
             key_file.chmod(0o600)
             return str(application.id), key
-        existing_id = UUID(existing["application_id"])
+        existing_id = existing.id
         if all(item.key != DEV_ITEM.key for item in await admin.list_items(existing_id)):
             await admin.set_item(existing_id, DEV_ITEM)
         if not key_file.exists():

@@ -65,7 +65,7 @@ from portex_pay.api.http.guard import ClientWarnings, runner_options
 from portex_pay.config import Settings
 from portex_pay.logging import register_secret
 from portex_pay.service.applications import ApplicationAdmin
-from portex_pay.service.auth import ApiKeyAuthenticator
+from portex_pay.service.auth import ApiKeyAuthenticator, BotTokenAuthenticator
 from portex_pay.service.bot_messages import BotMessagesService
 from portex_pay.service.cache import ApplicationCache
 from portex_pay.service.callbacks import CallbackDispatcher
@@ -185,6 +185,7 @@ class Wiring:
     bot_api: BotApiClient
     applications: Applications
     authenticator: ApiKeyAuthenticator
+    bot_tokens: BotTokenAuthenticator
     servicer: PaymentServicer
     processor: UpdateProcessor
     hub: EventHub
@@ -252,6 +253,7 @@ def wire(
         bot_api=bot_api,
         applications=applications,
         authenticator=ApiKeyAuthenticator(applications, settings.auth.cache_ttl),
+        bot_tokens=BotTokenAuthenticator(bot_applications),
         servicer=PaymentServicer(
             order_service,
             refunds,
@@ -520,7 +522,7 @@ async def start_http(settings: Settings, wiring: Wiring) -> tuple[web.AppRunner,
             processor=wiring.processor,
             edge=wiring.edge,
             relay=wiring.relay,
-            load_bot_application=wiring.bot_applications.get,
+            bot_tokens=wiring.bot_tokens,
             bot_api=wiring.bot_api,
             forward_timeout=max(60.0, settings.telegram.timeout),
             read_timeout=settings.http.read_timeout,

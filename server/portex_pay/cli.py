@@ -38,6 +38,7 @@ from portex_pay.app import (
     wire,
 )
 from portex_pay.config import DEFAULT_GRPC_ADDR, DEV_DATA_DIR, ConfigError, Settings
+from portex_pay.domain.application import Application, ApplicationListing
 from portex_pay.domain.catalog import CatalogItem
 from portex_pay.domain.errors import ApplicationNotFound, InvalidArgument
 from portex_pay.domain.init_data import init_data_fields, sign_init_data
@@ -48,7 +49,6 @@ from portex_pay.service.applications import (
     ApplicationAdmin,
     InvalidAdminInput,
     check_bot_token_text,
-    item_json,
 )
 from portex_pay.service.bot_messages import TEXT_FIELDS, BotMessagesService
 from portex_pay.service.clock import utcnow
@@ -117,7 +117,7 @@ async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
         elif options.admin_command == "reconcile":
             result = await _reconcile(settings, options.app, session)
         else:
-            result = await admin.list_apps()
+            result = [_listing_json(listing) for listing in await admin.list_apps()]
         print(json.dumps(result, default=str, indent=None))
     finally:
         await session.close()
@@ -136,33 +136,101 @@ _EDGE_COMMANDS = frozenset(
 )
 
 
+def _mask_token(token: str | None) -> str | None:
+    if not token:
+        return None
+    bot_id, _, secret = token.partition(":")
+    return f"{bot_id}:…{secret[-4:]}" if len(secret) > 8 else "…"
+
+
+def _listing_json(listing: ApplicationListing) -> dict[str, Any]:
+    """One application of `list-apps`: its bot token masked, its keys by id only."""
+    application = listing.application
+    return {
+        "application_id": str(application.id),
+        "name": application.name,
+        "bot_username": application.bot_username,
+        "bot_token": _mask_token(application.bot_token),
+        "created_at": listing.created_at.isoformat(),
+        "api_keys": [
+            {
+                "key_id": key.id,
+                "created_at": key.created_at.isoformat(),
+                "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
+            }
+            for key in listing.keys
+        ],
+    }
+
+
+def _edge_json(application: Application) -> dict[str, Any]:
+    """An application's Mini App edge settings, as the edge commands print them."""
+    return {
+        "application_id": str(application.id),
+        "pricing_mode": application.pricing_mode.value,
+        "allowed_origins": list(application.allowed_origins),
+        "callback_prefixes": list(application.callback_prefixes),
+    }
+
+
+def _item_json(item: CatalogItem) -> dict[str, Any]:
+    return {
+        "key": item.key,
+        "amount": item.amount,
+        "title": item.title,
+        "description": item.description,
+        "photo_url": item.photo_url,
+    }
+
+
+# How the item fields are named on the command line (`admin set-item`).
+_ITEM_OPTIONS = {
+    "key": "--key",
+    "amount": "--amount",
+    "title": "--title",
+    "description": "--description",
+    "photo_url": "--photo-url",
+}
+
+
 async def _edge_admin(admin: ApplicationAdmin, options: argparse.Namespace) -> dict[str, Any]:
     """The Mini App edge's admin commands: each answers one JSON object."""
     app_id: UUID = options.app
     command = options.admin_command
     if command == "set-pricing":
-        return await admin.set_pricing(app_id, options.mode)
+        return _edge_json(await admin.set_pricing(app_id, options.mode))
     if command == "set-origins":
-        return await admin.set_origins(app_id, [] if options.none else options.origin)
+        return _edge_json(await admin.set_origins(app_id, [] if options.none else options.origin))
     if command == "set-callback-prefixes":
-        return await admin.set_callback_prefixes(app_id, [] if options.none else options.prefix)
-    if command == "set-item":
-        item = await admin.set_item(
-            app_id,
-            CatalogItem(
-                key=options.key,
-                amount=options.amount,
-                title=options.title,
-                description=options.description,
-                photo_url=options.photo_url,
-            ),
+        return _edge_json(
+            await admin.set_callback_prefixes(app_id, [] if options.none else options.prefix)
         )
-        return {"application_id": str(app_id), "item": item_json(item)}
+    if command == "set-item":
+        try:
+            item = await admin.set_item(
+                app_id,
+                CatalogItem(
+                    key=options.key,
+                    amount=options.amount,
+                    title=options.title,
+                    description=options.description,
+                    photo_url=options.photo_url,
+                ),
+            )
+        except InvalidArgument as error:
+            problems = "; ".join(
+                f"{_ITEM_OPTIONS.get(v.field, v.field)} {v.description}" for v in error.violations
+            )
+            raise InvalidAdminInput(f"invalid item: {problems}") from None
+        return {"application_id": str(app_id), "item": _item_json(item)}
     if command == "delete-item":
-        await admin.delete_item(app_id, options.key)
+        try:
+            await admin.delete_item(app_id, options.key)
+        except InvalidArgument as error:
+            raise InvalidAdminInput(f"invalid --key: {error.violations[0].description}") from None
         return {"application_id": str(app_id), "deleted": options.key}
     items = await admin.list_items(app_id)
-    return {"application_id": str(app_id), "items": [item_json(item) for item in items]}
+    return {"application_id": str(app_id), "items": [_item_json(item) for item in items]}
 
 
 _TEXT_OPTIONS = {name: "--" + name.replace("_", "-") for name in TEXT_FIELDS}

@@ -8,6 +8,7 @@ Requests go out through tests/integration/raw_http.py, so that each path arrives
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import uuid
@@ -23,6 +24,9 @@ from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.api.http.botapi_proxy import add_bot_api_routes
 from portex_pay.app import PortexApp
 from portex_pay.domain.application import Application, Bot
+from portex_pay.domain.telegram import ForwardRequest
+from portex_pay.service.auth import BotTokenAuthenticator
+from portex_pay.service.cache import ApplicationCache
 from portex_pay.service.outage import StoreUnavailable
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp, new_bot_token
@@ -416,20 +420,10 @@ async def test_odd_but_harmless_input_is_served(service: PortexApp, shop: TestAp
 
 
 class _Endpoint:
-    """The Bot API endpoint of a proxy that must never forward anything in these tests."""
+    """The Bot API of a proxy that must never forward anything in these tests."""
 
-    def __init__(self, client: BotApiClient) -> None:
-        self._client = client
-
-    @property
-    def session(self) -> Any:
+    def forward(self, request: ForwardRequest, *, read_timeout: float) -> Any:
         raise AssertionError("nothing is forwarded here")
-
-    def method_url(self, token: str, method: str) -> str:
-        return self._client.method_url(token, method)
-
-    def file_url(self, token: str, path: str) -> str:
-        return self._client.file_url(token, path)
 
 
 class _FailingRelay:
@@ -462,13 +456,12 @@ async def _proxy_server(
             raise lookup_error
         return application if found_id == application.bot_id else None
 
-    session = await new_session()
     app = web.Application()
     add_bot_api_routes(
         app,
-        load_bot_application=load,
+        bot_tokens=BotTokenAuthenticator(ApplicationCache(load, 60.0)),
         relay=_FailingRelay(relay_error or RuntimeError("unused")),  # type: ignore[arg-type]
-        bot_api=_Endpoint(BotApiClient(session, "http://127.0.0.1:9", 1.0)),
+        bot_api=_Endpoint(),
         forward_timeout=1.0,
     )
     server = TestServer(app, host="127.0.0.1")
@@ -478,7 +471,6 @@ async def _proxy_server(
         yield server.port
     finally:
         await server.close()
-        await session.close()
 
 
 SERVICE_UNAVAILABLE = {
@@ -519,3 +511,127 @@ async def test_a_bug_is_500_and_logged_without_the_token() -> None:
             [entry] = [e for e in logs if e["log_level"] == "error"]
             assert entry["exc_info"] is error and entry["bot_id"] == bot_id(token)
             assert token not in repr(logs) and token.partition(":")[2] not in repr(logs)
+
+
+# --- 3: Telegram failing mid-way --------------------------------------------------------------
+
+PARTIAL_BODY = b'{"ok":true,"res'
+
+
+class _Upstream:
+    """A Bot API that fails on purpose, over real TCP: `stall` never answers, `cut` answers a
+    status, headers and part of the body, then closes, `stall-body` sends the head and no body.
+    Records the request lines it received."""
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.requests: list[bytes] = []
+        self._server: asyncio.Server | None = None
+        self._clients: list[asyncio.StreamWriter] = []
+
+    async def __aenter__(self) -> int:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def __aexit__(self, *_exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._clients:  # those still stalling: the proxy gave up on them
+            writer.close()
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients.append(writer)
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            self.requests.append((await reader.readuntil(b"\r\n")).strip())
+            await reader.readuntil(b"\r\n\r\n")
+            head = (
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+            )
+            if self.mode == "cut":
+                writer.write(head + PARTIAL_BODY)
+                await writer.drain()
+            elif self.mode == "stall-body":
+                writer.write(head)
+                await writer.drain()
+                await reader.read()  # until the proxy gives up and closes
+            else:
+                await reader.read()
+        writer.close()
+
+
+@contextlib.asynccontextmanager
+async def _forwarding_proxy(
+    token: str, upstream: _Upstream, *, base_query: str = ""
+) -> AsyncIterator[int]:
+    """The proxy alone, forwarding through the real Bot API client to `upstream` (its URL with
+    `base_query`), with a read timeout of half a second."""
+    application = Application(id=uuid.uuid4(), name="x", bot=Bot(bot_id(token), token))
+
+    async def load(found_id: int) -> Application | None:
+        return application if found_id == application.bot_id else None
+
+    session = await new_session()
+    app = web.Application()
+    async with upstream as upstream_port:
+        add_bot_api_routes(
+            app,
+            bot_tokens=BotTokenAuthenticator(ApplicationCache(load, 60.0)),
+            relay=_FailingRelay(RuntimeError("unused")),  # type: ignore[arg-type]
+            bot_api=BotApiClient(session, f"http://127.0.0.1:{upstream_port}/{base_query}", 1.0),
+            forward_timeout=0.5,
+        )
+        server = TestServer(app, host="127.0.0.1")
+        await server.start_server()
+        try:
+            assert server.port is not None
+            yield server.port
+        finally:
+            await server.close()
+            await session.close()
+
+
+BAD_GATEWAY = {
+    "ok": False,
+    "error_code": 502,
+    "description": "Bad Gateway: Telegram did not answer",
+}
+
+
+async def test_telegram_not_answering_in_time_is_502_without_the_token_logged() -> None:
+    token = new_bot_token()
+    async with _forwarding_proxy(token, _Upstream("stall")) as port:
+        with structlog.testing.capture_logs() as logs:
+            answer = await send(port, f"/bot{token}/getMe", timeout=10.0)
+    assert (answer.status, answer.json()) == (502, BAD_GATEWAY)
+    [entry] = [e for e in logs if e["event"] == "proxy forward failed"]
+    assert (entry["log_level"], entry["bot_id"]) == ("warning", bot_id(token))
+    assert token.partition(":")[2] not in repr(logs)
+
+
+@pytest.mark.parametrize("mode", ["cut", "stall-body"])
+async def test_an_answer_cut_off_by_telegram_is_cut_off_for_the_bot(mode: str) -> None:
+    """The status and headers went out already: the bot sees its connection end early, never a
+    whole answer."""
+    token = new_bot_token()
+    async with _forwarding_proxy(token, _Upstream(mode)) as port:
+        with structlog.testing.capture_logs() as logs:
+            answer = await send(port, f"/bot{token}/getMe", timeout=10.0)
+    assert (answer.status, answer.headers["content-length"]) == (200, "100")
+    assert answer.body == (PARTIAL_BODY if mode == "cut" else b"")
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == ["proxy forward failed"]
+    assert token.partition(":")[2] not in repr(logs)
+
+
+async def test_an_endpoint_that_would_send_elsewhere_sends_nothing() -> None:
+    """A Bot API URL with a query of its own cannot hold the bot's own path as checked: 404,
+    an error logged, nothing sent."""
+    token = new_bot_token()
+    upstream = _Upstream("cut")
+    async with _forwarding_proxy(token, upstream, base_query="?via=proxy") as port:
+        with structlog.testing.capture_logs() as logs:
+            answer = await send(port, f"/bot{token}/getMe")
+    assert (answer.status, answer.json()) == (404, NOT_FOUND)
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == ["proxy target refused"]
+    assert upstream.requests == []

@@ -1,15 +1,27 @@
-"""The update parser and the payload check never raise anything but their declared error."""
+"""The update parser and the payload check never raise anything but their declared error; an
+update is read once into everything its handling needs, malformed or not."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from portex_pay.domain.pay import sign_invoice_payload, verify_invoice_payload
-from portex_pay.domain.updates import MalformedUpdate, SuccessfulPayment, parse_update
+from portex_pay.domain.updates import (
+    Chat,
+    Command,
+    MalformedUpdate,
+    PreCheckoutQuery,
+    SignedPayload,
+    SuccessfulPayment,
+    parse_update,
+    read_update,
+)
+from tests.telegram_updates import pre_checkout_query, successful_payment
 
 SECRET = b"s" * 32
 
@@ -68,3 +80,62 @@ def test_ids_beyond_64_bits_and_nul_are_malformed() -> None:
         except MalformedUpdate:
             continue
         raise AssertionError(f"{bad!r} was accepted")
+
+
+@given(json_values)
+def test_read_update_never_raises(value: object) -> None:
+    read = read_update(value, SECRET)
+    assert (read.content is None) == (read.malformed is not None)
+
+
+def test_a_checkout_of_ours_is_read_with_its_signed_payload() -> None:
+    update = pre_checkout_query(
+        update_id=3, payer=9, payload=sign_invoice_payload(SECRET, 7, 50), total_amount=50
+    )
+    read = read_update(update, SECRET)
+    assert isinstance(read.content, PreCheckoutQuery)
+    assert (read.update_id, read.kind, read.record_kind) == (
+        3,
+        "pre_checkout_query",
+        "pre_checkout_query",
+    )
+    assert (read.signed, read.query_id) == (SignedPayload(7, 50), "q3")
+    assert read_update(update, b"another secret" * 3).signed is None
+
+
+def test_a_payment_of_another_invoice_is_read_unsigned_with_its_chat() -> None:
+    update = successful_payment(payer=9, payload="own-sale-1", charge_id="stx-1", update_id=4)
+    read = read_update(update, SECRET)
+    assert isinstance(read.content, SuccessfulPayment)
+    assert (read.kind, read.record_kind, read.signed) == ("message", "successful_payment", None)
+    assert (read.chat, read.reply_chat_id()) == (Chat(9, "private"), 9)
+
+
+def test_a_malformed_checkout_keeps_what_declines_and_records_it() -> None:
+    update = pre_checkout_query(update_id=5, payer=9, payload="p", total_amount=50)
+    update["pre_checkout_query"]["total_amount"] = "50"
+    read = read_update(update, SECRET)
+    assert (read.content, read.malformed) == (None, "'total_amount' is not a JSON integer")
+    assert (read.update_id, read.record_kind, read.query_id) == (5, "pre_checkout_query", "q5")
+
+
+def _message(text: object, chat: object) -> dict[str, object]:
+    return {"update_id": 1, "message": {"message_id": 1, "text": text, "chat": chat}}
+
+
+def test_a_bot_command_is_read_with_its_addressee() -> None:
+    private = {"id": 5, "type": "private"}
+    assert read_update(_message("/PaySupport@Shop_Bot now", private), SECRET).command == Command(
+        "paysupport", "Shop_Bot"
+    )
+    assert read_update(_message("/terms", private), SECRET).command == Command("terms", None)
+    assert read_update(_message("/terms@", private), SECRET).command == Command("terms", None)
+    for text in ("terms", "", "  ", 5, None):
+        assert read_update(_message(text, private), SECRET).command is None
+
+
+def test_a_chat_without_a_usable_id_has_no_reply_chat() -> None:
+    read = read_update(_message("/terms", {"id": "5", "type": "private"}), SECRET)
+    assert read.chat == Chat(None, "private")
+    with pytest.raises(MalformedUpdate):
+        read.reply_chat_id()

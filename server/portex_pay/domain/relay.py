@@ -36,6 +36,8 @@ from datetime import datetime
 from typing import Final
 from uuid import UUID
 
+from portex_pay.domain.errors import DomainError
+
 # Every Update field that names an update kind (Bot API 10.3, Update), for the record: the rules
 # below hold for kinds that are not listed too.
 UPDATE_KINDS: Final = frozenset(
@@ -83,6 +85,44 @@ RETENTION_SECONDS: Final = 24 * 3600
 KIND_NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,63}")
 MAX_ALLOWED_UPDATES: Final = 64
 _MAX_ENTRIES = 1024  # entries in the list as given (duplicates and ignored names included)
+
+
+class RelayError(DomainError):
+    """A request of the app's own bot that the relay refuses, with Telegram's description of it
+    (`description`, as Telegram words it). Each kind is answered with Telegram's HTTP status for
+    it, at the HTTP door (api/http/botapi_proxy.py)."""
+
+    def __init__(self, description: str) -> None:
+        super().__init__(description)
+        self.description = description
+
+
+class RelayBadRequest(RelayError):
+    """The request itself is wrong (Telegram's 400): `problem` as Telegram names it."""
+
+    reason = "RELAY_BAD_REQUEST"
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"Bad Request: {problem}")
+
+
+class RelayConflict(RelayError):
+    """Another consumer of the bot's updates stands in the way: a webhook, or a newer
+    getUpdates (Telegram's 409)."""
+
+    reason = "RELAY_CONFLICT"
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"Conflict: {problem}")
+
+
+class RelayTooLarge(RelayError):
+    """The request's body is larger than the relay reads (Telegram's 413)."""
+
+    reason = "RELAY_TOO_LARGE"
+
+    def __init__(self) -> None:
+        super().__init__("Request Entity Too Large")
 
 
 class InvalidAllowedUpdates(ValueError):

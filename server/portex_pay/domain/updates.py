@@ -1,15 +1,20 @@
-"""Telegram updates, parsed: the typed values the payment rules act on, or `MalformedUpdate`.
+"""Telegram updates, read once: `read_update` turns an update as Telegram sent it into one typed
+value (`IncomingUpdate`) that everything downstream acts on: its id and kinds, the chat and bot
+command of a message, the payment, checkout or refund it carries, and whether its invoice payload
+is ours (verified here, once per update).
 
 Nothing from Telegram is coerced. Amounts and ids must be JSON integers (never `"5"`, `5.9` or
 `true`) within PostgreSQL's bigint; ids and texts we keep must be strings that PostgreSQL can store
-(no NUL, no lone surrogate). An update that breaks these rules is not ours to guess at: the caller
-records it as a dead letter (service/updates.py). `parse_update` raises `MalformedUpdate` and
-nothing else, on any JSON value.
+(no NUL, no lone surrogate). An update that breaks these rules is not ours to guess at: its value
+says why (`malformed`) and the caller records it as a dead letter (service/updates.py).
+`read_update` raises nothing, and `parse_update` (the payment content alone) raises
+`MalformedUpdate` and nothing else, on any JSON value.
 
 Bot API types used: Update (`update_id`, `pre_checkout_query`, `message`), PreCheckoutQuery (`id`,
-`from`, `currency`, `total_amount`, `invoice_payload`), Message (`from`, `successful_payment`,
-`refunded_payment`), SuccessfulPayment and RefundedPayment (`currency`, `total_amount`,
-`invoice_payload`, `telegram_payment_charge_id`, `provider_payment_charge_id`).
+`from`, `currency`, `total_amount`, `invoice_payload`), Message (`from`, `chat`, `text`,
+`successful_payment`, `refunded_payment`), Chat (`id`, `type`), SuccessfulPayment and
+RefundedPayment (`currency`, `total_amount`, `invoice_payload`, `telegram_payment_charge_id`,
+`provider_payment_charge_id`).
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ from typing import Any
 from uuid import UUID
 
 from portex_pay.domain.checkout import Charge
-from portex_pay.domain.pay import INT64_MAX
+from portex_pay.domain.pay import INT64_MAX, verify_invoice_payload
+from portex_pay.domain.relay import update_kind
 from portex_pay.domain.text import is_storable, storable_text
 
 
@@ -56,6 +62,58 @@ class OtherUpdate:
 
 
 Update = PreCheckoutQuery | SuccessfulPayment | RefundedPayment | OtherUpdate
+
+
+@dataclass(frozen=True, slots=True)
+class SignedPayload:
+    """An invoice payload of ours, verified (domain/pay.py): the order it pays and the amount it
+    was signed for."""
+
+    tg_payment_id: int
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """The chat a message came from (Bot API, Chat): its id (None when that is not a JSON
+    integer) and its type ("private", "group", ...; None when not a string)."""
+
+    id: int | None
+    type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A message text that starts with a bot command, `/name` or `/name@bot` (Bot API, "Commands"):
+    the name lower-cased, and the bot it is addressed to as written (None: no one in
+    particular)."""
+
+    name: str
+    addressee: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingUpdate:
+    """One update, read once (read_update). `content` is None when the update is malformed, and
+    `malformed` says why; the rest is what could be read all the same."""
+
+    update_id: int | None  # None: not a usable id (the update is malformed)
+    kind: str | None  # its Update field, as the relay keeps it (domain/relay.py update_kind)
+    record_kind: str  # what it is about, for records and logs: a fixed vocabulary, never input
+    content: Update | None
+    malformed: str | None
+    signed: SignedPayload | None  # the payload of a checkout or payment, when it is ours
+    chat: Chat | None  # the message's chat
+    command: Command | None  # the message's bot command
+    # A pre-checkout's query id, even when the rest is malformed, so that it can still be
+    # declined at once (Telegram cancels an unanswered checkout after 10 seconds).
+    query_id: str | None
+
+    def reply_chat_id(self) -> int:
+        """The chat an answer to this message goes to; MalformedUpdate when it names none."""
+        if self.chat is None or self.chat.id is None:
+            raise MalformedUpdate("the message has no chat id")
+        return self.chat.id
 
 
 def _field(mapping: object, key: str) -> object:
@@ -106,7 +164,7 @@ def update_id_of(raw: object) -> int | None:
         return None
 
 
-def update_kind(raw: object) -> str:
+def _record_kind(raw: object) -> str:
     """What the update is about, for records and logs: a fixed vocabulary, never input."""
     if not isinstance(raw, dict):
         return "unknown"
@@ -121,13 +179,50 @@ def update_kind(raw: object) -> str:
     return "other"
 
 
-def parse_update(raw: object) -> Update:
-    """The update as typed values; MalformedUpdate for anything we cannot use as it is."""
+def read_update(raw: object, payload_secret: bytes) -> IncomingUpdate:
+    """The update as one typed value, its invoice payload (if any) checked against
+    `payload_secret`; never raises."""
     update_id = update_id_of(raw)
+    record_kind = _record_kind(raw)
+    content: Update | None = None
+    malformed = None
+    try:
+        content = _content(raw, update_id, record_kind)
+    except MalformedUpdate as error:
+        malformed = str(error)
+    signed = None
+    if isinstance(content, PreCheckoutQuery | SuccessfulPayment):
+        signed = verify_payload(payload_secret, content.charge.invoice_payload)
+    message = raw.get("message") if isinstance(raw, dict) else None
+    return IncomingUpdate(
+        update_id=update_id,
+        kind=update_kind(raw),
+        record_kind=record_kind,
+        content=content,
+        malformed=malformed,
+        signed=signed,
+        chat=_chat(message),
+        command=_command(message),
+        query_id=_query_id(raw) if record_kind == "pre_checkout_query" else None,
+    )
+
+
+def verify_payload(payload_secret: bytes, payload: str) -> SignedPayload | None:
+    """The invoice payload as ours (domain/pay.py), or None when it is not ours or tampered."""
+    verified = verify_invoice_payload(payload_secret, payload)
+    return None if verified is None else SignedPayload(*verified)
+
+
+def parse_update(raw: object) -> Update:
+    """The update's payment content alone; MalformedUpdate for anything we cannot use as it is
+    (read_update keeps the reason instead)."""
+    return _content(raw, update_id_of(raw), _record_kind(raw))
+
+
+def _content(raw: object, update_id: int | None, kind: str) -> Update:
     if update_id is None:
         raise MalformedUpdate("'update_id' is not a JSON integer from 0 to 2^63-1")
     assert isinstance(raw, dict)
-    kind = update_kind(raw)
     if kind == "pre_checkout_query":
         query = raw["pre_checkout_query"]
         return PreCheckoutQuery(
@@ -150,6 +245,37 @@ def parse_update(raw: object) -> Update:
     return OtherUpdate(update_id)
 
 
+def _query_id(raw: object) -> str | None:
+    """The query id of a pre-checkout update, even a malformed one."""
+    assert isinstance(raw, dict)
+    try:
+        return _text(raw["pre_checkout_query"], "id")
+    except MalformedUpdate:
+        return None
+
+
+def _chat(message: object) -> Chat | None:
+    chat = message.get("chat") if isinstance(message, dict) else None
+    if not isinstance(chat, dict):
+        return None
+    chat_id, chat_type = chat.get("id"), chat.get("type")
+    return Chat(
+        chat_id if type(chat_id) is int else None,
+        chat_type if isinstance(chat_type, str) else None,
+    )
+
+
+def _command(message: object) -> Command | None:
+    text = message.get("text") if isinstance(message, dict) else None
+    if not isinstance(text, str):
+        return None
+    words = text.split(maxsplit=1)
+    if not words or not words[0].startswith("/"):
+        return None
+    name, _, addressee = words[0][1:].partition("@")
+    return Command(name.lower(), addressee or None)
+
+
 def parse_star_transaction(transaction: object) -> SuccessfulPayment | None:
     """An incoming invoice payment from getStarTransactions (Bot API, StarTransaction: its `id`
     is the payment's telegram_payment_charge_id), or None for any other transaction (refunds go
@@ -168,18 +294,6 @@ def parse_star_transaction(transaction: object) -> SuccessfulPayment | None:
         invoice_payload=_text(source, "invoice_payload"),
     )
     return SuccessfulPayment(None, charge, _text(transaction, "id"), None)
-
-
-def pre_checkout_query_id(raw: object) -> str | None:
-    """The query id of a pre-checkout update, even a malformed one, so that it can still be
-    declined at once (Telegram cancels an unanswered checkout after 10 seconds)."""
-    if update_kind(raw) != "pre_checkout_query":
-        return None
-    assert isinstance(raw, dict)
-    try:
-        return _text(raw["pre_checkout_query"], "id")
-    except MalformedUpdate:
-        return None
 
 
 def storable(value: Any) -> Any:

@@ -1,13 +1,14 @@
 """Administering applications: create, bind a bot, rotate and revoke API keys, list.
 
 Setting a bot token always checks it with getMe first, so a typo is caught at the command line,
-not at the first payment. Listings show tokens masked (`123456:…wxyz`), never in full.
+not at the first payment. What the commands print, and how, is the CLI's (cli.py).
 
 Every refusal is an AdminError with a one-line message: bad input (a name that is blank, too long
 or carries control characters), a name already taken, a bot already bound to another application
-(one bot serves one application: the unique index `applications_bot_id`). Uniqueness is decided by
-the database's constraints, not by a check before the write, so concurrent commands cannot both
-win; the constraint violation is turned into the conflict it means.
+(one bot serves one application: the unique index `applications_bot_id`); only a catalog item
+the catalog refuses is its InvalidArgument, field by field, for the caller to word. Uniqueness is
+decided by the database's constraints, not by a check before the write, so concurrent commands
+cannot both win; the constraint violation is turned into the conflict it means.
 
 The Mini App edge's settings are managed here too: the pricing mode, the allowed browser origins
 (normalised as browsers send them, at most MAX_ORIGINS), the allowed callback prefixes (at most
@@ -19,10 +20,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 from uuid import UUID
 
-from portex_pay.domain.application import AlreadyTaken, Application
+from portex_pay.domain.application import AlreadyTaken, Application, ApplicationListing
 from portex_pay.domain.catalog import (
     MAX_CALLBACK_PREFIXES,
     MAX_ORIGINS,
@@ -31,7 +31,7 @@ from portex_pay.domain.catalog import (
     normalize_callback_prefix,
     normalize_origin,
 )
-from portex_pay.domain.errors import ApplicationNotFound, InvalidArgument
+from portex_pay.domain.errors import ApplicationNotFound
 from portex_pay.domain.init_data import sign_init_data
 from portex_pay.domain.relay import telegram_allowed_updates
 from portex_pay.domain.telegram import TelegramApiError, TelegramError, TelegramNetworkError
@@ -83,43 +83,6 @@ def check_bot_token_text(token: str) -> None:
     problem = single_line_problem(token)
     if problem is not None:
         raise InvalidAdminInput(f"invalid bot token: {problem}")
-
-
-def mask_token(token: str | None) -> str | None:
-    if not token:
-        return None
-    bot_id, _, secret = token.partition(":")
-    return f"{bot_id}:…{secret[-4:]}" if len(secret) > 8 else "…"
-
-
-# How the item fields are named on the command line (`admin set-item`).
-_ITEM_FLAGS = {
-    "key": "--key",
-    "amount": "--amount",
-    "title": "--title",
-    "description": "--description",
-    "photo_url": "--photo-url",
-}
-
-
-def edge_settings(application: Application) -> dict[str, Any]:
-    """An application's Mini App edge settings, as the admin commands print them."""
-    return {
-        "application_id": str(application.id),
-        "pricing_mode": application.pricing_mode.value,
-        "allowed_origins": list(application.allowed_origins),
-        "callback_prefixes": list(application.callback_prefixes),
-    }
-
-
-def item_json(item: CatalogItem) -> dict[str, Any]:
-    return {
-        "key": item.key,
-        "amount": item.amount,
-        "title": item.title,
-        "description": item.description,
-        "photo_url": item.photo_url,
-    }
 
 
 def _normalized_list(
@@ -262,25 +225,8 @@ class ApplicationAdmin:
         application = await self._applications.get(application_id)
         return application.updates_mode if application is not None else None
 
-    async def list_apps(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "application_id": str(listing.application.id),
-                "name": listing.application.name,
-                "bot_username": listing.application.bot_username,
-                "bot_token": mask_token(listing.application.bot_token),
-                "created_at": listing.created_at.isoformat(),
-                "api_keys": [
-                    {
-                        "key_id": key.id,
-                        "created_at": key.created_at.isoformat(),
-                        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
-                    }
-                    for key in listing.keys
-                ],
-            }
-            for listing in await self._applications.list()
-        ]
+    async def list_apps(self) -> list[ApplicationListing]:
+        return await self._applications.list()
 
     # --- The Mini App edge ------------------------------------------------------------------
 
@@ -291,7 +237,7 @@ class ApplicationAdmin:
         pricing_mode: PricingMode | None = None,
         allowed_origins: list[str] | None = None,
         callback_prefixes: list[str] | None = None,
-    ) -> dict[str, Any]:
+    ) -> Application:
         application = await self._applications.set_edge(
             application_id,
             pricing_mode=pricing_mode,
@@ -300,9 +246,9 @@ class ApplicationAdmin:
         )
         if application is None:
             raise AdminError(f"no application {application_id}")
-        return edge_settings(application)
+        return application
 
-    async def set_pricing(self, application_id: UUID, mode: str) -> dict[str, Any]:
+    async def set_pricing(self, application_id: UUID, mode: str) -> Application:
         """`catalog` (browser Pays must name a catalog item, at its price; the default) or
         `open` (browser amounts are taken as they are: test applications only)."""
         try:
@@ -312,14 +258,12 @@ class ApplicationAdmin:
             raise InvalidAdminInput(f"invalid pricing mode {mode!r}: one of {choices}") from None
         return await self._set_edge(application_id, pricing_mode=pricing)
 
-    async def set_origins(self, application_id: UUID, origins: list[str]) -> dict[str, Any]:
+    async def set_origins(self, application_id: UUID, origins: list[str]) -> Application:
         """Replaces the Mini App origins allowed to call the edge (CORS); [] allows none."""
         found = _normalized_list(origins, normalize_origin, "origin", "origins", MAX_ORIGINS)
         return await self._set_edge(application_id, allowed_origins=found)
 
-    async def set_callback_prefixes(
-        self, application_id: UUID, prefixes: list[str]
-    ) -> dict[str, Any]:
+    async def set_callback_prefixes(self, application_id: UUID, prefixes: list[str]) -> Application:
         """Replaces the prefixes a browser-supplied callback_url must start with; [] allows
         no browser callback_url at all."""
         found = _normalized_list(
@@ -343,25 +287,18 @@ class ApplicationAdmin:
         return application
 
     async def set_item(self, application_id: UUID, item: CatalogItem) -> CatalogItem:
-        """Adds the catalog item, or replaces the one with its key (every field)."""
+        """Adds the catalog item, or replaces the one with its key (every field); the catalog's
+        InvalidArgument for a bad item."""
         try:
             return await self._catalog_service().set_item(application_id, item)
-        except InvalidArgument as error:
-            problems = "; ".join(
-                f"{_ITEM_FLAGS.get(v.field, v.field)} {v.description}" for v in error.violations
-            )
-            raise InvalidAdminInput(f"invalid item: {problems}") from None
         except ApplicationNotFound:
             raise AdminError(f"no application {application_id}") from None
 
     async def delete_item(self, application_id: UUID, key: str) -> None:
+        """Removes the item; the catalog's InvalidArgument for a key no item can have."""
         catalog = self._catalog_service()
         await self._existing(application_id)
-        try:
-            deleted = await catalog.delete_item(application_id, key)
-        except InvalidArgument as error:
-            raise InvalidAdminInput(f"invalid --key: {error.violations[0].description}") from None
-        if not deleted:
+        if not await catalog.delete_item(application_id, key):
             raise AdminError(f"no item {key!r} in application {application_id}")
 
     async def list_items(self, application_id: UUID) -> list[CatalogItem]:

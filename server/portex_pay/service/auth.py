@@ -1,9 +1,14 @@
-"""API keys: minting, hashing and authenticating them, with a short-TTL cache.
+"""Who is calling: API keys (gRPC) and the app's own bot tokens (the Bot API proxy), each resolved
+through a short-TTL cache.
 
 A key is `ppk_` + 43 base64url characters (256 random bits). Only its SHA-256 is stored. Each
 RPC resolves its key through a small in-process cache whose entries live `ttl` seconds
 (service/cache.py: unknown keys are cached apart, so guessing cannot evict the live ones), so
 the per-request cost is a dict lookup and a revoked key stops working within `ttl`.
+
+A bot token authenticates the application's own bot: the bot id before the colon finds the
+application (through the cache of applications by bot id, service/cache.py), and the whole token
+is compared with the bound one in constant time, found or not, so timing tells nothing.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from collections.abc import Callable
 
 from portex_pay.domain.application import Application
 from portex_pay.domain.errors import Unauthenticated
-from portex_pay.service.cache import LookupCache
+from portex_pay.domain.telegram import bot_id_of_token
+from portex_pay.service.cache import ApplicationCache, LookupCache
 from portex_pay.service.ports import Applications
 
 KEY_PREFIX = "ppk_"
@@ -67,3 +73,20 @@ class ApiKeyAuthenticator:
         if found is not None and hmac.compare_digest(found[0], key_hash):
             return found[1]
         return None
+
+
+class BotTokenAuthenticator:
+    def __init__(self, bot_applications: ApplicationCache[int]) -> None:
+        self._bot_applications = bot_applications
+
+    async def authenticate(self, token: str) -> Application:
+        """The application whose bound bot has this token, or Unauthenticated. A failure of the
+        lookup itself (the database) is raised as it is."""
+        bot_id = bot_id_of_token(token)
+        application = None if bot_id is None else await self._bot_applications.get(bot_id)
+        expected = application.bot.token if application and application.bot else None
+        # Compared even when nothing was found, so that timing tells nothing.
+        if not hmac.compare_digest(token.encode(), (expected or "").encode()) or not expected:
+            raise Unauthenticated("unknown bot token")
+        assert application is not None
+        return application

@@ -17,8 +17,6 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
-import aiohttp
-
 from portex_pay.domain.application import Application, ApplicationListing, Bot
 from portex_pay.domain.callbacks import DueCallback
 from portex_pay.domain.catalog import CatalogItem, PricingMode, SeenUser
@@ -29,7 +27,7 @@ from portex_pay.domain.order import Claim, Order
 from portex_pay.domain.pay import PayCommand
 from portex_pay.domain.refunds import DueRefund, Refund
 from portex_pay.domain.relay import RelayBot, RelayedUpdate
-from portex_pay.domain.telegram import BotProfile, InvoiceRequest
+from portex_pay.domain.telegram import BotProfile, ForwardRequest, ForwardResponse, InvoiceRequest
 from portex_pay.domain.updates import DeadLetter
 
 # ---------------------------------------------------------------------------- PostgreSQL
@@ -409,16 +407,19 @@ class TelegramBot(Protocol):
         ...
 
 
-class BotApiEndpoint(Protocol):
-    """Where the Bot API is, for the proxy that forwards the app's own bot's requests as they
-    are (api/http/botapi_proxy.py). URLs hold the token: never log them."""
+class BotApiForwarder(Protocol):
+    """The Bot API for the proxy that forwards the app's own bot's requests as they are
+    (api/http/botapi_proxy.py)."""
 
-    @property
-    def session(self) -> aiohttp.ClientSession: ...
-
-    def method_url(self, token: str, method: str) -> str: ...
-
-    def file_url(self, token: str, path: str) -> str: ...
+    def forward(
+        self, request: ForwardRequest, *, read_timeout: float
+    ) -> AbstractAsyncContextManager[ForwardResponse]:
+        """Sends the request (its body streamed) and yields Telegram's answer once its status
+        and headers are in; the connection is held until the block ends. Raises
+        ForwardRefused when the request would go elsewhere than its checked path (nothing is
+        sent), TelegramNetworkError when Telegram does not answer (`read_timeout` seconds
+        between reads at most); never an error carrying the URL (it holds the token)."""
+        ...
 
 
 # ---------------------------------------------------------------------------- outgoing HTTP

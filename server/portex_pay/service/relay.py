@@ -36,7 +36,9 @@ from portex_pay.domain.application import Application
 from portex_pay.domain.relay import (
     RETENTION_SECONDS,
     InvalidAllowedUpdates,
+    RelayBadRequest,
     RelayBot,
+    RelayConflict,
     RelayedUpdate,
     parse_allowed_updates,
     telegram_allowed_updates,
@@ -65,19 +67,6 @@ _METHOD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
 _NOT_IN_WEBHOOK_REPLY = ("setwebhook", "deletewebhook", "close", "logout")
 
 
-class RelayError(Exception):
-    """A Bot API error answered to the app's bot, as Telegram words it."""
-
-    def __init__(self, error_code: int, description: str) -> None:
-        super().__init__(description)
-        self.error_code = error_code
-        self.description = description
-
-
-def _bad_request(reason: str) -> RelayError:
-    return RelayError(400, f"Bad Request: {reason}")
-
-
 def _integer(params: dict[str, Any], name: str, default: int) -> int:
     """A whole number (a JSON number or its text) in 64 bits, as Telegram's integers are; any
     other value is 400 `invalid {name} specified`."""
@@ -85,13 +74,13 @@ def _integer(params: dict[str, Any], name: str, default: int) -> int:
     if value is None or value == "":
         return default
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise _bad_request(f"invalid {name} specified")
+        raise RelayBadRequest(f"invalid {name} specified")
     try:
         number = int(value)  # a float is cut as Telegram's parser cuts it
     except (ValueError, OverflowError):  # not a number, over 4300 digits, inf or nan
-        raise _bad_request(f"invalid {name} specified") from None
+        raise RelayBadRequest(f"invalid {name} specified") from None
     if number not in _INT64:
-        raise _bad_request(f"invalid {name} specified")
+        raise RelayBadRequest(f"invalid {name} specified")
     return number
 
 
@@ -111,7 +100,7 @@ def _webhook_url(value: object) -> str | None:
     printable characters, at most MAX_WEBHOOK_URL_CHARS long."""
     if value is None or value == "":
         return None
-    invalid = _bad_request("bad webhook: invalid webhook URL specified")
+    invalid = RelayBadRequest("bad webhook: invalid webhook URL specified")
     if not isinstance(value, str) or len(value) > MAX_WEBHOOK_URL_CHARS or not _is_text(value):
         raise invalid
     if any(char.isspace() or not char.isprintable() for char in value):
@@ -141,9 +130,9 @@ def _allowed(params: dict[str, Any]) -> tuple[str, ...] | None:
     try:
         allowed = parse_allowed_updates(params.get("allowed_updates"))
     except InvalidAllowedUpdates as error:
-        raise _bad_request(str(error)) from None
+        raise RelayBadRequest(str(error)) from None
     if allowed is not None and not all(_is_text(kind) for kind in allowed):
-        raise _bad_request("strings must be encoded in UTF-8")
+        raise RelayBadRequest("strings must be encoded in UTF-8")
     return allowed
 
 
@@ -270,10 +259,9 @@ class RelayService:
         allowed = _allowed(params)
         bot = await self._enable(application)
         if bot.webhook_url is not None:
-            raise RelayError(
-                409,
-                "Conflict: can't use getUpdates method while webhook is active; use "
-                "deleteWebhook to delete the webhook first",
+            raise RelayConflict(
+                "can't use getUpdates method while webhook is active; use deleteWebhook to "
+                "delete the webhook first"
             )
         await self._set_allowed(application, allowed)
         generation, _bot = await self._relay.start_poll(bot_id, offset)
@@ -284,11 +272,10 @@ class RelayService:
             current, bot_now, updates = await self._relay.poll(bot_id, generation, limit)
             if not current:
                 if bot_now is not None and bot_now.webhook_url is not None:
-                    raise RelayError(409, "Conflict: webhook was set")
-                raise RelayError(
-                    409,
-                    "Conflict: terminated by other getUpdates request; make sure that only "
-                    "one bot instance is running",
+                    raise RelayConflict("webhook was set")
+                raise RelayConflict(
+                    "terminated by other getUpdates request; make sure that only one bot "
+                    "instance is running"
                 )
             remaining = deadline - loop.time()
             if updates or remaining <= 0:
@@ -302,7 +289,7 @@ class RelayService:
         url = _webhook_url(params.get("url"))
         secret = params.get("secret_token")
         if secret is not None and secret != "" and not _is_secret_token(secret):
-            raise _bad_request("secret token contains unallowed characters")
+            raise RelayBadRequest("secret token contains unallowed characters")
         allowed = _allowed(params)
         await self._enable(application)
         await self._set_allowed(application, allowed)

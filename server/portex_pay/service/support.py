@@ -15,25 +15,20 @@ from __future__ import annotations
 import re
 
 from portex_pay.domain.application import Application
+from portex_pay.domain.updates import IncomingUpdate
 
 SUPPORT_COMMANDS = ("paysupport", "terms")
 
 
-def support_command(update: object, bot_username: str | None) -> str | None:
+def support_command(update: IncomingUpdate, bot_username: str | None) -> str | None:
     """`paysupport` / `terms` when the update is that command in a private chat, else None."""
-    message = update.get("message") if isinstance(update, dict) else None
-    if not isinstance(message, dict):
+    command, chat = update.command, update.chat
+    if command is None or chat is None or chat.type != "private":
         return None
-    chat, text = message.get("chat"), message.get("text")
-    if not isinstance(chat, dict) or chat.get("type") != "private" or not isinstance(text, str):
-        return None
-    words = text.split(maxsplit=1)
-    if not words or not words[0].startswith("/"):
-        return None
-    command, _, addressee = words[0][1:].partition("@")
+    addressee = command.addressee
     if addressee and (bot_username is None or addressee.lower() != bot_username.lower()):
         return None  # addressed to another bot
-    return command.lower() if command.lower() in SUPPORT_COMMANDS else None
+    return command.name if command.name in SUPPORT_COMMANDS else None
 
 
 def support_reply(application: Application, command: str) -> str:
@@ -55,14 +50,6 @@ def support_reply(application: Application, command: str) -> str:
         "something you paid for is not delivered, contact /paysupport and it is refunded to your "
         "Stars balance."
     )
-
-
-def reply_chat_id(update: object) -> int:
-    """The private chat a message update came from (where its answer goes)."""
-    assert isinstance(update, dict)
-    chat_id = update["message"]["chat"]["id"]
-    assert isinstance(chat_id, int)
-    return chat_id
 
 
 MESSAGE_MAX_CHARS = 4096  # Bot API, sendMessage: 1-4096 characters of text

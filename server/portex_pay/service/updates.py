@@ -7,8 +7,10 @@ payments and refunds are recorded, and only then relayed. Checkouts and payments
 app's bot created itself (the payload is not ours) go to the bot untouched when its relay is on,
 and are declined / recorded as anomalies as before when it is not. Everything else is the bot's.
 
-Webhook and poller both hand each update to `UpdateProcessor.handle`. A pre-checkout query must be
-answered within 10 seconds or Telegram cancels the payment (Bot API, answerPreCheckoutQuery), so
+Webhook and poller both hand each update to `UpdateProcessor.handle`, which reads it once into a
+typed value (domain/updates.py, read_update: its kinds, chat, command, content and whether its
+invoice payload is ours) that everything below acts on. A pre-checkout query must be answered
+within 10 seconds or Telegram cancels the payment (Bot API, answerPreCheckoutQuery), so
 the decision has its own short budget: a forged payload is refused before any database lookup
 (HMAC), and when the database does not answer in time the checkout is declined rather than left
 unanswered. The answer goes out before the decision is recorded. Payments are recorded exactly
@@ -47,33 +49,26 @@ from portex_pay.domain.checkout import (
 )
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Order
-from portex_pay.domain.pay import verify_invoice_payload
-from portex_pay.domain.relay import update_kind as relay_kind
 from portex_pay.domain.telegram import TelegramError
 from portex_pay.domain.updates import (
     DeadLetter,
+    IncomingUpdate,
     MalformedUpdate,
     OtherUpdate,
     PreCheckoutQuery,
     RefundedPayment,
+    SignedPayload,
     SuccessfulPayment,
-    parse_update,
-    pre_checkout_query_id,
+    read_update,
     storable,
-    update_id_of,
-    update_kind,
+    verify_payload,
 )
 from portex_pay.logging import RateLimitedWarnings
 from portex_pay.service.ledger import Ledger
 from portex_pay.service.outage import is_unavailable
 from portex_pay.service.ports import DeadLetters, Payments, TelegramBot
 from portex_pay.service.relay import RelayService
-from portex_pay.service.support import (
-    buyer_message,
-    reply_chat_id,
-    support_command,
-    support_reply,
-)
+from portex_pay.service.support import buyer_message, support_command, support_reply
 
 log = structlog.get_logger(__name__)
 
@@ -149,9 +144,10 @@ class UpdateProcessor:
         update may be acknowledged to Telegram; raises UpdateRetry when it must come again.
         `raw` is the update's bytes as received, when there are any (the webhook)."""
         bot = application.require_bot()
-        key = (bot.id, update_id_of(update))
+        parsed = read_update(update, self._secret)
+        key = (bot.id, parsed.update_id)
         try:
-            await self._process(application, update, raw)
+            await self._process(application, parsed, update, raw)
         except Exception as error:
             attempts = self._failures.pop(key, 0) + 1
             if is_unavailable(error) and attempts < self._max_attempts:
@@ -170,7 +166,7 @@ class UpdateProcessor:
                 # A bug: keep its traceback for whoever fixes it.
                 log.error("update processing error", bot_id=bot.id, exc_info=error)
             try:
-                await self._dead_letter(application, update, raw, error, attempts)
+                await self._dead_letter(application, parsed, update, raw, error, attempts)
             except Exception as failure:
                 self._remember_failure(key, attempts)
                 raise UpdateRetry(describe_error(failure)) from failure
@@ -182,67 +178,73 @@ class UpdateProcessor:
         while len(self._failures) > _TRACKED_FAILURES:
             self._failures.popitem(last=False)
 
-    async def _process(self, application: Application, update: object, raw: bytes | None) -> None:
+    async def _process(
+        self, application: Application, parsed: IncomingUpdate, update: object, raw: bytes | None
+    ) -> None:
         """Does what portex-pay owns, and hands the rest to the app's own bot (the relay):
         foreign checkouts and payments (the bot's own invoices) go to the bot untouched; our
         payments and refunds go to it once they are recorded; support commands are answered
         here; anything else is the bot's."""
-        parsed = parse_update(update)
-        if isinstance(parsed, PreCheckoutQuery):
-            foreign = verify_invoice_payload(self._secret, parsed.charge.invoice_payload) is None
-            if foreign and await self._relay_checkout(application, parsed.update_id, update, raw):
+        content = parsed.content
+        if content is None:
+            raise MalformedUpdate(parsed.malformed)
+        if isinstance(content, PreCheckoutQuery):
+            foreign = parsed.signed is None
+            if foreign and await self._relay_checkout(application, parsed, update, raw):
                 return  # the bot's own invoice: the bot answers it
-            await self._pre_checkout(application, parsed)
-        elif isinstance(parsed, SuccessfulPayment):
-            foreign = verify_invoice_payload(self._secret, parsed.charge.invoice_payload) is None
-            if foreign and await self._keep(application, parsed.update_id, update, raw):
+            await self._pre_checkout(application, content, parsed.signed)
+        elif isinstance(content, SuccessfulPayment):
+            foreign = parsed.signed is None
+            if foreign and await self._keep(application, parsed, update, raw):
                 return  # the bot's own sale: not ours to record
-            result = await self.successful_payment(application, parsed, raw=storable(update))
-            await self._keep(application, parsed.update_id, update, raw)
+            result = await self._record_payment(
+                application, content, parsed.signed, raw=storable(update)
+            )
+            await self._keep(application, parsed, update, raw)
             paid = result.outcome is not None and result.outcome.disposition is Disposition.ACCEPTED
             if paid and result.order is not None:
-                await self._tell_buyer(application, update, "paid", result.order)
-        elif isinstance(parsed, RefundedPayment):
+                await self._tell_buyer(application, parsed, "paid", result.order)
+        elif isinstance(content, RefundedPayment):
             settled = await self._ledger.record_refunded_payment(
                 application.require_bot().id,
-                parsed.update_id,
+                content.update_id,
                 application.id,
-                parsed.telegram_payment_charge_id,
+                content.telegram_payment_charge_id,
             )
-            await self._keep(application, parsed.update_id, update, raw)
+            await self._keep(application, parsed, update, raw)
             if settled is not None and settled.order is not None:
-                await self._tell_buyer(application, update, "refunded", settled.order)
+                await self._tell_buyer(application, parsed, "refunded", settled.order)
         else:
-            assert isinstance(parsed, OtherUpdate)
-            command = support_command(update, application.bot_username)
+            assert isinstance(content, OtherUpdate)
+            command = support_command(parsed, application.bot_username)
             if command is not None:
-                await self._support(application, parsed.update_id, command, update)
+                await self._support(application, content.update_id, command, parsed)
             else:
-                await self._keep(application, parsed.update_id, update, raw)
+                await self._keep(application, parsed, update, raw)
 
     async def _keep(
-        self, application: Application, update_id: int | None, update: object, raw: bytes | None
+        self, application: Application, parsed: IncomingUpdate, update: object, raw: bytes | None
     ) -> bool:
         """Keeps the update for the app's bot when its relay is on and it wants this kind."""
-        if self._relay is None or update_id is None:
+        if self._relay is None or parsed.update_id is None:
             return False
         raw_bytes = raw if raw is not None else encode_update(update)
-        return await self._relay.keep(application, update_id, relay_kind(update), raw_bytes)
+        return await self._relay.keep(application, parsed.update_id, parsed.kind, raw_bytes)
 
     async def _relay_checkout(
-        self, application: Application, update_id: int, update: object, raw: bytes | None
+        self, application: Application, parsed: IncomingUpdate, update: object, raw: bytes | None
     ) -> bool:
         """Hands a foreign pre-checkout to the bot, within the decision budget: when that
         cannot be done in time, it is declined here rather than left to Telegram's timeout."""
         try:
             async with asyncio.timeout(self._decision_timeout):
-                return await self._keep(application, update_id, update, raw)
+                return await self._keep(application, parsed, update, raw)
         except Exception as error:
-            log.warning("checkout not relayed", error=repr(error), update_id=update_id)
+            log.warning("checkout not relayed", error=repr(error), update_id=parsed.update_id)
             return False
 
     async def _tell_buyer(
-        self, application: Application, update: object, event: str, order: Order
+        self, application: Application, parsed: IncomingUpdate, event: str, order: Order
     ) -> None:
         """A buyer message (optional per application); a failure is logged, not retried."""
         text = buyer_message(
@@ -252,13 +254,13 @@ class UpdateProcessor:
             return
         try:
             await self._bot_api.send_message(
-                application.bot, reply_chat_id(update), text, timeout=_ANSWER_TIMEOUT
+                application.bot, parsed.reply_chat_id(), text, timeout=_ANSWER_TIMEOUT
             )
         except TelegramError as error:
             log.warning("buyer message failed", error=str(error))
 
     async def _support(
-        self, application: Application, update_id: int, command: str, update: object
+        self, application: Application, update_id: int, command: str, parsed: IncomingUpdate
     ) -> None:
         """Answers /paysupport or /terms once: the update is claimed before the reply."""
         bot = application.require_bot()
@@ -266,7 +268,7 @@ class UpdateProcessor:
             return
         try:
             await self._bot_api.send_message(
-                bot, reply_chat_id(update), support_reply(application, command)
+                bot, parsed.reply_chat_id(), support_reply(application, command)
             )
         except TelegramError as error:
             # Claimed already: not retried (a reply twice is worse than a rare lost one).
@@ -275,14 +277,15 @@ class UpdateProcessor:
     async def _dead_letter(
         self,
         application: Application,
+        parsed: IncomingUpdate,
         update: object,
         raw: bytes | None,
         error: BaseException,
         attempts: int,
     ) -> None:
         bot = application.require_bot()
-        kind = update_kind(update)
-        query_id = pre_checkout_query_id(update)
+        kind = parsed.record_kind
+        query_id = parsed.query_id
         if query_id is not None:
             # Never leave the user waiting for Telegram's 10 s timeout.
             await self._answer(bot, query_id, decline(DeclineReason.PAYLOAD_INVALID))
@@ -295,7 +298,7 @@ class UpdateProcessor:
             DeadLetter(
                 application_id=application.id,
                 bot_id=bot.id,
-                update_id=update_id_of(update),
+                update_id=parsed.update_id,
                 kind=kind,
                 raw=raw if raw is not None else encode_update(update),
                 error=describe_error(error),
@@ -310,7 +313,7 @@ class UpdateProcessor:
         # behind it was logged as an error above.
         fields = {
             "bot_id": bot.id,
-            "update_id": update_id_of(update),
+            "update_id": parsed.update_id,
             "kind": kind,
             "dead_letter_id": letter_id,
             "error_type": type(error).__name__,
@@ -322,16 +325,15 @@ class UpdateProcessor:
             self._dead_letter_warnings.warn(bot.id, "update dead-lettered", **fields)
 
     async def _pre_checkout(
-        self, application: Application, query: PreCheckoutQuery
+        self, application: Application, query: PreCheckoutQuery, signed: SignedPayload | None
     ) -> CheckoutDecision | None:
         charge = query.charge
         bot = application.require_bot()
-        verified = verify_invoice_payload(self._secret, charge.invoice_payload)
         order_id = None
-        if verified is None:
+        if signed is None:
             decision = decline(DeclineReason.PAYLOAD_INVALID)
         else:
-            order_id, signed_amount = verified
+            order_id = signed.tg_payment_id
             try:
                 async with asyncio.timeout(self._decision_timeout):
                     seen, order = await self._payments.checkout_context(
@@ -343,7 +345,7 @@ class UpdateProcessor:
             else:
                 if seen:
                     return None  # a repeated delivery: answered already
-                decision = decide_pre_checkout(charge, order, signed_amount, self._clock())
+                decision = decide_pre_checkout(charge, order, signed.amount, self._clock())
         await self._answer(bot, query.query_id, decision)
         record = CheckoutRecord(
             bot.id, query.update_id, application.id, order_id, query.query_id, charge
@@ -380,15 +382,26 @@ class UpdateProcessor:
     async def successful_payment(
         self, application: Application, payment: SuccessfulPayment, *, raw: dict[str, Any]
     ) -> PaymentResult:
-        """Records a charge Telegram reported (an update, or a transaction found by
+        """Records a charge Telegram reported that no update brought (a transaction found by
         reconciliation, whose `update_id` is None)."""
-        charge = payment.charge
-        verified = verify_invoice_payload(self._secret, charge.invoice_payload)
+        signed = verify_payload(self._secret, payment.charge.invoice_payload)
+        return await self._record_payment(application, payment, signed, raw=raw)
 
-        def classify(order: Any) -> PaymentOutcome:
-            if verified is None:
+    async def _record_payment(
+        self,
+        application: Application,
+        payment: SuccessfulPayment,
+        signed: SignedPayload | None,
+        *,
+        raw: dict[str, Any],
+    ) -> PaymentResult:
+        """Records a charge Telegram reported; `signed` is its payload when that is ours."""
+        charge = payment.charge
+
+        def classify(order: Order | None) -> PaymentOutcome:
+            if signed is None:
                 return PaymentOutcome(Disposition.ANOMALY, anomaly=DeclineReason.PAYLOAD_INVALID)
-            return classify_payment(charge, order, verified[1])
+            return classify_payment(charge, order, signed.amount)
 
         bot = application.require_bot()
         result = await self._ledger.record_payment(
@@ -396,7 +409,7 @@ class UpdateProcessor:
                 bot_id=bot.id,
                 update_id=payment.update_id,
                 application_id=application.id,
-                tg_payment_id=verified[0] if verified else None,
+                tg_payment_id=signed.tg_payment_id if signed else None,
                 charge=charge,
                 telegram_payment_charge_id=payment.telegram_payment_charge_id,
                 provider_payment_charge_id=payment.provider_payment_charge_id,

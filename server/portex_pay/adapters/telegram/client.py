@@ -6,19 +6,29 @@ Answers are `{"ok": true, "result": ...}` or `{"ok": false, "error_code", "descr
 "parameters": {"retry_after"}}` (Bot API, "Making requests"). The token sits in the URL path, so
 no exception or log line produced here carries the URL: errors are rebuilt from the method name
 and Telegram's description only.
+
+`forward` is the Bot API proxy's way to Telegram (service/ports.py, BotApiForwarder): a request of
+the app's own bot is sent on as it came, to the URL built from its checked parts, and Telegram's
+answer comes back as it is: no redirect followed, no body decoded, nothing read whole.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
+from yarl import URL
 
 from portex_pay.domain.application import Bot
 from portex_pay.domain.telegram import (
     BotProfile,
     ChargeAlreadyRefunded,
+    ForwardRefused,
+    ForwardRequest,
+    ForwardResponse,
     InvoiceRequest,
     TelegramApiError,
     TelegramNetworkError,
@@ -26,6 +36,11 @@ from portex_pay.domain.telegram import (
 )
 
 _PHOTO_FIELDS = ("photo_url", "photo_size", "photo_width", "photo_height")
+_CHUNK = 64 * 1024  # forwarded bodies are streamed in pieces of at most this size
+_CONNECT_TIMEOUT = 10.0  # seconds to connect for a forwarded request
+# What a forwarded query string is sent on with: its own percent-escapes, and nothing that is not
+# URL text.
+_QUERY_SAFE = "!$&'()*+,;=:@/?%"
 
 
 class BotApiClient:
@@ -43,11 +58,6 @@ class BotApiClient:
         # Telegram's test environment puts `/test` after the token: /bot{token}/test/{method}.
         self._method_prefix = "test/" if test_environment else ""
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        """The pooled session (the Bot API proxy forwards requests through it)."""
-        return self._session
-
     def method_url(self, token: str, method: str) -> str:
         """`{base}/bot{token}/{method}`, with `test/` before the method in the test environment
         (unless the method path has it already). Holds the token: never log it."""
@@ -58,6 +68,45 @@ class BotApiClient:
         """`{base}/file/bot{token}/{path}` (Bot API, getFile). Holds the token: never log it."""
         prefix = "" if path.startswith("test/") else self._method_prefix
         return f"{self._base_url}/file/bot{token}/{prefix}{path}"
+
+    @contextlib.asynccontextmanager
+    async def forward(
+        self, request: ForwardRequest, *, read_timeout: float
+    ) -> AsyncIterator[ForwardResponse]:
+        """Sends the app bot's request on as it came and yields Telegram's answer as it comes
+        (service/ports.py, BotApiForwarder); the connection is released when the block ends."""
+        token = request.bot.token
+        if request.target == "method":
+            name = request.path
+            url, prefix = self.method_url(token, request.path), f"/bot{token}"
+        else:
+            name = "file"
+            url, prefix = self.file_url(token, request.path), f"/file/bot{token}"
+        target = _outgoing(url, prefix, request.path, request.raw_query)
+        if target is None:  # the URL built is another one than the path checked: send nothing
+            raise ForwardRefused(name)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=_CONNECT_TIMEOUT, sock_read=read_timeout
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                upstream = await stack.enter_async_context(
+                    self._session.request(
+                        request.http_method,
+                        target,
+                        data=request.body,
+                        headers=dict(request.headers),
+                        timeout=timeout,
+                        allow_redirects=False,
+                        auto_decompress=False,
+                    )
+                )
+            except (aiohttp.ClientError, TimeoutError) as error:
+                # Never str(error): aiohttp's messages carry the URL, hence the token.
+                raise TelegramNetworkError(name, type(error).__name__) from None
+            body = _body(upstream, name)
+            stack.push_async_callback(body.aclose)
+            yield ForwardResponse(upstream.status, upstream.reason, upstream.headers, body)
 
     async def call(
         self, token: str, method: str, params: dict[str, Any], *, timeout: float | None = None
@@ -212,6 +261,32 @@ class BotApiClient:
         if not isinstance(transactions, list):
             raise TelegramNetworkError("getStarTransactions", "the result has no transactions")
         return [t for t in transactions if isinstance(t, dict)]
+
+
+def _outgoing(url: str, prefix: str, rest: str, raw_query: str) -> URL | None:
+    """The URL to send to: `url` if its path, as it will be sent, ends with the checked
+    `{prefix}/{rest}` (or `{prefix}/test/{rest}`, in Telegram's test environment), with the
+    request's own query string; else None."""
+    target = URL(url)
+    tails = (f"{prefix}/{rest}", f"{prefix}/test/{rest}")
+    if not target.raw_path.endswith(tails) or target.raw_query_string or target.raw_fragment:
+        return None
+    return URL.build(
+        scheme=target.scheme,
+        authority=target.raw_authority,
+        path=target.raw_path,
+        query_string=quote(raw_query, safe=_QUERY_SAFE),
+        encoded=True,
+    )
+
+
+async def _body(response: aiohttp.ClientResponse, name: str) -> AsyncGenerator[bytes, None]:
+    """The answer's body as it arrives; a cut-off answer is TelegramNetworkError."""
+    try:
+        async for chunk in response.content.iter_chunked(_CHUNK):
+            yield chunk
+    except (aiohttp.ClientError, TimeoutError) as error:
+        raise TelegramNetworkError(name, type(error).__name__) from None
 
 
 async def new_session() -> aiohttp.ClientSession:

@@ -27,8 +27,9 @@ from portex_pay.api.http.botapi_proxy import add_bot_api_routes
 from portex_pay.api.http.edge import add_edge_routes
 from portex_pay.api.http.guard import ClientWarnings, bounded_reads
 from portex_pay.domain.application import Application
+from portex_pay.service.auth import BotTokenAuthenticator
 from portex_pay.service.edge import EdgeService
-from portex_pay.service.ports import BotApiEndpoint
+from portex_pay.service.ports import BotApiForwarder
 from portex_pay.service.relay import RelayService
 from portex_pay.service.updates import UpdateProcessor, UpdateRetry, describe_error
 
@@ -48,14 +49,14 @@ def create_http_app(
     processor: UpdateProcessor | None = None,
     edge: EdgeService | None = None,
     relay: RelayService | None = None,
-    load_bot_application: Callable[[int], Awaitable[Application | None]] | None = None,
-    bot_api: BotApiEndpoint | None = None,
+    bot_tokens: BotTokenAuthenticator | None = None,
+    bot_api: BotApiForwarder | None = None,
     forward_timeout: float = 60.0,
     read_timeout: float = 30.0,
     warnings: ClientWarnings | None = None,
 ) -> web.Application:
-    """The HTTP application; `load_application` and `load_bot_application` should be cached
-    (service/cache.py, ApplicationCache.get). The Bot API proxy is served when `relay` is given.
+    """The HTTP application; `load_application` should be cached (service/cache.py,
+    ApplicationCache.get). The Bot API proxy is served when `relay` is given.
     Serve it with guard.runner_options (the bound on reading a request's headers)."""
 
     async def healthz(_request: web.Request) -> web.Response:
@@ -69,10 +70,10 @@ def create_http_app(
     if edge is not None:
         add_edge_routes(app, edge)
     if relay is not None:
-        assert load_bot_application is not None and bot_api is not None
+        assert bot_tokens is not None and bot_api is not None
         add_bot_api_routes(
             app,
-            load_bot_application=load_bot_application,
+            bot_tokens=bot_tokens,
             relay=relay,
             bot_api=bot_api,
             forward_timeout=forward_timeout,

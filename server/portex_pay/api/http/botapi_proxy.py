@@ -9,39 +9,48 @@ URL shape of Telegram's, so the application's own bot code needs one setting (ai
   `%2E%2E`, backslashes, a `%` left after decoding, NUL, a second token) is 404 as Telegram
   answers an unknown method, and nothing reaches Telegram: the proxy calls Telegram only as the
   calling bot, only at a method path.
-- The bot's own token authenticates it: the bot id before the colon finds the application, and
-  the whole token is compared in constant time. Anything else is 401 as Telegram answers it. The
-  token is in the path, so no log line here carries the path or a URL.
+- The bot's own token authenticates it (service/auth.py, BotTokenAuthenticator); anything else is
+  401 as Telegram answers it. The token is in the path, so no log line here carries the path or a
+  URL.
 - getUpdates, setWebhook, deleteWebhook and getWebhookInfo are served by portex-pay per bot
   (service/relay.py): portex-pay is the bot's only consumer at Telegram.
 - Every other method, and file downloads, go to Telegram as they are (method, query, body and
   its Content-Type, streamed both ways: uploads and downloads are never buffered whole) and
-  Telegram's answer comes back as it is, status included.
+  Telegram's answer comes back as it is, status included (the Telegram port's `forward`,
+  service/ports.py BotApiForwarder); 502 when Telegram does not answer.
 - Bad input to the four is Telegram's 400 with a description (413 for a body over 1 MiB), never a
-  5xx: a bot library retries a 5xx forever. The only 5xx of the four is 503 while the database is
-  unavailable (service/outage.py), which a retry is right for.
+  5xx: a bot library retries a 5xx forever. The relay's refusals are domain errors
+  (domain/relay.py), given Telegram's status codes here. The only 5xx of the four is 503 while
+  the database is unavailable (service/outage.py), which a retry is right for.
 """
 
 from __future__ import annotations
 
-import hmac
 import json
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
-from urllib.parse import quote, unquote
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+from urllib.parse import unquote
 
 import aiohttp
 import structlog
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
-from yarl import URL
 
 from portex_pay.domain.application import Application
+from portex_pay.domain.errors import Unauthenticated
+from portex_pay.domain.relay import RelayBadRequest, RelayConflict, RelayError, RelayTooLarge
+from portex_pay.domain.telegram import (
+    ForwardRefused,
+    ForwardRequest,
+    TelegramNetworkError,
+    bot_id_of_token,
+)
 from portex_pay.logging import register_secret
+from portex_pay.service.auth import BotTokenAuthenticator
 from portex_pay.service.outage import is_unavailable
-from portex_pay.service.ports import BotApiEndpoint
-from portex_pay.service.relay import RelayError, RelayService
+from portex_pay.service.ports import BotApiForwarder
+from portex_pay.service.relay import RelayService
 
 log = structlog.get_logger(__name__)
 
@@ -66,9 +75,6 @@ _METHOD = re.compile(r"(?:test/)?[A-Za-z][A-Za-z0-9_]{0,63}")
 # Telegram's file paths: `photos/file_1.jpg`, `documents/file_2.pdf`.
 _FILE_SEGMENT = re.compile(r"[A-Za-z0-9_.-]{1,255}")
 _MAX_FILE_PATH_CHARS = 1024
-_TOKEN = re.compile(r"[0-9]{1,18}:[A-Za-z0-9_-]{1,255}")
-# What a query string is sent on with: its own percent-escapes, and nothing that is not URL text.
-_QUERY_SAFE = "!$&'()*+,;=:@/?%"
 _NOT_FOUND = "Not Found"
 
 
@@ -76,6 +82,20 @@ def _error(error_code: int, description: str) -> web.Response:
     return web.json_response(
         {"ok": False, "error_code": error_code, "description": description}, status=error_code
     )
+
+
+# The relay's refusals as Telegram answers them: the one place they become HTTP statuses.
+_RELAY_STATUS: dict[type[RelayError], int] = {
+    RelayBadRequest: 400,
+    RelayConflict: 409,
+    RelayTooLarge: 413,
+}
+
+
+def _refused(error: RelayError) -> web.Response:
+    """Telegram's answer to a request the relay refuses: its status, its description."""
+    status = next((_RELAY_STATUS[cls] for cls in type(error).__mro__ if cls in _RELAY_STATUS), 400)
+    return _error(status, error.description)
 
 
 def _ok(result: Any) -> web.Response:
@@ -91,13 +111,6 @@ def _failure(error: Exception, event: str, **context: Any) -> web.Response:
         return _error(503, "Service Unavailable: the database is unavailable, try again later")
     log.error(event, exc_info=error, **context)
     return _error(500, "Internal Server Error")
-
-
-def _bot_id(token: str) -> int | None:
-    """The bot id of a token of Telegram's shape (`<digits>:<base64url>`), else None."""
-    if not _TOKEN.fullmatch(token):
-        return None
-    return int(token.partition(":")[0])
 
 
 def _decoded_path(request: web.Request, shape: re.Pattern[str]) -> tuple[str, str] | None:
@@ -122,23 +135,6 @@ def _is_file_path(path: str) -> bool:
     )
 
 
-def _outgoing(url: str, prefix: str, rest: str, raw_query: str) -> URL | None:
-    """The URL to send to: `url` (from the Bot API endpoint) if its path, as it will be sent,
-    ends with the checked `{prefix}/{rest}` (or `{prefix}/test/{rest}`, the endpoint in Telegram's
-    test environment), with the request's own query string; else None."""
-    target = URL(url)
-    tails = (f"{prefix}/{rest}", f"{prefix}/test/{rest}")
-    if not target.raw_path.endswith(tails) or target.raw_query_string or target.raw_fragment:
-        return None
-    return URL.build(
-        scheme=target.scheme,
-        authority=target.raw_authority,
-        path=target.raw_path,
-        query_string=quote(raw_query, safe=_QUERY_SAFE),
-        encoded=True,
-    )
-
-
 async def _params(request: web.Request) -> dict[str, Any]:
     """The method's parameters: query string, then a JSON, urlencoded or multipart body. A body
     that cannot be read is Telegram's 400 (413 over MAX_PARAMS_BYTES), never an exception."""
@@ -147,22 +143,22 @@ async def _params(request: web.Request) -> dict[str, Any]:
         if request.content_type == "multipart/form-data":
             # Not even the closing boundary: not a multipart body (a chunked empty one is
             # refused by the form reader below all the same).
-            raise RelayError(400, "Bad Request: can't parse the request body")
+            raise RelayBadRequest("can't parse the request body")
         return params
     if request.content_length is not None and request.content_length > MAX_PARAMS_BYTES:
-        raise RelayError(413, "Request Entity Too Large")
+        raise RelayTooLarge()
     try:
         if request.content_type == "application/json":
             # Read whole (a chunked body too), within the application's client_max_size.
             body = await request.read()
             if len(body) > MAX_PARAMS_BYTES:
-                raise RelayError(413, "Request Entity Too Large")
+                raise RelayTooLarge()
             try:
                 decoded = json.loads(body) if body.strip() else {}
             except (ValueError, RecursionError):
-                raise RelayError(400, "Bad Request: can't parse JSON object") from None
+                raise RelayBadRequest("can't parse JSON object") from None
             if not isinstance(decoded, dict):
-                raise RelayError(400, "Bad Request: can't parse JSON object")
+                raise RelayBadRequest("can't parse JSON object")
             params.update(decoded)
         elif request.content_type in ("application/x-www-form-urlencoded", "multipart/form-data"):
             form = await request.post()
@@ -173,40 +169,31 @@ async def _params(request: web.Request) -> dict[str, Any]:
                     value.file.close()  # a file (setWebhook's certificate): of no use here
     except web.HTTPRequestEntityTooLarge:
         # Over client_max_size: a chunked body, or too many form fields.
-        raise RelayError(413, "Request Entity Too Large") from None
+        raise RelayTooLarge() from None
     except UnicodeDecodeError:
-        raise RelayError(400, "Bad Request: strings must be encoded in UTF-8") from None
+        raise RelayBadRequest("strings must be encoded in UTF-8") from None
     except (ValueError, LookupError, RuntimeError, HttpProcessingError):
         # aiohttp's form reader: no or a wrong boundary, a cut-off part, an unknown charset or
         # transfer encoding, a part header too long.
-        raise RelayError(400, "Bad Request: can't parse the request body") from None
+        raise RelayBadRequest("can't parse the request body") from None
     return params
 
 
 def add_bot_api_routes(
     app: web.Application,
     *,
-    load_bot_application: Callable[[int], Awaitable[Application | None]],
+    bot_tokens: BotTokenAuthenticator,
     relay: RelayService,
-    bot_api: BotApiEndpoint,
+    bot_api: BotApiForwarder,
     forward_timeout: float,
 ) -> None:
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10.0, sock_read=forward_timeout)
-
     async def authenticate(token: str) -> Application | web.Response:
-        bot_id = _bot_id(token)
-        application = None
-        if bot_id is not None:
-            try:
-                application = await load_bot_application(bot_id)
-            except Exception as error:
-                return _failure(error, "proxy application lookup failed", bot_id=bot_id)
-        expected = application.bot.token if application and application.bot else None
-        # Compared even when nothing was found, so that timing tells nothing.
-        if not hmac.compare_digest(token.encode(), (expected or "").encode()) or not expected:
+        try:
+            return await bot_tokens.authenticate(token)
+        except Unauthenticated:
             return _error(401, "Unauthorized")
-        assert application is not None
-        return application
+        except Exception as error:
+            return _failure(error, "proxy application lookup failed", bot_id=bot_id_of_token(token))
 
     async def bot_method(request: web.Request) -> web.StreamResponse:
         found = _decoded_path(request, _BOT_PATH)
@@ -218,8 +205,7 @@ def add_bot_api_routes(
             return application
         name = method.removeprefix("test/").lower()
         if name not in _OWN_METHODS:
-            url = bot_api.method_url(token, method)
-            return await forward(request, url, f"/bot{token}", method, application)
+            return await forward(request, "method", method, application)
         try:
             params = await _params(request)
             if name == "getupdates":
@@ -247,7 +233,7 @@ def add_bot_api_routes(
                 )
             return _ok(await relay.webhook_info(application))
         except RelayError as error:
-            return _error(error.error_code, error.description)
+            return _refused(error)
         except web.RequestPayloadError:
             raise  # a body that breaks its framing: the HTTP door's guard answers 400
         except Exception as error:
@@ -263,17 +249,16 @@ def add_bot_api_routes(
         application = await authenticate(token)
         if isinstance(application, web.Response):
             return application
-        url = bot_api.file_url(token, path)
-        return await forward(request, url, f"/file/bot{token}", path, application)
+        return await forward(request, "file", path, application)
 
     async def forward(
-        request: web.Request, url: str, prefix: str, rest: str, application: Application
+        request: web.Request,
+        target: Literal["method", "file"],
+        path: str,
+        application: Application,
     ) -> web.StreamResponse:
-        """Sends the request on to `url`, whose path must end with the checked `prefix/rest`."""
-        target = _outgoing(url, prefix, rest, request.rel_url.raw_query_string)
-        if target is None:  # the endpoint built something else: send nothing
-            log.error("proxy target refused", bot_id=application.bot_id)
-            return _error(404, _NOT_FOUND)
+        """Sends the request on to the bot's own checked `path` at Telegram and streams the
+        answer back as it comes."""
         headers = {
             name: request.headers[name] for name in _REQUEST_HEADERS if name in request.headers
         }
@@ -293,34 +278,39 @@ def add_bot_api_routes(
                 broken.append(error)
                 raise
 
-        data = body() if request.body_exists else None
+        forwarded = ForwardRequest(
+            bot=application.require_bot(),
+            target=target,
+            path=path,
+            raw_query=request.rel_url.raw_query_string,
+            http_method=request.method,
+            headers=headers,
+            body=body() if request.body_exists else None,
+        )
         response: web.StreamResponse | None = None
         try:
-            async with bot_api.session.request(
-                request.method,
-                target,
-                data=data,
-                headers=headers,
-                timeout=timeout,
-                allow_redirects=False,
-                auto_decompress=False,
-            ) as upstream:
+            async with bot_api.forward(forwarded, read_timeout=forward_timeout) as upstream:
                 response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
                 for name in _RESPONSE_HEADERS:
                     if name in upstream.headers:
                         response.headers[name] = upstream.headers[name]
                 await response.prepare(request)
-                async for chunk in upstream.content.iter_chunked(_CHUNK):
+                async for chunk in upstream.body:
                     await response.write(chunk)
                 await response.write_eof()
                 return response
-        except (aiohttp.ClientError, TimeoutError) as error:
+        except ForwardRefused:  # the endpoint built something else: nothing was sent
+            log.error("proxy target refused", bot_id=application.bot_id)
+            return _error(404, _NOT_FOUND)
+        except (TelegramNetworkError, aiohttp.ClientError, TimeoutError) as error:
+            # Telegram did not answer, or the client went away while its answer was written.
             if broken and response is None:
                 raise broken[0] from None  # the HTTP door's guard answers 400
             # Never str(error): aiohttp's messages carry the URL, hence the token.
-            log.warning(
-                "proxy forward failed", bot_id=application.bot_id, error=type(error).__name__
+            reason = (
+                error.reason if isinstance(error, TelegramNetworkError) else type(error).__name__
             )
+            log.warning("proxy forward failed", bot_id=application.bot_id, error=reason)
             if response is not None:
                 # The answer was under way: the client sees the connection cut. A new error,
                 # so that nothing logged carries the original's URL.
