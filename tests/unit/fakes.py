@@ -24,7 +24,8 @@ from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecor
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Claim, Order, OrderState, sources
 from portex_pay.domain.pay import PayCommand
-from portex_pay.domain.refunds import DueRefund, Refund, RefundState
+from portex_pay.domain.refunds import DUE, DueRefund, Refund, RefundState
+from portex_pay.domain.refunds import sources as refund_sources
 from portex_pay.domain.relay import RelayBot, RelayedUpdate, wants
 from portex_pay.domain.telegram import BotProfile, InvoiceRequest
 from portex_pay.domain.updates import DeadLetter
@@ -168,7 +169,7 @@ class _Transaction:
         if (
             stored is not None
             and stored.application_id == application_id
-            and stored.refund.state is not RefundState.SUCCEEDED
+            and stored.refund.state.value in refund_sources(RefundState.SUCCEEDED)
         ):
             stored.refund = replace(
                 stored.refund,
@@ -234,7 +235,7 @@ class InMemoryPayments:
     async def claim_due_refunds(self, limit: int, lease_seconds: float) -> list[DueRefund]:
         due = []
         for charge_id, stored in self.state.refunds.items():
-            if stored.refund.state is RefundState.PENDING and stored.next_attempt <= 0:
+            if stored.refund.state in DUE and stored.next_attempt <= 0:
                 stored.next_attempt = lease_seconds
                 due.append(
                     DueRefund(
@@ -252,14 +253,12 @@ class InMemoryPayments:
         self, charge_id: str, error: str, retry_in: float | None
     ) -> None:
         stored = self.state.refunds[charge_id]
-        if stored.refund.state is not RefundState.PENDING:
-            return
         failed = retry_in is None
+        target = RefundState.FAILED if failed else RefundState.PENDING
+        if stored.refund.state.value not in refund_sources(target):
+            return
         stored.refund = replace(
-            stored.refund,
-            attempts=stored.refund.attempts + 1,
-            last_error=error,
-            state=RefundState.FAILED if failed else RefundState.PENDING,
+            stored.refund, attempts=stored.refund.attempts + 1, last_error=error, state=target
         )
         stored.next_attempt = retry_in or 0.0
         if failed:

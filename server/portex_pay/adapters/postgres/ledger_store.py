@@ -26,7 +26,8 @@ from portex_pay.adapters.postgres.pool import Conn
 from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord, RefundReason
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Order, OrderState, sources
-from portex_pay.domain.refunds import DueRefund, Refund, RefundState
+from portex_pay.domain.refunds import DUE, DueRefund, Refund, RefundState
+from portex_pay.domain.refunds import sources as refund_sources
 
 
 async def claim_update(conn: Conn, bot_id: int, update_id: int, kind: str) -> bool:
@@ -205,10 +206,11 @@ class PaymentTransaction:
             """
             UPDATE refunds SET state = 'succeeded', completed_at = now(), attempts = attempts + 1
             WHERE telegram_payment_charge_id = $1 AND application_id = $2
-              AND state <> 'succeeded'
+              AND state = ANY($3::text[])
             """,
             charge_id,
             application_id,
+            refund_sources(RefundState.SUCCEEDED),
         )
 
     async def mark_refunded(self, tg_payment_id: int, charge_id: str) -> Order | None:
@@ -285,7 +287,7 @@ class LedgerStore:
             """
             WITH due AS (
                 SELECT telegram_payment_charge_id FROM refunds
-                WHERE state = 'pending' AND next_attempt_at <= now()
+                WHERE state = ANY($3::text[]) AND next_attempt_at <= now()
                 ORDER BY next_attempt_at
                 LIMIT $1
                 FOR UPDATE SKIP LOCKED
@@ -299,6 +301,7 @@ class LedgerStore:
             """,
             limit,
             float(lease_seconds),
+            sorted(state.value for state in DUE),
         )
         return [
             DueRefund(
@@ -316,18 +319,20 @@ class LedgerStore:
         self, charge_id: str, error: str, retry_in: float | None
     ) -> None:
         """Backs off (or, with `retry_in` None, gives up: state failed) after a failed call."""
+        target = RefundState.FAILED if retry_in is None else RefundState.PENDING
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 """
-                UPDATE refunds SET attempts = attempts + 1, last_error = $2,
-                    state = CASE WHEN $3::float8 IS NULL THEN 'failed' ELSE 'pending' END,
+                UPDATE refunds SET attempts = attempts + 1, last_error = $2, state = $4,
                     next_attempt_at = now() + make_interval(secs => coalesce($3, 0))
-                WHERE telegram_payment_charge_id = $1 AND state = 'pending'
+                WHERE telegram_payment_charge_id = $1 AND state = ANY($5::text[])
                 RETURNING application_id, tg_payment_id, state
                 """,
                 charge_id,
                 error,
                 retry_in,
+                target.value,
+                refund_sources(target),
             )
             if row is not None and row["state"] == "failed":
                 await insert_event(
