@@ -10,18 +10,17 @@ concurrent refund, cancel or second charge waits.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from uuid import UUID
 
 from portex_pay.domain.checkout import (
     CheckoutDecision,
     CheckoutRecord,
     Disposition,
-    PaymentOutcome,
     PaymentRecord,
     PaymentResult,
     RefundedCharge,
     RefundReason,
+    classify_record,
 )
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Order, OrderState, allows, check_transition
@@ -59,16 +58,11 @@ class Ledger:
             )
             return True
 
-    async def record_payment(
-        self,
-        record: PaymentRecord,
-        classify: Callable[[Order | None], PaymentOutcome],
-        *,
-        auto_refund: bool,
-    ) -> PaymentResult:
+    async def record_payment(self, record: PaymentRecord, *, auto_refund: bool) -> PaymentResult:
         """A successful_payment, exactly once (by update and by charge): it pays its order, or
         is kept as a duplicate or an anomaly, refunded when `auto_refund` and the outcome says
-        so. `classify` judges the locked order (domain/checkout.classify_payment)."""
+        so. The charge is judged against its order as locked (domain/checkout.classify_record),
+        so a concurrent charge, refund or cancel cannot change the order under the judgement."""
         charge_id = record.telegram_payment_charge_id
         async with self._payments.transaction() as tx:
             if record.update_id is not None and not await tx.claim_update(
@@ -78,7 +72,7 @@ class Ledger:
             order = None
             if record.tg_payment_id is not None:
                 order = await tx.lock_order(record.application_id, record.tg_payment_id)
-            outcome = classify(order)
+            outcome = classify_record(record, order)
             order_id = order.tg_payment_id if order else None
             if not await tx.add_payment(record, order_id, outcome):
                 if await tx.charge_owner(charge_id) != record.application_id:

@@ -38,10 +38,8 @@ from portex_pay.domain.checkout import (
     CheckoutRecord,
     DeclineReason,
     Disposition,
-    PaymentOutcome,
     PaymentRecord,
     PaymentResult,
-    classify_payment,
     decide_pre_checkout,
     decline,
 )
@@ -384,12 +382,6 @@ class UpdateProcessor:
         reconciliation, whose `update_id` is None)."""
         charge = payment.charge
         verified = verify_invoice_payload(self._secret, charge.invoice_payload)
-
-        def classify(order: Any) -> PaymentOutcome:
-            if verified is None:
-                return PaymentOutcome(Disposition.ANOMALY, anomaly=DeclineReason.PAYLOAD_INVALID)
-            return classify_payment(charge, order, verified[1])
-
         bot = application.require_bot()
         result = await self._ledger.record_payment(
             PaymentRecord(
@@ -397,12 +389,12 @@ class UpdateProcessor:
                 update_id=payment.update_id,
                 application_id=application.id,
                 tg_payment_id=verified[0] if verified else None,
+                signed_amount=verified[1] if verified else None,
                 charge=charge,
                 telegram_payment_charge_id=payment.telegram_payment_charge_id,
                 provider_payment_charge_id=payment.provider_payment_charge_id,
                 raw=raw,
             ),
-            classify,
             auto_refund=self._auto_refund,
         )
         if result.outcome is not None and result.outcome.disposition is not Disposition.ACCEPTED:
