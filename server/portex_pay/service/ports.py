@@ -137,37 +137,59 @@ class Orders(Protocol):
     ) -> Order | None: ...
 
 
-class PaymentTransaction(Protocol):
-    """The statements of one atomic money use case (service/ledger.py): all of them commit
-    together when the `transaction()` block ends, none if it raises."""
+class ProcessedUpdates(Protocol):
+    """Telegram updates processed (by bot and update id): a redelivery changes nothing."""
 
-    async def claim_update(self, bot_id: int, update_id: int, kind: str) -> bool:
+    async def claim(self, bot_id: int, update_id: int, kind: str) -> bool:
         """Marks the update processed; False when it already was (a redelivery)."""
         ...
 
-    async def add_event(
-        self,
-        application_id: UUID,
-        tg_payment_id: int | None,
-        event_type: EventType,
-        data: dict[str, Any],
-    ) -> None:
-        """An event, with the order's snapshot when there is an order."""
+
+class PaidOrders(Protocol):
+    """Orders as money changes them: locked before they are judged, paid and refunded only as
+    the transition table (domain/order.py) allows."""
+
+    async def lock(self, application_id: UUID, tg_payment_id: int) -> Order | None:
+        """The application's order, locked until the unit of work ends: a concurrent charge,
+        refund or cancel waits."""
         ...
 
-    async def lock_order(self, application_id: UUID, tg_payment_id: int) -> Order | None: ...
+    async def mark_paid(self, tg_payment_id: int, charge_id: str) -> Order | None:
+        """The order becomes paid by the charge, with its event; None when the table does not
+        allow it from the order's state."""
+        ...
 
-    async def add_payment(
+    async def mark_refunded(self, tg_payment_id: int, charge_id: str) -> Order | None:
+        """The order the charge paid becomes refunded, with its event; None when it is not (any
+        more) in a state the table lets become refunded, or another charge paid it."""
+        ...
+
+    async def paid_by(self, application_id: UUID, charge_id: str) -> Order | None: ...
+
+
+class Charges(Protocol):
+    """The charges Telegram reported, each counted once by its charge id."""
+
+    async def add(
         self, record: PaymentRecord, tg_payment_id: int | None, outcome: PaymentOutcome
     ) -> bool:
         """Records the charge; False when its charge id is known already."""
         ...
 
-    async def charge_owner(self, charge_id: str) -> UUID | None: ...
+    async def owner(self, charge_id: str) -> UUID | None: ...
 
-    async def mark_paid(self, tg_payment_id: int, charge_id: str) -> Order | None: ...
+    async def mark_refunded(
+        self, application_id: UUID, charge_id: str
+    ) -> tuple[int | None, Disposition] | None:
+        """Marks the application's charge refunded (once): its order id and disposition, or None
+        when the application has no such charge."""
+        ...
 
-    async def add_refund(
+
+class RefundIntents(Protocol):
+    """Refunds asked for, one per charge (domain/refunds.py)."""
+
+    async def add(
         self,
         charge_id: str,
         bot_id: int,
@@ -180,17 +202,46 @@ class PaymentTransaction(Protocol):
         """The intent to refund a charge, with its event; False when there is one already."""
         ...
 
-    async def requested_refund(self, tg_payment_id: int) -> Refund | None: ...
+    async def requested(self, tg_payment_id: int) -> Refund | None:
+        """The refund a caller asked for this order, if any."""
+        ...
 
-    async def mark_payment_refunded(
-        self, application_id: UUID, charge_id: str
-    ) -> tuple[int | None, Disposition] | None: ...
+    async def complete(self, application_id: UUID, charge_id: str) -> None:
+        """The refund of the application's charge, if one was asked for, succeeded (as the
+        table allows)."""
+        ...
 
-    async def complete_refund(self, application_id: UUID, charge_id: str) -> None: ...
 
-    async def mark_refunded(self, tg_payment_id: int, charge_id: str) -> Order | None: ...
+class EventWriter(Protocol):
+    async def add(
+        self,
+        application_id: UUID,
+        tg_payment_id: int | None,
+        event_type: EventType,
+        data: dict[str, Any],
+    ) -> None:
+        """An event, with the order's snapshot when there is an order."""
+        ...
 
-    async def order_paid_by(self, application_id: UUID, charge_id: str) -> Order | None: ...
+
+class PaymentTransaction(Protocol):
+    """One unit of work of the money use cases (service/ledger.py), in parts by aggregate: all
+    they do commits together when the `transaction()` block ends, none of it if it raises."""
+
+    @property
+    def updates(self) -> ProcessedUpdates: ...
+
+    @property
+    def orders(self) -> PaidOrders: ...
+
+    @property
+    def charges(self) -> Charges: ...
+
+    @property
+    def refunds(self) -> RefundIntents: ...
+
+    @property
+    def events(self) -> EventWriter: ...
 
 
 class Payments(Protocol):
