@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -86,6 +86,26 @@ class StoredEvent(NamedTuple):
 _MISSING = object()
 
 
+def order_snapshot(order: Order) -> dict[str, Any]:
+    """The order as an event carries it: JSON values, as PostgreSQL's `to_jsonb` of the row
+    (timestamps in ISO 8601, the application id as text), the invoice lease left out."""
+    snapshot: dict[str, Any] = {}
+    for name in (each.name for each in fields(Order)):
+        value = getattr(order, name)
+        if name == "invoice_lease_until":
+            continue
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, UUID | OrderState):
+            value = str(value)
+        snapshot[name] = value
+    return snapshot
+
+
+class ConstraintViolation(Exception):
+    """A write PostgreSQL would refuse (a foreign key): a bug in the use case, not an outcome."""
+
+
 class _Session:
     """One transaction: it takes a transaction id at its first write (as PostgreSQL does), and
     keeps what undoes each write until it ends."""
@@ -132,11 +152,13 @@ class _Session:
         data: dict[str, Any],
     ) -> None:
         xid = self._write()
+        order = None if tg_payment_id is None else self._db.orders.get(tg_payment_id)
+        snapshot = {} if order is None else {"order": order_snapshot(order)}
         event = StoredEvent(
             application_id,
             tg_payment_id,
             str(event_type),
-            dict(data),
+            snapshot | data,
             Cursor(xid, next(self._db._event_ids)),
             self._db.now,
         )
@@ -247,14 +269,17 @@ class _PaidOrders:
             tg_payment_id,
             OrderState.PAID,
             EventType.ORDER_PAID,
+            charge_id,
             telegram_payment_charge_id=charge_id,
+            paid_at=self._db.now,
+            invoice_lease_until=None,
         )
 
     async def mark_refunded(self, tg_payment_id: int, charge_id: str) -> Order | None:
         order = self._db.orders.get(tg_payment_id)
         if order is None or order.telegram_payment_charge_id != charge_id:
             return None
-        return self._change(tg_payment_id, OrderState.REFUNDED, EventType.ORDER_REFUNDED)
+        return self._change(tg_payment_id, OrderState.REFUNDED, EventType.ORDER_REFUNDED, charge_id)
 
     async def paid_by(self, application_id: UUID, charge_id: str) -> Order | None:
         for order in self._db.orders.values():
@@ -265,14 +290,21 @@ class _PaidOrders:
         return None
 
     def _change(
-        self, tg_payment_id: int, target: OrderState, event: EventType, **changes: Any
+        self,
+        tg_payment_id: int,
+        target: OrderState,
+        event: EventType,
+        charge_id: str,
+        **changes: Any,
     ) -> Order | None:
         order = self._db.orders.get(tg_payment_id)
         if order is None or order.state.value not in sources(target):
             return None
-        changed = replace(order, state=target, **changes)
+        changed = replace(order, state=target, updated_at=self._db.now, **changes)
         self._session.put(self._db.orders, tg_payment_id, changed)
-        self._session.emit(order.application_id, tg_payment_id, event, {})
+        self._session.emit(
+            order.application_id, tg_payment_id, event, {"telegram_payment_charge_id": charge_id}
+        )
         return changed
 
 
@@ -322,6 +354,8 @@ class _RefundIntents:
     ) -> bool:
         if charge_id in self._db.refunds:
             return False
+        if charge_id not in self._db.payments:
+            raise ConstraintViolation(f"no charge {charge_id} to refund")
         refund = Refund(
             telegram_payment_charge_id=charge_id, tg_payment_id=tg_payment_id, amount=amount,
             state=RefundState.PENDING, reason=reason.value, attempts=0, last_error=None,
@@ -399,8 +433,11 @@ class InMemoryPayments:
 
     async def claim_due_refunds(self, limit: int, lease_seconds: float) -> list[DueRefund]:
         db = self.state
-        due = []
-        for charge_id, stored in db.refunds.items():
+        due: list[DueRefund] = []
+        by_due_time = sorted(db.refunds.items(), key=lambda item: item[1].next_attempt_at)
+        for charge_id, stored in by_due_time:
+            if len(due) == limit:
+                break
             if stored.refund.state in DUE and stored.next_attempt_at <= db.now:
                 stored.next_attempt_at = db.now + timedelta(seconds=lease_seconds)
                 due.append(
@@ -413,16 +450,16 @@ class InMemoryPayments:
                         bot_token=db.bot_tokens.get(stored.application_id),
                     )
                 )
-        return due[:limit]
+        return due
 
     async def refund_attempt_failed(
         self, charge_id: str, error: str, retry_in: float | None
     ) -> None:
         db = self.state
-        stored = db.refunds[charge_id]
+        stored = db.refunds.get(charge_id)
         failed = retry_in is None
         target = RefundState.FAILED if failed else RefundState.PENDING
-        if stored.refund.state.value not in refund_sources(target):
+        if stored is None or stored.refund.state.value not in refund_sources(target):
             return
         with db.session() as session:
             changed = replace(
@@ -507,11 +544,13 @@ class InMemoryOrders:
         session.emit(application_id, order.tg_payment_id, EventType.ORDER_CREATED, {})
         return order
 
-    def _change(self, order: Order, event: EventType, **changes: Any) -> Order:
+    def _change(
+        self, order: Order, event: EventType, data: dict[str, Any] | None = None, **changes: Any
+    ) -> Order:
         changed = replace(order, updated_at=self.now, **changes)
         with self.db.session() as session:
             session.put(self.db.orders, order.tg_payment_id, changed)
-            session.emit(order.application_id, order.tg_payment_id, event, {})
+            session.emit(order.application_id, order.tg_payment_id, event, data or {})
         return changed
 
     async def create(
@@ -582,8 +621,8 @@ class InMemoryOrders:
         return leased
 
     async def release_invoice_lease(self, tg_payment_id: int) -> None:
-        order = self.orders[tg_payment_id]
-        if order.invoice_link is None:
+        order = self.orders.get(tg_payment_id)
+        if order is not None and order.invoice_link is None:
             self.orders[tg_payment_id] = replace(order, invoice_lease_until=None)
 
     async def record_invoice_link(self, tg_payment_id: int, link: str) -> Order | None:
@@ -627,7 +666,9 @@ class InMemoryOrders:
         order = await self.get(application_id, tg_payment_id)
         if order is None:
             return None
-        return self._change(order, EventType.ORDER_CLIENT_REPORT, client_report=status)
+        return self._change(
+            order, EventType.ORDER_CLIENT_REPORT, {"status": status}, client_report=status
+        )
 
     async def expire_due(self, limit: int) -> int:
         due = sorted(
