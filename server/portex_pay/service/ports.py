@@ -136,6 +136,11 @@ class Orders(Protocol):
         self, application_id: UUID, tg_payment_id: int, status: str
     ) -> Order | None: ...
 
+    async def expire_due(self, limit: int) -> int:
+        """Marks up to `limit` unpaid orders past their expiry time expired, with their events;
+        how many it marked."""
+        ...
+
 
 class ProcessedUpdates(Protocol):
     """Telegram updates processed (by bot and update id): a redelivery changes nothing."""
