@@ -4,8 +4,26 @@
 API client, the HTTP client) satisfy them structurally, and `app.py` alone wires one to the
 other. A test can hand a use case an in-memory fake of a port instead (tests/unit/fakes.py).
 
-Every method that changes state is one atomic step (one statement or one transaction in the
-PostgreSQL adapter): a state change and the event announcing it commit together.
+Atomicity. A change of state and the event announcing it always commit together. Who makes them
+atomic follows from who decides:
+
+1. A use case that reads, decides, and then writes more than one thing owns its unit of work: it
+   opens the port's `transaction()` and changes what it decided through the parts handed to it,
+   one per aggregate (`Payments.transaction()`: service/ledger.py). The branching is the
+   service's; the parts only read and write, and what is judged is locked first.
+2. A change that decides nothing beyond its guard is one port method and, in PostgreSQL, one
+   statement that also inserts its event (a data-modifying CTE; adapters/postgres/events_writer),
+   with no transaction around it: a compare-and-set whose guard is a domain transition table
+   (`state = ANY(sources(...))`), or an insert made idempotent by a unique key. Its answer (None,
+   False) tells the use case whether it applied. Orders, `Payments.claim_due_refunds` and
+   `refund_attempt_failed`, `DeadLetters.record` are such methods.
+3. An adapter opens a transaction of its own only to make one method of the second kind atomic
+   where one statement cannot: a row lock, then several statements on one aggregate, nothing in
+   between that a use case would branch on. `RelayStore.start_poll`, `set_webhook` and
+   `delivered` are these (one bot's relay row and the updates it keeps; getUpdates' offset rule
+   is Telegram's, written once in SQL and mirrored by the fake).
+
+A decision an adapter would otherwise take belongs to a use case, with a unit of work (1).
 """
 
 from __future__ import annotations
@@ -253,7 +271,7 @@ class Payments(Protocol):
     """Telegram's updates about money: pre-checkouts, charges, refunds."""
 
     def transaction(self) -> AbstractAsyncContextManager[PaymentTransaction]:
-        """A unit of work for one atomic use case."""
+        """A unit of work for one atomic use case (rule 1 above)."""
         ...
 
     async def claim(self, bot_id: int, update_id: int, kind: str) -> bool:
@@ -274,7 +292,8 @@ class Payments(Protocol):
     async def refund_attempt_failed(
         self, charge_id: str, error: str, retry_in: float | None
     ) -> None:
-        """Backs off, or (retry_in None) gives up: the refund fails, with its event."""
+        """Backs off, or (retry_in None) gives up: the refund fails, with its event. Nothing
+        when the refund is unknown or the table does not allow the change (domain/refunds.py)."""
         ...
 
 

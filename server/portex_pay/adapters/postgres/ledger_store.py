@@ -4,7 +4,8 @@ The decisions are the service's (service/ledger.py); this module holds the state
 that must be atomic runs its statements in one `PaymentTransaction` (`LedgerStore.
 transaction()`), whose parts are the aggregates it touches (`updates`, `orders`, `charges`,
 `refunds`, `events`): the de-duplication row, the payment, the order's change, its events and any
-refund intent commit together or not at all.
+refund intent commit together or not at all. The refund worker's steps outside it (a claim, a
+failed attempt) are one statement each, with their event (service/ports.py: atomicity).
 
 Exactly-once comes from unique keys, not from check-then-insert: `telegram_updates (bot_id,
 update_id)` makes a redelivered update change nothing, and `payments.telegram_payment_charge_id`
@@ -21,7 +22,7 @@ from uuid import UUID
 
 import asyncpg
 
-from portex_pay.adapters.postgres.events_writer import insert_event, with_event
+from portex_pay.adapters.postgres.events_writer import insert_event, order_data, with_event
 from portex_pay.adapters.postgres.orders import order_from_row
 from portex_pay.adapters.postgres.pool import Conn
 from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord, RefundReason
@@ -356,27 +357,27 @@ class LedgerStore:
     async def refund_attempt_failed(
         self, charge_id: str, error: str, retry_in: float | None
     ) -> None:
-        """Backs off (or, with `retry_in` None, gives up: state failed) after a failed call."""
+        """Backs off (or, with `retry_in` None, gives up: state failed, announced) after a failed
+        call: one statement with its event."""
         target = RefundState.FAILED if retry_in is None else RefundState.PENDING
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                """
+        announce = EventType.REFUND_FAILED if target is RefundState.FAILED else None
+        await self._pool.execute(
+            f"""
+            WITH r AS (
                 UPDATE refunds SET attempts = attempts + 1, last_error = $2, state = $4,
                     next_attempt_at = now() + make_interval(secs => coalesce($3, 0))
                 WHERE telegram_payment_charge_id = $1 AND state = ANY($5::text[])
-                RETURNING application_id, tg_payment_id, state
-                """,
-                charge_id,
-                error,
-                retry_in,
-                target.value,
-                refund_sources(target),
+                RETURNING application_id, tg_payment_id
             )
-            if row is not None and row["state"] == "failed":
-                await insert_event(
-                    conn,
-                    row["application_id"],
-                    row["tg_payment_id"],
-                    EventType.REFUND_FAILED,
-                    {"telegram_payment_charge_id": charge_id, "error": error},
-                )
+            INSERT INTO events (application_id, tg_payment_id, type, data)
+            SELECT r.application_id, r.tg_payment_id, $6, {order_data("r.tg_payment_id")}
+                || jsonb_build_object('telegram_payment_charge_id', $1::text, 'error', $2::text)
+            FROM r WHERE $6::text IS NOT NULL
+            """,
+            charge_id,
+            error,
+            retry_in,
+            target.value,
+            refund_sources(target),
+            announce,
+        )
