@@ -6,7 +6,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from portex_pay.service.ports import EventStore, Orders, Payments
+from portex_pay.service.ports import DeadLetters, EventStore, Orders, Payments
 
 
 @dataclass
@@ -18,6 +18,7 @@ class Backend:
     orders: Orders
     payments: Payments
     events: EventStore
+    dead_letters: DeadLetters
     # A new application (with a bot token, or none): its id.
     add_application: Callable[[str | None], Awaitable[uuid.UUID]]
     # Prunes every event written so far (retention of zero); how many went.

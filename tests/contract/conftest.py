@@ -17,13 +17,20 @@ import asyncpg
 import pytest
 
 from portex_pay.adapters.postgres.applications import ApplicationRepository
+from portex_pay.adapters.postgres.dead_letters import DeadLetterRepository
 from portex_pay.adapters.postgres.events import EventLog
 from portex_pay.adapters.postgres.ledger_store import LedgerStore
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.postgres.orders import OrderRepository
 from portex_pay.adapters.postgres.pool import connect, create_pool
 from tests.contract.backend import Backend
-from tests.unit.fakes import InMemoryEventLog, InMemoryOrders, InMemoryPayments, MemoryDatabase
+from tests.unit.fakes import (
+    FakeDeadLetters,
+    InMemoryEventLog,
+    InMemoryOrders,
+    InMemoryPayments,
+    MemoryDatabase,
+)
 
 
 @pytest.fixture(params=["memory", "postgres"])
@@ -49,6 +56,7 @@ def memory_backend() -> Backend:
         orders=InMemoryOrders(db),
         payments=InMemoryPayments(db=db),
         events=events,
+        dead_letters=FakeDeadLetters(db),
         add_application=add_application,
         prune_events=lambda: events.prune(-1.0),
     )
@@ -100,6 +108,7 @@ async def postgres_backend(contract_pool: asyncpg.Pool) -> Backend:
         orders=OrderRepository(pool),
         payments=LedgerStore(pool),
         events=events,
+        dead_letters=DeadLetterRepository(pool),
         add_application=add_application,
         prune_events=lambda: events.prune(-1.0),
     )

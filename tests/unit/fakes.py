@@ -757,22 +757,38 @@ class InMemoryEventLog:
 
 
 class FakeDeadLetters:
-    """The DeadLetters port: keeps the letters, one per update."""
+    """The DeadLetters port: keeps the letters (`letters`, and the event types each was announced
+    with in `announced`), claiming their updates among those the ledger processes, or, without
+    an update id, once per bot and body; announces them in the database's event log."""
 
-    def __init__(self) -> None:
+    def __init__(self, db: MemoryDatabase | None = None) -> None:
+        self.db = db if db is not None else MemoryDatabase()
         self.letters: list[DeadLetter] = []
         self.announced: list[list[str]] = []
 
     async def record(self, letter: DeadLetter, announce: Sequence[EventType]) -> int | None:
-        if any(
-            kept.bot_id == letter.bot_id and kept.update_id == letter.update_id
-            for kept in self.letters
-            if letter.update_id is not None
-        ):
-            return None
-        self.letters.append(letter)
-        self.announced.append([str(event_type) for event_type in announce])
-        return len(self.letters)
+        with self.db.session() as session:
+            if letter.update_id is not None and not session.claim(
+                self.db.updates, (letter.bot_id, letter.update_id)
+            ):
+                return None
+            if any(
+                kept.bot_id == letter.bot_id and kept.raw == letter.raw for kept in self.letters
+            ):
+                return None
+            self.letters.append(letter)
+            self.announced.append([str(event_type) for event_type in announce])
+            letter_id = len(self.letters)
+            data = {
+                "dead_letter_id": letter_id,
+                "update_id": letter.update_id,
+                "kind": letter.kind,
+                "error": letter.error,
+                "reason": letter.reason,
+            }
+            for event_type in announce:
+                session.emit(letter.application_id, None, event_type, data)
+            return letter_id
 
 
 class FakeTelegram:
