@@ -692,12 +692,14 @@ class InMemoryOrders:
 class InMemoryEventLog:
     """The EventStore port over the shared database's events: read in (transaction, id) order,
     only below the horizon (the oldest open transaction), as adapters/postgres/events.py reads.
-    `read_errors` are raised by the next reads (the database away); `reads` counts them."""
+    `read_errors` are raised by the next reads (the database away); `reads` counts them, and
+    `touched` is set by every call (a test waits on it for its reader's next step)."""
 
     def __init__(self, db: MemoryDatabase | None = None) -> None:
         self.db = db if db is not None else MemoryDatabase()
         self.read_errors: list[Exception] = []
         self.reads = 0
+        self.touched = asyncio.Event()
 
     async def read_after(
         self,
@@ -708,6 +710,7 @@ class InMemoryEventLog:
         tg_payment_id: int | None = None,
     ) -> list[Event]:
         self.reads += 1
+        self.touched.set()
         if self.read_errors:
             raise self.read_errors.pop(0)
         horizon = self.db.horizon()
@@ -735,6 +738,7 @@ class InMemoryEventLog:
         ]
 
     async def now(self) -> Cursor:
+        self.touched.set()
         return Cursor(self.db.horizon(), 0)
 
     async def pruned_up_to(self) -> Cursor | None:
