@@ -10,7 +10,7 @@ GEN_DIR := clients/python/src
 
 help:
 	@echo "make run    - start the service (private PostgreSQL + Telegram sandbox unless configured)"
-	@echo "make test   - unit, integration and end-to-end tests (starts its own PostgreSQL)"
+	@echo "make test   - unit, contract, integration and end-to-end tests (starts its own PostgreSQL)"
 	@echo "make check  - ruff, mypy, generated-code freshness"
 	@echo "make proto  - regenerate the gRPC stubs from protos/"
 	@echo "make bench  - benchmarks, printing their figures"
@@ -45,7 +45,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 
 test: $(STAMP) proto-check
-	$(BIN)/pytest tests/unit tests/integration tests/e2e
+	$(BIN)/pytest tests/unit tests/contract tests/integration tests/e2e
 
 run: $(STAMP) proto-check
 	$(BIN)/portex-pay dev

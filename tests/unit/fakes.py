@@ -1,30 +1,34 @@
 """In-memory fakes of the service's ports (portex_pay/service/ports.py), for unit tests of the
 use cases without PostgreSQL or Telegram.
 
-They keep the ports' contracts, not their SQL: a `transaction()` commits everything done through
-it or, when its block raises, restores the state it started from; unique keys (an update, a
-charge, a refund per charge) refuse a second insert; the order guards come from the same
-transition table the PostgreSQL adapter derives its `state = ANY($n)` guards from.
+They keep the ports' contracts, not their SQL, and the contract tests (tests/contract) hold them
+to it beside the PostgreSQL adapters. The money ports share one `MemoryDatabase`, as the adapters
+share the tables: an order the Orders fake creates is the one the Payments fake pays, and every
+event lands in one log that the EventStore fake reads. A `transaction()` commits everything done
+through it or, when its block raises, undoes it; unique keys (an update, a charge, a refund per
+charge) refuse a second insert; the state guards come from the same transition tables the
+PostgreSQL adapter derives its `state = ANY($n)` guards from. Time is `MemoryDatabase.now`, moved
+by the test.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import itertools
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from portex_pay.domain.application import Bot
 from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord, RefundReason
-from portex_pay.domain.events import EventType
+from portex_pay.domain.events import Cursor, Event, EventType
 from portex_pay.domain.order import Claim, Order, OrderState, sources
 from portex_pay.domain.pay import PayCommand
-from portex_pay.domain.refunds import DueRefund, Refund, RefundState
+from portex_pay.domain.refunds import DUE, DueRefund, Refund, RefundState
+from portex_pay.domain.refunds import sources as refund_sources
 from portex_pay.domain.relay import RelayBot, RelayedUpdate, wants
 from portex_pay.domain.telegram import BotProfile, InvoiceRequest
 from portex_pay.domain.updates import DeadLetter
@@ -51,7 +55,7 @@ def make_order(
     )  # fmt: skip
 
 
-@dataclass
+@dataclass(frozen=True)
 class StoredPayment:
     application_id: UUID
     tg_payment_id: int | None
@@ -65,64 +69,280 @@ class StoredRefund:
     application_id: UUID
     bot_id: int
     tg_use_id: int
-    next_attempt: float = 0.0  # seconds from "now"; leased or backed off when > 0
+    next_attempt_at: datetime = NOW  # leased or backed off while in the future
 
 
-@dataclass
-class _State:
-    updates: set[tuple[int, int]] = field(default_factory=set)
-    orders: dict[int, Order] = field(default_factory=dict)
-    payments: dict[str, StoredPayment] = field(default_factory=dict)
-    refunds: dict[str, StoredRefund] = field(default_factory=dict)
-    events: list[tuple[UUID, int | None, str, dict[str, Any]]] = field(default_factory=list)
+class StoredEvent(NamedTuple):
+    """An events row: (application, order, type, data) first, as tests index it."""
+
+    application_id: UUID
+    tg_payment_id: int | None
+    type: str
+    data: dict[str, Any]
+    cursor: Cursor
+    occurred_at: datetime
 
 
-class _Transaction:
-    def __init__(self, state: _State) -> None:
-        self._s = state
+_MISSING = object()
 
-    async def claim_update(self, bot_id: int, update_id: int, kind: str) -> bool:
-        if (bot_id, update_id) in self._s.updates:
+
+def order_snapshot(order: Order) -> dict[str, Any]:
+    """The order as an event carries it: JSON values, as PostgreSQL's `to_jsonb` of the row
+    (timestamps in ISO 8601, the application id as text), the invoice lease left out."""
+    snapshot: dict[str, Any] = {}
+    for name in (each.name for each in fields(Order)):
+        value = getattr(order, name)
+        if name == "invoice_lease_until":
+            continue
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, UUID | OrderState):
+            value = str(value)
+        snapshot[name] = value
+    return snapshot
+
+
+class ConstraintViolation(Exception):
+    """A write PostgreSQL would refuse (a foreign key): a bug in the use case, not an outcome."""
+
+
+class _Session:
+    """One transaction: it takes a transaction id at its first write (as PostgreSQL does), and
+    keeps what undoes each write until it ends."""
+
+    def __init__(self, db: MemoryDatabase) -> None:
+        self._db = db
+        self.xid: int | None = None
+        self._undo: list[Callable[[], None]] = []
+
+    def _write(self) -> int:
+        if self.xid is None:
+            self.xid = self._db.next_xid
+            self._db.next_xid += 1
+            self._db.open_xids.add(self.xid)
+        return self.xid
+
+    def put(self, table: dict[Any, Any], key: Any, value: Any) -> None:
+        self._write()
+        old = table.get(key, _MISSING)
+        table[key] = value
+
+        def undo() -> None:
+            if old is _MISSING:
+                del table[key]
+            else:
+                table[key] = old
+
+        self._undo.append(undo)
+
+    def claim(self, keys: set[Any], key: Any) -> bool:
+        """Inserts a unique key; False when it is taken."""
+        if key in keys:
             return False
-        self._s.updates.add((bot_id, update_id))
+        self._write()
+        keys.add(key)
+        self._undo.append(lambda: keys.discard(key))
         return True
 
-    async def add_event(
+    def emit(
         self,
         application_id: UUID,
         tg_payment_id: int | None,
         event_type: EventType,
         data: dict[str, Any],
     ) -> None:
-        self._s.events.append((application_id, tg_payment_id, str(event_type), dict(data)))
-
-    async def lock_order(self, application_id: UUID, tg_payment_id: int) -> Order | None:
-        order = self._s.orders.get(tg_payment_id)
-        return order if order is not None and order.application_id == application_id else None
-
-    async def add_payment(
-        self, record: PaymentRecord, tg_payment_id: int | None, outcome: PaymentOutcome
-    ) -> bool:
-        if record.telegram_payment_charge_id in self._s.payments:
-            return False
-        self._s.payments[record.telegram_payment_charge_id] = StoredPayment(
-            record.application_id, tg_payment_id, outcome.disposition
+        xid = self._write()
+        order = None if tg_payment_id is None else self._db.orders.get(tg_payment_id)
+        snapshot = {} if order is None else {"order": order_snapshot(order)}
+        event = StoredEvent(
+            application_id,
+            tg_payment_id,
+            str(event_type),
+            snapshot | data,
+            Cursor(xid, next(self._db._event_ids)),
+            self._db.now,
         )
-        return True
+        self._db.events.append(event)
+        self._undo.append(lambda: self._db.events.remove(event))
 
-    async def charge_owner(self, charge_id: str) -> UUID | None:
-        payment = self._s.payments.get(charge_id)
-        return None if payment is None else payment.application_id
+    def end(self, *, commit: bool) -> None:
+        if not commit:
+            for undo in reversed(self._undo):
+                undo()
+        self._undo.clear()
+        if self.xid is not None:
+            self._db.open_xids.discard(self.xid)
+
+
+@dataclass
+class MemoryDatabase:
+    """The tables the money ports share, in memory: orders and their idempotency keys, processed
+    updates, payments, refunds and the event log."""
+
+    now: datetime = NOW
+    orders: dict[int, Order] = field(default_factory=dict)
+    keys: dict[tuple[UUID, str], tuple[int, bytes]] = field(default_factory=dict)
+    updates: set[tuple[int, int]] = field(default_factory=set)
+    payments: dict[str, StoredPayment] = field(default_factory=dict)
+    refunds: dict[str, StoredRefund] = field(default_factory=dict)
+    events: list[StoredEvent] = field(default_factory=list)
+    bot_tokens: dict[UUID, str] = field(default_factory=dict)
+    open_xids: set[int] = field(default_factory=set)
+    pruned: Cursor | None = None
+    next_xid: int = 1
+    _event_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    _order_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[_Session]:
+        """A transaction: committed when the block ends, undone when it raises."""
+        session = _Session(self)
+        try:
+            yield session
+        except BaseException:
+            session.end(commit=False)
+            raise
+        session.end(commit=True)
+
+    def next_order_id(self) -> int:
+        while True:
+            order_id = next(self._order_ids)
+            if order_id not in self.orders:
+                return order_id
+
+    def horizon(self) -> int:
+        """The oldest transaction still open (or the next one): every event of an older one is
+        committed, and no event can appear below it later."""
+        return min(self.open_xids, default=self.next_xid)
+
+    def record_event(
+        self,
+        application_id: UUID,
+        event_type: EventType,
+        data: dict[str, Any] | None = None,
+        *,
+        tg_payment_id: int | None = None,
+    ) -> None:
+        """An event of its own, committed at once (a test's writer)."""
+        with self.session() as session:
+            session.emit(application_id, tg_payment_id, event_type, data or {})
+
+    def event_types(self) -> list[str]:
+        return [event.type for event in self.events]
+
+
+# ---------------------------------------------------------------------------- Payments
+
+
+class _ProcessedUpdates:
+    def __init__(self, db: MemoryDatabase, session: _Session) -> None:
+        self._db, self._session = db, session
+
+    async def claim(self, bot_id: int, update_id: int, kind: str) -> bool:
+        return self._session.claim(self._db.updates, (bot_id, update_id))
+
+
+class _EventWriter:
+    def __init__(self, db: MemoryDatabase, session: _Session) -> None:
+        self._db, self._session = db, session
+
+    async def add(
+        self,
+        application_id: UUID,
+        tg_payment_id: int | None,
+        event_type: EventType,
+        data: dict[str, Any],
+    ) -> None:
+        self._session.emit(application_id, tg_payment_id, event_type, data)
+
+
+class _PaidOrders:
+    def __init__(self, db: MemoryDatabase, session: _Session) -> None:
+        self._db, self._session = db, session
+
+    async def lock(self, application_id: UUID, tg_payment_id: int) -> Order | None:
+        order = self._db.orders.get(tg_payment_id)
+        return order if order is not None and order.application_id == application_id else None
 
     async def mark_paid(self, tg_payment_id: int, charge_id: str) -> Order | None:
         return self._change(
             tg_payment_id,
             OrderState.PAID,
             EventType.ORDER_PAID,
+            charge_id,
             telegram_payment_charge_id=charge_id,
+            paid_at=self._db.now,
+            invoice_lease_until=None,
         )
 
-    async def add_refund(
+    async def mark_refunded(self, tg_payment_id: int, charge_id: str) -> Order | None:
+        order = self._db.orders.get(tg_payment_id)
+        if order is None or order.telegram_payment_charge_id != charge_id:
+            return None
+        return self._change(tg_payment_id, OrderState.REFUNDED, EventType.ORDER_REFUNDED, charge_id)
+
+    async def paid_by(self, application_id: UUID, charge_id: str) -> Order | None:
+        for order in self._db.orders.values():
+            if order.application_id == application_id and (
+                order.telegram_payment_charge_id == charge_id
+            ):
+                return order
+        return None
+
+    def _change(
+        self,
+        tg_payment_id: int,
+        target: OrderState,
+        event: EventType,
+        charge_id: str,
+        **changes: Any,
+    ) -> Order | None:
+        order = self._db.orders.get(tg_payment_id)
+        if order is None or order.state.value not in sources(target):
+            return None
+        changed = replace(order, state=target, updated_at=self._db.now, **changes)
+        self._session.put(self._db.orders, tg_payment_id, changed)
+        self._session.emit(
+            order.application_id, tg_payment_id, event, {"telegram_payment_charge_id": charge_id}
+        )
+        return changed
+
+
+class _Charges:
+    def __init__(self, db: MemoryDatabase, session: _Session) -> None:
+        self._db, self._session = db, session
+
+    async def add(
+        self, record: PaymentRecord, tg_payment_id: int | None, outcome: PaymentOutcome
+    ) -> bool:
+        if record.telegram_payment_charge_id in self._db.payments:
+            return False
+        self._session.put(
+            self._db.payments,
+            record.telegram_payment_charge_id,
+            StoredPayment(record.application_id, tg_payment_id, outcome.disposition),
+        )
+        return True
+
+    async def owner(self, charge_id: str) -> UUID | None:
+        payment = self._db.payments.get(charge_id)
+        return None if payment is None else payment.application_id
+
+    async def mark_refunded(
+        self, application_id: UUID, charge_id: str
+    ) -> tuple[int | None, Disposition] | None:
+        payment = self._db.payments.get(charge_id)
+        if payment is None or payment.application_id != application_id:
+            return None
+        self._session.put(self._db.payments, charge_id, replace(payment, refunded=True))
+        return payment.tg_payment_id, payment.disposition
+
+
+class _RefundIntents:
+    def __init__(self, db: MemoryDatabase, session: _Session) -> None:
+        self._db, self._session = db, session
+
+    async def add(
         self,
         charge_id: str,
         bot_id: int,
@@ -132,15 +352,21 @@ class _Transaction:
         amount: int,
         reason: RefundReason,
     ) -> bool:
-        if charge_id in self._s.refunds:
+        if charge_id in self._db.refunds:
             return False
+        if charge_id not in self._db.payments:
+            raise ConstraintViolation(f"no charge {charge_id} to refund")
         refund = Refund(
             telegram_payment_charge_id=charge_id, tg_payment_id=tg_payment_id, amount=amount,
             state=RefundState.PENDING, reason=reason.value, attempts=0, last_error=None,
             created_at=NOW, completed_at=None,
         )  # fmt: skip
-        self._s.refunds[charge_id] = StoredRefund(refund, application_id, bot_id, tg_use_id)
-        await self.add_event(
+        self._session.put(
+            self._db.refunds,
+            charge_id,
+            StoredRefund(refund, application_id, bot_id, tg_use_id, self._db.now),
+        )
+        self._session.emit(
             application_id,
             tg_payment_id,
             EventType.REFUND_REQUESTED,
@@ -148,80 +374,54 @@ class _Transaction:
         )
         return True
 
-    async def requested_refund(self, tg_payment_id: int) -> Refund | None:
-        for stored in self._s.refunds.values():
+    async def requested(self, tg_payment_id: int) -> Refund | None:
+        for stored in self._db.refunds.values():
             if stored.refund.tg_payment_id == tg_payment_id and stored.refund.reason == "requested":
                 return stored.refund
         return None
 
-    async def mark_payment_refunded(
-        self, application_id: UUID, charge_id: str
-    ) -> tuple[int | None, Disposition] | None:
-        payment = self._s.payments.get(charge_id)
-        if payment is None or payment.application_id != application_id:
-            return None
-        payment.refunded = True
-        return payment.tg_payment_id, payment.disposition
-
-    async def complete_refund(self, application_id: UUID, charge_id: str) -> None:
-        stored = self._s.refunds.get(charge_id)
+    async def complete(self, application_id: UUID, charge_id: str) -> None:
+        stored = self._db.refunds.get(charge_id)
         if (
             stored is not None
             and stored.application_id == application_id
-            and stored.refund.state is not RefundState.SUCCEEDED
+            and stored.refund.state.value in refund_sources(RefundState.SUCCEEDED)
         ):
-            stored.refund = replace(
+            completed = replace(
                 stored.refund,
                 state=RefundState.SUCCEEDED,
                 attempts=stored.refund.attempts + 1,
                 completed_at=NOW,
             )
+            self._session.put(self._db.refunds, charge_id, replace(stored, refund=completed))
 
-    async def mark_refunded(self, tg_payment_id: int, charge_id: str) -> Order | None:
-        order = self._s.orders.get(tg_payment_id)
-        if order is None or order.telegram_payment_charge_id != charge_id:
-            return None
-        return self._change(tg_payment_id, OrderState.REFUNDED, EventType.ORDER_REFUNDED)
 
-    async def order_paid_by(self, application_id: UUID, charge_id: str) -> Order | None:
-        for order in self._s.orders.values():
-            if order.application_id == application_id and (
-                order.telegram_payment_charge_id == charge_id
-            ):
-                return order
-        return None
-
-    def _change(
-        self, tg_payment_id: int, target: OrderState, event: EventType, **changes: Any
-    ) -> Order | None:
-        order = self._s.orders.get(tg_payment_id)
-        if order is None or order.state.value not in sources(target):
-            return None
-        changed = replace(order, state=target, **changes)
-        self._s.orders[tg_payment_id] = changed
-        self._s.events.append((order.application_id, tg_payment_id, str(event), {}))
-        return changed
+class _Transaction:
+    def __init__(self, db: MemoryDatabase, session: _Session) -> None:
+        self.updates = _ProcessedUpdates(db, session)
+        self.orders = _PaidOrders(db, session)
+        self.charges = _Charges(db, session)
+        self.refunds = _RefundIntents(db, session)
+        self.events = _EventWriter(db, session)
 
 
 class InMemoryPayments:
-    """The Payments port in memory."""
+    """The Payments port in memory (`state` is the database it shares)."""
 
-    def __init__(self, bot_tokens: dict[UUID, str] | None = None) -> None:
-        self.state = _State()
-        self.bot_tokens = bot_tokens or {}
+    def __init__(
+        self, bot_tokens: dict[UUID, str] | None = None, *, db: MemoryDatabase | None = None
+    ) -> None:
+        self.state = db if db is not None else MemoryDatabase()
+        self.state.bot_tokens.update(bot_tokens or {})
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[_Transaction]:
-        saved = copy.deepcopy(self.state)
-        try:
-            yield _Transaction(self.state)
-        except BaseException:
-            self.state = saved
-            raise
+        with self.state.session() as session:
+            yield _Transaction(self.state, session)
 
     async def claim(self, bot_id: int, update_id: int, kind: str) -> bool:
         async with self.transaction() as tx:
-            return await tx.claim_update(bot_id, update_id, kind)
+            return await tx.updates.claim(bot_id, update_id, kind)
 
     async def checkout_context(
         self, bot_id: int, update_id: int, application_id: UUID, tg_payment_id: int
@@ -232,10 +432,14 @@ class InMemoryPayments:
         return (bot_id, update_id) in self.state.updates, order
 
     async def claim_due_refunds(self, limit: int, lease_seconds: float) -> list[DueRefund]:
-        due = []
-        for charge_id, stored in self.state.refunds.items():
-            if stored.refund.state is RefundState.PENDING and stored.next_attempt <= 0:
-                stored.next_attempt = lease_seconds
+        db = self.state
+        due: list[DueRefund] = []
+        by_due_time = sorted(db.refunds.items(), key=lambda item: item[1].next_attempt_at)
+        for charge_id, stored in by_due_time:
+            if len(due) == limit:
+                break
+            if stored.refund.state in DUE and stored.next_attempt_at <= db.now:
+                stored.next_attempt_at = db.now + timedelta(seconds=lease_seconds)
                 due.append(
                     DueRefund(
                         telegram_payment_charge_id=charge_id,
@@ -243,59 +447,91 @@ class InMemoryPayments:
                         tg_payment_id=stored.refund.tg_payment_id,
                         tg_use_id=stored.tg_use_id,
                         attempts=stored.refund.attempts,
-                        bot_token=self.bot_tokens.get(stored.application_id),
+                        bot_token=db.bot_tokens.get(stored.application_id),
                     )
                 )
-        return due[:limit]
+        return due
 
     async def refund_attempt_failed(
         self, charge_id: str, error: str, retry_in: float | None
     ) -> None:
-        stored = self.state.refunds[charge_id]
-        if stored.refund.state is not RefundState.PENDING:
-            return
+        db = self.state
+        stored = db.refunds.get(charge_id)
         failed = retry_in is None
-        stored.refund = replace(
-            stored.refund,
-            attempts=stored.refund.attempts + 1,
-            last_error=error,
-            state=RefundState.FAILED if failed else RefundState.PENDING,
-        )
-        stored.next_attempt = retry_in or 0.0
-        if failed:
-            self.state.events.append(
-                (
+        target = RefundState.FAILED if failed else RefundState.PENDING
+        if stored is None or stored.refund.state.value not in refund_sources(target):
+            return
+        with db.session() as session:
+            changed = replace(
+                stored,
+                refund=replace(
+                    stored.refund,
+                    attempts=stored.refund.attempts + 1,
+                    last_error=error,
+                    state=target,
+                ),
+                next_attempt_at=db.now + timedelta(seconds=retry_in or 0.0),
+            )
+            session.put(db.refunds, charge_id, changed)
+            if failed:
+                session.emit(
                     stored.application_id,
                     stored.refund.tg_payment_id,
-                    str(EventType.REFUND_FAILED),
+                    EventType.REFUND_FAILED,
                     {"telegram_payment_charge_id": charge_id, "error": error},
                 )
-            )
 
     def due_now(self) -> None:
         """Time passes: every leased or backed-off refund is due again."""
         for stored in self.state.refunds.values():
-            stored.next_attempt = 0.0
+            stored.next_attempt_at = self.state.now
 
     def event_types(self) -> list[str]:
-        return [event_type for _, _, event_type, _ in self.state.events]
+        return self.state.event_types()
+
+
+# ---------------------------------------------------------------------------- Orders
 
 
 class InMemoryOrders:
-    """The Orders port in memory, on a clock the test moves (`now`): leases and expiry are
-    judged against it, state guards come from the transition table."""
+    """The Orders port in memory, on the database's clock (`now`, moved by the test): leases and
+    expiry are judged against it, state guards come from the transition table. Each change is
+    one statement: it commits at once, with its event."""
 
-    def __init__(self) -> None:
-        self.now = NOW
-        self.orders: dict[int, Order] = {}
-        self.keys: dict[tuple[UUID, str], tuple[int, bytes]] = {}
-        self.events: list[tuple[int, str]] = []
+    def __init__(self, db: MemoryDatabase | None = None) -> None:
+        self.db = db if db is not None else MemoryDatabase()
+
+    @property
+    def now(self) -> datetime:
+        return self.db.now
+
+    @now.setter
+    def now(self, value: datetime) -> None:
+        self.db.now = value
+
+    @property
+    def orders(self) -> dict[int, Order]:
+        return self.db.orders
+
+    @property
+    def keys(self) -> dict[tuple[UUID, str], tuple[int, bytes]]:
+        return self.db.keys
+
+    @property
+    def events(self) -> list[tuple[int | None, str]]:
+        """(order, event type) of every event, in the order written."""
+        return [(event.tg_payment_id, event.type) for event in self.db.events]
 
     def _insert(
-        self, application_id: UUID, command: PayCommand, ttl_seconds: float, lease_seconds: float
+        self,
+        session: _Session,
+        application_id: UUID,
+        command: PayCommand,
+        ttl_seconds: float,
+        lease_seconds: float,
     ) -> Order:
         order = replace(
-            make_order(len(self.orders) + 1, application_id),
+            make_order(self.db.next_order_id(), application_id),
             tg_use_id=command.tg_use_id, amount=command.amount, label=command.label,
             title=command.title, description=command.description, payload=command.payload,
             photo_url=command.photo_url, photo_size=command.photo_size,
@@ -304,14 +540,17 @@ class InMemoryOrders:
             updated_at=self.now, expires_at=self.now + timedelta(seconds=ttl_seconds),
             invoice_lease_until=self.now + timedelta(seconds=lease_seconds),
         )  # fmt: skip
-        self.orders[order.tg_payment_id] = order
-        self.events.append((order.tg_payment_id, str(EventType.ORDER_CREATED)))
+        session.put(self.db.orders, order.tg_payment_id, order)
+        session.emit(application_id, order.tg_payment_id, EventType.ORDER_CREATED, {})
         return order
 
-    def _change(self, order: Order, event: EventType, **changes: Any) -> Order:
+    def _change(
+        self, order: Order, event: EventType, data: dict[str, Any] | None = None, **changes: Any
+    ) -> Order:
         changed = replace(order, updated_at=self.now, **changes)
-        self.orders[order.tg_payment_id] = changed
-        self.events.append((order.tg_payment_id, str(event)))
+        with self.db.session() as session:
+            session.put(self.db.orders, order.tg_payment_id, changed)
+            session.emit(order.application_id, order.tg_payment_id, event, data or {})
         return changed
 
     async def create(
@@ -322,7 +561,8 @@ class InMemoryOrders:
         ttl_seconds: float,
         lease_seconds: float,
     ) -> Order:
-        return self._insert(application_id, command, ttl_seconds, lease_seconds)
+        with self.db.session() as session:
+            return self._insert(session, application_id, command, ttl_seconds, lease_seconds)
 
     async def create_idempotent(
         self,
@@ -336,8 +576,13 @@ class InMemoryOrders:
         existing = await self.find_by_request_id(application_id, request_id)
         if existing is not None:
             return existing
-        order = self._insert(application_id, command, ttl_seconds, lease_seconds)
-        self.keys[(application_id, request_id)] = (order.tg_payment_id, command.fingerprint())
+        with self.db.session() as session:
+            order = self._insert(session, application_id, command, ttl_seconds, lease_seconds)
+            session.put(
+                self.db.keys,
+                (application_id, request_id),
+                (order.tg_payment_id, command.fingerprint()),
+            )
         return Claim(order, created=True, request_hash=command.fingerprint())
 
     async def find_by_request_id(self, application_id: UUID, request_id: str) -> Claim | None:
@@ -376,8 +621,8 @@ class InMemoryOrders:
         return leased
 
     async def release_invoice_lease(self, tg_payment_id: int) -> None:
-        order = self.orders[tg_payment_id]
-        if order.invoice_link is None:
+        order = self.orders.get(tg_payment_id)
+        if order is not None and order.invoice_link is None:
             self.orders[tg_payment_id] = replace(order, invoice_lease_until=None)
 
     async def record_invoice_link(self, tg_payment_id: int, link: str) -> Order | None:
@@ -421,26 +666,133 @@ class InMemoryOrders:
         order = await self.get(application_id, tg_payment_id)
         if order is None:
             return None
-        return self._change(order, EventType.ORDER_CLIENT_REPORT, client_report=status)
+        return self._change(
+            order, EventType.ORDER_CLIENT_REPORT, {"status": status}, client_report=status
+        )
+
+    async def expire_due(self, limit: int) -> int:
+        due = sorted(
+            (
+                order
+                for order in self.orders.values()
+                if order.state.value in sources(OrderState.EXPIRED) and order.expires_at <= self.now
+            ),
+            key=lambda order: order.expires_at,
+        )[:limit]
+        for order in due:
+            self._change(
+                order, EventType.ORDER_EXPIRED, state=OrderState.EXPIRED, invoice_lease_until=None
+            )
+        return len(due)
+
+
+# ---------------------------------------------------------------------------- Events
+
+
+class InMemoryEventLog:
+    """The EventStore port over the shared database's events: read in (transaction, id) order,
+    only below the horizon (the oldest open transaction), as adapters/postgres/events.py reads.
+    `read_errors` are raised by the next reads (the database away); `reads` counts them, and
+    `touched` is set by every call (a test waits on it for its reader's next step)."""
+
+    def __init__(self, db: MemoryDatabase | None = None) -> None:
+        self.db = db if db is not None else MemoryDatabase()
+        self.read_errors: list[Exception] = []
+        self.reads = 0
+        self.touched = asyncio.Event()
+
+    async def read_after(
+        self,
+        cursor: Cursor,
+        *,
+        limit: int,
+        application_id: UUID | None = None,
+        tg_payment_id: int | None = None,
+    ) -> list[Event]:
+        self.reads += 1
+        self.touched.set()
+        if self.read_errors:
+            raise self.read_errors.pop(0)
+        horizon = self.db.horizon()
+        found = sorted(
+            (
+                stored
+                for stored in self.db.events
+                if stored.cursor > cursor
+                and stored.cursor.xid < horizon
+                and (application_id is None or stored.application_id == application_id)
+                and (tg_payment_id is None or stored.tg_payment_id == tg_payment_id)
+            ),
+            key=lambda stored: stored.cursor,
+        )[:limit]
+        return [
+            Event(
+                cursor=stored.cursor,
+                application_id=stored.application_id,
+                tg_payment_id=stored.tg_payment_id,
+                type=stored.type,
+                data=stored.data,
+                occurred_at=stored.occurred_at,
+            )
+            for stored in found
+        ]
+
+    async def now(self) -> Cursor:
+        self.touched.set()
+        return Cursor(self.db.horizon(), 0)
+
+    async def pruned_up_to(self) -> Cursor | None:
+        return self.db.pruned
+
+    async def prune(self, older_than_seconds: float, *, batch: int = 5000) -> int:
+        cutoff = self.db.now - timedelta(seconds=older_than_seconds)
+        doomed = sorted(
+            (event for event in self.db.events if event.occurred_at < cutoff),
+            key=lambda event: event.cursor,
+        )[:batch]
+        for event in doomed:
+            self.db.events.remove(event)
+        if doomed and (self.db.pruned is None or doomed[-1].cursor > self.db.pruned):
+            self.db.pruned = doomed[-1].cursor
+        return len(doomed)
+
+
+# ---------------------------------------------------------------------------- the rest
 
 
 class FakeDeadLetters:
-    """The DeadLetters port: keeps the letters, one per update."""
+    """The DeadLetters port: keeps the letters (`letters`, and the event types each was announced
+    with in `announced`), claiming their updates among those the ledger processes, or, without
+    an update id, once per bot and body; announces them in the database's event log."""
 
-    def __init__(self) -> None:
+    def __init__(self, db: MemoryDatabase | None = None) -> None:
+        self.db = db if db is not None else MemoryDatabase()
         self.letters: list[DeadLetter] = []
         self.announced: list[list[str]] = []
 
     async def record(self, letter: DeadLetter, announce: Sequence[EventType]) -> int | None:
-        if any(
-            kept.bot_id == letter.bot_id and kept.update_id == letter.update_id
-            for kept in self.letters
-            if letter.update_id is not None
-        ):
-            return None
-        self.letters.append(letter)
-        self.announced.append([str(event_type) for event_type in announce])
-        return len(self.letters)
+        with self.db.session() as session:
+            if letter.update_id is not None and not session.claim(
+                self.db.updates, (letter.bot_id, letter.update_id)
+            ):
+                return None
+            if any(
+                kept.bot_id == letter.bot_id and kept.raw == letter.raw for kept in self.letters
+            ):
+                return None
+            self.letters.append(letter)
+            self.announced.append([str(event_type) for event_type in announce])
+            letter_id = len(self.letters)
+            data = {
+                "dead_letter_id": letter_id,
+                "update_id": letter.update_id,
+                "kind": letter.kind,
+                "error": letter.error,
+                "reason": letter.reason,
+            }
+            for event_type in announce:
+                session.emit(letter.application_id, None, event_type, data)
+            return letter_id
 
 
 class FakeTelegram:

@@ -4,6 +4,7 @@ that a repeat changes nothing, and that a failure inside a unit of work leaves n
 
 from __future__ import annotations
 
+from datetime import timedelta
 from uuid import uuid4
 
 import pytest
@@ -11,11 +12,11 @@ import pytest
 from portex_pay.domain.application import Application, Bot
 from portex_pay.domain.checkout import (
     Charge,
+    DeclineReason,
     Disposition,
     PaymentOutcome,
     PaymentRecord,
     RefundReason,
-    classify_payment,
 )
 from portex_pay.domain.errors import IllegalTransition, OrderNotFound
 from portex_pay.domain.order import Order, OrderState
@@ -28,6 +29,7 @@ from portex_pay.domain.telegram import (
 )
 from portex_pay.service.ledger import Ledger
 from portex_pay.service.refunds import RefundService
+from tests.unit import fakes
 from tests.unit.fakes import FakeTelegram, InMemoryPayments, make_order
 
 APP = uuid4()
@@ -49,13 +51,15 @@ def charge_of(
     *,
     update_id: int | None = 10,
     amount: int = 50,
+    signed_amount: int | None = 50,
     application_id=APP,
 ) -> PaymentRecord:
     return PaymentRecord(
         bot_id=BOT_ID,
         update_id=update_id,
         application_id=application_id,
-        tg_payment_id=order_id,
+        tg_payment_id=order_id if signed_amount is not None else None,
+        signed_amount=signed_amount,
         charge=Charge(payer_id=42, currency="XTR", total_amount=amount, invoice_payload="p"),
         telegram_payment_charge_id=charge_id,
         provider_payment_charge_id=None,
@@ -63,17 +67,8 @@ def charge_of(
     )
 
 
-def judged(record: PaymentRecord, signed_amount: int = 50):
-    """The domain's judgement of this charge (the UpdateProcessor's classify)."""
-
-    def classify(order: Order | None) -> PaymentOutcome:
-        return classify_payment(record.charge, order, signed_amount)
-
-    return classify
-
-
 async def pay(ledger: Ledger, record: PaymentRecord, *, auto_refund: bool = True):
-    return await ledger.record_payment(record, judged(record), auto_refund=auto_refund)
+    return await ledger.record_payment(record, auto_refund=auto_refund)
 
 
 async def test_a_charge_for_a_pending_order_pays_it(store) -> None:
@@ -130,10 +125,8 @@ async def test_a_second_charge_of_a_paid_order_is_a_duplicate_refunded_if_allowe
 async def test_a_charge_that_does_not_match_its_order_leaves_the_order_alone(
     store, amount, signed_amount
 ) -> None:
-    record = charge_of(1, "ch-1", amount=amount)
-    result = await Ledger(store).record_payment(
-        record, judged(record, signed_amount), auto_refund=True
-    )
+    record = charge_of(1, "ch-1", amount=amount, signed_amount=signed_amount)
+    result = await pay(Ledger(store), record)
     assert result.outcome is not None and result.outcome.disposition is Disposition.ANOMALY
     assert not result.refund_requested and store.state.refunds == {}
     assert store.state.orders[1].state is OrderState.PENDING
@@ -141,13 +134,26 @@ async def test_a_charge_that_does_not_match_its_order_leaves_the_order_alone(
     assert store.state.payments["ch-1"].disposition is Disposition.ANOMALY
 
 
-async def test_a_failure_inside_the_unit_of_work_leaves_nothing_behind(store) -> None:
-    def broken(order: Order | None) -> PaymentOutcome:
-        raise RuntimeError("a bug while judging")
+async def test_a_charge_whose_payload_is_not_ours_is_an_anomaly_of_no_order(store) -> None:
+    result = await pay(Ledger(store), charge_of(1, "ch-1", signed_amount=None))
+    assert result.outcome == PaymentOutcome(
+        Disposition.ANOMALY, anomaly=DeclineReason.PAYLOAD_INVALID
+    )
+    assert (result.order, result.refund_requested) == (None, False)
+    assert store.state.orders[1].state is OrderState.PENDING
+    assert store.state.payments["ch-1"].tg_payment_id is None
+    assert store.event_types() == ["payment.anomaly"]
+
+
+async def test_a_failure_inside_the_unit_of_work_leaves_nothing_behind(store, monkeypatch) -> None:
+    async def broken(self: object, tg_payment_id: int, charge_id: str) -> Order | None:
+        raise RuntimeError("a bug while paying the order")
 
     ledger = Ledger(store)
-    with pytest.raises(RuntimeError):
-        await ledger.record_payment(charge_of(1, "ch-1"), broken, auto_refund=True)
+    with monkeypatch.context() as patched:
+        patched.setattr(fakes._PaidOrders, "mark_paid", broken)
+        with pytest.raises(RuntimeError):
+            await pay(ledger, charge_of(1, "ch-1"))
     assert store.state.updates == set() and store.state.payments == {}
     # The update was not claimed: its redelivery is processed.
     result = await pay(ledger, charge_of(1, "ch-1"))
@@ -248,15 +254,18 @@ async def test_rate_limits_wait_retry_after_and_failures_give_up(store) -> None:
     await service.request(APPLICATION, 1)
     await service.step()
     stored = store.state.refunds["ch-1"]
-    assert stored.next_attempt >= 120 and stored.refund.attempts == 1
+    assert stored.next_attempt_at >= store.state.now + timedelta(seconds=120)
+    assert stored.refund.attempts == 1
     assert "429" in (stored.refund.last_error or "")
     store.due_now()
     await service.step()
-    assert stored.refund.last_error == "timed out"
-    assert stored.refund.state.value == "pending"
+    refund = store.state.refunds["ch-1"].refund
+    assert refund.last_error == "timed out"
+    assert refund.state.value == "pending"
     store.due_now()
     await service.step()
-    assert stored.refund.state is RefundState.FAILED and stored.refund.attempts == 3
+    refund = store.state.refunds["ch-1"].refund
+    assert refund.state is RefundState.FAILED and refund.attempts == 3
     assert store.event_types()[-1] == "refund.failed"
     assert store.state.orders[1].state is OrderState.PAID
     store.due_now()

@@ -168,14 +168,27 @@ class CheckoutRecord:
 
 @dataclass(frozen=True, slots=True)
 class PaymentRecord:
+    """A charge Telegram reported, with what its invoice payload proves: the order and amount
+    it signed (`tg_payment_id`, `signed_amount`), both None when the payload is not one of ours
+    (forged, or an invoice the app's own bot created)."""
+
     bot_id: int
     update_id: int | None  # None: found by reconciliation, de-duplicated by charge id alone
     application_id: UUID
     tg_payment_id: int | None
+    signed_amount: int | None
     charge: Charge
     telegram_payment_charge_id: str
     provider_payment_charge_id: str | None
     raw: dict[str, Any]
+
+
+def classify_record(record: PaymentRecord, order: Order | None) -> PaymentOutcome:
+    """What a reported charge means for the order its payload names (`order`, as stored): an
+    anomaly when the payload is not ours, else `classify_payment`."""
+    if record.signed_amount is None:
+        return PaymentOutcome(Disposition.ANOMALY, anomaly=DeclineReason.PAYLOAD_INVALID)
+    return classify_payment(record.charge, order, record.signed_amount)
 
 
 @dataclass(frozen=True, slots=True)

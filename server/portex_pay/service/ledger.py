@@ -1,27 +1,27 @@
 """The money use cases: what a checkout, a charge, a refund request and a refund mean, decided
 here and recorded atomically through the Payments port's unit of work.
 
-Each use case runs in one `payments.transaction()`: the de-duplication of the update, the
-payment, the order's change, its events and any refund intent commit together or not at all
-(ports.PaymentTransaction). Exactly-once rests on the store's unique keys (an update id, a
+Each use case runs in one `payments.transaction()`, whose parts are the aggregates it touches
+(ports.PaymentTransaction: `updates`, `orders`, `charges`, `refunds`, `events`): the
+de-duplication of the update, the payment, the order's change, its events and any refund intent
+commit together or not at all. Exactly-once rests on the store's unique keys (an update id, a
 charge id), never on a read before a write; the order is locked before it is judged, so a
 concurrent refund, cancel or second charge waits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from uuid import UUID
 
 from portex_pay.domain.checkout import (
     CheckoutDecision,
     CheckoutRecord,
     Disposition,
-    PaymentOutcome,
     PaymentRecord,
     PaymentResult,
     RefundedCharge,
     RefundReason,
+    classify_record,
 )
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Order, OrderState, allows, check_transition
@@ -43,9 +43,9 @@ class Ledger:
         """Records the pre-checkout decision (and the update as processed); False if it was
         recorded before."""
         async with self._payments.transaction() as tx:
-            if not await tx.claim_update(record.bot_id, record.update_id, "pre_checkout_query"):
+            if not await tx.updates.claim(record.bot_id, record.update_id, "pre_checkout_query"):
                 return False
-            await tx.add_event(
+            await tx.events.add(
                 record.application_id,
                 record.tg_payment_id,
                 EventType.CHECKOUT_APPROVED if decision.ok else EventType.CHECKOUT_DECLINED,
@@ -59,32 +59,27 @@ class Ledger:
             )
             return True
 
-    async def record_payment(
-        self,
-        record: PaymentRecord,
-        classify: Callable[[Order | None], PaymentOutcome],
-        *,
-        auto_refund: bool,
-    ) -> PaymentResult:
+    async def record_payment(self, record: PaymentRecord, *, auto_refund: bool) -> PaymentResult:
         """A successful_payment, exactly once (by update and by charge): it pays its order, or
         is kept as a duplicate or an anomaly, refunded when `auto_refund` and the outcome says
-        so. `classify` judges the locked order (domain/checkout.classify_payment)."""
+        so. The charge is judged against its order as locked (domain/checkout.classify_record),
+        so a concurrent charge, refund or cancel cannot change the order under the judgement."""
         charge_id = record.telegram_payment_charge_id
         async with self._payments.transaction() as tx:
-            if record.update_id is not None and not await tx.claim_update(
+            if record.update_id is not None and not await tx.updates.claim(
                 record.bot_id, record.update_id, "successful_payment"
             ):
                 return PaymentResult(None, None)
             order = None
             if record.tg_payment_id is not None:
-                order = await tx.lock_order(record.application_id, record.tg_payment_id)
-            outcome = classify(order)
+                order = await tx.orders.lock(record.application_id, record.tg_payment_id)
+            outcome = classify_record(record, order)
             order_id = order.tg_payment_id if order else None
-            if not await tx.add_payment(record, order_id, outcome):
-                if await tx.charge_owner(charge_id) != record.application_id:
+            if not await tx.charges.add(record, order_id, outcome):
+                if await tx.charges.owner(charge_id) != record.application_id:
                     # Another application's charge id reported by this bot: never ours to
                     # apply; kept in this application's log for someone to look at.
-                    await tx.add_event(
+                    await tx.events.add(
                         record.application_id,
                         None,
                         EventType.PAYMENT_ANOMALY,
@@ -98,10 +93,10 @@ class Ledger:
             if outcome.disposition is Disposition.ACCEPTED:
                 assert order is not None
                 check_transition(order.state, OrderState.PAID)
-                paid = await tx.mark_paid(order.tg_payment_id, charge_id)
+                paid = await tx.orders.mark_paid(order.tg_payment_id, charge_id)
                 assert paid is not None, "locked, and the table allows it"
                 return PaymentResult(outcome, paid)
-            await tx.add_event(
+            await tx.events.add(
                 record.application_id,
                 order_id,
                 EventType.PAYMENT_DUPLICATE
@@ -118,7 +113,7 @@ class Ledger:
             refund = outcome.refund is not None and auto_refund
             if refund:
                 assert outcome.refund is not None
-                await tx.add_refund(
+                await tx.refunds.add(
                     charge_id,
                     record.bot_id,
                     record.application_id,
@@ -137,12 +132,12 @@ class Ledger:
         such order; the refund is None when none was asked for and the order is not
         refundable."""
         async with self._payments.transaction() as tx:
-            order = await tx.lock_order(application_id, tg_payment_id)
+            order = await tx.orders.lock(application_id, tg_payment_id)
             if order is None:
                 return None
             if refundable(order):
                 assert order.telegram_payment_charge_id is not None
-                await tx.add_refund(
+                await tx.refunds.add(
                     order.telegram_payment_charge_id,
                     bot_id,
                     application_id,
@@ -152,7 +147,7 @@ class Ledger:
                     RefundReason.REQUESTED,
                 )
             # Asked before (the order may be refunded by now): the same refund.
-            return order, await tx.requested_refund(tg_payment_id)
+            return order, await tx.refunds.requested(tg_payment_id)
 
     async def settle_refund(self, application_id: UUID, charge_id: str) -> bool:
         """Telegram refunded the application's charge: the refund succeeds, the payment is marked
@@ -170,13 +165,13 @@ class Ledger:
         application's, or one never reported to us) changes nothing and is recorded as a
         `payment.anomaly`."""
         async with self._payments.transaction() as tx:
-            if not await tx.claim_update(bot_id, update_id, "refunded_payment"):
+            if not await tx.updates.claim(bot_id, update_id, "refunded_payment"):
                 return None
             if await _settle(tx, application_id, charge_id):
-                order = await tx.order_paid_by(application_id, charge_id)
+                order = await tx.orders.paid_by(application_id, charge_id)
                 refunded = order is not None and order.state is OrderState.REFUNDED
                 return RefundedCharge(True, order if refunded else None)
-            await tx.add_event(
+            await tx.events.add(
                 application_id,
                 None,
                 EventType.PAYMENT_ANOMALY,
@@ -190,12 +185,12 @@ class Ledger:
 
 
 async def _settle(tx: PaymentTransaction, application_id: UUID, charge_id: str) -> bool:
-    payment = await tx.mark_payment_refunded(application_id, charge_id)
+    payment = await tx.charges.mark_refunded(application_id, charge_id)
     if payment is None:
         return False
-    await tx.complete_refund(application_id, charge_id)
+    await tx.refunds.complete(application_id, charge_id)
     tg_payment_id, disposition = payment
     if tg_payment_id is not None and disposition is Disposition.ACCEPTED:
         # Only the charge that paid the order refunds it (a duplicate's refund does not).
-        await tx.mark_refunded(tg_payment_id, charge_id)
+        await tx.orders.mark_refunded(tg_payment_id, charge_id)
     return True

@@ -4,8 +4,26 @@
 API client, the HTTP client) satisfy them structurally, and `app.py` alone wires one to the
 other. A test can hand a use case an in-memory fake of a port instead (tests/unit/fakes.py).
 
-Every method that changes state is one atomic step (one statement or one transaction in the
-PostgreSQL adapter): a state change and the event announcing it commit together.
+Atomicity. A change of state and the event announcing it always commit together. Who makes them
+atomic follows from who decides:
+
+1. A use case that reads, decides, and then writes more than one thing owns its unit of work: it
+   opens the port's `transaction()` and changes what it decided through the parts handed to it,
+   one per aggregate (`Payments.transaction()`: service/ledger.py). The branching is the
+   service's; the parts only read and write, and what is judged is locked first.
+2. A change that decides nothing beyond its guard is one port method and, in PostgreSQL, one
+   statement that also inserts its event (a data-modifying CTE; adapters/postgres/events_writer),
+   with no transaction around it: a compare-and-set whose guard is a domain transition table
+   (`state = ANY(sources(...))`), or an insert made idempotent by a unique key. Its answer (None,
+   False) tells the use case whether it applied. Orders, `Payments.claim_due_refunds` and
+   `refund_attempt_failed`, `DeadLetters.record` are such methods.
+3. An adapter opens a transaction of its own only to make one method of the second kind atomic
+   where one statement cannot: a row lock, then several statements on one aggregate, nothing in
+   between that a use case would branch on. `RelayStore.start_poll`, `set_webhook` and
+   `delivered` are these (one bot's relay row and the updates it keeps; getUpdates' offset rule
+   is Telegram's, written once in SQL and mirrored by the fake).
+
+A decision an adapter would otherwise take belongs to a use case, with a unit of work (1).
 """
 
 from __future__ import annotations
@@ -134,6 +152,11 @@ class Orders(Protocol):
         self, application_id: UUID, tg_payment_id: int, status: str
     ) -> Order | None: ...
 
+    async def expire_due(self, limit: int) -> int:
+        """Marks up to `limit` unpaid orders past their expiry time expired, with their events;
+        how many it marked."""
+        ...
+
 
 class OrderSweeps(Protocol):
     """What the housekeeping does to orders (service/housekeeping.py). The PostgreSQL adapter of
@@ -149,37 +172,59 @@ class OrderSweeps(Protocol):
         ...
 
 
-class PaymentTransaction(Protocol):
-    """The statements of one atomic money use case (service/ledger.py): all of them commit
-    together when the `transaction()` block ends, none if it raises."""
+class ProcessedUpdates(Protocol):
+    """Telegram updates processed (by bot and update id): a redelivery changes nothing."""
 
-    async def claim_update(self, bot_id: int, update_id: int, kind: str) -> bool:
+    async def claim(self, bot_id: int, update_id: int, kind: str) -> bool:
         """Marks the update processed; False when it already was (a redelivery)."""
         ...
 
-    async def add_event(
-        self,
-        application_id: UUID,
-        tg_payment_id: int | None,
-        event_type: EventType,
-        data: dict[str, Any],
-    ) -> None:
-        """An event, with the order's snapshot when there is an order."""
+
+class PaidOrders(Protocol):
+    """Orders as money changes them: locked before they are judged, paid and refunded only as
+    the transition table (domain/order.py) allows."""
+
+    async def lock(self, application_id: UUID, tg_payment_id: int) -> Order | None:
+        """The application's order, locked until the unit of work ends: a concurrent charge,
+        refund or cancel waits."""
         ...
 
-    async def lock_order(self, application_id: UUID, tg_payment_id: int) -> Order | None: ...
+    async def mark_paid(self, tg_payment_id: int, charge_id: str) -> Order | None:
+        """The order becomes paid by the charge, with its event; None when the table does not
+        allow it from the order's state."""
+        ...
 
-    async def add_payment(
+    async def mark_refunded(self, tg_payment_id: int, charge_id: str) -> Order | None:
+        """The order the charge paid becomes refunded, with its event; None when it is not (any
+        more) in a state the table lets become refunded, or another charge paid it."""
+        ...
+
+    async def paid_by(self, application_id: UUID, charge_id: str) -> Order | None: ...
+
+
+class Charges(Protocol):
+    """The charges Telegram reported, each counted once by its charge id."""
+
+    async def add(
         self, record: PaymentRecord, tg_payment_id: int | None, outcome: PaymentOutcome
     ) -> bool:
         """Records the charge; False when its charge id is known already."""
         ...
 
-    async def charge_owner(self, charge_id: str) -> UUID | None: ...
+    async def owner(self, charge_id: str) -> UUID | None: ...
 
-    async def mark_paid(self, tg_payment_id: int, charge_id: str) -> Order | None: ...
+    async def mark_refunded(
+        self, application_id: UUID, charge_id: str
+    ) -> tuple[int | None, Disposition] | None:
+        """Marks the application's charge refunded (once): its order id and disposition, or None
+        when the application has no such charge."""
+        ...
 
-    async def add_refund(
+
+class RefundIntents(Protocol):
+    """Refunds asked for, one per charge (domain/refunds.py)."""
+
+    async def add(
         self,
         charge_id: str,
         bot_id: int,
@@ -192,24 +237,53 @@ class PaymentTransaction(Protocol):
         """The intent to refund a charge, with its event; False when there is one already."""
         ...
 
-    async def requested_refund(self, tg_payment_id: int) -> Refund | None: ...
+    async def requested(self, tg_payment_id: int) -> Refund | None:
+        """The refund a caller asked for this order, if any."""
+        ...
 
-    async def mark_payment_refunded(
-        self, application_id: UUID, charge_id: str
-    ) -> tuple[int | None, Disposition] | None: ...
+    async def complete(self, application_id: UUID, charge_id: str) -> None:
+        """The refund of the application's charge, if one was asked for, succeeded (as the
+        table allows)."""
+        ...
 
-    async def complete_refund(self, application_id: UUID, charge_id: str) -> None: ...
 
-    async def mark_refunded(self, tg_payment_id: int, charge_id: str) -> Order | None: ...
+class EventWriter(Protocol):
+    async def add(
+        self,
+        application_id: UUID,
+        tg_payment_id: int | None,
+        event_type: EventType,
+        data: dict[str, Any],
+    ) -> None:
+        """An event, with the order's snapshot when there is an order."""
+        ...
 
-    async def order_paid_by(self, application_id: UUID, charge_id: str) -> Order | None: ...
+
+class PaymentTransaction(Protocol):
+    """One unit of work of the money use cases (service/ledger.py), in parts by aggregate: all
+    they do commits together when the `transaction()` block ends, none of it if it raises."""
+
+    @property
+    def updates(self) -> ProcessedUpdates: ...
+
+    @property
+    def orders(self) -> PaidOrders: ...
+
+    @property
+    def charges(self) -> Charges: ...
+
+    @property
+    def refunds(self) -> RefundIntents: ...
+
+    @property
+    def events(self) -> EventWriter: ...
 
 
 class Payments(Protocol):
     """Telegram's updates about money: pre-checkouts, charges, refunds."""
 
     def transaction(self) -> AbstractAsyncContextManager[PaymentTransaction]:
-        """A unit of work for one atomic use case."""
+        """A unit of work for one atomic use case (rule 1 above)."""
         ...
 
     async def claim(self, bot_id: int, update_id: int, kind: str) -> bool:
@@ -230,7 +304,8 @@ class Payments(Protocol):
     async def refund_attempt_failed(
         self, charge_id: str, error: str, retry_in: float | None
     ) -> None:
-        """Backs off, or (retry_in None) gives up: the refund fails, with its event."""
+        """Backs off, or (retry_in None) gives up: the refund fails, with its event. Nothing
+        when the refund is unknown or the table does not allow the change (domain/refunds.py)."""
         ...
 
 

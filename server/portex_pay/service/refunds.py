@@ -17,7 +17,7 @@ import structlog
 from portex_pay.domain.application import Application
 from portex_pay.domain.errors import IllegalTransition, OrderNotFound
 from portex_pay.domain.order import Order
-from portex_pay.domain.refunds import DueRefund, Refund, RefundState
+from portex_pay.domain.refunds import DUE, DueRefund, Refund
 from portex_pay.domain.retry import backoff_seconds
 from portex_pay.domain.telegram import (
     ChargeAlreadyRefunded,
@@ -67,7 +67,7 @@ class RefundService:
                 f"order {tg_payment_id} is {order.state}: only a paid order can be refunded",
                 metadata={"state": order.state.value},
             )
-        if refund.state is RefundState.PENDING:
+        if refund.state in DUE:
             self.wake()
         return refund, order
 

@@ -40,10 +40,8 @@ from portex_pay.domain.checkout import (
     CheckoutRecord,
     DeclineReason,
     Disposition,
-    PaymentOutcome,
     PaymentRecord,
     PaymentResult,
-    classify_payment,
     decide_pre_checkout,
     decline,
 )
@@ -395,14 +393,9 @@ class UpdateProcessor:
         *,
         raw: dict[str, Any],
     ) -> PaymentResult:
-        """Records a charge Telegram reported; `signed` is its payload when that is ours."""
+        """Records a charge Telegram reported; `signed` is its payload when that is ours (the
+        ledger judges the charge against it and the order)."""
         charge = payment.charge
-
-        def classify(order: Order | None) -> PaymentOutcome:
-            if signed is None:
-                return PaymentOutcome(Disposition.ANOMALY, anomaly=DeclineReason.PAYLOAD_INVALID)
-            return classify_payment(charge, order, signed.amount)
-
         bot = application.require_bot()
         result = await self._ledger.record_payment(
             PaymentRecord(
@@ -410,12 +403,12 @@ class UpdateProcessor:
                 update_id=payment.update_id,
                 application_id=application.id,
                 tg_payment_id=signed.tg_payment_id if signed else None,
+                signed_amount=signed.amount if signed else None,
                 charge=charge,
                 telegram_payment_charge_id=payment.telegram_payment_charge_id,
                 provider_payment_charge_id=payment.provider_payment_charge_id,
                 raw=raw,
             ),
-            classify,
             auto_refund=self._auto_refund,
         )
         if result.outcome is not None and result.outcome.disposition is not Disposition.ACCEPTED:

@@ -7,7 +7,9 @@ both shapes share `ORDER_SNAPSHOT`:
 - `with_event(change, type)`: a state change of orders and its event in ONE statement (a
   data-modifying CTE), so they commit together in one round trip;
 - `insert_event(conn, ...)`: an event of its own (a checkout decision, an anomaly, a refund's
-  progress), inside the caller's transaction.
+  progress), inside the caller's transaction;
+- `order_data(order_id)`: the `data.order` part, for a statement that writes its own events
+  (a data-modifying CTE that announces the rows it changed).
 
 Event types are EventType members, constants of ours, never input.
 """
@@ -44,6 +46,14 @@ def with_event(
     """
 
 
+def order_data(order_id: str) -> str:
+    """An SQL jsonb expression: `{"order": <snapshot>}` for the order whose id is the SQL
+    expression `order_id`, `{}` when there is none."""
+    return f"""coalesce(
+        (SELECT jsonb_build_object('order', {ORDER_SNAPSHOT}) FROM orders o
+         WHERE o.tg_payment_id = {order_id}), '{{}}'::jsonb)"""
+
+
 async def insert_event(
     conn: Conn,
     application_id: UUID,
@@ -55,9 +65,7 @@ async def insert_event(
     await conn.execute(
         f"""
         INSERT INTO events (application_id, tg_payment_id, type, data)
-        SELECT $1, $2, $3, coalesce(
-            (SELECT jsonb_build_object('order', {ORDER_SNAPSHOT}) FROM orders o
-             WHERE o.tg_payment_id = $2), '{{}}'::jsonb) || $4::jsonb
+        SELECT $1, $2, $3, {order_data("$2")} || $4::jsonb
         """,
         application_id,
         tg_payment_id,

@@ -2,8 +2,10 @@
 
 The decisions are the service's (service/ledger.py); this module holds the statements. A use case
 that must be atomic runs its statements in one `PaymentTransaction` (`LedgerStore.
-transaction()`): the de-duplication row, the payment, the order's change, its events and any
-refund intent commit together or not at all.
+transaction()`), whose parts are the aggregates it touches (`updates`, `orders`, `charges`,
+`refunds`, `events`): the de-duplication row, the payment, the order's change, its events and any
+refund intent commit together or not at all. The refund worker's steps outside it (a claim, a
+failed attempt) are one statement each, with their event (service/ports.py: atomicity).
 
 Exactly-once comes from unique keys, not from check-then-insert: `telegram_updates (bot_id,
 update_id)` makes a redelivered update change nothing, and `payments.telegram_payment_charge_id`
@@ -20,13 +22,14 @@ from uuid import UUID
 
 import asyncpg
 
-from portex_pay.adapters.postgres.events_writer import insert_event, with_event
+from portex_pay.adapters.postgres.events_writer import insert_event, order_data, with_event
 from portex_pay.adapters.postgres.orders import order_from_row
 from portex_pay.adapters.postgres.pool import Conn
 from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord, RefundReason
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Order, OrderState, sources
-from portex_pay.domain.refunds import DueRefund, Refund, RefundState
+from portex_pay.domain.refunds import DUE, DueRefund, Refund, RefundState
+from portex_pay.domain.refunds import sources as refund_sources
 
 
 async def claim_update(conn: Conn, bot_id: int, update_id: int, kind: str) -> bool:
@@ -57,16 +60,19 @@ def _refund(row: asyncpg.Record) -> Refund:
     )
 
 
-class PaymentTransaction:
-    """The statements of one atomic use case, on one connection inside one transaction."""
-
+class ProcessedUpdates:
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
 
-    async def claim_update(self, bot_id: int, update_id: int, kind: str) -> bool:
+    async def claim(self, bot_id: int, update_id: int, kind: str) -> bool:
         return await claim_update(self._conn, bot_id, update_id, kind)
 
-    async def add_event(
+
+class EventWriter:
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+
+    async def add(
         self,
         application_id: UUID,
         tg_payment_id: int | None,
@@ -75,7 +81,14 @@ class PaymentTransaction:
     ) -> None:
         await insert_event(self._conn, application_id, tg_payment_id, event_type, data)
 
-    async def lock_order(self, application_id: UUID, tg_payment_id: int) -> Order | None:
+
+class PaidOrders:
+    """Orders as money changes them; every change is one statement with its event."""
+
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+
+    async def lock(self, application_id: UUID, tg_payment_id: int) -> Order | None:
         """The application's order, locked: a concurrent refund, cancel or second charge waits
         for this transaction."""
         row = await self._conn.fetchrow(
@@ -85,7 +98,62 @@ class PaymentTransaction:
         )
         return None if row is None else order_from_row(row)
 
-    async def add_payment(
+    async def mark_paid(self, tg_payment_id: int, charge_id: str) -> Order | None:
+        """The order becomes paid by this charge, with its event; None when the table does not
+        allow it from the order's state."""
+        row = await self._conn.fetchrow(
+            with_event(
+                """
+                UPDATE orders SET state = 'paid', paid_at = now(), updated_at = now(),
+                    telegram_payment_charge_id = $1, invoice_lease_until = NULL
+                WHERE tg_payment_id = $2 AND state = ANY($3::text[]) RETURNING *
+                """,
+                EventType.ORDER_PAID,
+                extra_data="jsonb_build_object('telegram_payment_charge_id', $1::text)",
+            ),
+            charge_id,
+            tg_payment_id,
+            sources(OrderState.PAID),
+        )
+        return None if row is None else order_from_row(row)
+
+    async def mark_refunded(self, tg_payment_id: int, charge_id: str) -> Order | None:
+        """The order this charge paid becomes refunded, with its event; None when it is not
+        (any more) in a state the table lets become refunded."""
+        row = await self._conn.fetchrow(
+            with_event(
+                """
+                UPDATE orders SET state = 'refunded', refunded_at = now(), updated_at = now()
+                WHERE tg_payment_id = $1 AND state = ANY($3::text[])
+                  AND telegram_payment_charge_id = $2
+                RETURNING *
+                """,
+                EventType.ORDER_REFUNDED,
+                extra_data="jsonb_build_object('telegram_payment_charge_id', $2::text)",
+            ),
+            tg_payment_id,
+            charge_id,
+            sources(OrderState.REFUNDED),
+        )
+        return None if row is None else order_from_row(row)
+
+    async def paid_by(self, application_id: UUID, charge_id: str) -> Order | None:
+        row = await self._conn.fetchrow(
+            "SELECT * FROM orders WHERE application_id = $1 AND telegram_payment_charge_id = $2",
+            application_id,
+            charge_id,
+        )
+        return None if row is None else order_from_row(row)
+
+
+class Charges:
+    """The payments table: one row per charge id, whichever update (or reconciliation) brought
+    it."""
+
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+
+    async def add(
         self, record: PaymentRecord, tg_payment_id: int | None, outcome: PaymentOutcome
     ) -> bool:
         """Records the charge; False when the charge id is known already."""
@@ -111,33 +179,39 @@ class PaymentTransaction:
         )
         return bool(inserted)
 
-    async def charge_owner(self, charge_id: str) -> UUID | None:
+    async def owner(self, charge_id: str) -> UUID | None:
         owner: UUID | None = await self._conn.fetchval(
             "SELECT application_id FROM payments WHERE telegram_payment_charge_id = $1",
             charge_id,
         )
         return owner
 
-    async def mark_paid(self, tg_payment_id: int, charge_id: str) -> Order | None:
-        """The order becomes paid by this charge, with its event; None when the table does not
-        allow it from the order's state."""
+    async def mark_refunded(
+        self, application_id: UUID, charge_id: str
+    ) -> tuple[int | None, Disposition] | None:
+        """Marks the application's charge refunded (once); its order id and disposition, or
+        None when the application has no such charge. Scoped to the application whose bot
+        reported it: charge ids are Telegram's, and a bot must never settle another
+        application's payment."""
         row = await self._conn.fetchrow(
-            with_event(
-                """
-                UPDATE orders SET state = 'paid', paid_at = now(), updated_at = now(),
-                    telegram_payment_charge_id = $1, invoice_lease_until = NULL
-                WHERE tg_payment_id = $2 AND state = ANY($3::text[]) RETURNING *
-                """,
-                EventType.ORDER_PAID,
-                extra_data="jsonb_build_object('telegram_payment_charge_id', $1::text)",
-            ),
+            """
+            UPDATE payments SET refunded_at = coalesce(refunded_at, now())
+            WHERE telegram_payment_charge_id = $1 AND application_id = $2
+            RETURNING tg_payment_id, disposition
+            """,
             charge_id,
-            tg_payment_id,
-            sources(OrderState.PAID),
+            application_id,
         )
-        return None if row is None else order_from_row(row)
+        return None if row is None else (row["tg_payment_id"], Disposition(row["disposition"]))
 
-    async def add_refund(
+
+class RefundIntents:
+    """The refunds table, inside a unit of work: intents and their settlement."""
+
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+
+    async def add(
         self,
         charge_id: str,
         bot_id: int,
@@ -164,7 +238,8 @@ class PaymentTransaction:
             reason.value,
         )
         if inserted:
-            await self.add_event(
+            await insert_event(
+                self._conn,
                 application_id,
                 tg_payment_id,
                 EventType.REFUND_REQUESTED,
@@ -172,7 +247,7 @@ class PaymentTransaction:
             )
         return bool(inserted)
 
-    async def requested_refund(self, tg_payment_id: int) -> Refund | None:
+    async def requested(self, tg_payment_id: int) -> Refund | None:
         """The refund a caller asked for this order, if any."""
         row = await self._conn.fetchrow(
             "SELECT * FROM refunds WHERE tg_payment_id = $1 AND reason = $2",
@@ -181,63 +256,29 @@ class PaymentTransaction:
         )
         return None if row is None else _refund(row)
 
-    async def mark_payment_refunded(
-        self, application_id: UUID, charge_id: str
-    ) -> tuple[int | None, Disposition] | None:
-        """Marks the application's charge refunded (once); its order id and disposition, or
-        None when the application has no such charge. Scoped to the application whose bot
-        reported it: charge ids are Telegram's, and a bot must never settle another
-        application's payment."""
-        row = await self._conn.fetchrow(
-            """
-            UPDATE payments SET refunded_at = coalesce(refunded_at, now())
-            WHERE telegram_payment_charge_id = $1 AND application_id = $2
-            RETURNING tg_payment_id, disposition
-            """,
-            charge_id,
-            application_id,
-        )
-        return None if row is None else (row["tg_payment_id"], Disposition(row["disposition"]))
-
-    async def complete_refund(self, application_id: UUID, charge_id: str) -> None:
+    async def complete(self, application_id: UUID, charge_id: str) -> None:
         """The refund of the charge, if one was asked for, succeeded."""
         await self._conn.execute(
             """
             UPDATE refunds SET state = 'succeeded', completed_at = now(), attempts = attempts + 1
             WHERE telegram_payment_charge_id = $1 AND application_id = $2
-              AND state <> 'succeeded'
+              AND state = ANY($3::text[])
             """,
             charge_id,
             application_id,
+            refund_sources(RefundState.SUCCEEDED),
         )
 
-    async def mark_refunded(self, tg_payment_id: int, charge_id: str) -> Order | None:
-        """The order this charge paid becomes refunded, with its event; None when it is not
-        (any more) in a state the table lets become refunded."""
-        row = await self._conn.fetchrow(
-            with_event(
-                """
-                UPDATE orders SET state = 'refunded', refunded_at = now(), updated_at = now()
-                WHERE tg_payment_id = $1 AND state = ANY($3::text[])
-                  AND telegram_payment_charge_id = $2
-                RETURNING *
-                """,
-                EventType.ORDER_REFUNDED,
-                extra_data="jsonb_build_object('telegram_payment_charge_id', $2::text)",
-            ),
-            tg_payment_id,
-            charge_id,
-            sources(OrderState.REFUNDED),
-        )
-        return None if row is None else order_from_row(row)
 
-    async def order_paid_by(self, application_id: UUID, charge_id: str) -> Order | None:
-        row = await self._conn.fetchrow(
-            "SELECT * FROM orders WHERE application_id = $1 AND telegram_payment_charge_id = $2",
-            application_id,
-            charge_id,
-        )
-        return None if row is None else order_from_row(row)
+class PaymentTransaction:
+    """One unit of work on one connection inside one transaction, in parts by aggregate."""
+
+    def __init__(self, conn: Conn) -> None:
+        self.updates = ProcessedUpdates(conn)
+        self.orders = PaidOrders(conn)
+        self.charges = Charges(conn)
+        self.refunds = RefundIntents(conn)
+        self.events = EventWriter(conn)
 
 
 class LedgerStore:
@@ -285,7 +326,7 @@ class LedgerStore:
             """
             WITH due AS (
                 SELECT telegram_payment_charge_id FROM refunds
-                WHERE state = 'pending' AND next_attempt_at <= now()
+                WHERE state = ANY($3::text[]) AND next_attempt_at <= now()
                 ORDER BY next_attempt_at
                 LIMIT $1
                 FOR UPDATE SKIP LOCKED
@@ -299,6 +340,7 @@ class LedgerStore:
             """,
             limit,
             float(lease_seconds),
+            sorted(state.value for state in DUE),
         )
         return [
             DueRefund(
@@ -315,25 +357,27 @@ class LedgerStore:
     async def refund_attempt_failed(
         self, charge_id: str, error: str, retry_in: float | None
     ) -> None:
-        """Backs off (or, with `retry_in` None, gives up: state failed) after a failed call."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                """
-                UPDATE refunds SET attempts = attempts + 1, last_error = $2,
-                    state = CASE WHEN $3::float8 IS NULL THEN 'failed' ELSE 'pending' END,
+        """Backs off (or, with `retry_in` None, gives up: state failed, announced) after a failed
+        call: one statement with its event."""
+        target = RefundState.FAILED if retry_in is None else RefundState.PENDING
+        announce = EventType.REFUND_FAILED if target is RefundState.FAILED else None
+        await self._pool.execute(
+            f"""
+            WITH r AS (
+                UPDATE refunds SET attempts = attempts + 1, last_error = $2, state = $4,
                     next_attempt_at = now() + make_interval(secs => coalesce($3, 0))
-                WHERE telegram_payment_charge_id = $1 AND state = 'pending'
-                RETURNING application_id, tg_payment_id, state
-                """,
-                charge_id,
-                error,
-                retry_in,
+                WHERE telegram_payment_charge_id = $1 AND state = ANY($5::text[])
+                RETURNING application_id, tg_payment_id
             )
-            if row is not None and row["state"] == "failed":
-                await insert_event(
-                    conn,
-                    row["application_id"],
-                    row["tg_payment_id"],
-                    EventType.REFUND_FAILED,
-                    {"telegram_payment_charge_id": charge_id, "error": error},
-                )
+            INSERT INTO events (application_id, tg_payment_id, type, data)
+            SELECT r.application_id, r.tg_payment_id, $6, {order_data("r.tg_payment_id")}
+                || jsonb_build_object('telegram_payment_charge_id', $1::text, 'error', $2::text)
+            FROM r WHERE $6::text IS NOT NULL
+            """,
+            charge_id,
+            error,
+            retry_in,
+            target.value,
+            refund_sources(target),
+            announce,
+        )

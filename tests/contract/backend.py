@@ -1,0 +1,25 @@
+"""The ports a contract test drives, whichever implementation stands behind them."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from portex_pay.service.ports import DeadLetters, EventStore, Orders, Payments
+
+
+@dataclass
+class Backend:
+    """The money ports of one implementation over one database, and what a test needs beside
+    them that no port offers: applications to own orders, and pruning of the event log."""
+
+    name: str
+    orders: Orders
+    payments: Payments
+    events: EventStore
+    dead_letters: DeadLetters
+    # A new application (with a bot token, or none): its id.
+    add_application: Callable[[str | None], Awaitable[uuid.UUID]]
+    # Prunes every event written so far (retention of zero); how many went.
+    prune_events: Callable[[], Awaitable[int]]
