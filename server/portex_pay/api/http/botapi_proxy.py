@@ -179,59 +179,55 @@ async def _params(request: web.Request) -> dict[str, Any]:
     return params
 
 
-def add_bot_api_routes(
-    app: web.Application,
-    *,
-    bot_tokens: BotTokenAuthenticator,
-    relay: RelayService,
-    bot_api: BotApiForwarder,
-    forward_timeout: float,
-) -> None:
-    async def authenticate(token: str) -> Application | web.Response:
+def _forward_headers(request: web.Request) -> dict[str, str]:
+    """The request's headers that go on to Telegram: those that describe the body."""
+    headers = {name: request.headers[name] for name in _REQUEST_HEADERS if name in request.headers}
+    if "Content-Encoding" in headers:
+        # aiohttp hands us the body decoded: it goes on as it is now, its length unknown.
+        del headers["Content-Encoding"]
+        headers.pop("Content-Length", None)
+    # The client's own choice of compression: the body is passed on as Telegram sent it.
+    headers["Accept-Encoding"] = request.headers.get("Accept-Encoding", "identity")
+    return headers
+
+
+class _BotApiRoutes:
+    """The proxy's handlers: a bot's method calls (its own four served by the relay, the rest
+    forwarded) and its file downloads."""
+
+    def __init__(
+        self,
+        bot_tokens: BotTokenAuthenticator,
+        relay: RelayService,
+        bot_api: BotApiForwarder,
+        forward_timeout: float,
+    ) -> None:
+        self._bot_tokens = bot_tokens
+        self._relay = relay
+        self._bot_api = bot_api
+        self._forward_timeout = forward_timeout
+
+    async def authenticate(self, token: str) -> Application | web.Response:
         try:
-            return await bot_tokens.authenticate(token)
+            return await self._bot_tokens.authenticate(token)
         except Unauthenticated:
             return _error(401, "Unauthorized")
         except Exception as error:
             return _failure(error, "proxy application lookup failed", bot_id=bot_id_of_token(token))
 
-    async def bot_method(request: web.Request) -> web.StreamResponse:
+    async def bot_method(self, request: web.Request) -> web.StreamResponse:
         found = _decoded_path(request, _BOT_PATH)
         if found is None or not _METHOD.fullmatch(found[1]):
             return _error(404, _NOT_FOUND)
         token, method = found
-        application = await authenticate(token)
+        application = await self.authenticate(token)
         if isinstance(application, web.Response):
             return application
         name = method.removeprefix("test/").lower()
         if name not in _OWN_METHODS:
-            return await forward(request, "method", method, application)
+            return await self.forward(request, "method", method, application)
         try:
-            params = await _params(request)
-            if name == "getupdates":
-                updates = await relay.get_updates(application, params)
-                body = b'{"ok":true,"result":[' + b",".join(updates) + b"]}"
-                return web.Response(body=body, content_type="application/json")
-            if name == "setwebhook":
-                await relay.set_webhook(application, params)
-                secret = params.get("secret_token")
-                if isinstance(secret, str):  # checked by set_webhook: the bot's own secret
-                    register_secret(secret)
-                return web.json_response(
-                    {
-                        "ok": True,
-                        "result": True,
-                        "description": "Webhook was set"
-                        if params.get("url")
-                        else ("Webhook was deleted"),
-                    }
-                )
-            if name == "deletewebhook":
-                await relay.delete_webhook(application, params)
-                return web.json_response(
-                    {"ok": True, "result": True, "description": "Webhook was deleted"}
-                )
-            return _ok(await relay.webhook_info(application))
+            return await self.own_method(request, name, application)
         except RelayError as error:
             return _refused(error)
         except web.RequestPayloadError:
@@ -241,17 +237,41 @@ def add_bot_api_routes(
                 error, "proxy update method failed", bot_id=application.bot_id, method=name
             )
 
-    async def file_download(request: web.Request) -> web.StreamResponse:
+    async def own_method(
+        self, request: web.Request, name: str, application: Application
+    ) -> web.Response:
+        """getUpdates, setWebhook, deleteWebhook or getWebhookInfo, served by the relay."""
+        params = await _params(request)
+        if name == "getupdates":
+            updates = await self._relay.get_updates(application, params)
+            body = b'{"ok":true,"result":[' + b",".join(updates) + b"]}"
+            return web.Response(body=body, content_type="application/json")
+        if name == "setwebhook":
+            await self._relay.set_webhook(application, params)
+            secret = params.get("secret_token")
+            if isinstance(secret, str):  # checked by set_webhook: the bot's own secret
+                register_secret(secret)
+            described = "Webhook was set" if params.get("url") else "Webhook was deleted"
+            return web.json_response({"ok": True, "result": True, "description": described})
+        if name == "deletewebhook":
+            await self._relay.delete_webhook(application, params)
+            return web.json_response(
+                {"ok": True, "result": True, "description": "Webhook was deleted"}
+            )
+        return _ok(await self._relay.webhook_info(application))
+
+    async def file_download(self, request: web.Request) -> web.StreamResponse:
         found = _decoded_path(request, _FILE_PATH)
         if found is None or not _is_file_path(found[1]):
             return _error(404, _NOT_FOUND)
         token, path = found
-        application = await authenticate(token)
+        application = await self.authenticate(token)
         if isinstance(application, web.Response):
             return application
-        return await forward(request, "file", path, application)
+        return await self.forward(request, "file", path, application)
 
     async def forward(
+        self,
         request: web.Request,
         target: Literal["method", "file"],
         path: str,
@@ -259,15 +279,6 @@ def add_bot_api_routes(
     ) -> web.StreamResponse:
         """Sends the request on to the bot's own checked `path` at Telegram and streams the
         answer back as it comes."""
-        headers = {
-            name: request.headers[name] for name in _REQUEST_HEADERS if name in request.headers
-        }
-        if "Content-Encoding" in headers:
-            # aiohttp hands us the body decoded: it goes on as it is now, its length unknown.
-            del headers["Content-Encoding"]
-            headers.pop("Content-Length", None)
-        # The client's own choice of compression: the body is passed on as Telegram sent it.
-        headers["Accept-Encoding"] = request.headers.get("Accept-Encoding", "identity")
         broken: list[web.RequestPayloadError] = []  # the client's body, not Telegram, failed
 
         async def body() -> AsyncIterator[bytes]:
@@ -284,12 +295,14 @@ def add_bot_api_routes(
             path=path,
             raw_query=request.rel_url.raw_query_string,
             http_method=request.method,
-            headers=headers,
+            headers=_forward_headers(request),
             body=body() if request.body_exists else None,
         )
         response: web.StreamResponse | None = None
         try:
-            async with bot_api.forward(forwarded, read_timeout=forward_timeout) as upstream:
+            async with self._bot_api.forward(
+                forwarded, read_timeout=self._forward_timeout
+            ) as upstream:
                 response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
                 for name in _RESPONSE_HEADERS:
                     if name in upstream.headers:
@@ -317,5 +330,15 @@ def add_bot_api_routes(
                 raise ConnectionResetError("Telegram's answer was cut off") from None
             return _error(502, "Bad Gateway: Telegram did not answer")
 
-    app.router.add_route("*", "/bot{token}/{method:.+}", bot_method)
-    app.router.add_get("/file/bot{token}/{path:.+}", file_download)
+
+def add_bot_api_routes(
+    app: web.Application,
+    *,
+    bot_tokens: BotTokenAuthenticator,
+    relay: RelayService,
+    bot_api: BotApiForwarder,
+    forward_timeout: float,
+) -> None:
+    routes = _BotApiRoutes(bot_tokens, relay, bot_api, forward_timeout)
+    app.router.add_route("*", "/bot{token}/{method:.+}", routes.bot_method)
+    app.router.add_get("/file/bot{token}/{path:.+}", routes.file_download)
