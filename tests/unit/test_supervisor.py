@@ -10,7 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from portex_pay.service.outage import StoreUnavailable
-from portex_pay.service.worker import PeriodicWorker, Supervisor, Wakeup, supervise
+from portex_pay.service.worker import PeriodicWorker, Supervisor, Wakeup
 
 
 async def test_a_task_that_dies_is_logged_and_started_again_until_cancelled() -> None:
@@ -27,7 +27,7 @@ async def test_a_task_that_dies_is_logged_and_started_again_until_cancelled() ->
         await asyncio.sleep(3600)
 
     with capture_logs() as logs:
-        task = asyncio.create_task(supervise("flaky", flaky, base=0.01, cap=0.02))
+        task = asyncio.create_task(Supervisor(base=0.01, cap=0.02).supervise("flaky", flaky))
         await asyncio.wait_for(settled.wait(), 5)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -51,7 +51,7 @@ async def test_the_restart_delay_backs_off() -> None:
         raise OSError("down")
 
     with capture_logs() as logs:
-        task = asyncio.create_task(supervise("dies", dies, base=0.001, cap=0.004))
+        task = asyncio.create_task(Supervisor(base=0.001, cap=0.004).supervise("dies", dies))
         await asyncio.wait_for(fourth.wait(), 5)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

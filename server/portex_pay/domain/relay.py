@@ -75,8 +75,6 @@ UPDATE_KINDS: Final = frozenset(
 # message_reaction, and message_reaction_count; "If not specified, the previous setting will be
 # used".
 DEFAULT_EXCLUDED: Final = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
-# The kinds of the default set that this code knows (the set itself takes newer kinds too).
-DEFAULT_KINDS: Final = UPDATE_KINDS - DEFAULT_EXCLUDED
 # What portex-pay itself must receive: payments arrive as messages, checkouts as queries.
 OWN_KINDS: Final = ("message", "pre_checkout_query")
 # Telegram keeps an unconfirmed update for 24 hours (Bot API, "Getting updates"); so does the relay.

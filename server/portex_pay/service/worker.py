@@ -165,13 +165,6 @@ class Supervisor:
         return backoff_seconds(record.restarts, base=self._base, cap=self._cap)
 
 
-async def supervise(
-    name: str, run: Run, *, base: float = RESTART_BASE, cap: float = RESTART_CAP
-) -> None:
-    """`run()` under a supervisor of its own (see Supervisor.supervise)."""
-    await Supervisor(base=base, cap=cap).supervise(name, run)
-
-
 @dataclass(frozen=True)
 class Job:
     """A background task of the process: its name (on every line it logs), what it runs for the
