@@ -57,6 +57,12 @@ async def test_list_shows_the_payment_health_and_reflection_services(server):
             "GetTelegramUser",
             "GetBotMessages",
             "SetBotMessages",
+            "ListOrders",
+            "AcknowledgeOrder",
+            "ListRefunds",
+            "RetryRefund",
+            "ListStarTransactions",
+            "GetStarBalance",
         )
     }
 

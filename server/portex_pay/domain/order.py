@@ -8,7 +8,8 @@ documented in the proto.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -110,6 +111,11 @@ class Order:
     expires_at: datetime
     invoice_lease_until: datetime | None
     client_report: str | None = None
+    # The application's key-value data (domain/metadata.py), empty when it gave none.
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    # When the application acknowledged delivering the goods, and the id it gave that delivery.
+    fulfilled_at: datetime | None = None
+    fulfilment_request_id: str | None = None
 
     @classmethod
     def from_snapshot(cls, snapshot: dict[str, Any]) -> Order:
@@ -118,6 +124,7 @@ class Order:
         values: dict[str, Any] = {name: snapshot.get(name) for name in _FIELDS}
         values["application_id"] = UUID(str(values["application_id"]))
         values["state"] = OrderState(values["state"])
+        values["metadata"] = dict(values["metadata"] or {})
         for name in _TIMESTAMPS:
             if isinstance(values[name], str):
                 values[name] = datetime.fromisoformat(values[name])
@@ -143,7 +150,7 @@ class Order:
 
 
 _FIELDS = tuple(field.name for field in fields(Order))
-_TIMESTAMPS = ("created_at", "updated_at", "paid_at", "expires_at")
+_TIMESTAMPS = ("created_at", "updated_at", "paid_at", "expires_at", "fulfilled_at")
 
 
 @dataclass(frozen=True, slots=True)

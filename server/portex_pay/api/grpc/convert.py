@@ -78,6 +78,9 @@ def order_message(order: Order, now: datetime) -> payment_pb2.Order:
             setattr(message, field, value)
     if order.paid_at is not None:
         message.paid_time.CopyFrom(_timestamp(order.paid_at))
+    if order.fulfilled_at is not None:
+        message.fulfilled_time.CopyFrom(_timestamp(order.fulfilled_at))
+    message.metadata.update(order.metadata)
     return message
 
 

@@ -59,6 +59,26 @@ class PayRequest(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     TG_USE_ID_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
     LABEL_FIELD_NUMBER: _builtins.int
@@ -71,6 +91,7 @@ class PayRequest(_message.Message):
     PHOTO_HEIGHT_FIELD_NUMBER: _builtins.int
     CALLBACK_URL_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
     tg_use_id: _builtins.int
     """The paying user's Telegram user id (the SDK's `tg_use_id`, sic). Must be positive. In JSON both
     a number and a decimal string are accepted.
@@ -105,6 +126,14 @@ class PayRequest(_message.Message):
     """The idempotency key (Google AIP-155), unique per application: 1-128 printable ASCII characters,
     a UUID is a good choice. Kept at least 24 hours. Without it, every call creates a new order.
     """
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The application's own key-value data (Stripe's limits: at most 50 keys, a key 1-40
+        characters, a value at most 500 characters, no control characters). Stored and returned on
+        the Order, in events and in callbacks, searchable with ListOrders (`metadata.KEY = "v"`),
+        never sent to Telegram. Part of what makes a retry the same request.
+        """
+
     def __init__(
         self,
         *,
@@ -120,10 +149,11 @@ class PayRequest(_message.Message):
         photo_height: _builtins.int | None = ...,
         callback_url: _builtins.str | None = ...,
         request_id: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_payload", b"_payload", "_photo_height", b"_photo_height", "_photo_size", b"_photo_size", "_photo_url", b"_photo_url", "_photo_width", b"_photo_width", "callback_url", b"callback_url", "payload", b"payload", "photo_height", b"photo_height", "photo_size", b"photo_size", "photo_url", b"photo_url", "photo_width", b"photo_width"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_payload", b"_payload", "_photo_height", b"_photo_height", "_photo_size", b"_photo_size", "_photo_url", b"_photo_url", "_photo_width", b"_photo_width", "amount", b"amount", "callback_url", b"callback_url", "description", b"description", "label", b"label", "payload", b"payload", "photo_height", b"photo_height", "photo_size", b"photo_size", "photo_url", b"photo_url", "photo_width", b"photo_width", "request_id", b"request_id", "tg_use_id", b"tg_use_id", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_payload", b"_payload", "_photo_height", b"_photo_height", "_photo_size", b"_photo_size", "_photo_url", b"_photo_url", "_photo_width", b"_photo_width", "amount", b"amount", "callback_url", b"callback_url", "description", b"description", "label", b"label", "metadata", b"metadata", "payload", b"payload", "photo_height", b"photo_height", "photo_size", b"photo_size", "photo_url", b"photo_url", "photo_width", b"photo_width", "request_id", b"request_id", "tg_use_id", b"tg_use_id", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__callback_url: _TypeAlias = _typing.Literal["callback_url"]  # noqa: Y015
     _WhichOneofArgType__callback_url: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url"]  # noqa: Y015
@@ -186,25 +216,125 @@ Global___PayResponse: _TypeAlias = PayResponse  # noqa: Y015
 
 @_typing.final
 class QueryOrderRequest(_message.Message):
-    """Identifies one order of the calling application."""
+    """Identifies one order of the calling application, by one of two ids."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     TG_PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    TELEGRAM_PAYMENT_CHARGE_ID_FIELD_NUMBER: _builtins.int
     tg_payment_id: _builtins.int
     """The order id returned by Pay. Must be positive."""
+    telegram_payment_charge_id: _builtins.str
+    """A Telegram charge id of the order (Telegram's `telegram_payment_charge_id`, the id the
+    buyer's receipt shows): its accepted payment, or a duplicate or refunded one. 1-256
+    printable characters.
+    """
     def __init__(
         self,
         *,
         tg_payment_id: _builtins.int = ...,
+        telegram_payment_charge_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lookup", b"lookup", "telegram_payment_charge_id", b"telegram_payment_charge_id", "tg_payment_id", b"tg_payment_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lookup", b"lookup", "telegram_payment_charge_id", b"telegram_payment_charge_id", "tg_payment_id", b"tg_payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_lookup: _TypeAlias = _typing.Literal["tg_payment_id", "telegram_payment_charge_id"]  # noqa: Y015
+    _WhichOneofArgType_lookup: _TypeAlias = _typing.Literal["lookup", b"lookup"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_lookup) -> _WhichOneofReturnType_lookup | None: ...
+
+Global___QueryOrderRequest: _TypeAlias = QueryOrderRequest  # noqa: Y015
+
+@_typing.final
+class ListOrdersRequest(_message.Message):
+    """Lists orders (AIP-132)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FILTER_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    filter: _builtins.str
+    """An AIP-160 filter: comparisons joined by `AND` (at most 1000 characters). Fields:
+    `tg_use_id` (`=`, `!=`), `state` (an Order.State name, `=`, `!=`), `label` (a string, `=`,
+    `!=`), `create_time` and `paid_time` (an RFC 3339 time in double quotes; `=`, `!=`, `<`,
+    `<=`, `>`, `>=`), `fulfilled` (`true` or `false`, `=`) and `metadata.KEY` (a string, `=`,
+    `!=`). Strings are in double quotes, with `\\"` and `\\\\` escapes. Empty: every order.
+    """
+    page_size: _builtins.int
+    """Orders per page: at most 1000; 100 when unset."""
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page, with the same `filter`."""
+    def __init__(
+        self,
+        *,
+        filter: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tg_payment_id", b"tg_payment_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["filter", b"filter", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___QueryOrderRequest: _TypeAlias = QueryOrderRequest  # noqa: Y015
+Global___ListOrdersRequest: _TypeAlias = ListOrdersRequest  # noqa: Y015
+
+@_typing.final
+class ListOrdersResponse(_message.Message):
+    """One page of orders."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as `page_token` for the next page; empty on the last page."""
+    @_builtins.property
+    def orders(self) -> _containers.RepeatedCompositeFieldContainer[Global___Order]:
+        """The orders, newest first (by create_time, then tg_payment_id)."""
+
+    def __init__(
+        self,
+        *,
+        orders: _abc.Iterable[Global___Order] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "orders", b"orders"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListOrdersResponse: _TypeAlias = ListOrdersResponse  # noqa: Y015
+
+@_typing.final
+class AcknowledgeOrderRequest(_message.Message):
+    """Acknowledges the delivery of a paid order's goods."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TG_PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    tg_payment_id: _builtins.int
+    """The order. Must be positive."""
+    request_id: _builtins.str
+    """The caller's id of this delivery (1-128 printable ASCII characters), recorded with it; a
+    retry with the same id is the same acknowledgement. Optional.
+    """
+    def __init__(
+        self,
+        *,
+        tg_payment_id: _builtins.int = ...,
+        request_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "tg_payment_id", b"tg_payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgeOrderRequest: _TypeAlias = AcknowledgeOrderRequest  # noqa: Y015
 
 @_typing.final
 class Order(_message.Message):
@@ -259,6 +389,26 @@ class Order(_message.Message):
     REFUNDED: Order.State.ValueType  # 6
     """The payment was refunded to the user. `status` 5, `status_description` "refunded"."""
 
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     TG_PAYMENT_ID_FIELD_NUMBER: _builtins.int
     APPLICATION_ID_FIELD_NUMBER: _builtins.int
     TG_USE_ID_FIELD_NUMBER: _builtins.int
@@ -283,6 +433,8 @@ class Order(_message.Message):
     PAID_TIME_FIELD_NUMBER: _builtins.int
     EXPIRE_TIME_FIELD_NUMBER: _builtins.int
     CLIENT_REPORT_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
+    FULFILLED_TIME_FIELD_NUMBER: _builtins.int
     tg_payment_id: _builtins.int
     """The order id (the SDK's `orderId`). In JSON a decimal string."""
     application_id: _builtins.str
@@ -343,6 +495,14 @@ class Order(_message.Message):
     def expire_time(self) -> _timestamp_pb2.Timestamp:
         """When an unpaid order stops being payable."""
 
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The application's key-value data given to Pay (or the catalog item's, at the Mini App edge)."""
+
+    @_builtins.property
+    def fulfilled_time(self) -> _timestamp_pb2.Timestamp:
+        """When AcknowledgeOrder recorded the delivery of the goods; unset until then."""
+
     def __init__(
         self,
         *,
@@ -370,10 +530,12 @@ class Order(_message.Message):
         paid_time: _timestamp_pb2.Timestamp | None = ...,
         expire_time: _timestamp_pb2.Timestamp | None = ...,
         client_report: _builtins.str = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        fulfilled_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_photo_height", b"_photo_height", "_photo_size", b"_photo_size", "_photo_url", b"_photo_url", "_photo_width", b"_photo_width", "callback_url", b"callback_url", "create_time", b"create_time", "expire_time", b"expire_time", "paid_time", b"paid_time", "photo_height", b"photo_height", "photo_size", b"photo_size", "photo_url", b"photo_url", "photo_width", b"photo_width", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_photo_height", b"_photo_height", "_photo_size", b"_photo_size", "_photo_url", b"_photo_url", "_photo_width", b"_photo_width", "callback_url", b"callback_url", "create_time", b"create_time", "expire_time", b"expire_time", "fulfilled_time", b"fulfilled_time", "paid_time", b"paid_time", "photo_height", b"photo_height", "photo_size", b"photo_size", "photo_url", b"photo_url", "photo_width", b"photo_width", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_photo_height", b"_photo_height", "_photo_size", b"_photo_size", "_photo_url", b"_photo_url", "_photo_width", b"_photo_width", "amount", b"amount", "application_id", b"application_id", "callback_url", b"callback_url", "client_report", b"client_report", "create_time", b"create_time", "description", b"description", "expire_time", b"expire_time", "failure_reason", b"failure_reason", "label", b"label", "paid_time", b"paid_time", "payload", b"payload", "photo_height", b"photo_height", "photo_size", b"photo_size", "photo_url", b"photo_url", "photo_width", b"photo_width", "state", b"state", "status", b"status", "status_description", b"status_description", "telegram_payment_charge_id", b"telegram_payment_charge_id", "tg_payment_id", b"tg_payment_id", "tg_payment_url", b"tg_payment_url", "tg_use_id", b"tg_use_id", "title", b"title", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_photo_height", b"_photo_height", "_photo_size", b"_photo_size", "_photo_url", b"_photo_url", "_photo_width", b"_photo_width", "amount", b"amount", "application_id", b"application_id", "callback_url", b"callback_url", "client_report", b"client_report", "create_time", b"create_time", "description", b"description", "expire_time", b"expire_time", "failure_reason", b"failure_reason", "fulfilled_time", b"fulfilled_time", "label", b"label", "metadata", b"metadata", "paid_time", b"paid_time", "payload", b"payload", "photo_height", b"photo_height", "photo_size", b"photo_size", "photo_url", b"photo_url", "photo_width", b"photo_width", "state", b"state", "status", b"status", "status_description", b"status_description", "telegram_payment_charge_id", b"telegram_payment_charge_id", "tg_payment_id", b"tg_payment_id", "tg_payment_url", b"tg_payment_url", "tg_use_id", b"tg_use_id", "title", b"title", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__callback_url: _TypeAlias = _typing.Literal["callback_url"]  # noqa: Y015
     _WhichOneofArgType__callback_url: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url"]  # noqa: Y015
@@ -405,16 +567,26 @@ class RefundPaymentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     TG_PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    REASON_TEXT_FIELD_NUMBER: _builtins.int
     tg_payment_id: _builtins.int
     """The order to refund. Must be positive."""
+    reason_code: Global___Refund.ReasonCode.ValueType
+    """Why, in short: REQUESTED_BY_CUSTOMER when unset. Shown on the Refund and in its events."""
+    reason_text: _builtins.str
+    """Why, in the caller's words (at most 500 characters, no control characters other than line
+    breaks and tabs). Optional.
+    """
     def __init__(
         self,
         *,
         tg_payment_id: _builtins.int = ...,
+        reason_code: Global___Refund.ReasonCode.ValueType = ...,
+        reason_text: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["tg_payment_id", b"tg_payment_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason_code", b"reason_code", "reason_text", b"reason_text", "tg_payment_id", b"tg_payment_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -469,7 +641,9 @@ class Refund(_message.Message):
         SUCCEEDED: Refund._State.ValueType  # 2
         """Telegram refunded the charge (or reported it as already refunded)."""
         FAILED: Refund._State.ValueType  # 3
-        """Telegram refused it for good (e.g. BALANCE_TOO_LOW after every attempt); see `last_error`."""
+        """Telegram refused it for good (e.g. BALANCE_TOO_LOW after every attempt); see `last_error`.
+        RetryRefund sends it again.
+        """
 
     class State(_State, metaclass=_StateEnumTypeWrapper):
         """The lifecycle of a refund (AIP-216)."""
@@ -481,7 +655,48 @@ class Refund(_message.Message):
     SUCCEEDED: Refund.State.ValueType  # 2
     """Telegram refunded the charge (or reported it as already refunded)."""
     FAILED: Refund.State.ValueType  # 3
-    """Telegram refused it for good (e.g. BALANCE_TOO_LOW after every attempt); see `last_error`."""
+    """Telegram refused it for good (e.g. BALANCE_TOO_LOW after every attempt); see `last_error`.
+    RetryRefund sends it again.
+    """
+
+    class _ReasonCode:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _ReasonCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Refund._ReasonCode.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        REASON_CODE_UNSPECIFIED: Refund._ReasonCode.ValueType  # 0
+        """Never used; the zero value of the enum (RefundPayment reads it as REQUESTED_BY_CUSTOMER)."""
+        REQUESTED_BY_CUSTOMER: Refund._ReasonCode.ValueType  # 1
+        """The buyer asked for their Stars back."""
+        DUPLICATE: Refund._ReasonCode.ValueType  # 2
+        """The buyer paid twice (portex-pay refunds a second charge of a paid order itself)."""
+        FRAUDULENT: Refund._ReasonCode.ValueType  # 3
+        """The payment was fraudulent."""
+        NOT_FULFILLED: Refund._ReasonCode.ValueType  # 4
+        """The goods were never delivered (also the application's unfulfilled-order policy)."""
+        ORDER_CANCELLED: Refund._ReasonCode.ValueType  # 5
+        """The order was withdrawn before it was paid (portex-pay refunds such a payment itself)."""
+        OTHER: Refund._ReasonCode.ValueType  # 6
+        """Anything else; `reason_text` says what."""
+
+    class ReasonCode(_ReasonCode, metaclass=_ReasonCodeEnumTypeWrapper):
+        """Why the refund was made, in short."""
+
+    REASON_CODE_UNSPECIFIED: Refund.ReasonCode.ValueType  # 0
+    """Never used; the zero value of the enum (RefundPayment reads it as REQUESTED_BY_CUSTOMER)."""
+    REQUESTED_BY_CUSTOMER: Refund.ReasonCode.ValueType  # 1
+    """The buyer asked for their Stars back."""
+    DUPLICATE: Refund.ReasonCode.ValueType  # 2
+    """The buyer paid twice (portex-pay refunds a second charge of a paid order itself)."""
+    FRAUDULENT: Refund.ReasonCode.ValueType  # 3
+    """The payment was fraudulent."""
+    NOT_FULFILLED: Refund.ReasonCode.ValueType  # 4
+    """The goods were never delivered (also the application's unfulfilled-order policy)."""
+    ORDER_CANCELLED: Refund.ReasonCode.ValueType  # 5
+    """The order was withdrawn before it was paid (portex-pay refunds such a payment itself)."""
+    OTHER: Refund.ReasonCode.ValueType  # 6
+    """Anything else; `reason_text` says what."""
 
     TG_PAYMENT_ID_FIELD_NUMBER: _builtins.int
     TELEGRAM_PAYMENT_CHARGE_ID_FIELD_NUMBER: _builtins.int
@@ -492,6 +707,9 @@ class Refund(_message.Message):
     LAST_ERROR_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     COMPLETE_TIME_FIELD_NUMBER: _builtins.int
+    REASON_CODE_FIELD_NUMBER: _builtins.int
+    REASON_TEXT_FIELD_NUMBER: _builtins.int
+    TG_USE_ID_FIELD_NUMBER: _builtins.int
     tg_payment_id: _builtins.int
     """The order the charge paid for."""
     telegram_payment_charge_id: _builtins.str
@@ -508,6 +726,12 @@ class Refund(_message.Message):
     """Delivery attempts so far."""
     last_error: _builtins.str
     """Telegram's last error, if any."""
+    reason_code: Global___Refund.ReasonCode.ValueType
+    """Why, in short."""
+    reason_text: _builtins.str
+    """Why, in the words of whoever asked; empty when they gave none."""
+    tg_use_id: _builtins.int
+    """The Telegram user who gets the Stars back."""
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """When the refund was requested."""
@@ -528,14 +752,115 @@ class Refund(_message.Message):
         last_error: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         complete_time: _timestamp_pb2.Timestamp | None = ...,
+        reason_code: Global___Refund.ReasonCode.ValueType = ...,
+        reason_text: _builtins.str = ...,
+        tg_use_id: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["complete_time", b"complete_time", "create_time", b"create_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "attempts", b"attempts", "complete_time", b"complete_time", "create_time", b"create_time", "last_error", b"last_error", "reason", b"reason", "state", b"state", "telegram_payment_charge_id", b"telegram_payment_charge_id", "tg_payment_id", b"tg_payment_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "attempts", b"attempts", "complete_time", b"complete_time", "create_time", b"create_time", "last_error", b"last_error", "reason", b"reason", "reason_code", b"reason_code", "reason_text", b"reason_text", "state", b"state", "telegram_payment_charge_id", b"telegram_payment_charge_id", "tg_payment_id", b"tg_payment_id", "tg_use_id", b"tg_use_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Refund: _TypeAlias = Refund  # noqa: Y015
+
+@_typing.final
+class ListRefundsRequest(_message.Message):
+    """Lists refunds, a page at a time (AIP-158)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TG_PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_START_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_END_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    tg_payment_id: _builtins.int
+    """Only the refunds of this order, when set."""
+    state: Global___Refund.State.ValueType
+    """Only refunds in this state, when set."""
+    page_size: _builtins.int
+    """Refunds per page: at most 1000; 100 when unset."""
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page, with the same filters."""
+    @_builtins.property
+    def create_time_start(self) -> _timestamp_pb2.Timestamp:
+        """Only refunds asked for at or after this time, when set."""
+
+    @_builtins.property
+    def create_time_end(self) -> _timestamp_pb2.Timestamp:
+        """Only refunds asked for before this time, when set."""
+
+    def __init__(
+        self,
+        *,
+        tg_payment_id: _builtins.int | None = ...,
+        state: Global___Refund.State.ValueType = ...,
+        create_time_start: _timestamp_pb2.Timestamp | None = ...,
+        create_time_end: _timestamp_pb2.Timestamp | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_tg_payment_id", b"_tg_payment_id", "create_time_end", b"create_time_end", "create_time_start", b"create_time_start", "tg_payment_id", b"tg_payment_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_tg_payment_id", b"_tg_payment_id", "create_time_end", b"create_time_end", "create_time_start", b"create_time_start", "page_size", b"page_size", "page_token", b"page_token", "state", b"state", "tg_payment_id", b"tg_payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__tg_payment_id: _TypeAlias = _typing.Literal["tg_payment_id"]  # noqa: Y015
+    _WhichOneofArgType__tg_payment_id: _TypeAlias = _typing.Literal["_tg_payment_id", b"_tg_payment_id"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tg_payment_id) -> _WhichOneofReturnType__tg_payment_id | None: ...
+
+Global___ListRefundsRequest: _TypeAlias = ListRefundsRequest  # noqa: Y015
+
+@_typing.final
+class ListRefundsResponse(_message.Message):
+    """One page of refunds."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUNDS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as `page_token` for the next page; empty on the last page."""
+    @_builtins.property
+    def refunds(self) -> _containers.RepeatedCompositeFieldContainer[Global___Refund]:
+        """The refunds, newest first."""
+
+    def __init__(
+        self,
+        *,
+        refunds: _abc.Iterable[Global___Refund] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "refunds", b"refunds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRefundsResponse: _TypeAlias = ListRefundsResponse  # noqa: Y015
+
+@_typing.final
+class RetryRefundRequest(_message.Message):
+    """Names the failed refund to send again."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TELEGRAM_PAYMENT_CHARGE_ID_FIELD_NUMBER: _builtins.int
+    telegram_payment_charge_id: _builtins.str
+    """The refund's charge (Refund.telegram_payment_charge_id)."""
+    def __init__(
+        self,
+        *,
+        telegram_payment_charge_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["telegram_payment_charge_id", b"telegram_payment_charge_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RetryRefundRequest: _TypeAlias = RetryRefundRequest  # noqa: Y015
 
 @_typing.final
 class ReportInvoiceClosedRequest(_message.Message):
@@ -840,6 +1165,8 @@ class InvoiceEvent(_message.Message):
     ORDER_FIELD_NUMBER: _builtins.int
     INVOICE_CLOSED_FIELD_NUMBER: _builtins.int
     HEARTBEAT_FIELD_NUMBER: _builtins.int
+    REFUND_FIELD_NUMBER: _builtins.int
+    STAR_TRANSACTION_FIELD_NUMBER: _builtins.int
     cursor: _builtins.str
     """Where this event stands in the stream; pass it as `after_cursor` to resume after it. Opaque."""
     event_id: _builtins.str
@@ -847,8 +1174,9 @@ class InvoiceEvent(_message.Message):
     type: _builtins.str
     """The kind of change: "order.created", "order.invoice_created", "order.failed", "order.paid",
     "order.client_report", "order.cancelled", "order.expired", "order.refunded",
-    "checkout.approved", "checkout.declined", "payment.duplicate", "payment.anomaly",
-    "refund.requested", "refund.failed".
+    "order.fulfilled", "checkout.approved", "checkout.declined", "payment.duplicate",
+    "payment.anomaly", "refund.requested", "refund.failed", "refund.retried",
+    "ledger.unmatched".
     """
     heartbeat: _builtins.bool
     """True for a heartbeat on an idle stream: no event, only `cursor` (the stream's position)."""
@@ -864,6 +1192,14 @@ class InvoiceEvent(_message.Message):
     def invoice_closed(self) -> Global___InvoiceClosedResult:
         """For invoice outcomes (paid, cancelled, expired, failed): the SDK's InvoiceClosedResult."""
 
+    @_builtins.property
+    def refund(self) -> Global___Refund:
+        """For refund events: the refund as it was right after the change."""
+
+    @_builtins.property
+    def star_transaction(self) -> Global___StarTransaction:
+        """For `ledger.unmatched`: the Star transaction no order or refund of ours accounts for."""
+
     def __init__(
         self,
         *,
@@ -874,10 +1210,12 @@ class InvoiceEvent(_message.Message):
         order: Global___Order | None = ...,
         invoice_closed: Global___InvoiceClosedResult | None = ...,
         heartbeat: _builtins.bool = ...,
+        refund: Global___Refund | None = ...,
+        star_transaction: Global___StarTransaction | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["invoice_closed", b"invoice_closed", "occurred_at", b"occurred_at", "order", b"order"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["invoice_closed", b"invoice_closed", "occurred_at", b"occurred_at", "order", b"order", "refund", b"refund", "star_transaction", b"star_transaction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "event_id", b"event_id", "heartbeat", b"heartbeat", "invoice_closed", b"invoice_closed", "occurred_at", b"occurred_at", "order", b"order", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cursor", b"cursor", "event_id", b"event_id", "heartbeat", b"heartbeat", "invoice_closed", b"invoice_closed", "occurred_at", b"occurred_at", "order", b"order", "refund", b"refund", "star_transaction", b"star_transaction", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -892,11 +1230,32 @@ class CatalogItem(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class MetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     KEY_FIELD_NUMBER: _builtins.int
     AMOUNT_FIELD_NUMBER: _builtins.int
     TITLE_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     PHOTO_URL_FIELD_NUMBER: _builtins.int
+    METADATA_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The item's name, unique in the application: what a browser's PaymentOptions put in `label`.
     1-64 characters, a single line.
@@ -915,6 +1274,10 @@ class CatalogItem(_message.Message):
     """The product photo, an absolute http(s) URL of at most 2048 characters; when unset, the
     browser's `photo_url`.
     """
+    @_builtins.property
+    def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Key-value data copied onto every order made for this item (Pay's `metadata` rules)."""
+
     def __init__(
         self,
         *,
@@ -923,10 +1286,11 @@ class CatalogItem(_message.Message):
         title: _builtins.str | None = ...,
         description: _builtins.str | None = ...,
         photo_url: _builtins.str | None = ...,
+        metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_photo_url", b"_photo_url", "_title", b"_title", "description", b"description", "photo_url", b"photo_url", "title", b"title"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_photo_url", b"_photo_url", "_title", b"_title", "amount", b"amount", "description", b"description", "key", b"key", "photo_url", b"photo_url", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_photo_url", b"_photo_url", "_title", b"_title", "amount", b"amount", "description", b"description", "key", b"key", "metadata", b"metadata", "photo_url", b"photo_url", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
@@ -1280,3 +1644,325 @@ class BotMessages(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BotMessages: _TypeAlias = BotMessages  # noqa: Y015
+
+@_typing.final
+class StarTransaction(_message.Message):
+    """One Star transaction of the application's bot, as Telegram reported it (StarTransaction)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Direction:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _DirectionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[StarTransaction._Direction.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        DIRECTION_UNSPECIFIED: StarTransaction._Direction.ValueType  # 0
+        """Never used; the zero value of the enum."""
+        INCOMING: StarTransaction._Direction.ValueType  # 1
+        """To the bot (Telegram's `source` is set): a payment, an affiliate commission, ..."""
+        OUTGOING: StarTransaction._Direction.ValueType  # 2
+        """From the bot (Telegram's `receiver` is set): a refund, a withdrawal, ads, ..."""
+
+    class Direction(_Direction, metaclass=_DirectionEnumTypeWrapper):
+        """Which way the Stars went."""
+
+    DIRECTION_UNSPECIFIED: StarTransaction.Direction.ValueType  # 0
+    """Never used; the zero value of the enum."""
+    INCOMING: StarTransaction.Direction.ValueType  # 1
+    """To the bot (Telegram's `source` is set): a payment, an affiliate commission, ..."""
+    OUTGOING: StarTransaction.Direction.ValueType  # 2
+    """From the bot (Telegram's `receiver` is set): a refund, a withdrawal, ads, ..."""
+
+    class _Match:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _MatchEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[StarTransaction._Match.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        MATCH_UNSPECIFIED: StarTransaction._Match.ValueType  # 0
+        """Never used; the zero value of the enum."""
+        PAYMENT: StarTransaction._Match.ValueType  # 1
+        """The payment of one of our orders (`tg_payment_id`)."""
+        REFUND: StarTransaction._Match.ValueType  # 2
+        """The refund of one of our charges (`tg_payment_id`)."""
+        NONE: StarTransaction._Match.ValueType  # 3
+        """Not about an order: a withdrawal, ads, a commission, ..."""
+        UNMATCHED: StarTransaction._Match.ValueType  # 4
+        """Looks like an order's payment or refund, but none of ours accounts for it (announced as
+        `ledger.unmatched`).
+        """
+
+    class Match(_Match, metaclass=_MatchEnumTypeWrapper):
+        """What the ledger made of it."""
+
+    MATCH_UNSPECIFIED: StarTransaction.Match.ValueType  # 0
+    """Never used; the zero value of the enum."""
+    PAYMENT: StarTransaction.Match.ValueType  # 1
+    """The payment of one of our orders (`tg_payment_id`)."""
+    REFUND: StarTransaction.Match.ValueType  # 2
+    """The refund of one of our charges (`tg_payment_id`)."""
+    NONE: StarTransaction.Match.ValueType  # 3
+    """Not about an order: a withdrawal, ads, a commission, ..."""
+    UNMATCHED: StarTransaction.Match.ValueType  # 4
+    """Looks like an order's payment or refund, but none of ours accounts for it (announced as
+    `ledger.unmatched`).
+    """
+
+    ID_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    NANOSTAR_AMOUNT_FIELD_NUMBER: _builtins.int
+    DATE_FIELD_NUMBER: _builtins.int
+    PARTNER_TYPE_FIELD_NUMBER: _builtins.int
+    TRANSACTION_TYPE_FIELD_NUMBER: _builtins.int
+    PARTNER_ID_FIELD_NUMBER: _builtins.int
+    INVOICE_PAYLOAD_FIELD_NUMBER: _builtins.int
+    WITHDRAWAL_STATE_FIELD_NUMBER: _builtins.int
+    COMMISSION_PER_MILLE_FIELD_NUMBER: _builtins.int
+    MATCH_FIELD_NUMBER: _builtins.int
+    TG_PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    RAW_JSON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Telegram's transaction id: for a payment, its `telegram_payment_charge_id`; a refund has the
+    id of the payment it returns.
+    """
+    direction: Global___StarTransaction.Direction.ValueType
+    """Which way the Stars went."""
+    amount: _builtins.int
+    """Whole Stars."""
+    nanostar_amount: _builtins.int
+    """Nanostars (0-999999999) on top of `amount`."""
+    partner_type: _builtins.str
+    """The partner's kind as Telegram names it: "user", "fragment", "telegram_ads", "telegram_api",
+    "affiliate_program", "chat", "other", or a kind added after this was written.
+    """
+    transaction_type: _builtins.str
+    """For a user partner, Telegram's `transaction_type`: "invoice_payment", "paid_media_payment",
+    "gift_purchase", "premium_purchase", "business_account_transfer", ...
+    """
+    partner_id: _builtins.int
+    """The user (or chat) on the other side, when there is one."""
+    invoice_payload: _builtins.str
+    """For an invoice payment: the invoice payload."""
+    withdrawal_state: _builtins.str
+    """For a Fragment withdrawal: "pending", "succeeded" or "failed"."""
+    commission_per_mille: _builtins.int
+    """For an affiliate commission: the affiliate's share in per mille, when Telegram gave it."""
+    match: Global___StarTransaction.Match.ValueType
+    """What the ledger made of it."""
+    tg_payment_id: _builtins.int
+    """The order it belongs to, when it matched one."""
+    raw_json: _builtins.str
+    """The transaction exactly as Telegram sent it (JSON), kinds unknown to us included."""
+    @_builtins.property
+    def date(self) -> _timestamp_pb2.Timestamp:
+        """When the transaction was made."""
+
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        direction: Global___StarTransaction.Direction.ValueType = ...,
+        amount: _builtins.int = ...,
+        nanostar_amount: _builtins.int = ...,
+        date: _timestamp_pb2.Timestamp | None = ...,
+        partner_type: _builtins.str = ...,
+        transaction_type: _builtins.str = ...,
+        partner_id: _builtins.int | None = ...,
+        invoice_payload: _builtins.str = ...,
+        withdrawal_state: _builtins.str = ...,
+        commission_per_mille: _builtins.int | None = ...,
+        match: Global___StarTransaction.Match.ValueType = ...,
+        tg_payment_id: _builtins.int | None = ...,
+        raw_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_commission_per_mille", b"_commission_per_mille", "_partner_id", b"_partner_id", "_tg_payment_id", b"_tg_payment_id", "commission_per_mille", b"commission_per_mille", "date", b"date", "partner_id", b"partner_id", "tg_payment_id", b"tg_payment_id"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_commission_per_mille", b"_commission_per_mille", "_partner_id", b"_partner_id", "_tg_payment_id", b"_tg_payment_id", "amount", b"amount", "commission_per_mille", b"commission_per_mille", "date", b"date", "direction", b"direction", "id", b"id", "invoice_payload", b"invoice_payload", "match", b"match", "nanostar_amount", b"nanostar_amount", "partner_id", b"partner_id", "partner_type", b"partner_type", "raw_json", b"raw_json", "tg_payment_id", b"tg_payment_id", "transaction_type", b"transaction_type", "withdrawal_state", b"withdrawal_state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__commission_per_mille: _TypeAlias = _typing.Literal["commission_per_mille"]  # noqa: Y015
+    _WhichOneofArgType__commission_per_mille: _TypeAlias = _typing.Literal["_commission_per_mille", b"_commission_per_mille"]  # noqa: Y015
+    _WhichOneofReturnType__partner_id: _TypeAlias = _typing.Literal["partner_id"]  # noqa: Y015
+    _WhichOneofArgType__partner_id: _TypeAlias = _typing.Literal["_partner_id", b"_partner_id"]  # noqa: Y015
+    _WhichOneofReturnType__tg_payment_id: _TypeAlias = _typing.Literal["tg_payment_id"]  # noqa: Y015
+    _WhichOneofArgType__tg_payment_id: _TypeAlias = _typing.Literal["_tg_payment_id", b"_tg_payment_id"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__commission_per_mille) -> _WhichOneofReturnType__commission_per_mille | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__partner_id) -> _WhichOneofReturnType__partner_id | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tg_payment_id) -> _WhichOneofReturnType__tg_payment_id | None: ...
+
+Global___StarTransaction: _TypeAlias = StarTransaction  # noqa: Y015
+
+@_typing.final
+class ListStarTransactionsRequest(_message.Message):
+    """Lists Star transactions, a page at a time (AIP-158)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATE_START_FIELD_NUMBER: _builtins.int
+    DATE_END_FIELD_NUMBER: _builtins.int
+    PARTNER_TYPES_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Transactions per page: at most 1000; 100 when unset."""
+    page_token: _builtins.str
+    """The `next_page_token` of the previous page, with the same filters."""
+    @_builtins.property
+    def date_start(self) -> _timestamp_pb2.Timestamp:
+        """Only transactions made at or after this time, when set."""
+
+    @_builtins.property
+    def date_end(self) -> _timestamp_pb2.Timestamp:
+        """Only transactions made before this time, when set."""
+
+    @_builtins.property
+    def partner_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these partner kinds (StarTransaction.partner_type), when any are given."""
+
+    def __init__(
+        self,
+        *,
+        date_start: _timestamp_pb2.Timestamp | None = ...,
+        date_end: _timestamp_pb2.Timestamp | None = ...,
+        partner_types: _abc.Iterable[_builtins.str] | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["date_end", b"date_end", "date_start", b"date_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["date_end", b"date_end", "date_start", b"date_start", "page_size", b"page_size", "page_token", b"page_token", "partner_types", b"partner_types"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStarTransactionsRequest: _TypeAlias = ListStarTransactionsRequest  # noqa: Y015
+
+@_typing.final
+class ListStarTransactionsResponse(_message.Message):
+    """One page of Star transactions."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSACTIONS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """Pass as `page_token` for the next page; empty on the last page."""
+    @_builtins.property
+    def transactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___StarTransaction]:
+        """The transactions, newest first."""
+
+    def __init__(
+        self,
+        *,
+        transactions: _abc.Iterable[Global___StarTransaction] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "transactions", b"transactions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListStarTransactionsResponse: _TypeAlias = ListStarTransactionsResponse  # noqa: Y015
+
+@_typing.final
+class GetStarBalanceRequest(_message.Message):
+    """Asks for the calling application's bot's Star balance."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetStarBalanceRequest: _TypeAlias = GetStarBalanceRequest  # noqa: Y015
+
+@_typing.final
+class HeldStars(_message.Message):
+    """Stars received on one day, still on Telegram's 21-day hold."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AVAILABLE_TIME_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    amount: _builtins.int
+    """Whole Stars."""
+    @_builtins.property
+    def available_time(self) -> _timestamp_pb2.Timestamp:
+        """When they become available."""
+
+    def __init__(
+        self,
+        *,
+        available_time: _timestamp_pb2.Timestamp | None = ...,
+        amount: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["available_time", b"available_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "available_time", b"available_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeldStars: _TypeAlias = HeldStars  # noqa: Y015
+
+@_typing.final
+class StarBalance(_message.Message):
+    """The bot's Stars: Telegram's figure and the ledger's."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    NANOSTAR_AMOUNT_FIELD_NUMBER: _builtins.int
+    RECEIVED_FIELD_NUMBER: _builtins.int
+    REFUNDED_FIELD_NUMBER: _builtins.int
+    WITHDRAWN_FIELD_NUMBER: _builtins.int
+    HELD_FIELD_NUMBER: _builtins.int
+    HELD_TOTAL_FIELD_NUMBER: _builtins.int
+    LEDGER_READ_TIME_FIELD_NUMBER: _builtins.int
+    amount: _builtins.int
+    """The balance Telegram states (getMyStarBalance), whole Stars."""
+    nanostar_amount: _builtins.int
+    """Nanostars on top of `amount`."""
+    received: _builtins.int
+    """Stars received from users (payments), by the ledger."""
+    refunded: _builtins.int
+    """Stars returned to users (refunds)."""
+    withdrawn: _builtins.int
+    """Stars withdrawn to Fragment (pending and succeeded withdrawals)."""
+    held_total: _builtins.int
+    """The sum of `held`."""
+    @_builtins.property
+    def held(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeldStars]:
+        """Received Stars still on the 21-day hold, by the day they become available, soonest first."""
+
+    @_builtins.property
+    def ledger_read_time(self) -> _timestamp_pb2.Timestamp:
+        """When the ledger last read Telegram's transactions; unset if it never has."""
+
+    def __init__(
+        self,
+        *,
+        amount: _builtins.int = ...,
+        nanostar_amount: _builtins.int = ...,
+        received: _builtins.int = ...,
+        refunded: _builtins.int = ...,
+        withdrawn: _builtins.int = ...,
+        held: _abc.Iterable[Global___HeldStars] | None = ...,
+        held_total: _builtins.int = ...,
+        ledger_read_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ledger_read_time", b"ledger_read_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "held", b"held", "held_total", b"held_total", "ledger_read_time", b"ledger_read_time", "nanostar_amount", b"nanostar_amount", "received", b"received", "refunded", b"refunded", "withdrawn", b"withdrawn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StarBalance: _TypeAlias = StarBalance  # noqa: Y015

@@ -47,6 +47,16 @@ class PaymentServiceStub:
                 request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.QueryOrderRequest.SerializeToString,
                 response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.Order.FromString,
                 _registered_method=True)
+        self.ListOrders = channel.unary_unary(
+                '/portex.payment.v1.PaymentService/ListOrders',
+                request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListOrdersRequest.SerializeToString,
+                response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListOrdersResponse.FromString,
+                _registered_method=True)
+        self.AcknowledgeOrder = channel.unary_unary(
+                '/portex.payment.v1.PaymentService/AcknowledgeOrder',
+                request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.AcknowledgeOrderRequest.SerializeToString,
+                response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.Order.FromString,
+                _registered_method=True)
         self.ResumePayment = channel.unary_unary(
                 '/portex.payment.v1.PaymentService/ResumePayment',
                 request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.ResumePaymentRequest.SerializeToString,
@@ -56,6 +66,16 @@ class PaymentServiceStub:
                 '/portex.payment.v1.PaymentService/RefundPayment',
                 request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.RefundPaymentRequest.SerializeToString,
                 response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.RefundPaymentResponse.FromString,
+                _registered_method=True)
+        self.ListRefunds = channel.unary_unary(
+                '/portex.payment.v1.PaymentService/ListRefunds',
+                request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListRefundsRequest.SerializeToString,
+                response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListRefundsResponse.FromString,
+                _registered_method=True)
+        self.RetryRefund = channel.unary_unary(
+                '/portex.payment.v1.PaymentService/RetryRefund',
+                request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.RetryRefundRequest.SerializeToString,
+                response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.Refund.FromString,
                 _registered_method=True)
         self.ReportInvoiceClosed = channel.unary_unary(
                 '/portex.payment.v1.PaymentService/ReportInvoiceClosed',
@@ -107,6 +127,16 @@ class PaymentServiceStub:
                 request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.SetBotMessagesRequest.SerializeToString,
                 response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.BotMessages.FromString,
                 _registered_method=True)
+        self.ListStarTransactions = channel.unary_unary(
+                '/portex.payment.v1.PaymentService/ListStarTransactions',
+                request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListStarTransactionsRequest.SerializeToString,
+                response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListStarTransactionsResponse.FromString,
+                _registered_method=True)
+        self.GetStarBalance = channel.unary_unary(
+                '/portex.payment.v1.PaymentService/GetStarBalance',
+                request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.GetStarBalanceRequest.SerializeToString,
+                response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.StarBalance.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -129,8 +159,32 @@ class PaymentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def QueryOrder(self, request, context):
-        """Returns one of the calling application's orders. An order of another application answers
-        NOT_FOUND, exactly as an order that does not exist.
+        """Returns one of the calling application's orders, by its id or by the Telegram charge id the
+        buyer sees in their Telegram receipt (also for a charge that was refunded, or recorded as a
+        duplicate payment of the order). An order of another application answers NOT_FOUND, exactly
+        as an order that does not exist.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOrders(self, request, context):
+        """Lists the calling application's orders, newest first, a page at a time (AIP-132, AIP-158),
+        narrowed by an AIP-160 `filter`: e.g. `tg_use_id = 42 AND state = PAID`, or the paid orders
+        nobody delivered within ten minutes: `state = PAID AND fulfilled = false AND paid_time <
+        "2026-12-03T10:00:00Z"`. An unpaid order past its expiry is EXPIRED here as in QueryOrder.
+        A bad filter answers INVALID_ARGUMENT naming the position and the reason.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AcknowledgeOrder(self, request, context):
+        """Records that the goods of a paid order were delivered: sets `fulfilled_time` and announces
+        `order.fulfilled`. Idempotent: acknowledging again (with the same `request_id`, or none)
+        returns the order unchanged; another `request_id` after the first answers ALREADY_EXISTS
+        (reason ORDER_ALREADY_FULFILLED). An order that was never paid answers FAILED_PRECONDITION
+        (reason ORDER_NOT_PAID).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -149,6 +203,25 @@ class PaymentServiceServicer:
         recorded first and a background worker delivers it with backoff, so nothing is lost to a crash
         or a Telegram outage; the order becomes REFUNDED when Telegram confirms. Idempotent: asking
         again returns the same refund. An order that is not paid answers FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRefunds(self, request, context):
+        """Lists the calling application's refunds (asked for by a caller, or made by portex-pay itself
+        for a duplicate or withdrawn payment), newest first, a page at a time: by order, state and
+        time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetryRefund(self, request, context):
+        """Sends a refund that ended FAILED (e.g. Telegram's BALANCE_TOO_LOW, which recovers once
+        received Stars clear) to Telegram again, with a fresh budget of attempts; announced as
+        `refund.retried`. A pending refund is returned as it is; a succeeded one answers
+        FAILED_PRECONDITION (reason REFUND_SUCCEEDED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -256,6 +329,24 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListStarTransactions(self, request, context):
+        """Lists the Star transactions of the calling application's bot as the ledger has read them from
+        Telegram (getStarTransactions), newest first, a page at a time: payments, refunds, withdrawals,
+        ads, affiliate commissions and every other kind Telegram reports.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetStarBalance(self, request, context):
+        """The bot's Star balance as Telegram states it (getMyStarBalance), with what the ledger knows:
+        Stars received, refunded and withdrawn, and those still on Telegram's 21-day hold, with the
+        day each part becomes available.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -269,6 +360,16 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.QueryOrderRequest.FromString,
                     response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.Order.SerializeToString,
             ),
+            'ListOrders': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrders,
+                    request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListOrdersRequest.FromString,
+                    response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListOrdersResponse.SerializeToString,
+            ),
+            'AcknowledgeOrder': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeOrder,
+                    request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.AcknowledgeOrderRequest.FromString,
+                    response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.Order.SerializeToString,
+            ),
             'ResumePayment': grpc.unary_unary_rpc_method_handler(
                     servicer.ResumePayment,
                     request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.ResumePaymentRequest.FromString,
@@ -278,6 +379,16 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.RefundPayment,
                     request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.RefundPaymentRequest.FromString,
                     response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.RefundPaymentResponse.SerializeToString,
+            ),
+            'ListRefunds': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRefunds,
+                    request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListRefundsRequest.FromString,
+                    response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListRefundsResponse.SerializeToString,
+            ),
+            'RetryRefund': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetryRefund,
+                    request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.RetryRefundRequest.FromString,
+                    response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.Refund.SerializeToString,
             ),
             'ReportInvoiceClosed': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportInvoiceClosed,
@@ -328,6 +439,16 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.SetBotMessages,
                     request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.SetBotMessagesRequest.FromString,
                     response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.BotMessages.SerializeToString,
+            ),
+            'ListStarTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListStarTransactions,
+                    request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListStarTransactionsRequest.FromString,
+                    response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.ListStarTransactionsResponse.SerializeToString,
+            ),
+            'GetStarBalance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetStarBalance,
+                    request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.GetStarBalanceRequest.FromString,
+                    response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.StarBalance.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -398,6 +519,60 @@ class PaymentService:
             _registered_method=True)
 
     @staticmethod
+    def ListOrders(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portex.payment.v1.PaymentService/ListOrders',
+            portex_dot_payment_dot_v1_dot_payment__pb2.ListOrdersRequest.SerializeToString,
+            portex_dot_payment_dot_v1_dot_payment__pb2.ListOrdersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeOrder(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portex.payment.v1.PaymentService/AcknowledgeOrder',
+            portex_dot_payment_dot_v1_dot_payment__pb2.AcknowledgeOrderRequest.SerializeToString,
+            portex_dot_payment_dot_v1_dot_payment__pb2.Order.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ResumePayment(request,
             target,
             options=(),
@@ -441,6 +616,60 @@ class PaymentService:
             '/portex.payment.v1.PaymentService/RefundPayment',
             portex_dot_payment_dot_v1_dot_payment__pb2.RefundPaymentRequest.SerializeToString,
             portex_dot_payment_dot_v1_dot_payment__pb2.RefundPaymentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRefunds(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portex.payment.v1.PaymentService/ListRefunds',
+            portex_dot_payment_dot_v1_dot_payment__pb2.ListRefundsRequest.SerializeToString,
+            portex_dot_payment_dot_v1_dot_payment__pb2.ListRefundsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetryRefund(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portex.payment.v1.PaymentService/RetryRefund',
+            portex_dot_payment_dot_v1_dot_payment__pb2.RetryRefundRequest.SerializeToString,
+            portex_dot_payment_dot_v1_dot_payment__pb2.Refund.FromString,
             options,
             channel_credentials,
             insecure,
@@ -711,6 +940,60 @@ class PaymentService:
             '/portex.payment.v1.PaymentService/SetBotMessages',
             portex_dot_payment_dot_v1_dot_payment__pb2.SetBotMessagesRequest.SerializeToString,
             portex_dot_payment_dot_v1_dot_payment__pb2.BotMessages.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListStarTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portex.payment.v1.PaymentService/ListStarTransactions',
+            portex_dot_payment_dot_v1_dot_payment__pb2.ListStarTransactionsRequest.SerializeToString,
+            portex_dot_payment_dot_v1_dot_payment__pb2.ListStarTransactionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetStarBalance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portex.payment.v1.PaymentService/GetStarBalance',
+            portex_dot_payment_dot_v1_dot_payment__pb2.GetStarBalanceRequest.SerializeToString,
+            portex_dot_payment_dot_v1_dot_payment__pb2.StarBalance.FromString,
             options,
             channel_credentials,
             insecure,

@@ -53,8 +53,24 @@ class PaymentServiceStub:
     `request_id` tries the invoice again.
     """
     QueryOrder: _grpc.UnaryUnaryMultiCallable[_payment_pb2.QueryOrderRequest, _payment_pb2.Order]
-    """Returns one of the calling application's orders. An order of another application answers
-    NOT_FOUND, exactly as an order that does not exist.
+    """Returns one of the calling application's orders, by its id or by the Telegram charge id the
+    buyer sees in their Telegram receipt (also for a charge that was refunded, or recorded as a
+    duplicate payment of the order). An order of another application answers NOT_FOUND, exactly
+    as an order that does not exist.
+    """
+    ListOrders: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ListOrdersRequest, _payment_pb2.ListOrdersResponse]
+    """Lists the calling application's orders, newest first, a page at a time (AIP-132, AIP-158),
+    narrowed by an AIP-160 `filter`: e.g. `tg_use_id = 42 AND state = PAID`, or the paid orders
+    nobody delivered within ten minutes: `state = PAID AND fulfilled = false AND paid_time <
+    "2026-12-03T10:00:00Z"`. An unpaid order past its expiry is EXPIRED here as in QueryOrder.
+    A bad filter answers INVALID_ARGUMENT naming the position and the reason.
+    """
+    AcknowledgeOrder: _grpc.UnaryUnaryMultiCallable[_payment_pb2.AcknowledgeOrderRequest, _payment_pb2.Order]
+    """Records that the goods of a paid order were delivered: sets `fulfilled_time` and announces
+    `order.fulfilled`. Idempotent: acknowledging again (with the same `request_id`, or none)
+    returns the order unchanged; another `request_id` after the first answers ALREADY_EXISTS
+    (reason ORDER_ALREADY_FULFILLED). An order that was never paid answers FAILED_PRECONDITION
+    (reason ORDER_NOT_PAID).
     """
     ResumePayment: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ResumePaymentRequest, _payment_pb2.ResumePaymentResponse]
     """Finds the user's most recent order that can still be paid (pending, invoice link created, not
@@ -65,6 +81,17 @@ class PaymentServiceStub:
     recorded first and a background worker delivers it with backoff, so nothing is lost to a crash
     or a Telegram outage; the order becomes REFUNDED when Telegram confirms. Idempotent: asking
     again returns the same refund. An order that is not paid answers FAILED_PRECONDITION.
+    """
+    ListRefunds: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ListRefundsRequest, _payment_pb2.ListRefundsResponse]
+    """Lists the calling application's refunds (asked for by a caller, or made by portex-pay itself
+    for a duplicate or withdrawn payment), newest first, a page at a time: by order, state and
+    time.
+    """
+    RetryRefund: _grpc.UnaryUnaryMultiCallable[_payment_pb2.RetryRefundRequest, _payment_pb2.Refund]
+    """Sends a refund that ended FAILED (e.g. Telegram's BALANCE_TOO_LOW, which recovers once
+    received Stars clear) to Telegram again, with a fresh budget of attempts; announced as
+    `refund.retried`. A pending refund is returned as it is; a succeeded one answers
+    FAILED_PRECONDITION (reason REFUND_SUCCEEDED).
     """
     ReportInvoiceClosed: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ReportInvoiceClosedRequest, _payment_pb2.ReportInvoiceClosedResponse]
     """Records the Mini App's `invoiceClosed` status for an order, as the client's report. It never
@@ -128,6 +155,16 @@ class PaymentServiceStub:
     does a request that changes nothing.
     Returns the messages as they are now.
     """
+    ListStarTransactions: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ListStarTransactionsRequest, _payment_pb2.ListStarTransactionsResponse]
+    """Lists the Star transactions of the calling application's bot as the ledger has read them from
+    Telegram (getStarTransactions), newest first, a page at a time: payments, refunds, withdrawals,
+    ads, affiliate commissions and every other kind Telegram reports.
+    """
+    GetStarBalance: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetStarBalanceRequest, _payment_pb2.StarBalance]
+    """The bot's Star balance as Telegram states it (getMyStarBalance), with what the ledger knows:
+    Stars received, refunded and withdrawn, and those still on Telegram's 21-day hold, with the
+    day each part becomes available.
+    """
 
 @_typing.type_check_only
 class PaymentServiceAsyncStub(PaymentServiceStub):
@@ -147,8 +184,24 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     `request_id` tries the invoice again.
     """
     QueryOrder: _aio.UnaryUnaryMultiCallable[_payment_pb2.QueryOrderRequest, _payment_pb2.Order]  # type: ignore[assignment]
-    """Returns one of the calling application's orders. An order of another application answers
-    NOT_FOUND, exactly as an order that does not exist.
+    """Returns one of the calling application's orders, by its id or by the Telegram charge id the
+    buyer sees in their Telegram receipt (also for a charge that was refunded, or recorded as a
+    duplicate payment of the order). An order of another application answers NOT_FOUND, exactly
+    as an order that does not exist.
+    """
+    ListOrders: _aio.UnaryUnaryMultiCallable[_payment_pb2.ListOrdersRequest, _payment_pb2.ListOrdersResponse]  # type: ignore[assignment]
+    """Lists the calling application's orders, newest first, a page at a time (AIP-132, AIP-158),
+    narrowed by an AIP-160 `filter`: e.g. `tg_use_id = 42 AND state = PAID`, or the paid orders
+    nobody delivered within ten minutes: `state = PAID AND fulfilled = false AND paid_time <
+    "2026-12-03T10:00:00Z"`. An unpaid order past its expiry is EXPIRED here as in QueryOrder.
+    A bad filter answers INVALID_ARGUMENT naming the position and the reason.
+    """
+    AcknowledgeOrder: _aio.UnaryUnaryMultiCallable[_payment_pb2.AcknowledgeOrderRequest, _payment_pb2.Order]  # type: ignore[assignment]
+    """Records that the goods of a paid order were delivered: sets `fulfilled_time` and announces
+    `order.fulfilled`. Idempotent: acknowledging again (with the same `request_id`, or none)
+    returns the order unchanged; another `request_id` after the first answers ALREADY_EXISTS
+    (reason ORDER_ALREADY_FULFILLED). An order that was never paid answers FAILED_PRECONDITION
+    (reason ORDER_NOT_PAID).
     """
     ResumePayment: _aio.UnaryUnaryMultiCallable[_payment_pb2.ResumePaymentRequest, _payment_pb2.ResumePaymentResponse]  # type: ignore[assignment]
     """Finds the user's most recent order that can still be paid (pending, invoice link created, not
@@ -159,6 +212,17 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     recorded first and a background worker delivers it with backoff, so nothing is lost to a crash
     or a Telegram outage; the order becomes REFUNDED when Telegram confirms. Idempotent: asking
     again returns the same refund. An order that is not paid answers FAILED_PRECONDITION.
+    """
+    ListRefunds: _aio.UnaryUnaryMultiCallable[_payment_pb2.ListRefundsRequest, _payment_pb2.ListRefundsResponse]  # type: ignore[assignment]
+    """Lists the calling application's refunds (asked for by a caller, or made by portex-pay itself
+    for a duplicate or withdrawn payment), newest first, a page at a time: by order, state and
+    time.
+    """
+    RetryRefund: _aio.UnaryUnaryMultiCallable[_payment_pb2.RetryRefundRequest, _payment_pb2.Refund]  # type: ignore[assignment]
+    """Sends a refund that ended FAILED (e.g. Telegram's BALANCE_TOO_LOW, which recovers once
+    received Stars clear) to Telegram again, with a fresh budget of attempts; announced as
+    `refund.retried`. A pending refund is returned as it is; a succeeded one answers
+    FAILED_PRECONDITION (reason REFUND_SUCCEEDED).
     """
     ReportInvoiceClosed: _aio.UnaryUnaryMultiCallable[_payment_pb2.ReportInvoiceClosedRequest, _payment_pb2.ReportInvoiceClosedResponse]  # type: ignore[assignment]
     """Records the Mini App's `invoiceClosed` status for an order, as the client's report. It never
@@ -222,6 +286,16 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     does a request that changes nothing.
     Returns the messages as they are now.
     """
+    ListStarTransactions: _aio.UnaryUnaryMultiCallable[_payment_pb2.ListStarTransactionsRequest, _payment_pb2.ListStarTransactionsResponse]  # type: ignore[assignment]
+    """Lists the Star transactions of the calling application's bot as the ledger has read them from
+    Telegram (getStarTransactions), newest first, a page at a time: payments, refunds, withdrawals,
+    ads, affiliate commissions and every other kind Telegram reports.
+    """
+    GetStarBalance: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetStarBalanceRequest, _payment_pb2.StarBalance]  # type: ignore[assignment]
+    """The bot's Star balance as Telegram states it (getMyStarBalance), with what the ledger knows:
+    Stars received, refunded and withdrawn, and those still on Telegram's 21-day hold, with the
+    day each part becomes available.
+    """
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     """PaymentService creates Telegram Stars invoices for an application's users, records every order
@@ -250,8 +324,36 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payment_pb2.QueryOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.Order, _abc.Awaitable[_payment_pb2.Order]]:
-        """Returns one of the calling application's orders. An order of another application answers
-        NOT_FOUND, exactly as an order that does not exist.
+        """Returns one of the calling application's orders, by its id or by the Telegram charge id the
+        buyer sees in their Telegram receipt (also for a charge that was refunded, or recorded as a
+        duplicate payment of the order). An order of another application answers NOT_FOUND, exactly
+        as an order that does not exist.
+        """
+
+    @_abc_1.abstractmethod
+    def ListOrders(
+        self,
+        request: _payment_pb2.ListOrdersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.ListOrdersResponse, _abc.Awaitable[_payment_pb2.ListOrdersResponse]]:
+        """Lists the calling application's orders, newest first, a page at a time (AIP-132, AIP-158),
+        narrowed by an AIP-160 `filter`: e.g. `tg_use_id = 42 AND state = PAID`, or the paid orders
+        nobody delivered within ten minutes: `state = PAID AND fulfilled = false AND paid_time <
+        "2026-12-03T10:00:00Z"`. An unpaid order past its expiry is EXPIRED here as in QueryOrder.
+        A bad filter answers INVALID_ARGUMENT naming the position and the reason.
+        """
+
+    @_abc_1.abstractmethod
+    def AcknowledgeOrder(
+        self,
+        request: _payment_pb2.AcknowledgeOrderRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.Order, _abc.Awaitable[_payment_pb2.Order]]:
+        """Records that the goods of a paid order were delivered: sets `fulfilled_time` and announces
+        `order.fulfilled`. Idempotent: acknowledging again (with the same `request_id`, or none)
+        returns the order unchanged; another `request_id` after the first answers ALREADY_EXISTS
+        (reason ORDER_ALREADY_FULFILLED). An order that was never paid answers FAILED_PRECONDITION
+        (reason ORDER_NOT_PAID).
         """
 
     @_abc_1.abstractmethod
@@ -274,6 +376,29 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         recorded first and a background worker delivers it with backoff, so nothing is lost to a crash
         or a Telegram outage; the order becomes REFUNDED when Telegram confirms. Idempotent: asking
         again returns the same refund. An order that is not paid answers FAILED_PRECONDITION.
+        """
+
+    @_abc_1.abstractmethod
+    def ListRefunds(
+        self,
+        request: _payment_pb2.ListRefundsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.ListRefundsResponse, _abc.Awaitable[_payment_pb2.ListRefundsResponse]]:
+        """Lists the calling application's refunds (asked for by a caller, or made by portex-pay itself
+        for a duplicate or withdrawn payment), newest first, a page at a time: by order, state and
+        time.
+        """
+
+    @_abc_1.abstractmethod
+    def RetryRefund(
+        self,
+        request: _payment_pb2.RetryRefundRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.Refund, _abc.Awaitable[_payment_pb2.Refund]]:
+        """Sends a refund that ended FAILED (e.g. Telegram's BALANCE_TOO_LOW, which recovers once
+        received Stars clear) to Telegram again, with a fresh budget of attempts; announced as
+        `refund.retried`. A pending refund is returned as it is; a succeeded one answers
+        FAILED_PRECONDITION (reason REFUND_SUCCEEDED).
         """
 
     @_abc_1.abstractmethod
@@ -396,6 +521,28 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         a control character other than TAB, LF and CR answers INVALID_ARGUMENT naming the field; so
         does a request that changes nothing.
         Returns the messages as they are now.
+        """
+
+    @_abc_1.abstractmethod
+    def ListStarTransactions(
+        self,
+        request: _payment_pb2.ListStarTransactionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.ListStarTransactionsResponse, _abc.Awaitable[_payment_pb2.ListStarTransactionsResponse]]:
+        """Lists the Star transactions of the calling application's bot as the ledger has read them from
+        Telegram (getStarTransactions), newest first, a page at a time: payments, refunds, withdrawals,
+        ads, affiliate commissions and every other kind Telegram reports.
+        """
+
+    @_abc_1.abstractmethod
+    def GetStarBalance(
+        self,
+        request: _payment_pb2.GetStarBalanceRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.StarBalance, _abc.Awaitable[_payment_pb2.StarBalance]]:
+        """The bot's Star balance as Telegram states it (getMyStarBalance), with what the ledger knows:
+        Stars received, refunded and withdrawn, and those still on Telegram's 21-day hold, with the
+        day each part becomes available.
         """
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
