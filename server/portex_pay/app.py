@@ -54,6 +54,7 @@ from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.postgres.orders import OrderRepository
 from portex_pay.adapters.postgres.polling import PollLeases
 from portex_pay.adapters.postgres.pool import connect, create_pool
+from portex_pay.adapters.postgres.refunds import RefundRepository
 from portex_pay.adapters.postgres.relay import CHANNEL as RELAY_CHANNEL
 from portex_pay.adapters.postgres.relay import RelayRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
@@ -72,6 +73,7 @@ from portex_pay.service.callbacks import CallbackDispatcher
 from portex_pay.service.catalog import CatalogService
 from portex_pay.service.clock import utcnow
 from portex_pay.service.edge import EdgeService, EdgeSettings
+from portex_pay.service.fulfilment import UnfulfilledRefunds
 from portex_pay.service.health import Health
 from portex_pay.service.housekeeping import Housekeeping
 from portex_pay.service.orders import OrderService, PaymentSettings
@@ -218,6 +220,7 @@ def wire(
     supervisor = Supervisor(on_failing=health_check.wake)
     refunds = RefundService(
         ledger,
+        RefundRepository(pool),
         bot_api,
         max_attempts=settings.refund.max_attempts,
         lease_seconds=settings.refund.lease_seconds,
@@ -244,7 +247,7 @@ def wire(
     pollers = None
     if settings.telegram.pollers:
         pollers = _pollers(settings, pool, replica, applications, bot_api, processor, supervisor)
-    workers = _workers(settings, pool, sessions, orders, events, refunds, refunds_due)
+    workers = _workers(settings, pool, sessions, orders, ledger, events, refunds, refunds_due)
     if relay is not None:
         workers += _relay_workers(settings, relay, deliveries_due)
     order_service = OrderService(orders, bot_api, _payment_settings(settings))
@@ -339,12 +342,13 @@ def _workers(
     pool: asyncpg.Pool,
     sessions: Sessions,
     orders: OrderRepository,
+    ledger: LedgerStore,
     events: EventLog,
     refunds: RefundService,
     refunds_due: Wakeup,
 ) -> list[PeriodicWorker]:
-    """The housekeeping (pruning, expiry), the refunds' outbox and, with their session, the
-    callbacks' outbox."""
+    """The housekeeping (pruning, expiry), the refunds' outbox, the unfulfilled-order policy's
+    sweep and, with their session, the callbacks' outbox."""
     housekeeping = Housekeeping(
         orders,
         events,
@@ -364,6 +368,11 @@ def _workers(
         ),
         PeriodicWorker("refunds", refunds.step, idle=settings.refund.interval, wakeup=refunds_due),
         PeriodicWorker("expiry", housekeeping.expire_step, idle=settings.payments.expiry_interval),
+        PeriodicWorker(
+            "unfulfilled-refunds",
+            UnfulfilledRefunds(orders, ledger, wake_refunds=refunds_due.wake).step,
+            idle=settings.refund.unfulfilled_interval,
+        ),
     ]
     if sessions.callbacks is not None:
         dispatcher = CallbackDispatcher(

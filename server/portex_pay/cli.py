@@ -41,6 +41,7 @@ from portex_pay.config import DEFAULT_GRPC_ADDR, DEV_DATA_DIR, ConfigError, Sett
 from portex_pay.domain.application import Application, ApplicationListing
 from portex_pay.domain.catalog import CatalogItem
 from portex_pay.domain.errors import ApplicationNotFound, InvalidArgument
+from portex_pay.domain.fulfilment import format_deadline
 from portex_pay.domain.init_data import init_data_fields, sign_init_data
 from portex_pay.domain.text import single_line_problem
 from portex_pay.logging import configure_logging, register_secret
@@ -114,6 +115,11 @@ async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
                 "application_id": str(options.app),
                 "signing_secret": await admin.signing_secret(options.app),
             }
+        elif options.admin_command == "set-unfulfilled-refund":
+            application = await admin.set_unfulfilled_refund(
+                options.app, None if options.off else options.after
+            )
+            result = {"application_id": str(options.app), **_unfulfilled_json(application)}
         elif options.admin_command == "reconcile":
             result = await _reconcile(settings, options.app, session)
         else:
@@ -152,6 +158,7 @@ def _listing_json(listing: ApplicationListing) -> dict[str, Any]:
         "bot_username": application.bot_username,
         "bot_token": _mask_token(application.bot_token),
         "created_at": listing.created_at.isoformat(),
+        **_unfulfilled_json(application),
         "api_keys": [
             {
                 "key_id": key.id,
@@ -160,6 +167,16 @@ def _listing_json(listing: ApplicationListing) -> dict[str, Any]:
             }
             for key in listing.keys
         ],
+    }
+
+
+def _unfulfilled_json(application: Application) -> dict[str, Any]:
+    """The application's unfulfilled-order policy: its deadline (`72h` as `3d`) and since when
+    it holds, both None while it is off."""
+    after, since = application.unfulfilled_refund_after, application.unfulfilled_refund_since
+    return {
+        "unfulfilled_refund_after": None if after is None else format_deadline(after),
+        "unfulfilled_refund_since": None if since is None else since.isoformat(),
     }
 
 
@@ -389,6 +406,16 @@ def _parser() -> argparse.ArgumentParser:
         "signing-secret", help="print the key that signs the app's callbacks"
     )
     signing.add_argument("--app", type=UUID, required=True)
+    unfulfilled = admin.add_parser(
+        "set-unfulfilled-refund",
+        help="refund paid orders not acknowledged (AcknowledgeOrder) in time; off by default",
+    )
+    unfulfilled.add_argument("--app", type=UUID, required=True)
+    deadline = unfulfilled.add_mutually_exclusive_group(required=True)
+    deadline.add_argument(
+        "--after", metavar="DURATION", help="e.g. 72h, 3d, 1d12h (orders paid from now on)"
+    )
+    deadline.add_argument("--off", action="store_true", help="refund no order for this again")
     reconcile_app = admin.add_parser(
         "reconcile", help="record payments Telegram made that we missed (getStarTransactions)"
     )

@@ -133,6 +133,8 @@ class RefundSettings:
     max_attempts: int = setting("PORTEX_REFUND_MAX_ATTEMPTS", 12, minimum=1)
     lease_seconds: float = setting("PORTEX_REFUND_LEASE", 60.0, minimum=1)
     interval: float = setting("PORTEX_REFUND_INTERVAL", 2.0, minimum=0.05)
+    # How often the applications' unfulfilled-order policies are swept for orders to refund.
+    unfulfilled_interval: float = setting("PORTEX_UNFULFILLED_REFUND_INTERVAL", 60.0, minimum=0.05)
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,20 +5,33 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
-from portex_pay.service.ports import DeadLetters, EventStore, Orders, Payments
+from portex_pay.service.ports import (
+    DeadLetters,
+    EventStore,
+    Orders,
+    Payments,
+    Refunds,
+    UnfulfilledOrders,
+)
 
 
 @dataclass
 class Backend:
     """The money ports of one implementation over one database, and what a test needs beside
-    them that no port offers: applications to own orders, and pruning of the event log."""
+    them that no port offers: applications to own orders (and their unfulfilled-order policy),
+    and pruning of the event log."""
 
     name: str
     orders: Orders
     payments: Payments
     events: EventStore
     dead_letters: DeadLetters
+    refunds: Refunds
+    unfulfilled: UnfulfilledOrders
+    # Switches an application's unfulfilled-order policy on (a deadline) or off (None).
+    set_unfulfilled_refund: Callable[[uuid.UUID, timedelta | None], Awaitable[None]]
     # A new application (with a bot token, or none): its id.
     add_application: Callable[[str | None], Awaitable[uuid.UUID]]
     # Prunes every event written so far (retention of zero); how many went.

@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import asyncpg
 import pytest
@@ -23,12 +24,15 @@ from portex_pay.adapters.postgres.ledger_store import LedgerStore
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.postgres.orders import OrderRepository
 from portex_pay.adapters.postgres.pool import connect, create_pool
+from portex_pay.adapters.postgres.refunds import RefundRepository
+from portex_pay.domain.telegram import bot_id_of_token
 from tests.contract.backend import Backend
 from tests.unit.fakes import (
     FakeDeadLetters,
     InMemoryEventLog,
     InMemoryOrders,
     InMemoryPayments,
+    InMemoryRefunds,
     MemoryDatabase,
 )
 
@@ -51,12 +55,23 @@ def memory_backend() -> Backend:
             db.bot_tokens[application_id] = bot_token
         return application_id
 
+    async def set_unfulfilled_refund(application_id: uuid.UUID, after: timedelta | None) -> None:
+        if after is None:
+            db.unfulfilled_policies.pop(application_id, None)
+            return
+        since = db.unfulfilled_policies.get(application_id, (after, db.now))[1]
+        db.unfulfilled_policies[application_id] = (after, since)
+
+    orders = InMemoryOrders(db)
     return Backend(
         name="memory",
-        orders=InMemoryOrders(db),
+        orders=orders,
         payments=InMemoryPayments(db=db),
         events=events,
         dead_letters=FakeDeadLetters(db),
+        refunds=InMemoryRefunds(db),
+        unfulfilled=orders,
+        set_unfulfilled_refund=set_unfulfilled_refund,
         add_application=add_application,
         prune_events=lambda: events.prune(-1.0),
     )
@@ -100,15 +115,23 @@ async def postgres_backend(contract_pool: asyncpg.Pool) -> Backend:
             webhook_secret=secrets.token_urlsafe(16),
             signing_secret=secrets.token_urlsafe(16),
             bot_token=bot_token,
+            bot_id=bot_id_of_token(bot_token) if bot_token else None,
         )
         return application.id
 
+    async def set_unfulfilled_refund(application_id: uuid.UUID, after: timedelta | None) -> None:
+        assert await applications.set_unfulfilled_refund(application_id, after) is not None
+
+    orders = OrderRepository(pool)
     return Backend(
         name="postgres",
-        orders=OrderRepository(pool),
+        orders=orders,
         payments=LedgerStore(pool),
         events=events,
         dead_letters=DeadLetterRepository(pool),
+        refunds=RefundRepository(pool),
+        unfulfilled=orders,
+        set_unfulfilled_refund=set_unfulfilled_refund,
         add_application=add_application,
         prune_events=lambda: events.prune(-1.0),
     )

@@ -13,12 +13,12 @@ from portex_pay.domain.checkout import (
     Disposition,
     PaymentOutcome,
     PaymentRecord,
-    RefundReason,
 )
 from portex_pay.domain.events import START, Event
 from portex_pay.domain.order import Order, OrderState
 from portex_pay.domain.pay import PayCommand
-from portex_pay.domain.refunds import Refund
+from portex_pay.domain.refunds import Refund, RefundCause
+from portex_pay.service.ledger import CUSTOMER_REQUEST
 from tests.contract.backend import Backend
 
 USER = 4242
@@ -41,6 +41,11 @@ def command(**overrides: Any) -> PayCommand:
 
 def new_charge_id() -> str:
     return f"charge-{uuid.uuid4().hex}"
+
+
+def new_bot_token() -> str:
+    """A bot token of Telegram's shape, its bot id unique (one bot, one application)."""
+    return f"{uuid.uuid4().int % 10**12 + 1}:token"
 
 
 def new_update_id() -> int:
@@ -130,7 +135,7 @@ async def order_in(backend: Backend, application_id: UUID, state: OrderState) ->
 
 
 async def request_refund(
-    backend: Backend, order: Order, reason: RefundReason = RefundReason.REQUESTED
+    backend: Backend, order: Order, cause: RefundCause = CUSTOMER_REQUEST
 ) -> str:
     """A refund of the charge that paid `order`; the charge id."""
     charge_id = order.telegram_payment_charge_id
@@ -143,14 +148,15 @@ async def request_refund(
             order.tg_payment_id,
             order.tg_use_id,
             order.amount,
-            reason,
+            cause,
         )
     return charge_id
 
 
 async def requested_refund(backend: Backend, order: Order) -> Refund | None:
+    """The refund of the charge that paid `order`."""
     async with backend.payments.transaction() as tx:
-        return await tx.refunds.requested(order.tg_payment_id)
+        return await tx.refunds.of_order(order.tg_payment_id)
 
 
 async def events_of(backend: Backend, application_id: UUID) -> list[Event]:

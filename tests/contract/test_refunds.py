@@ -12,13 +12,15 @@ import pytest
 
 from portex_pay.domain.checkout import RefundReason
 from portex_pay.domain.order import Order
-from portex_pay.domain.refunds import RefundState
+from portex_pay.domain.refunds import Refund, RefundCause, RefundReasonCode, RefundState
+from portex_pay.service.ledger import CUSTOMER_REQUEST
 from tests.contract.backend import Backend
 from tests.contract.steps import (
     BOT_ID,
     announced,
     event_types,
     events_of,
+    new_bot_token,
     new_charge_id,
     new_order,
     pay,
@@ -30,10 +32,11 @@ from tests.unit.fakes import ConstraintViolation
 LONG = 3600.0
 
 
-BOT_TOKEN = "1:token"
-
-
-async def paid_order(backend: Backend, bot_token: str | None = BOT_TOKEN) -> Order:
+async def paid_order(backend: Backend, bot_token: str | None = "") -> Order:
+    """A paid order of a new application with a bot (a token of its own unless given), or with
+    none (`bot_token` None)."""
+    if bot_token == "":
+        bot_token = new_bot_token()
     app = await backend.add_application(bot_token)
     return await pay(backend, await new_order(backend, app))
 
@@ -49,7 +52,7 @@ async def test_a_charge_is_refunded_at_most_once_and_announced(backend: Backend)
             order.tg_payment_id,
             order.tg_use_id,
             order.amount,
-            RefundReason.DUPLICATE_CHARGE,
+            RefundCause.own(RefundReason.DUPLICATE_CHARGE),
         )
     assert not again
     refund = await requested_refund(backend, order)
@@ -65,6 +68,13 @@ async def test_a_charge_is_refunded_at_most_once_and_announced(backend: Backend)
         0,
         None,
     )
+    # The first cause stands: the second ask changed nothing.
+    assert (refund.reason_code, refund.reason_text, refund.tg_use_id, refund.retries) == (
+        RefundReasonCode.REQUESTED_BY_CUSTOMER,
+        None,
+        order.tg_use_id,
+        0,
+    )
     assert refund.completed_at is None
     events = await events_of(backend, order.application_id)
     assert [event.type for event in events].count("refund.requested") == 1
@@ -75,12 +85,44 @@ async def test_a_charge_is_refunded_at_most_once_and_announced(backend: Backend)
         "requested",
     )
     assert announced(event) == order
+    assert Refund.from_snapshot(event.data["refund"]) == refund
 
 
-async def test_only_a_callers_request_is_the_requested_refund(backend: Backend) -> None:
+@pytest.mark.parametrize(
+    ("reason", "code"),
+    [
+        (RefundReason.DUPLICATE_CHARGE, RefundReasonCode.DUPLICATE),
+        (RefundReason.CANCELLED_ORDER, RefundReasonCode.ORDER_CANCELLED),
+        (RefundReason.ANOMALY, RefundReasonCode.OTHER),
+        (RefundReason.UNFULFILLED, RefundReasonCode.NOT_FULFILLED),
+        (RefundReason.OUTSIDE, RefundReasonCode.OTHER),
+    ],
+)
+async def test_the_orders_refund_is_its_charges_whoever_asked_with_its_code(
+    backend: Backend, reason: RefundReason, code: RefundReasonCode
+) -> None:
     order = await paid_order(backend)
-    await request_refund(backend, order, RefundReason.DUPLICATE_CHARGE)
-    assert await requested_refund(backend, order) is None
+    await request_refund(backend, order, RefundCause.own(reason))
+    refund = await requested_refund(backend, order)
+    assert refund is not None
+    assert (refund.reason, refund.reason_code, refund.reason_text) == (reason.value, code, None)
+
+
+async def test_a_callers_reason_is_kept_with_the_refund(backend: Backend) -> None:
+    order = await paid_order(backend)
+    text = "Wrong item\nbought by mistake"
+    await request_refund(backend, order, RefundCause.requested(RefundReasonCode.FRAUDULENT, text))
+    refund = await requested_refund(backend, order)
+    assert refund is not None
+    assert (refund.reason, refund.reason_code, refund.reason_text) == (
+        "requested",
+        RefundReasonCode.FRAUDULENT,
+        text,
+    )
+    (event,) = [
+        e for e in await events_of(backend, order.application_id) if e.type == "refund.requested"
+    ]
+    assert Refund.from_snapshot(event.data["refund"]) == refund
 
 
 async def test_a_refund_needs_a_recorded_charge(backend: Backend) -> None:
@@ -94,7 +136,7 @@ async def test_a_refund_needs_a_recorded_charge(backend: Backend) -> None:
                 order.tg_payment_id,
                 order.tg_use_id,
                 order.amount,
-                RefundReason.REQUESTED,
+                CUSTOMER_REQUEST,
             )
     assert await requested_refund(backend, order) is None
     assert "refund.requested" not in await event_types(backend, order.application_id)

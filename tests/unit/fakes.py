@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import itertools
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -23,11 +24,22 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 from portex_pay.domain.application import Bot
-from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord, RefundReason
+from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord
 from portex_pay.domain.events import Cursor, Event, EventType
+from portex_pay.domain.fulfilment import FULFILLABLE, UnfulfilledOrder
 from portex_pay.domain.order import Claim, Order, OrderState, sources
 from portex_pay.domain.pay import PayCommand
-from portex_pay.domain.refunds import DUE, DueRefund, Refund, RefundState
+from portex_pay.domain.refunds import (
+    DUE,
+    RETRYABLE,
+    DueRefund,
+    Refund,
+    RefundCause,
+    RefundFilter,
+    RefundPosition,
+    RefundState,
+    attempt_sources,
+)
 from portex_pay.domain.refunds import sources as refund_sources
 from portex_pay.domain.relay import RelayBot, RelayedUpdate, wants
 from portex_pay.domain.telegram import BotProfile, InvoiceRequest
@@ -100,6 +112,31 @@ def order_snapshot(order: Order) -> dict[str, Any]:
             value = str(value)
         snapshot[name] = value
     return snapshot
+
+
+def refund_snapshot(refund: Refund) -> dict[str, Any]:
+    """The refund as its events carry it (`data.refund`): JSON values, as `to_jsonb` of the
+    row."""
+    snapshot: dict[str, Any] = {}
+    for name in (each.name for each in fields(Refund)):
+        value = getattr(refund, name)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, enum.Enum):
+            value = str(value)
+        snapshot[name] = value
+    return snapshot
+
+
+def refund_event_data(refund: Refund, **extra: Any) -> dict[str, Any]:
+    """A refund event's data beside its order's snapshot, as adapters/postgres/events_writer
+    writes it."""
+    return {
+        "refund": refund_snapshot(refund),
+        "telegram_payment_charge_id": refund.telegram_payment_charge_id,
+        "reason": refund.reason,
+        **extra,
+    }
 
 
 class ConstraintViolation(Exception):
@@ -187,6 +224,8 @@ class MemoryDatabase:
     refunds: dict[str, StoredRefund] = field(default_factory=dict)
     events: list[StoredEvent] = field(default_factory=list)
     bot_tokens: dict[UUID, str] = field(default_factory=dict)
+    # The unfulfilled-order policies: (deadline, switched on at), by application.
+    unfulfilled_policies: dict[UUID, tuple[timedelta, datetime]] = field(default_factory=dict)
     open_xids: set[int] = field(default_factory=set)
     pruned: Cursor | None = None
     next_xid: int = 1
@@ -350,16 +389,17 @@ class _RefundIntents:
         tg_payment_id: int | None,
         tg_use_id: int,
         amount: int,
-        reason: RefundReason,
+        cause: RefundCause,
     ) -> bool:
         if charge_id in self._db.refunds:
             return False
         if charge_id not in self._db.payments:
             raise ConstraintViolation(f"no charge {charge_id} to refund")
         refund = Refund(
-            telegram_payment_charge_id=charge_id, tg_payment_id=tg_payment_id, amount=amount,
-            state=RefundState.PENDING, reason=reason.value, attempts=0, last_error=None,
-            created_at=NOW, completed_at=None,
+            telegram_payment_charge_id=charge_id, tg_payment_id=tg_payment_id,
+            tg_use_id=tg_use_id, amount=amount, state=RefundState.PENDING,
+            reason=cause.reason.value, reason_code=cause.code, reason_text=cause.text,
+            attempts=0, retries=0, last_error=None, created_at=self._db.now, completed_at=None,
         )  # fmt: skip
         self._session.put(
             self._db.refunds,
@@ -367,18 +407,16 @@ class _RefundIntents:
             StoredRefund(refund, application_id, bot_id, tg_use_id, self._db.now),
         )
         self._session.emit(
-            application_id,
-            tg_payment_id,
-            EventType.REFUND_REQUESTED,
-            {"telegram_payment_charge_id": charge_id, "reason": reason.value},
+            application_id, tg_payment_id, EventType.REFUND_REQUESTED, refund_event_data(refund)
         )
         return True
 
-    async def requested(self, tg_payment_id: int) -> Refund | None:
-        for stored in self._db.refunds.values():
-            if stored.refund.tg_payment_id == tg_payment_id and stored.refund.reason == "requested":
-                return stored.refund
-        return None
+    async def of_order(self, tg_payment_id: int) -> Refund | None:
+        order = self._db.orders.get(tg_payment_id)
+        if order is None or order.telegram_payment_charge_id is None:
+            return None
+        stored = self._db.refunds.get(order.telegram_payment_charge_id)
+        return None if stored is None else stored.refund
 
     async def complete(self, application_id: UUID, charge_id: str) -> None:
         stored = self._db.refunds.get(charge_id)
@@ -391,7 +429,7 @@ class _RefundIntents:
                 stored.refund,
                 state=RefundState.SUCCEEDED,
                 attempts=stored.refund.attempts + 1,
-                completed_at=NOW,
+                completed_at=self._db.now,
             )
             self._session.put(self._db.refunds, charge_id, replace(stored, refund=completed))
 
@@ -459,7 +497,7 @@ class InMemoryPayments:
         stored = db.refunds.get(charge_id)
         failed = retry_in is None
         target = RefundState.FAILED if failed else RefundState.PENDING
-        if stored is None or stored.refund.state.value not in refund_sources(target):
+        if stored is None or stored.refund.state.value not in attempt_sources(target):
             return
         with db.session() as session:
             changed = replace(
@@ -478,7 +516,7 @@ class InMemoryPayments:
                     stored.application_id,
                     stored.refund.tg_payment_id,
                     EventType.REFUND_FAILED,
-                    {"telegram_payment_charge_id": charge_id, "error": error},
+                    refund_event_data(changed.refund, error=error),
                 )
 
     def due_now(self) -> None:
@@ -684,6 +722,118 @@ class InMemoryOrders:
                 order, EventType.ORDER_EXPIRED, state=OrderState.EXPIRED, invoice_lease_until=None
             )
         return len(due)
+
+    async def acknowledge(
+        self, application_id: UUID, tg_payment_id: int, request_id: str | None
+    ) -> Order | None:
+        order = await self.get(application_id, tg_payment_id)
+        if order is None or order.state not in FULFILLABLE or order.fulfilled_at is not None:
+            return None
+        return self._change(
+            order,
+            EventType.ORDER_FULFILLED,
+            fulfilled_at=self.now,
+            fulfilment_request_id=request_id,
+        )
+
+    async def unfulfilled_past_deadline(self, now: datetime, limit: int) -> list[UnfulfilledOrder]:
+        due = []
+        for order in self.orders.values():
+            policy = self.db.unfulfilled_policies.get(order.application_id)
+            token = self.db.bot_tokens.get(order.application_id)
+            if (
+                policy is None
+                or token is None
+                or order.state is not OrderState.PAID
+                or order.fulfilled_at is not None
+                or order.paid_at is None
+                or not policy[1] <= order.paid_at <= now - policy[0]
+                or order.telegram_payment_charge_id in self.db.refunds
+            ):
+                continue
+            due.append(order)
+        due.sort(key=lambda order: (order.paid_at, order.tg_payment_id))
+        return [
+            UnfulfilledOrder(
+                order.application_id,
+                order.tg_payment_id,
+                int(self.db.bot_tokens[order.application_id].partition(":")[0]),
+            )
+            for order in due[:limit]
+        ]
+
+
+# ---------------------------------------------------------------------------- Refunds
+
+
+class InMemoryRefunds:
+    """The Refunds port over the shared database's refunds."""
+
+    def __init__(self, db: MemoryDatabase) -> None:
+        self.db = db
+
+    def _stored(self, application_id: UUID, charge_id: str) -> StoredRefund | None:
+        stored = self.db.refunds.get(charge_id)
+        return stored if stored is not None and stored.application_id == application_id else None
+
+    async def get(self, application_id: UUID, charge_id: str) -> Refund | None:
+        stored = self._stored(application_id, charge_id)
+        return None if stored is None else stored.refund
+
+    async def retry(self, application_id: UUID, charge_id: str) -> Refund | None:
+        stored = self._stored(application_id, charge_id)
+        if stored is None or stored.refund.state not in RETRYABLE:
+            return None
+        retried = replace(
+            stored.refund,
+            state=RefundState.PENDING,
+            attempts=0,
+            retries=stored.refund.retries + 1,
+        )
+        with self.db.session() as session:
+            session.put(
+                self.db.refunds,
+                charge_id,
+                replace(stored, refund=retried, next_attempt_at=self.db.now),
+            )
+            session.emit(
+                application_id,
+                retried.tg_payment_id,
+                EventType.REFUND_RETRIED,
+                refund_event_data(retried),
+            )
+        return retried
+
+    async def list(
+        self,
+        application_id: UUID,
+        refund_filter: RefundFilter,
+        after: RefundPosition | None,
+        limit: int,
+    ) -> list[Refund]:
+        def passes(refund: Refund) -> bool:
+            key = (refund.created_at, refund.telegram_payment_charge_id)
+            return (
+                refund_filter.tg_payment_id in (None, refund.tg_payment_id)
+                and refund_filter.state in (None, refund.state)
+                and (
+                    refund_filter.created_from is None
+                    or refund.created_at >= refund_filter.created_from
+                )
+                and (
+                    refund_filter.created_before is None
+                    or refund.created_at < refund_filter.created_before
+                )
+                and (after is None or key < (after.created_at, after.telegram_payment_charge_id))
+            )
+
+        found = [
+            stored.refund
+            for stored in self.db.refunds.values()
+            if stored.application_id == application_id and passes(stored.refund)
+        ]
+        found.sort(key=lambda r: (r.created_at, r.telegram_payment_charge_id), reverse=True)
+        return found[:limit]
 
 
 # ---------------------------------------------------------------------------- Events

@@ -30,7 +30,7 @@ from portex_pay.domain.telegram import (
 from portex_pay.service.ledger import Ledger
 from portex_pay.service.refunds import RefundService
 from tests.unit import fakes
-from tests.unit.fakes import FakeTelegram, InMemoryPayments, make_order
+from tests.unit.fakes import FakeTelegram, InMemoryPayments, InMemoryRefunds, make_order
 
 APP = uuid4()
 OTHER_APP = uuid4()
@@ -207,7 +207,13 @@ APPLICATION = Application(id=APP, name="shop", bot=Bot(BOT_ID, TOKEN, "shop_bot"
 
 
 def refund_service(store: InMemoryPayments, telegram: FakeTelegram, **options) -> RefundService:
-    return RefundService(store, telegram, max_attempts=options.pop("max_attempts", 3), **options)
+    return RefundService(
+        store,
+        InMemoryRefunds(store.state),
+        telegram,
+        max_attempts=options.pop("max_attempts", 3),
+        **options,
+    )
 
 
 async def paid_and_asked(store: InMemoryPayments) -> None:

@@ -7,7 +7,7 @@ An application's bot is a value of its own: code that needs one takes a `Bot`, n
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
@@ -47,6 +47,10 @@ class Application:
     buyer_messages: bool = False
     paid_message: str | None = None
     refunded_message: str | None = None
+    # The unfulfilled-order policy (domain/fulfilment.py): paid orders left unacknowledged this
+    # long are refunded, those paid since it was switched on; None: off (the default).
+    unfulfilled_refund_after: timedelta | None = None
+    unfulfilled_refund_since: datetime | None = None
 
     def require_bot(self) -> Bot:
         """The bound bot, or BotNotConfigured (FAILED_PRECONDITION to a caller)."""

@@ -16,8 +16,11 @@ from typing import Any
 from uuid import UUID
 
 from portex_pay.domain.order import Order, OrderState, allows
+from portex_pay.domain.text import single_line_problem
 
 CURRENCY = "XTR"
+# Telegram's `telegram_payment_charge_id`: no length is documented; ours are kept to 256.
+CHARGE_ID_MAX_CHARS = 256
 
 
 class DeclineReason(enum.StrEnum):
@@ -124,9 +127,15 @@ class Disposition(enum.StrEnum):
 
 
 class RefundReason(enum.StrEnum):
-    REQUESTED = "requested"
-    DUPLICATE_CHARGE = "duplicate_charge"
-    CANCELLED_ORDER = "cancelled_order"
+    """Who started a refund, and on what ground (`refunds.reason`); why, in the caller's terms,
+    is its reason code (domain/refunds.py)."""
+
+    REQUESTED = "requested"  # RefundPayment's caller
+    DUPLICATE_CHARGE = "duplicate_charge"  # a further charge of a settled order
+    CANCELLED_ORDER = "cancelled_order"  # a charge of an order withdrawn before it was paid
+    ANOMALY = "anomaly"  # a charge that matches no order of ours
+    UNFULFILLED = "unfulfilled"  # the application's unfulfilled-order policy
+    OUTSIDE = "outside"  # refunded outside portex-pay, found by the Star ledger
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +190,15 @@ class PaymentRecord:
     telegram_payment_charge_id: str
     provider_payment_charge_id: str | None
     raw: dict[str, Any]
+
+
+def charge_id_problem(charge_id: str) -> str | None:
+    """Why `charge_id` cannot be a Telegram charge id given by a caller (1-256 characters on one
+    line, domain/text.py), as a field violation's description, or None."""
+    problem = single_line_problem(charge_id)
+    if problem is None and not 0 < len(charge_id) <= CHARGE_ID_MAX_CHARS:
+        problem = f"must be 1-{CHARGE_ID_MAX_CHARS} characters"
+    return problem
 
 
 def classify_record(record: PaymentRecord, order: Order | None) -> PaymentOutcome:

@@ -144,3 +144,37 @@ class RateLimited(DomainError):
     def __init__(self, message: str, retry_after: int) -> None:
         super().__init__(message, metadata={"retry_after": str(retry_after)})
         self.retry_after = retry_after
+
+
+# --- Fulfilment and refunds (AcknowledgeOrder, RetryRefund) -------------------------------------
+
+
+class OrderNotPaid(DomainError):
+    """The order was never paid (pending, failed, cancelled, expired): it has no goods to
+    deliver."""
+
+    reason = "ORDER_NOT_PAID"
+
+
+class OrderRefunded(DomainError):
+    """The order was refunded before its goods were delivered: there is nothing to deliver."""
+
+    reason = "ORDER_REFUNDED"
+
+
+class OrderAlreadyFulfilled(DomainError):
+    """The order's delivery was acknowledged before, under another request id."""
+
+    reason = "ORDER_ALREADY_FULFILLED"
+
+
+class RefundNotFound(DomainError):
+    """No refund of the application has this charge id."""
+
+    reason = "REFUND_NOT_FOUND"
+
+
+class RefundSucceeded(DomainError):
+    """The refund succeeded: Telegram returned the Stars, there is nothing to send again."""
+
+    reason = "REFUND_SUCCEEDED"

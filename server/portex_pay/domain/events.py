@@ -19,7 +19,9 @@ from uuid import UUID
 
 class EventType(StrEnum):
     """Every event portex-pay writes. `order.*` events carry the order as it is after the change
-    (`data.order`); the others say what happened beside an order."""
+    (`data.order`); `refund.*` events carry the refund as it is after the change too
+    (`data.refund`, beside its order's `data.order`); the others say what happened beside an
+    order."""
 
     ORDER_CREATED = "order.created"
     ORDER_INVOICE_CREATED = "order.invoice_created"
@@ -29,12 +31,14 @@ class EventType(StrEnum):
     ORDER_EXPIRED = "order.expired"
     ORDER_REFUNDED = "order.refunded"
     ORDER_CLIENT_REPORT = "order.client_report"
+    ORDER_FULFILLED = "order.fulfilled"
     CHECKOUT_APPROVED = "checkout.approved"
     CHECKOUT_DECLINED = "checkout.declined"
     PAYMENT_DUPLICATE = "payment.duplicate"
     PAYMENT_ANOMALY = "payment.anomaly"
     REFUND_REQUESTED = "refund.requested"
     REFUND_FAILED = "refund.failed"
+    REFUND_RETRIED = "refund.retried"
     UPDATE_DEAD_LETTERED = "update.dead_lettered"
 
 

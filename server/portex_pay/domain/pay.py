@@ -151,12 +151,18 @@ def validate_pay(command: PayCommand, request_id: str, *, max_amount: int) -> li
         if value is not None:
             check(field, value >= 0, "must not be negative")
     if request_id:
-        check(
-            "request_id",
-            _REQUEST_ID.fullmatch(request_id) is not None,
-            f"must be 1-{REQUEST_ID_MAX_CHARS} printable ASCII characters without spaces",
-        )
+        problem = request_id_problem(request_id)
+        check("request_id", problem is None, problem or "")
     return bad
+
+
+def request_id_problem(request_id: str) -> str | None:
+    """Why `request_id` cannot be an idempotency key (AIP-155: Pay's, AcknowledgeOrder's), as
+    a field violation's description, or None."""
+    problem = single_line_problem(request_id)
+    if problem is None and _REQUEST_ID.fullmatch(request_id) is None:
+        problem = f"must be 1-{REQUEST_ID_MAX_CHARS} printable ASCII characters without spaces"
+    return problem
 
 
 def require_valid_pay(command: PayCommand, request_id: str, *, max_amount: int) -> None:

@@ -10,7 +10,8 @@ the catalog refuses is its InvalidArgument, field by field, for the caller to wo
 decided by the database's constraints, not by a check before the write, so concurrent commands
 cannot both win; the constraint violation is turned into the conflict it means.
 
-The Mini App edge's settings are managed here too: the pricing mode, the allowed browser origins
+The unfulfilled-order policy is switched on (with its deadline) and off here, and the Mini App
+edge's settings are managed here too: the pricing mode, the allowed browser origins
 (normalised as browsers send them, at most MAX_ORIGINS), the allowed callback prefixes (at most
 MAX_CALLBACK_PREFIXES) and the catalog's items (through CatalogService, the same use case as the
 catalog RPCs). A list is replaced as a whole; duplicates (after normalisation) are kept once.
@@ -32,6 +33,7 @@ from portex_pay.domain.catalog import (
     normalize_origin,
 )
 from portex_pay.domain.errors import ApplicationNotFound
+from portex_pay.domain.fulfilment import parse_deadline
 from portex_pay.domain.init_data import sign_init_data
 from portex_pay.domain.relay import telegram_allowed_updates
 from portex_pay.domain.telegram import TelegramApiError, TelegramError, TelegramNetworkError
@@ -274,6 +276,23 @@ class ApplicationAdmin:
             MAX_CALLBACK_PREFIXES,
         )
         return await self._set_edge(application_id, callback_prefixes=found)
+
+    # --- The unfulfilled-order policy (domain/fulfilment.py) -------------------------------
+
+    async def set_unfulfilled_refund(self, application_id: UUID, after: str | None) -> Application:
+        """Refunds the application's paid orders left unacknowledged `after` (e.g. `72h`) from
+        now on, or (None) never again; a changed deadline applies to orders paid since the
+        policy was first switched on."""
+        deadline = None
+        if after is not None:
+            try:
+                deadline = parse_deadline(after)
+            except ValueError as error:
+                raise InvalidAdminInput(f"invalid deadline {after!r}: {error}") from None
+        application = await self._applications.set_unfulfilled_refund(application_id, deadline)
+        if application is None:
+            raise AdminError(f"no application {application_id}")
+        return application
 
     def _catalog_service(self) -> CatalogService:
         if self._catalog is None:

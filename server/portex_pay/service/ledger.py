@@ -25,14 +25,22 @@ from portex_pay.domain.checkout import (
 )
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Order, OrderState, allows, check_transition
-from portex_pay.domain.refunds import Refund
+from portex_pay.domain.refunds import Refund, RefundCause
 from portex_pay.service.ports import Payments, PaymentTransaction
 
 
-def refundable(order: Order) -> bool:
+def refundable(order: Order, reason: RefundReason = RefundReason.REQUESTED) -> bool:
     """A caller may ask to refund an order its charge paid, and only that one (the table says
-    which states may become refunded)."""
+    which states may become refunded). The unfulfilled-order policy refunds only an order nobody
+    acknowledged: judged under the order's lock, so an acknowledgement that commits first
+    wins."""
+    if reason is RefundReason.UNFULFILLED and order.fulfilled_at is not None:
+        return False
     return allows(order.state, OrderState.REFUNDED) and bool(order.telegram_payment_charge_id)
+
+
+# A caller's refund with no reason given (RefundPayment's defaults).
+CUSTOMER_REQUEST = RefundCause.own(RefundReason.REQUESTED)
 
 
 class Ledger:
@@ -120,22 +128,26 @@ class Ledger:
                     order_id,
                     record.charge.payer_id,
                     record.charge.total_amount,
-                    outcome.refund,
+                    RefundCause.own(outcome.refund),
                 )
             return PaymentResult(outcome, order, refund_requested=refund)
 
     async def request_refund(
-        self, application_id: UUID, tg_payment_id: int, bot_id: int
+        self,
+        application_id: UUID,
+        tg_payment_id: int,
+        bot_id: int,
+        cause: RefundCause = CUSTOMER_REQUEST,
     ) -> tuple[Order, Refund | None] | None:
-        """Records the intent to refund a paid order's charge (idempotent: asking again finds
-        the same refund, also once the order is refunded). None when the application has no
-        such order; the refund is None when none was asked for and the order is not
-        refundable."""
+        """Records the intent to refund a paid order's charge, for `cause` (idempotent: asking
+        again finds the same refund, also once the order is refunded, and its first cause
+        stands). None when the application has no such order; the refund is None when none was
+        asked for and the order is not refundable for this cause."""
         async with self._payments.transaction() as tx:
             order = await tx.orders.lock(application_id, tg_payment_id)
             if order is None:
                 return None
-            if refundable(order):
+            if refundable(order, cause.reason):
                 assert order.telegram_payment_charge_id is not None
                 await tx.refunds.add(
                     order.telegram_payment_charge_id,
@@ -144,10 +156,10 @@ class Ledger:
                     order.tg_payment_id,
                     order.tg_use_id,
                     order.amount,
-                    RefundReason.REQUESTED,
+                    cause,
                 )
             # Asked before (the order may be refunded by now): the same refund.
-            return order, await tx.refunds.requested(tg_payment_id)
+            return order, await tx.refunds.of_order(tg_payment_id)
 
     async def settle_refund(self, application_id: UUID, charge_id: str) -> bool:
         """Telegram refunded the application's charge: the refund succeeds, the payment is marked

@@ -1,4 +1,5 @@
-"""The order use cases: Pay, QueryOrder, ResumePayment, CancelOrder and ReportInvoiceClosed.
+"""The order use cases: Pay, QueryOrder, ResumePayment, CancelOrder, ReportInvoiceClosed and
+AcknowledgeOrder.
 
 Pay runs in phases so that a crash at any point is recoverable and no database connection is held
 while Telegram is called: (1) one statement claims the idempotency key, inserts the order and its
@@ -29,8 +30,14 @@ from portex_pay.domain.errors import (
     TelegramRejected,
     TelegramUnavailable,
 )
+from portex_pay.domain.fulfilment import acknowledgement_refusal
 from portex_pay.domain.order import Order, OrderState, check_transition
-from portex_pay.domain.pay import PayCommand, require_valid_pay, sign_invoice_payload
+from portex_pay.domain.pay import (
+    PayCommand,
+    request_id_problem,
+    require_valid_pay,
+    sign_invoice_payload,
+)
 from portex_pay.domain.telegram import (
     InvoiceRequest,
     TelegramApiError,
@@ -244,6 +251,31 @@ class OrderService:
             order = await self._orders.record_client_report(application.id, tg_payment_id, status)
         if order is None:
             raise OrderNotFound(f"order {tg_payment_id} not found")
+        return order
+
+    # --- AcknowledgeOrder (domain/fulfilment.py) ---------------------------------------------
+
+    async def acknowledge(
+        self, application: Application, tg_payment_id: int, request_id: str
+    ) -> Order:
+        """Records that a paid order's goods were delivered (idempotent: a repeat, with the same
+        request id or none, answers the order unchanged)."""
+        violations = []
+        if tg_payment_id <= 0:
+            violations.append(FieldViolation("tg_payment_id", "must be a positive order id"))
+        if request_id and (problem := request_id_problem(request_id)) is not None:
+            violations.append(FieldViolation("request_id", problem))
+        if violations:
+            raise InvalidArgument(violations)
+        given = request_id or None
+        acknowledged = await self._orders.acknowledge(application.id, tg_payment_id, given)
+        if acknowledged is not None:
+            log.info("order fulfilled", tg_payment_id=tg_payment_id)
+            return acknowledged
+        order = await self.query_order(application, tg_payment_id)
+        refusal = acknowledgement_refusal(order, given)
+        if refusal is not None:
+            raise refusal
         return order
 
 

@@ -31,19 +31,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 from uuid import UUID
 
 from portex_pay.domain.application import Application, ApplicationListing, Bot
 from portex_pay.domain.callbacks import DueCallback
 from portex_pay.domain.catalog import CatalogItem, PricingMode, SeenUser
-from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord, RefundReason
+from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord
 from portex_pay.domain.events import Cursor, Event, EventType
+from portex_pay.domain.fulfilment import UnfulfilledOrder
 from portex_pay.domain.init_data import TelegramUser
 from portex_pay.domain.order import Claim, Order
 from portex_pay.domain.pay import PayCommand
-from portex_pay.domain.refunds import DueRefund, Refund
+from portex_pay.domain.refunds import DueRefund, Refund, RefundCause, RefundFilter, RefundPosition
 from portex_pay.domain.relay import RelayBot, RelayedUpdate
 from portex_pay.domain.telegram import BotProfile, ForwardRequest, ForwardResponse, InvoiceRequest
 from portex_pay.domain.updates import DeadLetter
@@ -98,6 +99,13 @@ class Applications(Protocol):
     ) -> Application | None: ...
 
     async def origin_allowed_anywhere(self, origin: str) -> bool: ...
+
+    async def set_unfulfilled_refund(
+        self, application_id: UUID, after: timedelta | None
+    ) -> Application | None:
+        """Switches the unfulfilled-order policy on with this deadline (keeping when it was
+        switched on), or off (None); None when there is no such application."""
+        ...
 
     async def add_key(self, application_id: UUID, key_id: str, key_hash: bytes) -> None: ...
 
@@ -155,6 +163,24 @@ class Orders(Protocol):
     async def expire_due(self, limit: int) -> int:
         """Marks up to `limit` unpaid orders past their expiry time expired, with their events;
         how many it marked."""
+        ...
+
+    async def acknowledge(
+        self, application_id: UUID, tg_payment_id: int, request_id: str | None
+    ) -> Order | None:
+        """Records the delivery of the goods of a paid order (domain/fulfilment.FULFILLABLE) not
+        acknowledged before, with its `order.fulfilled` event (a compare-and-set); None when it
+        did not apply."""
+        ...
+
+
+class UnfulfilledOrders(Protocol):
+    """What the unfulfilled-order policy reads (service/fulfilment.py)."""
+
+    async def unfulfilled_past_deadline(self, now: datetime, limit: int) -> list[UnfulfilledOrder]:
+        """Up to `limit` paid orders, oldest payment first, that nobody acknowledged within their
+        application's deadline as of `now`, paid since its policy was switched on, whose charge
+        has no refund yet."""
         ...
 
 
@@ -232,13 +258,14 @@ class RefundIntents(Protocol):
         tg_payment_id: int | None,
         tg_use_id: int,
         amount: int,
-        reason: RefundReason,
+        cause: RefundCause,
     ) -> bool:
-        """The intent to refund a charge, with its event; False when there is one already."""
+        """The intent to refund a charge, for `cause`, with its event; False when there is one
+        already (its cause stands)."""
         ...
 
-    async def requested(self, tg_payment_id: int) -> Refund | None:
-        """The refund a caller asked for this order, if any."""
+    async def of_order(self, tg_payment_id: int) -> Refund | None:
+        """The refund of the charge that paid this order, if one was asked for."""
         ...
 
     async def complete(self, application_id: UUID, charge_id: str) -> None:
@@ -306,6 +333,29 @@ class Payments(Protocol):
     ) -> None:
         """Backs off, or (retry_in None) gives up: the refund fails, with its event. Nothing
         when the refund is unknown or the table does not allow the change (domain/refunds.py)."""
+        ...
+
+
+class Refunds(Protocol):
+    """Refunds as objects (ListRefunds, RetryRefund), scoped to an application: another's refund
+    is not found."""
+
+    async def get(self, application_id: UUID, charge_id: str) -> Refund | None: ...
+
+    async def retry(self, application_id: UUID, charge_id: str) -> Refund | None:
+        """A failed refund (domain/refunds.RETRYABLE) is pending again, due now, with no attempts
+        and one more retry, announced as `refund.retried`; None when it did not apply."""
+        ...
+
+    async def list(
+        self,
+        application_id: UUID,
+        refund_filter: RefundFilter,
+        after: RefundPosition | None,
+        limit: int,
+    ) -> list[Refund]:
+        """Up to `limit` refunds that pass the filter, newest first (creation time, then charge
+        id in code point order, both descending), after `after` when given."""
         ...
 
 

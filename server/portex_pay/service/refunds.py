@@ -1,10 +1,14 @@
-"""Refunds: recorded first, delivered by a worker with backoff, settled exactly once.
+"""Refunds: recorded first, delivered by a worker with backoff, settled exactly once; listed and
+retried as objects.
 
-RefundPayment only records the intent (and wakes the worker), so a crash or a Telegram outage
-between intent and call loses nothing: the worker claims due refunds in the database and calls
-refundStarPayment with no connection held. Telegram's `CHARGE_ALREADY_REFUNDED` counts as done
-(Bot API, refundStarPayment); rate limits wait `retry_after`; other failures back off, and after
-`max_attempts` the refund is marked failed and announced.
+RefundPayment only records the intent, with the caller's reason (domain/refunds.RefundCause), and
+wakes the worker, so a crash or a Telegram outage between intent and call loses nothing: the
+worker claims due refunds in the database and calls refundStarPayment with no connection held.
+Telegram's `CHARGE_ALREADY_REFUNDED` counts as done (Bot API, refundStarPayment); rate limits wait
+`retry_after`; other failures back off, and after `max_attempts` the refund is marked failed and
+announced. RetryRefund makes a failed refund pending again with a fresh budget of attempts (one
+statement with its `refund.retried` event) and wakes the worker. ListRefunds reads a page per call
+(domain/paging.py), each one short statement.
 """
 
 from __future__ import annotations
@@ -15,9 +19,33 @@ from collections.abc import Callable
 import structlog
 
 from portex_pay.domain.application import Application
-from portex_pay.domain.errors import IllegalTransition, OrderNotFound
+from portex_pay.domain.checkout import charge_id_problem
+from portex_pay.domain.errors import (
+    FieldViolation,
+    IllegalTransition,
+    InvalidArgument,
+    OrderNotFound,
+    RefundNotFound,
+    RefundSucceeded,
+)
 from portex_pay.domain.order import Order
-from portex_pay.domain.refunds import DUE, DueRefund, Refund
+from portex_pay.domain.paging import (
+    decode_page_token,
+    encode_page_token,
+    from_micros,
+    micros,
+    page_size,
+)
+from portex_pay.domain.refunds import (
+    DUE,
+    DueRefund,
+    Refund,
+    RefundCause,
+    RefundFilter,
+    RefundPosition,
+    RefundReasonCode,
+    RefundState,
+)
 from portex_pay.domain.retry import backoff_seconds
 from portex_pay.domain.telegram import (
     ChargeAlreadyRefunded,
@@ -25,7 +53,7 @@ from portex_pay.domain.telegram import (
     TelegramNetworkError,
 )
 from portex_pay.service.ledger import Ledger
-from portex_pay.service.ports import Payments, TelegramBot
+from portex_pay.service.ports import Payments, Refunds, TelegramBot
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +62,7 @@ class RefundService:
     def __init__(
         self,
         payments: Payments,
+        refunds: Refunds,
         bot_api: TelegramBot,
         *,
         max_attempts: int,
@@ -45,6 +74,7 @@ class RefundService:
     ) -> None:
         self._lease_seconds = lease_seconds
         self._payments = payments
+        self._refunds = refunds
         self._ledger = Ledger(payments)
         self._bot_api = bot_api
         self._max_attempts = max_attempts
@@ -53,12 +83,20 @@ class RefundService:
         self._batch = batch
         self.wake = wake
 
-    async def request(self, application: Application, tg_payment_id: int) -> tuple[Refund, Order]:
-        """Records a refund of a paid order (idempotent: asking again returns the same one)."""
+    async def request(
+        self,
+        application: Application,
+        tg_payment_id: int,
+        reason_code: RefundReasonCode | None = None,
+        reason_text: str = "",
+    ) -> tuple[Refund, Order]:
+        """Records a refund of a paid order (idempotent: asking again returns the same one, with
+        the reason it was first asked for)."""
+        cause = RefundCause.requested(reason_code, reason_text)
         bot = application.require_bot()
         found = None
         if tg_payment_id > 0:
-            found = await self._ledger.request_refund(application.id, tg_payment_id, bot.id)
+            found = await self._ledger.request_refund(application.id, tg_payment_id, bot.id, cause)
         if found is None:
             raise OrderNotFound(f"order {tg_payment_id} not found")
         order, refund = found
@@ -70,6 +108,59 @@ class RefundService:
         if refund.state in DUE:
             self.wake()
         return refund, order
+
+    async def retry(self, application: Application, charge_id: str) -> Refund:
+        """Sends a failed refund again (RetryRefund); a pending one is returned as it is."""
+        problem = charge_id_problem(charge_id)
+        if problem is not None:
+            raise InvalidArgument([FieldViolation("telegram_payment_charge_id", problem)])
+        retried = await self._refunds.retry(application.id, charge_id)
+        if retried is not None:
+            log.info("refund retried", tg_payment_id=retried.tg_payment_id, retries=retried.retries)
+            self.wake()
+            return retried
+        refund = await self._refunds.get(application.id, charge_id)
+        if refund is None:
+            raise RefundNotFound(f"no refund of charge {charge_id!r}")
+        if refund.state is RefundState.SUCCEEDED:
+            raise RefundSucceeded(f"the refund of charge {charge_id!r} succeeded")
+        if refund.state in DUE:
+            return refund  # being sent already
+        raise IllegalTransition(f"the refund of charge {charge_id!r} changed; retry")
+
+    async def list_refunds(
+        self,
+        application: Application,
+        refund_filter: RefundFilter,
+        *,
+        page_token: str = "",
+        requested_page_size: int = 0,
+    ) -> tuple[list[Refund], str]:
+        """One page of the application's refunds (ListRefunds), newest first, and the token of
+        the next page ("" on the last)."""
+        size = page_size(requested_page_size)
+        if refund_filter.tg_payment_id is not None and refund_filter.tg_payment_id <= 0:
+            raise InvalidArgument([FieldViolation("tg_payment_id", "must be positive")])
+        filters = _filter_key(refund_filter)
+        after = None
+        if page_token:
+            created, charge_id = decode_page_token(page_token, filters, (int, str))
+            try:
+                after = RefundPosition(from_micros(int(created)), str(charge_id))
+            except OverflowError:
+                raise InvalidArgument(
+                    [FieldViolation("page_token", "is not a page token of this list")]
+                ) from None
+        # One more than the page: whether a next page exists, without an empty last page.
+        found = await self._refunds.list(application.id, refund_filter, after, size + 1)
+        page = found[:size]
+        next_token = ""
+        if len(found) > size:
+            last = page[-1]
+            next_token = encode_page_token(
+                (micros(last.created_at), last.telegram_payment_charge_id), filters
+            )
+        return page, next_token
 
     async def step(self) -> int:
         """One batch of due refunds, delivered concurrently; returns how many were tried."""
@@ -115,6 +206,16 @@ class RefundService:
         await self._payments.refund_attempt_failed(
             refund.telegram_payment_charge_id, error, retry_in
         )
+
+
+def _filter_key(refund_filter: RefundFilter) -> dict[str, object]:
+    """The filters a page token is bound to."""
+    return {
+        "tg_payment_id": refund_filter.tg_payment_id,
+        "state": refund_filter.state,
+        "created_from": refund_filter.created_from,
+        "created_before": refund_filter.created_before,
+    }
 
 
 __all__ = ["RefundService"]

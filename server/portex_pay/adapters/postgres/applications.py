@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal
 from uuid import UUID
 
@@ -70,6 +70,8 @@ def _application(row: asyncpg.Record) -> Application:
         buyer_messages=row["buyer_messages"],
         paid_message=row["paid_message"],
         refunded_message=row["refunded_message"],
+        unfulfilled_refund_after=row["unfulfilled_refund_after"],
+        unfulfilled_refund_since=row["unfulfilled_refund_since"],
     )
 
 
@@ -198,6 +200,24 @@ class ApplicationRepository:
             pricing_mode.value if pricing_mode else None,
             allowed_origins,
             callback_prefixes,
+        )
+        return None if row is None else _application(row)
+
+    async def set_unfulfilled_refund(
+        self, application_id: UUID, after: timedelta | None
+    ) -> Application | None:
+        """Switches the unfulfilled-order policy on with this deadline (a new deadline keeps the
+        time it was switched on), or off (None); the application, or None when there is none."""
+        row = await self._db.fetchrow(
+            """
+            UPDATE applications SET unfulfilled_refund_after = $2,
+                unfulfilled_refund_since = CASE WHEN $2::interval IS NULL THEN NULL
+                    ELSE coalesce(unfulfilled_refund_since, now()) END,
+                updated_at = now()
+            WHERE id = $1 RETURNING *
+            """,
+            application_id,
+            after,
         )
         return None if row is None else _application(row)
 

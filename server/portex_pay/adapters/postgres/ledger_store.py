@@ -22,13 +22,25 @@ from uuid import UUID
 
 import asyncpg
 
-from portex_pay.adapters.postgres.events_writer import insert_event, order_data, with_event
+from portex_pay.adapters.postgres.events_writer import (
+    insert_event,
+    with_event,
+    with_refund_event,
+)
 from portex_pay.adapters.postgres.orders import order_from_row
 from portex_pay.adapters.postgres.pool import Conn
-from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord, RefundReason
+from portex_pay.adapters.postgres.refunds import refund_from_row
+from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Order, OrderState, sources
-from portex_pay.domain.refunds import DUE, DueRefund, Refund, RefundState
+from portex_pay.domain.refunds import (
+    DUE,
+    DueRefund,
+    Refund,
+    RefundCause,
+    RefundState,
+    attempt_sources,
+)
 from portex_pay.domain.refunds import sources as refund_sources
 
 
@@ -44,20 +56,6 @@ async def claim_update(conn: Conn, bot_id: int, update_id: int, kind: str) -> bo
         kind,
     )
     return bool(fresh)
-
-
-def _refund(row: asyncpg.Record) -> Refund:
-    return Refund(
-        telegram_payment_charge_id=row["telegram_payment_charge_id"],
-        tg_payment_id=row["tg_payment_id"],
-        amount=row["amount"],
-        state=RefundState(row["state"]),
-        reason=row["reason"],
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-        created_at=row["created_at"],
-        completed_at=row["completed_at"],
-    )
 
 
 class ProcessedUpdates:
@@ -205,6 +203,17 @@ class Charges:
         return None if row is None else (row["tg_payment_id"], Disposition(row["disposition"]))
 
 
+_ADD_REFUND = with_refund_event(
+    """
+    INSERT INTO refunds (telegram_payment_charge_id, tg_payment_id, application_id, bot_id,
+        tg_use_id, amount, reason, reason_code, reason_text)
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+    ON CONFLICT (telegram_payment_charge_id) DO NOTHING RETURNING *
+    """,
+    EventType.REFUND_REQUESTED,
+)
+
+
 class RefundIntents:
     """The refunds table, inside a unit of work: intents and their settlement."""
 
@@ -219,42 +228,36 @@ class RefundIntents:
         tg_payment_id: int | None,
         tg_use_id: int,
         amount: int,
-        reason: RefundReason,
+        cause: RefundCause,
     ) -> bool:
-        """The intent to refund the charge, with its event; False when there is one already."""
-        inserted = await self._conn.fetchval(
-            """
-            INSERT INTO refunds (telegram_payment_charge_id, tg_payment_id, application_id,
-                bot_id, tg_use_id, amount, reason)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
-            ON CONFLICT (telegram_payment_charge_id) DO NOTHING RETURNING true
-            """,
+        """The intent to refund the charge, with its event (one statement); False when there is
+        one already (whose cause stands)."""
+        row = await self._conn.fetchrow(
+            _ADD_REFUND,
             charge_id,
             tg_payment_id,
             application_id,
             bot_id,
             tg_use_id,
             amount,
-            reason.value,
+            cause.reason.value,
+            cause.code.value,
+            cause.text,
         )
-        if inserted:
-            await insert_event(
-                self._conn,
-                application_id,
-                tg_payment_id,
-                EventType.REFUND_REQUESTED,
-                {"telegram_payment_charge_id": charge_id, "reason": reason.value},
-            )
-        return bool(inserted)
+        return row is not None
 
-    async def requested(self, tg_payment_id: int) -> Refund | None:
-        """The refund a caller asked for this order, if any."""
+    async def of_order(self, tg_payment_id: int) -> Refund | None:
+        """The refund of the charge that paid this order, if one was asked for (by a caller,
+        the unfulfilled-order policy, or found on Telegram)."""
         row = await self._conn.fetchrow(
-            "SELECT * FROM refunds WHERE tg_payment_id = $1 AND reason = $2",
+            """
+            SELECT r.* FROM orders o
+            JOIN refunds r ON r.telegram_payment_charge_id = o.telegram_payment_charge_id
+            WHERE o.tg_payment_id = $1
+            """,
             tg_payment_id,
-            RefundReason.REQUESTED.value,
         )
-        return None if row is None else _refund(row)
+        return None if row is None else refund_from_row(row)
 
     async def complete(self, application_id: UUID, charge_id: str) -> None:
         """The refund of the charge, if one was asked for, succeeded."""
@@ -360,24 +363,16 @@ class LedgerStore:
         """Backs off (or, with `retry_in` None, gives up: state failed, announced) after a failed
         call: one statement with its event."""
         target = RefundState.FAILED if retry_in is None else RefundState.PENDING
-        announce = EventType.REFUND_FAILED if target is RefundState.FAILED else None
-        await self._pool.execute(
-            f"""
-            WITH r AS (
-                UPDATE refunds SET attempts = attempts + 1, last_error = $2, state = $4,
-                    next_attempt_at = now() + make_interval(secs => coalesce($3, 0))
-                WHERE telegram_payment_charge_id = $1 AND state = ANY($5::text[])
-                RETURNING application_id, tg_payment_id
+        change = """
+            UPDATE refunds SET attempts = attempts + 1, last_error = $2, state = $4,
+                next_attempt_at = now() + make_interval(secs => coalesce($3, 0))
+            WHERE telegram_payment_charge_id = $1 AND state = ANY($5::text[])
+            RETURNING *
+        """
+        if target is RefundState.FAILED:
+            change = with_refund_event(
+                change, EventType.REFUND_FAILED, extra_data="jsonb_build_object('error', $2::text)"
             )
-            INSERT INTO events (application_id, tg_payment_id, type, data)
-            SELECT r.application_id, r.tg_payment_id, $6, {order_data("r.tg_payment_id")}
-                || jsonb_build_object('telegram_payment_charge_id', $1::text, 'error', $2::text)
-            FROM r WHERE $6::text IS NOT NULL
-            """,
-            charge_id,
-            error,
-            retry_in,
-            target.value,
-            refund_sources(target),
-            announce,
+        await self._pool.execute(
+            change, charge_id, error, retry_in, target.value, attempt_sources(target)
         )

@@ -7,6 +7,7 @@ change and the event that announces it commit together, in one round trip.
 from __future__ import annotations
 
 from dataclasses import fields
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -14,6 +15,7 @@ import asyncpg
 
 from portex_pay.adapters.postgres.events_writer import with_event
 from portex_pay.domain.events import EventType
+from portex_pay.domain.fulfilment import FULFILLABLE, UnfulfilledOrder
 from portex_pay.domain.order import PAYABLE, Claim, Order, OrderState, sources
 from portex_pay.domain.pay import PayCommand
 
@@ -299,3 +301,66 @@ class OrderRepository:
             sources(OrderState.EXPIRED),
         )
         return len(rows)
+
+    # --- Fulfilment (AcknowledgeOrder) and the unfulfilled-order policy --------------------------
+
+    async def acknowledge(
+        self, application_id: UUID, tg_payment_id: int, request_id: str | None
+    ) -> Order | None:
+        """Records the delivery of a paid order's goods not acknowledged before, with its
+        `order.fulfilled` event, in one statement (a compare-and-set: of concurrent calls one
+        applies); None when it did not apply (the caller reads the order to tell why)."""
+        row = await self._pool.fetchrow(
+            with_event(
+                """
+                UPDATE orders SET fulfilled_at = now(), fulfilment_request_id = $3,
+                    updated_at = now()
+                WHERE tg_payment_id = $1 AND application_id = $2
+                  AND state = ANY($4::text[]) AND fulfilled_at IS NULL
+                RETURNING *
+                """,
+                EventType.ORDER_FULFILLED,
+            ),
+            tg_payment_id,
+            application_id,
+            request_id,
+            sorted(state.value for state in FULFILLABLE),
+        )
+        return None if row is None else order_from_row(row)
+
+    async def unfulfilled_past_deadline(self, now: datetime, limit: int) -> list[UnfulfilledOrder]:
+        """Up to `limit` paid orders, oldest payment first, that nobody acknowledged within their
+        application's deadline (`applications.unfulfilled_refund_after`) as of `now`, paid since
+        its policy was switched on, whose charge has no refund yet. One index range scan per
+        application with the policy (`orders_unfulfilled`); applications without it are not
+        read."""
+        rows = await self._pool.fetch(
+            """
+            SELECT o.application_id, o.tg_payment_id, a.bot_id
+            FROM applications a
+            CROSS JOIN LATERAL (
+                SELECT o.application_id, o.tg_payment_id, o.paid_at FROM orders o
+                -- The partial index's predicate, as constants (migration 0010), and the guard.
+                WHERE o.application_id = a.id AND o.paid_at IS NOT NULL
+                  AND o.refunded_at IS NULL AND o.fulfilled_at IS NULL
+                  AND o.state = ANY($3::text[])
+                  AND o.paid_at >= a.unfulfilled_refund_since
+                  AND o.paid_at <= $1 - a.unfulfilled_refund_after
+                  AND NOT EXISTS (
+                      SELECT 1 FROM refunds r
+                      WHERE r.telegram_payment_charge_id = o.telegram_payment_charge_id)
+                ORDER BY o.paid_at
+                LIMIT $2
+            ) o
+            WHERE a.unfulfilled_refund_after IS NOT NULL AND a.bot_id IS NOT NULL
+            ORDER BY o.paid_at
+            LIMIT $2
+            """,
+            now,
+            limit,
+            sorted(state.value for state in FULFILLABLE),
+        )
+        return [
+            UnfulfilledOrder(row["application_id"], row["tg_payment_id"], row["bot_id"])
+            for row in rows
+        ]

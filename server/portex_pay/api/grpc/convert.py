@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 from google.protobuf import timestamp_pb2
 
 from portex.payment.v1 import payment_pb2
 from portex_pay.domain.catalog import CatalogItem, SeenUser
+from portex_pay.domain.errors import FieldViolation, InvalidArgument
 from portex_pay.domain.events import Cursor, Event, invoice_closed
 from portex_pay.domain.order import SDK_STATUS, Order, OrderState
 from portex_pay.domain.pay import PayCommand
-from portex_pay.domain.refunds import Refund, RefundState
+from portex_pay.domain.refunds import Refund, RefundFilter, RefundReasonCode, RefundState
 from portex_pay.service.bot_messages import TEXT_FIELDS, BotMessages
 
 _STATE = {
@@ -22,6 +25,10 @@ _STATE = {
     OrderState.FAILED: payment_pb2.Order.FAILED,
     OrderState.REFUNDED: payment_pb2.Order.REFUNDED,
 }
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_Value = TypeVar("_Value")
 
 
 def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
@@ -91,6 +98,20 @@ _REFUND_STATE = {
 }
 
 
+# --- Refunds: the Refund message, RefundPayment's reason, ListRefunds' filter -------------------
+
+_REASON_CODE = {
+    RefundReasonCode.REQUESTED_BY_CUSTOMER: payment_pb2.Refund.REQUESTED_BY_CUSTOMER,
+    RefundReasonCode.DUPLICATE: payment_pb2.Refund.DUPLICATE,
+    RefundReasonCode.FRAUDULENT: payment_pb2.Refund.FRAUDULENT,
+    RefundReasonCode.NOT_FULFILLED: payment_pb2.Refund.NOT_FULFILLED,
+    RefundReasonCode.ORDER_CANCELLED: payment_pb2.Refund.ORDER_CANCELLED,
+    RefundReasonCode.OTHER: payment_pb2.Refund.OTHER,
+}
+_REASON_CODE_OF = {number: code for code, number in _REASON_CODE.items()}
+_REFUND_STATE_OF = {number: state for state, number in _REFUND_STATE.items()}
+
+
 def refund_message(refund: Refund) -> payment_pb2.Refund:
     message = payment_pb2.Refund(
         tg_payment_id=refund.tg_payment_id or 0,
@@ -101,10 +122,57 @@ def refund_message(refund: Refund) -> payment_pb2.Refund:
         attempts=refund.attempts,
         last_error=refund.last_error or "",
         create_time=_timestamp(refund.created_at),
+        reason_code=_REASON_CODE[refund.reason_code],
+        reason_text=refund.reason_text or "",
+        tg_use_id=refund.tg_use_id,
     )
     if refund.completed_at is not None:
         message.complete_time.CopyFrom(_timestamp(refund.completed_at))
     return message
+
+
+def _enum_value(number: int, values: Mapping[Any, _Value], field: str) -> _Value | None:
+    """The domain value of an enum field (None for its zero, UNSPECIFIED); a number the enum does
+    not have (proto3 enums are open) is InvalidArgument on `field`."""
+    if number == 0:
+        return None
+    if number not in values:
+        raise InvalidArgument([FieldViolation(field, f"is not a known value ({number})")])
+    return values[number]
+
+
+def refund_reason_code(request: payment_pb2.RefundPaymentRequest) -> RefundReasonCode | None:
+    """RefundPayment's reason code (None: unset)."""
+    return _enum_value(request.reason_code, _REASON_CODE_OF, "reason_code")
+
+
+# google.protobuf.Timestamp's documented range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+_TIMESTAMP_SECONDS = range(-62_135_596_800, 253_402_300_800)
+
+
+def _time_of(stamp: timestamp_pb2.Timestamp, field: str) -> datetime:
+    """A request's time, rounded up to whole microseconds (PostgreSQL's precision): as a bound
+    it then keeps and drops exactly the rows the nanosecond bound would."""
+    if stamp.seconds not in _TIMESTAMP_SECONDS or not 0 <= stamp.nanos < 1_000_000_000:
+        raise InvalidArgument([FieldViolation(field, "is not a valid time")])
+    try:
+        return _EPOCH + timedelta(seconds=stamp.seconds, microseconds=-(-stamp.nanos // 1000))
+    except OverflowError:  # the last nanoseconds of 9999, rounded up
+        raise InvalidArgument([FieldViolation(field, "is not a valid time")]) from None
+
+
+def refund_filter(request: payment_pb2.ListRefundsRequest) -> RefundFilter:
+    """ListRefunds' filters (an unset one is None)."""
+    times = {
+        field: _time_of(getattr(request, field), field) if request.HasField(field) else None
+        for field in ("create_time_start", "create_time_end")
+    }
+    return RefundFilter(
+        tg_payment_id=request.tg_payment_id if request.HasField("tg_payment_id") else None,
+        state=_enum_value(request.state, _REFUND_STATE_OF, "state"),
+        created_from=times["create_time_start"],
+        created_before=times["create_time_end"],
+    )
 
 
 def event_message(cursor: Cursor, event: Event | None) -> payment_pb2.InvoiceEvent:
@@ -121,6 +189,9 @@ def event_message(cursor: Cursor, event: Event | None) -> payment_pb2.InvoiceEve
     if snapshot:
         # As it was right after the change: its state is not aged to the present.
         message.order.CopyFrom(order_message(Order.from_snapshot(snapshot), event.occurred_at))
+    refund = event.data.get("refund")
+    if refund:  # a refund event (before this field existed, refund events had none)
+        message.refund.CopyFrom(refund_message(Refund.from_snapshot(refund)))
     status = invoice_closed(event.type)
     if status is not None and event.tg_payment_id is not None:
         message.invoice_closed.CopyFrom(

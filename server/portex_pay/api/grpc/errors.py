@@ -38,6 +38,11 @@ _CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.OriginNotAllowed: grpc.StatusCode.PERMISSION_DENIED,
     errors.RequestRejected: grpc.StatusCode.INVALID_ARGUMENT,
     errors.RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.OrderNotPaid: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.OrderRefunded: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.OrderAlreadyFulfilled: grpc.StatusCode.ALREADY_EXISTS,
+    errors.RefundNotFound: grpc.StatusCode.NOT_FOUND,
+    errors.RefundSucceeded: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 

@@ -14,11 +14,14 @@ from portex_pay.api.grpc.convert import (
     event_message,
     order_message,
     pay_command,
+    refund_filter,
     refund_message,
+    refund_reason_code,
     telegram_user_message,
 )
 from portex_pay.api.grpc.interceptor import current_application
 from portex_pay.domain.errors import FieldViolation, InvalidArgument
+from portex_pay.domain.paging import page_size
 from portex_pay.service.bot_messages import BotMessagesService
 from portex_pay.service.catalog import CatalogService
 from portex_pay.service.clock import utcnow
@@ -83,11 +86,46 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         self, request: payment_pb2.RefundPaymentRequest, context: Context
     ) -> payment_pb2.RefundPaymentResponse:
         refund, order = await self._refunds.request(
-            current_application.get(), request.tg_payment_id
+            current_application.get(),
+            request.tg_payment_id,
+            refund_reason_code(request),
+            request.reason_text,
         )
         return payment_pb2.RefundPaymentResponse(
             refund=refund_message(refund), order=order_message(order, utcnow())
         )
+
+    # --- Fulfilment and refunds as objects ----------------------------------------------------
+
+    async def AcknowledgeOrder(
+        self, request: payment_pb2.AcknowledgeOrderRequest, context: Context
+    ) -> payment_pb2.Order:
+        order = await self._orders.acknowledge(
+            current_application.get(), request.tg_payment_id, request.request_id
+        )
+        return order_message(order, utcnow())
+
+    async def ListRefunds(
+        self, request: payment_pb2.ListRefundsRequest, context: Context
+    ) -> payment_pb2.ListRefundsResponse:
+        refunds, next_page_token = await self._refunds.list_refunds(
+            current_application.get(),
+            refund_filter(request),
+            page_token=request.page_token,
+            requested_page_size=request.page_size,
+        )
+        return payment_pb2.ListRefundsResponse(
+            refunds=[refund_message(refund) for refund in refunds],
+            next_page_token=next_page_token,
+        )
+
+    async def RetryRefund(
+        self, request: payment_pb2.RetryRefundRequest, context: Context
+    ) -> payment_pb2.Refund:
+        refund = await self._refunds.retry(
+            current_application.get(), request.telegram_payment_charge_id
+        )
+        return refund_message(refund)
 
     async def ReportInvoiceClosed(
         self, request: payment_pb2.ReportInvoiceClosedRequest, context: Context
@@ -126,9 +164,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     async def ListEvents(
         self, request: payment_pb2.ListEventsRequest, context: Context
     ) -> payment_pb2.ListEventsResponse:
-        page_size = request.page_size or 100
-        if not 0 < page_size <= 1000:
-            raise InvalidArgument([FieldViolation("page_size", "must be from 1 to 1000")])
+        size = page_size(request.page_size)
         event_filter = _filter(request)
         cursor = await self._streamer.start_cursor(
             request.page_token or request.after_cursor,
@@ -136,7 +172,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             field="page_token" if request.page_token else "after_cursor",
         )
         events, next_cursor = await self._streamer.page(
-            current_application.get().id, event_filter, cursor, page_size
+            current_application.get().id, event_filter, cursor, size
         )
         return payment_pb2.ListEventsResponse(
             events=[event_message(event.cursor, event) for event in events],
