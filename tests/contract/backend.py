@@ -36,3 +36,6 @@ class Backend:
     add_application: Callable[[str | None], Awaitable[uuid.UUID]]
     # Prunes every event written so far (retention of zero); how many went.
     prune_events: Callable[[], Awaitable[int]]
+    # Lets the store's clock move on, so that what is written next is later than what was
+    # written before (PostgreSQL's now() moves on by itself from one transaction to the next).
+    pass_time: Callable[[], None] = lambda: None

@@ -74,6 +74,7 @@ def memory_backend() -> Backend:
         set_unfulfilled_refund=set_unfulfilled_refund,
         add_application=add_application,
         prune_events=lambda: events.prune(-1.0),
+        pass_time=lambda: setattr(db, "now", db.now + timedelta(seconds=1)),
     )
 
 

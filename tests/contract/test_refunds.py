@@ -237,6 +237,7 @@ async def test_the_last_failed_attempt_gives_up_once_and_announces_it(backend: B
     assert failed[0].data["telegram_payment_charge_id"] == charge_id
     assert failed[0].data["error"] == "400 CHARGE_NOT_FOUND"
     assert announced(failed[0]) == order
+    assert Refund.from_snapshot(failed[0].data["refund"]) == refund
     # Telegram's word that the charge was refunded after all still settles it (the table).
     async with backend.payments.transaction() as tx:
         await tx.refunds.complete(order.application_id, charge_id)

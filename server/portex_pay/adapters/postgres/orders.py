@@ -345,7 +345,7 @@ class OrderRepository:
                   AND o.refunded_at IS NULL AND o.fulfilled_at IS NULL
                   AND o.state = ANY($3::text[])
                   AND o.paid_at >= a.unfulfilled_refund_since
-                  AND o.paid_at <= $1 - a.unfulfilled_refund_after
+                  AND o.paid_at <= $1::timestamptz - a.unfulfilled_refund_after
                   AND NOT EXISTS (
                       SELECT 1 FROM refunds r
                       WHERE r.telegram_payment_charge_id = o.telegram_payment_charge_id)
