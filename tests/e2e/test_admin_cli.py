@@ -345,3 +345,85 @@ async def test_create_app_refuses_a_name_with_control_characters(
     assert (
         await service.pool.fetchval("SELECT count(*) FROM applications WHERE name = $1", name) == 0
     )
+
+
+async def test_the_unfulfilled_order_policy_is_set_shown_and_switched_off(
+    database_url, fake_telegram, service
+):
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    _, created, _ = await admin(database_url, fake_telegram, "create-app", "--name", name)
+    app_id = created["application_id"]
+
+    async def listed() -> dict[str, Any]:
+        code, apps, _ = await admin(database_url, fake_telegram, "list-apps")
+        assert code == 0
+        mine: dict[str, Any] = next(a for a in apps if a["application_id"] == app_id)
+        return mine
+
+    assert (await listed())["unfulfilled_refund_after"] is None  # off by default
+    code, shown, err = await admin(
+        database_url, fake_telegram, "set-unfulfilled-refund", "--app", app_id, "--after", "72h"
+    )
+    assert code == 0, err
+    assert (shown["application_id"], shown["unfulfilled_refund_after"]) == (app_id, "3d")
+    since = shown["unfulfilled_refund_since"]
+    assert since is not None
+    # A new deadline keeps the time the policy was switched on.
+    code, changed, _ = await admin(
+        database_url, fake_telegram, "set-unfulfilled-refund", "--app", app_id, "--after", "1d12h"
+    )
+    assert (code, changed["unfulfilled_refund_after"]) == (0, "1d12h")
+    assert changed["unfulfilled_refund_since"] == since
+    mine = await listed()
+    assert (mine["unfulfilled_refund_after"], mine["unfulfilled_refund_since"]) == ("1d12h", since)
+    stored = await service.pool.fetchval(
+        "SELECT extract(epoch FROM unfulfilled_refund_after) FROM applications WHERE id = $1::uuid",
+        app_id,
+    )
+    assert stored == 36 * 3600
+
+    code, off, _ = await admin(
+        database_url, fake_telegram, "set-unfulfilled-refund", "--app", app_id, "--off"
+    )
+    assert (code, off["unfulfilled_refund_after"], off["unfulfilled_refund_since"]) == (
+        0,
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "exit_code", "message"),
+    [
+        (["--after", "72"], 1, "invalid deadline"),
+        (["--after", "400d"], 1, "invalid deadline"),
+        (["--after", "72h", "--off"], 2, "not allowed with"),
+        ([], 2, "one of the arguments"),
+    ],
+)
+async def test_a_bad_unfulfilled_order_policy_is_refused(
+    database_url, fake_telegram, args, exit_code, message
+):
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    _, created, _ = await admin(database_url, fake_telegram, "create-app", "--name", name)
+    code, _, err = await admin(
+        database_url,
+        fake_telegram,
+        "set-unfulfilled-refund",
+        "--app",
+        created["application_id"],
+        *args,
+    )
+    assert code == exit_code
+    assert message in err
+
+
+async def test_the_unfulfilled_order_policy_of_no_application_is_refused(
+    database_url, fake_telegram
+):
+    missing = str(uuid.uuid4())
+    code, _, err = await admin(
+        database_url, fake_telegram, "set-unfulfilled-refund", "--app", missing, "--after", "3d"
+    )
+    assert code == 1
+    assert f"no application {missing}" in err

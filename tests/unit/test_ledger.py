@@ -4,7 +4,7 @@ that a repeat changes nothing, and that a failure inside a unit of work leaves n
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import uuid4
 
 import pytest
@@ -18,15 +18,23 @@ from portex_pay.domain.checkout import (
     PaymentRecord,
     RefundReason,
 )
-from portex_pay.domain.errors import IllegalTransition, OrderNotFound
+from portex_pay.domain.errors import (
+    IllegalTransition,
+    InvalidArgument,
+    OrderNotFound,
+    RefundNotFound,
+    RefundSucceeded,
+)
+from portex_pay.domain.fulfilment import UnfulfilledOrder
 from portex_pay.domain.order import Order, OrderState
-from portex_pay.domain.refunds import RefundState
+from portex_pay.domain.refunds import RefundReasonCode, RefundState
 from portex_pay.domain.telegram import (
     ChargeAlreadyRefunded,
     TelegramApiError,
     TelegramNetworkError,
     TelegramTooManyRequests,
 )
+from portex_pay.service.fulfilment import UnfulfilledRefunds
 from portex_pay.service.ledger import Ledger
 from portex_pay.service.refunds import RefundService
 from tests.unit import fakes
@@ -289,3 +297,92 @@ async def test_only_a_paid_order_of_the_application_can_be_refunded(store) -> No
     store.state.orders[5] = make_order(5, OTHER_APP, OrderState.PAID, charge_id="ch-5")
     with pytest.raises(OrderNotFound):
         await service.request(APPLICATION, 5)
+
+
+# --- RetryRefund and the unfulfilled-order policy ------------------------------------------------
+
+
+async def test_a_failed_refund_is_retried_and_the_worker_woken(store) -> None:
+    await paid_and_asked(store)
+    telegram = FakeTelegram()
+    telegram.refund_errors.append(
+        TelegramApiError("refundStarPayment", 400, "Bad Request: BALANCE_TOO_LOW")
+    )
+    woken: list[str] = []
+    service = refund_service(store, telegram, max_attempts=1, wake=lambda: woken.append("wake"))
+    await service.request(APPLICATION, 1)
+    await service.step()
+    assert store.state.refunds["ch-1"].refund.state is RefundState.FAILED
+    woken.clear()
+    retried = await service.retry(APPLICATION, "ch-1")
+    assert (retried.state, retried.attempts, retried.retries) == (RefundState.PENDING, 0, 1)
+    assert woken == ["wake"]
+    assert store.event_types()[-1] == "refund.retried"
+    assert await service.step() == 1
+    assert store.state.orders[1].state is OrderState.REFUNDED
+    with pytest.raises(RefundSucceeded):
+        await service.retry(APPLICATION, "ch-1")
+
+
+async def test_retry_refund_answers_a_pending_refund_and_refuses_a_missing_one(store) -> None:
+    await paid_and_asked(store)
+    woken: list[str] = []
+    service = refund_service(store, FakeTelegram(), wake=lambda: woken.append("wake"))
+    asked, _ = await service.request(APPLICATION, 1)
+    woken.clear()
+    assert await service.retry(APPLICATION, "ch-1") == asked
+    assert woken == []  # nothing to send that is not on its way
+    other = Application(id=OTHER_APP, name="other", bot=Bot(BOT_ID + 1, "778:x"))
+    for application, charge_id in ((APPLICATION, "never"), (other, "ch-1")):
+        with pytest.raises(RefundNotFound):
+            await service.retry(application, charge_id)
+    with pytest.raises(InvalidArgument):
+        await service.retry(APPLICATION, "")
+
+
+class StaleReads:
+    """The UnfulfilledOrders port answering what it read before the orders changed: the sweep
+    must judge each order again under its lock."""
+
+    def __init__(self, due: list[UnfulfilledOrder]) -> None:
+        self.due = due
+        self.asked: list[datetime] = []
+
+    async def unfulfilled_past_deadline(self, now: datetime, limit: int) -> list[UnfulfilledOrder]:
+        self.asked.append(now)
+        return self.due[:limit]
+
+
+async def test_the_policy_refunds_an_unacknowledged_order_and_wakes_the_worker(store) -> None:
+    await pay(Ledger(store), charge_of(1, "ch-1"))
+    woken: list[str] = []
+    clock_now = fakes.NOW + timedelta(days=3)
+    reads = StaleReads([UnfulfilledOrder(APP, 1, BOT_ID)])
+    sweep = UnfulfilledRefunds(
+        reads, store, clock=lambda: clock_now, wake_refunds=lambda: woken.append("wake")
+    )
+    assert await sweep.step() == 1
+    assert reads.asked == [clock_now]  # the deadline is judged on the service clock
+    assert woken == ["wake"]
+    refund = store.state.refunds["ch-1"].refund
+    assert (refund.reason, refund.reason_code) == ("unfulfilled", RefundReasonCode.NOT_FULFILLED)
+    # Read again (another replica, a stale read): recorded once, nothing woken for nothing.
+    woken.clear()
+    assert await sweep.step() == 0
+    assert woken == []
+    assert store.event_types().count("refund.requested") == 1
+
+
+async def test_an_acknowledgement_that_commits_first_wins_over_the_policy(store) -> None:
+    await pay(Ledger(store), charge_of(1, "ch-1"))
+    orders = fakes.InMemoryOrders(store.state)
+    assert await orders.acknowledge(APP, 1, "d-1") is not None  # after the sweep read it
+    woken: list[str] = []
+    sweep = UnfulfilledRefunds(
+        StaleReads([UnfulfilledOrder(APP, 1, BOT_ID)]),
+        store,
+        wake_refunds=lambda: woken.append("wake"),
+    )
+    assert await sweep.step() == 0
+    assert "ch-1" not in store.state.refunds
+    assert woken == []

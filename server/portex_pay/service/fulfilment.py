@@ -47,16 +47,16 @@ class UnfulfilledRefunds:
 
     async def step(self) -> int:
         """Refunds a batch of the paid orders left unacknowledged past their deadline; returns
-        how many refunds it recorded (the worker runs again at once while there are some)."""
+        how many refunds it recorded (the worker runs again at once while it records some)."""
         due = await self._orders.unfulfilled_past_deadline(self._clock(), self._batch)
         recorded = 0
         for order in due:
             found = await self._ledger.request_refund(
                 order.application_id, order.tg_payment_id, order.bot_id, UNFULFILLED
             )
-            # No refund: acknowledged (or changed) since it was read, and left as it is.
-            refund = None if found is None else found[1]
-            if refund is not None and refund.reason == RefundReason.UNFULFILLED:
+            # Not recorded: acknowledged, refunded or asked for since it was read (here or on
+            # another replica), and left as it is.
+            if found is not None and found.recorded:
                 recorded += 1
                 log.info("unfulfilled order refunded", tg_payment_id=order.tg_payment_id)
         if recorded:

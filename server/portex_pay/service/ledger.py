@@ -11,6 +11,7 @@ concurrent refund, cancel or second charge waits.
 
 from __future__ import annotations
 
+from typing import NamedTuple
 from uuid import UUID
 
 from portex_pay.domain.checkout import (
@@ -37,6 +38,15 @@ def refundable(order: Order, reason: RefundReason = RefundReason.REQUESTED) -> b
     if reason is RefundReason.UNFULFILLED and order.fulfilled_at is not None:
         return False
     return allows(order.state, OrderState.REFUNDED) and bool(order.telegram_payment_charge_id)
+
+
+class RefundRequest(NamedTuple):
+    """What asking for an order's refund found: the order as locked, the refund of its charge
+    (None when there is none), and whether this request recorded it."""
+
+    order: Order
+    refund: Refund | None
+    recorded: bool
 
 
 # A caller's refund with no reason given (RefundPayment's defaults).
@@ -138,7 +148,7 @@ class Ledger:
         tg_payment_id: int,
         bot_id: int,
         cause: RefundCause = CUSTOMER_REQUEST,
-    ) -> tuple[Order, Refund | None] | None:
+    ) -> RefundRequest | None:
         """Records the intent to refund a paid order's charge, for `cause` (idempotent: asking
         again finds the same refund, also once the order is refunded, and its first cause
         stands). None when the application has no such order; the refund is None when none was
@@ -147,9 +157,10 @@ class Ledger:
             order = await tx.orders.lock(application_id, tg_payment_id)
             if order is None:
                 return None
+            recorded = False
             if refundable(order, cause.reason):
                 assert order.telegram_payment_charge_id is not None
-                await tx.refunds.add(
+                recorded = await tx.refunds.add(
                     order.telegram_payment_charge_id,
                     bot_id,
                     application_id,
@@ -159,7 +170,7 @@ class Ledger:
                     cause,
                 )
             # Asked before (the order may be refunded by now): the same refund.
-            return order, await tx.refunds.of_order(tg_payment_id)
+            return RefundRequest(order, await tx.refunds.of_order(tg_payment_id), recorded)
 
     async def settle_refund(self, application_id: UUID, charge_id: str) -> bool:
         """Telegram refunded the application's charge: the refund succeeds, the payment is marked

@@ -99,7 +99,7 @@ class RefundService:
             found = await self._ledger.request_refund(application.id, tg_payment_id, bot.id, cause)
         if found is None:
             raise OrderNotFound(f"order {tg_payment_id} not found")
-        order, refund = found
+        order, refund, _ = found
         if refund is None:
             raise IllegalTransition(
                 f"order {tg_payment_id} is {order.state}: only a paid order can be refunded",
