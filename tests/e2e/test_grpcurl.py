@@ -154,3 +154,32 @@ async def test_report_takes_the_sdks_invoice_closed_result_and_events_list(serve
         "order.invoice_created",
         "order.client_report",
     ]
+
+
+async def test_the_fulfilment_and_refund_rpcs_take_the_readmes_bodies(server, app: TestApp):
+    auth = f"authorization: Bearer {app.api_key}"
+    pay = json.dumps({"tg_use_id": 42, "amount": 5, "label": "l", "title": "t", "description": "d"})
+    code, out, err = await grpcurl(
+        "-plaintext", "-H", auth, "-d", pay, server.target, f"{SERVICE}/Pay"
+    )
+    assert code == 0, err
+    order_id = json.loads(out)["tgPaymentId"]
+
+    async def call(method: str, body: dict[str, object]) -> tuple[int, str, str]:
+        return await grpcurl(
+            "-plaintext", "-H", auth, "-d", json.dumps(body), server.target, f"{SERVICE}/{method}"
+        )
+
+    code, _, err = await call("AcknowledgeOrder", {"tg_payment_id": order_id, "request_id": "d-1"})
+    assert code != 0 and "FailedPrecondition" in err and "never paid" in err
+    code, _, err = await call(
+        "RefundPayment",
+        {"tg_payment_id": order_id, "reason_code": "NOT_FULFILLED", "reason_text": "never came"},
+    )
+    assert code != 0 and "FailedPrecondition" in err
+    code, out, err = await call(
+        "ListRefunds", {"state": "FAILED", "create_time_start": "2026-12-01T00:00:00Z"}
+    )
+    assert (code, json.loads(out)) == (0, {}), err
+    code, _, err = await call("RetryRefund", {"telegram_payment_charge_id": "stxNeverCharged"})
+    assert code != 0 and "NotFound" in err

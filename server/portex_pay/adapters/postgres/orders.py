@@ -62,6 +62,31 @@ WHERE k.application_id = $1 AND k.request_id = $2
 """
 
 
+# The unfulfilled-order policy's sweep ($1 now, $2 the batch, $3 the fulfillable states): one
+# range scan of `orders_unfulfilled` per application with the policy (migration 0010).
+UNFULFILLED_PAST_DEADLINE = """
+    SELECT o.application_id, o.tg_payment_id, a.bot_id
+    FROM applications a
+    CROSS JOIN LATERAL (
+        SELECT o.application_id, o.tg_payment_id, o.paid_at FROM orders o
+        -- The partial index's predicate, as constants (migration 0010), and the guard.
+        WHERE o.application_id = a.id AND o.paid_at IS NOT NULL
+          AND o.refunded_at IS NULL AND o.fulfilled_at IS NULL
+          AND o.state = ANY($3::text[])
+          AND o.paid_at >= a.unfulfilled_refund_since
+          AND o.paid_at <= $1::timestamptz - a.unfulfilled_refund_after
+          AND NOT EXISTS (
+              SELECT 1 FROM refunds r
+              WHERE r.telegram_payment_charge_id = o.telegram_payment_charge_id)
+        ORDER BY o.paid_at
+        LIMIT $2
+    ) o
+    WHERE a.unfulfilled_refund_after IS NOT NULL AND a.bot_id IS NOT NULL
+    ORDER BY o.paid_at
+    LIMIT $2
+"""
+
+
 def order_from_row(row: asyncpg.Record | dict[str, Any]) -> Order:
     values = {name: row[name] for name in _ORDER_FIELDS}
     values["state"] = OrderState(values["state"])
@@ -335,27 +360,7 @@ class OrderRepository:
         application with the policy (`orders_unfulfilled`); applications without it are not
         read."""
         rows = await self._pool.fetch(
-            """
-            SELECT o.application_id, o.tg_payment_id, a.bot_id
-            FROM applications a
-            CROSS JOIN LATERAL (
-                SELECT o.application_id, o.tg_payment_id, o.paid_at FROM orders o
-                -- The partial index's predicate, as constants (migration 0010), and the guard.
-                WHERE o.application_id = a.id AND o.paid_at IS NOT NULL
-                  AND o.refunded_at IS NULL AND o.fulfilled_at IS NULL
-                  AND o.state = ANY($3::text[])
-                  AND o.paid_at >= a.unfulfilled_refund_since
-                  AND o.paid_at <= $1::timestamptz - a.unfulfilled_refund_after
-                  AND NOT EXISTS (
-                      SELECT 1 FROM refunds r
-                      WHERE r.telegram_payment_charge_id = o.telegram_payment_charge_id)
-                ORDER BY o.paid_at
-                LIMIT $2
-            ) o
-            WHERE a.unfulfilled_refund_after IS NOT NULL AND a.bot_id IS NOT NULL
-            ORDER BY o.paid_at
-            LIMIT $2
-            """,
+            UNFULFILLED_PAST_DEADLINE,
             now,
             limit,
             sorted(state.value for state in FULFILLABLE),

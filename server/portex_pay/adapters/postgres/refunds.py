@@ -90,35 +90,40 @@ class RefundRepository:
         """Up to `limit` of the application's refunds that pass the filter, newest first
         (creation time, then charge id byte by byte, both descending), after `after` when
         given."""
-        conditions = ["application_id = $1"]
-        args: list[Any] = [application_id]
+        query, args = list_query(application_id, refund_filter, after, limit)
+        return [refund_from_row(row) for row in await self._pool.fetch(query, *args)]
 
-        def where(condition: str, *values: Any) -> None:
-            # `{}` in the condition are the next parameters' numbers, in order.
-            numbers = [f"${len(args) + index}" for index in range(1, len(values) + 1)]
-            conditions.append(condition.format(*numbers))
-            args.extend(values)
 
-        if refund_filter.tg_payment_id is not None:
-            where("tg_payment_id = {}", refund_filter.tg_payment_id)
-        if refund_filter.state is not None:
-            where("state = {}", refund_filter.state.value)
-        if refund_filter.created_from is not None:
-            where("created_at >= {}", refund_filter.created_from)
-        if refund_filter.created_before is not None:
-            where("created_at < {}", refund_filter.created_before)
-        if after is not None:
-            where(
-                '(created_at, telegram_payment_charge_id COLLATE "C") < ({}, {})',
-                after.created_at,
-                after.telegram_payment_charge_id,
-            )
-        rows = await self._pool.fetch(
-            f"""
-            SELECT * FROM refunds WHERE {" AND ".join(conditions)}
-            ORDER BY created_at DESC, telegram_payment_charge_id COLLATE "C" DESC
-            LIMIT {int(limit)}
-            """,
-            *args,
+def list_query(
+    application_id: UUID, refund_filter: RefundFilter, after: RefundPosition | None, limit: int
+) -> tuple[str, list[Any]]:
+    """The statement of one page and its arguments: only the filters that are set."""
+    conditions = ["application_id = $1"]
+    args: list[Any] = [application_id]
+
+    def where(condition: str, *values: Any) -> None:
+        # `{}` in the condition are the next parameters' numbers, in order.
+        numbers = [f"${len(args) + index}" for index in range(1, len(values) + 1)]
+        conditions.append(condition.format(*numbers))
+        args.extend(values)
+
+    if refund_filter.tg_payment_id is not None:
+        where("tg_payment_id = {}", refund_filter.tg_payment_id)
+    if refund_filter.state is not None:
+        where("state = {}", refund_filter.state.value)
+    if refund_filter.created_from is not None:
+        where("created_at >= {}", refund_filter.created_from)
+    if refund_filter.created_before is not None:
+        where("created_at < {}", refund_filter.created_before)
+    if after is not None:
+        where(
+            '(created_at, telegram_payment_charge_id COLLATE "C") < ({}, {})',
+            after.created_at,
+            after.telegram_payment_charge_id,
         )
-        return [refund_from_row(row) for row in rows]
+    query = f"""
+        SELECT * FROM refunds WHERE {" AND ".join(conditions)}
+        ORDER BY created_at DESC, telegram_payment_charge_id COLLATE "C" DESC
+        LIMIT {int(limit)}
+    """
+    return query, args
