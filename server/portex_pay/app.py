@@ -7,10 +7,11 @@ bot_api)` builds the operators' use case (the CLI, `make run`, the tests and the
 `PortexApp(settings).start()` connects, migrates, opens the outgoing HTTP sessions, wires, and
 starts the servers (gRPC: PaymentService, health, reflection; HTTP) and the jobs on one loop.
 
-Every job (health probe, event hub and listener, pruners, expiry, outbox workers, the relay's
-webhook delivery, pollers) runs under the supervisor (service/worker.py): a task that dies of an
-unexpected error is logged with its traceback and started again after a backoff, rather than
-stopping the process, because each task's work is durable in PostgreSQL and a restart resumes it.
+Every job (health probe, event hub and listener, pruners, expiry, the unfulfilled-order policy's
+sweep, outbox workers, the relay's webhook delivery, pollers) runs under the supervisor
+(service/worker.py): a task that dies of an unexpected error is logged with its traceback and
+started again after a backoff, rather than stopping the process, because each task's work is
+durable in PostgreSQL and a restart resumes it.
 One that dies 5 times within 60 s turns health NOT_SERVING until it has run 60 s without dying
 (service/health.py), as does PostgreSQL being unreachable.
 

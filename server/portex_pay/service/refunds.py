@@ -14,6 +14,7 @@ statement with its `refund.retried` event) and wakes the worker. ListRefunds rea
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable
 
 import structlog
@@ -209,13 +210,8 @@ class RefundService:
 
 
 def _filter_key(refund_filter: RefundFilter) -> dict[str, object]:
-    """The filters a page token is bound to."""
-    return {
-        "tg_payment_id": refund_filter.tg_payment_id,
-        "state": refund_filter.state,
-        "created_from": refund_filter.created_from,
-        "created_before": refund_filter.created_before,
-    }
+    """The filters a page token is bound to: every field of the filter."""
+    return dataclasses.asdict(refund_filter)
 
 
 __all__ = ["RefundService"]
