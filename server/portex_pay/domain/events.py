@@ -36,6 +36,9 @@ class EventType(StrEnum):
     REFUND_REQUESTED = "refund.requested"
     REFUND_FAILED = "refund.failed"
     UPDATE_DEAD_LETTERED = "update.dead_lettered"
+    # A Star transaction that looks like an order's payment or refund but matches none of ours
+    # (data.star_transaction: domain/star_ledger.py, LedgerEntry.event_data).
+    LEDGER_UNMATCHED = "ledger.unmatched"
 
 
 XID_MAX = 2**64 - 1  # xid8, the writing transaction's id

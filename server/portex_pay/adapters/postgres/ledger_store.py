@@ -270,6 +270,29 @@ class RefundIntents:
         )
 
 
+async def insert_outside_refund(
+    conn: Conn, application_id: UUID, bot_id: int, charge_id: str
+) -> bool:
+    """A refund of the application's charge made outside portex-pay (the Star ledger found it,
+    service/star_ledger.py), recorded as succeeded with reason `outside` and reason_code `other`
+    (migration 0007); False when the charge is not the application's or a refund of it is
+    recorded already. The order's change and its event are the settlement's (Ledger)."""
+    inserted = await conn.fetchval(
+        """
+        INSERT INTO refunds (telegram_payment_charge_id, tg_payment_id, application_id, bot_id,
+            tg_use_id, amount, reason, reason_code, state, completed_at)
+        SELECT telegram_payment_charge_id, tg_payment_id, application_id, $3, tg_use_id, amount,
+            'outside', 'other', 'succeeded', now()
+        FROM payments WHERE telegram_payment_charge_id = $2 AND application_id = $1
+        ON CONFLICT (telegram_payment_charge_id) DO NOTHING RETURNING true
+        """,
+        application_id,
+        charge_id,
+        bot_id,
+    )
+    return bool(inserted)
+
+
 class PaymentTransaction:
     """One unit of work on one connection inside one transaction, in parts by aggregate."""
 
