@@ -351,6 +351,8 @@ def _ledgers(
         lambda application: BotLedgerJob(application, reader, interval=settings.ledger.interval),
         supervisor,
         prefix="star-ledger",
+        # A new bot is read within an interval at most (a short one in tests).
+        refresh=min(5.0, settings.ledger.interval),
     )
 
 

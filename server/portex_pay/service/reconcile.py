@@ -138,13 +138,15 @@ class BotLedgerJob:
         self.application = application
         self._reader = reader
         self._interval = interval
-        self.runs = 0  # catch-ups this replica made (observability)
+        self.attempts = 0  # catch-ups this replica tried (observability; tests count them)
+        self.runs = 0  # catch-ups this replica made (it held the bot's lease)
 
     async def run(self) -> None:
         bot = self.application.require_bot()
         structlog.contextvars.bind_contextvars(worker="star-ledger", bot_id=bot.id)
         while True:
             delay = self._interval
+            self.attempts += 1
             try:
                 report = await self._reader.catch_up(self.application)
             except Exception as error:

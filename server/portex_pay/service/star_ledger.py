@@ -73,7 +73,7 @@ class PageReport:
     refund_requested: bool = False  # an auto-refund was queued (the refund worker is woken)
 
     def add(self, other: PageReport) -> None:
-        for name in self.__dataclass_fields__:
+        for name in PageReport.__dataclass_fields__:
             value = getattr(other, name)
             if isinstance(value, bool):
                 setattr(self, name, getattr(self, name) or value)
