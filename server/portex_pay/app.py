@@ -250,10 +250,9 @@ def wire(
     pollers = None
     if settings.telegram.pollers:
         pollers = _pollers(settings, pool, replica, applications, bot_api, processor, supervisor)
-    star_ledger, ledger_reader = _star_ledger(settings, pool, replica, bot_api, refunds_due)
-    ledgers = None
-    if settings.ledger.enabled:
-        ledgers = _ledgers(settings, applications, ledger_reader, supervisor)
+    star_ledger, ledger_reader, ledgers = _star_ledger(
+        settings, pool, replica, bot_api, refunds_due, applications, supervisor
+    )
     workers = _workers(settings, pool, sessions, orders, events, refunds, refunds_due)
     if relay is not None:
         workers += _relay_workers(settings, relay, deliveries_due)
@@ -323,9 +322,11 @@ def _star_ledger(
     replica: str,
     bot_api: BotApiClient,
     refunds_due: Wakeup,
-) -> tuple[StarLedger, LedgerReader]:
-    """The Star ledger's use cases and its reader (the jobs' and `admin reconcile`'s), reading
-    as `replica`."""
+    applications: Applications,
+    supervisor: Supervisor,
+) -> tuple[StarLedger, LedgerReader, PerBotJobs[BotLedgerJob] | None]:
+    """The Star ledger's use cases, its reader (reading as `replica`: the jobs' and `admin
+    reconcile`'s) and, with PORTEX_LEDGER, a reader job for every bot (`star-ledger-<bot id>`)."""
     store = StarLedgerRepository(pool, replica, settings.ledger.lease_seconds)
     star_ledger = StarLedger(
         store,
@@ -335,25 +336,20 @@ def _star_ledger(
         clock=utcnow,
         refund_requested=refunds_due.wake,
     )
-    return star_ledger, LedgerReader(star_ledger, store, bot_api, interval=settings.ledger.interval)
-
-
-def _ledgers(
-    settings: Settings,
-    applications: Applications,
-    reader: LedgerReader,
-    supervisor: Supervisor,
-) -> PerBotJobs[BotLedgerJob]:
-    """A Star ledger reader for every bot (PORTEX_LEDGER), each run as `star-ledger-<bot id>`."""
-    return PerBotJobs(
+    interval = settings.ledger.interval
+    reader = LedgerReader(star_ledger, store, bot_api, interval=interval)
+    if not settings.ledger.enabled:
+        return star_ledger, reader, None
+    jobs = PerBotJobs(
         applications,
         lambda application: True,
-        lambda application: BotLedgerJob(application, reader, interval=settings.ledger.interval),
+        lambda application: BotLedgerJob(application, reader, interval=interval),
         supervisor,
         prefix="star-ledger",
         # A new bot is read within an interval at most (a short one in tests).
-        refresh=min(5.0, settings.ledger.interval),
+        refresh=min(5.0, interval),
     )
+    return star_ledger, reader, jobs
 
 
 def _relay(

@@ -84,9 +84,10 @@ async def listed(stub: Any, app: TestApp, **request: Any) -> list[payment_pb2.St
 
 
 async def order_of(stub: Any, app: TestApp, tg_payment_id: int) -> payment_pb2.Order:
-    return await stub.QueryOrder(
+    order: payment_pb2.Order = await stub.QueryOrder(
         payment_pb2.QueryOrderRequest(tg_payment_id=tg_payment_id), metadata=app.metadata
     )
+    return order
 
 
 async def events_of(service: PortexApp, app: TestApp, event_type: str) -> list[dict[str, Any]]:
@@ -144,7 +145,7 @@ async def test_a_refund_made_outside_portex_pay_refunds_the_order_and_is_recorde
         " WHERE telegram_payment_charge_id = $1",
         charge_id,
     )
-    assert dict(refund) == {
+    assert refund is not None and dict(refund) == {
         "reason": "outside",
         "reason_code": "other",
         "state": "succeeded",
@@ -184,7 +185,7 @@ async def test_a_refund_of_ours_that_telegram_made_is_settled_not_recorded_again
     refund = await service.pool.fetchrow(
         "SELECT reason, state FROM refunds WHERE telegram_payment_charge_id = $1", charge_id
     )
-    assert dict(refund) == {"reason": "requested", "state": "succeeded"}
+    assert refund is not None and dict(refund) == {"reason": "requested", "state": "succeeded"}
     assert (await order_of(stub, app, order_id)).state == payment_pb2.Order.REFUNDED
 
 

@@ -270,3 +270,15 @@ def test_a_page_token_holding_what_postgresql_cannot_take_is_refused(position: l
     token = encode_page_token(position, "scope")
     with pytest.raises(InvalidArgument):
         decode_page_token(token, "scope", (int, str, str))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_a_transaction_jsonb_could_not_hold_is_unreadable(bad: float) -> None:
+    found = read_star_transaction(transaction(type="other", weird=bad))
+    assert isinstance(found, Unreadable) and "strict JSON" in found.reason
+
+
+def test_an_event_of_another_shape_carries_no_entry() -> None:
+    for values in ({}, {"direction": "sideways", "date": 1, "match": "none"},
+                   {"direction": "incoming", "date": 10**20, "match": "none"}):  # fmt: skip
+        assert LedgerEntry.from_event_data({"star_transaction": values}) is None

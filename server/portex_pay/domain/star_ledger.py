@@ -21,6 +21,7 @@ missing or of the wrong type is None, the transaction kept with what could be re
 from __future__ import annotations
 
 import enum
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -158,17 +159,22 @@ class LedgerEntry:
 
     @classmethod
     def from_event_data(cls, data: dict[str, Any]) -> LedgerEntry | None:
-        """The entry an event's data carries (`event_data`), or None when it carries none."""
+        """The entry an event's data carries (`event_data`), or None when it carries none (or
+        not in this version's shape: a reader must not trip on another version's event)."""
         values = data.get("star_transaction")
         if not isinstance(values, dict):
             return None
         found: dict[str, Any] = {name: values.get(name) for name in _DATA_FIELDS}
-        found["direction"] = Direction(values["direction"])
-        found["date"] = _datetime(values["date"])
-        if found["withdrawal_date"] is not None:
-            found["withdrawal_date"] = _datetime(found["withdrawal_date"])
+        try:
+            found["direction"] = Direction(values["direction"])
+            found["date"] = _datetime(values["date"])
+            if found["withdrawal_date"] is not None:
+                found["withdrawal_date"] = _datetime(found["withdrawal_date"])
+            match = Match(values["match"])
+        except (KeyError, ValueError, TypeError, OverflowError, OSError):
+            return None
         transaction = StarTransaction(raw=values.get("raw") or {}, **found)
-        return cls(transaction, Match(values["match"]), values.get("tg_payment_id"))
+        return cls(transaction, match, values.get("tg_payment_id"))
 
 
 _DATA_FIELDS: Final = tuple(
@@ -219,6 +225,8 @@ def read_star_transaction(raw: object) -> StarTransaction | Unreadable:
     source, receiver = raw.get("source"), raw.get("receiver")
     if isinstance(source, dict) == isinstance(receiver, dict):
         return Unreadable("not exactly one of 'source' and 'receiver' is an object")
+    if not _is_json(raw):
+        return Unreadable("not a strict JSON value (NaN, Infinity, or nested too deep)")
     amount = _int(raw.get("amount"), 0)
     nanostars = _int(raw.get("nanostar_amount", 0), 0, _NANOSTARS_MAX)
     date = _int(raw.get("date"), 0, _DATE_MAX)
@@ -236,6 +244,16 @@ def read_star_transaction(raw: object) -> StarTransaction | Unreadable:
         raw=storable(raw),
         **_partner_fields(partner),
     )
+
+
+def _is_json(value: object) -> bool:
+    """Whether PostgreSQL's jsonb takes the value: Python's JSON parser also reads NaN and
+    Infinity, which JSON (and jsonb) has not."""
+    try:
+        json.dumps(value, allow_nan=False)
+    except (ValueError, TypeError, RecursionError):
+        return False
+    return True
 
 
 def _partner_fields(partner: dict[str, Any]) -> dict[str, Any]:
@@ -279,7 +297,7 @@ def _partner_fields(partner: dict[str, Any]) -> dict[str, Any]:
     return {}  # telegram_ads, other, and kinds newer than this code: `raw` holds them
 
 
-# ------------------------------------------------------------------------------ reading
+# ---------------------------------------------------------------------- runs and queries
 
 
 @dataclass(frozen=True, slots=True)
