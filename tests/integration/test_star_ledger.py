@@ -17,6 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
+import structlog
 from google.protobuf import timestamp_pb2
 
 from portex.payment.v1 import payment_pb2
@@ -588,3 +589,24 @@ async def test_two_replicas_run_one_reader_per_bot(empty_db: str, fake_telegram:
         for replica in replicas:
             await replica.stop()
         await session.close()
+
+
+async def test_a_transaction_the_ledger_cannot_read_is_counted_and_passed_over(
+    stub, make_app, fake_telegram: FakeBotApi, wiring_for
+):
+    """Telegram should never list one, but a broken answer must not stop the reader: what it
+    cannot key or count is logged (once a minute per bot) and the checkpoint moves past it."""
+    app: TestApp = await make_app()
+    ads = {"id": "ads-1", "amount": 1, "receiver": {"type": "telegram_ads"}}
+    fake_telegram.add_star_transaction(app.bot_token, ads)
+    for broken in ({"id": "no-partner", "amount": 1, "date": 1}, ["not", "an", "object"]):
+        fake_telegram.add_star_transaction(app.bot_token, broken, malformed=True)  # type: ignore[arg-type]
+    fake_telegram.add_star_transaction(app.bot_token, {**ads, "id": "ads-2"})
+
+    with structlog.testing.capture_logs() as logs:
+        report = await catch_up(wiring_for("replica-a"), app)
+
+    assert (report.transactions, report.malformed, report.stored, report.checkpoint) == (4, 2, 2, 4)
+    assert [t.id for t in await listed(stub, app)] == ["ads-2", "ads-1"]
+    [warning] = [line for line in logs if line["event"] == "star transactions unreadable"]
+    assert (warning["log_level"], warning["count"]) == ("warning", 2)

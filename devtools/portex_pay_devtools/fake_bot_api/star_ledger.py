@@ -46,12 +46,19 @@ class _StarLedger(_Chats):
         """The bot's transactions as getStarTransactions lists them, oldest first."""
         return copy.deepcopy(self._bot_for(token).ledger)
 
-    def add_star_transaction(self, token: str, transaction: dict[str, Any]) -> dict[str, Any]:
+    def add_star_transaction(
+        self, token: str, transaction: dict[str, Any], *, malformed: bool = False
+    ) -> dict[str, Any]:
         """Appends any transaction in Telegram's shape (the balance follows it); `date`
         defaults to now and must not be earlier than the last transaction's, since Telegram
-        lists them in chronological order. ValueError for a shape Telegram never sends."""
+        lists them in chronological order. ValueError for a shape Telegram never sends, unless
+        `malformed`: then it is listed as given (and left out of the balance), for tests of a
+        client that must survive a broken answer."""
         bot = self._bot_for(token)
         added = copy.deepcopy(transaction)
+        if malformed:
+            bot.ledger.append(added)
+            return copy.deepcopy(added)
         added.setdefault("date", max(int(time.time()), self._last_date(bot)))
         _check_transaction(added)
         if added["date"] < self._last_date(bot):
@@ -111,9 +118,9 @@ class _StarLedger(_Chats):
         if not isinstance(state.get("type"), str):
             raise ValueError("a RevenueWithdrawalState has a string 'type'")
         for transaction in self._bot_for(token).ledger:
-            receiver = transaction.get("receiver")
+            receiver = transaction.get("receiver") if isinstance(transaction, dict) else None
             if (
-                transaction["id"] == transaction_id
+                transaction.get("id") == transaction_id
                 and isinstance(receiver, dict)
                 and receiver.get("type") == "fragment"
             ):
@@ -124,7 +131,8 @@ class _StarLedger(_Chats):
     # ------------------------------------------------------------ what payments and refunds add
 
     def _last_date(self, bot: _Bot) -> int:
-        return int(bot.ledger[-1]["date"]) if bot.ledger else 0
+        dates = (t.get("date") for t in reversed(bot.ledger) if isinstance(t, dict))
+        return next((date for date in dates if _is_int(date)), 0)
 
     def _append_payment(self, bot: _Bot, charge: Charge) -> None:
         """A user's payment: its transaction, dated now (never before the last one)."""
@@ -186,7 +194,11 @@ def _get(mapping: Any, key: str) -> Any:
     return mapping.get(key) if isinstance(mapping, dict) else None
 
 
-def _signed_nanostars(transaction: dict[str, Any]) -> int:
+def _signed_nanostars(transaction: Any) -> int:
+    try:
+        _check_transaction(copy.deepcopy(transaction))
+    except (ValueError, AttributeError):
+        return 0  # added `malformed`: Telegram would never have listed it
     value = int(transaction["amount"]) * NANOSTARS + int(transaction.get("nanostar_amount", 0))
     return value if "source" in transaction else -value
 
