@@ -301,7 +301,7 @@ def _processor(
     refunds_due: Wakeup,
     relay: RelayService | None,
 ) -> UpdateProcessor:
-    """What handles the bots' updates (webhooks, pollers, reconcile)."""
+    """What handles the bots' updates (webhooks, pollers)."""
     return UpdateProcessor(
         ledger,
         DeadLetterRepository(pool),
