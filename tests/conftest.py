@@ -112,6 +112,8 @@ def make_settings(database_url: str, telegram_url: str, **overrides: object) -> 
         # Tests that poll start their own replicas; this one only serves webhooks.
         telegram_updates="webhook",
         telegram_pollers=False,
+        # Tests of the Star ledger start their own readers (or run one catch-up).
+        ledger_enabled=False,
         checkout_decision_timeout=1.0,
         # The callback tests drive their own dispatcher, step by step.
         callback_delivery=False,

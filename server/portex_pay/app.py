@@ -8,7 +8,8 @@ bot_api)` builds the operators' use case (the CLI, `make run`, the tests and the
 starts the servers (gRPC: PaymentService, health, reflection; HTTP) and the jobs on one loop.
 
 Every job (health probe, event hub and listener, pruners, expiry, the unfulfilled-order policy's
-sweep, outbox workers, the relay's webhook delivery, pollers) runs under the supervisor
+sweep, outbox workers, the relay's webhook delivery, pollers, the Star ledger's readers) runs under
+the supervisor
 (service/worker.py): a task that dies of an unexpected error is logged with its traceback and
 started again after a backoff, rather than stopping the process, because each task's work is
 durable in PostgreSQL and a restart resumes it.
@@ -58,6 +59,7 @@ from portex_pay.adapters.postgres.pool import connect, create_pool
 from portex_pay.adapters.postgres.refunds import RefundRepository
 from portex_pay.adapters.postgres.relay import CHANNEL as RELAY_CHANNEL
 from portex_pay.adapters.postgres.relay import RelayRepository
+from portex_pay.adapters.postgres.star_ledger import StarLedgerRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.api.grpc.interceptor import PaymentInterceptor
 from portex_pay.api.grpc.reflection import DocumentedPool
@@ -80,11 +82,13 @@ from portex_pay.service.housekeeping import Housekeeping
 from portex_pay.service.orders import OrderService, PaymentSettings
 from portex_pay.service.polling import BotPoller, PollerManager
 from portex_pay.service.ports import Applications, TelegramBot
+from portex_pay.service.reconcile import BotLedgerJob, LedgerReader
 from portex_pay.service.refunds import RefundService
 from portex_pay.service.relay import RelayService
+from portex_pay.service.star_ledger import StarLedger
 from portex_pay.service.stream import EventHub, EventStreamer
 from portex_pay.service.updates import UpdateProcessor
-from portex_pay.service.worker import Job, PeriodicWorker, Supervisor, Wakeup
+from portex_pay.service.worker import Job, PerBotJobs, PeriodicWorker, Supervisor, Wakeup
 
 log = structlog.get_logger(__name__)
 
@@ -195,6 +199,8 @@ class Wiring:
     listener: EventListener
     relay: RelayService | None
     pollers: PollerManager | None
+    ledger_reader: LedgerReader
+    ledgers: PerBotJobs[BotLedgerJob] | None
     edge: EdgeService | None
     cached_applications: ApplicationCache[UUID]
     bot_applications: ApplicationCache[int]
@@ -248,6 +254,9 @@ def wire(
     pollers = None
     if settings.telegram.pollers:
         pollers = _pollers(settings, pool, replica, applications, bot_api, processor, supervisor)
+    star_ledger, ledger_reader, ledgers = _star_ledger(
+        settings, pool, replica, bot_api, refunds_due, applications, supervisor
+    )
     workers = _workers(settings, pool, sessions, orders, ledger, events, refunds, refunds_due)
     if relay is not None:
         workers += _relay_workers(settings, relay, deliveries_due)
@@ -264,12 +273,15 @@ def wire(
             EventStreamer(events, hub, heartbeat=settings.stream.heartbeat),
             CatalogService(catalog, users, max_amount=settings.payments.max_amount),
             BotMessagesService(applications),
+            star_ledger,
         ),
         processor=processor,
         hub=hub,
         listener=listener,
         relay=relay,
         pollers=pollers,
+        ledger_reader=ledger_reader,
+        ledgers=ledgers,
         edge=_edge(settings, cached_applications, applications, catalog, users, order_service),
         cached_applications=cached_applications,
         bot_applications=bot_applications,
@@ -280,6 +292,7 @@ def wire(
             Job("event-listener", listener.run, supervisor),
             *(Job(worker.name, worker.run, supervisor) for worker in workers),
             *([Job("pollers", pollers.run, supervisor)] if pollers is not None else []),
+            *([Job("star-ledgers", ledgers.run, supervisor)] if ledgers is not None else []),
         ],
     )
 
@@ -292,7 +305,7 @@ def _processor(
     refunds_due: Wakeup,
     relay: RelayService | None,
 ) -> UpdateProcessor:
-    """What handles the bots' updates (webhooks, pollers, reconcile)."""
+    """What handles the bots' updates (webhooks, pollers)."""
     return UpdateProcessor(
         ledger,
         DeadLetterRepository(pool),
@@ -305,6 +318,42 @@ def _processor(
         refund_requested=refunds_due.wake,
         relay=relay,
     )
+
+
+def _star_ledger(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    replica: str,
+    bot_api: BotApiClient,
+    refunds_due: Wakeup,
+    applications: Applications,
+    supervisor: Supervisor,
+) -> tuple[StarLedger, LedgerReader, PerBotJobs[BotLedgerJob] | None]:
+    """The Star ledger's use cases, its reader (reading as `replica`: the jobs' and `admin
+    reconcile`'s) and, with PORTEX_LEDGER, a reader job for every bot (`star-ledger-<bot id>`)."""
+    store = StarLedgerRepository(pool, replica, settings.ledger.lease_seconds)
+    star_ledger = StarLedger(
+        store,
+        bot_api,
+        settings.payments.payload_secret.encode(),
+        auto_refund=settings.payments.auto_refund,
+        clock=utcnow,
+        refund_requested=refunds_due.wake,
+    )
+    interval = settings.ledger.interval
+    reader = LedgerReader(star_ledger, store, bot_api, interval=interval)
+    if not settings.ledger.enabled:
+        return star_ledger, reader, None
+    jobs = PerBotJobs(
+        applications,
+        lambda application: True,
+        lambda application: BotLedgerJob(application, reader, interval=interval),
+        supervisor,
+        prefix="star-ledger",
+        # A new bot is read within an interval at most (a short one in tests).
+        refresh=min(5.0, interval),
+    )
+    return star_ledger, reader, jobs
 
 
 def _relay(
@@ -578,6 +627,10 @@ class PortexApp:
     @property
     def pollers(self) -> PollerManager | None:
         return self.wiring.pollers
+
+    @property
+    def ledgers(self) -> PerBotJobs[BotLedgerJob] | None:
+        return self.wiring.ledgers
 
     @property
     def hub(self) -> EventHub:

@@ -16,6 +16,7 @@ import dataclasses
 import json
 import os
 import sys
+import time
 from datetime import timedelta
 from typing import Any
 from uuid import UUID
@@ -53,7 +54,6 @@ from portex_pay.service.applications import (
 )
 from portex_pay.service.bot_messages import TEXT_FIELDS, BotMessagesService
 from portex_pay.service.clock import utcnow
-from portex_pay.service.reconcile import reconcile
 
 log = structlog.get_logger(__name__)
 
@@ -328,17 +328,27 @@ def _sandbox_bot_token() -> str | None:
 async def _reconcile(
     settings: Settings, application_id: UUID, session: aiohttp.ClientSession
 ) -> dict[str, Any]:
+    """One catch-up run of the Star ledger's reader for the application's bot, at once (the
+    serving replicas' jobs run the same code every PORTEX_LEDGER_INTERVAL seconds)."""
     if len(settings.payments.payload_secret) < 32:
         raise AdminError("reconcile verifies invoice payloads: set PORTEX_PAYLOAD_SECRET")
     pool = await create_pool(settings.db.url, min_size=1, max_size=2)
     try:
         # The serving replicas' wiring: charges found here are recorded, refunded and relayed
         # exactly as the webhook would have (their workers pick up what this queues).
-        wiring = wire(settings, pool, Sessions(session), replica="reconcile")
+        replica = f"admin-reconcile:{os.getpid()}"
+        wiring = wire(settings, pool, Sessions(session), replica=replica)
         application = await wiring.applications.get(application_id)
-        if application is None or not application.bot_token:
+        if application is None or application.bot is None:
             raise AdminError(f"no application {application_id} with a bot")
-        report = await reconcile(application, wiring.bot_api, wiring.processor)
+        # A replica reading the bot right now holds its lease for one run (seconds): wait it out.
+        deadline = time.monotonic() + settings.ledger.lease_seconds
+        while (report := await wiring.ledger_reader.catch_up(application, force=True)) is None:
+            if time.monotonic() > deadline:
+                raise AdminError("another replica keeps reading this bot's ledger; try again")
+            await asyncio.sleep(1.0)
+        if report.error is not None:
+            raise AdminError(f"Telegram failed after {report.pages} page(s): {report.error}")
         return {"application_id": str(application_id), **dataclasses.asdict(report)}
     finally:
         await pool.close()
@@ -417,7 +427,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     deadline.add_argument("--off", action="store_true", help="refund no order for this again")
     reconcile_app = admin.add_parser(
-        "reconcile", help="record payments Telegram made that we missed (getStarTransactions)"
+        "reconcile",
+        help="read the bot's new Star transactions now (getStarTransactions, from the ledger's "
+        "checkpoint) and record what we missed",
     )
     reconcile_app.add_argument("--app", type=UUID, required=True)
 

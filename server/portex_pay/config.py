@@ -185,6 +185,19 @@ class RelaySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LedgerSettings:
+    """The Star ledger: each bot's getStarTransactions read incrementally and reconciled."""
+
+    enabled: bool = setting("PORTEX_LEDGER", True)  # this replica reads the bots' ledgers
+    # Seconds between two reads of a bot once it is caught up (one run an interval, whichever
+    # replica makes it); a full page is followed by the next at once.
+    interval: float = setting("PORTEX_LEDGER_INTERVAL", 300.0, minimum=0.05)
+    # Seconds a reader's lease on a bot lasts unless renewed (each page renews it): another
+    # replica takes the bot over this long after its reader died.
+    lease_seconds: float = setting("PORTEX_LEDGER_LEASE", 60.0, minimum=1)
+
+
+@dataclass(frozen=True, slots=True)
 class HousekeepingSettings:
     # Idempotency keys, events and relayed updates past their time are deleted this often.
     prune_interval: float = setting("PORTEX_PRUNE_INTERVAL", 600.0, minimum=1)
@@ -205,6 +218,7 @@ class Settings:
     stream: StreamSettings = field(default_factory=StreamSettings)
     edge: EdgeSettings = field(default_factory=EdgeSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
+    ledger: LedgerSettings = field(default_factory=LedgerSettings)
     housekeeping: HousekeepingSettings = field(default_factory=HousekeepingSettings)
 
     def init_data_key(self) -> bytes | None:
@@ -268,6 +282,9 @@ class Settings:
         if self.poll.lease_seconds <= self.poll.timeout:
             # The lease is renewed once per getUpdates call: it must outlast the long poll.
             problems.append("PORTEX_POLL_LEASE must be longer than PORTEX_POLL_TIMEOUT")
+        if self.ledger.lease_seconds <= self.telegram.timeout:
+            # The lease is renewed once per page: it must outlast a getStarTransactions call.
+            problems.append("PORTEX_LEDGER_LEASE must be longer than PORTEX_TELEGRAM_TIMEOUT")
         if self.db.pool_min > self.db.pool_max:
             problems.append("PORTEX_DB_POOL_MIN must not exceed PORTEX_DB_POOL_MAX")
         key = self.edge.init_data_public_key

@@ -45,6 +45,8 @@ class ServerProcess:
             # Polling replicas are started on purpose by the tests that need them.
             "PORTEX_TELEGRAM_UPDATES": "webhook",
             "PORTEX_TELEGRAM_POLLERS": "false",
+            # So are the Star ledger's readers (a replica reads every bot in the database).
+            "PORTEX_LEDGER": "false",
             # Test receivers listen on loopback.
             "PORTEX_CALLBACK_ALLOW_PRIVATE": "true",
             **env,

@@ -208,13 +208,20 @@ async def test_reconcile_records_a_payment_whose_update_never_reached_us(
     code, report, err = await admin(database_url, fake_telegram, "reconcile", "--app", app.id)
     assert code == 0, err
     assert (report["payments"], report["recorded"], report["already_known"]) == (1, 1, 0)
+    assert (report["start"], report["checkpoint"], report["pages"]) == (0, 1, 1)
     order = await stub.QueryOrder(
         payment_pb2.QueryOrderRequest(tg_payment_id=paid.tg_payment_id), metadata=app.metadata
     )
     assert (order.state, order.status) == (payment_pb2.Order.PAID, 1)
 
+    # The ledger's checkpoint is in PostgreSQL: the next run reads on from it, finding nothing.
     code, again, _ = await admin(database_url, fake_telegram, "reconcile", "--app", app.id)
-    assert (code, again["recorded"], again["already_known"]) == (0, 0, 1)
+    assert (code, again["transactions"], again["recorded"], again["start"]) == (0, 0, 0, 1)
+    offsets = [
+        int(call.params["offset"])
+        for call in fake_telegram.calls_for("getStarTransactions", token=app.bot_token)
+    ]
+    assert offsets == [0, 1]
 
 
 async def test_set_webhook_registers_our_url_secret_and_update_kinds(

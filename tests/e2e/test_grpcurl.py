@@ -7,10 +7,14 @@ import asyncio
 import json
 import shutil
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
+from portex_pay.adapters.telegram.client import new_session
+from portex_pay.app import PortexApp, Sessions, wire
+from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp
 from tests.e2e.conftest import ServerFactory
 
@@ -183,3 +187,39 @@ async def test_the_fulfilment_and_refund_rpcs_take_the_readmes_bodies(server, ap
     assert (code, json.loads(out)) == (0, {}), err
     code, _, err = await call("RetryRefund", {"telegram_payment_charge_id": "stxNeverCharged"})
     assert code != 0 and "NotFound" in err
+
+
+async def test_the_star_ledger_reads_answer_the_readmes_grpcurl_lines(
+    server, app: TestApp, service: PortexApp, fake_telegram: FakeBotApi
+):
+    withdrawal = {"type": "fragment", "withdrawal_state": {"type": "pending"}}
+    fake_telegram.add_star_transaction(
+        app.bot_token, {"id": "wd-1", "amount": 10, "date": 1_793_577_600, "receiver": withdrawal}
+    )  # 2026-11-02
+    session = await new_session()
+    try:
+        wiring = wire(service.settings, service.pool, Sessions(session), replica="e2e")
+        application = await wiring.applications.get(uuid.UUID(app.id))
+        assert application is not None
+        assert await wiring.ledger_reader.catch_up(application, force=True) is not None
+    finally:
+        await session.close()
+    auth = f"authorization: Bearer {app.api_key}"
+    listing = {"date_start": "2026-11-01T00:00:00Z", "partner_types": ["user", "fragment"],
+               "page_size": 50}  # fmt: skip
+    code, out, err = await grpcurl(
+        "-plaintext", "-H", auth, "-d", json.dumps(listing),
+        server.target, f"{SERVICE}/ListStarTransactions",
+    )  # fmt: skip
+    assert code == 0, err
+    [listed] = json.loads(out)["transactions"]
+    shown = [listed[name] for name in ("id", "direction", "partnerType", "withdrawalState")]
+    assert shown == ["wd-1", "OUTGOING", "fragment", "pending"]
+
+    code, out, err = await grpcurl(
+        "-plaintext", "-H", auth, server.target, f"{SERVICE}/GetStarBalance"
+    )
+    assert code == 0, err
+    balance = json.loads(out)
+    assert (balance["amount"], balance["withdrawn"]) == ("-10", "10")
+    assert "ledgerReadTime" in balance

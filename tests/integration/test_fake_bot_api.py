@@ -949,6 +949,195 @@ async def test_star_transactions_and_balance_follow_payments_and_refunds(
     assert [t["id"] for t in page] == [refunded.charge_id]
 
 
+# -------------------------------------------------------------------------- Star transactions
+
+
+def withdrawal(
+    transaction_id: str, amount: int, state: dict[str, Any], date: int
+) -> dict[str, Any]:
+    receiver = {"type": "fragment", "withdrawal_state": state}
+    return {"id": transaction_id, "amount": amount, "date": date, "receiver": receiver}
+
+
+async def test_every_transaction_kind_is_listed_in_telegrams_shape_oldest_first(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    link = await create_link(bot, prices=[{"label": "item", "amount": 50}])
+    paid, _ = await pay_with_bot(fake, bot, link)
+    now = int(time.time())
+    added = [
+        {"id": "ads-1", "amount": 3, "nanostar_amount": 250_000_000, "date": now,
+         "receiver": {"type": "telegram_ads"}},
+        {"id": "aff-1", "amount": 2, "date": now + 1,
+         "source": {"type": "affiliate_program", "commission_per_mille": 100,
+                    "sponsor_user": {"id": 999, "is_bot": True, "first_name": "Sponsor"}}},
+        {"id": "api-1", "amount": 1, "date": now + 2,
+         "receiver": {"type": "telegram_api", "request_count": 1000}},
+        withdrawal("wd-1", 10, {"type": "pending"}, now + 3),
+        {"id": "new-1", "amount": 4, "nanostar_amount": 0, "date": now + 4,
+         "source": {"type": "stars_from_the_future", "anything": [1, 2]}},
+    ]  # fmt: skip
+    for transaction in added:
+        fake.add_star_transaction(TOKEN, transaction)
+
+    listed = (await bot.ok("getStarTransactions"))["transactions"]
+    assert [t["id"] for t in listed] == [paid.charge_id, "ads-1", "aff-1", "api-1", "wd-1", "new-1"]
+    assert [t["date"] for t in listed] == sorted(t["date"] for t in listed)
+    assert listed[0]["source"]["transaction_type"] == "invoice_payment"
+    assert listed[1]["nanostar_amount"] == 250_000_000
+    # Optional, and left out when zero, as Telegram does.
+    assert "nanostar_amount" not in listed[0] and "nanostar_amount" not in listed[5]
+    assert listed[5]["source"] == {"type": "stars_from_the_future", "anything": [1, 2]}
+    # 50 + 2 + 4 in, 3.25 + 1 + 10 out: 41.75 Stars.
+    assert await bot.ok("getMyStarBalance") == {"amount": 41, "nanostar_amount": 750_000_000}
+
+
+async def test_a_balance_below_zero_is_a_star_amount_rounded_toward_zero(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    fake.add_star_transaction(
+        TOKEN,
+        {"id": "ads-2", "amount": 1, "nanostar_amount": 500_000_000,
+         "receiver": {"type": "telegram_ads"}},
+    )  # fmt: skip
+    # StarAmount: nanostars are negative only when the whole amount is not positive.
+    assert await bot.ok("getMyStarBalance") == {"amount": -1, "nanostar_amount": -500_000_000}
+
+
+@pytest.mark.parametrize(
+    ("params", "description"),
+    [
+        ({"limit": 0}, 'Bad Request: parameter "limit" must be between 1 and 100'),
+        ({"limit": 101}, 'Bad Request: parameter "limit" must be between 1 and 100'),
+        ({"offset": -1}, 'Bad Request: parameter "offset" must be non-negative'),
+    ],
+)
+async def test_get_star_transactions_refuses_a_limit_or_offset_out_of_telegrams_range(
+    bot: Bot, params: dict[str, int], description: str
+) -> None:
+    reply = await bot.json("getStarTransactions", **params)
+    assert (reply.status, reply.description) == (400, description)
+
+
+async def test_star_transactions_page_by_offset_at_most_a_hundred_at_a_time(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    for number in range(130):
+        fake.add_star_transaction(
+            TOKEN, {"id": f"ads-{number}", "amount": 1, "receiver": {"type": "telegram_ads"}}
+        )
+    first = (await bot.ok("getStarTransactions"))["transactions"]
+    rest = (await bot.ok("getStarTransactions", offset=100, limit=100))["transactions"]
+    beyond = (await bot.ok("getStarTransactions", offset=500))["transactions"]
+    assert [len(first), len(rest), beyond] == [100, 30, []]
+    assert [t["id"] for t in first + rest] == [f"ads-{n}" for n in range(130)]
+
+
+async def test_a_transaction_out_of_order_or_of_a_shape_telegram_never_sends_is_refused(
+    fake: FakeBotApi,
+) -> None:
+    now = int(time.time())
+    fake.add_star_transaction(TOKEN, withdrawal("wd-1", 5, {"type": "pending"}, now))
+    with pytest.raises(ValueError, match="chronological"):
+        fake.add_star_transaction(TOKEN, withdrawal("wd-0", 5, {"type": "pending"}, now - 1))
+    both = {"id": "x", "amount": 1, "source": {"type": "other"}, "receiver": {"type": "other"}}
+    for bad in (
+        both,
+        {"id": "", "amount": 1, "source": {"type": "other"}},
+        {"id": "x", "amount": -1, "source": {"type": "other"}},
+        {"id": "x", "amount": 1, "nanostar_amount": 10**9, "source": {"type": "other"}},
+        {"id": "x", "amount": 1, "source": {"kind": "other"}},
+    ):
+        with pytest.raises(ValueError):
+            fake.add_star_transaction(TOKEN, bad)
+    assert [t["id"] for t in fake.star_transactions(TOKEN)] == ["wd-1"]
+
+
+async def test_a_payment_whose_update_never_came_is_listed_and_refundable_but_sends_nothing(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    paid = fake.record_star_payment(TOKEN, USER, "order-9", 12)
+    assert paid["source"]["invoice_payload"] == "order-9" and paid["source"]["user"]["id"] == USER
+    assert await bot.ok("getUpdates") == []  # no pre-checkout, no successful_payment
+    refund = {"user_id": USER, "telegram_payment_charge_id": paid["id"]}
+    assert await bot.ok("refundStarPayment", **refund) is True
+    listed = (await bot.ok("getStarTransactions"))["transactions"]
+    assert [(t["id"], "receiver" in t) for t in listed] == [(paid["id"], False), (paid["id"], True)]
+    assert await bot.ok("getMyStarBalance") == {"amount": 0, "nanostar_amount": 0}
+
+
+async def test_a_refund_made_elsewhere_is_listed_without_an_update_and_counts_as_refunded(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    outcome, _ = await pay_with_bot(fake, bot, await create_link(bot))
+    offset = max(u["update_id"] for u in await next_updates(bot)) + 1
+    refund = fake.refund_outside(TOKEN, outcome.charge_id or "")
+    assert (refund["id"], refund["receiver"]["user"]["id"]) == (outcome.charge_id, USER)
+    assert await bot.ok("getUpdates", offset=offset) == []  # no refunded_payment
+    again = await bot.json(
+        "refundStarPayment", user_id=USER, telegram_payment_charge_id=outcome.charge_id
+    )
+    assert (again.status, again.description) == (400, "Bad Request: CHARGE_ALREADY_REFUNDED")
+    with pytest.raises(LookupError):
+        fake.refund_outside(TOKEN, "stxNOPE")
+
+
+async def test_fragment_settles_a_pending_withdrawal_in_place(fake: FakeBotApi, bot: Bot) -> None:
+    now = int(time.time())
+    fake.add_star_transaction(TOKEN, withdrawal("wd-1", 7, {"type": "pending"}, now))
+    fake.add_star_transaction(
+        TOKEN, {"id": "ads-1", "amount": 1, "receiver": {"type": "telegram_ads"}}
+    )
+    done = {"type": "succeeded", "date": now + 60, "url": "https://fragment.com/tx/1"}
+    fake.set_withdrawal_state(TOKEN, "wd-1", done)
+    listed = (await bot.ok("getStarTransactions"))["transactions"]
+    assert [t["id"] for t in listed] == ["wd-1", "ads-1"]  # the same position
+    assert listed[0]["receiver"]["withdrawal_state"] == done
+    with pytest.raises(LookupError):
+        fake.set_withdrawal_state(TOKEN, "ads-1", done)
+
+
+async def test_the_control_api_adds_star_transactions_and_counts_calls_per_method(
+    fake: FakeBotApi, http: aiohttp.ClientSession, bot: Bot
+) -> None:
+    base = fake.base_url
+
+    async def control(method: str, path: str, body: Any = None) -> Reply:
+        async with http.request(method, f"{base}/_fake/{path}", json=body) as response:
+            return Reply(response.status, await response.json())
+
+    ads = {"id": "ads-1", "amount": 2, "receiver": {"type": "telegram_ads"}}
+    assert (
+        await control("POST", "star_transactions", {"token": TOKEN, "transaction": ads})
+    ).status == 200
+    payment = {"token": TOKEN, "user_id": USER, "invoice_payload": "p", "amount": 5}
+    paid = (await control("POST", "star_payment", payment)).result
+    refund = {"token": TOKEN, "telegram_payment_charge_id": paid["id"]}
+    assert (await control("POST", "outside_refund", refund)).status == 200
+    wd = withdrawal("wd-1", 1, {"type": "pending"}, int(time.time()) + 5)
+    await control("POST", "star_transactions", {"token": TOKEN, "transaction": wd})
+    state = {"token": TOKEN, "id": "wd-1", "withdrawal_state": {"type": "failed"}}
+    assert (await control("POST", "withdrawal_state", state)).status == 200
+    bad = {"token": TOKEN, "transaction": {"id": "x", "amount": "5", "source": {"type": "user"}}}
+    assert (await control("POST", "star_transactions", bad)).status == 400
+
+    listed = (await control("GET", "star_transactions?bot_id=123456")).result
+    assert [(t["id"], t.get("receiver", t.get("source"))["type"]) for t in listed] == [
+        ("ads-1", "telegram_ads"),
+        (paid["id"], "user"),
+        (paid["id"], "user"),
+        ("wd-1", "fragment"),
+    ]
+    await bot.ok("getStarTransactions")
+    await bot.ok("getStarTransactions", offset=4)
+    await bot.ok("getMyStarBalance")
+    assert (await control("GET", "call_counts?bot_id=123456")).result == {
+        "getStarTransactions": 2,
+        "getMyStarBalance": 1,
+    }
+    assert (await control("GET", "call_counts?bot_id=1")).status == 400
+
+
 # ------------------------------------------------------------------------- messages
 
 

@@ -42,6 +42,7 @@ from portex_pay.domain.refunds import (
 )
 from portex_pay.domain.refunds import sources as refund_sources
 from portex_pay.domain.relay import RelayBot, RelayedUpdate, wants
+from portex_pay.domain.star_ledger import StarAmount
 from portex_pay.domain.telegram import BotProfile, InvoiceRequest
 from portex_pay.domain.updates import DeadLetter
 
@@ -1008,10 +1009,11 @@ class FakeTelegram:
     async def webhook_url(self, bot: Bot) -> str | None:
         raise self._unused("webhook_url")
 
-    async def get_star_transactions(
-        self, bot: Bot, *, offset: int, limit: int
-    ) -> list[dict[str, Any]]:
+    async def get_star_transactions(self, bot: Bot, *, offset: int, limit: int) -> list[Any]:
         raise self._unused("get_star_transactions")
+
+    async def get_my_star_balance(self, bot: Bot) -> StarAmount:
+        raise self._unused("get_my_star_balance")
 
     async def run_webhook_reply(
         self, bot: Bot, method: str, body: bytes, content_type: str, *, timeout: float

@@ -206,3 +206,11 @@ def test_settings_are_replaced_by_group_and_field_or_by_a_field_name_of_its_own(
     assert settings.edge.enabled is False and Settings().edge.enabled is True
     with pytest.raises(TypeError):
         Settings().replace(timeout=1.0)  # the telegram's, the poll's or the callback's?
+
+
+def test_the_ledger_lease_must_outlast_a_telegram_call() -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({**BASE, "PORTEX_LEDGER_LEASE": "5", "PORTEX_TELEGRAM_TIMEOUT": "10"})
+    assert "PORTEX_LEDGER_LEASE must be longer than PORTEX_TELEGRAM_TIMEOUT" in str(raised.value)
+    settings = Settings.from_env({**BASE, "PORTEX_LEDGER_INTERVAL": "60", "PORTEX_LEDGER": "0"})
+    assert (settings.ledger.enabled, settings.ledger.interval) == (False, 60.0)

@@ -1,6 +1,8 @@
 """The fake's own HTTP control API, under `/_fake/`: what a test in another process (or `make run`)
 uses to drive the fake: register bots, inject faults, pay invoices, send user messages and
-updates, read calls, invoices, charges and sent messages. It only calls FakeBotApi's public
+updates, add Star transactions (any kind, a payment whose update was lost, a refund made
+elsewhere, a withdrawal's new state), read calls (and their counts per method), invoices,
+charges, Star transactions and sent messages. It only calls FakeBotApi's public
 methods (and looks bots up by id)."""
 
 from __future__ import annotations
@@ -70,6 +72,12 @@ class _ControlApi:
         router.add_post("/_fake/redeliver", self._control_redeliver)
         router.add_post("/_fake/user_message", self._control_user_message)
         router.add_get("/_fake/sent_messages", self._control_sent_messages)
+        router.add_get("/_fake/call_counts", self._control_call_counts)
+        router.add_get("/_fake/star_transactions", self._control_star_transactions)
+        router.add_post("/_fake/star_transactions", self._control_add_star_transaction)
+        router.add_post("/_fake/star_payment", self._control_star_payment)
+        router.add_post("/_fake/outside_refund", self._control_outside_refund)
+        router.add_post("/_fake/withdrawal_state", self._control_withdrawal_state)
 
     async def _control_body(self, request: web.Request) -> dict[str, Any]:
         if not request.body_exists:
@@ -212,6 +220,71 @@ class _ControlApi:
         if chat_id is not None and not _INTEGER_RE.fullmatch(chat_id):
             raise _ControlError(400, "query parameter chat_id must be an integer")
         return self._fake.sent_messages(bot.token, None if chat_id is None else int(chat_id))
+
+    def _query_bot_token(self, request: web.Request) -> str | None:
+        """The token of the bot named by the `bot_id` query parameter; None when there is
+        none (400 when it names no bot)."""
+        bot_id = request.query.get("bot_id")
+        if bot_id is None:
+            return None
+        bot = self._fake._bots_by_id.get(int(bot_id)) if bot_id.isdigit() else None
+        if bot is None:
+            raise _ControlError(400, "query parameter bot_id must name a bot")
+        return bot.token
+
+    @_control
+    async def _control_call_counts(self, request: web.Request) -> dict[str, int]:
+        """{method: calls} of every bot, or of `?bot_id=`."""
+        return self._fake.call_counts(self._query_bot_token(request))
+
+    @_control
+    async def _control_star_transactions(self, request: web.Request) -> list[dict[str, Any]]:
+        token = self._query_bot_token(request)
+        if token is None:
+            raise _ControlError(400, "query parameter bot_id is required")
+        return self._fake.star_transactions(token)
+
+    @_control
+    async def _control_add_star_transaction(self, request: web.Request) -> dict[str, Any]:
+        """Appends {"token", "transaction": <a StarTransaction in Telegram's shape>}."""
+        body = await self._control_body(request)
+        return self._fake.add_star_transaction(
+            _field(body, "token", str), _field(body, "transaction", dict)
+        )
+
+    @_control
+    async def _control_star_payment(self, request: web.Request) -> dict[str, Any]:
+        """A payment whose update never reached the bot: {"token", "user_id",
+        "invoice_payload", "amount", "date"?}."""
+        body = await self._control_body(request)
+        return self._fake.record_star_payment(
+            _field(body, "token", str),
+            _field(body, "user_id", int),
+            _field(body, "invoice_payload", str),
+            _field(body, "amount", int),
+            date=_optional(body, "date", int),
+        )
+
+    @_control
+    async def _control_outside_refund(self, request: web.Request) -> dict[str, Any]:
+        """A refund with no refunded_payment update: {"token", "telegram_payment_charge_id",
+        "date"?}."""
+        body = await self._control_body(request)
+        return self._fake.refund_outside(
+            _field(body, "token", str),
+            _field(body, "telegram_payment_charge_id", str),
+            date=_optional(body, "date", int),
+        )
+
+    @_control
+    async def _control_withdrawal_state(self, request: web.Request) -> dict[str, Any]:
+        """Fragment settles a withdrawal: {"token", "id", "withdrawal_state": {...}}."""
+        body = await self._control_body(request)
+        return self._fake.set_withdrawal_state(
+            _field(body, "token", str),
+            _field(body, "id", str),
+            _field(body, "withdrawal_state", dict),
+        )
 
     @_control
     async def _control_redeliver(self, request: web.Request) -> bool:

@@ -1,6 +1,6 @@
 """The rules of the Bot API the fake enforces (as constants) and the fake's records: what tests
 get back (UploadedFile, RecordedCall, Invoice, Charge, PaymentOutcome) and its own bookkeeping
-(pre-checkout queries, the Stars ledger, files, a bot's state)."""
+(pre-checkout queries, files, a bot's state: its Star transactions among it)."""
 
 from __future__ import annotations
 
@@ -187,13 +187,6 @@ class _PreCheckout:
 
 
 @dataclass
-class _LedgerEntry:
-    charge: Charge
-    refund: bool
-    date: int
-
-
-@dataclass
 class _Poll:
     conflict: str | None = None
 
@@ -257,7 +250,8 @@ class _Bot:
         self.last_error_message: str | None = None
         self.worker: asyncio.Task[None] | None = None
         self.poll: _Poll | None = None
-        self.ledger: list[_LedgerEntry] = []
+        # Star transactions as getStarTransactions lists them, oldest first (star_ledger.py).
+        self.ledger: list[dict[str, Any]] = []
         self.changed = asyncio.Event()
 
     def notify(self) -> None:

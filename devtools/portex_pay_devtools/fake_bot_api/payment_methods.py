@@ -1,5 +1,6 @@
 """The Bot API methods of Telegram Stars payments: createInvoiceLink, sendInvoice,
-answerPreCheckoutQuery, refundStarPayment, getStarTransactions and getMyStarBalance."""
+answerPreCheckoutQuery and refundStarPayment (getStarTransactions and getMyStarBalance:
+star_ledger.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import secrets
 import time
 from typing import Any, Final
 
-from portex_pay_devtools.fake_bot_api.chats import _Chats
 from portex_pay_devtools.fake_bot_api.content import _message_options
 from portex_pay_devtools.fake_bot_api.delivery import _Delivery
 from portex_pay_devtools.fake_bot_api.errors import (
@@ -23,9 +23,9 @@ from portex_pay_devtools.fake_bot_api.model import (
     SUBSCRIPTION_PERIOD,
     Invoice,
     _Bot,
-    _LedgerEntry,
 )
-from portex_pay_devtools.fake_bot_api.wire import _Args, _clamp
+from portex_pay_devtools.fake_bot_api.star_ledger import _StarLedger
+from portex_pay_devtools.fake_bot_api.wire import _Args
 
 # docs/telegram-stars.md: "max_tip_amount, suggested_tip_amounts, need_*, is_flexible,
 # send_*_to_provider: not supported / ignored for Stars; do not send them".
@@ -40,8 +40,8 @@ _UNSUPPORTED_STARS_FLAGS: Final = (
 )
 
 
-class _PaymentMethods(_Chats, _Delivery):
-    """Invoices, pre-checkout answers, refunds and the Stars ledger."""
+class _PaymentMethods(_StarLedger, _Delivery):
+    """Invoices, pre-checkout answers and refunds (the Stars themselves: star_ledger.py)."""
 
     async def _create_invoice_link(self, bot: _Bot, args: _Args) -> str:
         invoice = self._invoice_from_args(bot, args, method="createInvoiceLink")
@@ -163,7 +163,7 @@ class _PaymentMethods(_Chats, _Delivery):
             raise _bad_request("CHARGE_ALREADY_REFUNDED")
         now = int(time.time())
         charge.refunded_at = now
-        bot.ledger.append(_LedgerEntry(charge, refund=True, date=now))
+        self._append_refund(bot, charge, now)
         refunded_payment = {
             "currency": charge.currency,
             "total_amount": charge.total_amount,
@@ -201,39 +201,6 @@ class _PaymentMethods(_Chats, _Delivery):
         invoice.message_id = message["message_id"]
         self._sent_invoices[(bot.id, invoice.chat_id, invoice.message_id)] = invoice
         return message
-
-    async def _get_star_transactions(self, bot: _Bot, args: _Args) -> dict[str, Any]:
-        offset = max(0, args.integer("offset", 0))
-        limit = _clamp(args.integer("limit", 100), 1, 100)
-        entries = bot.ledger[offset : offset + limit]
-        return {"transactions": [self._transaction_json(entry) for entry in entries]}
-
-    def _transaction_json(self, entry: _LedgerEntry) -> dict[str, Any]:
-        charge = entry.charge
-        # TransactionPartnerUser as the reference server writes it for an invoice payment.
-        partner: dict[str, Any] = {
-            "type": "user",
-            "transaction_type": "invoice_payment",
-            "user": self._user(charge.user_id),
-            "invoice_payload": charge.invoice_payload,
-        }
-        if charge.subscription_expiration_date is not None:
-            partner["subscription_period"] = SUBSCRIPTION_PERIOD
-        # StarTransaction.id of an incoming payment is its telegram_payment_charge_id; money
-        # going out (a refund) has a receiver instead of a source.
-        return {
-            "id": charge.telegram_payment_charge_id,
-            "amount": charge.total_amount,
-            "date": entry.date,
-            ("receiver" if entry.refund else "source"): partner,
-        }
-
-    async def _get_my_star_balance(self, bot: _Bot, args: _Args) -> dict[str, int]:
-        balance = sum(
-            -entry.charge.total_amount if entry.refund else entry.charge.total_amount
-            for entry in bot.ledger
-        )
-        return {"amount": balance, "nanostar_amount": 0}
 
 
 def _refuse_what_stars_do_not_support(args: _Args) -> None:

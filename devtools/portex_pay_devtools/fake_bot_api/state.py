@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
@@ -115,6 +116,12 @@ class _State:
             for call in self.calls
             if call.method.lower() == wanted and (token is None or call.token == token)
         ]
+
+    def call_counts(self, token: str | None = None) -> dict[str, int]:
+        """How many calls of each method arrived (of the bot `token`, when given)."""
+        return dict(
+            Counter(call.method for call in self.calls if token is None or call.token == token)
+        )
 
     async def wait_for_call(
         self, method: str, *, token: str | None = None, count: int = 1, timeout: float = 5.0

@@ -10,7 +10,6 @@ import secrets
 import time
 from typing import Any
 
-from portex_pay_devtools.fake_bot_api.chats import _Chats
 from portex_pay_devtools.fake_bot_api.content import _bot_command_entities
 from portex_pay_devtools.fake_bot_api.delivery import _Delivery
 from portex_pay_devtools.fake_bot_api.model import (
@@ -21,12 +20,12 @@ from portex_pay_devtools.fake_bot_api.model import (
     Invoice,
     PaymentOutcome,
     _Bot,
-    _LedgerEntry,
     _PreCheckout,
 )
+from portex_pay_devtools.fake_bot_api.star_ledger import _StarLedger
 
 
-class _Users(_Chats, _Delivery):
+class _Users(_StarLedger, _Delivery):
     """What the users do; each action becomes an update for the bot."""
 
     # ------------------------------------------------------------------ the paying user
@@ -188,7 +187,7 @@ class _Users(_Chats, _Delivery):
             ),
         )
         self._charges[charge.telegram_payment_charge_id] = charge
-        bot.ledger.append(_LedgerEntry(charge, refund=False, date=now))
+        self._append_payment(bot, charge)
         return charge
 
     # ------------------------------------------------------------- the chatting user

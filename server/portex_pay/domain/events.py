@@ -40,6 +40,9 @@ class EventType(StrEnum):
     REFUND_FAILED = "refund.failed"
     REFUND_RETRIED = "refund.retried"
     UPDATE_DEAD_LETTERED = "update.dead_lettered"
+    # A Star transaction that looks like an order's payment or refund but matches none of ours
+    # (data.star_transaction: domain/star_ledger.py, LedgerEntry.event_data).
+    LEDGER_UNMATCHED = "ledger.unmatched"
 
 
 XID_MAX = 2**64 - 1  # xid8, the writing transaction's id

@@ -18,6 +18,12 @@ from dataclasses import dataclass
 from typing import Literal
 
 from portex_pay.domain.application import Bot
+from portex_pay.domain.errors import (
+    DomainError,
+    TelegramRateLimited,
+    TelegramRejected,
+    TelegramUnavailable,
+)
 
 # A bot token: the bot's id, a colon, a secret of base64url characters (Bot API, "Authorizing your
 # bot": `123456:ABC-DEF1234ghIkl-zyx57W2v1u123ew11`).
@@ -127,3 +133,20 @@ def bot_id_of_token(token: str) -> int | None:
     if not _BOT_TOKEN.fullmatch(token):
         return None
     return int(token.partition(":")[0])
+
+
+def failure_error(error: TelegramError, refused: str) -> DomainError:
+    """What a caller is told when a Bot API call it asked for failed: Telegram's rate limit
+    (with its retry_after), its refusal of the request (`refused`, then Telegram's description),
+    or Telegram's absence (retry)."""
+    if isinstance(error, TelegramTooManyRequests):
+        retry_after = error.retry_after if error.retry_after is not None else 1
+        return TelegramRateLimited(
+            f"Telegram rate limit: {error.description}; retry after {retry_after} s", retry_after
+        )
+    if isinstance(error, TelegramApiError):
+        if 400 <= error.error_code < 500:
+            return TelegramRejected(f"{refused}: {error.description}")
+        return TelegramUnavailable(f"Telegram failed ({error.error_code}): {error.description}")
+    reason = error.reason if isinstance(error, TelegramNetworkError) else type(error).__name__
+    return TelegramUnavailable(f"Telegram is unreachable ({reason}); retry")

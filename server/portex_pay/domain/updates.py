@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
-from portex_pay.domain.checkout import Charge
+from portex_pay.domain.checkout import Charge, PaymentRecord
 from portex_pay.domain.pay import INT64_MAX, verify_invoice_payload
 from portex_pay.domain.relay import update_kind
 from portex_pay.domain.text import is_storable, storable_text
@@ -42,10 +42,31 @@ class PreCheckoutQuery:
 
 @dataclass(frozen=True, slots=True)
 class SuccessfulPayment:
-    update_id: int | None  # None: found by reconciliation, not delivered as an update
+    update_id: int | None  # None: found by the Star ledger, not delivered as an update
     charge: Charge
     telegram_payment_charge_id: str
     provider_payment_charge_id: str | None
+
+    def record(
+        self,
+        bot_id: int,
+        application_id: UUID,
+        signed: SignedPayload | None,
+        raw: dict[str, Any],
+    ) -> PaymentRecord:
+        """The charge as the ledger records it, with what its payload proves (`signed`: None
+        when the payload is not ours)."""
+        return PaymentRecord(
+            bot_id=bot_id,
+            update_id=self.update_id,
+            application_id=application_id,
+            tg_payment_id=signed.tg_payment_id if signed else None,
+            signed_amount=signed.amount if signed else None,
+            charge=self.charge,
+            telegram_payment_charge_id=self.telegram_payment_charge_id,
+            provider_payment_charge_id=self.provider_payment_charge_id,
+            raw=raw,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,26 +295,6 @@ def _command(message: object) -> Command | None:
         return None
     name, _, addressee = words[0][1:].partition("@")
     return Command(name.lower(), addressee or None)
-
-
-def parse_star_transaction(transaction: object) -> SuccessfulPayment | None:
-    """An incoming invoice payment from getStarTransactions (Bot API, StarTransaction: its `id`
-    is the payment's telegram_payment_charge_id), or None for any other transaction (refunds go
-    out to a `receiver`; other partners are not invoice payments). MalformedUpdate when it is an
-    invoice payment we cannot use as it is."""
-    source = transaction.get("source") if isinstance(transaction, dict) else None
-    if not isinstance(source, dict) or source.get("type") != "user":
-        return None
-    if "invoice_payload" not in source:
-        return None
-    charge = Charge(
-        payer_id=_integer(_field(source, "user"), "id", low=1),
-        # getStarTransactions lists Telegram Stars only.
-        currency="XTR",
-        total_amount=_integer(transaction, "amount", low=1),
-        invoice_payload=_text(source, "invoice_payload"),
-    )
-    return SuccessfulPayment(None, charge, _text(transaction, "id"), None)
 
 
 def storable(value: Any) -> Any:

@@ -82,65 +82,12 @@ class Ledger:
         is kept as a duplicate or an anomaly, refunded when `auto_refund` and the outcome says
         so. The charge is judged against its order as locked (domain/checkout.classify_record),
         so a concurrent charge, refund or cancel cannot change the order under the judgement."""
-        charge_id = record.telegram_payment_charge_id
         async with self._payments.transaction() as tx:
             if record.update_id is not None and not await tx.updates.claim(
                 record.bot_id, record.update_id, "successful_payment"
             ):
                 return PaymentResult(None, None)
-            order = None
-            if record.tg_payment_id is not None:
-                order = await tx.orders.lock(record.application_id, record.tg_payment_id)
-            outcome = classify_record(record, order)
-            order_id = order.tg_payment_id if order else None
-            if not await tx.charges.add(record, order_id, outcome):
-                if await tx.charges.owner(charge_id) != record.application_id:
-                    # Another application's charge id reported by this bot: never ours to
-                    # apply; kept in this application's log for someone to look at.
-                    await tx.events.add(
-                        record.application_id,
-                        None,
-                        EventType.PAYMENT_ANOMALY,
-                        {
-                            "telegram_payment_charge_id": charge_id,
-                            "reason": "FOREIGN_CHARGE",
-                            "update_id": record.update_id,
-                        },
-                    )
-                return PaymentResult(None, order)  # the same charge, seen before
-            if outcome.disposition is Disposition.ACCEPTED:
-                assert order is not None
-                check_transition(order.state, OrderState.PAID)
-                paid = await tx.orders.mark_paid(order.tg_payment_id, charge_id)
-                assert paid is not None, "locked, and the table allows it"
-                return PaymentResult(outcome, paid)
-            await tx.events.add(
-                record.application_id,
-                order_id,
-                EventType.PAYMENT_DUPLICATE
-                if outcome.disposition is Disposition.DUPLICATE
-                else EventType.PAYMENT_ANOMALY,
-                {
-                    "telegram_payment_charge_id": charge_id,
-                    "payer_id": record.charge.payer_id,
-                    "total_amount": record.charge.total_amount,
-                    "currency": record.charge.currency,
-                    "reason": outcome.anomaly or outcome.refund,
-                },
-            )
-            refund = outcome.refund is not None and auto_refund
-            if refund:
-                assert outcome.refund is not None
-                await tx.refunds.add(
-                    charge_id,
-                    record.bot_id,
-                    record.application_id,
-                    order_id,
-                    record.charge.payer_id,
-                    record.charge.total_amount,
-                    RefundCause.own(outcome.refund),
-                )
-            return PaymentResult(outcome, order, refund_requested=refund)
+            return await record_charge(tx, record, auto_refund=auto_refund)
 
     async def request_refund(
         self,
@@ -178,7 +125,7 @@ class Ledger:
         Idempotent (the worker's confirmation and Telegram's refunded_payment update may both
         arrive). False when the application has no such charge."""
         async with self._payments.transaction() as tx:
-            return await _settle(tx, application_id, charge_id)
+            return await settle(tx, application_id, charge_id) is not None
 
     async def record_refunded_payment(
         self, bot_id: int, update_id: int, application_id: UUID, charge_id: str
@@ -190,7 +137,7 @@ class Ledger:
         async with self._payments.transaction() as tx:
             if not await tx.updates.claim(bot_id, update_id, "refunded_payment"):
                 return None
-            if await _settle(tx, application_id, charge_id):
+            if await settle(tx, application_id, charge_id) is not None:
                 order = await tx.orders.paid_by(application_id, charge_id)
                 refunded = order is not None and order.state is OrderState.REFUNDED
                 return RefundedCharge(True, order if refunded else None)
@@ -207,13 +154,81 @@ class Ledger:
             return RefundedCharge(False, None)
 
 
-async def _settle(tx: PaymentTransaction, application_id: UUID, charge_id: str) -> bool:
+async def settle(
+    tx: PaymentTransaction, application_id: UUID, charge_id: str
+) -> tuple[int | None, Disposition] | None:
+    """Telegram refunded the application's charge, in the caller's unit of work: the refund
+    asked for (if any) succeeds, the payment is marked refunded and, if it was the charge that
+    paid the order, the order becomes refunded. Idempotent. The charge's order and disposition,
+    or None when the application has no such charge."""
     payment = await tx.charges.mark_refunded(application_id, charge_id)
     if payment is None:
-        return False
+        return None
     await tx.refunds.complete(application_id, charge_id)
     tg_payment_id, disposition = payment
     if tg_payment_id is not None and disposition is Disposition.ACCEPTED:
         # Only the charge that paid the order refunds it (a duplicate's refund does not).
         await tx.orders.mark_refunded(tg_payment_id, charge_id)
-    return True
+    return payment
+
+
+async def record_charge(
+    tx: PaymentTransaction, record: PaymentRecord, *, auto_refund: bool
+) -> PaymentResult:
+    """A charge Telegram reported, exactly once by its charge id, in the caller's unit of work
+    (a successful_payment update's, or the Star ledger's page): it pays its order, or is kept as
+    a duplicate or an anomaly, refunded when `auto_refund` and the outcome says so."""
+    charge_id = record.telegram_payment_charge_id
+    order = None
+    if record.tg_payment_id is not None:
+        order = await tx.orders.lock(record.application_id, record.tg_payment_id)
+    outcome = classify_record(record, order)
+    order_id = order.tg_payment_id if order else None
+    if not await tx.charges.add(record, order_id, outcome):
+        if await tx.charges.owner(charge_id) != record.application_id:
+            # Another application's charge id reported by this bot: never ours to
+            # apply; kept in this application's log for someone to look at.
+            await tx.events.add(
+                record.application_id,
+                None,
+                EventType.PAYMENT_ANOMALY,
+                {
+                    "telegram_payment_charge_id": charge_id,
+                    "reason": "FOREIGN_CHARGE",
+                    "update_id": record.update_id,
+                },
+            )
+        return PaymentResult(None, order)  # the same charge, seen before
+    if outcome.disposition is Disposition.ACCEPTED:
+        assert order is not None
+        check_transition(order.state, OrderState.PAID)
+        paid = await tx.orders.mark_paid(order.tg_payment_id, charge_id)
+        assert paid is not None, "locked, and the table allows it"
+        return PaymentResult(outcome, paid)
+    await tx.events.add(
+        record.application_id,
+        order_id,
+        EventType.PAYMENT_DUPLICATE
+        if outcome.disposition is Disposition.DUPLICATE
+        else EventType.PAYMENT_ANOMALY,
+        {
+            "telegram_payment_charge_id": charge_id,
+            "payer_id": record.charge.payer_id,
+            "total_amount": record.charge.total_amount,
+            "currency": record.charge.currency,
+            "reason": outcome.anomaly or outcome.refund,
+        },
+    )
+    refund = outcome.refund is not None and auto_refund
+    if refund:
+        assert outcome.refund is not None
+        await tx.refunds.add(
+            charge_id,
+            record.bot_id,
+            record.application_id,
+            order_id,
+            record.charge.payer_id,
+            record.charge.total_amount,
+            RefundCause.own(outcome.refund),
+        )
+    return PaymentResult(outcome, order, refund_requested=refund)

@@ -42,7 +42,7 @@ from portex_pay.domain.telegram import (
     InvoiceRequest,
     TelegramApiError,
     TelegramNetworkError,
-    TelegramTooManyRequests,
+    failure_error,
 )
 from portex_pay.service.clock import Clock, utcnow
 from portex_pay.service.ports import Orders, TelegramBot
@@ -280,14 +280,7 @@ class OrderService:
 
 
 def _telegram_error(error: TelegramApiError) -> DomainError:
-    if isinstance(error, TelegramTooManyRequests):
-        retry_after = error.retry_after if error.retry_after is not None else 1
-        return TelegramRateLimited(
-            f"Telegram rate limit: {error.description}; retry after {retry_after} s", retry_after
-        )
-    if 400 <= error.error_code < 500:
-        return TelegramRejected(f"Telegram refused the invoice: {error.description}")
-    return TelegramUnavailable(f"Telegram failed ({error.error_code}): {error.description}")
+    return failure_error(error, "Telegram refused the invoice")
 
 
 def _failure_error(order: Order) -> DomainError:

@@ -28,7 +28,7 @@ from portex_pay.domain.updates import update_id_of
 from portex_pay.service.outage import is_unavailable
 from portex_pay.service.ports import Applications, PollLeases, TelegramBot
 from portex_pay.service.updates import UpdateProcessor, UpdateRetry
-from portex_pay.service.worker import Supervisor
+from portex_pay.service.worker import PerBotJobs, Supervisor
 
 log = structlog.get_logger(__name__)
 
@@ -163,7 +163,7 @@ def _webhook_active(error: TelegramApiError) -> bool:
     return error.error_code == 409 and "webhook is active" in error.description.lower()
 
 
-class PollerManager:
+class PollerManager(PerBotJobs[BotPoller]):
     """Keeps one poller task per polling bot, following changes to the applications; each runs
     under `supervisor` as `poll-<bot id>`."""
 
@@ -176,48 +176,15 @@ class PollerManager:
         default_mode: str,
         refresh: float = 5.0,
     ) -> None:
-        self._applications = applications
-        self._make_poller = make_poller
-        self._supervisor = supervisor
-        self._default_mode = default_mode
-        self._refresh = refresh
-        self._tasks: dict[int, tuple[Application, asyncio.Task[None]]] = {}
-        self.pollers: dict[int, BotPoller] = {}
+        super().__init__(
+            applications,
+            lambda app: updates_mode(app, default_mode) == "polling",
+            make_poller,
+            supervisor,
+            prefix="poll",
+            refresh=refresh,
+        )
 
-    async def run(self) -> None:
-        try:
-            while True:
-                try:
-                    await self._sync()
-                except Exception as error:
-                    if not is_unavailable(error):
-                        raise
-                    log.warning("poller refresh failed", error=repr(error))
-                await asyncio.sleep(self._refresh)
-        finally:
-            tasks = [task for _, task in self._tasks.values()]
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _sync(self) -> None:
-        wanted = {
-            app.bot.id: app
-            for app in await self._applications.with_bots()
-            if app.bot is not None and updates_mode(app, self._default_mode) == "polling"
-        }
-        for bot_id, (app, task) in list(self._tasks.items()):
-            current = wanted.get(bot_id)
-            if current is None or current.bot != app.bot:
-                task.cancel()  # the supervisor restarts a poller that died; this one is done
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-                del self._tasks[bot_id]
-                self.pollers.pop(bot_id, None)
-        for bot_id, app in wanted.items():
-            if bot_id not in self._tasks:
-                poller = self._make_poller(app)
-                self.pollers[bot_id] = poller
-                name = f"poll-{bot_id}"
-                run = self._supervisor.supervise(name, poller.run)
-                self._tasks[bot_id] = (app, asyncio.create_task(run, name=name))
+    @property
+    def pollers(self) -> dict[int, BotPoller]:
+        return self.workers

@@ -46,6 +46,14 @@ from portex_pay.domain.order import Claim, Order
 from portex_pay.domain.pay import PayCommand
 from portex_pay.domain.refunds import DueRefund, Refund, RefundCause, RefundFilter, RefundPosition
 from portex_pay.domain.relay import RelayBot, RelayedUpdate
+from portex_pay.domain.star_ledger import (
+    LedgerClaim,
+    LedgerEntry,
+    LedgerFigures,
+    StarAmount,
+    StarTransaction,
+    StarTransactionQuery,
+)
 from portex_pay.domain.telegram import BotProfile, ForwardRequest, ForwardResponse, InvoiceRequest
 from portex_pay.domain.updates import DeadLetter
 
@@ -477,6 +485,87 @@ class RelayStore(Protocol):
     async def prune(self, max_age_seconds: float) -> int: ...
 
 
+# ---------------------------------------------------------------------------- the Star ledger
+
+
+class StarTransactionRows(Protocol):
+    """A bot's Star transactions and its reader's checkpoint, inside a unit of work
+    (service/star_ledger.py). The reader is the store's `owner`."""
+
+    async def advance(self, bot_id: int, expected: int, checkpoint: int, *, release: bool) -> bool:
+        """Moves the bot's checkpoint from `expected` to `checkpoint`, notes the read and renews
+        (or, `release`, ends) the owner's lease; False, changing nothing, when the owner no
+        longer holds the lease or the checkpoint moved (another reader)."""
+        ...
+
+    async def add(
+        self, application_id: UUID, bot_id: int, position: int, entry: LedgerEntry
+    ) -> bool:
+        """Stores the transaction; False when the bot's transaction of that key is stored
+        already (a page read again)."""
+        ...
+
+    async def record_outside_refund(
+        self, application_id: UUID, bot_id: int, charge_id: str
+    ) -> bool:
+        """Records a refund, made outside portex-pay, of the application's charge as succeeded;
+        False when the charge is not the application's or a refund of it exists already."""
+        ...
+
+
+class StarLedgerTransaction(PaymentTransaction, Protocol):
+    """A unit of work of the money use cases that also stores Star transactions."""
+
+    @property
+    def star_transactions(self) -> StarTransactionRows: ...
+
+
+class StarLedgerStore(Protocol):
+    """The Star ledger in PostgreSQL: transactions, checkpoints and the readers' leases (one
+    reader per bot across replicas; this store reads as `owner`)."""
+
+    owner: str
+
+    def transaction(self) -> AbstractAsyncContextManager[StarLedgerTransaction]:
+        """A unit of work storing a page with what it settles (service/ports.py, rule 1)."""
+        ...
+
+    async def claim(self, bot_id: int, *, min_age: float) -> LedgerClaim | None:
+        """Takes the bot's lease for a run, unless another live reader holds it or the bot was
+        read less than `min_age` seconds ago; the checkpoint to read from."""
+        ...
+
+    async def advance(self, bot_id: int, expected: int, checkpoint: int, *, release: bool) -> bool:
+        """StarTransactionRows.advance as one statement of its own (a page with nothing to
+        store)."""
+        ...
+
+    async def refresh_withdrawals(self, bot_id: int, transactions: list[StarTransaction]) -> int:
+        """Updates the stored withdrawals' states to those read again and ends the owner's
+        lease; how many changed."""
+        ...
+
+    async def release(self, bot_id: int) -> None:
+        """Ends the owner's lease on the bot (nothing when it holds none)."""
+        ...
+
+    async def page(
+        self,
+        application_id: UUID,
+        bot_id: int,
+        query: StarTransactionQuery,
+        after: tuple[int, str, str] | None,
+        limit: int,
+    ) -> list[LedgerEntry]:
+        """The application's bot's transactions, newest first (date, id, direction), after the
+        key `after` (unix date, id, direction), at most `limit`: one short query."""
+        ...
+
+    async def figures(self, application_id: UUID, bot_id: int, now: datetime) -> LedgerFigures:
+        """Received, refunded, withdrawn and held Stars as of `now`, and the last read."""
+        ...
+
+
 # ---------------------------------------------------------------------------- Telegram
 
 
@@ -520,9 +609,12 @@ class TelegramBot(Protocol):
 
     async def webhook_url(self, bot: Bot) -> str | None: ...
 
-    async def get_star_transactions(
-        self, bot: Bot, *, offset: int, limit: int
-    ) -> list[dict[str, Any]]: ...
+    async def get_star_transactions(self, bot: Bot, *, offset: int, limit: int) -> list[Any]:
+        """The listed transactions as Telegram sent them (each item unread: the ledger reads
+        them, domain/star_ledger.py), in chronological order."""
+        ...
+
+    async def get_my_star_balance(self, bot: Bot) -> StarAmount: ...
 
     async def run_webhook_reply(
         self, bot: Bot, method: str, body: bytes, content_type: str, *, timeout: float

@@ -40,7 +40,6 @@ from portex_pay.domain.checkout import (
     CheckoutRecord,
     DeclineReason,
     Disposition,
-    PaymentRecord,
     PaymentResult,
     decide_pre_checkout,
     decline,
@@ -59,7 +58,6 @@ from portex_pay.domain.updates import (
     SuccessfulPayment,
     read_update,
     storable,
-    verify_payload,
 )
 from portex_pay.logging import RateLimitedWarnings
 from portex_pay.service.ledger import Ledger
@@ -377,14 +375,6 @@ class UpdateProcessor:
             # Nothing to retry: a late or repeated answer is refused by Telegram anyway.
             log.warning("pre-checkout answer failed", error=str(error))
 
-    async def successful_payment(
-        self, application: Application, payment: SuccessfulPayment, *, raw: dict[str, Any]
-    ) -> PaymentResult:
-        """Records a charge Telegram reported that no update brought (a transaction found by
-        reconciliation, whose `update_id` is None)."""
-        signed = verify_payload(self._secret, payment.charge.invoice_payload)
-        return await self._record_payment(application, payment, signed, raw=raw)
-
     async def _record_payment(
         self,
         application: Application,
@@ -395,21 +385,9 @@ class UpdateProcessor:
     ) -> PaymentResult:
         """Records a charge Telegram reported; `signed` is its payload when that is ours (the
         ledger judges the charge against it and the order)."""
-        charge = payment.charge
         bot = application.require_bot()
         result = await self._ledger.record_payment(
-            PaymentRecord(
-                bot_id=bot.id,
-                update_id=payment.update_id,
-                application_id=application.id,
-                tg_payment_id=signed.tg_payment_id if signed else None,
-                signed_amount=signed.amount if signed else None,
-                charge=charge,
-                telegram_payment_charge_id=payment.telegram_payment_charge_id,
-                provider_payment_charge_id=payment.provider_payment_charge_id,
-                raw=raw,
-            ),
-            auto_refund=self._auto_refund,
+            payment.record(bot.id, application.id, signed, raw), auto_refund=self._auto_refund
         )
         if result.outcome is not None and result.outcome.disposition is not Disposition.ACCEPTED:
             log.warning(

@@ -27,12 +27,14 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
 import structlog
 
+from portex_pay.domain.application import Application
 from portex_pay.domain.retry import backoff_seconds
 from portex_pay.service.outage import is_unavailable
+from portex_pay.service.ports import Applications
 
 log = structlog.get_logger(__name__)
 
@@ -209,3 +211,76 @@ class PeriodicWorker:
             if handled:
                 continue
             await self._wakeup.wait(self._idle)
+
+
+class BotWorker(Protocol):
+    """What runs for one bot for the life of the process (a poller, a Star ledger reader)."""
+
+    async def run(self) -> None: ...
+
+
+W = TypeVar("W", bound=BotWorker)
+
+
+class PerBotJobs(Generic[W]):
+    """Keeps one task per bot that `wanted` selects among the applications with a bot,
+    following their changes every `refresh` seconds: a new bot gets its worker (`make`), one
+    gone (or changed: another token) loses it. Each task runs under `supervisor` as
+    `<prefix>-<bot id>`; `workers` are the current ones, by bot id."""
+
+    def __init__(
+        self,
+        applications: Applications,
+        wanted: Callable[[Application], bool],
+        make: Callable[[Application], W],
+        supervisor: Supervisor,
+        *,
+        prefix: str,
+        refresh: float = 5.0,
+    ) -> None:
+        self._applications = applications
+        self._wanted = wanted
+        self._make = make
+        self._supervisor = supervisor
+        self._prefix = prefix
+        self._refresh = refresh
+        self._tasks: dict[int, tuple[Application, asyncio.Task[None]]] = {}
+        self.workers: dict[int, W] = {}
+
+    async def run(self) -> None:
+        try:
+            while True:
+                try:
+                    await self._sync()
+                except Exception as error:
+                    if not is_unavailable(error):
+                        raise
+                    log.warning("bot workers refresh failed", jobs=self._prefix, error=repr(error))
+                await asyncio.sleep(self._refresh)
+        finally:
+            tasks = [task for _, task in self._tasks.values()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _sync(self) -> None:
+        wanted = {
+            app.bot.id: app
+            for app in await self._applications.with_bots()
+            if app.bot is not None and self._wanted(app)
+        }
+        for bot_id, (app, task) in list(self._tasks.items()):
+            current = wanted.get(bot_id)
+            if current is None or current.bot != app.bot:
+                task.cancel()  # the supervisor restarts a worker that died; this one is done
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                del self._tasks[bot_id]
+                self.workers.pop(bot_id, None)
+        for bot_id, app in wanted.items():
+            if bot_id not in self._tasks:
+                worker = self._make(app)
+                self.workers[bot_id] = worker
+                name = f"{self._prefix}-{bot_id}"
+                run = self._supervisor.supervise(name, worker.run)
+                self._tasks[bot_id] = (app, asyncio.create_task(run, name=name))

@@ -30,7 +30,7 @@ from portex_pay.adapters.postgres.events_writer import (
 from portex_pay.adapters.postgres.orders import order_from_row
 from portex_pay.adapters.postgres.pool import Conn
 from portex_pay.adapters.postgres.refunds import refund_from_row
-from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord
+from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord, RefundReason
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Order, OrderState, sources
 from portex_pay.domain.refunds import (
@@ -271,6 +271,32 @@ class RefundIntents:
             application_id,
             refund_sources(RefundState.SUCCEEDED),
         )
+
+
+async def insert_outside_refund(
+    conn: Conn, application_id: UUID, bot_id: int, charge_id: str
+) -> bool:
+    """A refund of the application's charge made outside portex-pay (the Star ledger found it,
+    service/star_ledger.py), recorded as succeeded with the cause `OUTSIDE` gives; False when the
+    charge is not the application's or a refund of it is recorded already. The order's change and
+    its event are the settlement's (Ledger)."""
+    cause = RefundCause.own(RefundReason.OUTSIDE)
+    inserted = await conn.fetchval(
+        """
+        INSERT INTO refunds (telegram_payment_charge_id, tg_payment_id, application_id, bot_id,
+            tg_use_id, amount, reason, reason_code, state, completed_at)
+        SELECT telegram_payment_charge_id, tg_payment_id, application_id, $3, tg_use_id, amount,
+            $4, $5, 'succeeded', now()
+        FROM payments WHERE telegram_payment_charge_id = $2 AND application_id = $1
+        ON CONFLICT (telegram_payment_charge_id) DO NOTHING RETURNING true
+        """,
+        application_id,
+        charge_id,
+        bot_id,
+        cause.reason.value,
+        cause.code.value,
+    )
+    return bool(inserted)
 
 
 class PaymentTransaction:

@@ -23,6 +23,7 @@ import aiohttp
 from yarl import URL
 
 from portex_pay.domain.application import Bot
+from portex_pay.domain.star_ledger import StarAmount, read_star_amount
 from portex_pay.domain.telegram import (
     BotProfile,
     ChargeAlreadyRefunded,
@@ -253,14 +254,21 @@ class BotApiClient:
         except aiohttp.ClientError as error:
             raise TelegramNetworkError(method, type(error).__name__) from None
 
-    async def get_star_transactions(
-        self, bot: Bot, *, offset: int, limit: int
-    ) -> list[dict[str, Any]]:
+    async def get_star_transactions(self, bot: Bot, *, offset: int, limit: int) -> list[Any]:
+        """StarTransactions.transactions, every item as Telegram sent it: the ledger reads them
+        (and counts one it cannot read, so that the checkpoint still moves past it)."""
         page = await self.call(bot.token, "getStarTransactions", {"offset": offset, "limit": limit})
-        transactions = page.get("transactions", []) if isinstance(page, dict) else None
+        transactions = page.get("transactions") if isinstance(page, dict) else None
         if not isinstance(transactions, list):
             raise TelegramNetworkError("getStarTransactions", "the result has no transactions")
-        return [t for t in transactions if isinstance(t, dict)]
+        return transactions
+
+    async def get_my_star_balance(self, bot: Bot) -> StarAmount:
+        result = await self.call(bot.token, "getMyStarBalance", {})
+        amount = read_star_amount(result)
+        if amount is None:
+            raise TelegramNetworkError("getMyStarBalance", "the result is not a StarAmount")
+        return amount
 
 
 def _outgoing(url: str, prefix: str, rest: str, raw_query: str) -> URL | None:

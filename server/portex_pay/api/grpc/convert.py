@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
 from portex.payment.v1 import payment_pb2
 from portex_pay.domain.catalog import CatalogItem, SeenUser
 from portex_pay.domain.errors import FieldViolation, InvalidArgument
-from portex_pay.domain.events import Cursor, Event, invoice_closed
+from portex_pay.domain.events import Cursor, Event, EventType, invoice_closed
 from portex_pay.domain.order import SDK_STATUS, Order, OrderState
 from portex_pay.domain.pay import PayCommand
 from portex_pay.domain.refunds import Refund, RefundFilter, RefundReasonCode, RefundState
+from portex_pay.domain.star_ledger import Direction, LedgerEntry, Match, StarBalance
 from portex_pay.service.bot_messages import TEXT_FIELDS, BotMessages
 
 _STATE = {
@@ -164,8 +167,7 @@ def _time_of(stamp: timestamp_pb2.Timestamp, field: str) -> datetime:
 def refund_filter(request: payment_pb2.ListRefundsRequest) -> RefundFilter:
     """ListRefunds' filters (an unset one is None)."""
     times = {
-        field: _time_of(getattr(request, field), field) if request.HasField(field) else None
-        for field in ("create_time_start", "create_time_end")
+        field: timestamp_value(request, field) for field in ("create_time_start", "create_time_end")
     }
     return RefundFilter(
         tg_payment_id=request.tg_payment_id if request.HasField("tg_payment_id") else None,
@@ -197,6 +199,10 @@ def event_message(cursor: Cursor, event: Event | None) -> payment_pb2.InvoiceEve
         message.invoice_closed.CopyFrom(
             payment_pb2.InvoiceClosedResult(order_id=event.tg_payment_id, status=status)
         )
+    if event.type == EventType.LEDGER_UNMATCHED:
+        entry = LedgerEntry.from_event_data(event.data)
+        if entry is not None:
+            message.star_transaction.CopyFrom(star_transaction_message(entry))
     return message
 
 
@@ -266,3 +272,68 @@ def bot_messages_message(messages: BotMessages) -> payment_pb2.BotMessages:
         refunded_message=messages.refunded_message,
         refunded_message_default=messages.refunded_message_default,
     )
+
+
+# ------------------------------------------------------------------------- the Star ledger
+
+
+def timestamp_value(message: Message, field: str) -> datetime | None:
+    """A request's optional Timestamp field (see `_time_of`), or None when unset."""
+    if not message.HasField(field):
+        return None
+    return _time_of(getattr(message, field), field)
+
+
+_DIRECTION = {
+    Direction.INCOMING: payment_pb2.StarTransaction.INCOMING,
+    Direction.OUTGOING: payment_pb2.StarTransaction.OUTGOING,
+}
+_MATCH = {
+    Match.PAYMENT: payment_pb2.StarTransaction.PAYMENT,
+    Match.REFUND: payment_pb2.StarTransaction.REFUND,
+    Match.NONE: payment_pb2.StarTransaction.NONE,
+    Match.UNMATCHED: payment_pb2.StarTransaction.UNMATCHED,
+}
+
+
+def star_transaction_message(entry: LedgerEntry) -> payment_pb2.StarTransaction:
+    t = entry.transaction
+    message = payment_pb2.StarTransaction(
+        id=t.id,
+        direction=_DIRECTION[t.direction],
+        amount=t.amount,
+        nanostar_amount=t.nanostar_amount,
+        date=_timestamp(t.date),
+        partner_type=t.partner_type,
+        transaction_type=t.transaction_type or "",
+        invoice_payload=t.invoice_payload or "",
+        withdrawal_state=t.withdrawal_state or "",
+        match=_MATCH[entry.match],
+        raw_json=json.dumps(t.raw, ensure_ascii=False, separators=(",", ":")),
+    )
+    if t.partner_id is not None:
+        message.partner_id = t.partner_id
+    if t.commission_per_mille is not None:
+        message.commission_per_mille = t.commission_per_mille
+    if entry.tg_payment_id is not None:
+        message.tg_payment_id = entry.tg_payment_id
+    return message
+
+
+def star_balance_message(balance: StarBalance) -> payment_pb2.StarBalance:
+    ledger = balance.ledger
+    message = payment_pb2.StarBalance(
+        amount=balance.telegram.amount,
+        nanostar_amount=balance.telegram.nanostar_amount,
+        received=ledger.received,
+        refunded=ledger.refunded,
+        withdrawn=ledger.withdrawn,
+        held=[
+            payment_pb2.HeldStars(available_time=_timestamp(part.available_at), amount=part.amount)
+            for part in ledger.held
+        ],
+        held_total=ledger.held_total,
+    )
+    if ledger.read_at is not None:
+        message.ledger_read_time.CopyFrom(_timestamp(ledger.read_at))
+    return message

@@ -17,16 +17,21 @@ from portex_pay.api.grpc.convert import (
     refund_filter,
     refund_message,
     refund_reason_code,
+    star_balance_message,
+    star_transaction_message,
     telegram_user_message,
+    timestamp_value,
 )
 from portex_pay.api.grpc.interceptor import current_application
 from portex_pay.domain.errors import FieldViolation, InvalidArgument
 from portex_pay.domain.paging import page_size
+from portex_pay.domain.star_ledger import StarTransactionQuery
 from portex_pay.service.bot_messages import BotMessagesService
 from portex_pay.service.catalog import CatalogService
 from portex_pay.service.clock import utcnow
 from portex_pay.service.orders import OrderService
 from portex_pay.service.refunds import RefundService
+from portex_pay.service.star_ledger import StarLedger
 from portex_pay.service.stream import EventFilter, EventStreamer
 
 if TYPE_CHECKING:
@@ -41,12 +46,14 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         streamer: EventStreamer,
         catalog: CatalogService,
         bot_messages: BotMessagesService,
+        star_ledger: StarLedger,
     ) -> None:
         self._orders = orders
         self._refunds = refunds
         self._streamer = streamer
         self._catalog = catalog
         self._bot_messages = bot_messages
+        self._star_ledger = star_ledger
 
     async def Pay(
         self, request: payment_pb2.PayRequest, context: Context
@@ -227,6 +234,31 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             request.buyer_messages if request.HasField("buyer_messages") else None,
         )
         return bot_messages_message(messages)
+
+    async def ListStarTransactions(
+        self, request: payment_pb2.ListStarTransactionsRequest, context: Context
+    ) -> payment_pb2.ListStarTransactionsResponse:
+        query = StarTransactionQuery(
+            date_start=timestamp_value(request, "date_start"),
+            date_end=timestamp_value(request, "date_end"),
+            partner_types=tuple(request.partner_types),
+        )
+        entries, next_page_token = await self._star_ledger.list_transactions(
+            current_application.get(),
+            query,
+            page_size=page_size(request.page_size),
+            page_token=request.page_token,
+        )
+        return payment_pb2.ListStarTransactionsResponse(
+            transactions=[star_transaction_message(entry) for entry in entries],
+            next_page_token=next_page_token,
+        )
+
+    async def GetStarBalance(
+        self, request: payment_pb2.GetStarBalanceRequest, context: Context
+    ) -> payment_pb2.StarBalance:
+        balance = await self._star_ledger.balance(current_application.get())
+        return star_balance_message(balance)
 
 
 def _filter(

@@ -1817,11 +1817,13 @@ class ListStarTransactionsRequest(_message.Message):
 
     @_builtins.property
     def date_end(self) -> _timestamp_pb2.Timestamp:
-        """Only transactions made before this time, when set."""
+        """Only transactions made before this time, when set; after `date_start` when both are set."""
 
     @_builtins.property
     def partner_types(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Only these partner kinds (StarTransaction.partner_type), when any are given."""
+        """Only these partner kinds (StarTransaction.partner_type), when any are given: at most 16,
+        each 1-64 characters on one line.
+        """
 
     def __init__(
         self,
@@ -1852,7 +1854,9 @@ class ListStarTransactionsResponse(_message.Message):
     """Pass as `page_token` for the next page; empty on the last page."""
     @_builtins.property
     def transactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___StarTransaction]:
-        """The transactions, newest first."""
+        """The transactions, newest first: by `date`, then `id`, then `direction` (a refund before its
+        payment of the same second).
+        """
 
     def __init__(
         self,
@@ -1887,7 +1891,7 @@ Global___GetStarBalanceRequest: _TypeAlias = GetStarBalanceRequest  # noqa: Y015
 
 @_typing.final
 class HeldStars(_message.Message):
-    """Stars received on one day, still on Telegram's 21-day hold."""
+    """Stars received on one day (UTC), still on Telegram's 21-day hold."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1897,7 +1901,7 @@ class HeldStars(_message.Message):
     """Whole Stars."""
     @_builtins.property
     def available_time(self) -> _timestamp_pb2.Timestamp:
-        """When they become available."""
+        """When the last of them becomes available: the day's latest receipt plus 21 days."""
 
     def __init__(
         self,
@@ -1932,16 +1936,22 @@ class StarBalance(_message.Message):
     nanostar_amount: _builtins.int
     """Nanostars on top of `amount`."""
     received: _builtins.int
-    """Stars received from users (payments), by the ledger."""
+    """Stars received from users (payments), by the ledger: every incoming transaction whose partner
+    is a user.
+    """
     refunded: _builtins.int
-    """Stars returned to users (refunds)."""
+    """Stars returned to users (refunds): outgoing transactions to users of an invoice or paid-media
+    payment.
+    """
     withdrawn: _builtins.int
     """Stars withdrawn to Fragment (pending and succeeded withdrawals)."""
     held_total: _builtins.int
     """The sum of `held`."""
     @_builtins.property
     def held(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeldStars]:
-        """Received Stars still on the 21-day hold, by the day they become available, soonest first."""
+        """Received Stars still on the 21-day hold (less those refunded since), by the day they become
+        available, soonest first.
+        """
 
     @_builtins.property
     def ledger_read_time(self) -> _timestamp_pb2.Timestamp:

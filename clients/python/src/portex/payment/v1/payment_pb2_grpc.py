@@ -332,7 +332,10 @@ class PaymentServiceServicer:
     def ListStarTransactions(self, request, context):
         """Lists the Star transactions of the calling application's bot as the ledger has read them from
         Telegram (getStarTransactions), newest first, a page at a time: payments, refunds, withdrawals,
-        ads, affiliate commissions and every other kind Telegram reports.
+        ads, affiliate commissions and every other kind Telegram reports. The ledger reads each bot
+        every PORTEX_LEDGER_INTERVAL seconds (and at once with `portex-pay admin reconcile`), so the
+        newest transactions may not be listed yet. An application without a bot answers
+        FAILED_PRECONDITION (reason BOT_NOT_CONFIGURED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -341,7 +344,9 @@ class PaymentServiceServicer:
     def GetStarBalance(self, request, context):
         """The bot's Star balance as Telegram states it (getMyStarBalance), with what the ledger knows:
         Stars received, refunded and withdrawn, and those still on Telegram's 21-day hold, with the
-        day each part becomes available.
+        day each part becomes available. Telegram's failures answer as Pay's do (429 ->
+        RESOURCE_EXHAUSTED with RetryInfo, 400 -> FAILED_PRECONDITION, unreachable -> UNAVAILABLE);
+        an application without a bot answers FAILED_PRECONDITION (reason BOT_NOT_CONFIGURED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

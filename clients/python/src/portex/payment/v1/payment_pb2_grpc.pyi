@@ -158,12 +158,17 @@ class PaymentServiceStub:
     ListStarTransactions: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ListStarTransactionsRequest, _payment_pb2.ListStarTransactionsResponse]
     """Lists the Star transactions of the calling application's bot as the ledger has read them from
     Telegram (getStarTransactions), newest first, a page at a time: payments, refunds, withdrawals,
-    ads, affiliate commissions and every other kind Telegram reports.
+    ads, affiliate commissions and every other kind Telegram reports. The ledger reads each bot
+    every PORTEX_LEDGER_INTERVAL seconds (and at once with `portex-pay admin reconcile`), so the
+    newest transactions may not be listed yet. An application without a bot answers
+    FAILED_PRECONDITION (reason BOT_NOT_CONFIGURED).
     """
     GetStarBalance: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetStarBalanceRequest, _payment_pb2.StarBalance]
     """The bot's Star balance as Telegram states it (getMyStarBalance), with what the ledger knows:
     Stars received, refunded and withdrawn, and those still on Telegram's 21-day hold, with the
-    day each part becomes available.
+    day each part becomes available. Telegram's failures answer as Pay's do (429 ->
+    RESOURCE_EXHAUSTED with RetryInfo, 400 -> FAILED_PRECONDITION, unreachable -> UNAVAILABLE);
+    an application without a bot answers FAILED_PRECONDITION (reason BOT_NOT_CONFIGURED).
     """
 
 @_typing.type_check_only
@@ -289,12 +294,17 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     ListStarTransactions: _aio.UnaryUnaryMultiCallable[_payment_pb2.ListStarTransactionsRequest, _payment_pb2.ListStarTransactionsResponse]  # type: ignore[assignment]
     """Lists the Star transactions of the calling application's bot as the ledger has read them from
     Telegram (getStarTransactions), newest first, a page at a time: payments, refunds, withdrawals,
-    ads, affiliate commissions and every other kind Telegram reports.
+    ads, affiliate commissions and every other kind Telegram reports. The ledger reads each bot
+    every PORTEX_LEDGER_INTERVAL seconds (and at once with `portex-pay admin reconcile`), so the
+    newest transactions may not be listed yet. An application without a bot answers
+    FAILED_PRECONDITION (reason BOT_NOT_CONFIGURED).
     """
     GetStarBalance: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetStarBalanceRequest, _payment_pb2.StarBalance]  # type: ignore[assignment]
     """The bot's Star balance as Telegram states it (getMyStarBalance), with what the ledger knows:
     Stars received, refunded and withdrawn, and those still on Telegram's 21-day hold, with the
-    day each part becomes available.
+    day each part becomes available. Telegram's failures answer as Pay's do (429 ->
+    RESOURCE_EXHAUSTED with RetryInfo, 400 -> FAILED_PRECONDITION, unreachable -> UNAVAILABLE);
+    an application without a bot answers FAILED_PRECONDITION (reason BOT_NOT_CONFIGURED).
     """
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -531,7 +541,10 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_payment_pb2.ListStarTransactionsResponse, _abc.Awaitable[_payment_pb2.ListStarTransactionsResponse]]:
         """Lists the Star transactions of the calling application's bot as the ledger has read them from
         Telegram (getStarTransactions), newest first, a page at a time: payments, refunds, withdrawals,
-        ads, affiliate commissions and every other kind Telegram reports.
+        ads, affiliate commissions and every other kind Telegram reports. The ledger reads each bot
+        every PORTEX_LEDGER_INTERVAL seconds (and at once with `portex-pay admin reconcile`), so the
+        newest transactions may not be listed yet. An application without a bot answers
+        FAILED_PRECONDITION (reason BOT_NOT_CONFIGURED).
         """
 
     @_abc_1.abstractmethod
@@ -542,7 +555,9 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_payment_pb2.StarBalance, _abc.Awaitable[_payment_pb2.StarBalance]]:
         """The bot's Star balance as Telegram states it (getMyStarBalance), with what the ledger knows:
         Stars received, refunded and withdrawn, and those still on Telegram's 21-day hold, with the
-        day each part becomes available.
+        day each part becomes available. Telegram's failures answer as Pay's do (429 ->
+        RESOURCE_EXHAUSTED with RetryInfo, 400 -> FAILED_PRECONDITION, unreachable -> UNAVAILABLE);
+        an application without a bot answers FAILED_PRECONDITION (reason BOT_NOT_CONFIGURED).
         """
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
