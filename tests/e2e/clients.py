@@ -10,7 +10,11 @@ would pay them.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -107,3 +111,20 @@ async def failure(call: Any) -> PortexPayError:
 
 def code_and_reason(error: PortexPayError) -> tuple[grpc.StatusCode, str | None]:
     return error.code, error.reason
+
+
+async def orders_cli(target: str, api_key: str | None, *args: str) -> tuple[int, list[Any], str]:
+    """Runs the installed `portex-pay-orders` with the key in PORTEX_API_KEY (None: no key):
+    its exit status, the JSON lines it printed, its stderr."""
+    command = Path(sys.executable).with_name("portex-pay-orders")
+    assert command.exists(), "the portex-pay-orders console script is not installed"
+    env = {k: v for k, v in os.environ.items() if k != "PORTEX_API_KEY"}
+    if api_key is not None:
+        env["PORTEX_API_KEY"] = api_key
+    process = await asyncio.create_subprocess_exec(
+        str(command), args[0], "--target", target, *args[1:],
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 30)
+    lines = [json.loads(line) for line in out.decode().splitlines()]
+    return int(process.returncode or 0), lines, err.decode()

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import aiohttp
 import grpc
 import pytest
+from google.protobuf.json_format import MessageToDict
 
 from portex.payment.v1 import payment_pb2
 from portex_pay.app import PortexApp
@@ -32,7 +33,7 @@ from portex_pay_client import (
 )
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp, free_port
-from tests.e2e.clients import Connect, code_and_reason, failure, paid_order
+from tests.e2e.clients import Connect, code_and_reason, failure, orders_cli, paid_order
 from tests.e2e.conftest import ServerProcess
 from tests.integration.helpers import eventually, pay_fields, pay_request
 
@@ -734,3 +735,35 @@ async def test_a_wrong_key_raises_unauthenticated_on_the_other_methods(
     }
     seen = {name: code_and_reason(await failure(call)) for name, call in calls.items()}
     assert seen == dict.fromkeys(calls, (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"))
+
+
+# ------------------------------------------------------------------------- portex-pay-orders
+
+
+async def test_the_orders_command_prints_one_order_as_json_and_says_why_it_cannot(
+    service: PortexApp, app: TestApp, stub: Any
+):
+    """`portex-pay-orders get ID` prints the order as QueryOrder answers it, in the protobuf JSON
+    mapping, and exits 0; a missing order exits 1 naming NOT_FOUND; no key, no id, or an id with
+    --charge are usage errors (exit 2)."""
+    target = f"127.0.0.1:{service.grpc_port}"
+    paid = await stub.Pay(pay_request(tg_use_id=8686), metadata=app.metadata)
+    code, printed, err = await orders_cli(target, app.api_key, "get", str(paid.tg_payment_id))
+    assert (code, err) == (0, "")
+    assert printed == [MessageToDict(paid.order)]
+    assert printed[0]["tgPaymentId"] == str(paid.tg_payment_id)
+
+    code, printed, err = await orders_cli(target, app.api_key, "get", str(2**62))
+    assert (code, printed) == (1, [])
+    assert err.startswith("portex-pay-orders: NOT_FOUND: ")
+    assert "(reason=ORDER_NOT_FOUND)" in err
+    for key, args, problem in (
+        (None, ["get", "1"], "an API key is needed"),
+        (app.api_key, ["get"], "one of the arguments tg_payment_id --charge is required"),
+        (app.api_key, ["get", "1", "--charge", "stx1"], "not allowed with argument"),
+        (app.api_key, ["get", "0"], "must be positive: 0"),
+    ):
+        code, printed, err = await orders_cli(target, key, *args)
+        assert (code, printed) == (2, []), args
+        assert err.startswith("usage: portex-pay-orders")
+        assert problem in err

@@ -21,7 +21,7 @@ from portex.payment.v1 import payment_pb2
 from portex_pay.app import PortexApp
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp
-from tests.e2e.clients import Client, Connect, code_and_reason, failure, paid_order
+from tests.e2e.clients import Client, Connect, code_and_reason, failure, orders_cli, paid_order
 from tests.e2e.conftest import ServerFactory
 from tests.e2e.test_admin_cli import admin
 from tests.integration.helpers import eventually, pay_fields, pay_request
@@ -526,6 +526,43 @@ async def test_the_ledger_lists_the_bots_star_transactions_and_its_balance(
 
     other: TestApp = await make_app()
     assert await connect(other.api_key).collect("iter_star_transactions") == []
+
+
+# ------------------------------------------------------------------------- portex-pay-orders
+
+
+async def test_the_orders_command_lists_by_filter_and_finds_an_order_by_its_charge(
+    shop: TestApp, stub: Any, service: PortexApp, fake_telegram: FakeBotApi
+):
+    """`portex-pay-orders list --filter ... --limit 3 --page-size 2` prints the user's 3 newest
+    orders as JSON lines (two pages read); `get --charge` prints the order a charge paid; a bad
+    filter exits 1 naming the filter's problem."""
+    target = f"127.0.0.1:{service.grpc_port}"
+    user = 9110
+    await make_orders(stub, shop, 4, tg_use_id=user)
+    expected = await newest_first(service, shop, user)
+    code, printed, err = await orders_cli(
+        target, shop.api_key, "list", "--filter", f"tg_use_id = {user}", "--limit", "3",
+        "--page-size", "2",
+    )  # fmt: skip
+    assert (code, err) == (0, "")
+    assert [int(line["tgPaymentId"]) for line in printed] == expected[:3]
+
+    client = Client("async", target, shop.api_key)
+    try:
+        paid, charge = await paid_order(client, shop, fake_telegram, tg_use_id=user)
+    finally:
+        await client.close()
+    code, printed, err = await orders_cli(target, shop.api_key, "get", "--charge", charge)
+    assert (code, err) == (0, "")
+    assert [(line["tgPaymentId"], line["state"]) for line in printed] == [
+        (str(paid.tg_payment_id), "PAID")
+    ]
+
+    code, printed, err = await orders_cli(target, shop.api_key, "list", "--filter", "colour = 3")
+    assert (code, printed) == (1, [])
+    assert err.startswith("portex-pay-orders: INVALID_ARGUMENT: ")
+    assert "\nportex-pay-orders: filter: " in err
 
 
 # ---------------------------------------------------------------------------------------- keys
