@@ -8,7 +8,9 @@ only where repeating is safe (see `portex_pay_client.retry`) and raises every RP
 after its last cursor whenever the stream breaks (see ``portex_pay_client._watch``). The client
 owns the channel it creates and closes it on `close()` or on leaving ``async with``; a client
 made `from_channel` leaves the channel to its owner unless told otherwise. It may be shared
-between tasks, as the channel is.
+between tasks, as the channel is. A paged list RPC has two iterators beside its one-page method
+(``list_orders_pages`` over the pages, ``iter_orders`` over the orders): each page is one call
+with its own deadline and retries, following ``next_page_token`` until it comes back empty.
 
 Here too are the client's retry loop, `acall_with_retries`, and its event watch,
 `AsyncEventWatch`. The requests, the resume position and the retry decisions are shared by both
