@@ -8,10 +8,10 @@ the odd line); now ``aio.py`` is the only one edited, and ``client.py`` is gener
 way httpcore's ``scripts/unasync.py`` generates its sync code: every line goes through a fixed
 list of textual substitutions (`SUBSTITUTIONS`: ``async def`` -> ``def``, ``await`` dropped,
 ``grpc.aio`` -> ``grpc``, ``AsyncPaymentClient`` -> ``PaymentClient``, ``asyncio.Event`` ->
-``threading.Event``, ``Awaitable[T]`` -> ``T``, ``__aenter__`` -> ``__enter__``, ``asyncio``
--> ``blocking`` in prose, ...). What both clients share without being twins (requests, the
-watch's resume position, retry decisions) is plain code in ``_calls.py``, ``_watch.py`` and
-``retry.py``, imported by both.
+``threading.Event``, ``Awaitable[T]`` -> ``T``, ``AsyncIterator`` -> ``Iterator``,
+``__aenter__`` -> ``__enter__``, ``asyncio`` -> ``blocking`` in prose, ...). What both clients
+share without being twins (requests, the watch's resume position, retry decisions) is plain code
+in ``_calls.py``, ``_watch.py`` and ``retry.py``, imported by both.
 
 Where the two must really differ, ``aio.py`` says so with markers (keep them rare):
 
@@ -57,6 +57,7 @@ SUBSTITUTIONS: tuple[tuple[str, str], ...] = (
     (r"\basyncio\.Event\b", "threading.Event"),
     (r"\basyncio\.sleep\b", "time.sleep"),
     (r"\bAwaitable\[(\w+)\]", r"\1"),
+    (r"\bAsyncIterator\b", "Iterator"),
     (r"\bAwaitable, ", ""),
     # The language.
     (r"\basync def\b", "def"),

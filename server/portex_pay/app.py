@@ -50,6 +50,7 @@ from portex_pay.adapters.postgres.callbacks import CallbackRepository
 from portex_pay.adapters.postgres.catalog import CatalogRepository, TelegramUserRepository
 from portex_pay.adapters.postgres.dead_letters import DeadLetterRepository
 from portex_pay.adapters.postgres.events import EventLog
+from portex_pay.adapters.postgres.export import AccountingExportReader
 from portex_pay.adapters.postgres.ledger_store import LedgerStore
 from portex_pay.adapters.postgres.listener import EventListener
 from portex_pay.adapters.postgres.migrations import migrate
@@ -76,6 +77,7 @@ from portex_pay.service.callbacks import CallbackDispatcher
 from portex_pay.service.catalog import CatalogService
 from portex_pay.service.clock import utcnow
 from portex_pay.service.edge import EdgeService, EdgeSettings
+from portex_pay.service.export import AccountingExport
 from portex_pay.service.fulfilment import UnfulfilledRefunds
 from portex_pay.service.health import Health
 from portex_pay.service.housekeeping import Housekeeping
@@ -140,6 +142,11 @@ def application_admin(
 def bot_messages_admin(db: asyncpg.Pool | asyncpg.Connection) -> BotMessagesService:
     """The bot's messages (/paysupport, /terms, the buyer messages), for the CLI."""
     return BotMessagesService(ApplicationRepository(db))
+
+
+def accounting_export(db: asyncpg.Pool | asyncpg.Connection) -> AccountingExport:
+    """The accounting export (`portex-pay admin export`): orders, in keyset batches."""
+    return AccountingExport(AccountingExportReader(db), ApplicationRepository(db))
 
 
 def _replica_id() -> str:

@@ -2,7 +2,8 @@
 
 `serve` runs the service until SIGTERM/SIGINT, then shuts down gracefully and exits 0. `admin`
 commands print JSON (one object, or a list) so that scripts can read them; they never print a bot
-token in full. `dev` is what `make run` calls: it supplies a private PostgreSQL and the Telegram
+token in full. `admin export` prints the rows themselves (CSV or JSON lines) unless `--output`
+names a file. `dev` is what `make run` calls: it supplies a private PostgreSQL and the Telegram
 sandbox when none is configured, ensures a development application, and serves. `dev init-data`
 prints a freshly signed Mini App initData (one line, the bare string) to try the HTTP edge with
 curl: `-H "X-Tg-InitData: $(portex-pay dev init-data --user 42)"`.
@@ -13,12 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import io
 import json
 import os
+import re
 import sys
 import time
-from datetime import timedelta
-from typing import Any
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any, TextIO
 from uuid import UUID
 
 import aiohttp
@@ -31,6 +35,7 @@ from portex_pay.adapters.postgres.pool import create_pool
 from portex_pay.adapters.telegram.client import new_session
 from portex_pay.app import (
     Sessions,
+    accounting_export,
     application_admin,
     bot_messages_admin,
     serve,
@@ -45,6 +50,7 @@ from portex_pay.domain.errors import ApplicationNotFound, InvalidArgument
 from portex_pay.domain.fulfilment import format_deadline
 from portex_pay.domain.init_data import init_data_fields, sign_init_data
 from portex_pay.domain.text import single_line_problem
+from portex_pay.domain.timestamps import parse_rfc3339
 from portex_pay.logging import configure_logging, register_secret
 from portex_pay.service.applications import (
     AdminError,
@@ -54,6 +60,7 @@ from portex_pay.service.applications import (
 )
 from portex_pay.service.bot_messages import TEXT_FIELDS, BotMessagesService
 from portex_pay.service.clock import utcnow
+from portex_pay.service.export import KINDS, AccountingExport, ExportKind
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +83,11 @@ async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
             conn, telegram_client(session, settings), max_amount=settings.payments.max_amount
         )
         result: Any
+        if options.admin_command == "export":
+            summary = await _export(accounting_export(conn), options)
+            if summary is not None:
+                print(json.dumps(summary))
+            return
         if options.admin_command in _EDGE_COMMANDS:
             result = await _edge_admin(admin, options)
         elif options.admin_command in ("show-bot-messages", "set-bot-messages"):
@@ -280,6 +292,71 @@ async def _bot_messages_admin(
     return {"application_id": str(app_id), **dataclasses.asdict(messages)}
 
 
+# --- admin export ------------------------------------------------------------------------------
+
+
+class UsageError(AdminError):
+    """An argument the command cannot use, found once it looked: exit 2, as argparse's errors."""
+
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def _export_time(text: str) -> datetime:
+    """`--from` / `--to`: an RFC 3339 time with its offset, or a bare date (its midnight UTC, so
+    that `--from 2026-11-01 --to 2026-12-01` is November in UTC)."""
+    try:
+        if _DATE.fullmatch(text.strip()):
+            return datetime.combine(date.fromisoformat(text.strip()), datetime.min.time(), UTC)
+        return parse_rfc3339(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+async def _export(export: AccountingExport, options: argparse.Namespace) -> dict[str, Any] | None:
+    """`admin export`: the rows to stdout (nothing else goes there), or to `--output` FILE, written
+    as FILE.partial and renamed once complete (a failed export leaves no FILE behind); then a
+    JSON summary, which the caller prints."""
+    kind = KINDS.get(options.what)
+    if kind is None:
+        raise AdminError(f"--what {options.what} is not available yet")
+    if options.output is None:
+        if isinstance(sys.stdout, io.TextIOWrapper):
+            sys.stdout.reconfigure(encoding="utf-8", newline="")  # csv writes its own line ends
+        try:
+            await _write_export(export, kind, options, sys.stdout)
+        finally:
+            sys.stdout.flush()
+        return None
+    target = Path(options.output)
+    partial = target.with_name(target.name + ".partial")
+    try:
+        with partial.open("w", encoding="utf-8", newline="") as out:
+            rows = await _write_export(export, kind, options, out)
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return {
+        "application_id": str(options.app),
+        "what": kind.name,
+        "rows": rows,
+        "output": str(target),
+    }
+
+
+async def _write_export(
+    export: AccountingExport, kind: ExportKind[Any], options: argparse.Namespace, out: TextIO
+) -> int:
+    try:
+        return await export.write(
+            kind, options.app, options.start, options.end, options.format, out
+        )
+    except InvalidArgument:
+        raise UsageError("--from must be earlier than --to") from None
+    except ApplicationNotFound:
+        raise UsageError(f"--app: no application {options.app}") from None
+
+
 async def run_init_data(options: argparse.Namespace) -> str:
     """`dev init-data`: a Mini App initData for `--user`, signed as Telegram signs it, dated
     `--age` seconds ago. The bot token: the application's (`--app`, from DATABASE_URL), or
@@ -435,7 +512,35 @@ def _parser() -> argparse.ArgumentParser:
 
     _edge_commands(admin)
     _bot_messages_commands(admin)
+    _export_command(admin)
     return parser
+
+
+def _export_command(admin: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`admin export`: every row of a time range, for accounting (README: the columns)."""
+    export = admin.add_parser(
+        "export", help="write every order (or transaction) of a time range as CSV or JSON lines"
+    )
+    export.add_argument("--app", type=UUID, required=True)
+    export.add_argument("--what", choices=["orders", "transactions"], required=True)
+    export.add_argument(
+        "--from",
+        dest="start",
+        type=_export_time,
+        required=True,
+        metavar="TIME",
+        help="from this time on (inclusive): RFC 3339 with offset, or a date (midnight UTC)",
+    )
+    export.add_argument(
+        "--to",
+        dest="end",
+        type=_export_time,
+        required=True,
+        metavar="TIME",
+        help="until this time (exclusive), as --from",
+    )
+    export.add_argument("--format", choices=["csv", "jsonl"], default="csv")
+    export.add_argument("--output", metavar="FILE", help="write here (default: stdout)")
 
 
 def _edge_commands(admin: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -544,6 +649,12 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(run_migrate(settings))
         else:
             asyncio.run(run_admin(settings, options))
+    except UsageError as error:
+        print(
+            f"portex-pay admin {options.admin_command}: error: {_one_line(str(error))}",
+            file=sys.stderr,
+        )
+        return 2
     except (AdminError, ConnectionError) as error:
         print(f"error: {_one_line(str(error))}", file=sys.stderr)
         return 1

@@ -21,8 +21,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from portex_pay.app import PortexApp
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import PAYLOAD_SECRET, free_port
+from tests.e2e.clients import Client, Connect
 
 STARTUP_TIMEOUT = 30.0
 
@@ -157,3 +159,20 @@ async def _clear_telegram_faults(fake_telegram: FakeBotApi) -> AsyncIterator[Non
     fake_telegram.clear_faults()
     yield
     fake_telegram.clear_faults()
+
+
+@pytest.fixture(params=["async", "blocking"])
+async def connect(request: pytest.FixtureRequest, service: PortexApp) -> AsyncIterator[Connect]:
+    """Opens clients of one kind (each test runs with both), to the in-process server by default."""
+    opened: list[Client] = []
+
+    def open_client(api_key: str, *, target: str | None = None, **options: Any) -> Client:
+        client = Client(
+            request.param, target or f"127.0.0.1:{service.grpc_port}", api_key, **options
+        )
+        opened.append(client)
+        return client
+
+    yield open_client
+    for client in opened:
+        await client.close()

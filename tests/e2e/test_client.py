@@ -1,9 +1,10 @@
 """The Python client package (portex_pay_client) against a real server.
 
-Both clients are driven from async tests: `AsyncPaymentClient` directly, the blocking
-`PaymentClient` in a worker thread (`asyncio.to_thread`), so that the event loop running the
-in-process server and the fake Bot API keeps answering. Most tests use the in-process server;
-the server-down-then-up test starts a real `portex-pay serve` process on a port chosen up front.
+Both clients are driven from async tests (tests/e2e/clients.py): `AsyncPaymentClient` directly,
+the blocking `PaymentClient` in a worker thread (`asyncio.to_thread`), so that the event loop
+running the in-process server and the fake Bot API keeps answering. Most tests use the in-process
+server; the server-down-then-up test starts a real `portex-pay serve` process on a port chosen up
+front. The RPCs of issue 18 that the server gains with it are in test_client_issue18.py.
 """
 
 from __future__ import annotations
@@ -12,29 +13,29 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import aiohttp
 import grpc
 import pytest
+from google.protobuf.json_format import MessageToDict
 
 from portex.payment.v1 import payment_pb2
 from portex_pay.app import PortexApp
+from portex_pay.domain.init_data import init_data_fields, sign_init_data
 from portex_pay_client import (
     AsyncPaymentClient,
-    Order,
     PaymentClient,
-    PayRequest,
-    PayResponse,
     PortexPayError,
-    ResumePaymentResponse,
     RetryPolicy,
 )
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp, free_port
+from tests.e2e.clients import Connect, code_and_reason, failure, orders_cli, paid_order
 from tests.e2e.conftest import ServerProcess
-from tests.integration.helpers import pay_fields, pay_request
+from tests.integration.helpers import eventually, pay_fields, pay_request
 
 # Retries quickly, and more often than any test needs: a test that sees fewer attempts than this
 # allows sees the client's own decision not to retry.
@@ -48,68 +49,6 @@ OPTIONAL_ORDER_FIELDS: tuple[OptionalField, ...] = (
     "photo_height",
     "callback_url",
 )
-
-
-class Client:
-    """One of the two clients behind awaitable methods; the blocking one runs in a worker thread."""
-
-    def __init__(self, kind: str, target: str, api_key: str, **options: Any) -> None:
-        self.kind = kind
-        self.aio: AsyncPaymentClient | None = None
-        self.blocking: PaymentClient | None = None
-        if kind == "async":
-            self.aio = AsyncPaymentClient(target, api_key, **options)
-        else:
-            self.blocking = PaymentClient(target, api_key, **options)
-
-    @property
-    def timeout(self) -> float:
-        client = self.aio or self.blocking
-        assert client is not None
-        return client.timeout
-
-    async def _call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        if self.aio is not None:
-            return await getattr(self.aio, method)(*args, **kwargs)
-        return await asyncio.to_thread(getattr(self.blocking, method), *args, **kwargs)
-
-    async def pay(self, request: PayRequest | None = None, **kwargs: Any) -> PayResponse:
-        response: PayResponse = await self._call("pay", request, **kwargs)
-        return response
-
-    async def query_order(self, tg_payment_id: int, **kwargs: Any) -> Order:
-        order: Order = await self._call("query_order", tg_payment_id, **kwargs)
-        return order
-
-    async def resume_payment(self, tg_use_id: int, **kwargs: Any) -> ResumePaymentResponse:
-        response: ResumePaymentResponse = await self._call("resume_payment", tg_use_id, **kwargs)
-        return response
-
-    async def close(self) -> None:
-        if self.aio is not None:
-            await self.aio.close()
-        if self.blocking is not None:
-            self.blocking.close()
-
-
-Connect = Callable[..., Client]
-
-
-@pytest.fixture(params=["async", "blocking"])
-async def connect(request: pytest.FixtureRequest, service: PortexApp) -> AsyncIterator[Connect]:
-    """Opens clients of one kind (each test runs with both), to the in-process server by default."""
-    opened: list[Client] = []
-
-    def open_client(api_key: str, *, target: str | None = None, **options: Any) -> Client:
-        client = Client(
-            request.param, target or f"127.0.0.1:{service.grpc_port}", api_key, **options
-        )
-        opened.append(client)
-        return client
-
-    yield open_client
-    for client in opened:
-        await client.close()
 
 
 async def count_orders(service: PortexApp, app: TestApp) -> int:
@@ -528,3 +467,303 @@ async def test_blocking_from_channel_leaves_the_callers_channel_open(
     assert pending is False
     assert isinstance(error, ValueError)
     assert str(error) == "Cannot invoke RPC on closed channel!"
+
+
+# ------------------------------------------------------------- refunds, cancel, report, events
+
+
+@pytest.fixture
+async def shop(make_app: Any) -> TestApp:
+    """An application whose bot's updates reach the in-process server by webhook, so that its
+    orders can be paid."""
+    created: TestApp = await make_app(updates="webhook")
+    return created
+
+
+async def test_refund_payment_refunds_a_paid_order_once_and_a_repeat_returns_that_refund(
+    connect: Connect, shop: TestApp, fake_telegram: FakeBotApi
+):
+    """refund_payment (with a reason) records the refund of the order's charge, the worker
+    refunds it at Telegram once, the order becomes REFUNDED; asking again returns the same,
+    now succeeded, refund. An unpaid order cannot be refunded (FAILED_PRECONDITION)."""
+    client = connect(shop.api_key)
+    paid, charge_id = await paid_order(client, shop, fake_telegram, tg_use_id=8181, amount=9)
+
+    first = await client.call(
+        "refund_payment",
+        paid.tg_payment_id,
+        reason_code="REQUESTED_BY_CUSTOMER",
+        reason_text="changed their mind",
+    )
+    assert (first.refund.tg_payment_id, first.refund.telegram_payment_charge_id) == (
+        paid.tg_payment_id,
+        charge_id,
+    )
+    assert first.refund.amount == 9
+    assert first.order.tg_payment_id == paid.tg_payment_id
+
+    async def state() -> int:
+        return (await client.query_order(paid.tg_payment_id)).state
+
+    await eventually(state, equals=payment_pb2.Order.REFUNDED)
+    request = payment_pb2.RefundPaymentRequest(tg_payment_id=paid.tg_payment_id)
+    again = await client.call("refund_payment", request)
+    assert again.refund.state == payment_pb2.Refund.SUCCEEDED
+    assert again.refund.telegram_payment_charge_id == charge_id
+    assert (again.order.state, again.order.status) == (payment_pb2.Order.REFUNDED, 5)
+    assert len(fake_telegram.calls_for("refundStarPayment", token=shop.bot_token)) == 1
+
+    unpaid = await client.pay(**pay_fields(tg_use_id=8181))
+    error = await failure(client.call("refund_payment", unpaid.tg_payment_id))
+    assert code_and_reason(error) == (
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "ILLEGAL_STATE_TRANSITION",
+    )
+
+
+async def test_cancel_order_withdraws_an_unpaid_order_and_refuses_a_paid_one(
+    connect: Connect, shop: TestApp, fake_telegram: FakeBotApi, make_app: Any
+):
+    """cancel_order makes a pending order CANCELLED (status 2), a second cancel changes nothing,
+    a paid order answers FAILED_PRECONDITION and another application's order NOT_FOUND."""
+    client = connect(shop.api_key)
+    pending = await client.pay(**pay_fields(tg_use_id=8282))
+
+    cancelled = await client.call("cancel_order", pending.tg_payment_id)
+    assert (cancelled.state, cancelled.status, cancelled.status_description) == (
+        payment_pb2.Order.CANCELLED,
+        2,
+        "cancelled",
+    )
+    request = payment_pb2.CancelOrderRequest(tg_payment_id=pending.tg_payment_id)
+    again = await client.call("cancel_order", request)
+    assert again == cancelled
+    assert await client.query_order(pending.tg_payment_id) == cancelled
+
+    paid, _ = await paid_order(client, shop, fake_telegram, tg_use_id=8282)
+    error = await failure(client.call("cancel_order", paid.tg_payment_id))
+    assert error.code == grpc.StatusCode.FAILED_PRECONDITION
+    assert (await client.query_order(paid.tg_payment_id)).state == payment_pb2.Order.PAID
+
+    other: TestApp = await make_app()
+    stranger = connect(other.api_key)
+    error = await failure(stranger.call("cancel_order", paid.tg_payment_id))
+    assert code_and_reason(error) == (grpc.StatusCode.NOT_FOUND, "ORDER_NOT_FOUND")
+
+
+async def test_report_invoice_closed_records_the_report_and_never_changes_the_state(
+    connect: Connect, app: TestApp
+):
+    """report_invoice_closed stores the Mini App's report on the order (client_report) and
+    leaves it PENDING; a status the SDK never sends answers INVALID_ARGUMENT."""
+    client = connect(app.api_key)
+    paid = await client.pay(**pay_fields(tg_use_id=8383))
+
+    reported = await client.call("report_invoice_closed", paid.tg_payment_id, "cancelled")
+    assert (reported.order.state, reported.order.client_report) == (
+        payment_pb2.Order.PENDING,
+        "cancelled",
+    )
+    assert (await client.query_order(paid.tg_payment_id)).client_report == "cancelled"
+    error = await failure(client.call("report_invoice_closed", paid.tg_payment_id, "ok"))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_the_event_pages_and_the_event_iterator_visit_every_event_once_in_order(
+    connect: Connect, app: TestApp
+):
+    """list_events_pages with page_size 2 reads a user's events page after page until the
+    newest, each exactly once and in stream order; iter_events yields the same events; a
+    single list_events page equals the first page."""
+    client = connect(app.api_key)
+    user = 8484
+    created = [await client.pay(**pay_fields(tg_use_id=user)) for _ in range(3)]
+    await client.call("cancel_order", created[0].tg_payment_id)
+
+    whole = await client.call("list_events", tg_use_id=user, page_size=1000)
+    assert whole.next_page_token == ""
+    expected = [event.event_id for event in whole.events]
+    # Each order: created and invoice_created; the first one cancelled too.
+    assert len(expected) == 7
+    assert len(set(expected)) == 7
+
+    pages = await client.collect("list_events_pages", tg_use_id=user, page_size=2)
+    assert [len(page.events) for page in pages[:3]] == [2, 2, 2]
+    assert all(page.next_page_token for page in pages[:-1])
+    assert pages[-1].next_page_token == ""
+    assert [event.event_id for page in pages for event in page.events] == expected
+
+    iterated = await client.collect("iter_events", tg_use_id=user, page_size=2)
+    assert [event.event_id for event in iterated] == expected
+    first = await client.call("list_events", tg_use_id=user, page_size=2)
+    assert first == pages[0]
+    cancelled = await client.collect("iter_events", tg_use_id=user, types=["order.cancelled"])
+    assert [(e.type, e.order.tg_payment_id) for e in cancelled] == [
+        ("order.cancelled", created[0].tg_payment_id)
+    ]
+
+
+async def test_a_page_iterator_raises_the_servers_error_where_it_reaches_it(
+    connect: Connect, app: TestApp
+):
+    """A page iterator with a bad page size raises INVALID_ARGUMENT naming page_size from the
+    iteration; the request it was given is left as it was."""
+    client = connect(app.api_key)
+    request = payment_pb2.ListEventsRequest(page_size=5000)
+    error = await failure(client.collect("list_events_pages", request))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(error.field_violations) == {"page_size"}
+    assert request == payment_pb2.ListEventsRequest(page_size=5000)
+
+
+# ---------------------------------------------------------------- catalog, users, bot messages
+
+
+async def test_the_catalog_is_set_listed_and_deleted_per_application(
+    connect: Connect, app: TestApp, make_app: Any
+):
+    """set_catalog_item adds (by keywords or a CatalogItem) and replaces by key,
+    list_catalog_items lists by key, delete_catalog_item removes once (then deleted is false); a
+    bad item names its fields; another application sees none of it."""
+    client = connect(app.api_key)
+    sword = await client.call("set_catalog_item", key="sword", amount=25, title="Sword")
+    assert (sword.key, sword.amount, sword.title) == ("sword", 25, "Sword")
+    axe = payment_pb2.CatalogItem(key="axe", amount=7, description="Heavy")
+    assert await client.call("set_catalog_item", axe) == axe
+    replaced = await client.call("set_catalog_item", key="sword", amount=30)
+    assert replaced.amount == 30 and not replaced.HasField("title")
+
+    listed = await client.call("list_catalog_items")
+    assert [(item.key, item.amount) for item in listed.items] == [("axe", 7), ("sword", 30)]
+
+    error = await failure(client.call("set_catalog_item", key="bad", amount=0, title=""))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(error.field_violations) == {"item.amount", "item.title"}
+
+    other: TestApp = await make_app()
+    stranger = connect(other.api_key)
+    assert list((await stranger.call("list_catalog_items")).items) == []
+    assert (await stranger.call("delete_catalog_item", "sword")).deleted is False
+
+    assert (await client.call("delete_catalog_item", "sword")).deleted is True
+    assert (await client.call("delete_catalog_item", "sword")).deleted is False
+    assert [item.key for item in (await client.call("list_catalog_items")).items] == ["axe"]
+
+
+async def test_get_telegram_user_finds_a_user_the_mini_app_saved_for_that_application_only(
+    connect: Connect, app: TestApp, make_app: Any, service: PortexApp
+):
+    """A user unknown to the application is NOT_FOUND (USER_NOT_FOUND); once its Mini App's
+    init() saved them (POST /v1/saveTgUser with signed initData), get_telegram_user returns
+    them; another application still gets NOT_FOUND."""
+    client = connect(app.api_key)
+    user = 8585
+    error = await failure(client.call("get_telegram_user", user))
+    assert code_and_reason(error) == (grpc.StatusCode.NOT_FOUND, "USER_NOT_FOUND")
+
+    init_data = sign_init_data(
+        init_data_fields(
+            {"id": user, "first_name": "Ada", "username": "ada", "language_code": "en"},
+            auth_date=datetime.now(UTC),
+        ),
+        bot_token=app.bot_token,
+    )
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"http://127.0.0.1:{service.http_port}/v1/saveTgUser",
+            headers={"X-App-Id": app.id, "X-Tg-InitData": init_data},
+        ) as response,
+    ):
+        assert response.status == 200, await response.text()
+
+    request = payment_pb2.GetTelegramUserRequest(tg_use_id=user)
+    found = await client.call("get_telegram_user", request)
+    assert (found.id, found.first_name, found.username, found.language_code) == (
+        user,
+        "Ada",
+        "ada",
+        "en",
+    )
+    assert not found.HasField("last_name")
+    other: TestApp = await make_app()
+    error = await failure(connect(other.api_key).call("get_telegram_user", user))
+    assert code_and_reason(error) == (grpc.StatusCode.NOT_FOUND, "USER_NOT_FOUND")
+
+
+async def test_bot_messages_are_read_and_changed_field_by_field(connect: Connect, app: TestApp):
+    """get_bot_messages starts from the defaults; set_bot_messages changes only the fields
+    given, an empty text resets one; a change of nothing is INVALID_ARGUMENT."""
+    client = connect(app.api_key)
+    defaults = await client.call("get_bot_messages")
+    assert defaults.support_text_default and defaults.terms_text_default
+    assert not defaults.buyer_messages
+
+    changed = await client.call(
+        "set_bot_messages", support_text="Mail help@example.com", buyer_messages=True
+    )
+    assert (changed.support_text, changed.support_text_default) == ("Mail help@example.com", False)
+    assert changed.buyer_messages is True
+    assert (changed.terms_text, changed.terms_text_default) == (defaults.terms_text, True)
+    assert await client.call("get_bot_messages") == changed
+
+    reset = await client.call(
+        "set_bot_messages", payment_pb2.SetBotMessagesRequest(support_text="")
+    )
+    assert (reset.support_text, reset.support_text_default) == (defaults.support_text, True)
+    error = await failure(client.call("set_bot_messages"))
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_wrong_key_raises_unauthenticated_on_the_other_methods(
+    connect: Connect, app: TestApp
+):
+    """A wrong API key fails every RPC the server had before issue 18 with UNAUTHENTICATED."""
+    client = connect("pk_wrong_" + uuid.uuid4().hex, retry=FAST_RETRY)
+    calls = {
+        "RefundPayment": client.call("refund_payment", 1),
+        "CancelOrder": client.call("cancel_order", 1),
+        "ReportInvoiceClosed": client.call("report_invoice_closed", 1, "paid"),
+        "ListEvents": client.call("list_events"),
+        "ListEvents pages": client.collect("list_events_pages"),
+        "SetCatalogItem": client.call("set_catalog_item", key="k", amount=1),
+        "DeleteCatalogItem": client.call("delete_catalog_item", "k"),
+        "ListCatalogItems": client.call("list_catalog_items"),
+        "GetTelegramUser": client.call("get_telegram_user", 1),
+        "GetBotMessages": client.call("get_bot_messages"),
+        "SetBotMessages": client.call("set_bot_messages", buyer_messages=True),
+    }
+    seen = {name: code_and_reason(await failure(call)) for name, call in calls.items()}
+    assert seen == dict.fromkeys(calls, (grpc.StatusCode.UNAUTHENTICATED, "UNAUTHENTICATED"))
+
+
+# ------------------------------------------------------------------------- portex-pay-orders
+
+
+async def test_the_orders_command_prints_one_order_as_json_and_says_why_it_cannot(
+    service: PortexApp, app: TestApp, stub: Any
+):
+    """`portex-pay-orders get ID` prints the order as QueryOrder answers it, in the protobuf JSON
+    mapping, and exits 0; a missing order exits 1 naming NOT_FOUND; no key, no id, or an id with
+    --charge are usage errors (exit 2)."""
+    target = f"127.0.0.1:{service.grpc_port}"
+    paid = await stub.Pay(pay_request(tg_use_id=8686), metadata=app.metadata)
+    code, printed, err = await orders_cli(target, app.api_key, "get", str(paid.tg_payment_id))
+    assert (code, err) == (0, "")
+    assert printed == [MessageToDict(paid.order)]
+    assert printed[0]["tgPaymentId"] == str(paid.tg_payment_id)
+
+    code, printed, err = await orders_cli(target, app.api_key, "get", str(2**62))
+    assert (code, printed) == (1, [])
+    assert err.startswith("portex-pay-orders: NOT_FOUND: ")
+    assert "(reason=ORDER_NOT_FOUND)" in err
+    for key, args, problem in (
+        (None, ["get", "1"], "an API key is needed"),
+        (app.api_key, ["get"], "one of the arguments tg_payment_id --charge is required"),
+        (app.api_key, ["get", "1", "--charge", "stx1"], "not allowed with argument"),
+        (app.api_key, ["get", "0"], "must be positive: 0"),
+    ):
+        code, printed, err = await orders_cli(target, key, *args)
+        assert (code, printed) == (2, []), args
+        assert err.startswith("usage: portex-pay-orders")
+        assert problem in err

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -24,21 +25,33 @@ from grpc_status import rpc_status
 from portex_pay_client import (
     DEFAULT_RETRY_POLICY,
     ERROR_DOMAIN,
+    NOW,
     AsyncPaymentClient,
+    CatalogItem,
+    ListEventsRequest,
+    ListRefundsRequest,
     PaymentClient,
     PayRequest,
     PortexPayError,
     QueryOrderRequest,
+    Refund,
+    RefundPaymentRequest,
     ResumePaymentRequest,
     RetryPolicy,
+    SetCatalogItemRequest,
 )
 from portex_pay_client._calls import (
     ApiKey,
+    build_list_star_transactions_request,
+    build_named_request,
     build_pay_request,
     build_query_order_request,
+    build_request,
     build_resume_payment_request,
+    build_set_catalog_item_request,
     resolve_timeout,
 )
+from portex_pay_client._watch import build_list_events_request
 from portex_pay_client.aio import acall_with_retries
 from portex_pay_client.client import call_with_retries
 from portex_pay_client.retry import RETRYABLE_CODES, is_retry_safe, retry_delay
@@ -296,6 +309,21 @@ def test_error_survives_pickling() -> None:
     [
         ("QueryOrder", "", True),
         ("ResumePayment", "", True),
+        ("ListOrders", "", True),
+        ("ListRefunds", "", True),
+        ("ListStarTransactions", "", True),
+        ("GetStarBalance", "", True),
+        ("ListCatalogItems", "", True),
+        ("GetTelegramUser", "", True),
+        ("GetBotMessages", "", True),
+        ("RefundPayment", "", True),
+        ("CancelOrder", "", True),
+        ("AcknowledgeOrder", "", True),
+        ("RetryRefund", "", True),
+        ("ReportInvoiceClosed", "", True),
+        ("SetCatalogItem", "", True),
+        ("SetBotMessages", "", True),
+        ("DeleteCatalogItem", "", False),
         ("Pay", "", False),
         ("Pay", "6f1c0b6e-5d7a-4bb1-9d6e-0c1d2e3f4a5b", True),
         ("StreamInvoiceEvents", "", False),
@@ -646,6 +674,76 @@ def test_query_and_resume_requests() -> None:
     given_query = QueryOrderRequest(tg_payment_id=8)
     assert build_query_order_request(given_query) is given_query
     assert build_resume_payment_request(42) == ResumePaymentRequest(tg_use_id=42)
+
+
+def test_query_order_by_charge_id_and_exactly_one_lookup() -> None:
+    assert build_query_order_request(telegram_payment_charge_id="stx1") == QueryOrderRequest(
+        telegram_payment_charge_id="stx1"
+    )
+    for neither_or_both in ((None, None), (7, "stx1")):
+        with pytest.raises(TypeError, match="exactly one"):
+            build_query_order_request(*neither_or_both)
+
+
+def test_named_requests_take_the_id_and_the_optional_fields() -> None:
+    refund = build_named_request(
+        RefundPaymentRequest, 9, "tg_payment_id", call="refund_payment", reason_code="FRAUDULENT"
+    )
+    assert refund == RefundPaymentRequest(tg_payment_id=9, reason_code=Refund.FRAUDULENT)
+    unset = build_named_request(
+        RefundPaymentRequest, 9, "tg_payment_id", call="refund_payment", reason_text=None
+    )
+    assert unset == RefundPaymentRequest(tg_payment_id=9)
+    given = RefundPaymentRequest(tg_payment_id=9, reason_text="why")
+    assert build_named_request(RefundPaymentRequest, given, "tg_payment_id", call="r") is given
+    with pytest.raises(TypeError, match="either a RefundPaymentRequest or keyword fields"):
+        build_named_request(
+            RefundPaymentRequest, given, "tg_payment_id", call="r", reason_code="OTHER"
+        )
+    with pytest.raises(ValueError, match="NOPE"):
+        build_named_request(RefundPaymentRequest, 9, "tg_payment_id", call="r", reason_code="NOPE")
+
+
+def test_list_requests_convert_times_enum_names_and_refuse_one_string() -> None:
+    start = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    refunds = build_request(
+        ListRefundsRequest,
+        None,
+        {"state": "FAILED", "create_time_start": start, "tg_payment_id": None, "page_size": 5},
+        call="list_refunds",
+    )
+    assert refunds.state == Refund.FAILED
+    assert refunds.create_time_start.ToDatetime(tzinfo=UTC) == start
+    assert not refunds.HasField("tg_payment_id")
+    assert not refunds.HasField("create_time_end")
+    assert refunds.page_size == 5
+
+    ledger = build_list_star_transactions_request(None, {"partner_types": ("user", "fragment")})
+    assert list(ledger.partner_types) == ["user", "fragment"]
+    with pytest.raises(TypeError, match="partner_types must be a collection"):
+        build_list_star_transactions_request(None, {"partner_types": "user"})
+    with pytest.raises(TypeError, match="types must be a collection"):
+        build_list_events_request(None, {"types": "order.paid"})
+    events = build_list_events_request(None, {"start": "NOW", "tg_use_id": 0, "page_size": 3})
+    assert events.start == NOW
+    assert events.HasField("tg_use_id")
+    assert build_list_events_request(None, {}) == ListEventsRequest()
+
+
+def test_a_catalog_item_is_given_whole_or_by_its_fields() -> None:
+    by_fields = build_set_catalog_item_request(
+        None, {"key": "sword", "amount": 50, "title": None, "metadata": {"tier": "gold"}}
+    )
+    assert by_fields == SetCatalogItemRequest(
+        item=CatalogItem(key="sword", amount=50, metadata={"tier": "gold"})
+    )
+    assert not by_fields.item.HasField("title")
+    item = CatalogItem(key="shield", amount=7)
+    assert build_set_catalog_item_request(item, {}) == SetCatalogItemRequest(item=item)
+    request = SetCatalogItemRequest(item=item)
+    assert build_set_catalog_item_request(request, {}) is request
+    with pytest.raises(TypeError):
+        build_set_catalog_item_request(item, {"amount": 8})
 
 
 def test_api_key_goes_only_into_the_authorization_metadata() -> None:

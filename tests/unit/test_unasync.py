@@ -150,6 +150,7 @@ def test_substitutions_turn_asyncio_code_into_blocking_code() -> None:
     source = (
         '"""An asyncio client of grpc.aio."""\n'
         "from collections.abc import Awaitable, Callable\n"
+        "def pages() -> AsyncIterator[int]: ...\n"
         "class AsyncPaymentClient:\n"
         "    async def __aenter__(self) -> AsyncEventWatch:\n"
         "        async with x:\n"
@@ -163,6 +164,7 @@ def test_substitutions_turn_asyncio_code_into_blocking_code() -> None:
     assert unasync.unasync_source(source) == (
         '"""A blocking client of grpc."""\n'
         "from collections.abc import Callable\n"
+        "def pages() -> Iterator[int]: ...\n"
         "class PaymentClient:\n"
         "    def __enter__(self) -> EventWatch:\n"
         "        with x:\n"

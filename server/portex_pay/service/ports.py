@@ -414,6 +414,34 @@ class TelegramUsers(Protocol):
     async def get(self, application_id: UUID, user_id: int) -> SeenUser | None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class ExportedOrder:
+    """An order as the accounting export reads it: the order, and the times of its ends that
+    the Order itself does not carry."""
+
+    order: Order
+    refunded_at: datetime | None
+    cancelled_at: datetime | None
+
+
+class AccountingRecords(Protocol):
+    """The rows the accounting export writes (service/export.py), read in keyset batches: each
+    call is one short query, and `after` is the sort key of the previous batch's last row (None:
+    from `start`)."""
+
+    async def orders(
+        self,
+        application_id: UUID,
+        start: datetime,
+        end: datetime,
+        after: tuple[datetime, int] | None,
+        limit: int,
+    ) -> list[ExportedOrder]:
+        """The application's orders created in [start, end), by (created_at, tg_payment_id),
+        the first `limit` after `after`."""
+        ...
+
+
 class DeadLetters(Protocol):
     async def record(self, letter: DeadLetter, announce: Sequence[EventType]) -> int | None:
         """Keeps the letter with an event of each type in `announce`, atomically; None when it

@@ -31,8 +31,22 @@ on after a restart of your own::
             await deliver(event.order)
             save_cursor(events.cursor)
 
-``list_events`` pages through the same events (``page_token=response.next_page_token``). The
-``portex-pay-watch`` command prints the stream as JSON lines.
+Every list RPC comes three ways: ``list_orders(...)`` is one page (the RPC as it is; pass
+``page_token=page.next_page_token`` for the next), ``list_orders_pages(...)`` iterates over every
+page, following ``next_page_token`` until it comes back empty, and ``iter_orders(...)`` over every
+order of those pages. Each page is one call with its own deadline and retries, so a long listing
+holds nothing open between pages; an error is raised where the iteration reaches it. The same goes
+for ``list_refunds``, ``list_star_transactions`` and ``list_events`` (whose last page is the
+newest event: its ``cursor`` can start a watch)::
+
+    async for order in client.iter_orders(filter="state = PAID AND fulfilled = false"):
+        await deliver(order)
+        await client.acknowledge_order(order.tg_payment_id)
+
+    order = await client.query_order(telegram_payment_charge_id="stxAbC...")  # a buyer's receipt
+
+The ``portex-pay-watch`` command prints the event stream as JSON lines; ``portex-pay-orders``
+lists orders (``--filter``) or shows one (by id or ``--charge``) for support staff.
 
 ``PaymentClient`` has the same methods without ``await``, and ``with`` in place of
 ``async with``. Pass ``channel_credentials=grpc.ssl_channel_credentials()`` for TLS.
@@ -41,22 +55,52 @@ on after a restart of your own::
 from portex.payment.v1.payment_pb2 import (
     NOW,
     RETENTION_START,
+    AcknowledgeOrderRequest,
+    BotMessages,
+    CatalogItem,
+    DeleteCatalogItemResponse,
+    HeldStars,
     InvoiceClosedResult,
     InvoiceEvent,
+    ListCatalogItemsResponse,
     ListEventsRequest,
     ListEventsResponse,
+    ListOrdersRequest,
+    ListOrdersResponse,
+    ListRefundsRequest,
+    ListRefundsResponse,
+    ListStarTransactionsRequest,
+    ListStarTransactionsResponse,
     Order,
     PayRequest,
     PayResponse,
     QueryOrderRequest,
+    Refund,
+    RefundPaymentRequest,
+    RefundPaymentResponse,
+    ReportInvoiceClosedResponse,
     ResumePaymentRequest,
     ResumePaymentResponse,
+    SetBotMessagesRequest,
+    SetCatalogItemRequest,
+    StarBalance,
     StartPosition,
+    StarTransaction,
     StreamInvoiceEventsRequest,
+    TelegramUser,
 )
 
-from ._calls import DEFAULT_RETRY_POLICY, DEFAULT_TIMEOUT, PayFields
-from ._watch import DEFAULT_WATCH_RETRY_POLICY
+from ._calls import (
+    DEFAULT_RETRY_POLICY,
+    DEFAULT_TIMEOUT,
+    BotMessagesFields,
+    CatalogItemFields,
+    ListOrdersFields,
+    ListRefundsFields,
+    ListStarTransactionsFields,
+    PayFields,
+)
+from ._watch import DEFAULT_WATCH_RETRY_POLICY, ListEventsFields
 from .aio import AsyncEventWatch, AsyncPaymentClient
 from .client import EventWatch, PaymentClient
 from .errors import ERROR_DOMAIN, PortexPayError
@@ -69,13 +113,31 @@ __all__ = [
     "ERROR_DOMAIN",
     "NOW",
     "RETENTION_START",
+    "AcknowledgeOrderRequest",
     "AsyncEventWatch",
     "AsyncPaymentClient",
+    "BotMessages",
+    "BotMessagesFields",
+    "CatalogItem",
+    "CatalogItemFields",
+    "DeleteCatalogItemResponse",
     "EventWatch",
+    "HeldStars",
     "InvoiceClosedResult",
     "InvoiceEvent",
+    "ListCatalogItemsResponse",
+    "ListEventsFields",
     "ListEventsRequest",
     "ListEventsResponse",
+    "ListOrdersFields",
+    "ListOrdersRequest",
+    "ListOrdersResponse",
+    "ListRefundsFields",
+    "ListRefundsRequest",
+    "ListRefundsResponse",
+    "ListStarTransactionsFields",
+    "ListStarTransactionsRequest",
+    "ListStarTransactionsResponse",
     "Order",
     "PayFields",
     "PayRequest",
@@ -83,9 +145,18 @@ __all__ = [
     "PaymentClient",
     "PortexPayError",
     "QueryOrderRequest",
+    "Refund",
+    "RefundPaymentRequest",
+    "RefundPaymentResponse",
+    "ReportInvoiceClosedResponse",
     "ResumePaymentRequest",
     "ResumePaymentResponse",
     "RetryPolicy",
+    "SetBotMessagesRequest",
+    "SetCatalogItemRequest",
+    "StarBalance",
+    "StarTransaction",
     "StartPosition",
     "StreamInvoiceEventsRequest",
+    "TelegramUser",
 ]

@@ -10,8 +10,12 @@ the pure `retry.retry_delay`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, TypedDict
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, TypeAlias, TypedDict, TypeVar
+
+from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
 from portex.payment.v1 import payment_pb2
 
@@ -53,6 +57,71 @@ class PayFields(TypedDict, total=False):
     photo_height: int | None
     callback_url: str | None
     request_id: str
+    metadata: Mapping[str, str]
+
+
+class CatalogItemFields(TypedDict, total=False):
+    """The fields of a ``CatalogItem``, for ``set_catalog_item(**fields)``."""
+
+    key: str
+    amount: int
+    title: str | None
+    description: str | None
+    photo_url: str | None
+    metadata: Mapping[str, str]
+
+
+class BotMessagesFields(TypedDict, total=False):
+    """The fields of a ``SetBotMessagesRequest``, for ``set_bot_messages(**fields)``: a field left
+    out (or None) is unchanged, an empty text goes back to the default."""
+
+    support_text: str | None
+    terms_text: str | None
+    buyer_messages: bool | None
+    paid_message: str | None
+    refunded_message: str | None
+
+
+class ListOrdersFields(TypedDict, total=False):
+    """The fields of a ``ListOrdersRequest``: an AIP-160 ``filter`` (see payment.proto), e.g.
+    ``'tg_use_id = 42 AND state = PAID'``, the page size and the page token."""
+
+    filter: str
+    page_size: int
+    page_token: str
+
+
+TimeLike: TypeAlias = "datetime | timestamp_pb2.Timestamp | None"
+"""A point in time: a timezone-aware ``datetime``, a ``Timestamp``, or None (unset)."""
+
+RefundStateLike: TypeAlias = "payment_pb2.Refund.State.ValueType | str | None"
+"""A Refund.State: the enum value (``payment_pb2.Refund.FAILED``), its name or None (unset)."""
+
+RefundReasonLike: TypeAlias = "payment_pb2.Refund.ReasonCode.ValueType | str | None"
+"""A Refund.ReasonCode: the enum value, its name (``"FRAUDULENT"``) or None (unset)."""
+
+
+class ListRefundsFields(TypedDict, total=False):
+    """The fields of a ``ListRefundsRequest``: by order, state and creation time (start
+    inclusive, end exclusive); unset filters match every refund."""
+
+    tg_payment_id: int | None
+    state: RefundStateLike
+    create_time_start: TimeLike
+    create_time_end: TimeLike
+    page_size: int
+    page_token: str
+
+
+class ListStarTransactionsFields(TypedDict, total=False):
+    """The fields of a ``ListStarTransactionsRequest``: by date (start inclusive, end exclusive)
+    and partner kind (``["user", "fragment"]``)."""
+
+    date_start: TimeLike
+    date_end: TimeLike
+    partner_types: Iterable[str]
+    page_size: int
+    page_token: str
 
 
 class ApiKey:
@@ -101,32 +170,103 @@ def resolve_timeout(default: float, override: float | None) -> float:
     return default if override is None else check_timeout(override)
 
 
+M = TypeVar("M", bound=Message)
+
+
+def strings(values: Iterable[str], name: str) -> list[str]:
+    """A repeated string field's values; one string would otherwise become its characters."""
+    if isinstance(values, str):
+        raise TypeError(f"{name} must be a collection of strings, not one string")
+    return list(values)
+
+
+def build_request(
+    message_type: type[M], request: M | None, fields: Mapping[str, Any], *, call: str
+) -> M:
+    """The request to send: ``request`` as given, or one built from the keyword ``fields``.
+
+    A field given as None is left unset. Enum fields take their value or their name, time fields
+    a ``datetime`` or a ``Timestamp`` (protobuf converts both).
+    """
+    given = {name: value for name, value in fields.items() if value is not None}
+    if request is None:
+        factory: Any = message_type
+        built: M = factory(**given)
+        return built
+    if given:
+        raise TypeError(
+            f"{call}() takes either a {message_type.__name__} or keyword fields, not both"
+        )
+    if not isinstance(request, message_type):
+        raise TypeError(f"request must be a {message_type.__name__}, not {type(request).__name__}")
+    return request
+
+
+def build_named_request(
+    message_type: type[M], name: object, field: str, *, call: str, **fields: Any
+) -> M:
+    """The request for one object named by ``name`` (an order id, a charge id, an item key) put
+    in ``field``, with the other ``fields`` (None: unset); or ``name`` itself, a whole request."""
+    if isinstance(name, message_type):
+        return build_request(message_type, name, fields, call=call)
+    return build_request(message_type, None, {field: name, **fields}, call=call)
+
+
 def build_pay_request(
     request: payment_pb2.PayRequest | None, fields: PayFields
 ) -> payment_pb2.PayRequest:
     """The PayRequest to send: ``request`` as given, or one built from keyword ``fields``."""
-    if request is None:
-        return payment_pb2.PayRequest(**fields)
-    if fields:
-        raise TypeError("pay() takes either a PayRequest or keyword fields, not both")
-    if not isinstance(request, payment_pb2.PayRequest):
-        raise TypeError(f"request must be a PayRequest, not {type(request).__name__}")
-    return request
+    return build_request(payment_pb2.PayRequest, request, fields, call="pay")
 
 
 def build_query_order_request(
-    tg_payment_id: int | payment_pb2.QueryOrderRequest,
+    tg_payment_id: int | payment_pb2.QueryOrderRequest | None = None,
+    telegram_payment_charge_id: str | None = None,
 ) -> payment_pb2.QueryOrderRequest:
-    """A QueryOrderRequest from an order id, or the request itself."""
-    if isinstance(tg_payment_id, payment_pb2.QueryOrderRequest):
-        return tg_payment_id
-    return payment_pb2.QueryOrderRequest(tg_payment_id=tg_payment_id)
+    """A QueryOrderRequest by order id or by Telegram charge id (exactly one), or the request."""
+    if (tg_payment_id is None) == (telegram_payment_charge_id is None):
+        raise TypeError(
+            "query_order() takes an order id (or a QueryOrderRequest) or "
+            "telegram_payment_charge_id, exactly one of them"
+        )
+    if telegram_payment_charge_id is not None:
+        return payment_pb2.QueryOrderRequest(telegram_payment_charge_id=telegram_payment_charge_id)
+    return build_named_request(
+        payment_pb2.QueryOrderRequest, tg_payment_id, "tg_payment_id", call="query_order"
+    )
 
 
 def build_resume_payment_request(
     tg_use_id: int | payment_pb2.ResumePaymentRequest,
 ) -> payment_pb2.ResumePaymentRequest:
     """A ResumePaymentRequest from a Telegram user id, or the request itself."""
-    if isinstance(tg_use_id, payment_pb2.ResumePaymentRequest):
-        return tg_use_id
-    return payment_pb2.ResumePaymentRequest(tg_use_id=tg_use_id)
+    return build_named_request(
+        payment_pb2.ResumePaymentRequest, tg_use_id, "tg_use_id", call="resume_payment"
+    )
+
+
+def build_set_catalog_item_request(
+    item: payment_pb2.CatalogItem | payment_pb2.SetCatalogItemRequest | None,
+    fields: CatalogItemFields,
+) -> payment_pb2.SetCatalogItemRequest:
+    """The SetCatalogItemRequest to send: for ``item`` (a CatalogItem, or the whole request), or
+    for the item built from keyword ``fields``."""
+    if isinstance(item, payment_pb2.SetCatalogItemRequest):
+        return build_request(
+            payment_pb2.SetCatalogItemRequest, item, fields, call="set_catalog_item"
+        )
+    built = build_request(payment_pb2.CatalogItem, item, fields, call="set_catalog_item")
+    return payment_pb2.SetCatalogItemRequest(item=built)
+
+
+def build_list_star_transactions_request(
+    request: payment_pb2.ListStarTransactionsRequest | None, fields: ListStarTransactionsFields
+) -> payment_pb2.ListStarTransactionsRequest:
+    """The ListStarTransactionsRequest to send: ``request`` as given, or one built from keyword
+    ``fields``."""
+    values: dict[str, Any] = dict(fields)
+    if "partner_types" in values:
+        values["partner_types"] = strings(values["partner_types"], "partner_types")
+    return build_request(
+        payment_pb2.ListStarTransactionsRequest, request, values, call="list_star_transactions"
+    )

@@ -34,18 +34,20 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypedDict
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
 from portex.payment.v1 import payment_pb2
 
+from ._calls import build_request, strings
 from .errors import PortexPayError
 from .retry import RETRYABLE_CODES, RetryPolicy
 
 __all__ = [
     "DEFAULT_WATCH_RETRY_POLICY",
     "BaseEventWatch",
+    "ListEventsFields",
     "StartPositionLike",
     "build_list_events_request",
     "build_stream_request",
@@ -74,12 +76,6 @@ def _start_position(start: StartPositionLike) -> payment_pb2.StartPosition.Value
     return payment_pb2.StartPosition.ValueType(start)
 
 
-def _types(types: Iterable[str]) -> list[str]:
-    if isinstance(types, str):
-        raise TypeError("types must be a collection of event types, not one string")
-    return list(types)
-
-
 def build_stream_request(
     *,
     tg_payment_id: int | None,
@@ -90,7 +86,7 @@ def build_stream_request(
 ) -> payment_pb2.StreamInvoiceEventsRequest:
     """A StreamInvoiceEventsRequest from the convenience arguments of ``watch``."""
     request = payment_pb2.StreamInvoiceEventsRequest(
-        types=_types(types), after_cursor=after_cursor, start=_start_position(start)
+        types=strings(types, "types"), after_cursor=after_cursor, start=_start_position(start)
     )
     if tg_payment_id is not None:
         request.tg_payment_id = tg_payment_id
@@ -99,37 +95,29 @@ def build_stream_request(
     return request
 
 
+class ListEventsFields(TypedDict, total=False):
+    """The fields of a ``ListEventsRequest``, for ``list_events(**fields)``: by order, user and
+    type, starting after a cursor or at a position (RETENTION_START when unset)."""
+
+    tg_payment_id: int | None
+    tg_use_id: int | None
+    types: Iterable[str]
+    after_cursor: str
+    start: StartPositionLike
+    page_size: int
+    page_token: str
+
+
 def build_list_events_request(
-    request: payment_pb2.ListEventsRequest | None,
-    *,
-    tg_payment_id: int | None,
-    tg_use_id: int | None,
-    types: Iterable[str],
-    after_cursor: str,
-    start: StartPositionLike,
-    page_size: int,
-    page_token: str,
+    request: payment_pb2.ListEventsRequest | None, fields: ListEventsFields
 ) -> payment_pb2.ListEventsRequest:
-    """The ListEventsRequest to send: ``request`` as given, or one built from the keywords."""
-    if request is not None:
-        if not isinstance(request, payment_pb2.ListEventsRequest):
-            raise TypeError(f"request must be a ListEventsRequest, not {type(request).__name__}")
-        given = (tg_payment_id, tg_use_id, _types(types), after_cursor, start, page_size)
-        if given != (None, None, [], "", None, 0) or page_token:
-            raise TypeError("list_events() takes either a ListEventsRequest or keywords, not both")
-        return request
-    built = payment_pb2.ListEventsRequest(
-        types=_types(types),
-        after_cursor=after_cursor,
-        start=_start_position(start),
-        page_size=page_size,
-        page_token=page_token,
-    )
-    if tg_payment_id is not None:
-        built.tg_payment_id = tg_payment_id
-    if tg_use_id is not None:
-        built.tg_use_id = tg_use_id
-    return built
+    """The ListEventsRequest to send: ``request`` as given, or one built from keyword ``fields``."""
+    values: dict[str, Any] = dict(fields)
+    if "types" in values:
+        values["types"] = strings(values["types"], "types")
+    if "start" in values:
+        values["start"] = _start_position(values["start"])
+    return build_request(payment_pb2.ListEventsRequest, request, values, call="list_events")
 
 
 class _Position:

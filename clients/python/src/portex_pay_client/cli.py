@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 
 from portex.payment.v1 import payment_pb2
 
@@ -39,9 +40,40 @@ from ._calls import ApiKey
 from .aio import AsyncPaymentClient
 from .errors import PortexPayError
 
-__all__ = ["main"]
+__all__ = ["add_connection_arguments", "api_key_of", "json_line", "main"]
 
 PROG = "portex-pay-watch"
+
+
+def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every client command shares: where the server is, the key, TLS."""
+    parser.add_argument(
+        "--target", default="127.0.0.1:50051", help="gRPC target (default %(default)s)"
+    )
+    parser.add_argument(
+        "--api-key", help="the application's API key (default: the PORTEX_API_KEY variable)"
+    )
+    parser.add_argument(
+        "--tls", action="store_true", help="connect with TLS (system root certificates)"
+    )
+
+
+def api_key_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
+    """The API key from ``--api-key`` or PORTEX_API_KEY; a usage error (exit 2) when there is
+    none or it cannot be sent (the key itself is never echoed)."""
+    api_key: str = args.api_key or os.environ.get("PORTEX_API_KEY", "")
+    if not api_key:
+        parser.error("an API key is needed: --api-key KEY or the PORTEX_API_KEY variable")
+    try:
+        ApiKey(api_key)
+    except ValueError as error:
+        parser.error(str(error))
+    return api_key
+
+
+def json_line(message: Message) -> str:
+    """A message as one line of JSON: the protobuf JSON mapping (grpcurl's field names), UTF-8."""
+    return json.dumps(MessageToDict(message), ensure_ascii=False, separators=(",", ":"))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,15 +84,7 @@ def _parser() -> argparse.ArgumentParser:
             "cursor when the stream breaks. The last stderr line on exit is that cursor."
         ),
     )
-    parser.add_argument(
-        "--target", default="127.0.0.1:50051", help="gRPC target (default %(default)s)"
-    )
-    parser.add_argument(
-        "--api-key", help="the application's API key (default: the PORTEX_API_KEY variable)"
-    )
-    parser.add_argument(
-        "--tls", action="store_true", help="connect with TLS (system root certificates)"
-    )
+    add_connection_arguments(parser)
     parser.add_argument(
         "--order", type=int, metavar="N", help="only the events of this order (tg_payment_id)"
     )
@@ -93,9 +117,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    api_key = args.api_key or os.environ.get("PORTEX_API_KEY", "")
-    if not api_key:
-        parser.error("an API key is needed: --api-key KEY or the PORTEX_API_KEY variable")
+    api_key = api_key_of(parser, args)
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(encoding="utf-8")  # JSON lines are UTF-8, whatever the locale
     handler = logging.StreamHandler(sys.stderr)
@@ -103,10 +125,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     watch_log = logging.getLogger("portex_pay_client.watch")
     watch_log.addHandler(handler)
     watch_log.setLevel(logging.WARNING if args.quiet else logging.INFO)
-    try:
-        ApiKey(api_key)
-    except ValueError as error:
-        parser.error(str(error))
     return asyncio.run(_run(args, api_key))
 
 
@@ -131,8 +149,7 @@ async def _run(args: argparse.Namespace, api_key: str) -> int:
         async def pump() -> None:
             nonlocal written
             async for event in watch:
-                line = json.dumps(MessageToDict(event), ensure_ascii=False, separators=(",", ":"))
-                sys.stdout.write(line + "\n")
+                sys.stdout.write(json_line(event) + "\n")
                 sys.stdout.flush()
                 written = watch.cursor
 

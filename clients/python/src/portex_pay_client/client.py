@@ -9,7 +9,9 @@ only where repeating is safe (see `portex_pay_client.retry`) and raises every RP
 after its last cursor whenever the stream breaks (see ``portex_pay_client._watch``). The client
 owns the channel it creates and closes it on `close()` or on leaving ``with``; a client
 made `from_channel` leaves the channel to its owner unless told otherwise. It may be shared
-between threads, as the channel is.
+between threads, as the channel is. A paged list RPC has two iterators beside its one-page method
+(``list_orders_pages`` over the pages, ``iter_orders`` over the orders): each page is one call
+with its own deadline and retries, following ``next_page_token`` until it comes back empty.
 
 Here too are the client's retry loop, `call_with_retries`, and its event watch,
 `EventWatch`. The requests, the resume position and the retry decisions are shared by both
@@ -21,7 +23,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
 
@@ -33,10 +35,20 @@ from ._calls import (
     DEFAULT_RETRY_POLICY,
     DEFAULT_TIMEOUT,
     ApiKey,
+    BotMessagesFields,
+    CatalogItemFields,
+    ListOrdersFields,
+    ListRefundsFields,
+    ListStarTransactionsFields,
     PayFields,
+    RefundReasonLike,
+    build_list_star_transactions_request,
+    build_named_request,
     build_pay_request,
     build_query_order_request,
+    build_request,
     build_resume_payment_request,
+    build_set_catalog_item_request,
     channel_options,
     check_timeout,
     resolve_timeout,
@@ -44,6 +56,7 @@ from ._calls import (
 from ._watch import (
     DEFAULT_WATCH_RETRY_POLICY,
     BaseEventWatch,
+    ListEventsFields,
     StartPositionLike,
     build_list_events_request,
     build_stream_request,
@@ -181,6 +194,30 @@ class PaymentClient:
             request_id=request_id,
         )
 
+    def _pages(self, method: str, message: Any, timeout: float | None) -> Iterator[Any]:
+        """Every page of a list RPC from ``message`` on, following ``next_page_token`` until it
+        comes back empty. Each page is one call, with its own deadline and retries; the caller's
+        ``message`` is left as it was."""
+        request = type(message)()
+        request.CopyFrom(message)
+        while True:
+            page = self._unary(method, request, timeout)
+            yield page
+            if not page.next_page_token:
+                return
+            request.page_token = page.next_page_token
+
+    def _items(
+        self,
+        method: str,
+        message: Any,
+        timeout: float | None,
+        field: str,
+    ) -> Iterator[Any]:
+        """The items (the repeated ``field``) of every page `_pages` reads, in order."""
+        for page in self._pages(method, message, timeout):
+            yield from getattr(page, field)
+
     def close(self) -> None:
         """Closes the channel if this client owns it, cancelling calls still in flight."""
         if self._owns_channel:
@@ -218,12 +255,15 @@ class PaymentClient:
 
     def query_order(
         self,
-        tg_payment_id: int | payment_pb2.QueryOrderRequest,
+        tg_payment_id: int | payment_pb2.QueryOrderRequest | None = None,
         *,
+        telegram_payment_charge_id: str | None = None,
         timeout: float | None = None,
     ) -> payment_pb2.Order:
-        """Returns one of the application's orders by id (the QueryOrder RPC)."""
-        message = build_query_order_request(tg_payment_id)
+        """Returns one of the application's orders (the QueryOrder RPC): by its id, or by a
+        Telegram charge id (``telegram_payment_charge_id=``, the id the buyer's receipt shows;
+        also a refunded or duplicate charge of the order). Exactly one of the two."""
+        message = build_query_order_request(tg_payment_id, telegram_payment_charge_id)
         response: payment_pb2.Order = self._unary("QueryOrder", message, timeout)
         return response
 
@@ -242,38 +282,234 @@ class PaymentClient:
         )
         return response
 
+    # ------------------------------------------------------------------------ orders and refunds
+
+    def list_orders(
+        self,
+        request: payment_pb2.ListOrdersRequest | None = None,
+        *,
+        timeout: float | None = None,
+        **fields: Unpack[ListOrdersFields],
+    ) -> payment_pb2.ListOrdersResponse:
+        """One page of the application's orders, newest first (the ListOrders RPC).
+
+        Pass a ``ListOrdersRequest`` or its fields as keywords: ``filter`` (e.g.
+        ``'tg_use_id = 42 AND state = PAID'``, see payment.proto), ``page_size``, ``page_token``.
+        `list_orders_pages` and `iter_orders` follow ``next_page_token`` for you.
+        """
+        message = build_request(payment_pb2.ListOrdersRequest, request, fields, call="list_orders")
+        response: payment_pb2.ListOrdersResponse = self._unary("ListOrders", message, timeout)
+        return response
+
+    def list_orders_pages(
+        self,
+        request: payment_pb2.ListOrdersRequest | None = None,
+        *,
+        timeout: float | None = None,
+        **fields: Unpack[ListOrdersFields],
+    ) -> Iterator[payment_pb2.ListOrdersResponse]:
+        """Every page of `list_orders` from the first (or ``page_token``) to the last."""
+        message = build_request(payment_pb2.ListOrdersRequest, request, fields, call="list_orders")
+        return self._pages("ListOrders", message, timeout)
+
+    def iter_orders(
+        self,
+        request: payment_pb2.ListOrdersRequest | None = None,
+        *,
+        timeout: float | None = None,
+        **fields: Unpack[ListOrdersFields],
+    ) -> Iterator[payment_pb2.Order]:
+        """Every order `list_orders` finds, newest first, page after page."""
+        message = build_request(payment_pb2.ListOrdersRequest, request, fields, call="list_orders")
+        return self._items("ListOrders", message, timeout, "orders")
+
+    def acknowledge_order(
+        self,
+        tg_payment_id: int | payment_pb2.AcknowledgeOrderRequest,
+        *,
+        request_id: str | None = None,
+        timeout: float | None = None,
+    ) -> payment_pb2.Order:
+        """Records that a paid order's goods were delivered (the AcknowledgeOrder RPC); the
+        order comes back with ``fulfilled_time``. Idempotent, so retried on UNAVAILABLE."""
+        message = build_named_request(
+            payment_pb2.AcknowledgeOrderRequest,
+            tg_payment_id,
+            "tg_payment_id",
+            call="acknowledge_order",
+            request_id=request_id,
+        )
+        response: payment_pb2.Order = self._unary("AcknowledgeOrder", message, timeout)
+        return response
+
+    def cancel_order(
+        self,
+        tg_payment_id: int | payment_pb2.CancelOrderRequest,
+        *,
+        timeout: float | None = None,
+    ) -> payment_pb2.Order:
+        """Withdraws an unpaid order (the CancelOrder RPC). Idempotent."""
+        message = build_named_request(
+            payment_pb2.CancelOrderRequest, tg_payment_id, "tg_payment_id", call="cancel_order"
+        )
+        response: payment_pb2.Order = self._unary("CancelOrder", message, timeout)
+        return response
+
+    def report_invoice_closed(
+        self,
+        tg_payment_id: int | payment_pb2.ReportInvoiceClosedRequest,
+        status: str | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> payment_pb2.ReportInvoiceClosedResponse:
+        """Records the Mini App's ``invoiceClosed`` status ("paid", "cancelled", "failed",
+        "pending") for an order (the ReportInvoiceClosed RPC); it never changes the state."""
+        message = build_named_request(
+            payment_pb2.ReportInvoiceClosedRequest,
+            tg_payment_id,
+            "tg_payment_id",
+            call="report_invoice_closed",
+            status=status,
+        )
+        response: payment_pb2.ReportInvoiceClosedResponse = self._unary(
+            "ReportInvoiceClosed", message, timeout
+        )
+        return response
+
+    def refund_payment(
+        self,
+        tg_payment_id: int | payment_pb2.RefundPaymentRequest,
+        *,
+        reason_code: RefundReasonLike = None,
+        reason_text: str | None = None,
+        timeout: float | None = None,
+    ) -> payment_pb2.RefundPaymentResponse:
+        """Refunds a paid order's payment (the RefundPayment RPC), with why: ``reason_code`` (a
+        ``Refund.ReasonCode`` or its name, REQUESTED_BY_CUSTOMER when unset) and ``reason_text``.
+        The refund comes back pending; the order becomes REFUNDED when Telegram confirms.
+        Idempotent (one refund per order), so retried on UNAVAILABLE."""
+        message = build_named_request(
+            payment_pb2.RefundPaymentRequest,
+            tg_payment_id,
+            "tg_payment_id",
+            call="refund_payment",
+            reason_code=reason_code,
+            reason_text=reason_text,
+        )
+        response: payment_pb2.RefundPaymentResponse = self._unary(
+            "RefundPayment",
+            message,
+            timeout,
+        )
+        return response
+
+    def list_refunds(
+        self,
+        request: payment_pb2.ListRefundsRequest | None = None,
+        *,
+        timeout: float | None = None,
+        **fields: Unpack[ListRefundsFields],
+    ) -> payment_pb2.ListRefundsResponse:
+        """One page of the application's refunds, newest first (the ListRefunds RPC), by
+        ``tg_payment_id``, ``state`` and ``create_time_start`` / ``create_time_end``.
+        `list_refunds_pages` and `iter_refunds` follow ``next_page_token`` for you."""
+        message = build_request(
+            payment_pb2.ListRefundsRequest, request, fields, call="list_refunds"
+        )
+        response: payment_pb2.ListRefundsResponse = self._unary(
+            "ListRefunds",
+            message,
+            timeout,
+        )
+        return response
+
+    def list_refunds_pages(
+        self,
+        request: payment_pb2.ListRefundsRequest | None = None,
+        *,
+        timeout: float | None = None,
+        **fields: Unpack[ListRefundsFields],
+    ) -> Iterator[payment_pb2.ListRefundsResponse]:
+        """Every page of `list_refunds` from the first (or ``page_token``) to the last."""
+        message = build_request(
+            payment_pb2.ListRefundsRequest, request, fields, call="list_refunds"
+        )
+        return self._pages("ListRefunds", message, timeout)
+
+    def iter_refunds(
+        self,
+        request: payment_pb2.ListRefundsRequest | None = None,
+        *,
+        timeout: float | None = None,
+        **fields: Unpack[ListRefundsFields],
+    ) -> Iterator[payment_pb2.Refund]:
+        """Every refund `list_refunds` finds, newest first, page after page."""
+        message = build_request(
+            payment_pb2.ListRefundsRequest, request, fields, call="list_refunds"
+        )
+        return self._items("ListRefunds", message, timeout, "refunds")
+
+    def retry_refund(
+        self,
+        telegram_payment_charge_id: str | payment_pb2.RetryRefundRequest,
+        *,
+        timeout: float | None = None,
+    ) -> payment_pb2.Refund:
+        """Sends a refund that ended FAILED to Telegram again (the RetryRefund RPC); it comes
+        back pending. A pending refund is returned as it is, so retried on UNAVAILABLE."""
+        message = build_named_request(
+            payment_pb2.RetryRefundRequest,
+            telegram_payment_charge_id,
+            "telegram_payment_charge_id",
+            call="retry_refund",
+        )
+        response: payment_pb2.Refund = self._unary("RetryRefund", message, timeout)
+        return response
+
+    # ---------------------------------------------------------------------------------- events
+
     def list_events(
         self,
         request: payment_pb2.ListEventsRequest | None = None,
         *,
-        tg_payment_id: int | None = None,
-        tg_use_id: int | None = None,
-        types: Iterable[str] = (),
-        after_cursor: str = "",
-        start: StartPositionLike = None,
-        page_size: int = 0,
-        page_token: str = "",
         timeout: float | None = None,
+        **fields: Unpack[ListEventsFields],
     ) -> payment_pb2.ListEventsResponse:
         """One page of the application's events in stream order (the ListEvents RPC).
 
-        Pass a ``ListEventsRequest`` or its fields as keywords. Without a cursor or page token the
-        list starts at RETENTION_START; pass ``next_page_token`` as ``page_token`` for the next
-        page, until it comes back empty (then the list has reached the newest event; its last
-        event's ``cursor`` can start a `watch`). Read-only, so retried on UNAVAILABLE.
+        Pass a ``ListEventsRequest`` or its fields as keywords (``tg_payment_id``, ``tg_use_id``,
+        ``types``, ``after_cursor``, ``start``, ``page_size``, ``page_token``). Without a cursor or
+        page token the list starts at RETENTION_START; pass ``next_page_token`` as ``page_token``
+        for the next page, until it comes back empty (then the list has reached the newest event;
+        its last event's ``cursor`` can start a `watch`). `list_events_pages` and `iter_events`
+        do that for you. Read-only, so retried on UNAVAILABLE.
         """
-        message = build_list_events_request(
-            request,
-            tg_payment_id=tg_payment_id,
-            tg_use_id=tg_use_id,
-            types=types,
-            after_cursor=after_cursor,
-            start=start,
-            page_size=page_size,
-            page_token=page_token,
-        )
+        message = build_list_events_request(request, fields)
         response: payment_pb2.ListEventsResponse = self._unary("ListEvents", message, timeout)
         return response
+
+    def list_events_pages(
+        self,
+        request: payment_pb2.ListEventsRequest | None = None,
+        *,
+        timeout: float | None = None,
+        **fields: Unpack[ListEventsFields],
+    ) -> Iterator[payment_pb2.ListEventsResponse]:
+        """Every page of `list_events` up to the newest event (the page whose
+        ``next_page_token`` is empty); the last event's ``cursor`` can start a `watch`."""
+        message = build_list_events_request(request, fields)
+        return self._pages("ListEvents", message, timeout)
+
+    def iter_events(
+        self,
+        request: payment_pb2.ListEventsRequest | None = None,
+        *,
+        timeout: float | None = None,
+        **fields: Unpack[ListEventsFields],
+    ) -> Iterator[payment_pb2.InvoiceEvent]:
+        """Every event `list_events` finds, in stream order, up to the newest one."""
+        message = build_list_events_request(request, fields)
+        return self._items("ListEvents", message, timeout, "events")
 
     def watch(
         self,
@@ -320,6 +556,131 @@ class PaymentClient:
         return EventWatch(
             open_stream, request, DEFAULT_WATCH_RETRY_POLICY if retry is None else retry
         )
+
+    # -------------------------------------------------------------------- catalog, users, bot
+
+    def set_catalog_item(
+        self,
+        item: payment_pb2.CatalogItem | payment_pb2.SetCatalogItemRequest | None = None,
+        *,
+        timeout: float | None = None,
+        **fields: Unpack[CatalogItemFields],
+    ) -> payment_pb2.CatalogItem:
+        """Adds the item to the application's catalog, or replaces the one with its ``key``
+        (the SetCatalogItem RPC); returns the item as stored. Pass a ``CatalogItem`` (or the
+        whole request) or its fields as keywords: ``set_catalog_item(key="sword", amount=50)``.
+        Idempotent, so retried on UNAVAILABLE."""
+        message = build_set_catalog_item_request(item, fields)
+        response: payment_pb2.CatalogItem = self._unary("SetCatalogItem", message, timeout)
+        return response
+
+    def delete_catalog_item(
+        self,
+        key: str | payment_pb2.DeleteCatalogItemRequest,
+        *,
+        timeout: float | None = None,
+    ) -> payment_pb2.DeleteCatalogItemResponse:
+        """Removes an item from the catalog (the DeleteCatalogItem RPC); ``deleted`` is false
+        when there was none. Not retried: a repeat would answer ``deleted`` false."""
+        message = build_named_request(
+            payment_pb2.DeleteCatalogItemRequest, key, "key", call="delete_catalog_item"
+        )
+        response: payment_pb2.DeleteCatalogItemResponse = self._unary(
+            "DeleteCatalogItem", message, timeout
+        )
+        return response
+
+    def list_catalog_items(
+        self, *, timeout: float | None = None
+    ) -> payment_pb2.ListCatalogItemsResponse:
+        """The application's whole catalog, by key (the ListCatalogItems RPC; no pages)."""
+        response: payment_pb2.ListCatalogItemsResponse = self._unary(
+            "ListCatalogItems", payment_pb2.ListCatalogItemsRequest(), timeout
+        )
+        return response
+
+    def get_telegram_user(
+        self,
+        tg_use_id: int | payment_pb2.GetTelegramUserRequest,
+        *,
+        timeout: float | None = None,
+    ) -> payment_pb2.TelegramUser:
+        """A Telegram user as the application's Mini App last saw them (the GetTelegramUser RPC);
+        NOT_FOUND (reason USER_NOT_FOUND) for a user it never saved."""
+        message = build_named_request(
+            payment_pb2.GetTelegramUserRequest, tg_use_id, "tg_use_id", call="get_telegram_user"
+        )
+        response: payment_pb2.TelegramUser = self._unary("GetTelegramUser", message, timeout)
+        return response
+
+    def get_bot_messages(self, *, timeout: float | None = None) -> payment_pb2.BotMessages:
+        """The bot's /paysupport and /terms texts and buyer messages (the GetBotMessages RPC)."""
+        response: payment_pb2.BotMessages = self._unary(
+            "GetBotMessages", payment_pb2.GetBotMessagesRequest(), timeout
+        )
+        return response
+
+    def set_bot_messages(
+        self,
+        request: payment_pb2.SetBotMessagesRequest | None = None,
+        *,
+        timeout: float | None = None,
+        **fields: Unpack[BotMessagesFields],
+    ) -> payment_pb2.BotMessages:
+        """Changes the bot's messages (the SetBotMessages RPC): a field left out is unchanged, an
+        empty text goes back to the default; returns them as they are now."""
+        message = build_request(
+            payment_pb2.SetBotMessagesRequest, request, fields, call="set_bot_messages"
+        )
+        response: payment_pb2.BotMessages = self._unary("SetBotMessages", message, timeout)
+        return response
+
+    # ------------------------------------------------------------------------ the Star ledger
+
+    def list_star_transactions(
+        self,
+        request: payment_pb2.ListStarTransactionsRequest | None = None,
+        *,
+        timeout: float | None = None,
+        **fields: Unpack[ListStarTransactionsFields],
+    ) -> payment_pb2.ListStarTransactionsResponse:
+        """One page of the bot's Star transactions as the ledger read them, newest first (the
+        ListStarTransactions RPC), by ``date_start`` / ``date_end`` and ``partner_types``.
+        `list_star_transactions_pages` and `iter_star_transactions` follow the pages for you."""
+        message = build_list_star_transactions_request(request, fields)
+        response: payment_pb2.ListStarTransactionsResponse = self._unary(
+            "ListStarTransactions", message, timeout
+        )
+        return response
+
+    def list_star_transactions_pages(
+        self,
+        request: payment_pb2.ListStarTransactionsRequest | None = None,
+        *,
+        timeout: float | None = None,
+        **fields: Unpack[ListStarTransactionsFields],
+    ) -> Iterator[payment_pb2.ListStarTransactionsResponse]:
+        """Every page of `list_star_transactions` from the first (or ``page_token``) on."""
+        message = build_list_star_transactions_request(request, fields)
+        return self._pages("ListStarTransactions", message, timeout)
+
+    def iter_star_transactions(
+        self,
+        request: payment_pb2.ListStarTransactionsRequest | None = None,
+        *,
+        timeout: float | None = None,
+        **fields: Unpack[ListStarTransactionsFields],
+    ) -> Iterator[payment_pb2.StarTransaction]:
+        """Every transaction `list_star_transactions` finds, newest first, page after page."""
+        message = build_list_star_transactions_request(request, fields)
+        return self._items("ListStarTransactions", message, timeout, "transactions")
+
+    def get_star_balance(self, *, timeout: float | None = None) -> payment_pb2.StarBalance:
+        """The bot's Star balance, Telegram's figure and the ledger's (the GetStarBalance RPC)."""
+        response: payment_pb2.StarBalance = self._unary(
+            "GetStarBalance", payment_pb2.GetStarBalanceRequest(), timeout
+        )
+        return response
 
 
 def call_with_retries(

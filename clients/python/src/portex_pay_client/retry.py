@@ -1,13 +1,14 @@
 """When the Portex Pay clients retry a failed call, and how long they wait before doing so.
 
 The decision is made by pure functions so that it can be read and tested on its own: a failed
-attempt is retried only when its status code is UNAVAILABLE, the RPC is safe to repeat
-(QueryOrder, ResumePayment and ListEvents only read; Pay only when it carries a ``request_id``,
-which the server de-duplicates on), the `RetryPolicy` allows another attempt, and the wait still
-fits in the call's overall deadline. The wait grows exponentially from
-`RetryPolicy.initial_backoff`, is capped at `RetryPolicy.max_backoff` and is shortened by up to
-`RetryPolicy.jitter` of itself at random, so that clients that failed together do not come back
-together. The same backoff spaces a watch's reconnections (``portex_pay_client._watch``).
+attempt is retried only when its status code is UNAVAILABLE, the RPC is safe to repeat (the
+reads; the writes that a repeat cannot do twice, such as RefundPayment or CancelOrder; Pay only
+when it carries a ``request_id``, which the server de-duplicates on), the `RetryPolicy` allows
+another attempt, and the wait still fits in the call's overall deadline. The wait grows
+exponentially from `RetryPolicy.initial_backoff`, is capped at `RetryPolicy.max_backoff` and is
+shortened by up to `RetryPolicy.jitter` of itself at random, so that clients that failed together
+do not come back together. The same backoff spaces a watch's reconnections
+(``portex_pay_client._watch``).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import grpc  # type: ignore[import-untyped, unused-ignore]
 
 __all__ = [
+    "IDEMPOTENT_METHODS",
     "READ_ONLY_METHODS",
     "RETRYABLE_CODES",
     "RetryPolicy",
@@ -29,8 +31,39 @@ __all__ = [
 RETRYABLE_CODES: frozenset[grpc.StatusCode] = frozenset({grpc.StatusCode.UNAVAILABLE})
 """The only status codes that are ever retried; every other code reaches the caller at once."""
 
-READ_ONLY_METHODS: frozenset[str] = frozenset({"QueryOrder", "ResumePayment", "ListEvents"})
+READ_ONLY_METHODS: frozenset[str] = frozenset(
+    {
+        "QueryOrder",
+        "ResumePayment",
+        "ListOrders",
+        "ListRefunds",
+        "ListEvents",
+        "ListCatalogItems",
+        "GetTelegramUser",
+        "GetBotMessages",
+        "ListStarTransactions",
+        "GetStarBalance",
+    }
+)
 """RPCs (by their name in the proto service) that change nothing and so may always be repeated."""
+
+IDEMPOTENT_METHODS: frozenset[str] = frozenset(
+    {
+        # The server keys these on what they change: a repeat finds the change made and answers
+        # as the first call did (payment.proto says so for each).
+        "RefundPayment",  # one refund per order: asking again returns the same refund
+        "CancelOrder",  # cancelling a cancelled order is a no-op
+        "AcknowledgeOrder",  # acknowledging again returns the order unchanged
+        "RetryRefund",  # a refund already pending again is returned as it is
+        "ReportInvoiceClosed",  # records the same report again
+        "SetCatalogItem",  # replaces the item with the same fields
+        "SetBotMessages",  # sets the same texts
+    }
+)
+"""RPCs that change something but that a repeat cannot change twice, so may be repeated.
+
+DeleteCatalogItem is not among them: a repeat after a lost answer would report ``deleted=False``
+for the item the first attempt deleted."""
 
 IDEMPOTENT_WITH_REQUEST_ID: frozenset[str] = frozenset({"Pay"})
 """RPCs that the server de-duplicates on a non-empty ``request_id`` and only then may repeat."""
@@ -92,12 +125,13 @@ class RetryPolicy:
 def is_retry_safe(method: str, *, request_id: str = "") -> bool:
     """Whether repeating ``method`` (its proto name, e.g. ``"Pay"``) cannot do anything twice.
 
-    QueryOrder, ResumePayment and ListEvents only read. Pay is safe only with a non-empty
-    ``request_id``: without one every call creates a new order. Any other method is treated as
-    unsafe. (StreamInvoiceEvents is not retried as a call: `AsyncPaymentClient.watch` resumes it
-    from its last cursor instead, see ``portex_pay_client._watch``.)
+    The reads (`READ_ONLY_METHODS`) and the writes a repeat cannot do twice
+    (`IDEMPOTENT_METHODS`) are safe. Pay is safe only with a non-empty ``request_id``: without one
+    every call creates a new order. Any other method is treated as unsafe. (StreamInvoiceEvents is
+    not retried as a call: `AsyncPaymentClient.watch` resumes it from its last cursor instead, see
+    ``portex_pay_client._watch``.)
     """
-    if method in READ_ONLY_METHODS:
+    if method in READ_ONLY_METHODS or method in IDEMPOTENT_METHODS:
         return True
     return method in IDEMPOTENT_WITH_REQUEST_ID and request_id != ""
 
