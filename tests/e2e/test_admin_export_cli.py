@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from portex_pay.app import PortexApp
-from portex_pay.service.export import ORDER_COLUMNS
+from portex_pay.service.export import ORDER_COLUMNS, TRANSACTION_COLUMNS
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import PAYLOAD_SECRET, TestApp
 
@@ -289,11 +289,10 @@ async def test_bad_arguments_exit_2_with_a_clear_message_and_print_nothing(
     assert message in err
 
 
-async def test_an_unknown_application_exits_2_and_transactions_are_not_available_yet(
+async def test_an_unknown_application_exits_2(
     database_url: str, fake_telegram: FakeBotApi, app: TestApp
 ) -> None:
-    """An application that does not exist is a bad --app (exit 2, named); `--what transactions`
-    says it is not available yet (exit 1)."""
+    """An application that does not exist is a bad --app (exit 2, named)."""
     unknown = str(uuid.uuid4())
     days = ["--from", "2025-03-01", "--to", "2025-03-02"]
     code, out, err = await export(
@@ -303,8 +302,79 @@ async def test_an_unknown_application_exits_2_and_transactions_are_not_available
     assert err.strip().splitlines()[-1] == (
         f"portex-pay admin export: error: --app: no application {unknown}"
     )
+
+
+async def test_transactions_are_the_ledgers_rows_of_the_range_oldest_first(
+    database_url: str, fake_telegram: FakeBotApi, app: TestApp, make_app: Any
+) -> None:
+    """`--what transactions` writes what the Star ledger read (`admin reconcile` here), by date:
+    a withdrawal, an ads payment and a payment nobody's order accounts for; the range's bounds
+    hold, and another application's transactions are not there."""
+    day = int(START.timestamp())
+    kinds = [
+        {"id": "wd-1", "amount": 40, "date": day - 1,
+         "receiver": {"type": "fragment", "withdrawal_state": {"type": "pending"}}},
+        {"id": "ads-1", "amount": 7, "date": day, "receiver": {"type": "telegram_ads"}},
+        {"id": "pay-1", "amount": 5, "nanostar_amount": 250, "date": day + 60,
+         "source": {"type": "user", "transaction_type": "invoice_payment",
+                    "user": {"id": 77, "is_bot": False, "first_name": "A"},
+                    "invoice_payload": "not-ours"}},
+        {"id": "ads-2", "amount": 3, "date": int(END.timestamp()),
+         "receiver": {"type": "telegram_ads"}},
+    ]  # fmt: skip
+    other: TestApp = await make_app()
+    for transaction in kinds:
+        fake_telegram.add_star_transaction(app.bot_token, transaction)
+    fake_telegram.add_star_transaction(other.bot_token, {**kinds[1], "id": "ads-other"})
+    for each in (app, other):
+        code, _, err = await reconcile(database_url, fake_telegram, each)
+        assert code == 0, err
+
     code, out, err = await export(
-        database_url, fake_telegram, "--app", app.id, "--what", "transactions", *days
+        database_url, fake_telegram, "--app", app.id, "--what", "transactions",
+        "--from", START.isoformat(), "--to", END.isoformat(), "--format", "jsonl",
+    )  # fmt: skip
+    assert code == 0, err
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [list(row) for row in rows[:1]] == [[c.name for c in TRANSACTION_COLUMNS]]
+    assert [
+        (r["id"], r["direction"], r["date"], r["amount"], r["nanostar_amount"], r["partner_type"])
+        for r in rows
+    ] == [
+        ("ads-1", "outgoing", utc(START), 7, 0, "telegram_ads"),
+        ("pay-1", "incoming", utc(START + timedelta(minutes=1)), 5, 250, "user"),
+    ]
+    payment = rows[1]
+    assert (payment["transaction_type"], payment["partner_id"], payment["match"]) == (
+        "invoice_payment",
+        77,
+        "unmatched",
     )
-    assert (code, out) == (1, "")
-    assert "--what transactions is not available yet" in err
+    assert payment["invoice_payload"] == "not-ours" and payment["raw"]["id"] == "pay-1"
+
+    code, out, err = await export(
+        database_url, fake_telegram, "--app", app.id, "--what", "transactions",
+        "--from", "2025-02-28", "--to", "2025-03-03",
+    )  # fmt: skip
+    assert code == 0, err
+    table = list(csv.reader(io.StringIO(out)))
+    assert table[0] == [c.name for c in TRANSACTION_COLUMNS]
+    assert [row[0] for row in table[1:]] == ["wd-1", "ads-1", "pay-1", "ads-2"]
+    assert table[1][9] == "pending"  # withdrawal_state
+
+
+async def reconcile(database_url: str, fake: FakeBotApi, app: TestApp) -> tuple[int, str, str]:
+    """`portex-pay admin reconcile --app`: the ledger reads the bot's new transactions."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "PORTEX_TELEGRAM_API_URL": fake.base_url,
+        "PORTEX_LOG_FORMAT": "json",
+        "PORTEX_PAYLOAD_SECRET": PAYLOAD_SECRET,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "portex_pay", "admin", "reconcile", "--app", app.id,
+        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    return int(process.returncode or 0), out.decode(), err.decode()

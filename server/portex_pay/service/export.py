@@ -21,6 +21,7 @@ from typing import Any, Generic, Literal, TextIO, TypeVar
 from uuid import UUID
 
 from portex_pay.domain.errors import ApplicationNotFound, FieldViolation, InvalidArgument
+from portex_pay.domain.star_ledger import LedgerEntry
 from portex_pay.domain.timestamps import format_rfc3339
 from portex_pay.service.clock import Clock, utcnow
 from portex_pay.service.ports import AccountingRecords, Applications, ExportedOrder
@@ -132,7 +133,105 @@ def _order_key(row: ExportedOrder) -> tuple[datetime, int]:
 
 ORDERS: ExportKind[ExportedOrder] = ExportKind("orders", _read_orders, _order_key, ORDER_COLUMNS)
 
-KINDS: Mapping[str, ExportKind[Any]] = {kind.name: kind for kind in (ORDERS,)}
+TRANSACTION_COLUMNS: tuple[Column[LedgerEntry], ...] = (
+    Column(
+        "id",
+        "text",
+        "Telegram's transaction id (a payment's is its telegram_payment_charge_id; a refund has "
+        "the id of the payment it returns)",
+        lambda r, _: r.transaction.id,
+    ),
+    Column(
+        "direction",
+        "text",
+        "incoming (Stars to the bot) or outgoing (Stars from the bot)",
+        lambda r, _: r.transaction.direction.value,
+    ),
+    Column(
+        "date",
+        "timestamp",
+        "when Telegram made it; the range and the row order are by it",
+        lambda r, _: r.transaction.date,
+    ),
+    Column("amount", "integer", "whole Stars", lambda r, _: r.transaction.amount),
+    Column(
+        "nanostar_amount",
+        "integer",
+        "nanostars (0-999999999) on top of amount",
+        lambda r, _: r.transaction.nanostar_amount,
+    ),
+    Column(
+        "partner_type",
+        "text",
+        "user, fragment, telegram_ads, telegram_api, affiliate_program, chat, other, or a newer "
+        "kind as Telegram names it",
+        lambda r, _: r.transaction.partner_type,
+    ),
+    Column(
+        "transaction_type",
+        "text",
+        "for a user partner: invoice_payment, paid_media_payment, gift_purchase, ...",
+        lambda r, _: r.transaction.transaction_type,
+    ),
+    Column(
+        "partner_id",
+        "integer",
+        "the user, chat or bot on the other side, when there is one",
+        lambda r, _: r.transaction.partner_id,
+    ),
+    Column(
+        "invoice_payload",
+        "text",
+        "an invoice payment's payload",
+        lambda r, _: r.transaction.invoice_payload,
+    ),
+    Column(
+        "withdrawal_state",
+        "text",
+        "a Fragment withdrawal's state: pending, succeeded or failed",
+        lambda r, _: r.transaction.withdrawal_state,
+    ),
+    Column(
+        "commission_per_mille",
+        "integer",
+        "an affiliate commission's share, per mille",
+        lambda r, _: r.transaction.commission_per_mille,
+    ),
+    Column(
+        "match",
+        "text",
+        "what the ledger made of it: payment, refund (of one of our orders), none (not about an "
+        "order) or unmatched",
+        lambda r, _: r.match.value,
+    ),
+    Column(
+        "tg_payment_id",
+        "integer",
+        "the order it belongs to, when it matched one",
+        lambda r, _: r.tg_payment_id,
+    ),
+    Column(
+        "raw",
+        "json",
+        "the transaction exactly as Telegram sent it (a JSON object)",
+        lambda r, _: r.transaction.raw,
+    ),
+)
+
+
+def _read_transactions(records: AccountingRecords) -> BatchRead[LedgerEntry]:
+    return records.transactions
+
+
+def _transaction_key(row: LedgerEntry) -> tuple[datetime, str, str]:
+    return (row.transaction.date, row.transaction.id, row.transaction.direction.value)
+
+
+TRANSACTIONS: ExportKind[LedgerEntry] = ExportKind(
+    "transactions", _read_transactions, _transaction_key, TRANSACTION_COLUMNS
+)
+
+KINDS: Mapping[str, ExportKind[Any]] = {kind.name: kind for kind in (ORDERS, TRANSACTIONS)}
 """What can be exported, by the name `--what` gives."""
 
 

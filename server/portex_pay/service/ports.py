@@ -441,6 +441,18 @@ class AccountingRecords(Protocol):
         the first `limit` after `after`."""
         ...
 
+    async def transactions(
+        self,
+        application_id: UUID,
+        start: datetime,
+        end: datetime,
+        after: tuple[datetime, str, str] | None,
+        limit: int,
+    ) -> list[LedgerEntry]:
+        """The Star transactions of the application's bots made in [start, end), by (date, id,
+        direction), the first `limit` after `after`."""
+        ...
+
 
 class DeadLetters(Protocol):
     async def record(self, letter: DeadLetter, announce: Sequence[EventType]) -> int | None:

@@ -2,9 +2,9 @@
 
 Each batch is one statement in autocommit, never a transaction or a cursor held across batches:
 the event stream's horizon (`pg_snapshot_xmin`, service/stream.py) must not wait for an export.
-Batches follow the keyset (created_at, tg_payment_id), so each one is an index range scan from the
-last row of the previous batch (the orders index on (application_id, created_at, tg_payment_id)
-that ListOrders pages on), whatever the size of the range.
+Batches follow a keyset, so each one is an index range scan from the last row of the previous
+batch, whatever the size of the range: orders by (created_at, tg_payment_id) (the orders index
+ListOrders pages on), Star transactions by (date, id, direction) (`star_transactions_export`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from uuid import UUID
 import asyncpg
 
 from portex_pay.adapters.postgres.orders import order_from_row
+from portex_pay.adapters.postgres.star_ledger import ledger_entry
+from portex_pay.domain.star_ledger import LedgerEntry
 from portex_pay.service.ports import ExportedOrder
 
 # Identity ids start at 1, so (start, 0) sorts before every order created at `start`: the first
@@ -26,6 +28,16 @@ WHERE application_id = $1
   AND created_at < $4
 ORDER BY created_at, tg_payment_id
 LIMIT $5
+"""
+
+# '' sorts before every id and 'incoming' before 'outgoing': the first batch starts at `start`.
+_TRANSACTIONS = """
+SELECT * FROM star_transactions
+WHERE application_id = $1
+  AND (date, id COLLATE "C", direction) > ($2, $3 COLLATE "C", $4)
+  AND date < $5
+ORDER BY date, id COLLATE "C", direction
+LIMIT $6
 """
 
 
@@ -47,3 +59,17 @@ class AccountingExportReader:
             ExportedOrder(order_from_row(row), row["refunded_at"], row["cancelled_at"])
             for row in rows
         ]
+
+    async def transactions(
+        self,
+        application_id: UUID,
+        start: datetime,
+        end: datetime,
+        after: tuple[datetime, str, str] | None,
+        limit: int,
+    ) -> list[LedgerEntry]:
+        last_date, last_id, last_direction = after if after is not None else (start, "", "")
+        rows = await self._db.fetch(
+            _TRANSACTIONS, application_id, last_date, last_id, last_direction, end, limit
+        )
+        return [ledger_entry(row) for row in rows]

@@ -251,7 +251,7 @@ class StarLedgerRepository:
             ]
             sql = f"SELECT * FROM ({' UNION ALL '.join(parts)}) AS t ORDER BY {_ORDER} LIMIT {size}"
         rows = await self._pool.fetch(sql, *args)
-        return [_entry(row) for row in rows]
+        return [ledger_entry(row) for row in rows]
 
     async def figures(self, application_id: UUID, bot_id: int, now: datetime) -> LedgerFigures:
         row = await self._pool.fetchrow(
@@ -298,7 +298,8 @@ class StarLedgerRepository:
         )
 
 
-def _entry(row: asyncpg.Record) -> LedgerEntry:
+def ledger_entry(row: asyncpg.Record) -> LedgerEntry:
+    """A stored transaction as the ledger keeps it."""
     values = {column: row[column] for column in _COLUMNS}
     values["direction"] = Direction(values["direction"])
     transaction = StarTransaction(**values)

@@ -40,6 +40,10 @@ CREATE INDEX star_transactions_listing
     ON star_transactions (application_id, bot_id, date DESC, id DESC, direction DESC);
 CREATE INDEX star_transactions_kind
     ON star_transactions (application_id, bot_id, partner_type, date DESC, id DESC, direction DESC);
+-- The accounting export (`portex-pay admin export --what transactions`): oldest first, every bot
+-- the application has had.
+CREATE INDEX star_transactions_export
+    ON star_transactions (application_id, date, id COLLATE "C", direction);
 -- Withdrawals Fragment has not settled yet: read again until they have.
 CREATE INDEX star_transactions_pending_withdrawals
     ON star_transactions (bot_id, position) WHERE withdrawal_state = 'pending';
