@@ -6,7 +6,8 @@ Every event of an order that has a `callback_url` is POSTed there, at least once
 "tg_payment_id": <int>, "order": {...}}`. `order` is the order as it was right after the change,
 under the SDK's `OrderResult` names: `tg_payment_id`, `application_id`, `tg_use_id`, `amount`,
 `label`, `title`, `description`, `payload` ("" when none), `status` (the SDK's number),
-`status_description`, `state` (lowercase) and `tg_payment_url` ("" until the link exists). A retried
+`status_description`, `state` (lowercase), `tg_payment_url` ("" until the link exists) and
+`metadata` (the application's key-value data, `{}` when none). A retried
 delivery carries the same body and the same `Portex-Event-Id: <event_id>` header, so receivers
 de-duplicate on `event_id`. The request is signed like Stripe's webhooks:
 `Portex-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(key, "<t>.<raw body>")>`, the key being the
@@ -98,6 +99,8 @@ def callback_order(order: Mapping[str, Any]) -> dict[str, Any]:
     shown["status_description"] = status_description
     shown["state"] = state.value
     shown["tg_payment_url"] = order.get("invoice_link") or ""
+    # Events recorded before orders had metadata carry none.
+    shown["metadata"] = order.get("metadata") or {}
     return shown
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from portex_pay.domain.errors import IllegalTransition
+from portex_pay.domain.text import single_line_problem
 
 
 class OrderState(enum.StrEnum):
@@ -160,3 +161,17 @@ class Claim:
     order: Order
     created: bool
     request_hash: bytes
+
+
+# Telegram's telegram_payment_charge_id as QueryOrder accepts it: its ids are short ASCII, this
+# bound only keeps a lookup key sane (a text index entry, an error that stays small).
+CHARGE_ID_MAX_CHARS = 256
+
+
+def charge_id_problem(charge_id: str) -> str | None:
+    """Why `charge_id` cannot be a Telegram charge id (a field violation's description), or
+    None. Checked before any lookup: PostgreSQL cannot hold U+0000."""
+    problem = single_line_problem(charge_id)
+    if problem is None and not 0 < len(charge_id) <= CHARGE_ID_MAX_CHARS:
+        problem = f"must be 1-{CHARGE_ID_MAX_CHARS} characters"
+    return problem

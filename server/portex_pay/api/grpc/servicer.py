@@ -19,6 +19,7 @@ from portex_pay.api.grpc.convert import (
 )
 from portex_pay.api.grpc.interceptor import current_application
 from portex_pay.domain.errors import FieldViolation, InvalidArgument
+from portex_pay.domain.paging import page_size
 from portex_pay.service.bot_messages import BotMessagesService
 from portex_pay.service.catalog import CatalogService
 from portex_pay.service.clock import utcnow
@@ -63,8 +64,26 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     async def QueryOrder(
         self, request: payment_pb2.QueryOrderRequest, context: Context
     ) -> payment_pb2.Order:
-        order = await self._orders.query_order(current_application.get(), request.tg_payment_id)
+        application = current_application.get()
+        if request.WhichOneof("lookup") == "telegram_payment_charge_id":
+            order = await self._orders.query_order_by_charge(
+                application, request.telegram_payment_charge_id
+            )
+        else:  # by id; unset is id 0, not found as before the oneof
+            order = await self._orders.query_order(application, request.tg_payment_id)
         return order_message(order, utcnow())
+
+    async def ListOrders(
+        self, request: payment_pb2.ListOrdersRequest, context: Context
+    ) -> payment_pb2.ListOrdersResponse:
+        page = await self._orders.list_orders(
+            current_application.get(), request.filter, request.page_size, request.page_token
+        )
+        return payment_pb2.ListOrdersResponse(
+            # Aged to the listing's time, the one its filter judged expiry at.
+            orders=[order_message(order, page.as_of) for order in page.orders],
+            next_page_token=page.next_page_token,
+        )
 
     async def ResumePayment(
         self, request: payment_pb2.ResumePaymentRequest, context: Context
@@ -126,9 +145,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     async def ListEvents(
         self, request: payment_pb2.ListEventsRequest, context: Context
     ) -> payment_pb2.ListEventsResponse:
-        page_size = request.page_size or 100
-        if not 0 < page_size <= 1000:
-            raise InvalidArgument([FieldViolation("page_size", "must be from 1 to 1000")])
+        size = page_size(request.page_size)
         event_filter = _filter(request)
         cursor = await self._streamer.start_cursor(
             request.page_token or request.after_cursor,
@@ -136,7 +153,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             field="page_token" if request.page_token else "after_cursor",
         )
         events, next_cursor = await self._streamer.page(
-            current_application.get().id, event_filter, cursor, page_size
+            current_application.get().id, event_filter, cursor, size
         )
         return payment_pb2.ListEventsResponse(
             events=[event_message(event.cursor, event) for event in events],
