@@ -114,3 +114,16 @@ def test_an_edge_order_takes_the_items_metadata_in_catalog_pricing_only() -> Non
     browser = replace(COMMAND, amount=0)
     assert priced(browser, item, PricingMode.CATALOG).metadata == {"sku": "GEM-100"}
     assert priced(browser, None, PricingMode.OPEN).metadata == {}
+
+
+def test_ten_bad_entries_are_named_and_the_rest_counted() -> None:
+    """So that an error with the most bad entries still fits a gRPC status trailer."""
+    bad = {f"k{n:02d}": "v" * 501 for n in range(12)}
+    found = metadata_violations({"good": "v", **bad})
+    assert [v.field for v in found] == [f"metadata[k{n:02d}]" for n in range(10)] + ["metadata"]
+    assert found[-1].description == "2 more entries break these rules (not named here)"
+
+
+def test_a_key_of_refused_characters_is_shown_escaped_and_cut_to_40() -> None:
+    (found,) = metadata_violations({"\x01" * 10: "v"})
+    assert found.field == "metadata[" + ("\\u0001" * 7)[:40] + "…]"

@@ -5,11 +5,11 @@ value is allowed, as Stripe allows it).
 
 Every bad entry gets its own field violation, named `<field>[<key>]` (e.g. `metadata[colour]`,
 `item.metadata[colour]` in SetCatalogItem), and a map with too many keys one violation on
-`<field>` alone (its entries are then not judged one by one: the caller must cut the map first,
-and a violation for each of thousands of keys would not fit in a status trailer). A key that
-cannot be shown as it is (too long, or with a refused character) is shown cut to 40 characters,
-its refused characters as `\\uXXXX` escapes, so an error never carries more than a bounded,
-printable part of what was sent.
+`<field>` alone (its entries are then not judged one by one: the caller must cut the map first).
+An error must fit in gRPC's status trailer (8 KiB before clients start refusing it), so at most
+10 bad entries are named, in the order received, and one more violation on `<field>` counts the
+rest. A key that cannot be shown as it is (too long, or with a refused character) is shown as its
+first 40 characters with refused characters as `\\uXXXX` escapes, cut to 40 and marked `…`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from portex_pay.domain.text import single_line_problem
 MAX_KEYS = 50
 KEY_MAX_CHARS = 40
 VALUE_MAX_CHARS = 500
+MAX_NAMED_ENTRIES = 10  # bad entries named one by one; the rest are counted
 
 
 def _shown_key(key: str) -> str:
@@ -29,11 +30,13 @@ def _shown_key(key: str) -> str:
     characters with every refused character escaped (and an ellipsis when cut)."""
     if 0 < len(key) <= KEY_MAX_CHARS and single_line_problem(key) is None:
         return key
-    head = "".join(
+    escaped = "".join(
         f"\\u{ord(char):04x}" if single_line_problem(char) is not None else char
         for char in key[:KEY_MAX_CHARS]
     )
-    return head + ("…" if len(key) > KEY_MAX_CHARS else "")
+    if len(key) > KEY_MAX_CHARS or len(escaped) > KEY_MAX_CHARS:
+        return escaped[:KEY_MAX_CHARS] + "…"
+    return escaped
 
 
 def _entry_problem(key: str, value: str) -> str | None:
@@ -60,8 +63,17 @@ def metadata_violations(
     if len(metadata) > MAX_KEYS:
         return [FieldViolation(field, f"must have at most {MAX_KEYS} keys (found {len(metadata)})")]
     bad: list[FieldViolation] = []
+    unnamed = 0
     for key, value in metadata.items():
         problem = _entry_problem(key, value)
-        if problem is not None:
+        if problem is None:
+            continue
+        if len(bad) == MAX_NAMED_ENTRIES:
+            unnamed += 1
+        else:
             bad.append(FieldViolation(f"{field}[{_shown_key(key)}]", problem))
+    if unnamed:
+        bad.append(
+            FieldViolation(field, f"{unnamed} more entries break these rules (not named here)")
+        )
     return bad
