@@ -80,17 +80,18 @@ async def test_a_refunded_charge_finds_its_refunded_order(stub, shop, fake_teleg
     created = await stub.Pay(pay_request(tg_use_id=USER), metadata=shop.metadata)
     outcome = await fake_telegram.pay_invoice(created.tg_payment_url, USER)
     await fake_telegram.drain(shop.bot_token)
-    assert outcome.charge_id
+    charge_id = outcome.charge_id
+    assert charge_id
     await stub.RefundPayment(
         payment_pb2.RefundPaymentRequest(tg_payment_id=created.tg_payment_id),
         metadata=shop.metadata,
     )
 
     async def state() -> int:
-        return (await by_charge(stub, shop, outcome.charge_id)).state
+        return (await by_charge(stub, shop, charge_id)).state
 
     await eventually(state, equals=Order.REFUNDED)
-    assert (await by_charge(stub, shop, outcome.charge_id)).tg_payment_id == created.tg_payment_id
+    assert (await by_charge(stub, shop, charge_id)).tg_payment_id == created.tg_payment_id
 
 
 async def test_another_applications_charge_is_not_found_exactly_like_an_unknown_one(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import uuid4
 
 import pytest
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from portex_pay.domain.errors import InvalidArgument
-from portex_pay.domain.order import OrderState
+from portex_pay.domain.order import Order, OrderState
 from portex_pay.domain.order_filter import (
     MAX_COMPARISONS,
     MAX_FILTER_CHARS,
@@ -21,6 +22,7 @@ from portex_pay.domain.order_filter import (
     FilterField,
     Operator,
     OrderFilter,
+    Value,
     parse_order_filter,
 )
 from tests.unit.fakes import NOW, make_order
@@ -37,48 +39,58 @@ def problem(text: str) -> str:
     return violation.description
 
 
+def compared(field: FilterField, op: Operator, value: Value, key: str | None = None) -> Comparison:
+    return Comparison(field, op, value, key)
+
+
+LABEL, CREATE, PAID_TIME = FilterField.LABEL, FilterField.CREATE_TIME, FilterField.PAID_TIME
+EQ, NE, LT, LE, GT, GE = (Operator(op) for op in ("=", "!=", "<", "<=", ">", ">="))
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("", ()),
         ("   ", ()),
-        ("tg_use_id = 42", (Comparison(FilterField.TG_USE_ID, Operator.EQ, 42),)),
-        ("tg_use_id!=42", (Comparison(FilterField.TG_USE_ID, Operator.NE, 42),)),
-        ("state = PAID", (Comparison(FilterField.STATE, Operator.EQ, OrderState.PAID),)),
-        ('label = "gems"', (Comparison(FilterField.LABEL, Operator.EQ, "gems"),)),
-        ('label != "a \\"b\\" \\\\ c"', (Comparison(FilterField.LABEL, Operator.NE, 'a "b" \\ c'),)),
-        ('create_time >= "2026-12-03T10:00:00Z"', (Comparison(FilterField.CREATE_TIME, Operator.GE, T),)),
-        ('create_time < "2026-12-03T13:30:00+03:30"', (Comparison(FilterField.CREATE_TIME, Operator.LT, T),)),
-        ('paid_time <= "2026-12-03t10:00:00z"', (Comparison(FilterField.PAID_TIME, Operator.LE, T),)),
+        ("tg_use_id = 42", (compared(FilterField.TG_USE_ID, EQ, 42),)),
+        ("tg_use_id!=42", (compared(FilterField.TG_USE_ID, NE, 42),)),
+        ("state = PAID", (compared(FilterField.STATE, EQ, OrderState.PAID),)),
+        ('label = "gems"', (compared(LABEL, EQ, "gems"),)),
+        ('label != "a \\"b\\" \\\\ c"', (compared(LABEL, NE, 'a "b" \\ c'),)),
+        ('create_time >= "2026-12-03T10:00:00Z"', (compared(CREATE, GE, T),)),
+        ('create_time < "2026-12-03T13:30:00+03:30"', (compared(CREATE, LT, T),)),
+        ('paid_time <= "2026-12-03t10:00:00z"', (compared(PAID_TIME, LE, T),)),
         (
             'paid_time > "2026-12-03T10:00:00.123456789Z"',
-            (Comparison(FilterField.PAID_TIME, Operator.GT, T + timedelta(microseconds=123456)),),
+            (compared(PAID_TIME, GT, T + timedelta(microseconds=123456)),),
         ),
-        ("fulfilled = false", (Comparison(FilterField.FULFILLED, Operator.EQ, False),)),
-        ('metadata.sku = "A-1"', (Comparison(FilterField.METADATA, Operator.EQ, "A-1", "sku"),)),
-        (
-            'metadata."gift card" != ""',
-            (Comparison(FilterField.METADATA, Operator.NE, "", "gift card"),),
-        ),
+        ("fulfilled = false", (compared(FilterField.FULFILLED, EQ, False),)),
+        ('metadata.sku = "A-1"', (compared(FilterField.METADATA, EQ, "A-1", "sku"),)),
+        ('metadata."gift card" != ""', (compared(FilterField.METADATA, NE, "", "gift card"),)),
         (
             'state = PAID AND fulfilled = false AND paid_time < "2026-12-03T10:00:00Z"',
             (
-                Comparison(FilterField.STATE, Operator.EQ, OrderState.PAID),
-                Comparison(FilterField.FULFILLED, Operator.EQ, False),
-                Comparison(FilterField.PAID_TIME, Operator.LT, T),
+                compared(FilterField.STATE, EQ, OrderState.PAID),
+                compared(FilterField.FULFILLED, EQ, False),
+                compared(PAID_TIME, LT, T),
             ),
         ),
         (
             'label="x"AND tg_use_id=1',
-            (
-                Comparison(FilterField.LABEL, Operator.EQ, "x"),
-                Comparison(FilterField.TG_USE_ID, Operator.EQ, 1),
-            ),
+            (compared(LABEL, EQ, "x"), compared(FilterField.TG_USE_ID, EQ, 1)),
         ),
     ],
-)  # fmt: skip
+)
 def test_a_filter_parses_to_its_comparisons(text: str, expected: tuple[Comparison, ...]) -> None:
     assert parse_order_filter(text) == OrderFilter(expected)
+
+
+FIELDS = "tg_use_id, state, label, create_time, paid_time, fulfilled, metadata.KEY"
+USER_ID = "tg_use_id takes a whole number from 1 to 9223372036854775807"
+TIME = 'takes an RFC 3339 time in double quotes, e.g. "2026-12-03T10:00:00Z"'
+KEY = 'expected a key after metadata: metadata.KEY or metadata."any key"'
+ESCAPE = 'a backslash in a string escapes only \\" and \\\\'
+REFUSED = "control characters and lone surrogates are not allowed"
 
 
 @pytest.mark.parametrize(
@@ -88,41 +100,50 @@ def test_a_filter_parses_to_its_comparisons(text: str, expected: tuple[Compariso
         ("tg_use_id = 42 AND state =", "position 27: expected a value after '='"),
         ("tg_use_id = = 4", "position 13: expected a value after '='"),
         ("tg_use_id = 42 and state = PAID", "position 16: write AND in upper case, not and"),
-        ("state = PAID OR state = FAILED", "position 14: OR is not supported: comparisons can only be joined by AND"),
+        (
+            "state = PAID OR state = FAILED",
+            "position 14: OR is not supported: comparisons can only be joined by AND",
+        ),
         ("NOT state = PAID", "position 1: NOT is not supported, only AND"),
-        ("tg_use_id = 1 tg_use_id = 2", "position 15: expected AND between comparisons, found 'tg_use_id'"),
+        (
+            "tg_use_id = 1 tg_use_id = 2",
+            "position 15: expected AND between comparisons, found 'tg_use_id'",
+        ),
         ("tg_use_id = 1 AND", "position 18: expected a comparison after AND"),
-        ("= 1", "position 1: expected a field (tg_use_id, state, label, create_time, paid_time, fulfilled, metadata.KEY), found '='"),
-        ("amount = 5", "position 1: unknown field 'amount' (fields: tg_use_id, state, label, create_time, paid_time, fulfilled, metadata.KEY)"),
+        ("= 1", f"position 1: expected a field ({FIELDS}), found '='"),
+        ("amount = 5", f"position 1: unknown field 'amount' (fields: {FIELDS})"),
         ("state PAID", "position 7: expected an operator (=, !=, <, <=, >, >=) after state"),
         ("state < PAID", "position 7: state takes = or !=, not <"),
         ("fulfilled != true", "position 11: fulfilled takes =, not !="),
-        ("label: \"x\"", "position 6: the has-operator ':' is not supported; use ="),
-        ("tg_use_id = 0", "position 13: tg_use_id takes a whole number from 1 to 9223372036854775807"),
-        ("tg_use_id = -4", "position 13: tg_use_id takes a whole number from 1 to 9223372036854775807"),
-        ("tg_use_id = 9223372036854775808", "position 13: tg_use_id takes a whole number from 1 to 9223372036854775807"),
-        ('tg_use_id = "42"', "position 13: tg_use_id takes a whole number from 1 to 9223372036854775807"),
-        ("state = paid", "position 9: state takes one of PENDING, PAID, CANCELLED, EXPIRED, FAILED, REFUNDED"),
+        ('label: "x"', "position 6: the has-operator ':' is not supported; use ="),
+        ("tg_use_id = 0", f"position 13: {USER_ID}"),
+        ("tg_use_id = -4", f"position 13: {USER_ID}"),
+        ("tg_use_id = 9223372036854775808", f"position 13: {USER_ID}"),
+        ('tg_use_id = "42"', f"position 13: {USER_ID}"),
+        (
+            "state = paid",
+            "position 9: state takes one of PENDING, PAID, CANCELLED, EXPIRED, FAILED, REFUNDED",
+        ),
         ("fulfilled = yes", "position 13: fulfilled takes true or false"),
         ("label = gems", "position 9: label takes a string in double quotes"),
-        ('create_time > "2026-02-30T00:00:00Z"', 'position 15: create_time takes an RFC 3339 time in double quotes, e.g. "2026-12-03T10:00:00Z"'),
-        ('paid_time > "2026-12-03"', 'position 13: paid_time takes an RFC 3339 time in double quotes, e.g. "2026-12-03T10:00:00Z"'),
-        ('paid_time > "0001-01-01T00:00:00+01:00"', 'position 13: paid_time takes an RFC 3339 time in double quotes, e.g. "2026-12-03T10:00:00Z"'),
-        ('create_time > "2026-12-03T10:00:00+24:00"', 'position 15: create_time takes an RFC 3339 time in double quotes, e.g. "2026-12-03T10:00:00Z"'),
-        ('metadata = "x"', 'position 10: expected a key after metadata: metadata.KEY or metadata."any key"'),
-        ("metadata.= \"x\"", 'position 10: expected a key after metadata: metadata.KEY or metadata."any key"'),
+        ('create_time > "2026-02-30T00:00:00Z"', f"position 15: create_time {TIME}"),
+        ('paid_time > "2026-12-03"', f"position 13: paid_time {TIME}"),
+        ('paid_time > "0001-01-01T00:00:00+01:00"', f"position 13: paid_time {TIME}"),
+        ('create_time > "2026-12-03T10:00:00+24:00"', f"position 15: create_time {TIME}"),
+        ('metadata = "x"', f"position 10: {KEY}"),
+        ('metadata.= "x"', f"position 10: {KEY}"),
         ('metadata."" = "x"', "position 10: a metadata key has 1-40 characters"),
         ('metadata.sku < "x"', "position 14: metadata.KEY takes = or !=, not <"),
         ('label = "gems', "position 9: a string is not closed (a double quote is missing)"),
-        ('label = "a\\nb"', "position 11: a backslash in a string escapes only \\\" and \\\\ (unexpected character 'n')"),
-        ('label = "a\\', "position 11: a backslash in a string escapes only \\\" and \\\\ (at the end)"),
+        ('label = "a\\nb"', f"position 11: {ESCAPE} (unexpected character 'n')"),
+        ('label = "a\\', f"position 11: {ESCAPE} (at the end)"),
         ("(state = PAID)", "position 1: unexpected character '('"),
         ("state = PAID\u00a0", "position 13: unexpected character U+00A0"),
-        ('label = "x\x00y"', "position 11: control characters and lone surrogates are not allowed (found U+0000)"),
-        ("state = PAID\n", "position 13: control characters and lone surrogates are not allowed (found U+000A)"),
-        ('label = "\ud800"', "position 10: control characters and lone surrogates are not allowed (found U+D800)"),
+        ('label = "x\x00y"', f"position 11: {REFUSED} (found U+0000)"),
+        ("state = PAID\n", f"position 13: {REFUSED} (found U+000A)"),
+        ('label = "\ud800"', f"position 10: {REFUSED} (found U+D800)"),
     ],
-)  # fmt: skip
+)
 def test_a_bad_filter_names_the_position_and_the_reason(text: str, expected: str) -> None:
     assert problem(text) == expected
 
@@ -146,11 +167,11 @@ def test_a_filter_is_at_most_20_comparisons() -> None:
 # ---------------------------------------------------------------------------- what it selects
 
 
-def order(state: OrderState = OrderState.PENDING, **changes: object):
+def order(state: OrderState = OrderState.PENDING, **changes: Any) -> Order:
     return replace(make_order(7, uuid4(), state), **changes)
 
 
-def selects(text: str, order, now: datetime = NOW) -> bool:
+def selects(text: str, order: Order, now: datetime = NOW) -> bool:
     return parse_order_filter(text).matches(order, now)
 
 
@@ -177,16 +198,15 @@ def test_not_equal_selects_exactly_what_equal_does_not() -> None:
     assert selects('metadata.sku != "A"', paid)
 
 
+OPERATORS = ("<", "<=", ">", ">=")
+
+
 def test_time_ranges_select_paid_orders_only_for_paid_time() -> None:
     unpaid, paid = order(), order(OrderState.PAID, paid_at=T)
-    for op in ("<", "<=", ">", ">="):
+    for op in OPERATORS:
         assert not selects(f'paid_time {op} "2026-12-03T10:00:00Z"', unpaid)
-    assert [selects(f'paid_time {op} "2026-12-03T10:00:00Z"', paid) for op in ("<", "<=", ">", ">=")] == [
-        False,
-        True,
-        False,
-        True,
-    ]  # fmt: skip
+    answers = [selects(f'paid_time {op} "2026-12-03T10:00:00Z"', paid) for op in OPERATORS]
+    assert answers == [False, True, False, True]
     assert selects(f'create_time = "{NOW.isoformat()}"', unpaid)
     assert selects('create_time < "2030-01-01T00:00:00Z"', unpaid)
 
