@@ -6,7 +6,9 @@ states like a live shop's: mostly expired and paid, some refunded, cancelled, fa
 (pending ones past their expiry, as before a sweep), paid orders delivered but about 2 % of them
 not (the stuck list), one order in ten with metadata `sku`, labels `item-0` .. `item-49`. One
 user of the first application (`heavy_user`) has `heavy_orders` orders, spread over the whole
-time range. Then ANALYZE, so the planner knows the table's shape.
+time range. With `swept`, unpaid orders past their expiry are stored expired, as the service's
+expiry sweeper leaves them (else it would spend the first minutes of a benchmark sweeping them).
+Then ANALYZE, so the planner knows the table's shape.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ INSERT INTO orders (application_id, tg_use_id, amount, label, title, description
     metadata)
 SELECT
     CASE WHEN heavy THEN ($1::uuid[])[1] ELSE ($1::uuid[])[1 + n % array_length($1, 1)] END,
-    CASE WHEN heavy THEN $5 ELSE 1 + (n * 7919) % $3 END,
-    5, 'item-' || n % 50, 'Gems', 'A bag of gems', state, created, created, created + interval
-    '15 minutes',
+    CASE WHEN heavy THEN $5 ELSE 1 + (n::bigint * 7919) % $3 END,
+    5, 'item-' || n % 50, 'Gems', 'A bag of gems',
+    CASE WHEN $7 AND state IN ('pending', 'failed') AND created + interval '15 minutes' <= now()
+        THEN 'expired' ELSE state END,
+    created, created, created + interval '15 minutes',
     CASE WHEN state IN ('paid', 'refunded') THEN created + interval '30 seconds' END,
     CASE WHEN state = 'paid' AND n % 50 <> 7 THEN created + interval '40 seconds' END,
     CASE WHEN state IN ('paid', 'refunded') THEN 'seed-' || n END,
@@ -35,7 +39,7 @@ FROM (
         $4::timestamptz - make_interval(secs => ($2 - n) * 0.01) AS created,
         (ARRAY['expired', 'expired', 'expired', 'expired', 'expired', 'expired', 'paid', 'paid',
                'paid', 'paid', 'paid', 'paid', 'refunded', 'cancelled', 'failed', 'pending',
-               'pending', 'expired', 'paid', 'paid'])[1 + n % 20] AS state
+               'pending', 'expired', 'paid', 'paid'])[1 + (n + n / 97) % 20] AS state
     FROM generate_series(1, $2) AS n
 ) AS seed
 """
@@ -50,7 +54,8 @@ async def seed_orders(
     now: datetime,
     heavy_user: int,
     heavy_orders: int,
+    swept: bool = False,
 ) -> None:
     """Inserts the orders (one statement) and ANALYZEs the table."""
-    await conn.execute(_SEED, application_ids, count, users, now, heavy_user, heavy_orders)
+    await conn.execute(_SEED, application_ids, count, users, now, heavy_user, heavy_orders, swept)
     await conn.execute("ANALYZE orders")
