@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from portex.payment.v1 import payment_pb2
 from portex_pay.app import PortexApp
+from portex_pay.domain.paging import PageToken, request_digest
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp
 from tests.integration.helpers import details, pay_request
@@ -299,6 +300,13 @@ async def test_bad_page_sizes_and_tokens_are_invalid_arguments(stub, service: Po
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert violations[0][0] == "page_token"
     assert violations[0][1].startswith("was made for another filter")
+    # A token of the right shape whose position is no time (crafted): refused, not a 5xx.
+    crafted = PageToken((10**18, 1), datetime.now(UTC), request_digest("orders", ""))
+    code, violations = await refusal(page(stub, shop, token=crafted.encode()))
+    assert (code, [field for field, _ in violations]) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        ["page_token"],
+    )
     # Every bad field at once.
     _, violations = await refusal(page(stub, shop, "state", size=-5, token="x"))
     assert [field for field, _ in violations] == ["page_size", "filter", "page_token"]

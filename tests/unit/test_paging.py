@@ -89,3 +89,12 @@ def test_any_text_is_a_token_or_invalid_argument(text: str) -> None:
         PageToken.decode(text, digest=DIGEST, arity=2)
     except InvalidArgument as error:
         assert [v.field for v in error.violations] == ["page_token"]
+
+
+def test_a_position_too_far_from_the_epoch_for_a_time_is_malformed() -> None:
+    """A token of the right shape whose position is no time: refused, not a server error."""
+    far = PageToken((10**18, 1), AS_OF, DIGEST)
+    decoded = PageToken.decode(far.encode(), digest=DIGEST, arity=2)
+    found = violation(lambda: decoded.time_at(0))
+    assert found.field == "page_token"
+    assert decoded.time_at(1) == from_micros(1)

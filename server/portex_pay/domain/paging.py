@@ -76,6 +76,14 @@ class PageToken:
         raw = "v1." + ".".join(parts)
         return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
+    def time_at(self, index: int) -> datetime:
+        """The position's `index`-th number read as a time (microseconds since the epoch), or
+        InvalidArgument on `page_token` when no time is that far from the epoch."""
+        try:
+            return from_micros(self.position[index])
+        except OverflowError:
+            raise InvalidArgument([FieldViolation("page_token", _MALFORMED)]) from None
+
     @classmethod
     def decode(cls, text: str, *, digest: str, arity: int) -> PageToken:
         """The token `encode` made for a request of this digest with a position of `arity`

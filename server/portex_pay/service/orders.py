@@ -40,7 +40,7 @@ from portex_pay.domain.errors import (
 )
 from portex_pay.domain.order import Order, OrderState, charge_id_problem, check_transition
 from portex_pay.domain.order_filter import OrderListQuery, parse_order_filter, sort_key
-from portex_pay.domain.paging import PageToken, from_micros, page_size, request_digest, to_micros
+from portex_pay.domain.paging import PageToken, page_size, request_digest, to_micros
 from portex_pay.domain.pay import PayCommand, require_valid_pay, sign_invoice_payload
 from portex_pay.domain.telegram import (
     InvoiceRequest,
@@ -262,7 +262,7 @@ class OrderService:
             raise InvalidArgument(violations)
         assert size is not None and order_filter is not None
         as_of = self._clock() if token is None else token.as_of
-        after = None if token is None else (from_micros(token.position[0]), token.position[1])
+        after = None if token is None else (token.time_at(0), token.position[1])
         # One more than asked: whether there is a next page, without an empty last page.
         query = OrderListQuery(order_filter, as_of, after, size + 1)
         orders = await self._orders.list(application.id, query)
