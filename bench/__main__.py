@@ -1,6 +1,7 @@
 """`make bench`: Pay and QueryOrder through real gRPC, PostgreSQL and the fake Bot API; then the
-payment flow, the event stream, a flood of bad requests and the Bot API proxy and relay
-(bench/*.py).
+payment flow, the event stream, a flood of bad requests, the Bot API proxy and relay, and
+ListOrders on a million orders (bench/*.py). `python -m bench NAME ...` runs only those named
+(grpc, payments, stream, flood, botapi, orders).
 
 Everything runs on this machine: a throwaway PostgreSQL cluster, the fake Bot API and two service
 instances in one process, which differ only in the API-key cache (TTL 5 s vs 0, i.e. a database
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -23,6 +25,7 @@ import grpc
 from bench.botapi import run_botapi_bench
 from bench.edge import EdgeClient, edge_calls
 from bench.flood import run_flood_bench
+from bench.orders import run_orders_bench
 from bench.payments import run_payments_bench
 from bench.stream import run_stream_bench
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
@@ -65,18 +68,27 @@ def summary(rates: list[float], latencies: list[float]) -> str:
     return f"{statistics.median(rates):8.0f}/s   p50 {p50:6.2f} ms   p99 {p99:6.2f} ms"
 
 
-async def main() -> None:
+async def main(names: list[str]) -> None:
     # The canonical per-RPC line would dominate the measurement; keep warnings only.
     configure_logging("json", "warning")
+    benches: dict[str, Callable[[str, Path], Awaitable[None]]] = {
+        "grpc": lambda dsn, _: run(dsn),
+        "payments": run_payments_bench,
+        "stream": run_stream_bench,
+        "flood": run_flood_bench,
+        "botapi": run_botapi_bench,
+        "orders": run_orders_bench,
+    }
+    unknown = set(names) - set(benches)
+    if unknown:
+        raise SystemExit(f"unknown bench {', '.join(sorted(unknown))}; names: {', '.join(benches)}")
     with tempfile.TemporaryDirectory() as tmp:
         cluster = PgCluster(Path(tmp) / "pg", ephemeral=True)
         cluster.start()
         try:
-            await run(cluster.dsn)
-            await run_payments_bench(cluster.dsn, Path(tmp))
-            await run_stream_bench(cluster.dsn, Path(tmp))
-            await run_flood_bench(cluster.dsn, Path(tmp))
-            await run_botapi_bench(cluster.dsn, Path(tmp))
+            for name, bench in benches.items():
+                if not names or name in names:
+                    await bench(cluster.dsn, Path(tmp))
         finally:
             cluster.destroy()
 
@@ -205,4 +217,4 @@ async def run(dsn: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(sys.argv[1:]))

@@ -209,7 +209,29 @@ def _item_json(item: CatalogItem) -> dict[str, Any]:
         "title": item.title,
         "description": item.description,
         "photo_url": item.photo_url,
+        "metadata": dict(item.metadata),
     }
+
+
+def _item_metadata(pairs: list[str]) -> dict[str, str]:
+    """`--metadata KEY=VALUE` options (the value may hold `=`; a key given twice is refused)."""
+    metadata: dict[str, str] = {}
+    for pair in pairs:
+        key, equals, value = pair.partition("=")
+        if not equals:
+            raise InvalidAdminInput("invalid item: --metadata takes KEY=VALUE")
+        if key in metadata:
+            raise InvalidAdminInput("invalid item: a --metadata key is given twice")
+        metadata[key] = value
+    return metadata
+
+
+def _item_option(field: str) -> str:
+    """The command-line name of an item field a violation names (`metadata[k]`: `--metadata
+    k:`)."""
+    if field.startswith("metadata["):
+        return f"--metadata {field.removeprefix('metadata[').removesuffix(']')}:"
+    return _ITEM_OPTIONS.get(field, "--" + field)
 
 
 # How the item fields are named on the command line (`admin set-item`).
@@ -244,11 +266,12 @@ async def _edge_admin(admin: ApplicationAdmin, options: argparse.Namespace) -> d
                     title=options.title,
                     description=options.description,
                     photo_url=options.photo_url,
+                    metadata=_item_metadata(options.metadata),
                 ),
             )
         except InvalidArgument as error:
             problems = "; ".join(
-                f"{_ITEM_OPTIONS.get(v.field, v.field)} {v.description}" for v in error.violations
+                f"{_item_option(v.field)} {v.description}" for v in error.violations
             )
             raise InvalidAdminInput(f"invalid item: {problems}") from None
         return {"application_id": str(app_id), "item": _item_json(item)}
@@ -574,6 +597,13 @@ def _edge_commands(admin: argparse._SubParsersAction[argparse.ArgumentParser]) -
     set_item.add_argument("--title")
     set_item.add_argument("--description")
     set_item.add_argument("--photo-url")
+    set_item.add_argument(
+        "--metadata",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="copied onto every order made for the item (repeat for more keys)",
+    )
     delete_item = admin.add_parser("delete-item", help="remove a catalog item")
     delete_item.add_argument("--app", type=UUID, required=True)
     delete_item.add_argument("--key", required=True)

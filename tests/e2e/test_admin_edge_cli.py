@@ -293,6 +293,7 @@ async def test_set_item_list_items_and_delete_item(database_url, fake_telegram, 
         database_url, fake_telegram, "set-item", "--app", app_id, "--key", "sword",
         "--amount", "25", "--title", "Sword", "--description", "Sharp.",
         "--photo-url", "https://cdn.example.com/sword.png",
+        "--metadata", "sku=SW-1", "--metadata", "formula=a=b",
     )  # fmt: skip
     assert code == 0, err
     sword = {
@@ -301,12 +302,20 @@ async def test_set_item_list_items_and_delete_item(database_url, fake_telegram, 
         "title": "Sword",
         "description": "Sharp.",
         "photo_url": "https://cdn.example.com/sword.png",
+        "metadata": {"sku": "SW-1", "formula": "a=b"},
     }
     assert shown == {"application_id": app_id, "item": sword}
     code, shown, _ = await admin(
         database_url, fake_telegram, "set-item", "--app", app_id, "--key", "axe", "--amount", "7"
     )
-    axe = {"key": "axe", "amount": 7, "title": None, "description": None, "photo_url": None}
+    axe = {
+        "key": "axe",
+        "amount": 7,
+        "title": None,
+        "description": None,
+        "photo_url": None,
+        "metadata": {},
+    }
     assert (code, shown["item"]) == (0, axe)
 
     code, listed, _ = await admin(database_url, fake_telegram, "list-items", "--app", app_id)
@@ -349,6 +358,9 @@ async def test_set_item_list_items_and_delete_item(database_url, fake_telegram, 
         (["--title", "evil\x1b[2J"], "error: invalid item: --title must be a single line"),
         (["--description", "nul\x7f"], "error: invalid item: --description must not contain"),
         (["--photo-url", "ftp://x.example/a.png"], "error: invalid item: --photo-url must be"),
+        (["--metadata", "sku"], "error: invalid item: --metadata takes KEY=VALUE"),
+        (["--metadata", "sku=" + "v" * 501], "error: invalid item: --metadata sku: the value must"),
+        (["--metadata", "k" * 41 + "=v"], "error: invalid item: --metadata " + "k" * 40 + "…: "),
     ],
 )
 async def test_set_item_refuses_a_bad_item_in_one_line_and_stores_nothing(

@@ -44,6 +44,8 @@ ORDER_KEYS = {
     "status_description",
     "state",
     "tg_payment_url",
+    "metadata",
+    "fulfilled_time",
 }
 
 
@@ -184,6 +186,17 @@ async def make_due(pool: asyncpg.Pool, event_id: int) -> None:
     await pool.execute(
         "UPDATE callback_deliveries SET next_attempt_at = now() WHERE event_id = $1", event_id
     )
+
+
+async def test_a_callback_carries_the_orders_metadata(
+    stub, app: TestApp, receiver: Receiver, make_dispatcher
+):
+    receiver.script("meta", 200)
+    request = pay_request(callback_url=receiver.url("meta"), metadata={"sku": "G-1", "ключ": "да"})
+    await stub.Pay(request, metadata=app.metadata)
+    assert await drain(make_dispatcher()) == 2
+    bodies = [r.json["order"] for r in receiver.at("meta")]
+    assert [body["metadata"] for body in bodies] == [{"sku": "G-1", "ключ": "да"}] * 2
 
 
 async def test_callbacks_arrive_signed_once_per_event_in_order(

@@ -673,6 +673,25 @@ async def test_the_catalog_title_description_and_photo_win_over_the_browsers(
     assert (order.title, order.description) == ("Book", "Magic book")
 
 
+async def test_the_items_metadata_is_on_the_order_and_a_browsers_is_ignored(
+    make_shop: MakeShop, stub: Any
+) -> None:
+    """A browser never sets metadata: a `metadata` field in its body is ignored like any field
+    the edge does not take; the order carries its catalog item's (none in open pricing)."""
+    tagged = CatalogItem(key="gem", amount=3, metadata={"sku": "GEM-1", "tier": "gold"})
+    shop = await make_shop(items=(ITEM, tagged))
+    forged = {"sku": "FREE", "admin": "true"}
+    for label, expected in (("gem", {"sku": "GEM-1", "tier": "gold"}), ("item", {})):
+        tg_payment_id = await shop.paid_id(
+            {**SEED, "label": label, "amount": 0, "metadata": forged}
+        )
+        order = await query(stub, shop.app, tg_payment_id)
+        assert dict(order.metadata) == expected
+    open_shop = await make_shop(items=(tagged,), pricing=PricingMode.OPEN)
+    tg_payment_id = await open_shop.paid_id({**SEED, "label": "gem", "metadata": forged})
+    assert dict((await query(stub, open_shop.app, tg_payment_id)).metadata) == {}
+
+
 async def test_a_deleted_item_can_no_longer_be_bought(shop: Shop) -> None:
     await shop.paid_id(SEED)
     assert await CatalogRepository(shop.pool).delete(shop.id, "item")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
@@ -240,6 +240,13 @@ async def test_the_acknowledgement_reaches_the_orders_callback(stub, service, sh
     last = receiver.at("cb")[-1].json
     assert (last["type"], last["tg_payment_id"]) == ("order.fulfilled", tg_payment_id)
     assert last["order"]["state"] == "paid"
+    fulfilled_at = await service.pool.fetchval(
+        "SELECT fulfilled_at FROM orders WHERE tg_payment_id = $1", tg_payment_id
+    )
+    assert last["order"]["fulfilled_time"] == fulfilled_at.astimezone(UTC).isoformat().replace(
+        "+00:00", "Z"
+    )
+    assert receiver.at("cb")[0].json["order"]["fulfilled_time"] is None
 
 
 # --- The unfulfilled-order policy, on a clock the test controls --------------------------------

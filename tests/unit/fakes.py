@@ -28,6 +28,7 @@ from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecor
 from portex_pay.domain.events import Cursor, Event, EventType
 from portex_pay.domain.fulfilment import FULFILLABLE, UnfulfilledOrder
 from portex_pay.domain.order import Claim, Order, OrderState, sources
+from portex_pay.domain.order_filter import OrderListQuery, sort_key
 from portex_pay.domain.pay import PayCommand
 from portex_pay.domain.refunds import (
     DUE,
@@ -578,6 +579,7 @@ class InMemoryOrders:
             callback_url=command.callback_url, invoice_link=None, created_at=self.now,
             updated_at=self.now, expires_at=self.now + timedelta(seconds=ttl_seconds),
             invoice_lease_until=self.now + timedelta(seconds=lease_seconds),
+            metadata=dict(command.metadata),
         )  # fmt: skip
         session.put(self.db.orders, order.tg_payment_id, order)
         session.emit(application_id, order.tg_payment_id, EventType.ORDER_CREATED, {})
@@ -763,6 +765,32 @@ class InMemoryOrders:
             for order in due[:limit]
         ]
 
+    # ---------------------------------------------------------------------------- Refunds
+
+    async def find_by_charge(self, application_id: UUID, charge_id: str) -> Order | None:
+        payment = self.db.payments.get(charge_id)
+        if payment is None or payment.application_id != application_id:
+            return None
+        if payment.tg_payment_id is None:
+            return None
+        return await self.get(application_id, payment.tg_payment_id)
+
+    async def list(self, application_id: UUID, query: OrderListQuery) -> list[Order]:
+        """The page by the filter's own meaning (`OrderFilter.matches`): what the SQL of the
+        adapter must answer too (tests/contract/test_order_listing.py)."""
+        selected = sorted(
+            (
+                order
+                for order in self.orders.values()
+                if order.application_id == application_id
+                and (query.after is None or sort_key(order) < query.after)
+                and query.filter.matches(order, query.as_of)
+            ),
+            key=sort_key,
+            reverse=True,
+        )
+        return selected[: query.limit]
+
 
 # ---------------------------------------------------------------------------- Refunds
 
@@ -835,6 +863,8 @@ class InMemoryRefunds:
         ]
         found.sort(key=lambda r: (r.created_at, r.telegram_payment_charge_id), reverse=True)
         return found[:limit]
+
+    # Reads (issue 18).
 
 
 # ---------------------------------------------------------------------------- Events

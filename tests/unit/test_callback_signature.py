@@ -124,7 +124,12 @@ def test_the_body_has_the_sdk_names_and_status_of_every_state(state: OrderState)
         event_type="order.created",
         occurred_at=occurred,
         tg_payment_id=12,
-        order=_order_row(state.value, payload="p", invoice_link="https://t.me/$abc"),
+        order=_order_row(
+            state.value,
+            payload="p",
+            invoice_link="https://t.me/$abc",
+            metadata={"sku": "gems-100", "gift card": "да"},
+        ),
     )
     decoded = json.loads(body)
     assert decoded == {
@@ -145,6 +150,7 @@ def test_the_body_has_the_sdk_names_and_status_of_every_state(state: OrderState)
             "status_description": SDK_STATUS[state][1],
             "state": state.value,
             "tg_payment_url": "https://t.me/$abc",
+            "metadata": {"sku": "gems-100", "gift card": "да"},
         },
     }
     assert datetime.fromisoformat(decoded["occurred_at"]) == occurred.astimezone(UTC)
@@ -163,6 +169,18 @@ def test_absent_values_are_empty_strings_and_internal_columns_never_leave() -> N
     for internal in ("invoice_lease_until", "failure_code", "callback_url", "retry_after"):
         assert internal not in order
     assert b"receiver-secret" not in body
+
+
+def test_an_order_recorded_before_metadata_existed_has_empty_metadata() -> None:
+    """Events written before migration 0007 carry order snapshots without the column."""
+    body = callback_body(
+        event_id=1,
+        event_type="order.paid",
+        occurred_at=datetime(2025, 1, 1, tzinfo=UTC),
+        tg_payment_id=12,
+        order=_order_row("paid"),
+    )
+    assert json.loads(body)["order"]["metadata"] == {}
 
 
 def test_non_ascii_text_is_sent_as_utf8() -> None:

@@ -118,7 +118,7 @@ def test_what_expires_and_what_is_payable_follow_the_table() -> None:
 def test_the_order_adapter_writes_no_state_guard_of_its_own() -> None:
     """A `state IN (...)` or `state = '<literal>'` condition in the orders SQL would be a second
     copy of the table; its guards are `state = ANY($n)` with `sources()` (or PAYABLE, or
-    FULFILLABLE)."""
+    FULFILLABLE), and ListOrders' seen state is `state = ANY($n)` with EXPIRABLE."""
     text = (ROOT / "server/portex_pay/adapters/postgres/orders.py").read_text()
     assert not re.findall(r"(?:WHERE|AND)\s+(?:o\.)?state\s*(?:IN\s*\(|=\s*'|<>)", text)
-    assert text.count("state = ANY(") == 8
+    assert text.count("state = ANY(") == 9

@@ -17,6 +17,7 @@ from portex_pay.domain.paging import (
     from_micros,
     micros,
     page_size,
+    position_time,
 )
 
 FILTERS = {"state": "failed", "created_from": datetime(2026, 12, 1, tzinfo=UTC)}
@@ -89,3 +90,13 @@ def test_times_go_into_a_position_exactly() -> None:
         assert from_micros(micros(moment)) == moment
     with pytest.raises(OverflowError):
         from_micros(2**62)
+
+
+def test_a_position_too_far_from_the_epoch_for_a_time_is_not_a_token() -> None:
+    """A token of the right shape whose position is no time: INVALID_ARGUMENT, not a 5xx."""
+    assert position_time(micros(datetime(2026, 12, 3, tzinfo=UTC))) == datetime(
+        2026, 12, 3, tzinfo=UTC
+    )
+    with pytest.raises(InvalidArgument) as refused:
+        position_time(10**18)
+    assert [v.field for v in refused.value.violations] == ["page_token"]

@@ -6,7 +6,8 @@ Every event of an order that has a `callback_url` is POSTed there, at least once
 "tg_payment_id": <int>, "order": {...}}`. `order` is the order as it was right after the change,
 under the SDK's `OrderResult` names: `tg_payment_id`, `application_id`, `tg_use_id`, `amount`,
 `label`, `title`, `description`, `payload` ("" when none), `status` (the SDK's number),
-`status_description`, `state` (lowercase) and `tg_payment_url` ("" until the link exists). A retried
+`status_description`, `state` (lowercase), `tg_payment_url` ("" until the link exists) and
+`metadata` (the application's key-value data, `{}` when none). A retried
 delivery carries the same body and the same `Portex-Event-Id: <event_id>` header, so receivers
 de-duplicate on `event_id`. The request is signed like Stripe's webhooks:
 `Portex-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(key, "<t>.<raw body>")>`, the key being the
@@ -98,7 +99,21 @@ def callback_order(order: Mapping[str, Any]) -> dict[str, Any]:
     shown["status_description"] = status_description
     shown["state"] = state.value
     shown["tg_payment_url"] = order.get("invoice_link") or ""
+    # Events recorded before orders had metadata carry none.
+    shown["metadata"] = order.get("metadata") or {}
+    fulfilled = order.get("fulfilled_at")
+    shown["fulfilled_time"] = None if fulfilled is None else _utc_text(_as_time(fulfilled))
     return shown
+
+
+def _as_time(value: str | datetime) -> datetime:
+    """A time of the recorded row: ISO 8601 text in an event's JSON snapshot."""
+    return value if isinstance(value, datetime) else datetime.fromisoformat(value)
+
+
+def _utc_text(moment: datetime) -> str:
+    """A time as callbacks write it: RFC 3339 in UTC, with `Z`."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def callback_body(
@@ -114,7 +129,7 @@ def callback_body(
         # A string: event ids are 64-bit and JavaScript numbers are not.
         "event_id": str(event_id),
         "type": event_type,
-        "occurred_at": occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
+        "occurred_at": _utc_text(occurred_at),
         "tg_payment_id": tg_payment_id,
         "order": None if order is None else callback_order(order),
     }

@@ -11,12 +11,14 @@ in their serialised form (scheme://host[:port], lowercase).
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from urllib.parse import unquote, urlsplit
 
 from portex_pay.domain.errors import FieldViolation, RequestRejected
 from portex_pay.domain.init_data import TelegramUser
+from portex_pay.domain.metadata import metadata_violations
 from portex_pay.domain.pay import (
     DESCRIPTION_MAX_CHARS,
     LABEL_MAX_CHARS,
@@ -55,6 +57,8 @@ class CatalogItem:
     title: str | None = None
     description: str | None = None
     photo_url: str | None = None
+    # Copied onto every order made for the item at the edge (domain/metadata.py rules).
+    metadata: Mapping[str, str] = field(default_factory=dict)
 
 
 def validate_item(item: CatalogItem, *, max_amount: int) -> list[FieldViolation]:
@@ -81,13 +85,15 @@ def validate_item(item: CatalogItem, *, max_amount: int) -> list[FieldViolation]
     photo_ok = not any(v.field == "photo_url" for v in bad)
     if item.photo_url is not None and photo_ok and _http_origin(item.photo_url) is None:
         bad.append(FieldViolation("photo_url", "must be an absolute http(s) URL"))
+    bad.extend(metadata_violations(item.metadata))
     return bad
 
 
 def priced(command: PayCommand, item: CatalogItem | None, mode: PricingMode) -> PayCommand:
     """The Pay a browser's request stands for. In catalog pricing the item named by `label` sets
-    the price (a browser amount that differs is refused) and, where it has them, the title,
-    description and photo; in open pricing the request is taken as it is."""
+    the price (a browser amount that differs is refused), the metadata and, where it has them,
+    the title, description and photo; in open pricing the request is taken as it is. A browser
+    never sets metadata: the edge does not read it from the body."""
     if mode is PricingMode.OPEN:
         return command
     if item is None:
@@ -107,6 +113,7 @@ def priced(command: PayCommand, item: CatalogItem | None, mode: PricingMode) -> 
         photo_width=None if photo else command.photo_width,
         photo_height=None if photo else command.photo_height,
         callback_url=command.callback_url,
+        metadata=item.metadata,
     )
 
 

@@ -23,11 +23,18 @@ class FieldViolation:
     description: str
 
 
+# Fields named in an InvalidArgument's message; its violations name them all. The message travels
+# in a gRPC trailer (grpc-message, percent-encoded), which clients refuse beyond 8-16 KiB.
+_FIELDS_IN_MESSAGE = 5
+
+
 class InvalidArgument(DomainError):
     reason = "INVALID_ARGUMENT"
 
     def __init__(self, violations: list[FieldViolation]) -> None:
-        fields = ", ".join(v.field for v in violations)
+        fields = ", ".join(v.field for v in violations[:_FIELDS_IN_MESSAGE])
+        if len(violations) > _FIELDS_IN_MESSAGE:
+            fields += f" and {len(violations) - _FIELDS_IN_MESSAGE} more"
         super().__init__(f"invalid request: {fields}")
         self.violations = violations
 

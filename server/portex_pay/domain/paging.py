@@ -53,6 +53,15 @@ def from_micros(value: int) -> datetime:
     return _EPOCH + timedelta(microseconds=value)
 
 
+def position_time(value: int | str) -> datetime:
+    """A time a decoded position holds (`micros`), or InvalidArgument on `page_token` when no
+    time is that far from the epoch (a token this service did not make)."""
+    try:
+        return from_micros(int(value))
+    except OverflowError:
+        raise _malformed() from None
+
+
 def _digest(filters: Mapping[str, object]) -> str:
     canonical = json.dumps(filters, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]

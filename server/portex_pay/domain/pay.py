@@ -8,14 +8,18 @@ description 1-255 characters, payload 1-128 bytes, currency XTR with exactly one
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import hmac
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
 from portex_pay.domain.errors import FieldViolation, InvalidArgument
+from portex_pay.domain.metadata import metadata_violations
 from portex_pay.domain.text import free_text_problem, single_line_problem
 
 TITLE_MAX_CHARS = 32
@@ -47,10 +51,19 @@ class PayCommand:
     photo_width: int | None = None
     photo_height: int | None = None
     callback_url: str | None = None
+    # The application's key-value data (domain/metadata.py); empty when it gave none.
+    metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def fingerprint(self) -> bytes:
-        """A digest of the fields, to tell a retry (same fields) from a reused key."""
-        canonical = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        """A digest of the fields, to tell a retry (same fields) from a reused key. Metadata
+        counts only when there is some: a command without it digests exactly as before metadata
+        existed, so a retry of a Pay whose key was stored then is still a retry."""
+        fields: dict[str, Any] = asdict(self)
+        if not self.metadata:
+            del fields["metadata"]
+        else:
+            fields["metadata"] = dict(self.metadata)
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).digest()
 
 
@@ -85,9 +98,10 @@ def _character_violations(command: PayCommand, request_id: str) -> dict[str, Fie
 
 def text_violations(command: PayCommand) -> list[FieldViolation]:
     """The text fields of `command` that carry a refused character (domain/text.py), one violation
-    each. Checked before anything looks a field up: PostgreSQL cannot hold U+0000 and a lone
-    surrogate cannot be sent to it at all, so such a value must be refused, not queried."""
-    return list(_character_violations(command, "").values())
+    each, and every bad metadata entry. Checked before anything looks a field up: PostgreSQL
+    cannot hold U+0000 and a lone surrogate cannot be sent to it at all, so such a value must be
+    refused, not queried."""
+    return [*_character_violations(command, "").values(), *metadata_violations(command.metadata)]
 
 
 def require_valid_text(command: PayCommand) -> None:
@@ -153,6 +167,7 @@ def validate_pay(command: PayCommand, request_id: str, *, max_amount: int) -> li
     if request_id:
         problem = request_id_problem(request_id)
         check("request_id", problem is None, problem or "")
+    bad.extend(metadata_violations(command.metadata))
     return bad
 
 

@@ -1,5 +1,5 @@
-"""The order use cases: Pay, QueryOrder, ResumePayment, CancelOrder, ReportInvoiceClosed and
-AcknowledgeOrder.
+"""The order use cases: Pay, QueryOrder, ListOrders, ResumePayment, CancelOrder,
+ReportInvoiceClosed and AcknowledgeOrder.
 
 Pay runs in phases so that a crash at any point is recoverable and no database connection is held
 while Telegram is called: (1) one statement claims the idempotency key, inserts the order and its
@@ -7,17 +7,26 @@ event, and leases the invoice creation to this call; (2) with no connection held
 (3) one statement stores the link (or the failure) with its event. A retry with the same
 `request_id` finds the order and resumes where it stopped; a concurrent duplicate waits for the
 lease holder instead of creating a second invoice.
+
+ListOrders reads one page per call, by keyset (domain/paging.py): the time the expiry rule is
+judged at is fixed by the first page and carried in the page token, so an order cannot turn from
+PENDING to EXPIRED between two pages of one listing, and the orders shown are aged to that time,
+the state they were selected by.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TypeVar
 
 import structlog
 
 from portex_pay.domain.application import Application
+from portex_pay.domain.checkout import charge_id_problem
 from portex_pay.domain.errors import (
     DomainError,
     FieldViolation,
@@ -32,6 +41,14 @@ from portex_pay.domain.errors import (
 )
 from portex_pay.domain.fulfilment import acknowledgement_refusal
 from portex_pay.domain.order import Order, OrderState, check_transition
+from portex_pay.domain.order_filter import OrderListQuery, parse_order_filter, sort_key
+from portex_pay.domain.paging import (
+    decode_page_token,
+    encode_page_token,
+    micros,
+    page_size,
+    position_time,
+)
 from portex_pay.domain.pay import (
     PayCommand,
     request_id_problem,
@@ -48,6 +65,7 @@ from portex_pay.service.clock import Clock, utcnow
 from portex_pay.service.ports import Orders, TelegramBot
 
 log = structlog.get_logger(__name__)
+_T = TypeVar("_T")
 
 # Waiting for a concurrent duplicate: poll quickly first, then back off.
 _WAIT_FIRST_POLL = 0.02
@@ -65,6 +83,16 @@ class PaymentSettings:
     def lease_seconds(self) -> float:
         # Longer than any createInvoiceLink call may take, so a live holder is never overtaken.
         return self.telegram_timeout + 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPage:
+    """One page of ListOrders: the orders, the token of the next page ("" on the last), and the
+    time their state is shown at (the listing's expiry time, fixed by its first page)."""
+
+    orders: list[Order]
+    next_page_token: str
+    as_of: datetime
 
 
 class OrderService:
@@ -217,6 +245,52 @@ class OrderService:
             raise OrderNotFound(f"order {tg_payment_id} not found")
         return order
 
+    async def query_order_by_charge(self, application: Application, charge_id: str) -> Order:
+        """The order a Telegram charge was recorded for (paid it, duplicated it, or was refunded
+        since). Another application's charge answers exactly as an unknown one."""
+        problem = charge_id_problem(charge_id)
+        if problem is not None:
+            raise InvalidArgument([FieldViolation("telegram_payment_charge_id", problem)])
+        order = await self._orders.find_by_charge(application.id, charge_id)
+        if order is None:
+            # The charge id is not echoed: the message is the same for every unknown charge.
+            raise OrderNotFound("no order of this application has this charge id")
+        return order
+
+    async def list_orders(
+        self, application: Application, filter_text: str, requested_size: int, page_token: str
+    ) -> OrderPage:
+        """One page of the application's orders the filter selects, newest first. Every bad
+        field (page_size, filter, page_token) is reported at once."""
+        violations: list[FieldViolation] = []
+        filters = {"filter": filter_text}
+        size = _checked(lambda: page_size(requested_size), violations)
+        order_filter = _checked(lambda: parse_order_filter(filter_text), violations)
+        position = None
+        if page_token:
+            # (as of, created_at, tg_payment_id): the first page's time judges every page.
+            position = _checked(
+                lambda: decode_page_token(page_token, filters, (int, int, int)), violations
+            )
+        if violations:
+            raise InvalidArgument(violations)
+        assert size is not None and order_filter is not None
+        as_of, after = self._clock(), None
+        if position is not None:
+            as_of = position_time(position[0])
+            after = (position_time(position[1]), int(position[2]))
+        # One more than asked: whether there is a next page, without an empty last page.
+        query = OrderListQuery(order_filter, as_of, after, size + 1)
+        orders = await self._orders.list(application.id, query)
+        next_token = ""
+        if len(orders) > size:
+            orders = orders[:size]
+            created_at, tg_payment_id = sort_key(orders[-1])
+            next_token = encode_page_token(
+                (micros(as_of), micros(created_at), tg_payment_id), filters
+            )
+        return OrderPage(orders, next_token, as_of)
+
     async def find_by_request_id(self, application: Application, request_id: str) -> Order | None:
         """The order a Pay with this idempotency key made, if one did (and is remembered)."""
         claim = await self._orders.find_by_request_id(application.id, request_id)
@@ -277,6 +351,16 @@ class OrderService:
         if refusal is not None:
             raise refusal
         return order
+
+
+def _checked(check: Callable[[], _T], violations: list[FieldViolation]) -> _T | None:
+    """What `check()` returns, or None with its violations added to `violations`: so that a
+    request's bad fields are all reported at once."""
+    try:
+        return check()
+    except InvalidArgument as error:
+        violations.extend(error.violations)
+        return None
 
 
 def _telegram_error(error: TelegramApiError) -> DomainError:

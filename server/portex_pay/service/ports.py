@@ -43,6 +43,7 @@ from portex_pay.domain.events import Cursor, Event, EventType
 from portex_pay.domain.fulfilment import UnfulfilledOrder
 from portex_pay.domain.init_data import TelegramUser
 from portex_pay.domain.order import Claim, Order
+from portex_pay.domain.order_filter import OrderListQuery
 from portex_pay.domain.pay import PayCommand
 from portex_pay.domain.refunds import DueRefund, Refund, RefundCause, RefundFilter, RefundPosition
 from portex_pay.domain.relay import RelayBot, RelayedUpdate
@@ -179,6 +180,17 @@ class Orders(Protocol):
         """Records the delivery of the goods of a paid order (domain/fulfilment.FULFILLABLE) not
         acknowledged before, with its `order.fulfilled` event (a compare-and-set); None when it
         did not apply."""
+        ...
+
+    # Reads (issue 18: ListOrders, QueryOrder by charge id).
+
+    async def find_by_charge(self, application_id: UUID, charge_id: str) -> Order | None:
+        """The application's order a charge was recorded for: the charge that paid it, a
+        duplicate charge of it, or one refunded since; None for another application's charge."""
+        ...
+
+    async def list(self, application_id: UUID, query: OrderListQuery) -> list[Order]:
+        """One page of ListOrders (domain/order_filter.py), in one short statement."""
         ...
 
 

@@ -33,9 +33,9 @@ from portex_pay.domain.order import Order
 from portex_pay.domain.paging import (
     decode_page_token,
     encode_page_token,
-    from_micros,
     micros,
     page_size,
+    position_time,
 )
 from portex_pay.domain.refunds import (
     DUE,
@@ -146,12 +146,7 @@ class RefundService:
         after = None
         if page_token:
             created, charge_id = decode_page_token(page_token, filters, (int, str))
-            try:
-                after = RefundPosition(from_micros(int(created)), str(charge_id))
-            except OverflowError:
-                raise InvalidArgument(
-                    [FieldViolation("page_token", "is not a page token of this list")]
-                ) from None
+            after = RefundPosition(position_time(created), str(charge_id))
         # One more than the page: whether a next page exists, without an empty last page.
         found = await self._refunds.list(application.id, refund_filter, after, size + 1)
         page = found[:size]

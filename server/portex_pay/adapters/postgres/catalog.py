@@ -22,6 +22,7 @@ def _item(row: asyncpg.Record) -> CatalogItem:
         title=row["title"],
         description=row["description"],
         photo_url=row["photo_url"],
+        metadata=row["metadata"],
     )
 
 
@@ -49,11 +50,12 @@ class CatalogRepository:
             await self._pool.execute(
                 """
                 INSERT INTO catalog_items (application_id, key, amount, title, description,
-                    photo_url)
-                VALUES ($1, $2, $3, $4, $5, $6)
+                    photo_url, metadata)
+                VALUES ($1, $2, $3, $4, $5, $6, $7)
                 ON CONFLICT (application_id, key) DO UPDATE SET amount = EXCLUDED.amount,
                     title = EXCLUDED.title, description = EXCLUDED.description,
-                    photo_url = EXCLUDED.photo_url, updated_at = now()
+                    photo_url = EXCLUDED.photo_url, metadata = EXCLUDED.metadata,
+                    updated_at = now()
                 """,
                 application_id,
                 item.key,
@@ -61,6 +63,7 @@ class CatalogRepository:
                 item.title,
                 item.description,
                 item.photo_url,
+                dict(item.metadata),
             )
         except asyncpg.ForeignKeyViolationError:
             return False

@@ -1,11 +1,14 @@
 """Orders, idempotency keys and the order events, in PostgreSQL.
 
 Every state change is one statement that also inserts its event row (data-modifying CTEs), so the
-change and the event that announces it commit together, in one round trip.
+change and the event that announces it commit together, in one round trip. ListOrders' pages are
+one statement each too (keyset paging over the indexes of migration 0008), with no transaction
+held between pages.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import fields
 from datetime import datetime
 from typing import Any
@@ -16,18 +19,20 @@ import asyncpg
 from portex_pay.adapters.postgres.events_writer import with_event
 from portex_pay.domain.events import EventType
 from portex_pay.domain.fulfilment import FULFILLABLE, UnfulfilledOrder
-from portex_pay.domain.order import PAYABLE, Claim, Order, OrderState, sources
+from portex_pay.domain.order import EXPIRABLE, PAYABLE, Claim, Order, OrderState, sources
+from portex_pay.domain.order_filter import Comparison, FilterField, Operator, OrderListQuery
 from portex_pay.domain.pay import PayCommand
 
 _ORDER_FIELDS = tuple(f.name for f in fields(Order))
 
 _INSERT_COLUMNS = """
     application_id, tg_use_id, amount, label, title, description, payload, photo_url,
-    photo_size, photo_width, photo_height, callback_url, state, expires_at, invoice_lease_until
+    photo_size, photo_width, photo_height, callback_url, state, expires_at, invoice_lease_until,
+    metadata
 """
 _INSERT_VALUES = """
     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending',
-    now() + make_interval(secs => $13), now() + make_interval(secs => $14)
+    now() + make_interval(secs => $13), now() + make_interval(secs => $14), $15
 """
 
 _CREATE_ORDER = with_event(
@@ -48,7 +53,7 @@ _CREATE_ORDER_IDEMPOTENT = with_event(
     ),
     k AS (
         INSERT INTO idempotency_keys (application_id, request_id, request_hash, tg_payment_id)
-        SELECT $1, $15, $16, id FROM new_id
+        SELECT $1, $16, $17, id FROM new_id
         ON CONFLICT (application_id, request_id) DO NOTHING
         RETURNING tg_payment_id
     ),
@@ -111,6 +116,7 @@ def _order_args(
         command.callback_url,
         float(ttl_seconds),
         float(lease_seconds),
+        dict(command.metadata),
     ]
 
 
@@ -369,3 +375,119 @@ class OrderRepository:
             UnfulfilledOrder(row["application_id"], row["tg_payment_id"], row["bot_id"])
             for row in rows
         ]
+
+    # ------------------------------------------------------------------ reads (issue 18)
+
+    async def list(self, application_id: UUID, query: OrderListQuery) -> list[Order]:
+        """One page of the application's orders (ListOrders), in one statement."""
+        sql, args = list_statement(application_id, query)
+        rows = await self._pool.fetch(sql, *args)
+        return [order_from_row(row) for row in rows]
+
+    async def find_by_charge(self, application_id: UUID, charge_id: str) -> Order | None:
+        """The application's order a charge was recorded for, whatever the charge's disposition
+        (accepted, duplicate, anomaly) and whether it was refunded since: `payments` keeps every
+        charge Telegram reported, with its order."""
+        row = await self._pool.fetchrow(
+            """
+            SELECT o.* FROM payments p JOIN orders o ON o.tg_payment_id = p.tg_payment_id
+            WHERE p.telegram_payment_charge_id = $1
+              AND p.application_id = $2 AND o.application_id = $2
+            """,
+            charge_id,
+            application_id,
+        )
+        return None if row is None else order_from_row(row)
+
+
+# ---------------------------------------------------------------------------- ListOrders in SQL
+
+_SQL_OPERATORS = {
+    Operator.EQ: "=",
+    Operator.NE: "<>",
+    Operator.LT: "<",
+    Operator.LE: "<=",
+    Operator.GT: ">",
+    Operator.GE: ">=",
+}
+
+
+class _Parameters:
+    """The `$n` values of a statement being composed; values never enter its text."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+
+    def __call__(self, value: Any) -> str:
+        self.values.append(value)
+        return f"${len(self.values)}"
+
+
+def _seen_state_is(state: OrderState, param: _Parameters, as_of: str) -> str:
+    """`Order.state_at(as_of) = state` in SQL (`as_of` an SQL parameter): an order whose stored
+    state is expirable and whose expiry has passed is seen EXPIRED, any other its stored state.
+    The expirable states come from the domain's EXPIRABLE as a parameter, as the transition
+    guards come from the table, so this cannot drift from QueryOrder's rule. Written as
+    comparisons of the columns (not one CASE expression) so that the planner estimates them from
+    the columns' statistics and keeps the ordered index scans of migration 0008."""
+    expirable = param(sorted(each.value for each in EXPIRABLE))
+    past_expiry = f"state = ANY({expirable}::text[]) AND expires_at <= {as_of}"
+    if state is OrderState.EXPIRED:
+        return f"(state = {param(state.value)}::text OR ({past_expiry}))"
+    return f"(state = {param(state.value)}::text AND NOT ({past_expiry}))"
+
+
+def _condition(comparison: Comparison, param: _Parameters, as_of: Callable[[], str]) -> str:
+    """One comparison as an SQL condition, with `OrderFilter.matches`' meaning: `!=` is the
+    negation of `=` (NULLs included), the ordering operators select non-NULL values only."""
+    op, value = _SQL_OPERATORS[comparison.operator], comparison.value
+    match comparison.field:
+        case FilterField.TG_USE_ID:
+            return f"tg_use_id {op} {param(value)}::bigint"
+        case FilterField.STATE:
+            assert isinstance(value, OrderState)
+            seen = _seen_state_is(value, param, as_of())
+            return seen if comparison.operator is Operator.EQ else f"NOT {seen}"
+        case FilterField.LABEL:
+            return f"label {op} {param(value)}::text"
+        case FilterField.CREATE_TIME:
+            return f"created_at {op} {param(value)}::timestamptz"
+        case FilterField.PAID_TIME:
+            if comparison.operator is Operator.NE:
+                return f"paid_at IS DISTINCT FROM {param(value)}::timestamptz"
+            return f"paid_at {op} {param(value)}::timestamptz"
+        case FilterField.FULFILLED:
+            # Literal, not a parameter: the partial index of the stuck list needs to see it.
+            return "fulfilled_at IS NOT NULL" if value else "fulfilled_at IS NULL"
+        case FilterField.METADATA:
+            contains = f"metadata @> {param({comparison.key: value})}::jsonb"
+            return contains if comparison.operator is Operator.EQ else f"NOT ({contains})"
+    raise AssertionError(f"unknown field {comparison.field}")
+
+
+def list_statement(application_id: UUID, query: OrderListQuery) -> tuple[str, list[Any]]:
+    """The statement (and its arguments) that reads one page of ListOrders: the application's
+    orders the filter selects, newest first, after the previous page's last one."""
+    param = _Parameters()
+    conditions = [f"application_id = {param(application_id)}::uuid"]
+    if query.after is not None:
+        created_at, tg_payment_id = query.after
+        conditions.append(
+            f"(created_at, tg_payment_id) < ({param(created_at)}::timestamptz, "
+            f"{param(tg_payment_id)}::bigint)"
+        )
+    as_of: list[str] = []
+
+    def as_of_parameter() -> str:  # one parameter for every state comparison, when there is one
+        if not as_of:
+            as_of.append(param(query.as_of) + "::timestamptz")
+        return as_of[0]
+
+    conditions.extend(_condition(c, param, as_of_parameter) for c in query.filter.comparisons)
+    sql = f"""
+        SELECT * FROM orders
+        WHERE {" AND ".join(conditions)}
+        ORDER BY created_at DESC, tg_payment_id DESC
+        LIMIT {param(query.limit)}
+    """
+    return sql, param.values

@@ -56,6 +56,7 @@ def pay_command(request: payment_pb2.PayRequest) -> PayCommand:
         photo_width=optional("photo_width"),  # type: ignore[arg-type]
         photo_height=optional("photo_height"),  # type: ignore[arg-type]
         callback_url=optional("callback_url"),  # type: ignore[arg-type]
+        metadata=dict(request.metadata),
     )
 
 
@@ -218,6 +219,7 @@ def catalog_item(message: payment_pb2.CatalogItem) -> CatalogItem:
         title=optional("title"),
         description=optional("description"),
         photo_url=optional("photo_url"),
+        metadata=dict(message.metadata),
     )
 
 
@@ -227,6 +229,7 @@ def catalog_item_message(item: CatalogItem) -> payment_pb2.CatalogItem:
         value = getattr(item, field)
         if value is not None:
             setattr(message, field, value)
+    message.metadata.update(item.metadata)
     return message
 
 

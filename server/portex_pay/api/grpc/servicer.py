@@ -73,8 +73,26 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     async def QueryOrder(
         self, request: payment_pb2.QueryOrderRequest, context: Context
     ) -> payment_pb2.Order:
-        order = await self._orders.query_order(current_application.get(), request.tg_payment_id)
+        application = current_application.get()
+        if request.WhichOneof("lookup") == "telegram_payment_charge_id":
+            order = await self._orders.query_order_by_charge(
+                application, request.telegram_payment_charge_id
+            )
+        else:  # by id; unset is id 0, not found as before the oneof
+            order = await self._orders.query_order(application, request.tg_payment_id)
         return order_message(order, utcnow())
+
+    async def ListOrders(
+        self, request: payment_pb2.ListOrdersRequest, context: Context
+    ) -> payment_pb2.ListOrdersResponse:
+        page = await self._orders.list_orders(
+            current_application.get(), request.filter, request.page_size, request.page_token
+        )
+        return payment_pb2.ListOrdersResponse(
+            # Aged to the listing's time, the one its filter judged expiry at.
+            orders=[order_message(order, page.as_of) for order in page.orders],
+            next_page_token=page.next_page_token,
+        )
 
     async def ResumePayment(
         self, request: payment_pb2.ResumePaymentRequest, context: Context

@@ -255,16 +255,21 @@ class ListOrdersRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     filter: _builtins.str
-    """An AIP-160 filter: comparisons joined by `AND` (at most 1000 characters). Fields:
-    `tg_use_id` (`=`, `!=`), `state` (an Order.State name, `=`, `!=`), `label` (a string, `=`,
-    `!=`), `create_time` and `paid_time` (an RFC 3339 time in double quotes; `=`, `!=`, `<`,
-    `<=`, `>`, `>=`), `fulfilled` (`true` or `false`, `=`) and `metadata.KEY` (a string, `=`,
-    `!=`). Strings are in double quotes, with `\\"` and `\\\\` escapes. Empty: every order.
+    """An AIP-160 filter: comparisons joined by `AND` (upper case; at most 1000 characters and 20
+    comparisons). Fields: `tg_use_id` (`=`, `!=`), `state` (an Order.State name, `=`, `!=`),
+    `label` (a string, `=`, `!=`), `create_time` and `paid_time` (an RFC 3339 time in double
+    quotes; `=`, `!=`, `<`, `<=`, `>`, `>=`), `fulfilled` (`true` or `false`, `=`) and
+    `metadata.KEY` (a string, `=`, `!=`; a key that is not a name is quoted: `metadata."a key"`).
+    Strings are in double quotes, with `\\"` and `\\\\` escapes. `!=` selects exactly what `=` does
+    not (orders without the key, or never paid, included); `<`, `<=`, `>`, `>=` on `paid_time`
+    select paid orders only. Empty: every order.
     """
     page_size: _builtins.int
     """Orders per page: at most 1000; 100 when unset."""
     page_token: _builtins.str
-    """The `next_page_token` of the previous page, with the same `filter`."""
+    """The `next_page_token` of the previous page, with the same `filter`. The listing judges expiry
+    at the time of its first page, on every page.
+    """
     def __init__(
         self,
         *,
