@@ -232,14 +232,7 @@ def wire(
     ledger, events = LedgerStore(pool), EventLog(pool)
     refunds_due, deliveries_due, health_check = Wakeup(), Wakeup(), Wakeup()
     supervisor = Supervisor(on_failing=health_check.wake)
-    refunds = RefundService(
-        ledger,
-        RefundRepository(pool),
-        bot_api,
-        max_attempts=settings.refund.max_attempts,
-        lease_seconds=settings.refund.lease_seconds,
-        wake=refunds_due.wake,
-    )
+    refunds = _refund_service(settings, pool, ledger, bot_api, refunds_due)
     bot_applications = ApplicationCache(applications.get_by_bot_id, settings.auth.cache_ttl)
     cached_applications = ApplicationCache(applications.get, settings.auth.cache_ttl)
     relay = None
@@ -301,6 +294,24 @@ def wire(
             *([Job("pollers", pollers.run, supervisor)] if pollers is not None else []),
             *([Job("star-ledgers", ledgers.run, supervisor)] if ledgers is not None else []),
         ],
+    )
+
+
+def _refund_service(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    ledger: LedgerStore,
+    bot_api: BotApiClient,
+    refunds_due: Wakeup,
+) -> RefundService:
+    """RefundPayment, ListRefunds and RetryRefund, and the refund worker's deliveries."""
+    return RefundService(
+        ledger,
+        RefundRepository(pool),
+        bot_api,
+        max_attempts=settings.refund.max_attempts,
+        lease_seconds=settings.refund.lease_seconds,
+        wake=refunds_due.wake,
     )
 
 

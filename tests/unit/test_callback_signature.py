@@ -129,6 +129,7 @@ def test_the_body_has_the_sdk_names_and_status_of_every_state(state: OrderState)
             payload="p",
             invoice_link="https://t.me/$abc",
             metadata={"sku": "gems-100", "gift card": "да"},
+            fulfilled_at="2025-01-02T05:10:00.5+02:00",
         ),
     )
     decoded = json.loads(body)
@@ -151,6 +152,7 @@ def test_the_body_has_the_sdk_names_and_status_of_every_state(state: OrderState)
             "state": state.value,
             "tg_payment_url": "https://t.me/$abc",
             "metadata": {"sku": "gems-100", "gift card": "да"},
+            "fulfilled_time": "2025-01-02T03:10:00.500000Z",
         },
     }
     assert datetime.fromisoformat(decoded["occurred_at"]) == occurred.astimezone(UTC)
@@ -181,6 +183,7 @@ def test_an_order_recorded_before_metadata_existed_has_empty_metadata() -> None:
         order=_order_row("paid"),
     )
     assert json.loads(body)["order"]["metadata"] == {}
+    assert json.loads(body)["order"]["fulfilled_time"] is None
 
 
 def test_non_ascii_text_is_sent_as_utf8() -> None:
