@@ -724,8 +724,11 @@ class Refund(_message.Message):
     state: Global___Refund.State.ValueType
     """Where the refund stands."""
     reason: _builtins.str
-    """Why: "requested" (RefundPayment), "duplicate_charge" (a second payment of a paid order) or
-    "cancelled_order" (a payment of a withdrawn order).
+    """Who started it, and for what: "requested" (RefundPayment), "duplicate_charge" (a second
+    payment of a paid order), "cancelled_order" (a payment of a withdrawn order), "anomaly" (a
+    payment that matches no order of ours), "unfulfilled" (the application's unfulfilled-order
+    policy) or "outside" (made outside portex-pay; the Star ledger found it). `reason_code` and
+    `reason_text` say why.
     """
     attempts: _builtins.int
     """Delivery attempts so far."""
