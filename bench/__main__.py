@@ -1,7 +1,8 @@
 """`make bench`: Pay and QueryOrder through real gRPC, PostgreSQL and the fake Bot API; then the
 payment flow, the event stream, a flood of bad requests, the Bot API proxy and relay, and
-ListOrders on a million orders (bench/*.py). `python -m bench NAME ...` runs only those named
-(grpc, payments, stream, flood, botapi, orders).
+ListOrders on a million orders, and the Star ledger's cost per idle cycle (bench/*.py).
+`python -m bench NAME ...` runs only those named (grpc, payments, stream, flood, botapi, orders,
+ledger).
 
 Everything runs on this machine: a throwaway PostgreSQL cluster, the fake Bot API and two service
 instances in one process, which differ only in the API-key cache (TTL 5 s vs 0, i.e. a database
@@ -25,6 +26,7 @@ import grpc
 from bench.botapi import run_botapi_bench
 from bench.edge import EdgeClient, edge_calls
 from bench.flood import run_flood_bench
+from bench.ledger import main as run_ledger_bench
 from bench.orders import run_orders_bench
 from bench.payments import run_payments_bench
 from bench.stream import run_stream_bench
@@ -78,6 +80,8 @@ async def main(names: list[str]) -> None:
         "flood": run_flood_bench,
         "botapi": run_botapi_bench,
         "orders": run_orders_bench,
+        # Its own cluster: counting statements needs pg_stat_statements loaded at start.
+        "ledger": lambda _dsn, _tmp: run_ledger_bench(),
     }
     unknown = set(names) - set(benches)
     if unknown:
