@@ -80,10 +80,11 @@ async def seed(
     return [row["tg_payment_id"] for row in rows]
 
 
-async def export(
+async def portex_pay(
     database_url: str, fake: FakeBotApi, *args: str, cwd: Path | None = None
 ) -> tuple[int, str, str]:
-    """`portex-pay admin export ARGS`: exit status, stdout, stderr."""
+    """`portex-pay ARGS` against the test database and fake Bot API: exit status, stdout,
+    stderr."""
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -92,11 +93,18 @@ async def export(
         "PORTEX_PAYLOAD_SECRET": PAYLOAD_SECRET,
     }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "portex_pay", "admin", "export", *args,
+        sys.executable, "-m", "portex_pay", *args,
         env=env, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     out, err = await asyncio.wait_for(process.communicate(), 60)
     return int(process.returncode or 0), out.decode(), err.decode()
+
+
+async def export(
+    database_url: str, fake: FakeBotApi, *args: str, cwd: Path | None = None
+) -> tuple[int, str, str]:
+    """`portex-pay admin export ARGS`: exit status, stdout, stderr."""
+    return await portex_pay(database_url, fake, "admin", "export", *args, cwd=cwd)
 
 
 def range_args(app: TestApp, start: datetime = START, end: datetime = END) -> list[str]:
@@ -327,7 +335,9 @@ async def test_transactions_are_the_ledgers_rows_of_the_range_oldest_first(
         fake_telegram.add_star_transaction(app.bot_token, transaction)
     fake_telegram.add_star_transaction(other.bot_token, {**kinds[1], "id": "ads-other"})
     for each in (app, other):
-        code, _, err = await reconcile(database_url, fake_telegram, each)
+        code, _, err = await portex_pay(
+            database_url, fake_telegram, "admin", "reconcile", "--app", each.id
+        )
         assert code == 0, err
 
     code, out, err = await export(
@@ -361,20 +371,3 @@ async def test_transactions_are_the_ledgers_rows_of_the_range_oldest_first(
     assert table[0] == [c.name for c in TRANSACTION_COLUMNS]
     assert [row[0] for row in table[1:]] == ["wd-1", "ads-1", "pay-1", "ads-2"]
     assert table[1][9] == "pending"  # withdrawal_state
-
-
-async def reconcile(database_url: str, fake: FakeBotApi, app: TestApp) -> tuple[int, str, str]:
-    """`portex-pay admin reconcile --app`: the ledger reads the bot's new transactions."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "PORTEX_TELEGRAM_API_URL": fake.base_url,
-        "PORTEX_LOG_FORMAT": "json",
-        "PORTEX_PAYLOAD_SECRET": PAYLOAD_SECRET,
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "portex_pay", "admin", "reconcile", "--app", app.id,
-        env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    return int(process.returncode or 0), out.decode(), err.decode()
