@@ -24,11 +24,13 @@ from portex.payment.v1 import payment_pb2_grpc
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp, application_admin
 from portex_pay.config import Settings
+from portex_pay.domain.pay import PayloadKeys
 from portex_pay.service.applications import ApplicationAdmin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from portex_pay_devtools.pgcluster import PgCluster
 
 PAYLOAD_SECRET = "test-payload-secret-" + "x" * 32
+PAYLOAD_KEYS = PayloadKeys(PAYLOAD_SECRET.encode())  # the ring the test services verify with
 
 
 def free_port() -> int:

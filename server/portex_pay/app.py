@@ -68,7 +68,7 @@ from portex_pay.api.grpc.servicer import PaymentServicer
 from portex_pay.api.http.app import create_http_app
 from portex_pay.api.http.guard import ClientWarnings, runner_options
 from portex_pay.config import Settings
-from portex_pay.logging import register_secret
+from portex_pay.logging import register_secrets
 from portex_pay.service.applications import ApplicationAdmin
 from portex_pay.service.auth import ApiKeyAuthenticator, BotTokenAuthenticator
 from portex_pay.service.bot_messages import BotMessagesService
@@ -328,7 +328,7 @@ def _processor(
         ledger,
         DeadLetterRepository(pool),
         bot_api,
-        settings.payments.payload_secret.encode(),
+        settings.payments.payload_keys(),
         decision_timeout=settings.payments.checkout_decision_timeout,
         auto_refund=settings.payments.auto_refund,
         clock=utcnow,
@@ -353,7 +353,7 @@ def _star_ledger(
     star_ledger = StarLedger(
         store,
         bot_api,
-        settings.payments.payload_secret.encode(),
+        settings.payments.payload_keys(),
         auto_refund=settings.payments.auto_refund,
         clock=utcnow,
         refund_requested=refunds_due.wake,
@@ -660,9 +660,10 @@ class PortexApp:
 
     async def start(self) -> None:
         settings = self.settings
-        register_secret(
-            settings.payments.payload_secret
-        )  # redacted from every log line from now on
+        # Redacted from every log line from now on.
+        register_secrets(
+            (settings.payments.payload_secret, *settings.payments.retired_payload_secrets())
+        )
         conn = await wait_for_database(settings.db.url, settings.db.connect_timeout)
         try:
             await migrate(conn)

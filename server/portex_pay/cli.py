@@ -51,7 +51,7 @@ from portex_pay.domain.fulfilment import format_deadline
 from portex_pay.domain.init_data import init_data_fields, sign_init_data
 from portex_pay.domain.text import single_line_problem
 from portex_pay.domain.timestamps import parse_rfc3339
-from portex_pay.logging import configure_logging, register_secret
+from portex_pay.logging import configure_logging, register_secrets
 from portex_pay.service.applications import (
     AdminError,
     ApplicationAdmin,
@@ -669,7 +669,9 @@ def main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
     configure_logging(settings.log.format, settings.log.level)
-    register_secret(settings.payments.payload_secret)
+    register_secrets(
+        (settings.payments.payload_secret, *settings.payments.retired_payload_secrets())
+    )
     try:
         if options.command == "serve":
             asyncio.run(serve(settings))

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from portex_pay.domain.init_data import PRODUCTION_PUBLIC_KEY, TEST_PUBLIC_KEY
+from portex_pay.domain.pay import PAYLOAD_KEY_MIN_CHARS, PayloadKeys
 
 DEFAULT_GRPC_ADDR = "127.0.0.1:50051"
 _TRUE = ("1", "true", "yes", "on")
@@ -114,6 +115,9 @@ class LogSettings:
 @dataclass(frozen=True, slots=True)
 class PaymentsSettings:
     payload_secret: str = setting("PORTEX_PAYLOAD_SECRET", "")
+    # Earlier payload secrets, comma-separated: they no longer sign, but still verify the
+    # payloads they signed (open invoices, live subscriptions) until removed from this list.
+    payload_secrets_retired: str = setting("PORTEX_PAYLOAD_SECRETS_RETIRED", "")
     max_amount: int = setting("PORTEX_MAX_AMOUNT", 10_000, minimum=1)
     order_ttl_seconds: int = setting("PORTEX_ORDER_TTL", 3600, minimum=1)
     idempotency_ttl_seconds: int = setting("PORTEX_IDEMPOTENCY_TTL", 86_400, minimum=86_400)
@@ -121,6 +125,39 @@ class PaymentsSettings:
     auto_refund: bool = setting("PORTEX_AUTO_REFUND", True)
     update_max_attempts: int = setting("PORTEX_UPDATE_MAX_ATTEMPTS", 10, minimum=1)
     expiry_interval: float = setting("PORTEX_EXPIRY_INTERVAL", 5.0, minimum=0.05)
+
+    def retired_payload_secrets(self) -> tuple[str, ...]:
+        """PORTEX_PAYLOAD_SECRETS_RETIRED's secrets: split at commas, each without surrounding
+        whitespace (so "a, b" works), empty entries (a trailing comma) and repeats dropped."""
+        entries = (entry.strip() for entry in self.payload_secrets_retired.split(","))
+        return tuple(dict.fromkeys(entry for entry in entries if entry))
+
+    def payload_keys(self) -> PayloadKeys:
+        """The key ring invoice payloads are signed (current) and verified (all) with."""
+        retired = tuple(secret.encode() for secret in self.retired_payload_secrets())
+        return PayloadKeys(self.payload_secret.encode(), retired)
+
+    def payload_secret_problems(self, *, serving: bool) -> list[str]:
+        """What is wrong with the payload secrets (never quoting one: they are credentials)."""
+        problems = []
+        if serving and len(self.payload_secret) < PAYLOAD_KEY_MIN_CHARS:
+            problems.append(
+                f"PORTEX_PAYLOAD_SECRET is required: at least {PAYLOAD_KEY_MIN_CHARS} characters, "
+                "the same on every replica (it signs the invoice payloads sent to Telegram)"
+            )
+        for position, secret in enumerate(self.retired_payload_secrets(), start=1):
+            if len(secret) < PAYLOAD_KEY_MIN_CHARS:
+                problems.append(
+                    f"PORTEX_PAYLOAD_SECRETS_RETIRED: secret {position} is shorter than "
+                    f"{PAYLOAD_KEY_MIN_CHARS} characters (secrets are separated by commas, so a "
+                    "secret that contains one cannot be listed)"
+                )
+            elif secret == self.payload_secret:
+                problems.append(
+                    f"PORTEX_PAYLOAD_SECRETS_RETIRED: secret {position} is PORTEX_PAYLOAD_SECRET "
+                    "itself; list only the secrets it replaced"
+                )
+        return problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,11 +299,7 @@ class Settings:
             problems.append("DATABASE_URL is required (make run starts a private PostgreSQL)")
         elif urlsplit(self.db.url).scheme not in ("postgres", "postgresql"):
             problems.append("DATABASE_URL must be a postgresql:// URL")
-        if serving and len(self.payments.payload_secret) < 32:
-            problems.append(
-                "PORTEX_PAYLOAD_SECRET is required: at least 32 characters, the same on every "
-                "replica (it signs the invoice payloads sent to Telegram)"
-            )
+        problems.extend(self.payments.payload_secret_problems(serving=serving))
         for name, value in (
             ("PORTEX_GRPC_ADDR", self.grpc.addr),
             ("PORTEX_HTTP_ADDR", self.http.addr),

@@ -70,6 +70,7 @@ _SECRET_NAMES = (
     "secret_token",
     "webhook_secret",
     "signing_secret",
+    "payload_secrets_retired",
     "payload_secret",
     "bot_token",
     "api_key",

@@ -21,7 +21,7 @@ from portex_pay.domain.application import Application
 from portex_pay.domain.pay import PayCommand, sign_invoice_payload
 from portex_pay.service.clock import utcnow
 from portex_pay.service.updates import UpdateProcessor
-from tests.conftest import PAYLOAD_SECRET, TestApp
+from tests.conftest import PAYLOAD_KEYS, PAYLOAD_SECRET, TestApp
 from tests.telegram_updates import successful_payment
 
 USER = 777
@@ -50,7 +50,7 @@ async def _check(dsn: str, application: Application, plan: list[tuple[int, bool]
             LedgerStore(pool),
             DeadLetterRepository(pool),
             BotApiClient(session, "http://127.0.0.1:9", 1.0),  # not called for payments
-            PAYLOAD_SECRET.encode(),
+            PAYLOAD_KEYS,
             decision_timeout=1.0,
             auto_refund=True,
             clock=utcnow,

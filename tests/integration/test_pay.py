@@ -14,7 +14,7 @@ from portex_pay.adapters.postgres.orders import OrderRepository
 from portex_pay.app import PortexApp
 from portex_pay.domain.pay import verify_invoice_payload
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import PAYLOAD_SECRET, TestApp
+from tests.conftest import PAYLOAD_KEYS, TestApp
 from tests.integration.helpers import details, eventually, pay_request
 
 Order = payment_pb2.Order
@@ -49,7 +49,7 @@ async def test_pay_creates_a_stars_invoice_and_a_pending_order(stub, app: TestAp
         640,
     )
     assert "app data" not in json.dumps(params)
-    assert verify_invoice_payload(PAYLOAD_SECRET.encode(), params["payload"]) == (
+    assert verify_invoice_payload(PAYLOAD_KEYS, params["payload"]) == (
         response.tg_payment_id,
         5,
     )

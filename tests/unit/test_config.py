@@ -214,3 +214,30 @@ def test_the_ledger_lease_must_outlast_a_telegram_call() -> None:
     assert "PORTEX_LEDGER_LEASE must be longer than PORTEX_TELEGRAM_TIMEOUT" in str(raised.value)
     settings = Settings.from_env({**BASE, "PORTEX_LEDGER_INTERVAL": "60", "PORTEX_LEDGER": "0"})
     assert (settings.ledger.enabled, settings.ledger.interval) == (False, 60.0)
+
+
+def test_retired_payload_secrets_are_read_into_the_key_ring() -> None:
+    old, older = "o" * 32, "p" * 40
+    settings = Settings.from_env({**BASE, "PORTEX_PAYLOAD_SECRETS_RETIRED": f"{old}, {older},"})
+    assert settings.payments.retired_payload_secrets() == (old, older)
+    keys = settings.payments.payload_keys()
+    assert (keys.current, keys.retired) == (b"s" * 32, (old.encode(), older.encode()))
+    assert Settings.from_env(BASE).payments.payload_keys().retired == ()
+
+
+def test_a_short_or_current_retired_secret_is_refused_without_showing_it() -> None:
+    short, current = "short-secret-of-25-chars.", BASE["PORTEX_PAYLOAD_SECRET"]
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(
+            {**BASE, "PORTEX_PAYLOAD_SECRETS_RETIRED": f"{'o' * 32},{short},{current}"}
+        )
+    message = str(raised.value)
+    assert "PORTEX_PAYLOAD_SECRETS_RETIRED: secret 2 is shorter than 32 characters" in message
+    assert "PORTEX_PAYLOAD_SECRETS_RETIRED: secret 3 is PORTEX_PAYLOAD_SECRET itself" in message
+    assert short not in message and current not in message and "o" * 32 not in message
+    # Admin commands do not need the current secret, but a bad retired one is still refused.
+    with pytest.raises(ConfigError, match="secret 1 is shorter"):
+        Settings.from_env(
+            {"DATABASE_URL": BASE["DATABASE_URL"], "PORTEX_PAYLOAD_SECRETS_RETIRED": short},
+            serving=False,
+        )

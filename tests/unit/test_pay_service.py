@@ -21,7 +21,7 @@ from portex_pay.domain.errors import (
     TelegramUnavailable,
 )
 from portex_pay.domain.order import OrderState
-from portex_pay.domain.pay import PayCommand, verify_invoice_payload
+from portex_pay.domain.pay import PayCommand, PayloadKeys, verify_invoice_payload
 from portex_pay.domain.telegram import (
     TelegramApiError,
     TelegramNetworkError,
@@ -64,7 +64,10 @@ async def test_pay_asks_telegram_for_our_signed_invoice_and_stores_the_link(
     (invoice,) = telegram.invoices
     assert (invoice.title, invoice.label, invoice.amount) == ("100 gems", "Gems", 250)
     # The payload is our reference to the order, never the app's payload.
-    assert verify_invoice_payload(SECRET, invoice.payload) == (order.tg_payment_id, 250)
+    assert verify_invoice_payload(PayloadKeys(SECRET), invoice.payload) == (
+        order.tg_payment_id,
+        250,
+    )
     assert [event for _, event in orders.events] == ["order.created", "order.invoice_created"]
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from portex_pay.domain.pay import sign_invoice_payload, verify_invoice_payload
+from portex_pay.domain.pay import PayloadKeys, sign_invoice_payload, verify_invoice_payload
 from portex_pay.domain.updates import (
     Chat,
     Command,
@@ -24,6 +24,7 @@ from portex_pay.domain.updates import (
 from tests.telegram_updates import pre_checkout_query, successful_payment
 
 SECRET = b"s" * 32
+KEYS = PayloadKeys(SECRET)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
@@ -34,14 +35,14 @@ json_values = st.recursive(
 
 @given(st.text())
 def test_verify_invoice_payload_never_raises_on_any_string(payload: str) -> None:
-    assert verify_invoice_payload(SECRET, payload) is None or payload.startswith("v1.")
+    assert verify_invoice_payload(KEYS, payload) is None or payload.startswith("v2.")
 
 
 def test_a_non_ascii_payload_is_simply_not_ours() -> None:
     genuine = sign_invoice_payload(SECRET, 7, 4)
-    assert verify_invoice_payload(SECRET, genuine) == (7, 4)
+    assert verify_invoice_payload(KEYS, genuine) == (7, 4)
     for forged in ("v1.7.4.é", "v1.٣.4." + genuine.rsplit(".", 1)[1], genuine + "\n"):
-        assert verify_invoice_payload(SECRET, forged) is None
+        assert verify_invoice_payload(KEYS, forged) is None
 
 
 @given(json_values)
@@ -84,7 +85,7 @@ def test_ids_beyond_64_bits_and_nul_are_malformed() -> None:
 
 @given(json_values)
 def test_read_update_never_raises(value: object) -> None:
-    read = read_update(value, SECRET)
+    read = read_update(value, KEYS)
     assert (read.content is None) == (read.malformed is not None)
 
 
@@ -92,7 +93,7 @@ def test_a_checkout_of_ours_is_read_with_its_signed_payload() -> None:
     update = pre_checkout_query(
         update_id=3, payer=9, payload=sign_invoice_payload(SECRET, 7, 50), total_amount=50
     )
-    read = read_update(update, SECRET)
+    read = read_update(update, KEYS)
     assert isinstance(read.content, PreCheckoutQuery)
     assert (read.update_id, read.kind, read.record_kind) == (
         3,
@@ -100,12 +101,12 @@ def test_a_checkout_of_ours_is_read_with_its_signed_payload() -> None:
         "pre_checkout_query",
     )
     assert (read.signed, read.query_id) == (SignedPayload(7, 50), "q3")
-    assert read_update(update, b"another secret" * 3).signed is None
+    assert read_update(update, PayloadKeys(b"another secret" * 3)).signed is None
 
 
 def test_a_payment_of_another_invoice_is_read_unsigned_with_its_chat() -> None:
     update = successful_payment(payer=9, payload="own-sale-1", charge_id="stx-1", update_id=4)
-    read = read_update(update, SECRET)
+    read = read_update(update, KEYS)
     assert isinstance(read.content, SuccessfulPayment)
     assert (read.kind, read.record_kind, read.signed) == ("message", "successful_payment", None)
     assert (read.chat, read.reply_chat_id()) == (Chat(9, "private"), 9)
@@ -114,7 +115,7 @@ def test_a_payment_of_another_invoice_is_read_unsigned_with_its_chat() -> None:
 def test_a_malformed_checkout_keeps_what_declines_and_records_it() -> None:
     update = pre_checkout_query(update_id=5, payer=9, payload="p", total_amount=50)
     update["pre_checkout_query"]["total_amount"] = "50"
-    read = read_update(update, SECRET)
+    read = read_update(update, KEYS)
     assert (read.content, read.malformed) == (None, "'total_amount' is not a JSON integer")
     assert (read.update_id, read.record_kind, read.query_id) == (5, "pre_checkout_query", "q5")
 
@@ -125,17 +126,17 @@ def _message(text: object, chat: object) -> dict[str, object]:
 
 def test_a_bot_command_is_read_with_its_addressee() -> None:
     private = {"id": 5, "type": "private"}
-    assert read_update(_message("/PaySupport@Shop_Bot now", private), SECRET).command == Command(
+    assert read_update(_message("/PaySupport@Shop_Bot now", private), KEYS).command == Command(
         "paysupport", "Shop_Bot"
     )
-    assert read_update(_message("/terms", private), SECRET).command == Command("terms", None)
-    assert read_update(_message("/terms@", private), SECRET).command == Command("terms", None)
+    assert read_update(_message("/terms", private), KEYS).command == Command("terms", None)
+    assert read_update(_message("/terms@", private), KEYS).command == Command("terms", None)
     for text in ("terms", "", "  ", 5, None):
-        assert read_update(_message(text, private), SECRET).command is None
+        assert read_update(_message(text, private), KEYS).command is None
 
 
 def test_a_chat_without_a_usable_id_has_no_reply_chat() -> None:
-    read = read_update(_message("/terms", {"id": "5", "type": "private"}), SECRET)
+    read = read_update(_message("/terms", {"id": "5", "type": "private"}), KEYS)
     assert read.chat == Chat(None, "private")
     with pytest.raises(MalformedUpdate):
         read.reply_chat_id()

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from portex_pay.domain.application import Application, Bot
 from portex_pay.domain.order import Order, OrderState
-from portex_pay.domain.pay import sign_invoice_payload
+from portex_pay.domain.pay import PayloadKeys, sign_invoice_payload
 from portex_pay.service.outage import StoreUnavailable
 from portex_pay.service.relay import RelayService
 from portex_pay.service.updates import UpdateProcessor, UpdateRetry
@@ -55,7 +55,7 @@ def processor(
         payments,
         letters,
         telegram,
-        SECRET,
+        PayloadKeys(SECRET),
         decision_timeout=1.0,
         auto_refund=True,
         clock=lambda: NOW,

@@ -3,6 +3,11 @@ signed invoice payload that ties a Telegram checkout back to our order.
 
 Telegram's createInvoiceLink rules (Bot API, "createInvoiceLink"): title 1-32 characters,
 description 1-255 characters, payload 1-128 bytes, currency XTR with exactly one price for Stars.
+
+The invoice payload is signed with the current key of a key ring (`PayloadKeys`) and names that
+key by an id, so the secret can be rotated: payloads signed with a retired key, still in the ring,
+keep verifying (an open invoice, a subscription's renewals, which carry its first invoice's
+payload for as long as it lives) until the operator removes that key.
 """
 
 from __future__ import annotations
@@ -30,9 +35,15 @@ URL_MAX_CHARS = 2048
 REQUEST_ID_MAX_CHARS = 128
 INVOICE_PAYLOAD_MAX_BYTES = 128  # Telegram's limit on createInvoiceLink's `payload`
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")  # whole string: fullmatch, not `$`
-# What sign_invoice_payload makes: ASCII digits only (str.isdigit() also takes "²" and "٣"), a
+PAYLOAD_KEY_MIN_CHARS = 32  # PORTEX_PAYLOAD_SECRET's and each retired secret's least length
+PAYLOAD_KEY_ID_CHARS = 6  # 36 bits: two keys of one ring sharing an id is a 1 in 2^36 accident
+_PAYLOAD_KEY_ID_CONTEXT = b"portex-payload-key"
+# What sign_invoice_payload makes (`v2.<key id>.`) and what it made before key ids (`v1.`, signed
+# by whichever key was current then): ASCII digits only (str.isdigit() also takes "²" and "٣"), a
 # 128-bit MAC in unpadded base64url.
-_SIGNED_PAYLOAD = re.compile(r"v1\.([0-9]{1,19})\.([0-9]{1,19})\.([A-Za-z0-9_-]{22})", re.ASCII)
+_SIGNED_PAYLOAD = re.compile(
+    r"(?:v1|v2\.([A-Za-z0-9_-]{6}))\.([0-9]{1,19})\.([0-9]{1,19})\.[A-Za-z0-9_-]{22}", re.ASCII
+)
 INT64_MAX = 2**63 - 1  # PostgreSQL bigint: every id and amount we store
 
 
@@ -186,29 +197,74 @@ def require_valid_pay(command: PayCommand, request_id: str, *, max_amount: int) 
         raise InvalidArgument(violations)
 
 
-def sign_invoice_payload(secret: bytes, tg_payment_id: int, amount: int) -> str:
-    """Our reference to the order, sent to Telegram as the invoice payload.
+def payload_key_id(key: bytes) -> str:
+    """The id a payload names its signing key by: derived from the key, so every replica finds
+    the same id without configuring one, and public (Telegram and the buyer see it) since a
+    truncated hash of a 32-character secret tells nothing of it."""
+    digest = hashlib.sha256(_PAYLOAD_KEY_ID_CONTEXT + key).digest()
+    return base64.urlsafe_b64encode(digest).decode()[:PAYLOAD_KEY_ID_CHARS]
 
-    `v1.<order id>.<amount>.<mac>`: the MAC (HMAC-SHA256, truncated to 128 bits) lets a checkout
-    with a forged or altered payload be refused before any database lookup.
+
+@dataclass(frozen=True, slots=True, repr=False)
+class PayloadKeys:
+    """The invoice payload keys: `current` signs every new payload; `retired` are earlier current
+    keys, kept only to verify the payloads they signed while an open invoice or a live
+    subscription may still carry one. A key left out of the ring no longer verifies anything."""
+
+    current: bytes
+    retired: tuple[bytes, ...] = ()
+
+    def __repr__(self) -> str:
+        # Never the keys themselves: a ring may end up in a log line or a traceback.
+        retired = ", ".join(payload_key_id(key) for key in self.retired)
+        return f"PayloadKeys(current={payload_key_id(self.current)}, retired=[{retired}])"
+
+    def every_key(self) -> tuple[bytes, ...]:
+        return (self.current, *self.retired)
+
+    def with_id(self, key_id: str) -> list[bytes]:
+        """The ring's keys whose id is `key_id` (one, or none; two only by a 2^-36 accident)."""
+        return [key for key in self.every_key() if payload_key_id(key) == key_id]
+
+
+def sign_invoice_payload(key: bytes, tg_payment_id: int, amount: int) -> str:
+    """Our reference to the order, sent to Telegram as the invoice payload, signed with `key`
+    (the ring's current key: `PayloadKeys.current`).
+
+    `v2.<key id>.<order id>.<amount>.<mac>`: the MAC (HMAC-SHA256 of everything before it,
+    truncated to 128 bits) lets a checkout with a forged or altered payload be refused before
+    any database lookup; the key id says which key of the ring made it.
     """
-    message = f"v1.{tg_payment_id}.{amount}"
-    mac = hmac.new(secret, message.encode(), hashlib.sha256).digest()[:16]
+    return _signed(key, f"v2.{payload_key_id(key)}.{tg_payment_id}.{amount}")
+
+
+def _signed(key: bytes, message: str) -> str:
+    mac = hmac.new(key, message.encode(), hashlib.sha256).digest()[:16]
     payload = f"{message}.{base64.urlsafe_b64encode(mac).rstrip(b'=').decode()}"
     assert len(payload.encode()) <= INVOICE_PAYLOAD_MAX_BYTES
     return payload
 
 
-def verify_invoice_payload(secret: bytes, payload: str) -> tuple[int, int] | None:
-    """(order id, amount) when the payload is ours and untampered, else None. Never raises:
-    the payload comes from the user's Telegram client and may be any string."""
+def verify_invoice_payload(keys: PayloadKeys, payload: str) -> tuple[int, int] | None:
+    """(order id, amount) when the payload is ours, untampered and signed by a key of the ring,
+    else None. A `v2` payload is checked against the key its id names; a `v1` payload (made
+    before key ids) against every key of the ring. Never raises: the payload comes from the
+    user's Telegram client and may be any string."""
     match = _SIGNED_PAYLOAD.fullmatch(payload)
     if match is None:
         return None
-    tg_payment_id, amount = int(match[1]), int(match[2])
+    key_id, tg_payment_id, amount = match[1], int(match[2]), int(match[3])
     if tg_payment_id > INT64_MAX or amount > INT64_MAX:
         return None
-    expected = sign_invoice_payload(secret, tg_payment_id, amount)
-    if not hmac.compare_digest(expected.encode(), payload.encode()):
-        return None
-    return tg_payment_id, amount
+    # The expected payload is rebuilt from the numbers read, so only the one canonical spelling
+    # verifies ("007" or a non-canonical last base64 character does not).
+    if key_id is None:
+        candidates = [(key, f"v1.{tg_payment_id}.{amount}") for key in keys.every_key()]
+    else:
+        candidates = [
+            (key, f"v2.{key_id}.{tg_payment_id}.{amount}") for key in keys.with_id(key_id)
+        ]
+    for key, message in candidates:
+        if hmac.compare_digest(_signed(key, message).encode(), payload.encode()):
+            return tg_payment_id, amount
+    return None

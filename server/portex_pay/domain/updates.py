@@ -24,7 +24,7 @@ from typing import Any
 from uuid import UUID
 
 from portex_pay.domain.checkout import Charge, PaymentRecord
-from portex_pay.domain.pay import INT64_MAX, verify_invoice_payload
+from portex_pay.domain.pay import INT64_MAX, PayloadKeys, verify_invoice_payload
 from portex_pay.domain.relay import update_kind
 from portex_pay.domain.text import is_storable, storable_text
 
@@ -200,9 +200,9 @@ def _record_kind(raw: object) -> str:
     return "other"
 
 
-def read_update(raw: object, payload_secret: bytes) -> IncomingUpdate:
+def read_update(raw: object, payload_keys: PayloadKeys) -> IncomingUpdate:
     """The update as one typed value, its invoice payload (if any) checked against
-    `payload_secret`; never raises."""
+    `payload_keys`; never raises."""
     update_id = update_id_of(raw)
     record_kind = _record_kind(raw)
     content: Update | None = None
@@ -213,7 +213,7 @@ def read_update(raw: object, payload_secret: bytes) -> IncomingUpdate:
         malformed = str(error)
     signed = None
     if isinstance(content, PreCheckoutQuery | SuccessfulPayment):
-        signed = verify_payload(payload_secret, content.charge.invoice_payload)
+        signed = verify_payload(payload_keys, content.charge.invoice_payload)
     message = raw.get("message") if isinstance(raw, dict) else None
     return IncomingUpdate(
         update_id=update_id,
@@ -228,9 +228,10 @@ def read_update(raw: object, payload_secret: bytes) -> IncomingUpdate:
     )
 
 
-def verify_payload(payload_secret: bytes, payload: str) -> SignedPayload | None:
-    """The invoice payload as ours (domain/pay.py), or None when it is not ours or tampered."""
-    verified = verify_invoice_payload(payload_secret, payload)
+def verify_payload(payload_keys: PayloadKeys, payload: str) -> SignedPayload | None:
+    """The invoice payload as ours (domain/pay.py), or None when it is not ours, tampered or
+    signed by a key no longer in the ring."""
+    verified = verify_invoice_payload(payload_keys, payload)
     return None if verified is None else SignedPayload(*verified)
 
 

@@ -31,6 +31,7 @@ from portex_pay.domain.application import Application, Bot
 from portex_pay.domain.errors import FieldViolation, InvalidArgument
 from portex_pay.domain.events import EventType
 from portex_pay.domain.paging import decode_page_token, encode_page_token
+from portex_pay.domain.pay import PayloadKeys
 from portex_pay.domain.star_ledger import (
     LedgerEntry,
     Match,
@@ -84,7 +85,7 @@ class StarLedger:
         self,
         store: StarLedgerStore,
         bot_api: TelegramBot,
-        payload_secret: bytes,
+        payload_keys: PayloadKeys,
         *,
         auto_refund: bool,
         clock: Clock,
@@ -92,7 +93,7 @@ class StarLedger:
     ) -> None:
         self._store = store
         self._bot_api = bot_api
-        self._secret = payload_secret
+        self._payload_keys = payload_keys
         self._auto_refund = auto_refund
         self._clock = clock
         self._refund_requested = refund_requested
@@ -174,7 +175,7 @@ class StarLedger:
         payment = transaction.as_payment()
         if payment is None:
             return LedgerEntry(transaction, Match.UNMATCHED)
-        signed = verify_payload(self._secret, payment.charge.invoice_payload)
+        signed = verify_payload(self._payload_keys, payment.charge.invoice_payload)
         if signed is None:
             return LedgerEntry(transaction, Match.UNMATCHED)
         record = payment.record(

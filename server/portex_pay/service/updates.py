@@ -46,6 +46,7 @@ from portex_pay.domain.checkout import (
 )
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Order
+from portex_pay.domain.pay import PayloadKeys
 from portex_pay.domain.telegram import TelegramError
 from portex_pay.domain.updates import (
     DeadLetter,
@@ -108,7 +109,7 @@ class UpdateProcessor:
         payments: Payments,
         dead_letters: DeadLetters,
         bot_api: TelegramBot,
-        payload_secret: bytes,
+        payload_keys: PayloadKeys,
         *,
         decision_timeout: float,
         auto_refund: bool,
@@ -121,7 +122,7 @@ class UpdateProcessor:
         self._ledger = Ledger(payments)
         self._dead_letters = dead_letters
         self._bot_api = bot_api
-        self._secret = payload_secret
+        self._payload_keys = payload_keys
         self._decision_timeout = decision_timeout
         self._auto_refund = auto_refund
         self._clock = clock
@@ -140,7 +141,7 @@ class UpdateProcessor:
         update may be acknowledged to Telegram; raises UpdateRetry when it must come again.
         `raw` is the update's bytes as received, when there are any (the webhook)."""
         bot = application.require_bot()
-        parsed = read_update(update, self._secret)
+        parsed = read_update(update, self._payload_keys)
         key = (bot.id, parsed.update_id)
         try:
             await self._process(application, parsed, update, raw)
