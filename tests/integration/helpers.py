@@ -1,19 +1,26 @@
-"""Small helpers for the integration tests: rich status details of a failed call."""
+"""Small helpers for the integration tests: rich status details of a failed call, valid Pay
+fields, waiting for a condition, another replica with its own settings."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import aiohttp
 import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from portex.payment.v1 import payment_pb2
+from portex_pay.adapters.telegram.client import BotApiClient
+from portex_pay.app import PortexApp, application_admin
+from portex_pay_devtools.fake_bot_api import FakeBotApi
+from tests.conftest import make_settings
 
 
 def details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
@@ -79,3 +86,23 @@ async def eventually(
             name = what or getattr(check, "__name__", repr(check))
             raise AssertionError(f"not within {timeout} s: {name} (last {value!r})")
         await asyncio.sleep(interval)
+
+
+@contextlib.asynccontextmanager
+async def replica_serving(
+    database_url: str, fake: FakeBotApi, application_id: str, **overrides: object
+) -> AsyncIterator[PortexApp]:
+    """Another replica of the service on the same database, with settings changed (e.g. a
+    rotated payload secret: `payload_secret=..., payload_secrets_retired=...`), to which
+    `application_id`'s bot webhook points while it runs: its updates are handled there."""
+    app = PortexApp(make_settings(database_url, fake.base_url, **overrides))
+    await app.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            admin = application_admin(app.pool, BotApiClient(session, fake.base_url, 5.0))
+            await admin.register_webhook(
+                uuid.UUID(application_id), f"http://127.0.0.1:{app.http_port}"
+            )
+        yield app
+    finally:
+        await app.stop()
