@@ -1,7 +1,7 @@
 """Rotating PORTEX_PAYLOAD_SECRET with invoices open: an invoice signed with the old key is paid
 after the rotation (the old key retired, still configured), as is one signed before key ids
-existed (`v1`), and refused, as a forged payload is, once the operator has removed that key. Replicas on the same database play the restarts; the
-fake Bot API plays Telegram and the buyer."""
+existed (`v1`), and refused, as a forged payload is, once the operator has removed that key.
+Replicas on the same database play the restarts; the fake Bot API plays Telegram and the buyer."""
 
 from __future__ import annotations
 

@@ -185,6 +185,8 @@ VALUE = "s3cr3t-Value_0123456789"  # not registered: redacted because of the nam
         f"WEBHOOK-SECRET: {VALUE}",
         f"signingSecret={VALUE}",
         f"PORTEX_PAYLOAD_SECRET={VALUE}",
+        f"PORTEX_PAYLOAD_SECRETS_RETIRED={VALUE},{VALUE}",
+        f"{dict(payload_secrets_retired=VALUE)}",
         f"bot_token='{VALUE}'",
         f"api_key={VALUE}",
         f"password: {VALUE}",
