@@ -437,6 +437,11 @@ def _workers(
         PeriodicWorker("refunds", refunds.step, idle=settings.refund.interval, wakeup=refunds_due),
         PeriodicWorker("expiry", housekeeping.expire_step, idle=settings.payments.expiry_interval),
         PeriodicWorker(
+            "subscription-expiry",
+            housekeeping.expire_subscriptions_step,
+            idle=settings.payments.expiry_interval,
+        ),
+        PeriodicWorker(
             "unfulfilled-refunds",
             UnfulfilledRefunds(orders, ledger, wake_refunds=refunds_due.wake).step,
             idle=settings.refund.unfulfilled_interval,

@@ -47,6 +47,7 @@ from portex_pay.domain.order_filter import OrderListQuery
 from portex_pay.domain.pay import PayCommand
 from portex_pay.domain.refunds import DueRefund, Refund, RefundCause, RefundFilter, RefundPosition
 from portex_pay.domain.relay import RelayBot, RelayedUpdate
+from portex_pay.domain.subscription import SubscriptionCharge, SubscriptionState
 from portex_pay.domain.star_ledger import (
     LedgerClaim,
     LedgerEntry,
@@ -217,6 +218,12 @@ class OrderSweeps(Protocol):
         """Forgets the request ids older than that; returns how many."""
         ...
 
+    async def expire_subscriptions(self, limit: int) -> int:
+        """Marks up to `limit` subscriptions whose period ended (plus the grace,
+        domain/subscription.GRACE) without a renewal EXPIRED, with `subscription.expired`;
+        returns how many."""
+        ...
+
 
 class ProcessedUpdates(Protocol):
     """Telegram updates processed (by bot and update id): a redelivery changes nothing."""
@@ -235,9 +242,28 @@ class PaidOrders(Protocol):
         refund or cancel waits."""
         ...
 
-    async def mark_paid(self, tg_payment_id: int, charge_id: str) -> Order | None:
+    async def mark_paid(
+        self, tg_payment_id: int, charge_id: str, period_end: datetime | None = None
+    ) -> Order | None:
         """The order becomes paid by the charge, with its event; None when the table does not
-        allow it from the order's state."""
+        allow it from the order's state. A subscription's order starts its subscription:
+        ACTIVE, its period ending at `period_end` (one period from now when None)."""
+        ...
+
+    async def renew(self, tg_payment_id: int, charge_id: str, period_end: datetime) -> Order:
+        """A started subscription renewed by the charge, with `subscription.renewed`: a later
+        period extends it and makes it ACTIVE; an earlier one leaves the current period."""
+        ...
+
+    async def set_subscription_state(
+        self,
+        tg_payment_id: int,
+        target: SubscriptionState,
+        event: EventType,
+        extra: dict[str, Any],
+    ) -> Order | None:
+        """The started subscription becomes `target`, with `event` (its data merged with
+        `extra`); None when it is `target` already."""
         ...
 
     async def mark_refunded(self, tg_payment_id: int, charge_id: str) -> Order | None:
@@ -258,6 +284,11 @@ class Charges(Protocol):
         ...
 
     async def owner(self, charge_id: str) -> UUID | None: ...
+
+    async def period_paid(self, tg_payment_id: int, period_end: datetime) -> bool:
+        """Whether the order has a paying charge (accepted or renewal) for the period ending at
+        `period_end`."""
+        ...
 
     async def mark_refunded(
         self, application_id: UUID, charge_id: str
