@@ -109,9 +109,7 @@ class EditRefusal(enum.StrEnum):
     SUBSCRIPTION_EXPIRED = "SUBSCRIPTION_EXPIRED"
 
 
-def edit_refusal(
-    period: int | None, state: SubscriptionState | None
-) -> EditRefusal | None:
+def edit_refusal(period: int | None, state: SubscriptionState | None) -> EditRefusal | None:
     """Why the order's subscription cannot be cancelled or resumed, or None."""
     if period is None:
         return EditRefusal.NOT_A_SUBSCRIPTION
@@ -122,9 +120,7 @@ def edit_refusal(
     return None
 
 
-def edit_target(
-    current: SubscriptionState, cancel: bool
-) -> SubscriptionState | None:
+def edit_target(current: SubscriptionState, cancel: bool) -> SubscriptionState | None:
     """The state CancelSubscription (`cancel`) or ResumeSubscription brings a started,
     unexpired subscription to, or None when it stays as it is: cancelling a cancelled one,
     resuming an active one, and resuming a LAPSED one (only a renewal payment recovers it)."""

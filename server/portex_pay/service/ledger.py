@@ -24,6 +24,7 @@ from portex_pay.domain.checkout import (
     RefundReason,
     classify_record,
 )
+from portex_pay.domain.errors import ChargeNotFound
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Order, OrderState, allows, check_transition
 from portex_pay.domain.refunds import Refund, RefundCause
@@ -119,6 +120,37 @@ class Ledger:
                 )
             # Asked before (the order may be refunded by now): the same refund.
             return RefundRequest(order, await tx.refunds.of_order(tg_payment_id), recorded)
+
+    async def request_charge_refund(
+        self,
+        application_id: UUID,
+        tg_payment_id: int,
+        charge_id: str,
+        bot_id: int,
+        cause: RefundCause = CUSTOMER_REQUEST,
+    ) -> Order | None:
+        """Records the intent to refund one charge that paid the order (its first payment or a
+        renewal: one period of a subscription), for `cause`; idempotent like request_refund.
+        None when the application has no such order; ChargeNotFound when the order has no such
+        paying charge. The order as locked (the caller reads the refund of the charge)."""
+        async with self._payments.transaction() as tx:
+            order = await tx.orders.lock(application_id, tg_payment_id)
+            if order is None:
+                return None
+            amount = await tx.charges.paying_amount(tg_payment_id, charge_id)
+            if amount is None:
+                raise ChargeNotFound("the order has no paying charge with this id")
+            if refundable(order, cause.reason):
+                await tx.refunds.add(
+                    charge_id,
+                    bot_id,
+                    application_id,
+                    tg_payment_id,
+                    order.tg_use_id,
+                    amount,
+                    cause,
+                )
+            return order
 
     async def settle_refund(self, application_id: UUID, charge_id: str) -> bool:
         """Telegram refunded the application's charge: the refund succeeds, the payment is marked

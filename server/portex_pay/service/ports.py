@@ -47,7 +47,6 @@ from portex_pay.domain.order_filter import OrderListQuery
 from portex_pay.domain.pay import PayCommand
 from portex_pay.domain.refunds import DueRefund, Refund, RefundCause, RefundFilter, RefundPosition
 from portex_pay.domain.relay import RelayBot, RelayedUpdate
-from portex_pay.domain.subscription import SubscriptionCharge, SubscriptionState
 from portex_pay.domain.star_ledger import (
     LedgerClaim,
     LedgerEntry,
@@ -56,6 +55,7 @@ from portex_pay.domain.star_ledger import (
     StarTransaction,
     StarTransactionQuery,
 )
+from portex_pay.domain.subscription import SubscriptionCharge, SubscriptionState
 from portex_pay.domain.telegram import BotProfile, ForwardRequest, ForwardResponse, InvoiceRequest
 from portex_pay.domain.updates import DeadLetter
 
@@ -205,6 +205,18 @@ class UnfulfilledOrders(Protocol):
         ...
 
 
+class SubscriptionReads(Protocol):
+    """What QueryOrder and the subscription RPCs read of a subscription beside its order."""
+
+    async def get(self, application_id: UUID, tg_payment_id: int) -> Order | None: ...
+
+    async def subscription_charges(
+        self, application_id: UUID, tg_payment_id: int
+    ) -> list[SubscriptionCharge]:
+        """The charges that paid the order's periods, oldest period first."""
+        ...
+
+
 class OrderSweeps(Protocol):
     """What the housekeeping does to orders (service/housekeeping.py). The PostgreSQL adapter of
     Orders has both; a separate port because no other use case needs them."""
@@ -284,6 +296,11 @@ class Charges(Protocol):
         ...
 
     async def owner(self, charge_id: str) -> UUID | None: ...
+
+    async def paying_amount(self, tg_payment_id: int, charge_id: str) -> int | None:
+        """The amount of the order's charge `charge_id` when it paid the order or one of its
+        periods (accepted or renewal), else None."""
+        ...
 
     async def period_paid(self, tg_payment_id: int, period_end: datetime) -> bool:
         """Whether the order has a paying charge (accepted or renewal) for the period ending at
@@ -674,6 +691,13 @@ class TelegramBot(Protocol):
 
     async def refund_star_payment(self, token: str, user_id: int, charge_id: str) -> None:
         """Raises ChargeAlreadyRefunded when the charge was refunded before."""
+        ...
+
+    async def edit_user_star_subscription(
+        self, token: str, user_id: int, charge_id: str, *, is_canceled: bool
+    ) -> None:
+        """Cancels (`is_canceled`) or re-enables the renewals of the user's subscription whose
+        first payment was `charge_id`."""
         ...
 
     async def send_message(

@@ -34,7 +34,6 @@ from portex_pay.adapters.postgres.refunds import refund_from_row
 from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord, RefundReason
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Order, OrderState, sources
-from portex_pay.domain.subscription import SubscriptionState
 from portex_pay.domain.refunds import (
     DUE,
     DueRefund,
@@ -44,6 +43,7 @@ from portex_pay.domain.refunds import (
     attempt_sources,
 )
 from portex_pay.domain.refunds import sources as refund_sources
+from portex_pay.domain.subscription import SubscriptionState
 
 
 async def claim_update(conn: Conn, bot_id: int, update_id: int, kind: str) -> bool:
@@ -250,6 +250,17 @@ class Charges:
             record.subscription_expiration_date,
         )
         return bool(inserted)
+
+    async def paying_amount(self, tg_payment_id: int, charge_id: str) -> int | None:
+        amount: int | None = await self._conn.fetchval(
+            """
+            SELECT amount FROM payments WHERE telegram_payment_charge_id = $2
+              AND tg_payment_id = $1 AND disposition IN ('accepted', 'renewal')
+            """,
+            tg_payment_id,
+            charge_id,
+        )
+        return amount
 
     async def period_paid(self, tg_payment_id: int, period_end: datetime) -> bool:
         """Whether the order has a paying charge (its first or a renewal) for the period ending

@@ -35,15 +35,18 @@ _ORDER_FIELDS = tuple(f.name for f in fields(Order))
 _INSERT_COLUMNS = """
     application_id, tg_use_id, amount, label, title, description, payload, photo_url,
     photo_size, photo_width, photo_height, callback_url, state, expires_at, invoice_lease_until,
-    metadata
+    metadata, subscription_period
 """
 _INSERT_VALUES = """
     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending',
-    now() + make_interval(secs => $13), now() + make_interval(secs => $14), $15
+    now() + make_interval(secs => $13), now() + make_interval(secs => $14), $15, $18
 """
 
+# The subscription period is $18 after the idempotent insert's key and fingerprint ($16, $17);
+# the plain insert has neither, so its period is $16.
 _CREATE_ORDER = with_event(
-    f"INSERT INTO orders ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES}) RETURNING *",
+    f"INSERT INTO orders ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES.replace('$18', '$16')})"
+    " RETURNING *",
     EventType.ORDER_CREATED,
 )
 
@@ -143,7 +146,9 @@ class OrderRepository:
     ) -> Order:
         """Inserts a pending order (leased to the caller for its invoice) and its event."""
         row = await self._pool.fetchrow(
-            _CREATE_ORDER, *_order_args(application_id, command, ttl_seconds, lease_seconds)
+            _CREATE_ORDER,
+            *_order_args(application_id, command, ttl_seconds, lease_seconds),
+            command.subscription_period,
         )
         assert row is not None
         return order_from_row(row)
@@ -164,7 +169,9 @@ class OrderRepository:
         """
         fingerprint = command.fingerprint()
         args = _order_args(application_id, command, ttl_seconds, lease_seconds)
-        row = await self._pool.fetchrow(_CREATE_ORDER_IDEMPOTENT, *args, request_id, fingerprint)
+        row = await self._pool.fetchrow(
+            _CREATE_ORDER_IDEMPOTENT, *args, request_id, fingerprint, command.subscription_period
+        )
         if row is not None:
             return Claim(order_from_row(row), created=True, request_hash=fingerprint)
         existing = await self.find_by_request_id(application_id, request_id)

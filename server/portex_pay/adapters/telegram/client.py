@@ -195,6 +195,19 @@ class BotApiClient:
             {"user_id": user_id, "telegram_payment_charge_id": charge_id},
         )
 
+    async def edit_user_star_subscription(
+        self, token: str, user_id: int, charge_id: str, *, is_canceled: bool
+    ) -> None:
+        await self.call(
+            token,
+            "editUserStarSubscription",
+            {
+                "user_id": user_id,
+                "telegram_payment_charge_id": charge_id,
+                "is_canceled": is_canceled,
+            },
+        )
+
     async def send_message(
         self, bot: Bot, chat_id: int, text: str, *, timeout: float | None = None
     ) -> None:
