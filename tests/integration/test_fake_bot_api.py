@@ -2195,6 +2195,7 @@ async def test_one_period_of_a_subscription_can_be_refunded(fake: FakeBotApi, bo
     first, _ = await subscribe(fake, bot)
     renewal = await fake.renew_subscription(TOKEN, first)
     renewed = renewal.telegram_payment_charge_id
+    assert renewed is not None
     refund = {"user_id": USER, "telegram_payment_charge_id": renewed}
     assert await bot.ok("refundStarPayment", **refund) is True
     again = await bot.json("refundStarPayment", **refund)

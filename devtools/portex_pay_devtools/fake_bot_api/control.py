@@ -1,9 +1,9 @@
 """The fake's own HTTP control API, under `/_fake/`: what a test in another process (or `make run`)
 uses to drive the fake: register bots, inject faults, pay invoices, send user messages and
 updates, renew, fail, cancel and re-enable Stars subscriptions (`/_fake/subscriptions/...`,
-`/_fake/user_stars`), add Star transactions (any kind, a payment whose update was lost, a refund made
-elsewhere, a withdrawal's new state), read calls (and their counts per method), invoices,
-charges, Star transactions and sent messages. It only calls FakeBotApi's public
+`/_fake/user_stars`), add Star transactions (any kind, a payment whose update was lost, a refund
+made elsewhere, a withdrawal's new state), read calls (and their counts per method), invoices,
+charges, subscriptions, Star transactions and sent messages. It only calls FakeBotApi's public
 methods (and looks bots up by id)."""
 
 from __future__ import annotations

@@ -98,11 +98,11 @@ class _Subscriptions(_StarLedger, _Delivery):
             "telegram_payment_charge_id": charge.telegram_payment_charge_id,
             "provider_payment_charge_id": charge.provider_payment_charge_id,
         }
-        update_id = self._enqueue(
-            bot,
-            {"message": self._message(bot, subscription.user_id, successful_payment=successful_payment)},
+        message = self._message(bot, subscription.user_id, successful_payment=successful_payment)
+        update_id = self._enqueue(bot, {"message": message})
+        return Renewal(
+            True, charge.telegram_payment_charge_id, subscription.expiration_date, update_id
         )
-        return Renewal(True, charge.telegram_payment_charge_id, subscription.expiration_date, update_id)
 
     async def cancel_subscription(self, token: str, telegram_payment_charge_id: str) -> int | None:
         """The user cancels in their app: no further renewals, a `subscription` update with
