@@ -36,7 +36,14 @@ from portex_pay.domain.telegram import (
     TelegramTooManyRequests,
 )
 
-_PHOTO_FIELDS = ("photo_url", "photo_size", "photo_width", "photo_height")
+# Optional createInvoiceLink fields, sent only when set.
+_PHOTO_FIELDS = (
+    "photo_url",
+    "photo_size",
+    "photo_width",
+    "photo_height",
+    "subscription_period",
+)
 _CHUNK = 64 * 1024  # forwarded bodies are streamed in pieces of at most this size
 _CONNECT_TIMEOUT = 10.0  # seconds to connect for a forwarded request
 # What a forwarded query string is sent on with: its own percent-escapes, and nothing that is not
