@@ -422,7 +422,10 @@ class UpdateProcessor:
         result = await self._ledger.record_payment(
             payment.record(bot.id, application.id, signed, raw), auto_refund=self._auto_refund
         )
-        if result.outcome is not None and result.outcome.disposition is not Disposition.ACCEPTED:
+        if result.outcome is not None and result.outcome.disposition not in (
+            Disposition.ACCEPTED,
+            Disposition.RENEWAL,
+        ):
             log.warning(
                 "payment not accepted",
                 disposition=result.outcome.disposition,
