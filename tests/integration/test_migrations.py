@@ -126,6 +126,7 @@ async def test_subscriptions_upgrade_a_database_with_one_off_orders(empty_db: st
         assert all(o.subscription_period is None for o in orders)
         assert all(o.subscription_state is None for o in orders)
         payment = await conn.fetchrow("SELECT * FROM payments WHERE tg_payment_id = $1", paid)
+        assert payment is not None
         assert (payment["disposition"], payment["is_recurring"]) == ("accepted", False)
         assert payment["subscription_expiration_date"] is None
         # A renewal disposition is now allowed; a state outside the set is not.

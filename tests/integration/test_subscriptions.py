@@ -69,6 +69,7 @@ async def test_first_payment_and_two_renewals_each_recorded_once(
         await fake_telegram.drain(shop.bot_token)
         renewals.append(renewal)
     # The second renewal delivered again: recorded once.
+    assert renewals[1].update_id is not None
     await fake_telegram.redeliver(renewals[1].update_id, token=shop.bot_token)
     await fake_telegram.drain(shop.bot_token)
 
@@ -112,6 +113,7 @@ async def test_the_subscription_update_in_its_three_states(
     failed = await fake_telegram.renew_subscription(shop.bot_token, first)
     assert not failed.charged
     await fake_telegram.drain(shop.bot_token)
+    assert failed.update_id is not None
     await fake_telegram.redeliver(failed.update_id, token=shop.bot_token)
     await fake_telegram.drain(shop.bot_token)
     assert (await query(stub, shop, order_id)).subscription.state == Sub.LAPSED
@@ -208,10 +210,10 @@ async def test_refund_one_period(
     renewal = await fake_telegram.renew_subscription(shop.bot_token, first)
     await fake_telegram.drain(shop.bot_token)
 
-    def refund(charge_id: str, order: int = order_id) -> Any:
+    def refund(charge_id: str | None, order: int = order_id) -> Any:
         return stub.RefundPayment(
             payment_pb2.RefundPaymentRequest(
-                tg_payment_id=order, telegram_payment_charge_id=charge_id
+                tg_payment_id=order, telegram_payment_charge_id=charge_id or ""
             ),
             metadata=shop.metadata,
         )
