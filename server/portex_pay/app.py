@@ -89,6 +89,7 @@ from portex_pay.service.refunds import RefundService
 from portex_pay.service.relay import RelayService
 from portex_pay.service.star_ledger import StarLedger
 from portex_pay.service.stream import EventHub, EventStreamer
+from portex_pay.service.subscriptions import SubscriptionService
 from portex_pay.service.updates import UpdateProcessor
 from portex_pay.service.worker import Job, PerBotJobs, PeriodicWorker, Supervisor, Wakeup
 
@@ -274,6 +275,7 @@ def wire(
             CatalogService(catalog, users, max_amount=settings.payments.max_amount),
             BotMessagesService(applications),
             star_ledger,
+            SubscriptionService(orders, ledger, bot_api),
         ),
         processor=processor,
         hub=hub,
@@ -436,6 +438,11 @@ def _workers(
         ),
         PeriodicWorker("refunds", refunds.step, idle=settings.refund.interval, wakeup=refunds_due),
         PeriodicWorker("expiry", housekeeping.expire_step, idle=settings.payments.expiry_interval),
+        PeriodicWorker(
+            "subscription-expiry",
+            housekeeping.expire_subscriptions_step,
+            idle=settings.payments.expiry_interval,
+        ),
         PeriodicWorker(
             "unfulfilled-refunds",
             UnfulfilledRefunds(orders, ledger, wake_refunds=refunds_due.wake).step,

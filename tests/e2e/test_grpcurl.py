@@ -67,6 +67,8 @@ async def test_list_shows_the_payment_health_and_reflection_services(server):
             "RetryRefund",
             "ListStarTransactions",
             "GetStarBalance",
+            "CancelSubscription",
+            "ResumeSubscription",
         )
     }
 

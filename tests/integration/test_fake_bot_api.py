@@ -1983,3 +1983,264 @@ async def test_the_cli_announces_its_address_and_stops_on_sigterm(
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+# ------------------------------------------------------------------- Stars subscriptions
+
+MONTH = 2_592_000
+
+
+async def subscribe(fake: FakeBotApi, bot: Bot, **overrides: Any) -> tuple[str, dict[str, Any]]:
+    """Pays a new subscription link (5 Stars a month) as USER; returns the first charge id and
+    the successful_payment update (confirmed: nothing stays queued)."""
+    link = await create_link(bot, subscription_period=MONTH, **overrides)
+    outcome, _ = await pay_with_bot(fake, bot, link)
+    [paid] = await next_updates(bot)
+    assert await bot.ok("getUpdates", offset=paid["update_id"] + 1) == []
+    assert outcome.charge_id is not None
+    return outcome.charge_id, paid
+
+
+async def test_a_subscription_link_remembers_its_period_and_only_create_invoice_link_has_one(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    await create_link(bot)
+    await create_link(bot, subscription_period=MONTH)
+    assert [i.subscription_period for i in fake.invoices] == [None, MONTH]
+    sent = await bot.json("sendInvoice", chat_id=USER, subscription_period=MONTH, **invoice())
+    assert sent.status == 400 and "subscription_period" in sent.description
+    as_text = await bot.form(
+        "createInvoiceLink", subscription_period="2592001", **{**invoice(), "prices": "[]"}
+    )
+    assert as_text.status == 400
+
+
+async def test_the_first_payment_is_recurring_and_first_and_starts_a_subscription(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    before = int(time.time())
+    charge_id, paid = await subscribe(fake, bot)
+    payment = paid["message"]["successful_payment"]
+    expires = payment.pop("subscription_expiration_date")
+    assert before + MONTH <= expires <= int(time.time()) + MONTH
+    assert payment == {
+        "currency": "XTR",
+        "total_amount": 5,
+        "invoice_payload": "order-1",
+        "telegram_payment_charge_id": charge_id,
+        "provider_payment_charge_id": "",
+        "is_recurring": True,
+        "is_first_recurring": True,
+    }
+    [subscription] = fake.subscriptions(TOKEN)
+    assert (subscription.telegram_payment_charge_id, subscription.user_id) == (charge_id, USER)
+    assert (subscription.expiration_date, subscription.charge_ids) == (expires, [charge_id])
+    [transaction] = (await bot.ok("getStarTransactions"))["transactions"]
+    assert transaction["id"] == charge_id
+    assert transaction["source"]["subscription_period"] == MONTH
+    assert transaction["source"]["invoice_payload"] == "order-1"
+
+
+async def test_two_renewals_charge_again_with_the_first_payload_and_later_expirations(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    first, paid = await subscribe(fake, bot)
+    expires = paid["message"]["successful_payment"]["subscription_expiration_date"]
+    renewals = [await fake.renew_subscription(TOKEN, first) for _ in range(2)]
+    assert [r.charged for r in renewals] == [True, True]
+    assert [r.subscription_expiration_date for r in renewals] == [
+        expires + MONTH,
+        expires + 2 * MONTH,
+    ]
+    updates = await next_updates(bot)
+    assert [u["update_id"] for u in updates] == [r.update_id for r in renewals]
+    payments = [u["message"]["successful_payment"] for u in updates]
+    charge_ids = [p["telegram_payment_charge_id"] for p in payments]
+    assert charge_ids == [r.telegram_payment_charge_id for r in renewals]
+    assert len({first, *charge_ids}) == 3
+    for payment, renewal in zip(payments, renewals, strict=True):
+        assert payment["is_recurring"] is True and "is_first_recurring" not in payment
+        assert payment["invoice_payload"] == "order-1" and payment["total_amount"] == 5
+        assert payment["subscription_expiration_date"] == renewal.subscription_expiration_date
+    transactions = (await bot.ok("getStarTransactions"))["transactions"]
+    assert [t["id"] for t in transactions] == [first, *charge_ids]
+    assert all(t["source"]["subscription_period"] == MONTH for t in transactions)
+    assert (await bot.ok("getMyStarBalance"))["amount"] == 15
+    assert fake.subscriptions(TOKEN)[0].charge_ids == [first, *charge_ids]
+
+
+async def test_a_renewal_can_be_delivered_twice_with_the_same_update(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    first, _ = await subscribe(fake, bot)
+    renewal = await fake.renew_subscription(TOKEN, first)
+    assert renewal.update_id is not None
+    await fake.redeliver(renewal.update_id, token=TOKEN)
+    twice = await next_updates(bot)
+    assert [u["update_id"] for u in twice] == [renewal.update_id] * 2
+    assert twice[0] == twice[1]
+    assert len((await bot.ok("getStarTransactions"))["transactions"]) == 2  # charged once
+
+
+async def test_a_renewal_the_users_stars_cannot_pay_fails_without_a_charge(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    first, paid = await subscribe(fake, bot)
+    expires = paid["message"]["successful_payment"]["subscription_expiration_date"]
+    fake.set_user_stars(USER, 4)
+    failed = await fake.renew_subscription(TOKEN, first)
+    assert (failed.charged, failed.telegram_payment_charge_id) == (False, None)
+    assert failed.subscription_expiration_date == expires
+    [update] = await next_updates(bot)
+    assert update["update_id"] == failed.update_id
+    subscription = update["subscription"]
+    assert subscription["user"]["id"] == USER and subscription["user"]["is_bot"] is False
+    assert (subscription["invoice_payload"], subscription["state"]) == ("order-1", "failed")
+    assert set(subscription) == {"user", "invoice_payload", "state"}
+    assert len(fake.charges) == 1
+    assert len((await bot.ok("getStarTransactions"))["transactions"]) == 1
+    fake.set_user_stars(USER, 7)  # topped up: the next attempt pays and spends the Stars
+    assert (await fake.renew_subscription(TOKEN, first)).charged is True
+    assert fake.user_stars(USER) == 2
+
+
+async def test_the_user_cancels_and_re_enables_with_subscription_updates_on_the_webhook(
+    fake: FakeBotApi, bot: Bot, receiver: Receiver
+) -> None:
+    first, _ = await subscribe(fake, bot)
+    await bot.ok("setWebhook", url=receiver.url)
+    canceled = await fake.cancel_subscription(TOKEN, first)
+    _, update = await receiver.next_post()
+    assert (update["update_id"], update["subscription"]["state"]) == (canceled, "canceled")
+    assert await fake.cancel_subscription(TOKEN, first) is None  # already canceled: no update
+    with pytest.raises(ValueError, match="canceled"):
+        await fake.renew_subscription(TOKEN, first)
+    active = await fake.reactivate_subscription(TOKEN, first)
+    _, update = await receiver.next_post()
+    assert (update["update_id"], update["subscription"]["state"]) == (active, "active")
+    assert (await fake.renew_subscription(TOKEN, first)).charged is True
+
+
+async def test_edit_user_star_subscription_cancels_and_lifts_the_bots_cancellation(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    first, _ = await subscribe(fake, bot)
+    cancel = {"user_id": USER, "telegram_payment_charge_id": first, "is_canceled": True}
+    assert await bot.ok("editUserStarSubscription", **cancel) is True
+    assert await bot.ok("editUserStarSubscription", **cancel) is True  # idempotent
+    assert fake.subscriptions(TOKEN)[0].canceled_by_bot is True
+    with pytest.raises(ValueError, match="canceled"):
+        await fake.renew_subscription(TOKEN, first)
+    forced = await fake.renew_subscription(TOKEN, first, force=True)  # a charge under way
+    assert forced.charged is True
+    await fake.cancel_subscription(TOKEN, first)  # the user cancels too
+    with pytest.raises(ValueError, match="bot canceled"):
+        await fake.reactivate_subscription(TOKEN, first)
+    resume = {**cancel, "is_canceled": False}
+    assert await bot.ok("editUserStarSubscription", **resume) is True
+    assert await bot.ok("editUserStarSubscription", **resume) is True
+    # The bot only lifted its own cancellation; the user's stands until they re-enable it.
+    with pytest.raises(ValueError, match="canceled"):
+        await fake.renew_subscription(TOKEN, first)
+    await fake.reactivate_subscription(TOKEN, first)
+    assert (await fake.renew_subscription(TOKEN, first)).charged is True
+    assert len(fake.calls_for("editUserStarSubscription")) == 4
+    assert [u.get("subscription", {}).get("state") for u in await next_updates(bot)] == [
+        None,  # the forced renewal's successful_payment
+        "canceled",
+        "active",
+        None,
+    ]
+
+
+async def test_edit_user_star_subscription_refuses_unknown_charges_and_other_users(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    first, _ = await subscribe(fake, bot)
+    renewal = await fake.renew_subscription(TOKEN, first)
+    one_off, _ = await pay_with_bot(fake, bot, await create_link(bot))
+    for charge_id in ("stx-nope", renewal.telegram_payment_charge_id, one_off.charge_id):
+        reply = await bot.json(
+            "editUserStarSubscription",
+            user_id=USER,
+            telegram_payment_charge_id=charge_id,
+            is_canceled=True,
+        )
+        assert (reply.status, reply.description) == (400, "Bad Request: CHARGE_ID_INVALID")
+    other = await bot.json(
+        "editUserStarSubscription",
+        user_id=USER + 1,
+        telegram_payment_charge_id=first,
+        is_canceled=True,
+    )
+    assert (other.status, other.description) == (400, "Bad Request: USER_ID_INVALID")
+    assert fake.subscriptions(TOKEN)[0].canceled is False
+
+
+async def test_subscription_updates_follow_allowed_updates(fake: FakeBotApi, bot: Bot) -> None:
+    first, _ = await subscribe(fake, bot)
+    assert await bot.ok("getUpdates", allowed_updates=["message", "pre_checkout_query"]) == []
+    assert await fake.cancel_subscription(TOKEN, first) is None  # never created
+    assert await bot.ok("getUpdates") == []
+    await bot.ok("getUpdates", allowed_updates=["subscription"])
+    active = await fake.reactivate_subscription(TOKEN, first)
+    assert active is not None
+    [update] = await next_updates(bot)
+    assert update["subscription"]["state"] == "active"
+    renewal = await fake.renew_subscription(TOKEN, first)
+    assert renewal.charged is True and renewal.update_id is None  # its message is left out
+
+
+async def test_one_period_of_a_subscription_can_be_refunded(fake: FakeBotApi, bot: Bot) -> None:
+    first, _ = await subscribe(fake, bot)
+    renewal = await fake.renew_subscription(TOKEN, first)
+    renewed = renewal.telegram_payment_charge_id
+    assert renewed is not None
+    refund = {"user_id": USER, "telegram_payment_charge_id": renewed}
+    assert await bot.ok("refundStarPayment", **refund) is True
+    again = await bot.json("refundStarPayment", **refund)
+    assert (again.status, again.description) == (400, "Bad Request: CHARGE_ALREADY_REFUNDED")
+    *_, refunded = await next_updates(bot)
+    assert refunded["message"]["refunded_payment"]["telegram_payment_charge_id"] == renewed
+    transactions = (await bot.ok("getStarTransactions"))["transactions"]
+    assert [(t["id"], "source" in t) for t in transactions] == [
+        (first, True),
+        (renewed, True),
+        (renewed, False),
+    ]
+    assert transactions[-1]["receiver"]["subscription_period"] == MONTH
+    assert (await bot.ok("getMyStarBalance"))["amount"] == 5
+    charges = {c.telegram_payment_charge_id: c.refunded_at for c in fake.charges}
+    assert charges[first] is None and charges[renewed] is not None
+
+
+async def test_the_control_api_renews_fails_and_cancels_subscriptions(
+    fake: FakeBotApi, bot: Bot, http: aiohttp.ClientSession
+) -> None:
+    first, _ = await subscribe(fake, bot)
+    bot_id = TOKEN.split(":")[0]
+
+    async def post(path: str, body: dict[str, Any]) -> Reply:
+        async with http.post(f"{fake.base_url}/_fake/{path}", json=body) as response:
+            return Reply(response.status, await response.json())
+
+    charge = {"token": TOKEN, "telegram_payment_charge_id": first}
+    renewal = (await post("subscriptions/renew", charge)).result
+    assert renewal["charged"] is True and renewal["telegram_payment_charge_id"] != first
+    assert (await post("user_stars", {"user_id": USER, "stars": 0})).result is True
+    assert (await post("subscriptions/renew", charge)).result["charged"] is False
+    assert isinstance((await post("subscriptions/cancel", charge)).result, int)
+    refused = await post("subscriptions/renew", charge)
+    assert refused.status == 400 and "canceled" in refused.description
+    assert isinstance((await post("subscriptions/reactivate", charge)).result, int)
+    unknown = await post("subscriptions/renew", {**charge, "telegram_payment_charge_id": "x"})
+    assert unknown.status == 404
+    async with http.get(f"{fake.base_url}/_fake/subscriptions?bot_id={bot_id}") as response:
+        [listed] = (await response.json())["result"]
+    assert listed["charge_ids"][0] == first and len(listed["charge_ids"]) == 2
+    assert [u.get("subscription", {}).get("state") for u in await next_updates(bot)] == [
+        None,
+        "failed",
+        "canceled",
+        "active",
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 import asyncpg
 import pytest
@@ -13,6 +14,8 @@ from portex_pay.adapters.postgres.migrations import (
     load_migrations,
     migrate,
 )
+from portex_pay.adapters.postgres.orders import order_from_row
+from portex_pay.domain.order import OrderState
 
 
 async def _tables(dsn: str) -> set[str]:
@@ -70,5 +73,66 @@ async def test_an_applied_migration_that_changed_is_an_error(empty_db: str):
         await migrate(conn, [Migration(1, "one", "CREATE TABLE t1 (id int);")])
         with pytest.raises(MigrationError):
             await migrate(conn, [Migration(1, "one", "CREATE TABLE t1 (id bigint);")])
+    finally:
+        await conn.close()
+
+
+async def test_subscriptions_upgrade_a_database_with_one_off_orders(empty_db: str):
+    """Migration 0011 on a database that holds paid and pending one-off orders (and their
+    charge): they stay valid, read as one-off orders (no subscription), and their charge keeps
+    its disposition."""
+    before = [m for m in load_migrations() if m.version < 11]
+    conn = await asyncpg.connect(empty_db)
+    try:
+        await migrate(conn, before)
+        app_id = await conn.fetchval(
+            "INSERT INTO applications (name, webhook_secret, signing_secret)"
+            " VALUES ('old', 'w', 's') RETURNING id"
+        )
+        paid, pending = [
+            await conn.fetchval(
+                """
+                INSERT INTO orders (application_id, tg_use_id, amount, label, title, description,
+                    state, expires_at, telegram_payment_charge_id, paid_at)
+                VALUES ($1, 7, 5, 'l', 't', 'd', $2, now() + interval '1 hour', $3, $4)
+                RETURNING tg_payment_id
+                """,
+                app_id,
+                state,
+                charge,
+                paid_at,
+            )
+            for state, charge, paid_at in (
+                ("paid", "stxOld", datetime.now(UTC)),
+                ("pending", None, None),
+            )
+        ]
+        await conn.execute(
+            """
+            INSERT INTO payments (telegram_payment_charge_id, tg_payment_id, application_id,
+                tg_use_id, amount, currency, invoice_payload, raw)
+            VALUES ('stxOld', $1, $2, 7, 5, 'XTR', 'v1.x', '{}')
+            """,
+            paid,
+            app_id,
+        )
+        assert await migrate(conn) == [11]
+        rows = await conn.fetch(
+            "SELECT * FROM orders WHERE tg_payment_id = ANY($1::bigint[]) ORDER BY tg_payment_id",
+            [paid, pending],
+        )
+        orders = [order_from_row(row) for row in rows]
+        assert [o.state for o in orders] == [OrderState.PAID, OrderState.PENDING]
+        assert all(o.subscription_period is None for o in orders)
+        assert all(o.subscription_state is None for o in orders)
+        payment = await conn.fetchrow("SELECT * FROM payments WHERE tg_payment_id = $1", paid)
+        assert payment is not None
+        assert (payment["disposition"], payment["is_recurring"]) == ("accepted", False)
+        assert payment["subscription_expiration_date"] is None
+        # A renewal disposition is now allowed; a state outside the set is not.
+        with pytest.raises(asyncpg.CheckViolationError):
+            await conn.execute(
+                "UPDATE orders SET subscription_state = 'active' WHERE tg_payment_id = $1", paid
+            )
     finally:
         await conn.close()

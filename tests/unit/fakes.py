@@ -44,6 +44,13 @@ from portex_pay.domain.refunds import (
 from portex_pay.domain.refunds import sources as refund_sources
 from portex_pay.domain.relay import RelayBot, RelayedUpdate, wants
 from portex_pay.domain.star_ledger import StarAmount
+from portex_pay.domain.subscription import (
+    GRACE,
+    RENEWING,
+    SubscriptionCharge,
+    SubscriptionState,
+    period_of,
+)
 from portex_pay.domain.telegram import BotProfile, InvoiceRequest
 from portex_pay.domain.updates import DeadLetter
 
@@ -75,6 +82,9 @@ class StoredPayment:
     tg_payment_id: int | None
     disposition: Disposition
     refunded: bool = False
+    amount: int = 0
+    period_end: datetime | None = None  # a subscription's charge: the period it paid
+    received_at: datetime = NOW
 
 
 @dataclass
@@ -110,7 +120,7 @@ def order_snapshot(order: Order) -> dict[str, Any]:
             continue
         if isinstance(value, datetime):
             value = value.isoformat()
-        elif isinstance(value, UUID | OrderState):
+        elif isinstance(value, UUID | OrderState | SubscriptionState):
             value = str(value)
         snapshot[name] = value
     return snapshot
@@ -305,7 +315,19 @@ class _PaidOrders:
         order = self._db.orders.get(tg_payment_id)
         return order if order is not None and order.application_id == application_id else None
 
-    async def mark_paid(self, tg_payment_id: int, charge_id: str) -> Order | None:
+    async def mark_paid(
+        self, tg_payment_id: int, charge_id: str, period_end: datetime | None = None
+    ) -> Order | None:
+        order = self._db.orders.get(tg_payment_id)
+        subscription: dict[str, Any] = {}
+        if order is not None and order.subscription_period is not None:
+            end = period_end or self._db.now + timedelta(seconds=order.subscription_period)
+            period = period_of(end, order.subscription_period)
+            subscription = {
+                "subscription_state": SubscriptionState.ACTIVE,
+                "current_period_start": period.start,
+                "current_period_end": period.end,
+            }
         return self._change(
             tg_payment_id,
             OrderState.PAID,
@@ -314,7 +336,44 @@ class _PaidOrders:
             telegram_payment_charge_id=charge_id,
             paid_at=self._db.now,
             invoice_lease_until=None,
+            **subscription,
         )
+
+    async def renew(self, tg_payment_id: int, charge_id: str, period_end: datetime) -> Order:
+        order = self._db.orders[tg_payment_id]
+        assert order.subscription_period is not None and order.current_period_end is not None
+        changes: dict[str, Any] = {"updated_at": self._db.now}
+        if period_end >= order.current_period_end:
+            period = period_of(period_end, order.subscription_period)
+            changes |= {
+                "subscription_state": SubscriptionState.ACTIVE,
+                "current_period_start": period.start,
+                "current_period_end": period.end,
+            }
+        renewed = replace(order, **changes)
+        self._session.put(self._db.orders, tg_payment_id, renewed)
+        self._session.emit(
+            order.application_id,
+            tg_payment_id,
+            EventType.SUBSCRIPTION_RENEWED,
+            {"telegram_payment_charge_id": charge_id, "period_end": period_end.isoformat()},
+        )
+        return renewed
+
+    async def set_subscription_state(
+        self,
+        tg_payment_id: int,
+        target: SubscriptionState,
+        event: EventType,
+        extra: dict[str, Any],
+    ) -> Order | None:
+        order = self._db.orders[tg_payment_id]
+        if order.subscription_state in (None, target):
+            return None
+        changed = replace(order, subscription_state=target, updated_at=self._db.now)
+        self._session.put(self._db.orders, tg_payment_id, changed)
+        self._session.emit(order.application_id, tg_payment_id, event, extra)
+        return changed
 
     async def mark_refunded(self, tg_payment_id: int, charge_id: str) -> Order | None:
         order = self._db.orders.get(tg_payment_id)
@@ -361,9 +420,33 @@ class _Charges:
         self._session.put(
             self._db.payments,
             record.telegram_payment_charge_id,
-            StoredPayment(record.application_id, tg_payment_id, outcome.disposition),
+            StoredPayment(
+                record.application_id,
+                tg_payment_id,
+                outcome.disposition,
+                amount=record.charge.total_amount,
+                period_end=record.subscription_expiration_date,
+                received_at=self._db.now,
+            ),
         )
         return True
+
+    def _paying(self, tg_payment_id: int) -> Iterator[tuple[str, StoredPayment]]:
+        for charge_id, payment in self._db.payments.items():
+            if payment.tg_payment_id == tg_payment_id and payment.disposition in (
+                Disposition.ACCEPTED,
+                Disposition.RENEWAL,
+            ):
+                yield charge_id, payment
+
+    async def period_paid(self, tg_payment_id: int, period_end: datetime) -> bool:
+        return any(p.period_end == period_end for _, p in self._paying(tg_payment_id))
+
+    async def paying_amount(self, tg_payment_id: int, charge_id: str) -> int | None:
+        for paying_id, payment in self._paying(tg_payment_id):
+            if paying_id == charge_id:
+                return payment.amount
+        return None
 
     async def owner(self, charge_id: str) -> UUID | None:
         payment = self._db.payments.get(charge_id)
@@ -580,6 +663,7 @@ class InMemoryOrders:
             updated_at=self.now, expires_at=self.now + timedelta(seconds=ttl_seconds),
             invoice_lease_until=self.now + timedelta(seconds=lease_seconds),
             metadata=dict(command.metadata),
+            subscription_period=command.subscription_period,
         )  # fmt: skip
         session.put(self.db.orders, order.tg_payment_id, order)
         session.emit(application_id, order.tg_payment_id, EventType.ORDER_CREATED, {})
@@ -725,6 +809,46 @@ class InMemoryOrders:
                 order, EventType.ORDER_EXPIRED, state=OrderState.EXPIRED, invoice_lease_until=None
             )
         return len(due)
+
+    async def expire_subscriptions(self, limit: int) -> int:
+        due = sorted(
+            (
+                order
+                for order in self.orders.values()
+                if order.subscription_state in RENEWING
+                and order.current_period_end is not None
+                and order.current_period_end + GRACE <= self.now
+            ),
+            key=lambda order: order.current_period_end or self.now,
+        )[:limit]
+        for order in due:
+            self._change(
+                order,
+                EventType.SUBSCRIPTION_EXPIRED,
+                subscription_state=SubscriptionState.EXPIRED,
+            )
+        return len(due)
+
+    async def subscription_charges(
+        self, application_id: UUID, tg_payment_id: int
+    ) -> list[SubscriptionCharge]:
+        order = await self.get(application_id, tg_payment_id)
+        if order is None or order.subscription_period is None:
+            return []
+        period = order.subscription_period
+        charges = [
+            SubscriptionCharge(
+                charge_id,
+                payment.amount,
+                None if payment.period_end is None else period_of(payment.period_end, period),
+                payment.received_at,
+                NOW if payment.refunded else None,
+            )
+            for charge_id, payment in self.db.payments.items()
+            if payment.tg_payment_id == tg_payment_id
+            and payment.disposition in (Disposition.ACCEPTED, Disposition.RENEWAL)
+        ]
+        return sorted(charges, key=lambda c: c.period.end if c.period else NOW - timedelta(days=1))
 
     async def acknowledge(
         self, application_id: UUID, tg_payment_id: int, request_id: str | None
@@ -987,11 +1111,17 @@ class FakeTelegram:
         self.messages: list[tuple[int, str]] = []
         self.invoices: list[InvoiceRequest] = []
         self.invoice_errors: list[Exception] = []
+        self.subscription_edits: list[tuple[int, str, bool]] = []
 
     async def refund_star_payment(self, token: str, user_id: int, charge_id: str) -> None:
         self.refunds.append((token, user_id, charge_id))
         if self.refund_errors:
             raise self.refund_errors.pop(0)
+
+    async def edit_user_star_subscription(
+        self, token: str, user_id: int, charge_id: str, *, is_canceled: bool
+    ) -> None:
+        self.subscription_edits.append((user_id, charge_id, is_canceled))
 
     def _unused(self, name: str) -> AssertionError:
         return AssertionError(f"FakeTelegram.{name} is not used by these tests")

@@ -23,6 +23,10 @@ class Sweeps:
         self.calls.append(("prune_idempotency_keys", older_than_seconds))
         return 3
 
+    async def expire_subscriptions(self, limit: int) -> int:
+        self.calls.append(("expire_subscriptions", limit))
+        return 0
+
     async def prune(self, older_than_seconds: float) -> int:
         self.calls.append(("prune", older_than_seconds))
         return 0

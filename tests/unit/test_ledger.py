@@ -154,7 +154,9 @@ async def test_a_charge_whose_payload_is_not_ours_is_an_anomaly_of_no_order(stor
 
 
 async def test_a_failure_inside_the_unit_of_work_leaves_nothing_behind(store, monkeypatch) -> None:
-    async def broken(self: object, tg_payment_id: int, charge_id: str) -> Order | None:
+    async def broken(
+        self: object, tg_payment_id: int, charge_id: str, period_end: object = None
+    ) -> Order | None:
         raise RuntimeError("a bug while paying the order")
 
     ledger = Ledger(store)

@@ -89,6 +89,7 @@ def test_telegram_is_asked_for_the_union() -> None:
         "callback_query",
         "message",
         "pre_checkout_query",
+        "subscription",  # Bot API 10.2: a subscription's changes
     ]
     # The bot takes Telegram's default set: so does portex-pay ([]), rather than the kinds it
     # knows, so that a kind newer than this code still comes.

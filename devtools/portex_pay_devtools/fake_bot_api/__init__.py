@@ -5,7 +5,9 @@ status) for the Telegram Stars methods portex-pay uses and a chat bot's everyday
 (sendMessage, sendDocument with uploads, getFile and `/file/bot{token}/{path}` downloads,
 sendInvoice, deleteMessage, commands, callback queries). It also plays the users: the paying user
 (`pay_invoice`, `pay_sent_invoice`: pre-checkout query, 10-second answer window, successful
-payment, refunds) and the user who chats with the bot (`send_user_message`,
+payment, refunds; Stars subscriptions: `renew_subscription`, `cancel_subscription`,
+`reactivate_subscription`, the `subscription` update and editUserStarSubscription, see
+subscriptions.py) and the user who chats with the bot (`send_user_message`,
 `send_callback_query`), and delivers updates by webhook or long polling; tests drive it
 in-process or, through the `/_fake/` control routes, from another process, and `make run` starts
 it as the local Telegram sandbox (`python -m portex_pay_devtools.fake_bot_api`). It enforces the
@@ -50,6 +52,8 @@ from portex_pay_devtools.fake_bot_api.model import (
     PaymentOutcome,
     ReceivedRequest,
     RecordedCall,
+    Renewal,
+    Subscription,
     UploadedFile,
 )
 from portex_pay_devtools.fake_bot_api.server import FakeBotApi, main
@@ -62,6 +66,8 @@ __all__ = [
     "PaymentOutcome",
     "ReceivedRequest",
     "RecordedCall",
+    "Renewal",
+    "Subscription",
     "UploadedFile",
     "main",
 ]

@@ -1,8 +1,9 @@
 """The fake's own HTTP control API, under `/_fake/`: what a test in another process (or `make run`)
 uses to drive the fake: register bots, inject faults, pay invoices, send user messages and
-updates, add Star transactions (any kind, a payment whose update was lost, a refund made
-elsewhere, a withdrawal's new state), read calls (and their counts per method), invoices,
-charges, Star transactions and sent messages. It only calls FakeBotApi's public
+updates, renew, fail, cancel and re-enable Stars subscriptions (`/_fake/subscriptions/...`,
+`/_fake/user_stars`), add Star transactions (any kind, a payment whose update was lost, a refund
+made elsewhere, a withdrawal's new state), read calls (and their counts per method), invoices,
+charges, subscriptions, Star transactions and sent messages. It only calls FakeBotApi's public
 methods (and looks bots up by id)."""
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ class _ControlApi:
         router.add_post("/_fake/star_payment", self._control_star_payment)
         router.add_post("/_fake/outside_refund", self._control_outside_refund)
         router.add_post("/_fake/withdrawal_state", self._control_withdrawal_state)
+        router.add_get("/_fake/subscriptions", self._control_subscriptions)
+        router.add_post("/_fake/subscriptions/renew", self._control_renew)
+        router.add_post("/_fake/subscriptions/cancel", self._control_cancel_subscription)
+        router.add_post("/_fake/subscriptions/reactivate", self._control_reactivate)
+        router.add_post("/_fake/user_stars", self._control_user_stars)
 
     async def _control_body(self, request: web.Request) -> dict[str, Any]:
         if not request.body_exists:
@@ -285,6 +291,49 @@ class _ControlApi:
             _field(body, "id", str),
             _field(body, "withdrawal_state", dict),
         )
+
+    @_control
+    async def _control_subscriptions(self, request: web.Request) -> list[dict[str, Any]]:
+        """The subscriptions of `?bot_id=`."""
+        token = self._query_bot_token(request)
+        if token is None:
+            raise _ControlError(400, "query parameter bot_id is required")
+        return [dataclasses.asdict(s) for s in self._fake.subscriptions(token)]
+
+    @_control
+    async def _control_renew(self, request: web.Request) -> dict[str, Any]:
+        """Charges the next period now: {"token", "telegram_payment_charge_id" (the first
+        payment's), "force"?}; answers the Renewal."""
+        body = await self._control_body(request)
+        renewal = await self._fake.renew_subscription(
+            _field(body, "token", str),
+            _field(body, "telegram_payment_charge_id", str),
+            force=bool(_optional(body, "force", bool)),
+        )
+        return dataclasses.asdict(renewal)
+
+    @_control
+    async def _control_cancel_subscription(self, request: web.Request) -> int | None:
+        """The user cancels: {"token", "telegram_payment_charge_id"}; answers the update id."""
+        body = await self._control_body(request)
+        return await self._fake.cancel_subscription(
+            _field(body, "token", str), _field(body, "telegram_payment_charge_id", str)
+        )
+
+    @_control
+    async def _control_reactivate(self, request: web.Request) -> int | None:
+        """The user re-enables: {"token", "telegram_payment_charge_id"}; answers the update id."""
+        body = await self._control_body(request)
+        return await self._fake.reactivate_subscription(
+            _field(body, "token", str), _field(body, "telegram_payment_charge_id", str)
+        )
+
+    @_control
+    async def _control_user_stars(self, request: web.Request) -> bool:
+        """Sets the Stars a user's renewals spend: {"user_id", "stars" (null: never short)}."""
+        body = await self._control_body(request)
+        self._fake.set_user_stars(_field(body, "user_id", int), _optional(body, "stars", int))
+        return True
 
     @_control
     async def _control_redeliver(self, request: web.Request) -> bool:

@@ -25,6 +25,7 @@ class _Methods(_ChatMethods, _PaymentMethods, _UpdateMethods):
                 ("createInvoiceLink", self._create_invoice_link),
                 ("answerPreCheckoutQuery", self._answer_pre_checkout_query),
                 ("refundStarPayment", self._refund_star_payment),
+                ("editUserStarSubscription", self._edit_user_star_subscription),
                 ("setWebhook", self._set_webhook),
                 ("deleteWebhook", self._delete_webhook),
                 ("getWebhookInfo", self._get_webhook_info),

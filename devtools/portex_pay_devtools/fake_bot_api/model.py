@@ -67,6 +67,8 @@ UPDATE_TYPES: Final = frozenset(
         "purchased_paid_media",
         "managed_bot",
         "guest_message",
+        # Bot API 10.2: BotSubscriptionUpdated (subscriptions.py).
+        "subscription",
     }
 )
 # Bot API, getUpdates.allowed_updates: an empty list means "all update types except chat_member,
@@ -162,6 +164,43 @@ class Charge:
     date: int
     subscription_expiration_date: int | None = None
     refunded_at: int | None = None
+
+
+@dataclass
+class Subscription:
+    """A user's Stars subscription to a bot, named (as editUserStarSubscription names it) by the
+    charge id of its first payment; `charge_ids` are every period's charges, oldest first.
+    `canceled_by_user` stops renewals until the user re-enables it; `canceled_by_bot`
+    (editUserStarSubscription is_canceled=true) stops them and keeps the user from re-enabling
+    it until the bot passes is_canceled=false."""
+
+    telegram_payment_charge_id: str
+    bot_id: int
+    user_id: int
+    invoice_payload: str
+    invoice_link: str
+    amount: int
+    period: int
+    expiration_date: int
+    charge_ids: list[str]
+    canceled_by_user: bool = False
+    canceled_by_bot: bool = False
+
+    @property
+    def canceled(self) -> bool:
+        return self.canceled_by_user or self.canceled_by_bot
+
+
+@dataclass(frozen=True)
+class Renewal:
+    """What a renewal attempt did: `charged` (then the new charge id, the successful_payment's
+    update id and the new expiration date) or not (the user's Stars ran short: a `subscription`
+    update with state "failed", whose update id is given when allowed_updates let it through)."""
+
+    charged: bool
+    telegram_payment_charge_id: str | None
+    subscription_expiration_date: int
+    update_id: int | None
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
-"""The Bot API methods of Telegram Stars payments: createInvoiceLink, sendInvoice,
-answerPreCheckoutQuery and refundStarPayment (getStarTransactions and getMyStarBalance:
-star_ledger.py)."""
+"""The Bot API methods of Telegram Stars payments: createInvoiceLink (with subscription_period for
+a subscription link), sendInvoice, answerPreCheckoutQuery and refundStarPayment (of any charge: a
+one-off payment or one period of a subscription); getStarTransactions and getMyStarBalance are in
+star_ledger.py, editUserStarSubscription in subscriptions.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import time
 from typing import Any, Final
 
 from portex_pay_devtools.fake_bot_api.content import _message_options
-from portex_pay_devtools.fake_bot_api.delivery import _Delivery
 from portex_pay_devtools.fake_bot_api.errors import (
     _QUERY_ID_INVALID,
     _QUERY_TOO_OLD,
@@ -24,7 +24,7 @@ from portex_pay_devtools.fake_bot_api.model import (
     Invoice,
     _Bot,
 )
-from portex_pay_devtools.fake_bot_api.star_ledger import _StarLedger
+from portex_pay_devtools.fake_bot_api.subscriptions import _Subscriptions
 from portex_pay_devtools.fake_bot_api.wire import _Args
 
 # docs/telegram-stars.md: "max_tip_amount, suggested_tip_amounts, need_*, is_flexible,
@@ -40,7 +40,7 @@ _UNSUPPORTED_STARS_FLAGS: Final = (
 )
 
 
-class _PaymentMethods(_StarLedger, _Delivery):
+class _PaymentMethods(_Subscriptions):
     """Invoices, pre-checkout answers and refunds (the Stars themselves: star_ledger.py)."""
 
     async def _create_invoice_link(self, bot: _Bot, args: _Args) -> str:

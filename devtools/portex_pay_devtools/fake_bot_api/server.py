@@ -191,6 +191,8 @@ class FakeBotApi(_Methods, _Users, _Faults):
         self._invoices.clear()
         self._sent_invoices.clear()
         self._charges.clear()
+        self._subscriptions.clear()
+        self._user_stars.clear()
         self._files.clear()
         self._file_paths.clear()
         self._first_names.clear()

@@ -18,6 +18,7 @@ from portex_pay_devtools.fake_bot_api.model import (
     Invoice,
     ReceivedRequest,
     RecordedCall,
+    Subscription,
     _Bot,
     _File,
     _PreCheckout,
@@ -58,6 +59,10 @@ class _State:
         self._invoices: dict[str, Invoice] = {}  # by link slug
         self._sent_invoices: dict[tuple[int, int, int], Invoice] = {}  # (bot, chat, message)
         self._charges: dict[str, Charge] = {}
+        # By the first payment's charge id (subscriptions.py).
+        self._subscriptions: dict[str, Subscription] = {}
+        # Users whose Star balance a test set (set_user_stars); the others never run short.
+        self._user_stars: dict[int, int] = {}
         self._files: dict[str, _File] = {}  # by file_id
         self._file_paths: dict[tuple[int, str], _File] = {}  # (bot_id, file_path)
         self._first_names: dict[int, str] = {}  # users who told the fake their name

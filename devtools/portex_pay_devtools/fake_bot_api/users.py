@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 from portex_pay_devtools.fake_bot_api.content import _bot_command_entities
-from portex_pay_devtools.fake_bot_api.delivery import _Delivery
 from portex_pay_devtools.fake_bot_api.model import (
     MAX_MESSAGE_LENGTH,
     PRE_CHECKOUT_ANSWER_WINDOW,
@@ -22,10 +21,10 @@ from portex_pay_devtools.fake_bot_api.model import (
     _Bot,
     _PreCheckout,
 )
-from portex_pay_devtools.fake_bot_api.star_ledger import _StarLedger
+from portex_pay_devtools.fake_bot_api.subscriptions import _Subscriptions
 
 
-class _Users(_StarLedger, _Delivery):
+class _Users(_Subscriptions):
     """What the users do; each action becomes an update for the bot."""
 
     # ------------------------------------------------------------------ the paying user
@@ -152,6 +151,8 @@ class _Users(_StarLedger, _Delivery):
             "provider_payment_charge_id": charge.provider_payment_charge_id,
         }
         if charge.subscription_expiration_date is not None:
+            # The first period of a subscription: renewals follow (subscriptions.py).
+            self._start_subscription(bot, invoice, charge)
             successful_payment["subscription_expiration_date"] = charge.subscription_expiration_date
             successful_payment["is_recurring"] = True
             successful_payment["is_first_recurring"] = True

@@ -121,7 +121,8 @@ def decide_pre_checkout(
 
 
 class Disposition(enum.StrEnum):
-    ACCEPTED = "accepted"  # pays the order
+    ACCEPTED = "accepted"  # pays the order (a subscription's first payment starts it)
+    RENEWAL = "renewal"  # a subscription's charge for a period not paid yet: kept, never refunded
     DUPLICATE = "duplicate"  # a further charge of a settled order: kept, refunded
     ANOMALY = "anomaly"  # does not match any order of ours: kept, announced
 
@@ -145,12 +146,16 @@ class PaymentOutcome:
     refund: RefundReason | None = None
 
 
-def classify_payment(charge: Charge, order: Order | None, signed_amount: int) -> PaymentOutcome:
+def classify_payment(
+    charge: Charge, order: Order | None, signed_amount: int, *, renewal: bool = False
+) -> PaymentOutcome:
     """What a successful_payment means for its order (already de-duplicated by charge id).
 
     A charge for an order that is pending, or that expired after its checkout was approved, pays
     it: Telegram only charges after our approval, so the user paid in good faith. A charge for a
-    settled order (paid, refunded) is a multi-use link paid again: refund it. A charge for a
+    settled order (paid, refunded) is a multi-use link paid again: refund it, unless it is a
+    subscription's recurring charge for a period not paid yet (`renewal`, domain/subscription.py):
+    a renewal, kept. A second charge for a period already paid is a true duplicate. A charge for a
     cancelled order is refunded too. Anything that does not match is an anomaly.
     """
     if order is None:
@@ -162,6 +167,8 @@ def classify_payment(charge: Charge, order: Order | None, signed_amount: int) ->
         return PaymentOutcome(Disposition.ACCEPTED)
     if order.state is OrderState.CANCELLED:
         return PaymentOutcome(Disposition.DUPLICATE, refund=RefundReason.CANCELLED_ORDER)
+    if renewal and order.state is OrderState.PAID and order.subscription_period is not None:
+        return PaymentOutcome(Disposition.RENEWAL)
     return PaymentOutcome(Disposition.DUPLICATE, refund=RefundReason.DUPLICATE_CHARGE)
 
 
@@ -190,6 +197,18 @@ class PaymentRecord:
     telegram_payment_charge_id: str
     provider_payment_charge_id: str | None
     raw: dict[str, Any]
+    # A subscription's charge (successful_payment's is_recurring, is_first_recurring), and the end
+    # of the period it paid (subscription_expiration_date); False and None for a one-off charge.
+    is_recurring: bool = False
+    is_first_recurring: bool = False
+    subscription_expiration_date: datetime | None = None
+
+    def renews_period(self, period_paid: bool) -> bool:
+        """Whether this charge can be a renewal: a recurring charge that names a period, one not
+        paid yet (`period_paid`: the order has a paying charge for that period already)."""
+        return (
+            self.is_recurring and self.subscription_expiration_date is not None and not period_paid
+        )
 
 
 def charge_id_problem(charge_id: str) -> str | None:
@@ -201,12 +220,18 @@ def charge_id_problem(charge_id: str) -> str | None:
     return problem
 
 
-def classify_record(record: PaymentRecord, order: Order | None) -> PaymentOutcome:
+def classify_record(
+    record: PaymentRecord, order: Order | None, *, period_paid: bool = False
+) -> PaymentOutcome:
     """What a reported charge means for the order its payload names (`order`, as stored): an
-    anomaly when the payload is not ours, else `classify_payment`."""
+    anomaly when the payload is not ours, else `classify_payment`. `period_paid`: the order has
+    a paying charge for the period this one names already (a redelivered renewal under a new
+    charge id is then a duplicate)."""
     if record.signed_amount is None:
         return PaymentOutcome(Disposition.ANOMALY, anomaly=DeclineReason.PAYLOAD_INVALID)
-    return classify_payment(record.charge, order, record.signed_amount)
+    return classify_payment(
+        record.charge, order, record.signed_amount, renewal=record.renews_period(period_paid)
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -185,3 +185,24 @@ class RefundSucceeded(DomainError):
     """The refund succeeded: Telegram returned the Stars, there is nothing to send again."""
 
     reason = "REFUND_SUCCEEDED"
+
+
+# --- Subscriptions (CancelSubscription, ResumeSubscription, refunding one period) ---------------
+
+
+class SubscriptionNotEditable(DomainError):
+    """The order's subscription cannot be cancelled or resumed: the order is not a subscription,
+    its first payment has not started it, or it expired (the reason says which:
+    domain/subscription.EditRefusal)."""
+
+    reason = "SUBSCRIPTION_NOT_EDITABLE"
+
+    def __init__(self, message: str, *, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class ChargeNotFound(DomainError):
+    """The order has no charge with this id (RefundPayment's telegram_payment_charge_id)."""
+
+    reason = "CHARGE_NOT_FOUND"

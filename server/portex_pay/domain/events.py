@@ -43,6 +43,16 @@ class EventType(StrEnum):
     # A Star transaction that looks like an order's payment or refund but matches none of ours
     # (data.star_transaction: domain/star_ledger.py, LedgerEntry.event_data).
     LEDGER_UNMATCHED = "ledger.unmatched"
+    # A subscription order's changes (domain/subscription.py), each with the order after it
+    # (`data.order`, whose subscription columns say the state and period); renewals also carry
+    # the charge (`telegram_payment_charge_id`, `period_start`, `period_end`). Callbacks get
+    # them as they get `order.*` events.
+    SUBSCRIPTION_STARTED = "subscription.started"
+    SUBSCRIPTION_RENEWED = "subscription.renewed"
+    SUBSCRIPTION_CANCELLED = "subscription.cancelled"
+    SUBSCRIPTION_REACTIVATED = "subscription.reactivated"
+    SUBSCRIPTION_PAYMENT_FAILED = "subscription.payment_failed"
+    SUBSCRIPTION_EXPIRED = "subscription.expired"
 
 
 XID_MAX = 2**64 - 1  # xid8, the writing transaction's id

@@ -15,6 +15,7 @@ from typing import Any
 from uuid import UUID
 
 from portex_pay.domain.errors import IllegalTransition
+from portex_pay.domain.subscription import SubscriptionState
 
 
 class OrderState(enum.StrEnum):
@@ -116,6 +117,12 @@ class Order:
     # When the application acknowledged delivering the goods, and the id it gave that delivery.
     fulfilled_at: datetime | None = None
     fulfilment_request_id: str | None = None
+    # The subscription (domain/subscription.py), for an order made with a subscription_period:
+    # None for a one-off order; its state None until the first payment starts it.
+    subscription_period: int | None = None
+    subscription_state: SubscriptionState | None = None
+    current_period_start: datetime | None = None
+    current_period_end: datetime | None = None
 
     @classmethod
     def from_snapshot(cls, snapshot: dict[str, Any]) -> Order:
@@ -125,6 +132,8 @@ class Order:
         values["application_id"] = UUID(str(values["application_id"]))
         values["state"] = OrderState(values["state"])
         values["metadata"] = dict(values["metadata"] or {})
+        if values["subscription_state"] is not None:
+            values["subscription_state"] = SubscriptionState(values["subscription_state"])
         for name in _TIMESTAMPS:
             if isinstance(values[name], str):
                 values[name] = datetime.fromisoformat(values[name])
@@ -150,7 +159,15 @@ class Order:
 
 
 _FIELDS = tuple(field.name for field in fields(Order))
-_TIMESTAMPS = ("created_at", "updated_at", "paid_at", "expires_at", "fulfilled_at")
+_TIMESTAMPS = (
+    "created_at",
+    "updated_at",
+    "paid_at",
+    "expires_at",
+    "fulfilled_at",
+    "current_period_start",
+    "current_period_end",
+)
 
 
 @dataclass(frozen=True, slots=True)

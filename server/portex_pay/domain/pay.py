@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from portex_pay.domain.errors import FieldViolation, InvalidArgument
 from portex_pay.domain.metadata import metadata_violations
+from portex_pay.domain.subscription import SUBSCRIPTION_MAX_AMOUNT, SUBSCRIPTION_PERIODS
 from portex_pay.domain.text import free_text_problem, single_line_problem
 
 TITLE_MAX_CHARS = 32
@@ -64,12 +65,17 @@ class PayCommand:
     callback_url: str | None = None
     # The application's key-value data (domain/metadata.py); empty when it gave none.
     metadata: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Seconds per period of a subscription (domain/subscription.py); None: a one-off order.
+    subscription_period: int | None = None
 
     def fingerprint(self) -> bytes:
-        """A digest of the fields, to tell a retry (same fields) from a reused key. Metadata
-        counts only when there is some: a command without it digests exactly as before metadata
-        existed, so a retry of a Pay whose key was stored then is still a retry."""
+        """A digest of the fields, to tell a retry (same fields) from a reused key. Metadata and
+        a subscription period count only when there are some: a command without them digests
+        exactly as before they existed, so a retry of a Pay whose key was stored then is still a
+        retry."""
         fields: dict[str, Any] = asdict(self)
+        if self.subscription_period is None:
+            del fields["subscription_period"]
         if not self.metadata:
             del fields["metadata"]
         else:
@@ -135,6 +141,14 @@ def validate_pay(command: PayCommand, request_id: str, *, max_amount: int) -> li
             bad.append(FieldViolation(field, description))
 
     check("tg_use_id", command.tg_use_id > 0, "must be a positive Telegram user id")
+    if command.subscription_period is not None:
+        # Telegram's bound for a subscription's price, whatever one-off orders may cost.
+        max_amount = SUBSCRIPTION_MAX_AMOUNT
+        check(
+            "subscription_period",
+            command.subscription_period in SUBSCRIPTION_PERIODS,
+            "must be 2592000 (30 days), the only period Telegram allows",
+        )
     check(
         "amount",
         0 < command.amount <= max_amount,

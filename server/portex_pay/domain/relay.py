@@ -75,8 +75,9 @@ UPDATE_KINDS: Final = frozenset(
 # message_reaction, and message_reaction_count; "If not specified, the previous setting will be
 # used".
 DEFAULT_EXCLUDED: Final = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
-# What portex-pay itself must receive: payments arrive as messages, checkouts as queries.
-OWN_KINDS: Final = ("message", "pre_checkout_query")
+# What portex-pay itself must receive: payments arrive as messages, checkouts as queries, a
+# subscription's changes (Bot API 10.2) as `subscription`.
+OWN_KINDS: Final = ("message", "pre_checkout_query", "subscription")
 # Telegram keeps an unconfirmed update for 24 hours (Bot API, "Getting updates"); so does the relay.
 RETENTION_SECONDS: Final = 24 * 3600
 # A name that can be an Update field, and how many distinct ones a setting may hold.

@@ -118,6 +118,8 @@ class InvoiceRequest:
     photo_size: int | None = None
     photo_width: int | None = None
     photo_height: int | None = None
+    # A subscription's period in seconds (createInvoiceLink's subscription_period); None: one-off.
+    subscription_period: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,19 +14,26 @@ Bot API types used: Update (`update_id`, `pre_checkout_query`, `message`), PreCh
 `from`, `currency`, `total_amount`, `invoice_payload`), Message (`from`, `chat`, `text`,
 `successful_payment`, `refunded_payment`), Chat (`id`, `type`), SuccessfulPayment and
 RefundedPayment (`currency`, `total_amount`, `invoice_payload`, `telegram_payment_charge_id`,
-`provider_payment_charge_id`).
+`provider_payment_charge_id`; a subscription's `is_recurring`, `is_first_recurring`,
+`subscription_expiration_date`), and Bot API 10.2's `subscription` (BotSubscriptionUpdated:
+`user`, `invoice_payload`, `state`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
 from portex_pay.domain.checkout import Charge, PaymentRecord
 from portex_pay.domain.pay import INT64_MAX, PayloadKeys, verify_invoice_payload
 from portex_pay.domain.relay import update_kind
+from portex_pay.domain.subscription import TELEGRAM_STATES
 from portex_pay.domain.text import is_storable, storable_text
+
+# The latest Unix time a datetime holds (9999-12-31T23:59:59Z).
+MAX_UNIX_TIME = 253402300799
 
 
 class MalformedUpdate(ValueError):
@@ -46,6 +53,10 @@ class SuccessfulPayment:
     charge: Charge
     telegram_payment_charge_id: str
     provider_payment_charge_id: str | None
+    # A subscription's charge: recurring, its first, and the end of the period it paid.
+    is_recurring: bool = False
+    is_first_recurring: bool = False
+    subscription_expiration_date: datetime | None = None
 
     def record(
         self,
@@ -66,6 +77,9 @@ class SuccessfulPayment:
             telegram_payment_charge_id=self.telegram_payment_charge_id,
             provider_payment_charge_id=self.provider_payment_charge_id,
             raw=raw,
+            is_recurring=self.is_recurring,
+            is_first_recurring=self.is_first_recurring,
+            subscription_expiration_date=self.subscription_expiration_date,
         )
 
 
@@ -76,13 +90,24 @@ class RefundedPayment:
 
 
 @dataclass(frozen=True, slots=True)
+class SubscriptionUpdate:
+    """Bot API 10.2's `subscription` update: the user cancelled (`canceled`) or re-enabled
+    (`active`) a subscription, or its renewal payment failed (`failed`)."""
+
+    update_id: int
+    user_id: int
+    invoice_payload: str
+    state: str  # one of domain/subscription.TELEGRAM_STATES
+
+
+@dataclass(frozen=True, slots=True)
 class OtherUpdate:
     """An update that is not about payments: not ours to act on."""
 
     update_id: int
 
 
-Update = PreCheckoutQuery | SuccessfulPayment | RefundedPayment | OtherUpdate
+Update = PreCheckoutQuery | SuccessfulPayment | RefundedPayment | SubscriptionUpdate | OtherUpdate
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +216,8 @@ def _record_kind(raw: object) -> str:
         return "unknown"
     if "pre_checkout_query" in raw:
         return "pre_checkout_query"
+    if "subscription" in raw:
+        return "subscription"
     message = raw.get("message")
     if isinstance(message, dict):
         for kind in ("successful_payment", "refunded_payment"):
@@ -214,6 +241,8 @@ def read_update(raw: object, payload_keys: PayloadKeys) -> IncomingUpdate:
     signed = None
     if isinstance(content, PreCheckoutQuery | SuccessfulPayment):
         signed = verify_payload(payload_keys, content.charge.invoice_payload)
+    elif isinstance(content, SubscriptionUpdate):
+        signed = verify_payload(payload_keys, content.invoice_payload)
     message = raw.get("message") if isinstance(raw, dict) else None
     return IncomingUpdate(
         update_id=update_id,
@@ -260,11 +289,46 @@ def _content(raw: object, update_id: int | None, kind: str) -> Update:
             charge,
             _text(payment, "telegram_payment_charge_id"),
             _optional_text(payment, "provider_payment_charge_id"),
+            is_recurring=_flag(payment, "is_recurring"),
+            is_first_recurring=_flag(payment, "is_first_recurring"),
+            subscription_expiration_date=_optional_date(payment, "subscription_expiration_date"),
         )
+    if kind == "subscription":
+        return _subscription(update_id, raw["subscription"])
     if kind == "refunded_payment":
         refunded = raw["message"]["refunded_payment"]
         return RefundedPayment(update_id, _text(refunded, "telegram_payment_charge_id"))
     return OtherUpdate(update_id)
+
+
+def _flag(mapping: dict[str, Any], key: str) -> bool:
+    """An optional Boolean field (Telegram sends `true` or leaves it out)."""
+    value = mapping.get(key, False)
+    if type(value) is not bool:
+        raise MalformedUpdate(f"{key!r} is not a JSON Boolean")
+    return value
+
+
+def _optional_date(mapping: dict[str, Any], key: str) -> datetime | None:
+    """An optional Unix time (Telegram's dates), as an aware datetime."""
+    if mapping.get(key) is None:
+        return None
+    seconds = _integer(mapping, key, low=1)
+    if seconds > MAX_UNIX_TIME:
+        raise MalformedUpdate(f"{key!r} is out of range")
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _subscription(update_id: int, subscription: object) -> SubscriptionUpdate:
+    state = _text(subscription, "state")
+    if state not in TELEGRAM_STATES:
+        raise MalformedUpdate("'state' is not canceled, active or failed")
+    return SubscriptionUpdate(
+        update_id,
+        _integer(_field(subscription, "user"), "id", low=1),
+        _text(subscription, "invoice_payload"),
+        state,
+    )
 
 
 def _query_id(raw: object) -> str | None:

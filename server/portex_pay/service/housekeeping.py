@@ -1,4 +1,5 @@
-"""Housekeeping: unpaid orders past their time are expired, and what is kept only for a while is
+"""Housekeeping: unpaid orders past their time are expired, so are subscriptions past their
+period with no renewal, and what is kept only for a while is
 forgotten (idempotency keys after PORTEX_IDEMPOTENCY_TTL, events after
 PORTEX_EVENT_RETENTION_DAYS). Each is one `PeriodicWorker` step (service/worker.py): it returns how
 many rows it changed, so that the worker runs again at once while there is more. Every replica may
@@ -32,6 +33,11 @@ class Housekeeping:
     async def expire_step(self) -> int:
         """Expires a batch of the unpaid orders past their time (each with its event)."""
         return await self._orders.expire_due(self._expiry_batch)
+
+    async def expire_subscriptions_step(self) -> int:
+        """Expires a batch of the subscriptions whose period ended (plus the grace) without a
+        renewal (each with `subscription.expired`)."""
+        return await self._orders.expire_subscriptions(self._expiry_batch)
 
     async def prune_idempotency_keys_step(self) -> int:
         """Forgets the request ids older than the idempotency TTL (a retry after that is a new

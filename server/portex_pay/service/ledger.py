@@ -11,7 +11,7 @@ concurrent refund, cancel or second charge waits.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from portex_pay.domain.checkout import (
@@ -24,9 +24,11 @@ from portex_pay.domain.checkout import (
     RefundReason,
     classify_record,
 )
+from portex_pay.domain.errors import ChargeNotFound
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Order, OrderState, allows, check_transition
 from portex_pay.domain.refunds import Refund, RefundCause
+from portex_pay.domain.subscription import STATE_EVENTS, SubscriptionState, update_target
 from portex_pay.service.ports import Payments, PaymentTransaction
 
 
@@ -119,6 +121,37 @@ class Ledger:
             # Asked before (the order may be refunded by now): the same refund.
             return RefundRequest(order, await tx.refunds.of_order(tg_payment_id), recorded)
 
+    async def request_charge_refund(
+        self,
+        application_id: UUID,
+        tg_payment_id: int,
+        charge_id: str,
+        bot_id: int,
+        cause: RefundCause = CUSTOMER_REQUEST,
+    ) -> Order | None:
+        """Records the intent to refund one charge that paid the order (its first payment or a
+        renewal: one period of a subscription), for `cause`; idempotent like request_refund.
+        None when the application has no such order; ChargeNotFound when the order has no such
+        paying charge. The order as locked (the caller reads the refund of the charge)."""
+        async with self._payments.transaction() as tx:
+            order = await tx.orders.lock(application_id, tg_payment_id)
+            if order is None:
+                return None
+            amount = await tx.charges.paying_amount(tg_payment_id, charge_id)
+            if amount is None:
+                raise ChargeNotFound("the order has no paying charge with this id")
+            if refundable(order, cause.reason):
+                await tx.refunds.add(
+                    charge_id,
+                    bot_id,
+                    application_id,
+                    tg_payment_id,
+                    order.tg_use_id,
+                    amount,
+                    cause,
+                )
+            return order
+
     async def settle_refund(self, application_id: UUID, charge_id: str) -> bool:
         """Telegram refunded the application's charge: the refund succeeds, the payment is marked
         refunded and, if it was the charge that paid the order, the order becomes refunded.
@@ -153,6 +186,43 @@ class Ledger:
             )
             return RefundedCharge(False, None)
 
+    async def record_subscription_update(
+        self,
+        bot_id: int,
+        update_id: int,
+        application_id: UUID,
+        tg_payment_id: int,
+        telegram_state: str,
+    ) -> Order | None:
+        """A `subscription` update (Bot API 10.2) for the application's order: its subscription
+        becomes what Telegram says (canceled -> CANCELLED, active -> ACTIVE, failed -> LAPSED),
+        with its event, exactly once per update and never twice in a row for the same state.
+        The order as it is after, or None for a repeated update or an order the application does
+        not have (or that is no started subscription)."""
+        async with self._payments.transaction() as tx:
+            if not await tx.updates.claim(bot_id, update_id, "subscription"):
+                return None
+            order = await tx.orders.lock(application_id, tg_payment_id)
+            if order is None or order.subscription_state is None:
+                return None
+            target = update_target(order.subscription_state, telegram_state)
+            if target is None:
+                return order
+            extra = {"source": "telegram", "telegram_state": telegram_state}
+            return await change_subscription(tx, order, target, extra)
+
+    async def edit_subscription(
+        self, application_id: UUID, tg_payment_id: int, target: SubscriptionState
+    ) -> Order | None:
+        """CancelSubscription / ResumeSubscription after Telegram accepted the change: the
+        subscription becomes `target` with its event (unchanged when it is so already, or
+        when it expired meanwhile). None when the application has no such order."""
+        async with self._payments.transaction() as tx:
+            order = await tx.orders.lock(application_id, tg_payment_id)
+            if order is None or order.subscription_state in (None, SubscriptionState.EXPIRED):
+                return order
+            return await change_subscription(tx, order, target, {"source": "api"})
+
 
 async def settle(
     tx: PaymentTransaction, application_id: UUID, charge_id: str
@@ -182,7 +252,11 @@ async def record_charge(
     order = None
     if record.tg_payment_id is not None:
         order = await tx.orders.lock(record.application_id, record.tg_payment_id)
-    outcome = classify_record(record, order)
+    period_paid = False
+    expiration = record.subscription_expiration_date
+    if order is not None and order.subscription_period is not None and expiration is not None:
+        period_paid = await tx.charges.period_paid(order.tg_payment_id, expiration)
+    outcome = classify_record(record, order, period_paid=period_paid)
     order_id = order.tg_payment_id if order else None
     if not await tx.charges.add(record, order_id, outcome):
         if await tx.charges.owner(charge_id) != record.application_id:
@@ -201,10 +275,11 @@ async def record_charge(
         return PaymentResult(None, order)  # the same charge, seen before
     if outcome.disposition is Disposition.ACCEPTED:
         assert order is not None
-        check_transition(order.state, OrderState.PAID)
-        paid = await tx.orders.mark_paid(order.tg_payment_id, charge_id)
-        assert paid is not None, "locked, and the table allows it"
-        return PaymentResult(outcome, paid)
+        return PaymentResult(outcome, await _pay(tx, order, record))
+    if outcome.disposition is Disposition.RENEWAL:
+        assert order is not None and expiration is not None
+        renewed = await tx.orders.renew(order.tg_payment_id, charge_id, expiration)
+        return PaymentResult(outcome, renewed)
     await tx.events.add(
         record.application_id,
         order_id,
@@ -232,3 +307,34 @@ async def record_charge(
             RefundCause.own(outcome.refund),
         )
     return PaymentResult(outcome, order, refund_requested=refund)
+
+
+async def _pay(tx: PaymentTransaction, order: Order, record: PaymentRecord) -> Order:
+    """The locked order becomes paid by the record's charge; a subscription's order starts its
+    subscription with it (`subscription.started`, in the same unit of work)."""
+    check_transition(order.state, OrderState.PAID)
+    paid = await tx.orders.mark_paid(
+        order.tg_payment_id,
+        record.telegram_payment_charge_id,
+        record.subscription_expiration_date,
+    )
+    assert paid is not None, "locked, and the table allows it"
+    if paid.subscription_state is not None:
+        await tx.events.add(
+            paid.application_id,
+            paid.tg_payment_id,
+            EventType.SUBSCRIPTION_STARTED,
+            {"telegram_payment_charge_id": record.telegram_payment_charge_id},
+        )
+    return paid
+
+
+async def change_subscription(
+    tx: PaymentTransaction, order: Order, target: SubscriptionState, extra: dict[str, Any]
+) -> Order:
+    """The locked order's subscription becomes `target`, with the event announcing that state
+    (domain/subscription.STATE_EVENTS); the order unchanged when it is in that state already."""
+    changed = await tx.orders.set_subscription_state(
+        order.tg_payment_id, target, STATE_EVENTS[target], extra
+    )
+    return order if changed is None else changed

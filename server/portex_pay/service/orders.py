@@ -235,6 +235,7 @@ class OrderService:
             photo_size=order.photo_size,
             photo_width=order.photo_width,
             photo_height=order.photo_height,
+            subscription_period=order.subscription_period,
         )
 
     async def query_order(self, application: Application, tg_payment_id: int) -> Order:

@@ -55,6 +55,7 @@ from portex_pay.domain.star_ledger import (
     StarTransaction,
     StarTransactionQuery,
 )
+from portex_pay.domain.subscription import SubscriptionCharge, SubscriptionState
 from portex_pay.domain.telegram import BotProfile, ForwardRequest, ForwardResponse, InvoiceRequest
 from portex_pay.domain.updates import DeadLetter
 
@@ -204,6 +205,18 @@ class UnfulfilledOrders(Protocol):
         ...
 
 
+class SubscriptionReads(Protocol):
+    """What QueryOrder and the subscription RPCs read of a subscription beside its order."""
+
+    async def get(self, application_id: UUID, tg_payment_id: int) -> Order | None: ...
+
+    async def subscription_charges(
+        self, application_id: UUID, tg_payment_id: int
+    ) -> list[SubscriptionCharge]:
+        """The charges that paid the order's periods, oldest period first."""
+        ...
+
+
 class OrderSweeps(Protocol):
     """What the housekeeping does to orders (service/housekeeping.py). The PostgreSQL adapter of
     Orders has both; a separate port because no other use case needs them."""
@@ -215,6 +228,12 @@ class OrderSweeps(Protocol):
 
     async def prune_idempotency_keys(self, older_than_seconds: float) -> int:
         """Forgets the request ids older than that; returns how many."""
+        ...
+
+    async def expire_subscriptions(self, limit: int) -> int:
+        """Marks up to `limit` subscriptions whose period ended (plus the grace,
+        domain/subscription.GRACE) without a renewal EXPIRED, with `subscription.expired`;
+        returns how many."""
         ...
 
 
@@ -235,9 +254,28 @@ class PaidOrders(Protocol):
         refund or cancel waits."""
         ...
 
-    async def mark_paid(self, tg_payment_id: int, charge_id: str) -> Order | None:
+    async def mark_paid(
+        self, tg_payment_id: int, charge_id: str, period_end: datetime | None = None
+    ) -> Order | None:
         """The order becomes paid by the charge, with its event; None when the table does not
-        allow it from the order's state."""
+        allow it from the order's state. A subscription's order starts its subscription:
+        ACTIVE, its period ending at `period_end` (one period from now when None)."""
+        ...
+
+    async def renew(self, tg_payment_id: int, charge_id: str, period_end: datetime) -> Order:
+        """A started subscription renewed by the charge, with `subscription.renewed`: a later
+        period extends it and makes it ACTIVE; an earlier one leaves the current period."""
+        ...
+
+    async def set_subscription_state(
+        self,
+        tg_payment_id: int,
+        target: SubscriptionState,
+        event: EventType,
+        extra: dict[str, Any],
+    ) -> Order | None:
+        """The started subscription becomes `target`, with `event` (its data merged with
+        `extra`); None when it is `target` already."""
         ...
 
     async def mark_refunded(self, tg_payment_id: int, charge_id: str) -> Order | None:
@@ -258,6 +296,16 @@ class Charges(Protocol):
         ...
 
     async def owner(self, charge_id: str) -> UUID | None: ...
+
+    async def paying_amount(self, tg_payment_id: int, charge_id: str) -> int | None:
+        """The amount of the order's charge `charge_id` when it paid the order or one of its
+        periods (accepted or renewal), else None."""
+        ...
+
+    async def period_paid(self, tg_payment_id: int, period_end: datetime) -> bool:
+        """Whether the order has a paying charge (accepted or renewal) for the period ending at
+        `period_end`."""
+        ...
 
     async def mark_refunded(
         self, application_id: UUID, charge_id: str
@@ -643,6 +691,13 @@ class TelegramBot(Protocol):
 
     async def refund_star_payment(self, token: str, user_id: int, charge_id: str) -> None:
         """Raises ChargeAlreadyRefunded when the charge was refunded before."""
+        ...
+
+    async def edit_user_star_subscription(
+        self, token: str, user_id: int, charge_id: str, *, is_canceled: bool
+    ) -> None:
+        """Cancels (`is_canceled`) or re-enables the renewals of the user's subscription whose
+        first payment was `charge_id`."""
         ...
 
     async def send_message(

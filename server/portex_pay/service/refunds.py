@@ -90,17 +90,45 @@ class RefundService:
         tg_payment_id: int,
         reason_code: RefundReasonCode | None = None,
         reason_text: str = "",
+        *,
+        charge_id: str | None = None,
     ) -> tuple[Refund, Order]:
         """Records a refund of a paid order (idempotent: asking again returns the same one, with
-        the reason it was first asked for)."""
+        the reason it was first asked for): of the charge that paid it, or of `charge_id`, one
+        of its paying charges (a subscription's period)."""
         cause = RefundCause.requested(reason_code, reason_text)
         bot = application.require_bot()
+        if charge_id is not None:
+            return await self._request_charge(application, tg_payment_id, charge_id, cause)
         found = None
         if tg_payment_id > 0:
             found = await self._ledger.request_refund(application.id, tg_payment_id, bot.id, cause)
         if found is None:
             raise OrderNotFound(f"order {tg_payment_id} not found")
         order, refund, _ = found
+        if refund is None:
+            raise IllegalTransition(
+                f"order {tg_payment_id} is {order.state}: only a paid order can be refunded",
+                metadata={"state": order.state.value},
+            )
+        if refund.state in DUE:
+            self.wake()
+        return refund, order
+
+    async def _request_charge(
+        self, application: Application, tg_payment_id: int, charge_id: str, cause: RefundCause
+    ) -> tuple[Refund, Order]:
+        problem = charge_id_problem(charge_id)
+        if problem is not None:
+            raise InvalidArgument([FieldViolation("telegram_payment_charge_id", problem)])
+        order = None
+        if tg_payment_id > 0:
+            order = await self._ledger.request_charge_refund(
+                application.id, tg_payment_id, charge_id, application.require_bot().id, cause
+            )
+        if order is None:
+            raise OrderNotFound(f"order {tg_payment_id} not found")
+        refund = await self._refunds.get(application.id, charge_id)
         if refund is None:
             raise IllegalTransition(
                 f"order {tg_payment_id} is {order.state}: only a paid order can be refunded",

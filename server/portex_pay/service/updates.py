@@ -56,6 +56,7 @@ from portex_pay.domain.updates import (
     PreCheckoutQuery,
     RefundedPayment,
     SignedPayload,
+    SubscriptionUpdate,
     SuccessfulPayment,
     read_update,
     storable,
@@ -211,6 +212,9 @@ class UpdateProcessor:
             await self._keep(application, parsed, update, raw)
             if settled is not None and settled.order is not None:
                 await self._tell_buyer(application, parsed, "refunded", settled.order)
+        elif isinstance(content, SubscriptionUpdate):
+            await self._subscription(application, content, parsed.signed)
+            await self._keep(application, parsed, update, raw)
         else:
             assert isinstance(content, OtherUpdate)
             command = support_command(parsed, application.bot_username)
@@ -218,6 +222,35 @@ class UpdateProcessor:
                 await self._support(application, content.update_id, command, parsed)
             else:
                 await self._keep(application, parsed, update, raw)
+
+    async def _subscription(
+        self, application: Application, content: SubscriptionUpdate, signed: SignedPayload | None
+    ) -> None:
+        """A `subscription` update: the order its (verified) payload names changes state. One
+        whose payload is not ours (the bot's own subscription) or names no subscription of this
+        application is only relayed to the bot, with a warning, as a foreign payment is."""
+        order = None
+        if signed is not None:
+            order = await self._ledger.record_subscription_update(
+                application.require_bot().id,
+                content.update_id,
+                application.id,
+                signed.tg_payment_id,
+                content.state,
+            )
+        if signed is None:
+            log.warning(
+                "subscription update for an unknown payload",
+                application_id=str(application.id),
+                update_id=content.update_id,
+            )
+        elif order is not None:
+            log.info(
+                "subscription updated",
+                tg_payment_id=order.tg_payment_id,
+                state=content.state,
+                subscription_state=order.subscription_state,
+            )
 
     async def _keep(
         self, application: Application, parsed: IncomingUpdate, update: object, raw: bytes | None
@@ -390,7 +423,10 @@ class UpdateProcessor:
         result = await self._ledger.record_payment(
             payment.record(bot.id, application.id, signed, raw), auto_refund=self._auto_refund
         )
-        if result.outcome is not None and result.outcome.disposition is not Disposition.ACCEPTED:
+        if result.outcome is not None and result.outcome.disposition not in (
+            Disposition.ACCEPTED,
+            Disposition.RENEWAL,
+        ):
             log.warning(
                 "payment not accepted",
                 disposition=result.outcome.disposition,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -42,6 +43,7 @@ from portex_pay.domain.refunds import (
     attempt_sources,
 )
 from portex_pay.domain.refunds import sources as refund_sources
+from portex_pay.domain.subscription import SubscriptionState
 
 
 async def claim_update(conn: Conn, bot_id: int, update_id: int, kind: str) -> bool:
@@ -96,14 +98,27 @@ class PaidOrders:
         )
         return None if row is None else order_from_row(row)
 
-    async def mark_paid(self, tg_payment_id: int, charge_id: str) -> Order | None:
+    async def mark_paid(
+        self, tg_payment_id: int, charge_id: str, period_end: datetime | None = None
+    ) -> Order | None:
         """The order becomes paid by this charge, with its event; None when the table does not
-        allow it from the order's state."""
+        allow it from the order's state. A subscription's order starts its subscription too:
+        ACTIVE, its period ending at `period_end` (the charge's subscription_expiration_date;
+        one period from now when Telegram gave none)."""
         row = await self._conn.fetchrow(
             with_event(
                 """
                 UPDATE orders SET state = 'paid', paid_at = now(), updated_at = now(),
-                    telegram_payment_charge_id = $1, invoice_lease_until = NULL
+                    telegram_payment_charge_id = $1, invoice_lease_until = NULL,
+                    subscription_state = CASE WHEN subscription_period IS NOT NULL
+                        THEN 'active' END,
+                    current_period_end = CASE WHEN subscription_period IS NOT NULL
+                        THEN coalesce($4, now() + make_interval(secs => subscription_period))
+                        END,
+                    current_period_start = CASE WHEN subscription_period IS NOT NULL
+                        THEN coalesce($4, now() + make_interval(secs => subscription_period))
+                            - make_interval(secs => subscription_period)
+                        END
                 WHERE tg_payment_id = $2 AND state = ANY($3::text[]) RETURNING *
                 """,
                 EventType.ORDER_PAID,
@@ -112,18 +127,73 @@ class PaidOrders:
             charge_id,
             tg_payment_id,
             sources(OrderState.PAID),
+            period_end,
+        )
+        return None if row is None else order_from_row(row)
+
+    async def renew(self, tg_payment_id: int, charge_id: str, period_end: datetime) -> Order:
+        """A subscription's renewal by this charge, with its `subscription.renewed` event: a
+        later period extends the subscription and makes it ACTIVE (whatever it was); a late
+        charge of an earlier period is recorded without moving the current one."""
+        row = await self._conn.fetchrow(
+            with_event(
+                """
+                UPDATE orders SET updated_at = now(),
+                    subscription_state = CASE WHEN $3 >= current_period_end THEN 'active'
+                        ELSE subscription_state END,
+                    current_period_start = CASE WHEN $3 > current_period_end
+                        THEN $3 - make_interval(secs => subscription_period)
+                        ELSE current_period_start END,
+                    current_period_end = greatest(current_period_end, $3)
+                WHERE tg_payment_id = $1 AND subscription_state IS NOT NULL RETURNING *
+                """,
+                EventType.SUBSCRIPTION_RENEWED,
+                extra_data="""jsonb_build_object('telegram_payment_charge_id', $2::text,
+                    'period_end', $3::timestamptz)""",
+            ),
+            tg_payment_id,
+            charge_id,
+            period_end,
+        )
+        assert row is not None, "a locked subscription order"
+        return order_from_row(row)
+
+    async def set_subscription_state(
+        self,
+        tg_payment_id: int,
+        target: SubscriptionState,
+        event: EventType,
+        extra: dict[str, Any],
+    ) -> Order | None:
+        """The subscription becomes `target`, with its event; None when it is that already (or
+        the order is no started subscription)."""
+        row = await self._conn.fetchrow(
+            with_event(
+                """
+                UPDATE orders SET subscription_state = $2, updated_at = now()
+                WHERE tg_payment_id = $1 AND subscription_state IS NOT NULL
+                  AND subscription_state <> $2
+                RETURNING *
+                """,
+                event,
+                extra_data="$3::jsonb",
+            ),
+            tg_payment_id,
+            target.value,
+            extra,
         )
         return None if row is None else order_from_row(row)
 
     async def mark_refunded(self, tg_payment_id: int, charge_id: str) -> Order | None:
         """The order this charge paid becomes refunded, with its event; None when it is not
-        (any more) in a state the table lets become refunded."""
+        (any more) in a state the table lets become refunded, or is a subscription's (refunding
+        a period leaves a subscription's order paid: domain/subscription.py)."""
         row = await self._conn.fetchrow(
             with_event(
                 """
                 UPDATE orders SET state = 'refunded', refunded_at = now(), updated_at = now()
                 WHERE tg_payment_id = $1 AND state = ANY($3::text[])
-                  AND telegram_payment_charge_id = $2
+                  AND telegram_payment_charge_id = $2 AND subscription_period IS NULL
                 RETURNING *
                 """,
                 EventType.ORDER_REFUNDED,
@@ -159,8 +229,9 @@ class Charges:
             """
             INSERT INTO payments (telegram_payment_charge_id, tg_payment_id, application_id,
                 tg_use_id, amount, currency, invoice_payload, provider_payment_charge_id, raw,
-                disposition, anomaly)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                disposition, anomaly, is_recurring, is_first_recurring,
+                subscription_expiration_date)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
             ON CONFLICT (telegram_payment_charge_id) DO NOTHING RETURNING true
             """,
             record.telegram_payment_charge_id,
@@ -174,8 +245,35 @@ class Charges:
             record.raw,
             outcome.disposition.value,
             outcome.anomaly.value if outcome.anomaly else None,
+            record.is_recurring,
+            record.is_first_recurring,
+            record.subscription_expiration_date,
         )
         return bool(inserted)
+
+    async def paying_amount(self, tg_payment_id: int, charge_id: str) -> int | None:
+        amount: int | None = await self._conn.fetchval(
+            """
+            SELECT amount FROM payments WHERE telegram_payment_charge_id = $2
+              AND tg_payment_id = $1 AND disposition IN ('accepted', 'renewal')
+            """,
+            tg_payment_id,
+            charge_id,
+        )
+        return amount
+
+    async def period_paid(self, tg_payment_id: int, period_end: datetime) -> bool:
+        """Whether the order has a paying charge (its first or a renewal) for the period ending
+        at `period_end`."""
+        paid = await self._conn.fetchval(
+            """
+            SELECT EXISTS (SELECT 1 FROM payments WHERE tg_payment_id = $1
+                AND subscription_expiration_date = $2 AND disposition IN ('accepted', 'renewal'))
+            """,
+            tg_payment_id,
+            period_end,
+        )
+        return bool(paid)
 
     async def owner(self, charge_id: str) -> UUID | None:
         owner: UUID | None = await self._conn.fetchval(

@@ -22,21 +22,31 @@ from portex_pay.domain.fulfilment import FULFILLABLE, UnfulfilledOrder
 from portex_pay.domain.order import EXPIRABLE, PAYABLE, Claim, Order, OrderState, sources
 from portex_pay.domain.order_filter import Comparison, FilterField, Operator, OrderListQuery
 from portex_pay.domain.pay import PayCommand
+from portex_pay.domain.subscription import (
+    GRACE,
+    RENEWING,
+    SubscriptionCharge,
+    SubscriptionState,
+    period_of,
+)
 
 _ORDER_FIELDS = tuple(f.name for f in fields(Order))
 
 _INSERT_COLUMNS = """
     application_id, tg_use_id, amount, label, title, description, payload, photo_url,
     photo_size, photo_width, photo_height, callback_url, state, expires_at, invoice_lease_until,
-    metadata
+    metadata, subscription_period
 """
 _INSERT_VALUES = """
     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 'pending',
-    now() + make_interval(secs => $13), now() + make_interval(secs => $14), $15
+    now() + make_interval(secs => $13), now() + make_interval(secs => $14), $15, $18
 """
 
+# The subscription period is $18 after the idempotent insert's key and fingerprint ($16, $17);
+# the plain insert has neither, so its period is $16.
 _CREATE_ORDER = with_event(
-    f"INSERT INTO orders ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES}) RETURNING *",
+    f"INSERT INTO orders ({_INSERT_COLUMNS}) VALUES ({_INSERT_VALUES.replace('$18', '$16')})"
+    " RETURNING *",
     EventType.ORDER_CREATED,
 )
 
@@ -95,6 +105,8 @@ UNFULFILLED_PAST_DEADLINE = """
 def order_from_row(row: asyncpg.Record | dict[str, Any]) -> Order:
     values = {name: row[name] for name in _ORDER_FIELDS}
     values["state"] = OrderState(values["state"])
+    if values["subscription_state"] is not None:
+        values["subscription_state"] = SubscriptionState(values["subscription_state"])
     return Order(**values)
 
 
@@ -134,7 +146,9 @@ class OrderRepository:
     ) -> Order:
         """Inserts a pending order (leased to the caller for its invoice) and its event."""
         row = await self._pool.fetchrow(
-            _CREATE_ORDER, *_order_args(application_id, command, ttl_seconds, lease_seconds)
+            _CREATE_ORDER,
+            *_order_args(application_id, command, ttl_seconds, lease_seconds),
+            command.subscription_period,
         )
         assert row is not None
         return order_from_row(row)
@@ -155,7 +169,9 @@ class OrderRepository:
         """
         fingerprint = command.fingerprint()
         args = _order_args(application_id, command, ttl_seconds, lease_seconds)
-        row = await self._pool.fetchrow(_CREATE_ORDER_IDEMPOTENT, *args, request_id, fingerprint)
+        row = await self._pool.fetchrow(
+            _CREATE_ORDER_IDEMPOTENT, *args, request_id, fingerprint, command.subscription_period
+        )
         if row is not None:
             return Claim(order_from_row(row), created=True, request_hash=fingerprint)
         existing = await self.find_by_request_id(application_id, request_id)
@@ -332,6 +348,62 @@ class OrderRepository:
             sources(OrderState.EXPIRED),
         )
         return len(rows)
+
+    async def expire_subscriptions(self, limit: int) -> int:
+        """Marks up to `limit` subscriptions whose period ended more than the grace ago without
+        a renewal EXPIRED, each with `subscription.expired` (SKIP LOCKED, like expire_due: a
+        renewal being recorded right now wins)."""
+        rows = await self._pool.fetch(
+            with_event(
+                """
+                UPDATE orders SET subscription_state = 'expired', updated_at = now()
+                WHERE tg_payment_id IN (
+                    SELECT tg_payment_id FROM orders
+                    WHERE subscription_state = ANY($2::text[])
+                      AND current_period_end <= now() - make_interval(secs => $3)
+                    ORDER BY current_period_end
+                    LIMIT $1
+                    FOR UPDATE SKIP LOCKED
+                )
+                RETURNING *
+                """,
+                EventType.SUBSCRIPTION_EXPIRED,
+            ),
+            limit,
+            sorted(state.value for state in RENEWING),
+            GRACE.total_seconds(),
+        )
+        return len(rows)
+
+    async def subscription_charges(
+        self, application_id: UUID, tg_payment_id: int
+    ) -> list[SubscriptionCharge]:
+        """The charges that paid the order's periods (its first and its renewals), oldest period
+        first; duplicates and anomalies are not periods."""
+        rows = await self._pool.fetch(
+            """
+            SELECT p.telegram_payment_charge_id, p.amount, p.subscription_expiration_date,
+                   p.received_at, p.refunded_at, o.subscription_period
+            FROM payments p JOIN orders o ON o.tg_payment_id = p.tg_payment_id
+            WHERE p.tg_payment_id = $1 AND p.application_id = $2 AND o.application_id = $2
+              AND p.disposition IN ('accepted', 'renewal')
+            ORDER BY p.subscription_expiration_date NULLS FIRST, p.received_at
+            """,
+            tg_payment_id,
+            application_id,
+        )
+        return [
+            SubscriptionCharge(
+                telegram_payment_charge_id=row["telegram_payment_charge_id"],
+                amount=row["amount"],
+                period=None
+                if row["subscription_expiration_date"] is None
+                else period_of(row["subscription_expiration_date"], row["subscription_period"]),
+                paid_at=row["received_at"],
+                refunded_at=row["refunded_at"],
+            )
+            for row in rows
+        ]
 
     # --- Fulfilment (AcknowledgeOrder) and the unfulfilled-order policy --------------------------
 

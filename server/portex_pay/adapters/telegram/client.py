@@ -36,7 +36,14 @@ from portex_pay.domain.telegram import (
     TelegramTooManyRequests,
 )
 
-_PHOTO_FIELDS = ("photo_url", "photo_size", "photo_width", "photo_height")
+# Optional createInvoiceLink fields, sent only when set.
+_PHOTO_FIELDS = (
+    "photo_url",
+    "photo_size",
+    "photo_width",
+    "photo_height",
+    "subscription_period",
+)
 _CHUNK = 64 * 1024  # forwarded bodies are streamed in pieces of at most this size
 _CONNECT_TIMEOUT = 10.0  # seconds to connect for a forwarded request
 # What a forwarded query string is sent on with: its own percent-escapes, and nothing that is not
@@ -193,6 +200,19 @@ class BotApiClient:
             token,
             "refundStarPayment",
             {"user_id": user_id, "telegram_payment_charge_id": charge_id},
+        )
+
+    async def edit_user_star_subscription(
+        self, token: str, user_id: int, charge_id: str, *, is_canceled: bool
+    ) -> None:
+        await self.call(
+            token,
+            "editUserStarSubscription",
+            {
+                "user_id": user_id,
+                "telegram_payment_charge_id": charge_id,
+                "is_canceled": is_canceled,
+            },
         )
 
     async def send_message(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -18,6 +18,7 @@ from portex_pay.domain.order import SDK_STATUS, Order, OrderState
 from portex_pay.domain.pay import PayCommand
 from portex_pay.domain.refunds import Refund, RefundFilter, RefundReasonCode, RefundState
 from portex_pay.domain.star_ledger import Direction, LedgerEntry, Match, StarBalance
+from portex_pay.domain.subscription import SubscriptionCharge, SubscriptionState
 from portex_pay.service.bot_messages import TEXT_FIELDS, BotMessages
 
 _STATE = {
@@ -57,10 +58,48 @@ def pay_command(request: payment_pb2.PayRequest) -> PayCommand:
         photo_height=optional("photo_height"),  # type: ignore[arg-type]
         callback_url=optional("callback_url"),  # type: ignore[arg-type]
         metadata=dict(request.metadata),
+        subscription_period=optional("subscription_period"),  # type: ignore[arg-type]
     )
 
 
-def order_message(order: Order, now: datetime) -> payment_pb2.Order:
+_SUBSCRIPTION_STATE = {
+    SubscriptionState.ACTIVE: payment_pb2.Subscription.ACTIVE,
+    SubscriptionState.CANCELLED: payment_pb2.Subscription.CANCELLED,
+    SubscriptionState.LAPSED: payment_pb2.Subscription.LAPSED,
+    SubscriptionState.EXPIRED: payment_pb2.Subscription.EXPIRED,
+}
+
+
+def subscription_message(
+    order: Order, charges: Sequence[SubscriptionCharge] = ()
+) -> payment_pb2.Subscription:
+    """The order's subscription (its charges only where the caller read them: QueryOrder and
+    the subscription RPCs)."""
+    assert order.subscription_period is not None
+    message = payment_pb2.Subscription(period_seconds=order.subscription_period)
+    if order.subscription_state is not None:
+        message.state = _SUBSCRIPTION_STATE[order.subscription_state]
+    if order.current_period_start is not None:
+        message.current_period_start.CopyFrom(_timestamp(order.current_period_start))
+    if order.current_period_end is not None:
+        message.current_period_end.CopyFrom(_timestamp(order.current_period_end))
+    for charge in charges:
+        item = message.charges.add(
+            telegram_payment_charge_id=charge.telegram_payment_charge_id,
+            amount=charge.amount,
+            paid_time=_timestamp(charge.paid_at),
+        )
+        if charge.period is not None:
+            item.period_start.CopyFrom(_timestamp(charge.period.start))
+            item.period_end.CopyFrom(_timestamp(charge.period.end))
+        if charge.refunded_at is not None:
+            item.refunded_time.CopyFrom(_timestamp(charge.refunded_at))
+    return message
+
+
+def order_message(
+    order: Order, now: datetime, charges: Sequence[SubscriptionCharge] = ()
+) -> payment_pb2.Order:
     state = order.state_at(now)
     status, status_description = SDK_STATUS[state]
     message = payment_pb2.Order(
@@ -92,6 +131,8 @@ def order_message(order: Order, now: datetime) -> payment_pb2.Order:
     if order.fulfilled_at is not None:
         message.fulfilled_time.CopyFrom(_timestamp(order.fulfilled_at))
     message.metadata.update(order.metadata)
+    if order.subscription_period is not None:
+        message.subscription.CopyFrom(subscription_message(order, charges))
     return message
 
 

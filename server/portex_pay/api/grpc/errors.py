@@ -43,6 +43,8 @@ _CODES: dict[type[errors.DomainError], grpc.StatusCode] = {
     errors.OrderAlreadyFulfilled: grpc.StatusCode.ALREADY_EXISTS,
     errors.RefundNotFound: grpc.StatusCode.NOT_FOUND,
     errors.RefundSucceeded: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.SubscriptionNotEditable: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ChargeNotFound: grpc.StatusCode.NOT_FOUND,
 }
 
 

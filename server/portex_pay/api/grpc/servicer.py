@@ -33,6 +33,7 @@ from portex_pay.service.orders import OrderService
 from portex_pay.service.refunds import RefundService
 from portex_pay.service.star_ledger import StarLedger
 from portex_pay.service.stream import EventFilter, EventStreamer
+from portex_pay.service.subscriptions import SubscriptionService
 
 if TYPE_CHECKING:
     from portex_pay.api.grpc.interceptor import Context
@@ -47,7 +48,9 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         catalog: CatalogService,
         bot_messages: BotMessagesService,
         star_ledger: StarLedger,
+        subscriptions: SubscriptionService,
     ) -> None:
+        self._subscriptions = subscriptions
         self._orders = orders
         self._refunds = refunds
         self._streamer = streamer
@@ -80,7 +83,8 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             )
         else:  # by id; unset is id 0, not found as before the oneof
             order = await self._orders.query_order(application, request.tg_payment_id)
-        return order_message(order, utcnow())
+        charges = await self._subscriptions.charges(application, order)
+        return order_message(order, utcnow(), charges)
 
     async def ListOrders(
         self, request: payment_pb2.ListOrdersRequest, context: Context
@@ -115,6 +119,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             request.tg_payment_id,
             refund_reason_code(request),
             request.reason_text,
+            charge_id=request.telegram_payment_charge_id or None,
         )
         return payment_pb2.RefundPaymentResponse(
             refund=refund_message(refund), order=order_message(order, utcnow())
@@ -165,6 +170,22 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     ) -> payment_pb2.Order:
         order = await self._orders.cancel(current_application.get(), request.tg_payment_id)
         return order_message(order, utcnow())
+
+    async def CancelSubscription(
+        self, request: payment_pb2.CancelSubscriptionRequest, context: Context
+    ) -> payment_pb2.Order:
+        order, charges = await self._subscriptions.edit(
+            current_application.get(), request.tg_payment_id, cancel=True
+        )
+        return order_message(order, utcnow(), charges)
+
+    async def ResumeSubscription(
+        self, request: payment_pb2.ResumeSubscriptionRequest, context: Context
+    ) -> payment_pb2.Order:
+        order, charges = await self._subscriptions.edit(
+            current_application.get(), request.tg_payment_id, cancel=False
+        )
+        return order_message(order, utcnow(), charges)
 
     async def StreamInvoiceEvents(
         self,

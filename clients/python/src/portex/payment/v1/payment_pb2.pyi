@@ -92,6 +92,7 @@ class PayRequest(_message.Message):
     CALLBACK_URL_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_PERIOD_FIELD_NUMBER: _builtins.int
     tg_use_id: _builtins.int
     """The paying user's Telegram user id (the SDK's `tg_use_id`, sic). Must be positive. In JSON both
     a number and a decimal string are accepted.
@@ -126,6 +127,12 @@ class PayRequest(_message.Message):
     """The idempotency key (Google AIP-155), unique per application: 1-128 printable ASCII characters,
     a UUID is a good choice. Kept at least 24 hours. Without it, every call creates a new order.
     """
+    subscription_period: _builtins.int
+    """Makes the order a Telegram Stars subscription renewed every `subscription_period` seconds
+    (createInvoiceLink's subscription_period). Telegram allows only 2592000 (30 days) today:
+    any other value answers INVALID_ARGUMENT. With it `amount` is at most 10000 Stars, whatever
+    PORTEX_MAX_AMOUNT says. Part of what makes a retry the same request. Unset: a one-off order.
+    """
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """The application's own key-value data (Stripe's limits: at most 50 keys, a key 1-40
@@ -150,10 +157,11 @@ class PayRequest(_message.Message):
         callback_url: _builtins.str | None = ...,
         request_id: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        subscription_period: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_payload", b"_payload", "_photo_height", b"_photo_height", "_photo_size", b"_photo_size", "_photo_url", b"_photo_url", "_photo_width", b"_photo_width", "callback_url", b"callback_url", "payload", b"payload", "photo_height", b"photo_height", "photo_size", b"photo_size", "photo_url", b"photo_url", "photo_width", b"photo_width"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_payload", b"_payload", "_photo_height", b"_photo_height", "_photo_size", b"_photo_size", "_photo_url", b"_photo_url", "_photo_width", b"_photo_width", "_subscription_period", b"_subscription_period", "callback_url", b"callback_url", "payload", b"payload", "photo_height", b"photo_height", "photo_size", b"photo_size", "photo_url", b"photo_url", "photo_width", b"photo_width", "subscription_period", b"subscription_period"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_payload", b"_payload", "_photo_height", b"_photo_height", "_photo_size", b"_photo_size", "_photo_url", b"_photo_url", "_photo_width", b"_photo_width", "amount", b"amount", "callback_url", b"callback_url", "description", b"description", "label", b"label", "metadata", b"metadata", "payload", b"payload", "photo_height", b"photo_height", "photo_size", b"photo_size", "photo_url", b"photo_url", "photo_width", b"photo_width", "request_id", b"request_id", "tg_use_id", b"tg_use_id", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_payload", b"_payload", "_photo_height", b"_photo_height", "_photo_size", b"_photo_size", "_photo_url", b"_photo_url", "_photo_width", b"_photo_width", "_subscription_period", b"_subscription_period", "amount", b"amount", "callback_url", b"callback_url", "description", b"description", "label", b"label", "metadata", b"metadata", "payload", b"payload", "photo_height", b"photo_height", "photo_size", b"photo_size", "photo_url", b"photo_url", "photo_width", b"photo_width", "request_id", b"request_id", "subscription_period", b"subscription_period", "tg_use_id", b"tg_use_id", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__callback_url: _TypeAlias = _typing.Literal["callback_url"]  # noqa: Y015
     _WhichOneofArgType__callback_url: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url"]  # noqa: Y015
@@ -167,6 +175,8 @@ class PayRequest(_message.Message):
     _WhichOneofArgType__photo_url: _TypeAlias = _typing.Literal["_photo_url", b"_photo_url"]  # noqa: Y015
     _WhichOneofReturnType__photo_width: _TypeAlias = _typing.Literal["photo_width"]  # noqa: Y015
     _WhichOneofArgType__photo_width: _TypeAlias = _typing.Literal["_photo_width", b"_photo_width"]  # noqa: Y015
+    _WhichOneofReturnType__subscription_period: _TypeAlias = _typing.Literal["subscription_period"]  # noqa: Y015
+    _WhichOneofArgType__subscription_period: _TypeAlias = _typing.Literal["_subscription_period", b"_subscription_period"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__callback_url) -> _WhichOneofReturnType__callback_url | None: ...
     @_typing.overload
@@ -179,6 +189,8 @@ class PayRequest(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__photo_url) -> _WhichOneofReturnType__photo_url | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__photo_width) -> _WhichOneofReturnType__photo_width | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__subscription_period) -> _WhichOneofReturnType__subscription_period | None: ...
 
 Global___PayRequest: _TypeAlias = PayRequest  # noqa: Y015
 
@@ -440,6 +452,7 @@ class Order(_message.Message):
     CLIENT_REPORT_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     FULFILLED_TIME_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_FIELD_NUMBER: _builtins.int
     tg_payment_id: _builtins.int
     """The order id (the SDK's `orderId`). In JSON a decimal string."""
     application_id: _builtins.str
@@ -508,6 +521,12 @@ class Order(_message.Message):
     def fulfilled_time(self) -> _timestamp_pb2.Timestamp:
         """When AcknowledgeOrder recorded the delivery of the goods; unset until then."""
 
+    @_builtins.property
+    def subscription(self) -> Global___Subscription:
+        """The subscription, for an order made with `subscription_period`; unset for one-off orders.
+        The order is PAID from its first payment on; its renewals are `subscription.charges`.
+        """
+
     def __init__(
         self,
         *,
@@ -537,10 +556,11 @@ class Order(_message.Message):
         client_report: _builtins.str = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         fulfilled_time: _timestamp_pb2.Timestamp | None = ...,
+        subscription: Global___Subscription | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_photo_height", b"_photo_height", "_photo_size", b"_photo_size", "_photo_url", b"_photo_url", "_photo_width", b"_photo_width", "callback_url", b"callback_url", "create_time", b"create_time", "expire_time", b"expire_time", "fulfilled_time", b"fulfilled_time", "paid_time", b"paid_time", "photo_height", b"photo_height", "photo_size", b"photo_size", "photo_url", b"photo_url", "photo_width", b"photo_width", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_photo_height", b"_photo_height", "_photo_size", b"_photo_size", "_photo_url", b"_photo_url", "_photo_width", b"_photo_width", "callback_url", b"callback_url", "create_time", b"create_time", "expire_time", b"expire_time", "fulfilled_time", b"fulfilled_time", "paid_time", b"paid_time", "photo_height", b"photo_height", "photo_size", b"photo_size", "photo_url", b"photo_url", "photo_width", b"photo_width", "subscription", b"subscription", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_photo_height", b"_photo_height", "_photo_size", b"_photo_size", "_photo_url", b"_photo_url", "_photo_width", b"_photo_width", "amount", b"amount", "application_id", b"application_id", "callback_url", b"callback_url", "client_report", b"client_report", "create_time", b"create_time", "description", b"description", "expire_time", b"expire_time", "failure_reason", b"failure_reason", "fulfilled_time", b"fulfilled_time", "label", b"label", "metadata", b"metadata", "paid_time", b"paid_time", "payload", b"payload", "photo_height", b"photo_height", "photo_size", b"photo_size", "photo_url", b"photo_url", "photo_width", b"photo_width", "state", b"state", "status", b"status", "status_description", b"status_description", "telegram_payment_charge_id", b"telegram_payment_charge_id", "tg_payment_id", b"tg_payment_id", "tg_payment_url", b"tg_payment_url", "tg_use_id", b"tg_use_id", "title", b"title", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url", "_photo_height", b"_photo_height", "_photo_size", b"_photo_size", "_photo_url", b"_photo_url", "_photo_width", b"_photo_width", "amount", b"amount", "application_id", b"application_id", "callback_url", b"callback_url", "client_report", b"client_report", "create_time", b"create_time", "description", b"description", "expire_time", b"expire_time", "failure_reason", b"failure_reason", "fulfilled_time", b"fulfilled_time", "label", b"label", "metadata", b"metadata", "paid_time", b"paid_time", "payload", b"payload", "photo_height", b"photo_height", "photo_size", b"photo_size", "photo_url", b"photo_url", "photo_width", b"photo_width", "state", b"state", "status", b"status", "status_description", b"status_description", "subscription", b"subscription", "telegram_payment_charge_id", b"telegram_payment_charge_id", "tg_payment_id", b"tg_payment_id", "tg_payment_url", b"tg_payment_url", "tg_use_id", b"tg_use_id", "title", b"title", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__callback_url: _TypeAlias = _typing.Literal["callback_url"]  # noqa: Y015
     _WhichOneofArgType__callback_url: _TypeAlias = _typing.Literal["_callback_url", b"_callback_url"]  # noqa: Y015
@@ -566,6 +586,149 @@ class Order(_message.Message):
 Global___Order: _TypeAlias = Order  # noqa: Y015
 
 @_typing.final
+class Subscription(_message.Message):
+    """A Telegram Stars subscription: the order's periods and their charges."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _State:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _StateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[Subscription._State.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        STATE_UNSPECIFIED: Subscription._State.ValueType  # 0
+        """Not started: the order's first payment has not arrived yet."""
+        ACTIVE: Subscription._State.ValueType  # 1
+        """Paid up to `current_period_end`; Telegram renews it then."""
+        CANCELLED: Subscription._State.ValueType  # 2
+        """Cancelled at period end (CancelSubscription, or the user in Telegram): paid up to
+        `current_period_end`, with no renewal. ResumeSubscription makes it ACTIVE again.
+        """
+        LAPSED: Subscription._State.ValueType  # 3
+        """Telegram reported a failed renewal payment (the `subscription` update, state `failed`):
+        it may still recover with a later renewal.
+        """
+        EXPIRED: Subscription._State.ValueType  # 4
+        """Past `current_period_end` (plus a grace of one hour) with no
+        renewal. A renewal charge that arrives afterwards still renews it (ACTIVE again).
+        """
+
+    class State(_State, metaclass=_StateEnumTypeWrapper):
+        """Where the subscription stands."""
+
+    STATE_UNSPECIFIED: Subscription.State.ValueType  # 0
+    """Not started: the order's first payment has not arrived yet."""
+    ACTIVE: Subscription.State.ValueType  # 1
+    """Paid up to `current_period_end`; Telegram renews it then."""
+    CANCELLED: Subscription.State.ValueType  # 2
+    """Cancelled at period end (CancelSubscription, or the user in Telegram): paid up to
+    `current_period_end`, with no renewal. ResumeSubscription makes it ACTIVE again.
+    """
+    LAPSED: Subscription.State.ValueType  # 3
+    """Telegram reported a failed renewal payment (the `subscription` update, state `failed`):
+    it may still recover with a later renewal.
+    """
+    EXPIRED: Subscription.State.ValueType  # 4
+    """Past `current_period_end` (plus a grace of one hour) with no
+    renewal. A renewal charge that arrives afterwards still renews it (ACTIVE again).
+    """
+
+    STATE_FIELD_NUMBER: _builtins.int
+    PERIOD_SECONDS_FIELD_NUMBER: _builtins.int
+    CURRENT_PERIOD_START_FIELD_NUMBER: _builtins.int
+    CURRENT_PERIOD_END_FIELD_NUMBER: _builtins.int
+    CHARGES_FIELD_NUMBER: _builtins.int
+    state: Global___Subscription.State.ValueType
+    """The state; STATE_UNSPECIFIED until the first payment."""
+    period_seconds: _builtins.int
+    """Seconds per period, as given to Pay (`subscription_period`)."""
+    @_builtins.property
+    def current_period_start(self) -> _timestamp_pb2.Timestamp:
+        """The start of the period paid last (its end minus `period_seconds`); unset until the first
+        payment.
+        """
+
+    @_builtins.property
+    def current_period_end(self) -> _timestamp_pb2.Timestamp:
+        """The end of the period paid last (Telegram's subscription_expiration_date); unset until the
+        first payment.
+        """
+
+    @_builtins.property
+    def charges(self) -> _containers.RepeatedCompositeFieldContainer[Global___SubscriptionCharge]:
+        """Every period's charge, oldest period first: the first payment, then each renewal. A second
+        charge for a period already paid is a duplicate (refunded automatically) and is not listed.
+        """
+
+    def __init__(
+        self,
+        *,
+        state: Global___Subscription.State.ValueType = ...,
+        period_seconds: _builtins.int = ...,
+        current_period_start: _timestamp_pb2.Timestamp | None = ...,
+        current_period_end: _timestamp_pb2.Timestamp | None = ...,
+        charges: _abc.Iterable[Global___SubscriptionCharge] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["current_period_end", b"current_period_end", "current_period_start", b"current_period_start"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["charges", b"charges", "current_period_end", b"current_period_end", "current_period_start", b"current_period_start", "period_seconds", b"period_seconds", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Subscription: _TypeAlias = Subscription  # noqa: Y015
+
+@_typing.final
+class SubscriptionCharge(_message.Message):
+    """One period's charge of a subscription."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TELEGRAM_PAYMENT_CHARGE_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    PERIOD_START_FIELD_NUMBER: _builtins.int
+    PERIOD_END_FIELD_NUMBER: _builtins.int
+    PAID_TIME_FIELD_NUMBER: _builtins.int
+    REFUNDED_TIME_FIELD_NUMBER: _builtins.int
+    telegram_payment_charge_id: _builtins.str
+    """Telegram's charge id: RefundPayment's `telegram_payment_charge_id` refunds this period."""
+    amount: _builtins.int
+    """The Stars charged."""
+    @_builtins.property
+    def period_start(self) -> _timestamp_pb2.Timestamp:
+        """The period it paid: its start (`period_end` minus the period) and end (Telegram's
+        subscription_expiration_date).
+        """
+
+    @_builtins.property
+    def period_end(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def paid_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was recorded."""
+
+    @_builtins.property
+    def refunded_time(self) -> _timestamp_pb2.Timestamp:
+        """When Telegram confirmed its refund; unset while it is not refunded."""
+
+    def __init__(
+        self,
+        *,
+        telegram_payment_charge_id: _builtins.str = ...,
+        amount: _builtins.int = ...,
+        period_start: _timestamp_pb2.Timestamp | None = ...,
+        period_end: _timestamp_pb2.Timestamp | None = ...,
+        paid_time: _timestamp_pb2.Timestamp | None = ...,
+        refunded_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["paid_time", b"paid_time", "period_end", b"period_end", "period_start", b"period_start", "refunded_time", b"refunded_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "paid_time", b"paid_time", "period_end", b"period_end", "period_start", b"period_start", "refunded_time", b"refunded_time", "telegram_payment_charge_id", b"telegram_payment_charge_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SubscriptionCharge: _TypeAlias = SubscriptionCharge  # noqa: Y015
+
+@_typing.final
 class RefundPaymentRequest(_message.Message):
     """Asks for a paid order's payment to be refunded."""
 
@@ -574,6 +737,7 @@ class RefundPaymentRequest(_message.Message):
     TG_PAYMENT_ID_FIELD_NUMBER: _builtins.int
     REASON_CODE_FIELD_NUMBER: _builtins.int
     REASON_TEXT_FIELD_NUMBER: _builtins.int
+    TELEGRAM_PAYMENT_CHARGE_ID_FIELD_NUMBER: _builtins.int
     tg_payment_id: _builtins.int
     """The order to refund. Must be positive."""
     reason_code: Global___Refund.ReasonCode.ValueType
@@ -582,16 +746,24 @@ class RefundPaymentRequest(_message.Message):
     """Why, in the caller's words (at most 500 characters, no control characters other than line
     breaks and tabs). Optional.
     """
+    telegram_payment_charge_id: _builtins.str
+    """The charge to refund, a charge of this order (one period of a subscription,
+    Subscription.charges): 1-256 printable characters. Unset: the charge that paid the order (a
+    subscription's first payment). A charge id the order does not have answers NOT_FOUND. A
+    subscription's order stays PAID and its subscription unchanged when a period is refunded
+    (stop renewals with CancelSubscription).
+    """
     def __init__(
         self,
         *,
         tg_payment_id: _builtins.int = ...,
         reason_code: Global___Refund.ReasonCode.ValueType = ...,
         reason_text: _builtins.str = ...,
+        telegram_payment_charge_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason_code", b"reason_code", "reason_text", b"reason_text", "tg_payment_id", b"tg_payment_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason_code", b"reason_code", "reason_text", b"reason_text", "telegram_payment_charge_id", b"telegram_payment_charge_id", "tg_payment_id", b"tg_payment_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -921,6 +1093,50 @@ class ReportInvoiceClosedResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportInvoiceClosedResponse: _TypeAlias = ReportInvoiceClosedResponse  # noqa: Y015
+
+@_typing.final
+class CancelSubscriptionRequest(_message.Message):
+    """Names a subscription order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TG_PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    tg_payment_id: _builtins.int
+    """The order made with `subscription_period`. Must be positive."""
+    def __init__(
+        self,
+        *,
+        tg_payment_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tg_payment_id", b"tg_payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CancelSubscriptionRequest: _TypeAlias = CancelSubscriptionRequest  # noqa: Y015
+
+@_typing.final
+class ResumeSubscriptionRequest(_message.Message):
+    """Names a subscription order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TG_PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    tg_payment_id: _builtins.int
+    """The order made with `subscription_period`. Must be positive."""
+    def __init__(
+        self,
+        *,
+        tg_payment_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["tg_payment_id", b"tg_payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResumeSubscriptionRequest: _TypeAlias = ResumeSubscriptionRequest  # noqa: Y015
 
 @_typing.final
 class CancelOrderRequest(_message.Message):
@@ -1264,6 +1480,7 @@ class CatalogItem(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     PHOTO_URL_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    SUBSCRIPTION_PERIOD_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The item's name, unique in the application: what a browser's PaymentOptions put in `label`.
     1-64 characters, a single line.
@@ -1282,6 +1499,10 @@ class CatalogItem(_message.Message):
     """The product photo, an absolute http(s) URL of at most 2048 characters; when unset, the
     browser's `photo_url`.
     """
+    subscription_period: _builtins.int
+    """Makes every order for this item a subscription (Pay's `subscription_period` rules: 2592000
+    today, and `amount` at most 10000). Unset: one-off orders.
+    """
     @_builtins.property
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Key-value data copied onto every order made for this item (Pay's `metadata` rules)."""
@@ -1295,21 +1516,26 @@ class CatalogItem(_message.Message):
         description: _builtins.str | None = ...,
         photo_url: _builtins.str | None = ...,
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        subscription_period: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_photo_url", b"_photo_url", "_title", b"_title", "description", b"description", "photo_url", b"photo_url", "title", b"title"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_photo_url", b"_photo_url", "_subscription_period", b"_subscription_period", "_title", b"_title", "description", b"description", "photo_url", b"photo_url", "subscription_period", b"subscription_period", "title", b"title"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_photo_url", b"_photo_url", "_title", b"_title", "amount", b"amount", "description", b"description", "key", b"key", "metadata", b"metadata", "photo_url", b"photo_url", "title", b"title"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_photo_url", b"_photo_url", "_subscription_period", b"_subscription_period", "_title", b"_title", "amount", b"amount", "description", b"description", "key", b"key", "metadata", b"metadata", "photo_url", b"photo_url", "subscription_period", b"subscription_period", "title", b"title"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
     _WhichOneofReturnType__photo_url: _TypeAlias = _typing.Literal["photo_url"]  # noqa: Y015
     _WhichOneofArgType__photo_url: _TypeAlias = _typing.Literal["_photo_url", b"_photo_url"]  # noqa: Y015
+    _WhichOneofReturnType__subscription_period: _TypeAlias = _typing.Literal["subscription_period"]  # noqa: Y015
+    _WhichOneofArgType__subscription_period: _TypeAlias = _typing.Literal["_subscription_period", b"_subscription_period"]  # noqa: Y015
     _WhichOneofReturnType__title: _TypeAlias = _typing.Literal["title"]  # noqa: Y015
     _WhichOneofArgType__title: _TypeAlias = _typing.Literal["_title", b"_title"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__description) -> _WhichOneofReturnType__description | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__photo_url) -> _WhichOneofReturnType__photo_url | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__subscription_period) -> _WhichOneofReturnType__subscription_period | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__title) -> _WhichOneofReturnType__title | None: ...
 

@@ -87,6 +87,16 @@ class PaymentServiceStub:
                 request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.CancelOrderRequest.SerializeToString,
                 response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.Order.FromString,
                 _registered_method=True)
+        self.CancelSubscription = channel.unary_unary(
+                '/portex.payment.v1.PaymentService/CancelSubscription',
+                request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.CancelSubscriptionRequest.SerializeToString,
+                response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.Order.FromString,
+                _registered_method=True)
+        self.ResumeSubscription = channel.unary_unary(
+                '/portex.payment.v1.PaymentService/ResumeSubscription',
+                request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.ResumeSubscriptionRequest.SerializeToString,
+                response_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.Order.FromString,
+                _registered_method=True)
         self.StreamInvoiceEvents = channel.unary_stream(
                 '/portex.payment.v1.PaymentService/StreamInvoiceEvents',
                 request_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.StreamInvoiceEventsRequest.SerializeToString,
@@ -239,6 +249,29 @@ class PaymentServiceServicer:
     def CancelOrder(self, request, context):
         """Withdraws an unpaid order (pending or failed); later checkouts for it are declined. A paid,
         refunded or expired order answers FAILED_PRECONDITION. Cancelling a cancelled order is a no-op.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelSubscription(self, request, context):
+        """Cancels the renewal of a subscription order (Bot API editUserStarSubscription with
+        is_canceled true, naming the subscription by its first payment's charge id): the user keeps
+        what was paid up to `subscription.current_period_end`, and the subscription becomes
+        CANCELLED, announced as `subscription.cancelled`. Idempotent: cancelling a cancelled
+        subscription returns the order unchanged (Telegram is asked again, which it accepts). An
+        order that is not a subscription, or whose subscription never started or has EXPIRED,
+        answers FAILED_PRECONDITION (reason NOT_A_SUBSCRIPTION / SUBSCRIPTION_NOT_STARTED /
+        SUBSCRIPTION_EXPIRED). Telegram's refusals are mapped as for other Telegram calls.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeSubscription(self, request, context):
+        """Re-enables the renewal of a cancelled subscription (editUserStarSubscription with
+        is_canceled false): it becomes ACTIVE again, announced as `subscription.reactivated`.
+        Idempotent like CancelSubscription, with the same preconditions.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -403,6 +436,16 @@ def add_PaymentServiceServicer_to_server(servicer, server):
             'CancelOrder': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelOrder,
                     request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.CancelOrderRequest.FromString,
+                    response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.Order.SerializeToString,
+            ),
+            'CancelSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelSubscription,
+                    request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.CancelSubscriptionRequest.FromString,
+                    response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.Order.SerializeToString,
+            ),
+            'ResumeSubscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeSubscription,
+                    request_deserializer=portex_dot_payment_dot_v1_dot_payment__pb2.ResumeSubscriptionRequest.FromString,
                     response_serializer=portex_dot_payment_dot_v1_dot_payment__pb2.Order.SerializeToString,
             ),
             'StreamInvoiceEvents': grpc.unary_stream_rpc_method_handler(
@@ -728,6 +771,60 @@ class PaymentService:
             target,
             '/portex.payment.v1.PaymentService/CancelOrder',
             portex_dot_payment_dot_v1_dot_payment__pb2.CancelOrderRequest.SerializeToString,
+            portex_dot_payment_dot_v1_dot_payment__pb2.Order.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portex.payment.v1.PaymentService/CancelSubscription',
+            portex_dot_payment_dot_v1_dot_payment__pb2.CancelSubscriptionRequest.SerializeToString,
+            portex_dot_payment_dot_v1_dot_payment__pb2.Order.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeSubscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/portex.payment.v1.PaymentService/ResumeSubscription',
+            portex_dot_payment_dot_v1_dot_payment__pb2.ResumeSubscriptionRequest.SerializeToString,
             portex_dot_payment_dot_v1_dot_payment__pb2.Order.FromString,
             options,
             channel_credentials,

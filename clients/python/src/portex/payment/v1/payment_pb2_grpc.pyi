@@ -102,6 +102,21 @@ class PaymentServiceStub:
     """Withdraws an unpaid order (pending or failed); later checkouts for it are declined. A paid,
     refunded or expired order answers FAILED_PRECONDITION. Cancelling a cancelled order is a no-op.
     """
+    CancelSubscription: _grpc.UnaryUnaryMultiCallable[_payment_pb2.CancelSubscriptionRequest, _payment_pb2.Order]
+    """Cancels the renewal of a subscription order (Bot API editUserStarSubscription with
+    is_canceled true, naming the subscription by its first payment's charge id): the user keeps
+    what was paid up to `subscription.current_period_end`, and the subscription becomes
+    CANCELLED, announced as `subscription.cancelled`. Idempotent: cancelling a cancelled
+    subscription returns the order unchanged (Telegram is asked again, which it accepts). An
+    order that is not a subscription, or whose subscription never started or has EXPIRED,
+    answers FAILED_PRECONDITION (reason NOT_A_SUBSCRIPTION / SUBSCRIPTION_NOT_STARTED /
+    SUBSCRIPTION_EXPIRED). Telegram's refusals are mapped as for other Telegram calls.
+    """
+    ResumeSubscription: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ResumeSubscriptionRequest, _payment_pb2.Order]
+    """Re-enables the renewal of a cancelled subscription (editUserStarSubscription with
+    is_canceled false): it becomes ACTIVE again, announced as `subscription.reactivated`.
+    Idempotent like CancelSubscription, with the same preconditions.
+    """
     StreamInvoiceEvents: _grpc.UnaryStreamMultiCallable[_payment_pb2.StreamInvoiceEventsRequest, _payment_pb2.InvoiceEvent]
     """Streams the application's payment events as they happen: in a stable order, with no gaps and
     no duplicates across reconnects when the client resumes with `after_cursor` set to the last
@@ -237,6 +252,21 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     CancelOrder: _aio.UnaryUnaryMultiCallable[_payment_pb2.CancelOrderRequest, _payment_pb2.Order]  # type: ignore[assignment]
     """Withdraws an unpaid order (pending or failed); later checkouts for it are declined. A paid,
     refunded or expired order answers FAILED_PRECONDITION. Cancelling a cancelled order is a no-op.
+    """
+    CancelSubscription: _aio.UnaryUnaryMultiCallable[_payment_pb2.CancelSubscriptionRequest, _payment_pb2.Order]  # type: ignore[assignment]
+    """Cancels the renewal of a subscription order (Bot API editUserStarSubscription with
+    is_canceled true, naming the subscription by its first payment's charge id): the user keeps
+    what was paid up to `subscription.current_period_end`, and the subscription becomes
+    CANCELLED, announced as `subscription.cancelled`. Idempotent: cancelling a cancelled
+    subscription returns the order unchanged (Telegram is asked again, which it accepts). An
+    order that is not a subscription, or whose subscription never started or has EXPIRED,
+    answers FAILED_PRECONDITION (reason NOT_A_SUBSCRIPTION / SUBSCRIPTION_NOT_STARTED /
+    SUBSCRIPTION_EXPIRED). Telegram's refusals are mapped as for other Telegram calls.
+    """
+    ResumeSubscription: _aio.UnaryUnaryMultiCallable[_payment_pb2.ResumeSubscriptionRequest, _payment_pb2.Order]  # type: ignore[assignment]
+    """Re-enables the renewal of a cancelled subscription (editUserStarSubscription with
+    is_canceled false): it becomes ACTIVE again, announced as `subscription.reactivated`.
+    Idempotent like CancelSubscription, with the same preconditions.
     """
     StreamInvoiceEvents: _aio.UnaryStreamMultiCallable[_payment_pb2.StreamInvoiceEventsRequest, _payment_pb2.InvoiceEvent]  # type: ignore[assignment]
     """Streams the application's payment events as they happen: in a stable order, with no gaps and
@@ -430,6 +460,33 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_payment_pb2.Order, _abc.Awaitable[_payment_pb2.Order]]:
         """Withdraws an unpaid order (pending or failed); later checkouts for it are declined. A paid,
         refunded or expired order answers FAILED_PRECONDITION. Cancelling a cancelled order is a no-op.
+        """
+
+    @_abc_1.abstractmethod
+    def CancelSubscription(
+        self,
+        request: _payment_pb2.CancelSubscriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.Order, _abc.Awaitable[_payment_pb2.Order]]:
+        """Cancels the renewal of a subscription order (Bot API editUserStarSubscription with
+        is_canceled true, naming the subscription by its first payment's charge id): the user keeps
+        what was paid up to `subscription.current_period_end`, and the subscription becomes
+        CANCELLED, announced as `subscription.cancelled`. Idempotent: cancelling a cancelled
+        subscription returns the order unchanged (Telegram is asked again, which it accepts). An
+        order that is not a subscription, or whose subscription never started or has EXPIRED,
+        answers FAILED_PRECONDITION (reason NOT_A_SUBSCRIPTION / SUBSCRIPTION_NOT_STARTED /
+        SUBSCRIPTION_EXPIRED). Telegram's refusals are mapped as for other Telegram calls.
+        """
+
+    @_abc_1.abstractmethod
+    def ResumeSubscription(
+        self,
+        request: _payment_pb2.ResumeSubscriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.Order, _abc.Awaitable[_payment_pb2.Order]]:
+        """Re-enables the renewal of a cancelled subscription (editUserStarSubscription with
+        is_canceled false): it becomes ACTIVE again, announced as `subscription.reactivated`.
+        Idempotent like CancelSubscription, with the same preconditions.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,129 @@
+"""Telegram Stars subscriptions: what a subscription order's charges and Telegram's state
+updates mean for it.
+
+Pure rules over the order as stored. Telegram's rules (Bot API 8.0 and 10.2; docs/telegram-stars):
+an invoice link with `subscription_period` (2592000 seconds, the only value today; at most 10000
+Stars) is paid once by the user and then renewed by Telegram every period, each renewal a
+`successful_payment` with `is_recurring` and the period's end (`subscription_expiration_date`),
+carrying the first invoice's payload. `editUserStarSubscription` cancels or re-enables the
+renewals of the subscription its first charge names; the `subscription` update reports the user's
+cancellation, re-activation or a failed renewal payment.
+
+Decisions (the proto documents them): a renewal that arrives for a CANCELLED, LAPSED or EXPIRED
+subscription is recorded and makes it ACTIVE again (Telegram charged the user, which it does only
+for a subscription it renews; refunding it would punish a user who re-enabled it in Telegram);
+refunding one period's charge changes neither the order nor the subscription (CancelSubscription
+stops renewals).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from portex_pay.domain.events import EventType
+
+# createInvoiceLink's subscription_period: Telegram accepts only 30 days today.
+SUBSCRIPTION_PERIODS = frozenset({2592000})
+# The highest price of a subscription, whatever PORTEX_MAX_AMOUNT allows one-off orders.
+SUBSCRIPTION_MAX_AMOUNT = 10000
+# How long after its period's end a subscription waits for the renewal before it expires:
+# Telegram charges at the period's end, and its update may take a while to reach us.
+GRACE = timedelta(hours=1)
+
+
+class SubscriptionState(enum.StrEnum):
+    ACTIVE = "active"
+    CANCELLED = "cancelled"  # at period end: paid up to current_period_end, not renewed
+    LAPSED = "lapsed"  # a renewal payment failed; a later renewal may still recover it
+    EXPIRED = "expired"  # past its period's end (and the grace) with no renewal
+
+
+# The `subscription` update's states (BotSubscriptionUpdated.state) and what each makes ours.
+TELEGRAM_STATES: dict[str, SubscriptionState] = {
+    "canceled": SubscriptionState.CANCELLED,
+    "active": SubscriptionState.ACTIVE,
+    "failed": SubscriptionState.LAPSED,
+}
+
+# The event announcing each state a subscription is brought to by a change of mind (ours, the
+# user's or a failed payment); renewals and the start have their own.
+STATE_EVENTS: dict[SubscriptionState, EventType] = {
+    SubscriptionState.CANCELLED: EventType.SUBSCRIPTION_CANCELLED,
+    SubscriptionState.ACTIVE: EventType.SUBSCRIPTION_REACTIVATED,
+    SubscriptionState.LAPSED: EventType.SUBSCRIPTION_PAYMENT_FAILED,
+    SubscriptionState.EXPIRED: EventType.SUBSCRIPTION_EXPIRED,
+}
+
+# Where a subscription still counts on a renewal (the lapse sweep looks at these).
+RENEWING = frozenset(
+    {SubscriptionState.ACTIVE, SubscriptionState.CANCELLED, SubscriptionState.LAPSED}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """One paid period: [start, end)."""
+
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionCharge:
+    """One period's charge of a subscription, as QueryOrder shows it."""
+
+    telegram_payment_charge_id: str
+    amount: int
+    period: Period | None  # None when Telegram gave the charge no subscription_expiration_date
+    paid_at: datetime
+    refunded_at: datetime | None
+
+
+def period_of(expiration: datetime, period_seconds: int) -> Period:
+    """The period a charge paid, from its end (Telegram's subscription_expiration_date)."""
+    return Period(expiration - timedelta(seconds=period_seconds), expiration)
+
+
+def update_target(
+    current: SubscriptionState | None, telegram_state: str
+) -> SubscriptionState | None:
+    """The state a `subscription` update brings the subscription to, or None when it changes
+    nothing (the same state again: a redelivery, or our own call reported back; or a
+    subscription that has not started). An EXPIRED subscription is not revived by an update
+    alone: only a renewal charge pays a new period."""
+    target = TELEGRAM_STATES[telegram_state]
+    if current is None or current is target:
+        return None
+    if current is SubscriptionState.EXPIRED:
+        return None
+    return target
+
+
+class EditRefusal(enum.StrEnum):
+    """Why CancelSubscription or ResumeSubscription cannot apply to an order."""
+
+    NOT_A_SUBSCRIPTION = "NOT_A_SUBSCRIPTION"
+    SUBSCRIPTION_NOT_STARTED = "SUBSCRIPTION_NOT_STARTED"
+    SUBSCRIPTION_EXPIRED = "SUBSCRIPTION_EXPIRED"
+
+
+def edit_refusal(period: int | None, state: SubscriptionState | None) -> EditRefusal | None:
+    """Why the order's subscription cannot be cancelled or resumed, or None."""
+    if period is None:
+        return EditRefusal.NOT_A_SUBSCRIPTION
+    if state is None:
+        return EditRefusal.SUBSCRIPTION_NOT_STARTED
+    if state is SubscriptionState.EXPIRED:
+        return EditRefusal.SUBSCRIPTION_EXPIRED
+    return None
+
+
+def edit_target(current: SubscriptionState, cancel: bool) -> SubscriptionState | None:
+    """The state CancelSubscription (`cancel`) or ResumeSubscription brings a started,
+    unexpired subscription to, or None when it stays as it is: cancelling a cancelled one,
+    resuming an active one, and resuming a LAPSED one (only a renewal payment recovers it)."""
+    if cancel:
+        return None if current is SubscriptionState.CANCELLED else SubscriptionState.CANCELLED
+    return SubscriptionState.ACTIVE if current is SubscriptionState.CANCELLED else None
