@@ -90,6 +90,18 @@ def texts(fake: FakeBotApi, token: str, chat_id: int) -> list[str]:
     return [m["text"] for m in fake.sent_messages(token, chat_id=chat_id) if "text" in m]
 
 
+# What portex-pay itself asks Telegram for, whatever the app's bot asks: payments, the bot's
+# commands, and subscription changes.
+PORTEX_KINDS = ("message", "pre_checkout_query", "subscription")
+
+
+def order_id_in(payload: str) -> int:
+    """The order id in a payload portex-pay signed: v2.<key id>.<order id>.<amount>.<mac> (or
+    the older v1.<order id>.<amount>.<mac>)."""
+    parts = payload.split(".")
+    return int(parts[2] if parts[0] == "v2" else parts[1])
+
+
 async def test_the_bot_gets_start_and_answers_through_the_proxy(
     bot: Bot, shop: TestApp, fake_telegram: FakeBotApi
 ) -> None:
@@ -197,8 +209,7 @@ async def test_a_portex_order_is_answered_by_portex_and_its_payment_relayed_afte
     @dispatcher.message(F.successful_payment)
     async def thanks(message: Message) -> None:
         assert message.successful_payment is not None
-        # The order id is in the payload portex-pay signed: v1.<order id>.<amount>.<mac>.
-        order_id = int(message.successful_payment.invoice_payload.split(".")[1])
+        order_id = order_id_in(message.successful_payment.invoice_payload)
         order = await stub.QueryOrder(
             payment_pb2.QueryOrderRequest(tg_payment_id=order_id), metadata=shop.metadata
         )
@@ -403,7 +414,7 @@ async def test_allowed_updates_reach_telegram_as_the_union_in_webhook_mode(
 ) -> None:
     await bot.get_updates(timeout=0, allowed_updates=["callback_query"])
     info = await _telegram_webhook_info(fake_telegram, shop.bot_token)
-    assert set(info["allowed_updates"]) == {"callback_query", "message", "pre_checkout_query"}
+    assert set(info["allowed_updates"]) == {"callback_query", *PORTEX_KINDS}
     await fake_telegram.send_user_message(shop.bot_token, USER, "hi")  # opens the chat
     sent = await bot.send_message(USER, "Press", reply_markup=keyboard("go"))
     await fake_telegram.send_callback_query(shop.bot_token, USER, sent.message_id, "go")
@@ -420,7 +431,7 @@ async def test_allowed_updates_reach_telegram_as_the_union_in_webhook_mode(
     finally:
         await session.close()
     info = await _telegram_webhook_info(fake_telegram, shop.bot_token)
-    assert set(info["allowed_updates"]) == {"callback_query", "message", "pre_checkout_query"}
+    assert set(info["allowed_updates"]) == {"callback_query", *PORTEX_KINDS}
 
 
 async def _telegram_webhook_info(fake: FakeBotApi, token: str) -> dict[str, Any]:
@@ -580,7 +591,7 @@ async def test_a_refund_of_a_portex_order_is_relayed_after_it_is_recorded(
 
     [message] = await eventually(refund_relayed)
     assert message.refunded_payment is not None
-    order_id = int(message.refunded_payment.invoice_payload.split(".")[1])
+    order_id = order_id_in(message.refunded_payment.invoice_payload)
     order = await stub.QueryOrder(
         payment_pb2.QueryOrderRequest(tg_payment_id=order_id), metadata=shop.metadata
     )
@@ -632,11 +643,7 @@ async def test_a_kind_newer_than_the_code_reaches_the_bot_that_asked_for_it_as_s
     token = shop.bot_token
     empty = b'{"ok":true,"result":[]}'
     assert await raw_get_updates(service, token, allowed_updates=["message", NEW_KIND]) == empty
-    assert set(asked_of_telegram(fake_telegram, token)) == {
-        "message",
-        "pre_checkout_query",
-        NEW_KIND,
-    }
+    assert set(asked_of_telegram(fake_telegram, token)) == {*PORTEX_KINDS, NEW_KIND}
     update = newer_kind_update("ωμέγα, Zoë")
     update_id = await fake_telegram.deliver_update(token, update)
     assert update_id is not None  # Telegram sends it: portex-pay asked for it
