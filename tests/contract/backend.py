@@ -11,8 +11,10 @@ from portex_pay.service.ports import (
     DeadLetters,
     EventStore,
     Orders,
+    OrderSweeps,
     Payments,
     Refunds,
+    SubscriptionReads,
     UnfulfilledOrders,
 )
 
@@ -30,6 +32,8 @@ class Backend:
     dead_letters: DeadLetters
     refunds: Refunds
     unfulfilled: UnfulfilledOrders
+    subscriptions: SubscriptionReads
+    sweeps: OrderSweeps
     # Switches an application's unfulfilled-order policy on (a deadline) or off (None).
     set_unfulfilled_refund: Callable[[uuid.UUID, timedelta | None], Awaitable[None]]
     # A new application (with a bot token, or none): its id.
