@@ -11,7 +11,6 @@ from portex_pay.service.ports import (
     DeadLetters,
     EventStore,
     Orders,
-    OrderSweeps,
     Payments,
     Refunds,
     SubscriptionReads,
@@ -33,7 +32,8 @@ class Backend:
     refunds: Refunds
     unfulfilled: UnfulfilledOrders
     subscriptions: SubscriptionReads
-    sweeps: OrderSweeps
+    # The sweep that expires subscriptions past their period (OrderSweeps); how many.
+    expire_subscriptions: Callable[[int], Awaitable[int]]
     # Switches an application's unfulfilled-order policy on (a deadline) or off (None).
     set_unfulfilled_refund: Callable[[uuid.UUID, timedelta | None], Awaitable[None]]
     # A new application (with a bot token, or none): its id.

@@ -185,8 +185,8 @@ async def test_another_applications_subscription_is_missing(backend: Backend) ->
 async def test_a_subscription_past_its_period_end_expires_once(backend: Backend) -> None:
     live, _ = await subscribed(backend)
     past, _ = await subscribed(backend, datetime(2001, 1, 1, tzinfo=UTC))
-    assert await backend.sweeps.expire_subscriptions(100) == 1
-    assert await backend.sweeps.expire_subscriptions(100) == 0
+    assert await backend.expire_subscriptions(100) == 1
+    assert await backend.expire_subscriptions(100) == 0
     expired = await backend.orders.get(past.application_id, past.tg_payment_id)
     assert expired is not None and expired.subscription_state is S.EXPIRED
     assert (await event_types(backend, past.application_id))[-1] == "subscription.expired"

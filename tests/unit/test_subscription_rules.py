@@ -48,8 +48,9 @@ END = NOW + timedelta(days=10)  # the current period's end of the subscriptions 
 
 
 def subscription_order(state: OrderState, sub: SubscriptionState | None) -> Order:
+    one_off: Order = order(state)
     return dataclasses.replace(
-        order(state),
+        one_off,
         subscription_period=MONTH,
         subscription_state=sub,
         current_period_start=None if sub is None else END - timedelta(seconds=MONTH),
@@ -305,6 +306,7 @@ def test_a_malformed_subscription_update_is_malformed(bad: dict[str, object]) ->
 
 
 def test_a_subscription_update_that_is_no_object_is_malformed() -> None:
+    body: object
     for body in (None, [], "active", 5):
         with pytest.raises(MalformedUpdate):
             parse_update({"update_id": 3, "subscription": body})
