@@ -13,6 +13,7 @@ from portex_pay.service.ports import (
     Orders,
     Payments,
     Refunds,
+    SubscriptionReads,
     UnfulfilledOrders,
 )
 
@@ -30,6 +31,9 @@ class Backend:
     dead_letters: DeadLetters
     refunds: Refunds
     unfulfilled: UnfulfilledOrders
+    subscriptions: SubscriptionReads
+    # The sweep that expires subscriptions past their period (OrderSweeps); how many.
+    expire_subscriptions: Callable[[int], Awaitable[int]]
     # Switches an application's unfulfilled-order policy on (a deadline) or off (None).
     set_unfulfilled_refund: Callable[[uuid.UUID, timedelta | None], Awaitable[None]]
     # A new application (with a bot token, or none): its id.

@@ -1,6 +1,7 @@
 """Rotating PORTEX_PAYLOAD_SECRET with invoices open: an invoice signed with the old key is paid
 after the rotation (the old key retired, still configured), as is one signed before key ids
-existed (`v1`), and refused, as a forged payload is, once the operator has removed that key.
+existed (`v1`), and refused, as a forged payload is, once the operator has removed that key;
+likewise a live subscription's renewals, which carry its first invoice's payload.
 Replicas on the same database play the restarts; the fake Bot API plays Telegram and the buyer."""
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from tests.integration.helpers import pay_request, replica_serving
 
 Order = payment_pb2.Order
 USER = 5151
+MONTH = 2592000
 KEY_A = PAYLOAD_SECRET  # what the session's service signs with: the key before the rotation
 
 
@@ -150,3 +152,62 @@ async def test_an_open_invoice_survives_a_rotation_until_its_key_is_removed(
         assert await state_of(service, refused_later.tg_payment_id) == "pending"
         # The new key's payloads are unaffected by the removal.
         assert await state_of(service, paid_later.tg_payment_id) == "paid"
+
+
+async def test_a_live_subscription_signed_by_the_old_key_renews_until_the_key_is_removed(
+    stub, service: PortexApp, shop: TestApp, fake_telegram: FakeBotApi, database_url: str
+) -> None:
+    key_b = "rotated-payload-secret-" + secrets.token_hex(16)
+    # Paid while key A is current: every renewal carries this first invoice's payload.
+    paid = await stub.Pay(
+        pay_request(tg_use_id=USER, amount=50, subscription_period=MONTH), metadata=shop.metadata
+    )
+    outcome = await fake_telegram.pay_invoice(paid.tg_payment_url, USER)
+    await fake_telegram.drain(shop.bot_token)
+    assert outcome.approved and outcome.charge_id
+    order_id, first = paid.tg_payment_id, outcome.charge_id
+
+    async def period_end() -> int:
+        order = await stub.QueryOrder(
+            payment_pb2.QueryOrderRequest(tg_payment_id=order_id), metadata=shop.metadata
+        )
+        return int(order.subscription.current_period_end.ToSeconds())
+
+    started = await period_end()
+    # Rotated (B current, A retired): the renewal is verified by A and recorded as a renewal.
+    async with replica_serving(
+        database_url, fake_telegram, shop.id, payload_secret=key_b, payload_secrets_retired=KEY_A
+    ):
+        renewal = await fake_telegram.renew_subscription(shop.bot_token, first)
+        await fake_telegram.drain(shop.bot_token)
+    assert await period_end() == started + MONTH
+    assert await disposition(service, renewal.telegram_payment_charge_id) == ("renewal", None)
+
+    # A removed: a renewal carrying A's payload is refused as a forged payload is: kept as an
+    # anomaly (never lost, not refunded automatically), no period added.
+    async with replica_serving(database_url, fake_telegram, shop.id, payload_secret=key_b):
+        refused = await fake_telegram.renew_subscription(shop.bot_token, first)
+        await fake_telegram.drain(shop.bot_token)
+    assert await period_end() == started + MONTH
+    assert await disposition(service, refused.telegram_payment_charge_id) == (
+        "anomaly",
+        "PAYLOAD_INVALID",
+    )
+    renewed = await service.pool.fetchval(
+        "SELECT count(*) FROM events WHERE tg_payment_id = $1 AND type = 'subscription.renewed'",
+        order_id,
+    )
+    refunds = await service.pool.fetchval(
+        "SELECT count(*) FROM refunds WHERE telegram_payment_charge_id = $1",
+        refused.telegram_payment_charge_id,
+    )
+    assert (renewed, refunds) == (1, 0)
+
+
+async def disposition(service: PortexApp, charge_id: str | None) -> tuple[str, str | None]:
+    row = await service.pool.fetchrow(
+        "SELECT disposition, anomaly FROM payments WHERE telegram_payment_charge_id = $1",
+        charge_id,
+    )
+    assert row is not None
+    return row["disposition"], row["anomaly"]

@@ -42,6 +42,14 @@ async def event_types(service: PortexApp, tg_payment_id: int) -> list[str]:
     return [row["type"] for row in rows]
 
 
+def edit_calls(fake: FakeBotApi, app: TestApp) -> list[tuple[str, bool]]:
+    """The editUserStarSubscription calls the app's bot made: (charge id, is_canceled)."""
+    return [
+        (call.params["telegram_payment_charge_id"], call.params["is_canceled"] in (True, "true"))
+        for call in fake.calls_for("editUserStarSubscription", token=app.bot_token)
+    ]
+
+
 async def subscribe(stub, shop: TestApp, fake: FakeBotApi) -> tuple[int, str]:
     """A subscription order, paid: its id and its first charge id."""
     paid = await stub.Pay(
@@ -145,11 +153,23 @@ async def test_cancel_and_resume_through_edit_user_star_subscription(
     with pytest.raises(ValueError):  # Telegram does not renew a cancelled subscription
         await fake_telegram.renew_subscription(shop.bot_token, first)
 
-    resumed = await stub.ResumeSubscription(
-        payment_pb2.ResumeSubscriptionRequest(tg_payment_id=order_id), metadata=shop.metadata
-    )
-    assert resumed.subscription.state == Sub.ACTIVE
+    # The user cancels in their app too; then the bot lifts its own cancellation, twice.
+    await fake_telegram.cancel_subscription(shop.bot_token, first)
+    await fake_telegram.drain(shop.bot_token)
+    resume = payment_pb2.ResumeSubscriptionRequest(tg_payment_id=order_id)
+    for _ in range(2):  # idempotent
+        resumed = await stub.ResumeSubscription(resume, metadata=shop.metadata)
+        # Telegram renews nothing yet: it only lets the user re-enable it.
+        assert resumed.subscription.state == Sub.CANCELLED
     assert not fake_telegram.subscriptions(shop.bot_token)[0].canceled_by_bot
+    assert [edit[-1] for edit in edit_calls(fake_telegram, shop)] == [True, True, False, False]
+    with pytest.raises(ValueError):  # still no renewal
+        await fake_telegram.renew_subscription(shop.bot_token, first)
+    assert "subscription.reactivated" not in await event_types(service, order_id)
+    # The user re-enables it: Telegram's `active` update makes it ACTIVE.
+    await fake_telegram.reactivate_subscription(shop.bot_token, first)
+    await fake_telegram.drain(shop.bot_token)
+    assert (await query(stub, shop, order_id)).subscription.state == Sub.ACTIVE
     types = await event_types(service, order_id)
     assert types.count("subscription.cancelled") == 1
     assert types.count("subscription.reactivated") == 1

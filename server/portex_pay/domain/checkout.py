@@ -202,6 +202,10 @@ class PaymentRecord:
     is_recurring: bool = False
     is_first_recurring: bool = False
     subscription_expiration_date: datetime | None = None
+    # A charge the Star ledger found: its transaction's date. Its transaction names no period
+    # (TransactionPartnerUser has subscription_period, not the expiration date), so a recurring
+    # one's period is derived from this date and the subscription's periods (service/ledger.py).
+    charged_at: datetime | None = None
 
     def renews_period(self, period_paid: bool) -> bool:
         """Whether this charge can be a renewal: a recurring charge that names a period, one not

@@ -119,7 +119,17 @@ class StarTransaction:
             return None
         # getStarTransactions lists Telegram Stars only.
         charge = Charge(self.partner_id, CURRENCY, self.amount, self.invoice_payload)
-        return SuccessfulPayment(None, charge, self.id, None)
+        # A user partner's subscription_period marks a subscription's charge (its first payment
+        # or a renewal): recurring, as successful_payment's is_recurring says. The transaction
+        # has no expiration date; its `date` stands in for it (PaymentRecord.charged_at).
+        return SuccessfulPayment(
+            None,
+            charge,
+            self.id,
+            None,
+            is_recurring=self.subscription_period is not None,
+            charged_at=self.date,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,9 @@ Decisions (the proto documents them): a renewal that arrives for a CANCELLED, LA
 subscription is recorded and makes it ACTIVE again (Telegram charged the user, which it does only
 for a subscription it renews; refunding it would punish a user who re-enabled it in Telegram);
 refunding one period's charge changes neither the order nor the subscription (CancelSubscription
-stops renewals).
+stops renewals). ResumeSubscription does not make a CANCELLED subscription ACTIVE: Telegram's
+is_canceled=false only lets the user re-enable it (edit_target); Telegram's `active` update or a
+renewal does.
 """
 
 from __future__ import annotations
@@ -86,6 +88,16 @@ def period_of(expiration: datetime, period_seconds: int) -> Period:
     return Period(expiration - timedelta(seconds=period_seconds), expiration)
 
 
+def first_end_after(charged_at: datetime, anchor: datetime, period_seconds: int) -> datetime:
+    """The first period end after `charged_at` on the subscription's grid of periods (`anchor`,
+    one of its period ends, plus or minus whole periods). A charge pays a period that has not
+    ended yet: for a charge the Star ledger found (its transaction names no period end), the
+    candidate for the period it paid; the caller steps past the periods already paid, since
+    Telegram charges a renewal around the end of the period before it."""
+    period = timedelta(seconds=period_seconds)
+    return anchor + period * ((charged_at - anchor) // period + 1)
+
+
 def update_target(
     current: SubscriptionState | None, telegram_state: str
 ) -> SubscriptionState | None:
@@ -122,8 +134,13 @@ def edit_refusal(period: int | None, state: SubscriptionState | None) -> EditRef
 
 def edit_target(current: SubscriptionState, cancel: bool) -> SubscriptionState | None:
     """The state CancelSubscription (`cancel`) or ResumeSubscription brings a started,
-    unexpired subscription to, or None when it stays as it is: cancelling a cancelled one,
-    resuming an active one, and resuming a LAPSED one (only a renewal payment recovers it)."""
+    unexpired subscription to, or None when it stays as it is. Cancelling makes it CANCELLED
+    (unless it is so already). Resuming changes nothing here: Telegram's
+    editUserStarSubscription with is_canceled false only lifts the bot's cancellation so that
+    the user may re-enable the subscription (Bot API; MTProto's botCancelStarsSubscription
+    `restore` "partially undoes" it), so no renewal is promised yet. The subscription becomes
+    ACTIVE when Telegram says so: the `subscription` update `active` (the user re-enabled it)
+    or a renewal charge."""
     if cancel:
         return None if current is SubscriptionState.CANCELLED else SubscriptionState.CANCELLED
-    return SubscriptionState.ACTIVE if current is SubscriptionState.CANCELLED else None
+    return None

@@ -57,6 +57,8 @@ class SuccessfulPayment:
     is_recurring: bool = False
     is_first_recurring: bool = False
     subscription_expiration_date: datetime | None = None
+    # Found by the Star ledger: the transaction's date (PaymentRecord.charged_at).
+    charged_at: datetime | None = None
 
     def record(
         self,
@@ -80,6 +82,7 @@ class SuccessfulPayment:
             is_recurring=self.is_recurring,
             is_first_recurring=self.is_first_recurring,
             subscription_expiration_date=self.subscription_expiration_date,
+            charged_at=self.charged_at,
         )
 
 

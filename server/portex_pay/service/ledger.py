@@ -11,6 +11,8 @@ concurrent refund, cancel or second charge waits.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -28,7 +30,12 @@ from portex_pay.domain.errors import ChargeNotFound
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Order, OrderState, allows, check_transition
 from portex_pay.domain.refunds import Refund, RefundCause
-from portex_pay.domain.subscription import STATE_EVENTS, SubscriptionState, update_target
+from portex_pay.domain.subscription import (
+    STATE_EVENTS,
+    SubscriptionState,
+    first_end_after,
+    update_target,
+)
 from portex_pay.service.ports import Payments, PaymentTransaction
 
 
@@ -252,6 +259,8 @@ async def record_charge(
     order = None
     if record.tg_payment_id is not None:
         order = await tx.orders.lock(record.application_id, record.tg_payment_id)
+    if order is not None and order.subscription_period is not None:
+        record = await _with_found_period(tx, order, record)
     period_paid = False
     expiration = record.subscription_expiration_date
     if order is not None and order.subscription_period is not None and expiration is not None:
@@ -307,6 +316,31 @@ async def record_charge(
             RefundCause.own(outcome.refund),
         )
     return PaymentResult(outcome, order, refund_requested=refund)
+
+
+async def _with_found_period(
+    tx: PaymentTransaction, order: Order, record: PaymentRecord
+) -> PaymentRecord:
+    """The record of a subscription order's recurring charge that the Star ledger found, with
+    the end of the period it paid (its transaction has only its date, `charged_at`): one period
+    after the date for the first payment, else the first period end after the date on the
+    subscription's grid that no other charge paid (domain/subscription.first_end_after). The
+    record as it is for any other charge. The charge id stays the key: when the update brought
+    the same charge first (or later), one of the two records it and the other changes nothing."""
+    charged_at = record.charged_at
+    if not record.is_recurring or record.subscription_expiration_date is not None:
+        return record
+    if charged_at is None or order.subscription_period is None:
+        return record
+    period = order.subscription_period
+    anchor = order.current_period_end
+    if anchor is None:  # not started: this charge starts it
+        end = charged_at + timedelta(seconds=period)
+    else:
+        end = first_end_after(charged_at, anchor, period)
+        while end <= anchor and await tx.charges.period_paid(order.tg_payment_id, end):
+            end += timedelta(seconds=period)
+    return replace(record, subscription_expiration_date=end)
 
 
 async def _pay(tx: PaymentTransaction, order: Order, record: PaymentRecord) -> Order:

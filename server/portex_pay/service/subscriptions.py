@@ -6,7 +6,9 @@ asked, and only then is the change recorded with its event in one unit of work
 (Ledger.edit_subscription), which re-reads the order under its lock. Both RPCs are idempotent:
 Telegram accepts the same edit again, and a subscription already in the target state records
 nothing. A `subscription` update that Telegram sends for our own edit finds the state already
-there and records nothing either (domain/subscription.update_target).
+there and records nothing either (domain/subscription.update_target). ResumeSubscription
+records no state: Telegram only lets the user re-enable the subscription
+(domain/subscription.edit_target), and its `subscription` update tells when they do.
 """
 
 from __future__ import annotations

@@ -603,7 +603,9 @@ class Subscription(_message.Message):
         """Paid up to `current_period_end`; Telegram renews it then."""
         CANCELLED: Subscription._State.ValueType  # 2
         """Cancelled at period end (CancelSubscription, or the user in Telegram): paid up to
-        `current_period_end`, with no renewal. ResumeSubscription makes it ACTIVE again.
+        `current_period_end`, with no renewal. It becomes ACTIVE again when the user re-enables it
+        in Telegram (after ResumeSubscription, if CancelSubscription cancelled it) or a renewal
+        charge arrives.
         """
         LAPSED: Subscription._State.ValueType  # 3
         """Telegram reported a failed renewal payment (the `subscription` update, state `failed`):
@@ -623,7 +625,9 @@ class Subscription(_message.Message):
     """Paid up to `current_period_end`; Telegram renews it then."""
     CANCELLED: Subscription.State.ValueType  # 2
     """Cancelled at period end (CancelSubscription, or the user in Telegram): paid up to
-    `current_period_end`, with no renewal. ResumeSubscription makes it ACTIVE again.
+    `current_period_end`, with no renewal. It becomes ACTIVE again when the user re-enables it
+    in Telegram (after ResumeSubscription, if CancelSubscription cancelled it) or a renewal
+    charge arrives.
     """
     LAPSED: Subscription.State.ValueType  # 3
     """Telegram reported a failed renewal payment (the `subscription` update, state `failed`):
@@ -697,7 +701,9 @@ class SubscriptionCharge(_message.Message):
     @_builtins.property
     def period_start(self) -> _timestamp_pb2.Timestamp:
         """The period it paid: its start (`period_end` minus the period) and end (Telegram's
-        subscription_expiration_date).
+        subscription_expiration_date; for a charge whose update never came, found by the Star ledger
+        whose transaction has only its date, the first period end after that date, on the
+        subscription's grid of periods, that no other charge paid).
         """
 
     @_builtins.property

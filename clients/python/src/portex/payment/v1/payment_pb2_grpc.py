@@ -256,22 +256,29 @@ class PaymentServiceServicer:
 
     def CancelSubscription(self, request, context):
         """Cancels the renewal of a subscription order (Bot API editUserStarSubscription with
-        is_canceled true, naming the subscription by its first payment's charge id): the user keeps
-        what was paid up to `subscription.current_period_end`, and the subscription becomes
-        CANCELLED, announced as `subscription.cancelled`. Idempotent: cancelling a cancelled
-        subscription returns the order unchanged (Telegram is asked again, which it accepts). An
-        order that is not a subscription, or whose subscription never started or has EXPIRED,
-        answers FAILED_PRECONDITION (reason NOT_A_SUBSCRIPTION / SUBSCRIPTION_NOT_STARTED /
-        SUBSCRIPTION_EXPIRED). Telegram's refusals are mapped as for other Telegram calls.
+        is_canceled true, naming the subscription by its first payment's charge id): Telegram charges
+        no further period, the user keeps what was paid up to `subscription.current_period_end`, and
+        the subscription becomes CANCELLED, announced as `subscription.cancelled`. The user cannot
+        re-enable it in Telegram until ResumeSubscription lifts this cancellation. Idempotent:
+        cancelling a cancelled subscription returns the order unchanged (Telegram is asked again,
+        which it accepts). An order that is not a subscription, or whose subscription never started
+        or has EXPIRED, answers FAILED_PRECONDITION (reason NOT_A_SUBSCRIPTION /
+        SUBSCRIPTION_NOT_STARTED / SUBSCRIPTION_EXPIRED). Telegram's refusals are mapped as for
+        other Telegram calls.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ResumeSubscription(self, request, context):
-        """Re-enables the renewal of a cancelled subscription (editUserStarSubscription with
-        is_canceled false): it becomes ACTIVE again, announced as `subscription.reactivated`.
-        Idempotent like CancelSubscription, with the same preconditions.
+        """Lifts a cancellation made by CancelSubscription (editUserStarSubscription with is_canceled
+        false). In Telegram this does not renew anything by itself: it allows the user to re-enable
+        the subscription in their app. So the order is returned as it is (a CANCELLED subscription
+        stays CANCELLED, no event) until Telegram reports the change: the `subscription` update
+        `active` (the user re-enabled it; `subscription.reactivated`) or a renewal charge
+        (`subscription.renewed`, ACTIVE again). Idempotent, with CancelSubscription's
+        preconditions; calling it for a subscription the bot never cancelled is accepted by
+        Telegram and changes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -104,18 +104,25 @@ class PaymentServiceStub:
     """
     CancelSubscription: _grpc.UnaryUnaryMultiCallable[_payment_pb2.CancelSubscriptionRequest, _payment_pb2.Order]
     """Cancels the renewal of a subscription order (Bot API editUserStarSubscription with
-    is_canceled true, naming the subscription by its first payment's charge id): the user keeps
-    what was paid up to `subscription.current_period_end`, and the subscription becomes
-    CANCELLED, announced as `subscription.cancelled`. Idempotent: cancelling a cancelled
-    subscription returns the order unchanged (Telegram is asked again, which it accepts). An
-    order that is not a subscription, or whose subscription never started or has EXPIRED,
-    answers FAILED_PRECONDITION (reason NOT_A_SUBSCRIPTION / SUBSCRIPTION_NOT_STARTED /
-    SUBSCRIPTION_EXPIRED). Telegram's refusals are mapped as for other Telegram calls.
+    is_canceled true, naming the subscription by its first payment's charge id): Telegram charges
+    no further period, the user keeps what was paid up to `subscription.current_period_end`, and
+    the subscription becomes CANCELLED, announced as `subscription.cancelled`. The user cannot
+    re-enable it in Telegram until ResumeSubscription lifts this cancellation. Idempotent:
+    cancelling a cancelled subscription returns the order unchanged (Telegram is asked again,
+    which it accepts). An order that is not a subscription, or whose subscription never started
+    or has EXPIRED, answers FAILED_PRECONDITION (reason NOT_A_SUBSCRIPTION /
+    SUBSCRIPTION_NOT_STARTED / SUBSCRIPTION_EXPIRED). Telegram's refusals are mapped as for
+    other Telegram calls.
     """
     ResumeSubscription: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ResumeSubscriptionRequest, _payment_pb2.Order]
-    """Re-enables the renewal of a cancelled subscription (editUserStarSubscription with
-    is_canceled false): it becomes ACTIVE again, announced as `subscription.reactivated`.
-    Idempotent like CancelSubscription, with the same preconditions.
+    """Lifts a cancellation made by CancelSubscription (editUserStarSubscription with is_canceled
+    false). In Telegram this does not renew anything by itself: it allows the user to re-enable
+    the subscription in their app. So the order is returned as it is (a CANCELLED subscription
+    stays CANCELLED, no event) until Telegram reports the change: the `subscription` update
+    `active` (the user re-enabled it; `subscription.reactivated`) or a renewal charge
+    (`subscription.renewed`, ACTIVE again). Idempotent, with CancelSubscription's
+    preconditions; calling it for a subscription the bot never cancelled is accepted by
+    Telegram and changes nothing.
     """
     StreamInvoiceEvents: _grpc.UnaryStreamMultiCallable[_payment_pb2.StreamInvoiceEventsRequest, _payment_pb2.InvoiceEvent]
     """Streams the application's payment events as they happen: in a stable order, with no gaps and
@@ -255,18 +262,25 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     """
     CancelSubscription: _aio.UnaryUnaryMultiCallable[_payment_pb2.CancelSubscriptionRequest, _payment_pb2.Order]  # type: ignore[assignment]
     """Cancels the renewal of a subscription order (Bot API editUserStarSubscription with
-    is_canceled true, naming the subscription by its first payment's charge id): the user keeps
-    what was paid up to `subscription.current_period_end`, and the subscription becomes
-    CANCELLED, announced as `subscription.cancelled`. Idempotent: cancelling a cancelled
-    subscription returns the order unchanged (Telegram is asked again, which it accepts). An
-    order that is not a subscription, or whose subscription never started or has EXPIRED,
-    answers FAILED_PRECONDITION (reason NOT_A_SUBSCRIPTION / SUBSCRIPTION_NOT_STARTED /
-    SUBSCRIPTION_EXPIRED). Telegram's refusals are mapped as for other Telegram calls.
+    is_canceled true, naming the subscription by its first payment's charge id): Telegram charges
+    no further period, the user keeps what was paid up to `subscription.current_period_end`, and
+    the subscription becomes CANCELLED, announced as `subscription.cancelled`. The user cannot
+    re-enable it in Telegram until ResumeSubscription lifts this cancellation. Idempotent:
+    cancelling a cancelled subscription returns the order unchanged (Telegram is asked again,
+    which it accepts). An order that is not a subscription, or whose subscription never started
+    or has EXPIRED, answers FAILED_PRECONDITION (reason NOT_A_SUBSCRIPTION /
+    SUBSCRIPTION_NOT_STARTED / SUBSCRIPTION_EXPIRED). Telegram's refusals are mapped as for
+    other Telegram calls.
     """
     ResumeSubscription: _aio.UnaryUnaryMultiCallable[_payment_pb2.ResumeSubscriptionRequest, _payment_pb2.Order]  # type: ignore[assignment]
-    """Re-enables the renewal of a cancelled subscription (editUserStarSubscription with
-    is_canceled false): it becomes ACTIVE again, announced as `subscription.reactivated`.
-    Idempotent like CancelSubscription, with the same preconditions.
+    """Lifts a cancellation made by CancelSubscription (editUserStarSubscription with is_canceled
+    false). In Telegram this does not renew anything by itself: it allows the user to re-enable
+    the subscription in their app. So the order is returned as it is (a CANCELLED subscription
+    stays CANCELLED, no event) until Telegram reports the change: the `subscription` update
+    `active` (the user re-enabled it; `subscription.reactivated`) or a renewal charge
+    (`subscription.renewed`, ACTIVE again). Idempotent, with CancelSubscription's
+    preconditions; calling it for a subscription the bot never cancelled is accepted by
+    Telegram and changes nothing.
     """
     StreamInvoiceEvents: _aio.UnaryStreamMultiCallable[_payment_pb2.StreamInvoiceEventsRequest, _payment_pb2.InvoiceEvent]  # type: ignore[assignment]
     """Streams the application's payment events as they happen: in a stable order, with no gaps and
@@ -469,13 +483,15 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.Order, _abc.Awaitable[_payment_pb2.Order]]:
         """Cancels the renewal of a subscription order (Bot API editUserStarSubscription with
-        is_canceled true, naming the subscription by its first payment's charge id): the user keeps
-        what was paid up to `subscription.current_period_end`, and the subscription becomes
-        CANCELLED, announced as `subscription.cancelled`. Idempotent: cancelling a cancelled
-        subscription returns the order unchanged (Telegram is asked again, which it accepts). An
-        order that is not a subscription, or whose subscription never started or has EXPIRED,
-        answers FAILED_PRECONDITION (reason NOT_A_SUBSCRIPTION / SUBSCRIPTION_NOT_STARTED /
-        SUBSCRIPTION_EXPIRED). Telegram's refusals are mapped as for other Telegram calls.
+        is_canceled true, naming the subscription by its first payment's charge id): Telegram charges
+        no further period, the user keeps what was paid up to `subscription.current_period_end`, and
+        the subscription becomes CANCELLED, announced as `subscription.cancelled`. The user cannot
+        re-enable it in Telegram until ResumeSubscription lifts this cancellation. Idempotent:
+        cancelling a cancelled subscription returns the order unchanged (Telegram is asked again,
+        which it accepts). An order that is not a subscription, or whose subscription never started
+        or has EXPIRED, answers FAILED_PRECONDITION (reason NOT_A_SUBSCRIPTION /
+        SUBSCRIPTION_NOT_STARTED / SUBSCRIPTION_EXPIRED). Telegram's refusals are mapped as for
+        other Telegram calls.
         """
 
     @_abc_1.abstractmethod
@@ -484,9 +500,14 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payment_pb2.ResumeSubscriptionRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.Order, _abc.Awaitable[_payment_pb2.Order]]:
-        """Re-enables the renewal of a cancelled subscription (editUserStarSubscription with
-        is_canceled false): it becomes ACTIVE again, announced as `subscription.reactivated`.
-        Idempotent like CancelSubscription, with the same preconditions.
+        """Lifts a cancellation made by CancelSubscription (editUserStarSubscription with is_canceled
+        false). In Telegram this does not renew anything by itself: it allows the user to re-enable
+        the subscription in their app. So the order is returned as it is (a CANCELLED subscription
+        stays CANCELLED, no event) until Telegram reports the change: the `subscription` update
+        `active` (the user re-enabled it; `subscription.reactivated`) or a renewal charge
+        (`subscription.renewed`, ACTIVE again). Idempotent, with CancelSubscription's
+        preconditions; calling it for a subscription the bot never cancelled is accepted by
+        Telegram and changes nothing.
         """
 
     @_abc_1.abstractmethod
