@@ -271,7 +271,11 @@ class PaymentServiceServicer:
     def ResumeSubscription(self, request, context):
         """Re-enables the renewal of a cancelled subscription (editUserStarSubscription with
         is_canceled false): it becomes ACTIVE again, announced as `subscription.reactivated`.
-        Idempotent like CancelSubscription, with the same preconditions.
+        Idempotent like CancelSubscription, with the same preconditions. In Telegram this only lifts
+        the bot's own cancellation (CancelSubscription): it charges nothing, cannot undo a
+        cancellation the user made in Telegram (only the user can re-enable that; if it stands, no
+        renewal comes and the subscription becomes EXPIRED after its period), and leaves a LAPSED
+        subscription LAPSED (only a renewal payment recovers it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

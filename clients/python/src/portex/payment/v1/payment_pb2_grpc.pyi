@@ -115,7 +115,11 @@ class PaymentServiceStub:
     ResumeSubscription: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ResumeSubscriptionRequest, _payment_pb2.Order]
     """Re-enables the renewal of a cancelled subscription (editUserStarSubscription with
     is_canceled false): it becomes ACTIVE again, announced as `subscription.reactivated`.
-    Idempotent like CancelSubscription, with the same preconditions.
+    Idempotent like CancelSubscription, with the same preconditions. In Telegram this only lifts
+    the bot's own cancellation (CancelSubscription): it charges nothing, cannot undo a
+    cancellation the user made in Telegram (only the user can re-enable that; if it stands, no
+    renewal comes and the subscription becomes EXPIRED after its period), and leaves a LAPSED
+    subscription LAPSED (only a renewal payment recovers it).
     """
     StreamInvoiceEvents: _grpc.UnaryStreamMultiCallable[_payment_pb2.StreamInvoiceEventsRequest, _payment_pb2.InvoiceEvent]
     """Streams the application's payment events as they happen: in a stable order, with no gaps and
@@ -266,7 +270,11 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     ResumeSubscription: _aio.UnaryUnaryMultiCallable[_payment_pb2.ResumeSubscriptionRequest, _payment_pb2.Order]  # type: ignore[assignment]
     """Re-enables the renewal of a cancelled subscription (editUserStarSubscription with
     is_canceled false): it becomes ACTIVE again, announced as `subscription.reactivated`.
-    Idempotent like CancelSubscription, with the same preconditions.
+    Idempotent like CancelSubscription, with the same preconditions. In Telegram this only lifts
+    the bot's own cancellation (CancelSubscription): it charges nothing, cannot undo a
+    cancellation the user made in Telegram (only the user can re-enable that; if it stands, no
+    renewal comes and the subscription becomes EXPIRED after its period), and leaves a LAPSED
+    subscription LAPSED (only a renewal payment recovers it).
     """
     StreamInvoiceEvents: _aio.UnaryStreamMultiCallable[_payment_pb2.StreamInvoiceEventsRequest, _payment_pb2.InvoiceEvent]  # type: ignore[assignment]
     """Streams the application's payment events as they happen: in a stable order, with no gaps and
@@ -486,7 +494,11 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_payment_pb2.Order, _abc.Awaitable[_payment_pb2.Order]]:
         """Re-enables the renewal of a cancelled subscription (editUserStarSubscription with
         is_canceled false): it becomes ACTIVE again, announced as `subscription.reactivated`.
-        Idempotent like CancelSubscription, with the same preconditions.
+        Idempotent like CancelSubscription, with the same preconditions. In Telegram this only lifts
+        the bot's own cancellation (CancelSubscription): it charges nothing, cannot undo a
+        cancellation the user made in Telegram (only the user can re-enable that; if it stands, no
+        renewal comes and the subscription becomes EXPIRED after its period), and leaves a LAPSED
+        subscription LAPSED (only a renewal payment recovers it).
         """
 
     @_abc_1.abstractmethod
