@@ -210,6 +210,7 @@ def _item_json(item: CatalogItem) -> dict[str, Any]:
         "description": item.description,
         "photo_url": item.photo_url,
         "metadata": dict(item.metadata),
+        "subscription_period": item.subscription_period,
     }
 
 
@@ -241,6 +242,7 @@ _ITEM_OPTIONS = {
     "title": "--title",
     "description": "--description",
     "photo_url": "--photo-url",
+    "subscription_period": "--subscription-period",
 }
 
 
@@ -267,6 +269,7 @@ async def _edge_admin(admin: ApplicationAdmin, options: argparse.Namespace) -> d
                     description=options.description,
                     photo_url=options.photo_url,
                     metadata=_item_metadata(options.metadata),
+                    subscription_period=options.subscription_period,
                 ),
             )
         except InvalidArgument as error:
@@ -603,6 +606,12 @@ def _edge_commands(admin: argparse._SubParsersAction[argparse.ArgumentParser]) -
         default=[],
         metavar="KEY=VALUE",
         help="copied onto every order made for the item (repeat for more keys)",
+    )
+    set_item.add_argument(
+        "--subscription-period",
+        type=int,
+        metavar="SECONDS",
+        help="sell the item as a Stars subscription renewed every SECONDS (2592000 only)",
     )
     delete_item = admin.add_parser("delete-item", help="remove a catalog item")
     delete_item.add_argument("--app", type=UUID, required=True)

@@ -303,6 +303,7 @@ async def test_set_item_list_items_and_delete_item(database_url, fake_telegram, 
         "description": "Sharp.",
         "photo_url": "https://cdn.example.com/sword.png",
         "metadata": {"sku": "SW-1", "formula": "a=b"},
+        "subscription_period": None,
     }
     assert shown == {"application_id": app_id, "item": sword}
     code, shown, _ = await admin(
@@ -315,11 +316,18 @@ async def test_set_item_list_items_and_delete_item(database_url, fake_telegram, 
         "description": None,
         "photo_url": None,
         "metadata": {},
+        "subscription_period": None,
     }
     assert (code, shown["item"]) == (0, axe)
+    code, shown, err = await admin(
+        database_url, fake_telegram, "set-item", "--app", app_id, "--key", "vip",
+        "--amount", "100", "--subscription-period", "2592000",
+    )  # fmt: skip
+    vip = {**axe, "key": "vip", "amount": 100, "subscription_period": 2592000}
+    assert (code, shown["item"]) == (0, vip), err
 
     code, listed, _ = await admin(database_url, fake_telegram, "list-items", "--app", app_id)
-    assert (code, listed["items"]) == (0, [axe, sword])
+    assert (code, listed["items"]) == (0, [axe, sword, vip])
 
     # Replacing sets every field: what is not given is cleared.
     code, shown, _ = await admin(
@@ -344,7 +352,7 @@ async def test_set_item_list_items_and_delete_item(database_url, fake_telegram, 
     )
     assert line == f"error: no item 'sword' in application {app_id}"
     code, listed, _ = await admin(database_url, fake_telegram, "list-items", "--app", app_id)
-    assert (code, listed["items"]) == (0, [axe])
+    assert (code, listed["items"]) == (0, [axe, vip])
 
 
 @pytest.mark.parametrize(
@@ -359,6 +367,10 @@ async def test_set_item_list_items_and_delete_item(database_url, fake_telegram, 
         (["--description", "nul\x7f"], "error: invalid item: --description must not contain"),
         (["--photo-url", "ftp://x.example/a.png"], "error: invalid item: --photo-url must be"),
         (["--metadata", "sku"], "error: invalid item: --metadata takes KEY=VALUE"),
+        (
+            ["--subscription-period", "86400"],
+            "error: invalid item: --subscription-period must be 2592000 (30 days)",
+        ),
         (["--metadata", "sku=" + "v" * 501], "error: invalid item: --metadata sku: the value must"),
         (["--metadata", "k" * 41 + "=v"], "error: invalid item: --metadata " + "k" * 40 + "…: "),
     ],

@@ -68,6 +68,20 @@ async def test_set_adds_then_replaces_and_list_is_ordered_by_key(stub, app: Test
     assert not sword.HasField("photo_url")
 
 
+async def test_a_subscription_item_round_trips_and_a_replacement_without_it_is_one_off(
+    stub, app: TestApp
+) -> None:
+    stored = await _set(stub, app, key="vip", amount=10_000, subscription_period=2592000)
+    assert (stored.key, stored.amount, stored.subscription_period) == ("vip", 10_000, 2592000)
+    await _set(stub, app, key="axe", amount=7)
+    vip, axe = sorted(await _list(stub, app), key=lambda item: item.key, reverse=True)
+    assert (vip.key, vip.subscription_period) == ("vip", 2592000)
+    assert not axe.HasField("subscription_period")
+    replaced = await _set(stub, app, key="vip", amount=100)
+    assert not replaced.HasField("subscription_period")
+    assert not (await _list(stub, app))[1].HasField("subscription_period")
+
+
 async def test_delete_removes_once(stub, app: TestApp) -> None:
     await _set(stub, app)
     request = payment_pb2.DeleteCatalogItemRequest(key="sword")
@@ -97,6 +111,10 @@ async def test_a_new_application_has_an_empty_catalog(stub, app: TestApp) -> Non
         ({"description": "d" * 256}, ["item.description"]),
         ({"photo_url": "ftp://example.com/a.png"}, ["item.photo_url"]),
         ({"photo_url": "https://example.com/a\tb"}, ["item.photo_url"]),
+        ({"subscription_period": 86400}, ["item.subscription_period"]),
+        ({"subscription_period": 0}, ["item.subscription_period"]),
+        ({"subscription_period": -2592000}, ["item.subscription_period"]),
+        ({"subscription_period": 2592000, "amount": 10_001}, ["item.amount"]),
         (
             {"key": "", "amount": 0, "title": "t\x00", "photo_url": "nope"},
             ["item.key", "item.amount", "item.title", "item.photo_url"],

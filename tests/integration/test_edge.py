@@ -692,6 +692,39 @@ async def test_the_items_metadata_is_on_the_order_and_a_browsers_is_ignored(
     assert dict((await query(stub, open_shop.app, tg_payment_id)).metadata) == {}
 
 
+async def test_a_subscription_items_order_is_a_subscription_and_a_browser_cannot_make_one(
+    make_shop: MakeShop, stub: Any, fake_telegram: FakeBotApi
+) -> None:
+    """An edge payment for an item with `subscription_period` creates a subscription order (as
+    the item's metadata is copied), which the user's payment starts; a `subscription_period` in
+    a browser's body is ignored (a one-off item stays one-off, open pricing makes none)."""
+    month = 2592000
+    vip = CatalogItem(key="vip", amount=50, subscription_period=month, metadata={"tier": "vip"})
+    shop = await make_shop(items=(ITEM, vip))
+    status, body, _ = await shop.pay({**SEED, "label": "vip", "amount": 0})
+    assert status == 200, body
+    result = body["result"]
+    order = await query(stub, shop.app, result["tg_payment_id"])
+    assert (order.amount, order.subscription.period_seconds) == (50, month)
+    assert order.subscription.state == payment_pb2.Subscription.STATE_UNSPECIFIED
+    assert dict(order.metadata) == {"tier": "vip"}
+    outcome = await fake_telegram.pay_invoice(result["tg_payment_url"], USER)
+    assert outcome.approved
+    await fake_telegram.drain(shop.app.bot_token)
+    order = await query(stub, shop.app, result["tg_payment_id"])
+    assert (order.state, order.subscription.state) == (Order.PAID, payment_pb2.Subscription.ACTIVE)
+    assert [c.telegram_payment_charge_id for c in order.subscription.charges] == [outcome.charge_id]
+
+    forged = {**SEED, "label": "item", "amount": 0, "subscription_period": month}
+    one_off = await query(stub, shop.app, await shop.paid_id(forged))
+    assert not one_off.HasField("subscription")
+    open_shop = await make_shop(items=(vip,), pricing=PricingMode.OPEN)
+    forged = {**SEED, "label": "vip", "subscription_period": month}
+    assert not (await query(stub, open_shop.app, await open_shop.paid_id(forged))).HasField(
+        "subscription"
+    )
+
+
 async def test_a_deleted_item_can_no_longer_be_bought(shop: Shop) -> None:
     await shop.paid_id(SEED)
     assert await CatalogRepository(shop.pool).delete(shop.id, "item")

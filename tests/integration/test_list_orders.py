@@ -269,7 +269,7 @@ async def test_the_page_size_defaults_to_100_and_the_last_page_has_no_token(
         ("tg_use_id = 42 AND state =", "position 27: expected a value after '='"),
         ("state = PAID and tg_use_id = 1", "position 14: write AND in upper case, not and"),
         ("amount > 5", "position 1: unknown field 'amount' (fields: tg_use_id, state, label, "
-         "create_time, paid_time, fulfilled, metadata.KEY)"),
+         "create_time, paid_time, fulfilled, subscription_state, metadata.KEY)"),
         ('label = "x', "position 9: a string is not closed (a double quote is missing)"),
         ("state = PAID\x00", "position 13: control characters and lone surrogates are not "
          "allowed (found U+0000)"),

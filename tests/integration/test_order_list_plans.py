@@ -4,7 +4,8 @@ range scan in the list's order: no Seq Scan, no Sort, with a custom plan and wit
 a prepared statement ends up with. A metadata filter uses its GIN index (then a top-N sort of
 the matching orders, which GIN cannot return in order). A comparison that the statistics say
 matches very few orders (e.g. still-pending orders of one item) may rightly get a bitmap scan and
-a sort of those few instead; such combinations are not asserted here."""
+a sort of those few instead; such combinations are not asserted here. A subscription state uses
+the partial index of migration 0011."""
 
 from __future__ import annotations
 
@@ -86,6 +87,8 @@ async def plan_of(
         ('label = "item-7" AND state = PAID', "orders_list_label"),
         (STUCK, "orders_list_unfulfilled"),
         ("state = EXPIRED", "orders_list"),
+        ("subscription_state = ACTIVE", "orders_list_subscription"),
+        ("subscription_state = LAPSED", "orders_list_subscription"),
         (f'create_time < "{(NOW - timedelta(seconds=600)).isoformat()}"', "orders_list"),
     ],
 )

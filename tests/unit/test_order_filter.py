@@ -85,7 +85,9 @@ def test_a_filter_parses_to_its_comparisons(text: str, expected: tuple[Compariso
     assert parse_order_filter(text) == OrderFilter(expected)
 
 
-FIELDS = "tg_use_id, state, label, create_time, paid_time, fulfilled, metadata.KEY"
+FIELDS = (
+    "tg_use_id, state, label, create_time, paid_time, fulfilled, subscription_state, metadata.KEY"
+)
 USER_ID = "tg_use_id takes a whole number from 1 to 9223372036854775807"
 TIME = 'takes an RFC 3339 time in double quotes, e.g. "2026-12-03T10:00:00Z"'
 KEY = 'expected a key after metadata: metadata.KEY or metadata."any key"'

@@ -26,6 +26,7 @@ from portex_pay.domain.pay import (
     URL_MAX_CHARS,
     PayCommand,
 )
+from portex_pay.domain.subscription import max_amount_for, period_problem
 from portex_pay.domain.text import free_text_problem, single_line_problem, storable_text
 
 ITEM_KEY_MAX_CHARS = LABEL_MAX_CHARS  # the key travels as the PaymentOptions' label
@@ -59,6 +60,8 @@ class CatalogItem:
     photo_url: str | None = None
     # Copied onto every order made for the item at the edge (domain/metadata.py rules).
     metadata: Mapping[str, str] = field(default_factory=dict)
+    # Makes every order made for the item at the edge a subscription (Pay's rules); None: one-off.
+    subscription_period: int | None = None
 
 
 def validate_item(item: CatalogItem, *, max_amount: int) -> list[FieldViolation]:
@@ -75,6 +78,10 @@ def validate_item(item: CatalogItem, *, max_amount: int) -> list[FieldViolation]
             bad.append(FieldViolation(field, problem))
 
     text("key", item.key, ITEM_KEY_MAX_CHARS)
+    period = period_problem(item.subscription_period)
+    if period is not None:
+        bad.append(FieldViolation("subscription_period", period))
+    max_amount = max_amount_for(item.subscription_period, max_amount)
     if not 0 < item.amount <= max_amount:
         bad.append(
             FieldViolation("amount", f"must be a whole number of Stars from 1 to {max_amount}")
@@ -91,9 +98,10 @@ def validate_item(item: CatalogItem, *, max_amount: int) -> list[FieldViolation]
 
 def priced(command: PayCommand, item: CatalogItem | None, mode: PricingMode) -> PayCommand:
     """The Pay a browser's request stands for. In catalog pricing the item named by `label` sets
-    the price (a browser amount that differs is refused), the metadata and, where it has them,
-    the title, description and photo; in open pricing the request is taken as it is. A browser
-    never sets metadata: the edge does not read it from the body."""
+    the price (a browser amount that differs is refused), the metadata, the subscription period
+    and, where it has them, the title, description and photo; in open pricing the request is
+    taken as it is. A browser never sets metadata or a subscription: the edge does not read them
+    from the body."""
     if mode is PricingMode.OPEN:
         return command
     if item is None:
@@ -114,6 +122,7 @@ def priced(command: PayCommand, item: CatalogItem | None, mode: PricingMode) -> 
         photo_height=None if photo else command.photo_height,
         callback_url=command.callback_url,
         metadata=item.metadata,
+        subscription_period=item.subscription_period,
     )
 
 

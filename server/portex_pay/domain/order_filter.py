@@ -7,7 +7,7 @@ Grammar (spaces are allowed around every token and needed between names only):
     filter     = [ comparison { "AND" comparison } ]
     comparison = field operator value
     field      = "tg_use_id" | "state" | "label" | "create_time" | "paid_time" | "fulfilled"
-               | "metadata" "." ( name | string )
+               | "subscription_state" | "metadata" "." ( name | string )
     operator   = "=" | "!=" | "<" | "<=" | ">" | ">="
     name       = ( letter | "_" ) { letter | digit | "_" }          (ASCII)
     string     = '"' { any character but '"' and '\\' | '\\"' | '\\\\' } '"'
@@ -17,14 +17,19 @@ and `:` are not supported. Values by field: `tg_use_id` a whole number (1 to 2^6
 `state` an Order.State name such as `PAID` (`=`, `!=`); `label` a string (`=`, `!=`);
 `create_time`, `paid_time` an RFC 3339 time in a string, e.g. "2026-12-03T10:00:00Z" (every
 operator; compared at PostgreSQL's microsecond precision, further digits are cut); `fulfilled`
-`true` or `false` (`=`); `metadata.KEY` a string (`=`, `!=`), the key written as a name
+`true` or `false` (`=`); `subscription_state` a Subscription.State name: ACTIVE, CANCELLED,
+LAPSED or EXPIRED (`=`, `!=`); `metadata.KEY` a string (`=`, `!=`), the key written as a name
 (`metadata.sku`) or, for any other key, as a string (`metadata."gift card"`).
 
 Meaning: `state` is the state a reader sees (`Order.state_at`: an unpaid order past its expiry is
-EXPIRED before the sweeper writes it down); `fulfilled = true` selects acknowledged orders. `a != v`
-selects exactly the orders `a = v` does not (an order without the metadata key, or never paid, is
-among them); `<`, `<=`, `>`, `>=` on `paid_time` select paid orders only. Comparisons on the same
-field are simply all applied (`state = PAID AND state = PENDING` selects nothing).
+EXPIRED before the sweeper writes it down); `fulfilled = true` selects acknowledged orders;
+`subscription_state` is the subscription's state as QueryOrder shows it (`Order.subscription_state`,
+as stored: the lapse sweep writes EXPIRED, with its event, once a period has ended plus the grace,
+domain/subscription.GRACE), and a one-off order, or a subscription whose first payment has not
+arrived, has none. `a != v` selects exactly the orders `a = v` does not (an order without the
+metadata key, never paid, or without a subscription state is among them); `<`, `<=`, `>`, `>=`
+on `paid_time` select paid orders only. Comparisons on the same field are simply all applied
+(`state = PAID AND state = PENDING` selects nothing).
 
 Limits: at most 1000 characters and 20 comparisons. Every error names the 1-based character
 position and the reason, e.g. `position 14: expected a value after '='`; nothing is echoed beyond
@@ -46,6 +51,7 @@ from portex_pay.domain.errors import FieldViolation, InvalidArgument
 from portex_pay.domain.metadata import KEY_MAX_CHARS
 from portex_pay.domain.order import Order, OrderState
 from portex_pay.domain.pay import INT64_MAX
+from portex_pay.domain.subscription import SubscriptionState
 from portex_pay.domain.text import single_line_problem
 
 MAX_FILTER_CHARS = 1000
@@ -59,6 +65,7 @@ class FilterField(enum.StrEnum):
     CREATE_TIME = "create_time"
     PAID_TIME = "paid_time"
     FULFILLED = "fulfilled"
+    SUBSCRIPTION_STATE = "subscription_state"
     METADATA = "metadata"
 
 
@@ -71,7 +78,7 @@ class Operator(enum.StrEnum):
     GE = ">="
 
 
-Value = int | str | bool | datetime | OrderState
+Value = int | str | bool | datetime | OrderState | SubscriptionState
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +99,7 @@ _OPERATORS: dict[FilterField, tuple[Operator, ...]] = {
     FilterField.CREATE_TIME: tuple(Operator),
     FilterField.PAID_TIME: tuple(Operator),
     FilterField.FULFILLED: (Operator.EQ,),
+    FilterField.SUBSCRIPTION_STATE: _EQUALITY,
     FilterField.METADATA: _EQUALITY,
 }
 _COMPARE: dict[Operator, Callable[[Any, Any], bool]] = {
@@ -105,7 +113,8 @@ _COMPARE: dict[Operator, Callable[[Any, Any], bool]] = {
 
 
 def _field_of(order: Order, comparison: Comparison, now: datetime) -> object:
-    """The order's value of the compared field (None: never paid, or no such metadata key)."""
+    """The order's value of the compared field (None: never paid, no such metadata key, or no
+    subscription state)."""
     match comparison.field:
         case FilterField.TG_USE_ID:
             return order.tg_use_id
@@ -119,6 +128,8 @@ def _field_of(order: Order, comparison: Comparison, now: datetime) -> object:
             return order.paid_at
         case FilterField.FULFILLED:
             return order.fulfilled_at is not None
+        case FilterField.SUBSCRIPTION_STATE:
+            return order.subscription_state
         case FilterField.METADATA:
             assert comparison.key is not None
             return order.metadata.get(comparison.key)
@@ -139,7 +150,7 @@ def _holds(comparison: Comparison, order: Order, now: datetime) -> bool:
     if comparison.operator is Operator.NE:
         return not _holds(replace(comparison, operator=Operator.EQ), order, now)
     actual = _field_of(order, comparison, now)
-    if actual is None:  # never paid, or no such key: only `!=` selects it
+    if actual is None:  # never paid, no such key, no subscription: only `!=` selects it
         return False
     return _COMPARE[comparison.operator](actual, comparison.value)
 
@@ -204,6 +215,7 @@ _TIME = re.compile(
 )
 _FIELDS = ", ".join([*(f for f in FilterField if f is not FilterField.METADATA), "metadata.KEY"])
 _STATES = ", ".join(state.name for state in OrderState)
+_SUBSCRIPTION_STATES = ", ".join(state.name for state in SubscriptionState)
 
 
 def _unexpected(char: str) -> str:
@@ -384,6 +396,10 @@ def _value(field: FilterField, name: str, token: _Token) -> Value:
             if token.kind is _Kind.NAME and token.text in OrderState.__members__:
                 return OrderState[token.text]
             raise _FilterError(token.position, f"{name} takes one of {_STATES}")
+        case FilterField.SUBSCRIPTION_STATE:
+            if token.kind is _Kind.NAME and token.text in SubscriptionState.__members__:
+                return SubscriptionState[token.text]
+            raise _FilterError(token.position, f"{name} takes one of {_SUBSCRIPTION_STATES}")
         case FilterField.FULFILLED:
             if token.kind is _Kind.NAME and token.text in ("true", "false"):
                 return token.text == "true"

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 
 from portex_pay.domain.errors import FieldViolation, InvalidArgument
 from portex_pay.domain.metadata import metadata_violations
-from portex_pay.domain.subscription import SUBSCRIPTION_MAX_AMOUNT, SUBSCRIPTION_PERIODS
+from portex_pay.domain.subscription import max_amount_for, period_problem
 from portex_pay.domain.text import free_text_problem, single_line_problem
 
 TITLE_MAX_CHARS = 32
@@ -141,14 +141,9 @@ def validate_pay(command: PayCommand, request_id: str, *, max_amount: int) -> li
             bad.append(FieldViolation(field, description))
 
     check("tg_use_id", command.tg_use_id > 0, "must be a positive Telegram user id")
-    if command.subscription_period is not None:
-        # Telegram's bound for a subscription's price, whatever one-off orders may cost.
-        max_amount = SUBSCRIPTION_MAX_AMOUNT
-        check(
-            "subscription_period",
-            command.subscription_period in SUBSCRIPTION_PERIODS,
-            "must be 2592000 (30 days), the only period Telegram allows",
-        )
+    max_amount = max_amount_for(command.subscription_period, max_amount)
+    period = period_problem(command.subscription_period)
+    check("subscription_period", period is None, period or "")
     check(
         "amount",
         0 < command.amount <= max_amount,

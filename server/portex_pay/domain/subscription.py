@@ -30,6 +30,7 @@ from portex_pay.domain.events import EventType
 SUBSCRIPTION_PERIODS = frozenset({2592000})
 # The highest price of a subscription, whatever PORTEX_MAX_AMOUNT allows one-off orders.
 SUBSCRIPTION_MAX_AMOUNT = 10000
+PERIOD_PROBLEM = "must be 2592000 (30 days), the only period Telegram allows"
 # How long after its period's end a subscription waits for the renewal before it expires:
 # Telegram charges at the period's end, and its update may take a while to reach us.
 GRACE = timedelta(hours=1)
@@ -81,6 +82,20 @@ class SubscriptionCharge:
     period: Period | None  # None when Telegram gave the charge no subscription_expiration_date
     paid_at: datetime
     refunded_at: datetime | None
+
+
+def period_problem(subscription_period: int | None) -> str | None:
+    """Why a Pay's or a catalog item's `subscription_period` is refused, or None (unset: a
+    one-off order)."""
+    if subscription_period is None or subscription_period in SUBSCRIPTION_PERIODS:
+        return None
+    return PERIOD_PROBLEM
+
+
+def max_amount_for(subscription_period: int | None, max_amount: int) -> int:
+    """The highest price of an order (PORTEX_MAX_AMOUNT `max_amount`), or of a subscription:
+    Telegram's bound, whatever one-off orders may cost."""
+    return max_amount if subscription_period is None else SUBSCRIPTION_MAX_AMOUNT
 
 
 def period_of(expiration: datetime, period_seconds: int) -> Period:

@@ -58,6 +58,7 @@ class PayFields(TypedDict, total=False):
     callback_url: str | None
     request_id: str
     metadata: Mapping[str, str]
+    subscription_period: int | None
 
 
 class CatalogItemFields(TypedDict, total=False):
@@ -69,6 +70,7 @@ class CatalogItemFields(TypedDict, total=False):
     description: str | None
     photo_url: str | None
     metadata: Mapping[str, str]
+    subscription_period: int | None
 
 
 class BotMessagesFields(TypedDict, total=False):

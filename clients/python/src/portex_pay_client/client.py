@@ -245,7 +245,9 @@ class PaymentClient:
 
         Pass a ``PayRequest`` or its fields as keywords:
         ``client.pay(tg_use_id=1, amount=5, label="x", title="t", description="d",
-        request_id=str(uuid.uuid4()))``. Retried on UNAVAILABLE only when ``request_id`` is set.
+        request_id=str(uuid.uuid4()))``; ``subscription_period=2592000`` makes the order a
+        Telegram Stars subscription (30 days, at most 10000 Stars). Retried on UNAVAILABLE only
+        when ``request_id`` is set.
         """
         message = build_pay_request(request, fields)
         response: payment_pb2.PayResponse = self._unary(
@@ -355,6 +357,44 @@ class PaymentClient:
         response: payment_pb2.Order = self._unary("CancelOrder", message, timeout)
         return response
 
+    def cancel_subscription(
+        self,
+        tg_payment_id: int | payment_pb2.CancelSubscriptionRequest,
+        *,
+        timeout: float | None = None,
+    ) -> payment_pb2.Order:
+        """Cancels the renewal of a subscription order (the CancelSubscription RPC, Telegram's
+        editUserStarSubscription): the user keeps the period paid, the subscription becomes
+        CANCELLED. Idempotent, so retried on UNAVAILABLE."""
+        message = build_named_request(
+            payment_pb2.CancelSubscriptionRequest,
+            tg_payment_id,
+            "tg_payment_id",
+            call="cancel_subscription",
+        )
+        response: payment_pb2.Order = self._unary("CancelSubscription", message, timeout)
+        return response
+
+    def resume_subscription(
+        self,
+        tg_payment_id: int | payment_pb2.ResumeSubscriptionRequest,
+        *,
+        timeout: float | None = None,
+    ) -> payment_pb2.Order:
+        """Lifts the bot's own cancellation of a subscription (the ResumeSubscription RPC,
+        editUserStarSubscription with is_canceled false); the order comes back with the
+        subscription ACTIVE. It charges nothing, cannot undo a cancellation the user made in
+        Telegram (the user re-enables that in their app) and does not recover a LAPSED or
+        EXPIRED one (only a renewal payment does). Idempotent, so retried on UNAVAILABLE."""
+        message = build_named_request(
+            payment_pb2.ResumeSubscriptionRequest,
+            tg_payment_id,
+            "tg_payment_id",
+            call="resume_subscription",
+        )
+        response: payment_pb2.Order = self._unary("ResumeSubscription", message, timeout)
+        return response
+
     def report_invoice_closed(
         self,
         tg_payment_id: int | payment_pb2.ReportInvoiceClosedRequest,
@@ -382,12 +422,16 @@ class PaymentClient:
         *,
         reason_code: RefundReasonLike = None,
         reason_text: str | None = None,
+        telegram_payment_charge_id: str | None = None,
         timeout: float | None = None,
     ) -> payment_pb2.RefundPaymentResponse:
         """Refunds a paid order's payment (the RefundPayment RPC), with why: ``reason_code`` (a
         ``Refund.ReasonCode`` or its name, REQUESTED_BY_CUSTOMER when unset) and ``reason_text``.
-        The refund comes back pending; the order becomes REFUNDED when Telegram confirms.
-        Idempotent (one refund per order), so retried on UNAVAILABLE."""
+        ``telegram_payment_charge_id`` names one charge of the order (one period of a
+        subscription, ``Subscription.charges``); unset, the charge that paid the order. The
+        refund comes back pending; a one-off order becomes REFUNDED when Telegram confirms (a
+        subscription's stays PAID). Idempotent (one refund per charge), so retried on
+        UNAVAILABLE."""
         message = build_named_request(
             payment_pb2.RefundPaymentRequest,
             tg_payment_id,
@@ -395,6 +439,7 @@ class PaymentClient:
             call="refund_payment",
             reason_code=reason_code,
             reason_text=reason_text,
+            telegram_payment_charge_id=telegram_payment_charge_id,
         )
         response: payment_pb2.RefundPaymentResponse = self._unary(
             "RefundPayment",

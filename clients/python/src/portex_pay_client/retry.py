@@ -58,6 +58,8 @@ IDEMPOTENT_METHODS: frozenset[str] = frozenset(
         "ReportInvoiceClosed",  # records the same report again
         "SetCatalogItem",  # replaces the item with the same fields
         "SetBotMessages",  # sets the same texts
+        "CancelSubscription",  # cancelling a cancelled subscription returns the order unchanged
+        "ResumeSubscription",  # resuming an active subscription returns the order unchanged
     }
 )
 """RPCs that change something but that a repeat cannot change twice, so may be repeated.

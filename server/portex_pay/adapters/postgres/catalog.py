@@ -23,6 +23,7 @@ def _item(row: asyncpg.Record) -> CatalogItem:
         description=row["description"],
         photo_url=row["photo_url"],
         metadata=row["metadata"],
+        subscription_period=row["subscription_period"],
     )
 
 
@@ -50,12 +51,12 @@ class CatalogRepository:
             await self._pool.execute(
                 """
                 INSERT INTO catalog_items (application_id, key, amount, title, description,
-                    photo_url, metadata)
-                VALUES ($1, $2, $3, $4, $5, $6, $7)
+                    photo_url, metadata, subscription_period)
+                VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                 ON CONFLICT (application_id, key) DO UPDATE SET amount = EXCLUDED.amount,
                     title = EXCLUDED.title, description = EXCLUDED.description,
                     photo_url = EXCLUDED.photo_url, metadata = EXCLUDED.metadata,
-                    updated_at = now()
+                    subscription_period = EXCLUDED.subscription_period, updated_at = now()
                 """,
                 application_id,
                 item.key,
@@ -64,6 +65,7 @@ class CatalogRepository:
                 item.description,
                 item.photo_url,
                 dict(item.metadata),
+                item.subscription_period,
             )
         except asyncpg.ForeignKeyViolationError:
             return False

@@ -531,6 +531,13 @@ def _condition(comparison: Comparison, param: _Parameters, as_of: Callable[[], s
         case FilterField.FULFILLED:
             # Literal, not a parameter: the partial index of the stuck list needs to see it.
             return "fulfilled_at IS NOT NULL" if value else "fulfilled_at IS NULL"
+        case FilterField.SUBSCRIPTION_STATE:
+            # The stored state, as QueryOrder shows it; a one-off order's NULL only `!=` selects.
+            # `=` uses the partial index orders_list_subscription (migration 0011).
+            assert isinstance(value, SubscriptionState)
+            if comparison.operator is Operator.NE:
+                return f"subscription_state IS DISTINCT FROM {param(value.value)}::text"
+            return f"subscription_state = {param(value.value)}::text"
         case FilterField.METADATA:
             contains = f"metadata @> {param({comparison.key: value})}::jsonb"
             return contains if comparison.operator is Operator.EQ else f"NOT ({contains})"

@@ -251,7 +251,7 @@ def event_message(cursor: Cursor, event: Event | None) -> payment_pb2.InvoiceEve
 def catalog_item(message: payment_pb2.CatalogItem) -> CatalogItem:
     """The item a request describes; an optional field left unset is None."""
 
-    def optional(field: str) -> str | None:
+    def optional(field: str) -> Any:
         return getattr(message, field) if message.HasField(field) else None  # type: ignore[arg-type]
 
     return CatalogItem(
@@ -261,12 +261,13 @@ def catalog_item(message: payment_pb2.CatalogItem) -> CatalogItem:
         description=optional("description"),
         photo_url=optional("photo_url"),
         metadata=dict(message.metadata),
+        subscription_period=optional("subscription_period"),
     )
 
 
 def catalog_item_message(item: CatalogItem) -> payment_pb2.CatalogItem:
     message = payment_pb2.CatalogItem(key=item.key, amount=item.amount)
-    for field in ("title", "description", "photo_url"):
+    for field in ("title", "description", "photo_url", "subscription_period"):
         value = getattr(item, field)
         if value is not None:
             setattr(message, field, value)

@@ -270,11 +270,13 @@ class ListOrdersRequest(_message.Message):
     """An AIP-160 filter: comparisons joined by `AND` (upper case; at most 1000 characters and 20
     comparisons). Fields: `tg_use_id` (`=`, `!=`), `state` (an Order.State name, `=`, `!=`),
     `label` (a string, `=`, `!=`), `create_time` and `paid_time` (an RFC 3339 time in double
-    quotes; `=`, `!=`, `<`, `<=`, `>`, `>=`), `fulfilled` (`true` or `false`, `=`) and
-    `metadata.KEY` (a string, `=`, `!=`; a key that is not a name is quoted: `metadata."a key"`).
-    Strings are in double quotes, with `\\"` and `\\\\` escapes. `!=` selects exactly what `=` does
-    not (orders without the key, or never paid, included); `<`, `<=`, `>`, `>=` on `paid_time`
-    select paid orders only. Empty: every order.
+    quotes; `=`, `!=`, `<`, `<=`, `>`, `>=`), `fulfilled` (`true` or `false`, `=`),
+    `subscription_state` (a Subscription.State name: ACTIVE, CANCELLED, LAPSED or EXPIRED; `=`,
+    `!=`; the state `Order.subscription.state` shows) and `metadata.KEY` (a string, `=`, `!=`; a
+    key that is not a name is quoted: `metadata."a key"`). Strings are in double quotes, with `\\"`
+    and `\\\\` escapes. `!=` selects exactly what `=` does not (orders without the key, never paid,
+    or without a subscription state, i.e. one-off orders and subscriptions not yet started,
+    included); `<`, `<=`, `>`, `>=` on `paid_time` select paid orders only. Empty: every order.
     """
     page_size: _builtins.int
     """Orders per page: at most 1000; 100 when unset."""
