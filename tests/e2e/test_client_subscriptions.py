@@ -60,8 +60,10 @@ async def test_pay_a_subscription_cancel_it_and_resume_it(
         "cancel_subscription", payment_pb2.CancelSubscriptionRequest(tg_payment_id=order_id)
     )
     assert again.subscription.state == Sub.CANCELLED
+    # Resuming lifts the bot's cancellation in Telegram; it stays CANCELLED until Telegram says
+    # the user re-enabled it (ResumeSubscription's contract).
     resumed = await client.call("resume_subscription", order_id)
-    assert resumed.subscription.state == Sub.ACTIVE
+    assert resumed.subscription.state == Sub.CANCELLED
     assert edits(fake_telegram, shop) == [(first, True), (first, True), (first, False)]
 
     one_off, _ = await paid_order(client, shop, fake_telegram, tg_use_id=9191)
@@ -79,7 +81,7 @@ async def test_cancel_and_resume_are_retried_on_unavailable(
     order_id, first = await subscribe(client, shop, fake_telegram, 9292)
     for method, state in (
         ("cancel_subscription", Sub.CANCELLED),
-        ("resume_subscription", Sub.ACTIVE),
+        ("resume_subscription", Sub.CANCELLED),  # until the user re-enables it
     ):
         fake_telegram.fail_next(
             "editUserStarSubscription",
