@@ -1,8 +1,9 @@
 """`make bench`: Pay and QueryOrder through real gRPC, PostgreSQL and the fake Bot API; then the
 payment flow, the event stream, a flood of bad requests, the Bot API proxy and relay, and
-ListOrders on a million orders, and the Star ledger's cost per idle cycle (bench/*.py).
+ListOrders on a million orders, the Star ledger's cost per idle cycle, and the statements
+PostgreSQL executes per call (bench/*.py).
 `python -m bench NAME ...` runs only those named (grpc, payments, stream, flood, botapi, orders,
-ledger).
+ledger, roundtrips).
 
 Everything runs on this machine: a throwaway PostgreSQL cluster, the fake Bot API and two service
 instances in one process, which differ only in the API-key cache (TTL 5 s vs 0, i.e. a database
@@ -29,6 +30,7 @@ from bench.flood import run_flood_bench
 from bench.ledger import main as run_ledger_bench
 from bench.orders import run_orders_bench
 from bench.payments import run_payments_bench
+from bench.round_trips import main as run_round_trips_bench
 from bench.stream import run_stream_bench
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
@@ -82,6 +84,8 @@ async def main(names: list[str]) -> None:
         "orders": run_orders_bench,
         # Its own cluster: counting statements needs pg_stat_statements loaded at start.
         "ledger": lambda _dsn, _tmp: run_ledger_bench(),
+        # Its own cluster too, for pg_stat_statements.
+        "roundtrips": lambda _dsn, _tmp: run_round_trips_bench(),
     }
     unknown = set(names) - set(benches)
     if unknown:
