@@ -997,13 +997,15 @@ class InMemoryRefunds:
 class InMemoryEventLog:
     """The EventStore port over the shared database's events: read in (transaction, id) order,
     only below the horizon (the oldest open transaction), as adapters/postgres/events.py reads.
-    `read_errors` are raised by the next reads (the database away); `reads` counts them, and
-    `touched` is set by every call (a test waits on it for its reader's next step)."""
+    `read_errors` are raised by the next reads (the database away); `reads` counts them, `nows`
+    the NOW positions asked for, and `touched` is set by every call (a test waits on it for its
+    reader's next step)."""
 
     def __init__(self, db: MemoryDatabase | None = None) -> None:
         self.db = db if db is not None else MemoryDatabase()
         self.read_errors: list[Exception] = []
         self.reads = 0
+        self.nows = 0
         self.touched = asyncio.Event()
 
     async def read_after(
@@ -1043,6 +1045,7 @@ class InMemoryEventLog:
         ]
 
     async def now(self) -> Cursor:
+        self.nows += 1
         self.touched.set()
         return Cursor(self.db.horizon(), 0)
 

@@ -135,9 +135,10 @@ class EventHub:
         self._wake = asyncio.Event()
         self._subscribers: dict[UUID, set[Subscription]] = {}
         self._closed = False
-        self._joins = 0
+        # How far the hub has read; None while nobody listens (then it reads nothing).
         self.head: Cursor | None = None
         self.delivered = 0
+        self.cycles = 0  # wake-ups handled: observable in tests
 
     @property
     def subscriber_count(self) -> int:
@@ -153,7 +154,6 @@ class EventHub:
     def subscribe(self, application_id: UUID) -> Subscription:
         if self._closed:
             raise ShuttingDown("this server is shutting down; resume on another replica")
-        self._joins += 1
         subscription = Subscription(application_id, asyncio.Queue(maxsize=self._queue_size))
         self._subscribers.setdefault(application_id, set()).add(subscription)
         return subscription
@@ -172,30 +172,38 @@ class EventHub:
             for subscription in subs:
                 subscription.close()
 
+    def seed(self, horizon: Cursor) -> None:
+        """Gives an idle hub (head unknown) a place to start from: `horizon` must have been read
+        (`EventStore.now()`) after the caller subscribed and before its first catch-up read, so
+        that everything that catch-up misses lies after it. A hub that has a head keeps it: that
+        head came from reads that ended before this call, so it is no later than `horizon`'s
+        subscriber's catch-up either."""
+        if self.head is None:
+            self.head = horizon
+            self._wake.set()
+
     async def run(self) -> None:
         while True:
             try:
-                if self.head is None:
-                    self.head = await self._events.now()
                 await self._tail()
             except Exception as error:
                 if not is_unavailable(error):
                     raise  # a bug: the supervisor logs it and starts the hub again
                 log.warning("event hub read failed", error=repr(error))  # keep trying
+            self.cycles += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._poll_interval)
             self._wake.clear()
 
     async def _tail(self) -> None:
-        assert self.head is not None
         if not self._subscribers:
-            # Nobody to feed: move the head to "now" with one tiny query instead of reading and
-            # decoding every event. Unless someone subscribed meanwhile: a newcomer catches up
-            # from the table only up to its own horizon, which may lie before ours.
-            joins = self._joins
-            horizon = await self._events.now()
-            if joins == self._joins and not self._subscribers:
-                self.head = max(self.head, horizon)
+            # Nobody to feed: no query at all (a NOTIFY per committed payment would otherwise
+            # cost one). The head is forgotten; the next subscriber seeds it (`seed`).
+            self.head = None
+            return
+        if self.head is None:
+            # Subscribed, not seeded yet: the subscriber's stream seeds it before catching up.
+            # A horizon read here could lie past that catch-up's and skip what lies between.
             return
         while True:
             batch = await self._events.read_after(self.head, limit=_BATCH)
@@ -255,6 +263,10 @@ class EventStreamer:
         # even if the connection breaks before any event arrives.
         yield cursor, None
         try:
+            if self._hub.head is None:
+                # The hub idles without a head while nobody listens: give it one, read now,
+                # before the catch-up below (EventHub.seed says why that order matters).
+                self._hub.seed(await self._events.now())
             while True:
                 subscription.reset()
                 # Catch up from the table: everything up to the horizon, which is at least as
