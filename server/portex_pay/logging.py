@@ -371,6 +371,39 @@ class _Handler(logging.StreamHandler[Any]):
             pass
 
 
+# structlog's method names and the stdlib level each logs at.
+_METHOD_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
+
+
+class _LevelGatedLogger(structlog.stdlib.BoundLogger):
+    """A stdlib BoundLogger that drops a line of a disabled level before anything is done for it.
+
+    structlog's `filter_by_level` is a processor: by the time it drops a line, the context has been
+    copied and merged and the line's dict built. Asking the stdlib logger first (its answer is
+    cached per level) makes a disabled line nearly free, so `debug` lines and the per-RPC line at
+    `warning` cost nothing. The stdlib logger's level is read at each call, not fixed when the
+    logger is made (as `make_filtering_bound_logger` would): a level set later, or per library
+    logger, still applies.
+    """
+
+    def _proxy_to_logger(
+        self, method_name: str, event: str | None = None, *event_args: str, **event_kw: Any
+    ) -> Any:
+        level = _METHOD_LEVELS.get(method_name)
+        if level is not None and not self._logger.isEnabledFor(level):
+            return None
+        return super()._proxy_to_logger(method_name, event, *event_args, **event_kw)
+
+
 def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     """Configures structlog and routes the stdlib loggers through it."""
     as_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
@@ -388,13 +421,11 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     )
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.stdlib.filter_by_level,
-            *shared[1:],
+            *shared,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        wrapper_class=_LevelGatedLogger,
         cache_logger_on_first_use=True,
     )
     # Redaction is the last step before rendering, for structlog's lines and foreign ones alike:
