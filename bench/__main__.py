@@ -33,6 +33,7 @@ from bench.stream import run_stream_bench
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp, application_admin
+from portex_pay.cli import event_loop_factory, run_loop
 from portex_pay.config import Settings
 from portex_pay.domain.catalog import CatalogItem
 from portex_pay.logging import configure_logging
@@ -221,4 +222,7 @@ async def run(dsn: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1:]))
+    # The loop `serve` runs on (PORTEX_UVLOOP, default on): the service's figures are its.
+    uvloop = Settings.from_env(serving=False).grpc.uvloop
+    print(f"event loop: {'uvloop' if event_loop_factory(uvloop) else 'asyncio'}")
+    run_loop(main(sys.argv[1:]), uvloop=uvloop)
