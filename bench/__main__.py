@@ -13,6 +13,7 @@ the figures that matter are the ratios printed at the end.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -223,6 +224,8 @@ async def run(dsn: str) -> None:
 
 if __name__ == "__main__":
     # The loop `serve` runs on (PORTEX_UVLOOP, default on): the service's figures are its.
-    uvloop = Settings.from_env(serving=False).grpc.uvloop
+    # (The bench starts its own PostgreSQL: no DATABASE_URL needed, only PORTEX_UVLOOP is read.)
+    environment = {**os.environ, "DATABASE_URL": "postgresql://bench"}
+    uvloop = Settings.from_env(environment, serving=False).grpc.uvloop
     print(f"event loop: {'uvloop' if event_loop_factory(uvloop) else 'asyncio'}")
     run_loop(main(sys.argv[1:]), uvloop=uvloop)
