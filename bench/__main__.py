@@ -14,6 +14,7 @@ the figures that matter are the ratios printed at the end.
 from __future__ import annotations
 
 import asyncio
+import os
 import statistics
 import sys
 import tempfile
@@ -35,6 +36,7 @@ from bench.stream import run_stream_bench
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp, application_admin
+from portex_pay.cli import event_loop_factory, run_loop
 from portex_pay.config import Settings
 from portex_pay.domain.catalog import CatalogItem
 from portex_pay.logging import configure_logging
@@ -225,4 +227,9 @@ async def run(dsn: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1:]))
+    # The loop `serve` runs on (PORTEX_UVLOOP, default on): the service's figures are its.
+    # (The bench starts its own PostgreSQL: no DATABASE_URL needed, only PORTEX_UVLOOP is read.)
+    environment = {**os.environ, "DATABASE_URL": "postgresql://bench"}
+    uvloop = Settings.from_env(environment, serving=False).grpc.uvloop
+    print(f"event loop: {'uvloop' if event_loop_factory(uvloop) else 'asyncio'}")
+    run_loop(main(sys.argv[1:]), uvloop=uvloop)

@@ -10,7 +10,6 @@ and serves until Ctrl-C.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -22,6 +21,7 @@ from pathlib import Path
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import new_session
 from portex_pay.app import application_admin, serve, telegram_client, wait_for_database
+from portex_pay.cli import run_loop
 from portex_pay.config import DEV_DATA_DIR, ConfigError, Settings
 from portex_pay.domain.catalog import CatalogItem
 from portex_pay.domain.init_data import init_data_fields, sign_init_data
@@ -91,7 +91,11 @@ def run_dev() -> int:
         cluster.start()
         env["DATABASE_URL"] = cluster.dsn
     try:
-        return asyncio.run(_serve_dev(env))
+        try:
+            uvloop = Settings.from_env(env, serving=False).grpc.uvloop
+        except ConfigError:
+            uvloop = False  # _serve_dev reports the error
+        return run_loop(_serve_dev(env), uvloop=uvloop)
     finally:
         if cluster is not None:
             with contextlib.suppress(Exception):

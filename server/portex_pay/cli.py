@@ -20,9 +20,10 @@ import os
 import re
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 from uuid import UUID
 
 import aiohttp
@@ -61,6 +62,8 @@ from portex_pay.service.applications import (
 from portex_pay.service.bot_messages import TEXT_FIELDS, BotMessagesService
 from portex_pay.service.clock import utcnow
 from portex_pay.service.export import KINDS, AccountingExport, ExportKind
+
+T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
@@ -647,6 +650,23 @@ def _bot_messages_commands(admin: argparse._SubParsersAction[argparse.ArgumentPa
     )
 
 
+def event_loop_factory(uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when asked for and importable, else None (asyncio's own)."""
+    if not uvloop:
+        return None
+    try:
+        import uvloop as uv  # optional: not on Windows
+    except ImportError:
+        return None
+    return uv.new_event_loop
+
+
+def run_loop(main: Coroutine[Any, Any, T], *, uvloop: bool) -> T:
+    """asyncio.run on uvloop's loop (PORTEX_UVLOOP) when it imports."""
+    with asyncio.Runner(loop_factory=event_loop_factory(uvloop)) as runner:
+        return runner.run(main)
+
+
 def main(argv: list[str] | None = None) -> int:
     options = _parser().parse_args(argv)
     if options.command == "healthcheck":  # needs no database settings: the container probe
@@ -683,7 +703,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if options.command == "serve":
-            asyncio.run(serve(settings))
+            run_loop(serve(settings), uvloop=settings.grpc.uvloop)
         elif options.command == "migrate":
             asyncio.run(run_migrate(settings))
         else:

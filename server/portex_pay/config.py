@@ -79,6 +79,8 @@ class GrpcSettings:
     # about 22 KB; gRPC's own default is 4 MiB.
     max_receive_bytes: int = setting("PORTEX_GRPC_MAX_RECEIVE_BYTES", 65_536, minimum=16_384)
     shutdown_grace: float = setting("PORTEX_SHUTDOWN_GRACE", 10.0, minimum=0)
+    # `serve` runs its event loop on uvloop when it imports (faster I/O for gRPC and HTTP alike).
+    uvloop: bool = setting("PORTEX_UVLOOP", True)
 
 
 @dataclass(frozen=True, slots=True)

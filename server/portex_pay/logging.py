@@ -33,6 +33,7 @@ per position inside the line's words of 8 or more characters, however many secre
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import sys
@@ -76,8 +77,10 @@ _SECRET_NAMES = (
     "api_key",
     "password",
 )
-# Dict keys are compared, and lines tested for a name at all, lower-cased without "-" and "_".
+# Dict keys are compared, and lines tested for a name at all, lower-cased without "-" and "_"
+# (one regular expression search: a loop of substring tests costs more on every line).
 _SECRET_KEYS = frozenset(name.replace("_", "") for name in _SECRET_NAMES)
+_ANY_SECRET_KEY = re.compile("|".join(sorted(_SECRET_KEYS)))
 
 # A secret-bearing name, its separator (`: `, `=`, `': '`, or `', '` as in a tuple, then `b` before
 # a bytes literal), then the value: quoted (up to the closing quote), or unquoted (up to a
@@ -116,10 +119,9 @@ _INIT_DATA = re.compile(
     """
 )
 # The marks as the lower-cased line must hold them for the pattern to run at all.
-_INIT_DATA_HINTS = (
-    "hash=", "hash%3d", "auth_date=", "auth_date%3d", "query_id=", "query_id%3d",
-    "signature=", "signature%3d", "user=%7b", "user={", "user%3d%7b", "user%3d{",
-)  # fmt: skip
+_INIT_DATA_HINTS = re.compile(
+    r"(?:hash|auth_date|query_id|signature)(?:=|%3d)|user(?:=|%3d)(?:%7b|\{)"
+)
 
 # aiohttp's parser errors quote the refused request bytes: the first 100 of an over-long line or
 # value, a malformed header, or (llhttp) the whole line around the offending byte.
@@ -286,9 +288,9 @@ def redact(text: str) -> str:
     if "when reading: " in text or "Invalid HTTP header: " in text or ":\n\n " in text:
         text = _LIBRARY_ECHO.sub(lambda m: m.group("lead") + REDACTED, text)
     compact = low.replace("-", "").replace("_", "")
-    if any(name in compact for name in _SECRET_KEYS):
+    if _ANY_SECRET_KEY.search(compact):
         text = _SECRET_NAMED.sub(lambda m: m.group("name") + m.group("sep") + REDACTED, text)
-    if any(hint in low for hint in _INIT_DATA_HINTS):
+    if _INIT_DATA_HINTS.search(low):
         text = _INIT_DATA.sub(_init_data, text)
     if _BOT_TOKEN_TAIL.search(text):
         text = _BOT_TOKEN.sub(REDACTED, text)
@@ -299,8 +301,13 @@ def redact(text: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=1024)  # a line's keys are few names, the same on every line
+def _is_secret_name(key: str) -> bool:
+    return key.lower().replace("-", "").replace("_", "") in _SECRET_KEYS
+
+
 def _is_secret_key(key: object) -> bool:
-    return isinstance(key, str) and key.lower().replace("-", "").replace("_", "") in _SECRET_KEYS
+    return isinstance(key, str) and _is_secret_name(key)
 
 
 def _redacted_repr(value: object) -> str:
@@ -371,6 +378,39 @@ class _Handler(logging.StreamHandler[Any]):
             pass
 
 
+# structlog's method names and the stdlib level each logs at.
+_METHOD_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
+
+
+class _LevelGatedLogger(structlog.stdlib.BoundLogger):
+    """A stdlib BoundLogger that drops a line of a disabled level before anything is done for it.
+
+    structlog's `filter_by_level` is a processor: by the time it drops a line, the context has been
+    copied and merged and the line's dict built. Asking the stdlib logger first (its answer is
+    cached per level) makes a disabled line nearly free, so `debug` lines and the per-RPC line at
+    `warning` cost nothing. The stdlib logger's level is read at each call, not fixed when the
+    logger is made (as `make_filtering_bound_logger` would): a level set later, or per library
+    logger, still applies.
+    """
+
+    def _proxy_to_logger(
+        self, method_name: str, event: str | None = None, *event_args: str, **event_kw: Any
+    ) -> Any:
+        level = _METHOD_LEVELS.get(method_name)
+        if level is not None and not self._logger.isEnabledFor(level):
+            return None
+        return super()._proxy_to_logger(method_name, event, *event_args, **event_kw)
+
+
 def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     """Configures structlog and routes the stdlib loggers through it."""
     as_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
@@ -388,13 +428,11 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     )
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.stdlib.filter_by_level,
-            *shared[1:],
+            *shared,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        wrapper_class=_LevelGatedLogger,
         cache_logger_on_first_use=True,
     )
     # Redaction is the last step before rendering, for structlog's lines and foreign ones alike:

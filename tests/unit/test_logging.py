@@ -60,6 +60,33 @@ def test_library_and_structlog_lines_are_json_without_secrets(
     assert all(TOKEN not in json.dumps(line) and KEY not in json.dumps(line) for line in lines)
 
 
+def test_a_line_of_a_disabled_level_is_dropped_before_any_processor_runs(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    calls: list[str] = []
+
+    def counting(_logger: Any, method: str, event_dict: Any) -> Any:
+        calls.append(method)
+        return event_dict
+
+    configure_logging("json", "info")
+    structlog.get_config()["processors"].insert(0, counting)
+    try:
+        log = structlog.get_logger("portex_pay.test")
+        log.debug("not wanted", value="x")
+        log.info("wanted", value="y")
+        # The level is the stdlib logger's at the time of the call, not when the logger was made.
+        logging.getLogger().setLevel(logging.WARNING)
+        log.info("no longer wanted")
+        log.warning("still wanted")
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    assert calls == ["info", "warning"]
+    assert [line["event"] for line in lines] == ["wanted", "still wanted"]
+
+
 def test_auto_format_is_json_when_stderr_is_not_a_terminal(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
