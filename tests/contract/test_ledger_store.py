@@ -45,6 +45,25 @@ async def test_an_update_is_claimed_once_per_bot(backend: Backend) -> None:
     assert not await backend.payments.claim(BOT_ID + 1, update_id, "support_command")
 
 
+async def test_an_update_claimed_with_its_event_is_announced_once(backend: Backend) -> None:
+    """The pre-checkout's record: the claim and its event in one step; a redelivery adds
+    nothing, and the event carries the order as it is."""
+    app = await backend.add_application(None)
+    order = await new_order(backend, app)
+    update = (BOT_ID, new_update_id(), "pre_checkout_query")
+    data = {"reason": "", "payer_id": 7}
+    for fresh in (True, False):
+        claimed = await backend.payments.claim_with_event(
+            update, app, order.tg_payment_id, EventType.CHECKOUT_APPROVED, data
+        )
+        assert claimed is fresh
+    [event] = [e for e in await events_of(backend, app) if e.type.startswith("checkout.")]
+    assert (event.type, event.tg_payment_id) == ("checkout.approved", order.tg_payment_id)
+    assert (event.data["reason"], event.data["payer_id"]) == ("", 7)
+    assert announced(event) == unleased(order)
+    assert not await backend.payments.claim(*update)
+
+
 async def test_the_checkout_context_says_whether_the_update_was_seen_and_finds_the_order(
     backend: Backend,
 ) -> None:

@@ -546,6 +546,20 @@ class InMemoryPayments:
         async with self.transaction() as tx:
             return await tx.updates.claim(bot_id, update_id, kind)
 
+    async def claim_with_event(
+        self,
+        update: tuple[int, int, str],
+        application_id: UUID,
+        tg_payment_id: int | None,
+        event_type: EventType,
+        data: dict[str, Any],
+    ) -> bool:
+        async with self.transaction() as tx:
+            if not await tx.updates.claim(*update):
+                return False
+            await tx.events.add(application_id, tg_payment_id, event_type, data)
+            return True
+
     async def checkout_context(
         self, bot_id: int, update_id: int, application_id: UUID, tg_payment_id: int
     ) -> tuple[bool, Order | None]:

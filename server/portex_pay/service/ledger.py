@@ -69,22 +69,19 @@ class Ledger:
     async def record_checkout(self, record: CheckoutRecord, decision: CheckoutDecision) -> bool:
         """Records the pre-checkout decision (and the update as processed); False if it was
         recorded before."""
-        async with self._payments.transaction() as tx:
-            if not await tx.updates.claim(record.bot_id, record.update_id, "pre_checkout_query"):
-                return False
-            await tx.events.add(
-                record.application_id,
-                record.tg_payment_id,
-                EventType.CHECKOUT_APPROVED if decision.ok else EventType.CHECKOUT_DECLINED,
-                {
-                    "reason": decision.reason,
-                    "pre_checkout_query_id": record.query_id,
-                    "payer_id": record.charge.payer_id,
-                    "total_amount": record.charge.total_amount,
-                    "currency": record.charge.currency,
-                },
-            )
-            return True
+        return await self._payments.claim_with_event(
+            (record.bot_id, record.update_id, "pre_checkout_query"),
+            record.application_id,
+            record.tg_payment_id,
+            EventType.CHECKOUT_APPROVED if decision.ok else EventType.CHECKOUT_DECLINED,
+            {
+                "reason": decision.reason,
+                "pre_checkout_query_id": record.query_id,
+                "payer_id": record.charge.payer_id,
+                "total_amount": record.charge.total_amount,
+                "currency": record.charge.currency,
+            },
+        )
 
     async def record_payment(self, record: PaymentRecord, *, auto_refund: bool) -> PaymentResult:
         """A successful_payment, exactly once (by update and by charge): it pays its order, or

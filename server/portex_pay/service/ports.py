@@ -385,6 +385,18 @@ class Payments(Protocol):
         """Claims an update for work done outside the database; False when claimed before."""
         ...
 
+    async def claim_with_event(
+        self,
+        update: tuple[int, int, str],
+        application_id: UUID,
+        tg_payment_id: int | None,
+        event_type: EventType,
+        data: dict[str, Any],
+    ) -> bool:
+        """Claims the update (bot id, update id, kind) and adds the event announcing what it
+        did, atomically, in one round trip; False (and no event) when it was claimed before."""
+        ...
+
     async def checkout_context(
         self, bot_id: int, update_id: int, application_id: UUID, tg_payment_id: int
     ) -> tuple[bool, Order | None]:

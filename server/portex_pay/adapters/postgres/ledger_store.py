@@ -25,6 +25,7 @@ import asyncpg
 
 from portex_pay.adapters.postgres.events_writer import (
     insert_event,
+    order_data,
     with_event,
     with_refund_event,
 )
@@ -424,6 +425,39 @@ class LedgerStore:
         claimed (or processed) before."""
         async with self._pool.acquire() as conn:
             return await claim_update(conn, bot_id, update_id, kind)
+
+    async def claim_with_event(
+        self,
+        update: tuple[int, int, str],
+        application_id: UUID,
+        tg_payment_id: int | None,
+        event_type: EventType,
+        data: dict[str, Any],
+    ) -> bool:
+        """The claim and its event as one statement (one round trip, atomic without BEGIN and
+        COMMIT): the event is inserted only from the claim's row, so a redelivered update adds
+        none. A data-modifying CTE runs to completion whether or not the outer query reads it."""
+        bot_id, update_id, kind = update
+        fresh = await self._pool.fetchval(
+            f"""
+            WITH claimed AS (
+                INSERT INTO telegram_updates (bot_id, update_id, kind) VALUES ($1, $2, $3)
+                ON CONFLICT DO NOTHING RETURNING true AS fresh
+            ), announced AS (
+                INSERT INTO events (application_id, tg_payment_id, type, data)
+                SELECT $4, $5, $6, {order_data("$5")} || $7::jsonb FROM claimed
+            )
+            SELECT EXISTS (SELECT 1 FROM claimed)
+            """,
+            bot_id,
+            update_id,
+            kind,
+            application_id,
+            tg_payment_id,
+            event_type,
+            data,
+        )
+        return bool(fresh)
 
     async def checkout_context(
         self, bot_id: int, update_id: int, application_id: UUID, tg_payment_id: int
