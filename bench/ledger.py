@@ -9,12 +9,11 @@ Also the cost of a first read of a bot's history (pages of 100 until caught up).
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import uuid
-from pathlib import Path
 
 import asyncpg
 
+from bench.statements import statement_counts, with_statement_counts
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.postgres.pool import create_pool
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
@@ -24,23 +23,9 @@ from portex_pay.domain.application import Application
 from portex_pay.logging import configure_logging
 from portex_pay.service.reconcile import LedgerReader
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from portex_pay_devtools.pgcluster import PgCluster
 
 HISTORY = 250  # transactions on the bot before the first read
 CYCLES = 50  # idle runs measured
-
-
-async def _statements(conn: asyncpg.Connection) -> dict[str, int]:
-    """Executions per statement in this database since the last reset, the measuring
-    connection's own left out."""
-    rows = await conn.fetch(
-        """
-        SELECT query, calls FROM pg_stat_statements
-        WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND query NOT ILIKE '%pg_stat_statements%'
-        """
-    )
-    return {" ".join(row["query"].split())[:90]: row["calls"] for row in rows}
 
 
 async def _idle_cycles(
@@ -58,7 +43,7 @@ async def _idle_cycles(
     for _ in range(CYCLES):
         await reader.catch_up(application, force=force)
     calls = fake.call_counts(token).get("getStarTransactions", 0) - calls_before
-    return calls / CYCLES, await _statements(conn)
+    return calls / CYCLES, await statement_counts(conn, 90)
 
 
 def _print(title: str, calls: float, statements: dict[str, int]) -> None:
@@ -94,7 +79,7 @@ async def run_ledger_bench(dsn: str) -> None:
             await conn.execute("SELECT pg_stat_statements_reset()")
             first = await reading.catch_up(application, force=True)
             assert first is not None
-            history = await _statements(conn)
+            history = await statement_counts(conn, 90)
             print(
                 f"first read of {HISTORY} transactions: {first.pages} getStarTransactions calls, "
                 f"{sum(history.values())} statements"
@@ -119,20 +104,7 @@ async def run_ledger_bench(dsn: str) -> None:
 
 async def main() -> None:
     configure_logging("console", "warning")
-    with tempfile.TemporaryDirectory(prefix="portex-ledger-bench-") as tmp:
-        cluster = PgCluster(Path(tmp) / "pg", ephemeral=True)
-        cluster.start()
-        try:
-            # pg_stat_statements counts every statement PostgreSQL executes: it must be loaded
-            # at server start.
-            with (cluster.data_dir / "postgresql.conf").open("a") as conf:
-                conf.write("shared_preload_libraries = 'pg_stat_statements'\n")
-                conf.write("pg_stat_statements.track_utility = on\n")
-            cluster.stop()
-            cluster.start()
-            await run_ledger_bench(cluster.dsn)
-        finally:
-            cluster.destroy()
+    await with_statement_counts("portex-ledger-bench-", run_ledger_bench)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,13 @@ once.
 from __future__ import annotations
 
 import asyncio
-import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import asyncpg
 import grpc
 
+from bench.statements import statement_counts, with_statement_counts
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp, application_admin
@@ -29,26 +28,12 @@ from portex_pay.config import Settings
 from portex_pay.domain.catalog import CatalogItem
 from portex_pay.logging import configure_logging
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from portex_pay_devtools.pgcluster import PgCluster
 
 CALLS = 20
 SETTLE = 0.5  # seconds for the hub and other follow-ups of a call to run
 # The rest of asyncpg's default reset message travels with this statement.
 _RESET_HEAD = "SELECT pg_advisory_unlock_all()"
 _RESET_REST = ("CLOSE ALL", "UNLISTEN *", "RESET ALL")
-
-
-async def _statements(conn: asyncpg.Connection) -> dict[str, int]:
-    """Executions per statement in this database since the last reset, the measuring
-    connection's own left out."""
-    rows = await conn.fetch(
-        """
-        SELECT query, calls FROM pg_stat_statements
-        WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-          AND query NOT ILIKE '%pg_stat_statements%'
-        """
-    )
-    return {" ".join(row["query"].split())[:100]: row["calls"] for row in rows}
 
 
 async def _count(
@@ -59,7 +44,7 @@ async def _count(
     for index in range(CALLS):
         await call(index)
     await asyncio.sleep(SETTLE)
-    statements = await _statements(conn)
+    statements = await statement_counts(conn)
     total = sum(statements.values()) / CALLS
     bundled = sum(statements.get(query, 0) for query in _RESET_REST) / CALLS
     print(f"  {title}: {total:.2f} statements, {total - bundled:.2f} round trips")
@@ -138,20 +123,7 @@ async def run_round_trips_bench(dsn: str) -> None:
 
 async def main() -> None:
     configure_logging("json", "warning")
-    with tempfile.TemporaryDirectory(prefix="portex-trips-bench-") as tmp:
-        cluster = PgCluster(Path(tmp) / "pg", ephemeral=True)
-        cluster.start()
-        try:
-            # pg_stat_statements counts every statement PostgreSQL executes: it must be loaded
-            # at server start.
-            with (cluster.data_dir / "postgresql.conf").open("a") as conf:
-                conf.write("shared_preload_libraries = 'pg_stat_statements'\n")
-                conf.write("pg_stat_statements.track_utility = on\n")
-            cluster.stop()
-            cluster.start()
-            await run_round_trips_bench(cluster.dsn)
-        finally:
-            cluster.destroy()
+    await with_statement_counts("portex-trips-bench-", run_round_trips_bench)
 
 
 if __name__ == "__main__":
