@@ -7,13 +7,15 @@ domain/refunds.py's table allows; another application's refund is not settled.""
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 
 from portex_pay.domain.checkout import RefundReason
 from portex_pay.domain.order import Order
 from portex_pay.domain.refunds import Refund, RefundCause, RefundReasonCode, RefundState
-from portex_pay.service.ledger import CUSTOMER_REQUEST
+from portex_pay.service.ledger import CUSTOMER_REQUEST, Ledger
 from tests.contract.backend import Backend
 from tests.contract.steps import (
     BOT_ID,
@@ -255,3 +257,35 @@ async def test_a_failed_attempt_changes_no_settled_or_unknown_refund(backend: Ba
     await backend.payments.refund_attempt_failed(new_charge_id(), "unknown", None)
     assert await requested_refund(backend, order) == done
     assert "refund.failed" not in await event_types(backend, order.application_id)
+
+
+async def test_settling_a_refund_waits_for_a_refund_asked_for_on_its_order(
+    postgres_backend: Backend,
+) -> None:
+    """Telegram's confirmation of a refund (the worker's, or a refunded_payment update) while a
+    caller asks for the same refund again: asking locks the order, then the refund's row;
+    settling must lock in that order too, or each waits for the other until PostgreSQL's
+    deadlock check aborts one (seen as a RefundPayment answered UNAVAILABLE after 1 s)."""
+    backend = postgres_backend
+    order = await paid_order(backend)
+    charge_id = await request_refund(backend, order)
+    async with backend.payments.transaction() as tx:
+        assert await tx.orders.lock(order.application_id, order.tg_payment_id) is not None
+        settling = asyncio.create_task(
+            Ledger(backend.payments).settle_refund(order.application_id, charge_id)
+        )
+        await asyncio.sleep(0.3)
+        assert not settling.done()  # it waits for the order
+        asked = await tx.refunds.add(
+            charge_id,
+            BOT_ID,
+            order.application_id,
+            order.tg_payment_id,
+            order.tg_use_id,
+            order.amount,
+            CUSTOMER_REQUEST,
+        )
+        assert not asked  # asked before: the same refund
+    assert await settling
+    refund = await requested_refund(backend, order)
+    assert refund is not None and refund.state is RefundState.SUCCEEDED

@@ -315,6 +315,12 @@ class _PaidOrders:
         order = self._db.orders.get(tg_payment_id)
         return order if order is not None and order.application_id == application_id else None
 
+    async def lock_charged(self, application_id: UUID, charge_id: str) -> Order | None:
+        payment = self._db.payments.get(charge_id)
+        if payment is None or payment.tg_payment_id is None:
+            return None
+        return await self.lock(application_id, payment.tg_payment_id)
+
     async def mark_paid(
         self, tg_payment_id: int, charge_id: str, period_end: datetime | None = None
     ) -> Order | None:

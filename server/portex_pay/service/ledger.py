@@ -234,7 +234,10 @@ async def settle(
     """Telegram refunded the application's charge, in the caller's unit of work: the refund
     asked for (if any) succeeds, the payment is marked refunded and, if it was the charge that
     paid the order, the order becomes refunded. Idempotent. The charge's order and disposition,
-    or None when the application has no such charge."""
+    or None when the application has no such charge. The charge's order is locked first, as
+    every use case here does: a refund asked for at the same moment (which locks the order, then
+    the refund) waits instead of deadlocking."""
+    await tx.orders.lock_charged(application_id, charge_id)
     payment = await tx.charges.mark_refunded(application_id, charge_id)
     if payment is None:
         return None

@@ -254,6 +254,12 @@ class PaidOrders(Protocol):
         refund or cancel waits."""
         ...
 
+    async def lock_charged(self, application_id: UUID, charge_id: str) -> Order | None:
+        """The application's order this charge was recorded against, locked like `lock` (None
+        when the charge has no order). Taken before the charge's or its refund's rows, so every
+        unit of work locks an order first and two of them never wait on each other."""
+        ...
+
     async def mark_paid(
         self, tg_payment_id: int, charge_id: str, period_end: datetime | None = None
     ) -> Order | None:

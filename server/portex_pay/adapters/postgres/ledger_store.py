@@ -99,6 +99,19 @@ class PaidOrders:
         )
         return None if row is None else order_from_row(row)
 
+    async def lock_charged(self, application_id: UUID, charge_id: str) -> Order | None:
+        row = await self._conn.fetchrow(
+            """
+            SELECT * FROM orders WHERE application_id = $1 AND tg_payment_id = (
+                SELECT tg_payment_id FROM payments
+                WHERE telegram_payment_charge_id = $2 AND application_id = $1
+            ) FOR UPDATE
+            """,
+            application_id,
+            charge_id,
+        )
+        return None if row is None else order_from_row(row)
+
     async def mark_paid(
         self, tg_payment_id: int, charge_id: str, period_end: datetime | None = None
     ) -> Order | None:
