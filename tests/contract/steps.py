@@ -103,9 +103,7 @@ async def pay(backend: Backend, order: Order, charge_id: str | None = None) -> O
     """The order paid by a new (or the given) charge, as the ledger pays it."""
     charge_id = charge_id or new_charge_id()
     async with backend.payments.transaction() as tx:
-        accepted = PaymentOutcome(Disposition.ACCEPTED)
-        assert await tx.charges.add(charge_of(order, charge_id), order.tg_payment_id, accepted)
-        paid = await tx.orders.mark_paid(order.tg_payment_id, charge_id)
+        paid = await tx.orders.pay(charge_of(order, charge_id))
     assert paid is not None
     return paid
 

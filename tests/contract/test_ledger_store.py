@@ -95,8 +95,7 @@ async def test_a_unit_of_work_that_raises_leaves_nothing_behind(backend: Backend
         async with backend.payments.transaction() as tx:
             assert await tx.updates.claim(BOT_ID, update_id, "successful_payment")
             assert await tx.orders.lock(app, order.tg_payment_id) == order
-            assert await tx.charges.add(charge_of(order, charge_id), order.tg_payment_id, ACCEPTED)
-            assert await tx.orders.mark_paid(order.tg_payment_id, charge_id) is not None
+            assert await tx.orders.pay(charge_of(order, charge_id)) is not None
             await tx.events.add(app, None, EventType.PAYMENT_ANOMALY, {"reason": "x"})
             raise Boom
     assert await backend.orders.get(app, order.tg_payment_id) == order
@@ -167,13 +166,16 @@ async def test_paying_follows_the_table(backend: Backend, state: OrderState) -> 
     app = await backend.add_application(None)
     order = await order_in(backend, app, state)
     before = await event_types(backend, app)
+    charge_id = new_charge_id()
     async with backend.payments.transaction() as tx:
-        paid = await tx.orders.mark_paid(order.tg_payment_id, new_charge_id())
+        paid = await tx.orders.pay(charge_of(order, charge_id))
+        owner = await tx.charges.owner(charge_id)
     if state.value in sources(OrderState.PAID):
         assert paid is not None and paid.state is OrderState.PAID
+        assert paid.telegram_payment_charge_id == charge_id and owner == app
         assert await event_types(backend, app) == [*before, "order.paid"]
-    else:
-        assert paid is None
+    else:  # nothing recorded: neither the charge nor a change
+        assert paid is None and owner is None
         assert await backend.orders.get(app, order.tg_payment_id) == order
         assert await event_types(backend, app) == before
 

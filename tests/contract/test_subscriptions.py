@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from portex_pay.domain.checkout import Disposition, PaymentOutcome
+from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Order
 from portex_pay.domain.subscription import STATE_EVENTS, period_of
@@ -27,17 +27,21 @@ PERIOD = timedelta(seconds=MONTH)
 END = datetime(2031, 1, 1, tzinfo=UTC)
 
 
+def recurring(order: Order, end: datetime | None) -> PaymentRecord:
+    """A new recurring charge of the order for the period ending at `end`."""
+    return replace(
+        charge_of(order, new_charge_id()), is_recurring=True, subscription_expiration_date=end
+    )
+
+
 async def record(
     backend: Backend, order: Order, disposition: Disposition, end: datetime | None
 ) -> str:
     """A recurring charge of the order for the period ending at `end`, recorded as told."""
-    charge_id = new_charge_id()
-    charge = replace(
-        charge_of(order, charge_id), is_recurring=True, subscription_expiration_date=end
-    )
+    charge = recurring(order, end)
     async with backend.payments.transaction() as tx:
         assert await tx.charges.add(charge, order.tg_payment_id, PaymentOutcome(disposition))
-    return charge_id
+    return charge.telegram_payment_charge_id
 
 
 async def subscribed(backend: Backend, end: datetime = END) -> tuple[Order, str]:
@@ -45,11 +49,11 @@ async def subscribed(backend: Backend, end: datetime = END) -> tuple[Order, str]
     app = await backend.add_application(None)
     order = await new_order(backend, app, subscription_period=MONTH)
     assert order.subscription_period == MONTH and order.subscription_state is None
-    first = await record(backend, order, Disposition.ACCEPTED, end)
+    first = recurring(order, end)
     async with backend.payments.transaction() as tx:
-        paid = await tx.orders.mark_paid(order.tg_payment_id, first, end)
+        paid = await tx.orders.pay(first)
     assert paid is not None
-    return paid, first
+    return paid, first.telegram_payment_charge_id
 
 
 async def renew(backend: Backend, order: Order, end: datetime) -> Order:

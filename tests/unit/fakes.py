@@ -321,8 +321,29 @@ class _PaidOrders:
             return None
         return await self.lock(application_id, payment.tg_payment_id)
 
-    async def mark_paid(
-        self, tg_payment_id: int, charge_id: str, period_end: datetime | None = None
+    async def claim_and_lock(
+        self, update: tuple[int, int, str], application_id: UUID, tg_payment_id: int | None
+    ) -> tuple[bool, Order | None]:
+        bot_id, update_id, _ = update
+        fresh = self._session.claim(self._db.updates, (bot_id, update_id))
+        order = None if tg_payment_id is None else await self.lock(application_id, tg_payment_id)
+        return fresh, order
+
+    async def pay(self, record: PaymentRecord) -> Order | None:
+        order = self._db.orders.get(record.tg_payment_id) if record.tg_payment_id else None
+        if order is None or order.state.value not in sources(OrderState.PAID):
+            return None
+        accepted = PaymentOutcome(Disposition.ACCEPTED)
+        if not await _Charges(self._db, self._session).add(record, order.tg_payment_id, accepted):
+            return None
+        return self._mark_paid(
+            order.tg_payment_id,
+            record.telegram_payment_charge_id,
+            record.subscription_expiration_date,
+        )
+
+    def _mark_paid(
+        self, tg_payment_id: int, charge_id: str, period_end: datetime | None
     ) -> Order | None:
         order = self._db.orders.get(tg_payment_id)
         subscription: dict[str, Any] = {}

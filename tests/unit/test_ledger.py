@@ -154,14 +154,12 @@ async def test_a_charge_whose_payload_is_not_ours_is_an_anomaly_of_no_order(stor
 
 
 async def test_a_failure_inside_the_unit_of_work_leaves_nothing_behind(store, monkeypatch) -> None:
-    async def broken(
-        self: object, tg_payment_id: int, charge_id: str, period_end: object = None
-    ) -> Order | None:
-        raise RuntimeError("a bug while paying the order")
+    def broken(self: object, tg_payment_id: int, charge_id: str, end: object) -> Order | None:
+        raise RuntimeError("a bug while paying the order, after its charge was added")
 
     ledger = Ledger(store)
     with monkeypatch.context() as patched:
-        patched.setattr(fakes._PaidOrders, "mark_paid", broken)
+        patched.setattr(fakes._PaidOrders, "_mark_paid", broken)
         with pytest.raises(RuntimeError):
             await pay(ledger, charge_of(1, "ch-1"))
     assert store.state.updates == set() and store.state.payments == {}

@@ -89,11 +89,16 @@ class Ledger:
         so. The charge is judged against its order as locked (domain/checkout.classify_record),
         so a concurrent charge, refund or cancel cannot change the order under the judgement."""
         async with self._payments.transaction() as tx:
-            if record.update_id is not None and not await tx.updates.claim(
-                record.bot_id, record.update_id, "successful_payment"
-            ):
+            if record.update_id is None:
+                return await record_charge(tx, record, auto_refund=auto_refund)
+            fresh, order = await tx.orders.claim_and_lock(
+                (record.bot_id, record.update_id, "successful_payment"),
+                record.application_id,
+                record.tg_payment_id,
+            )
+            if not fresh:
                 return PaymentResult(None, None)
-            return await record_charge(tx, record, auto_refund=auto_refund)
+            return await _record_locked(tx, record, order, auto_refund=auto_refund)
 
     async def request_refund(
         self,
@@ -255,10 +260,17 @@ async def record_charge(
     """A charge Telegram reported, exactly once by its charge id, in the caller's unit of work
     (a successful_payment update's, or the Star ledger's page): it pays its order, or is kept as
     a duplicate or an anomaly, refunded when `auto_refund` and the outcome says so."""
-    charge_id = record.telegram_payment_charge_id
     order = None
     if record.tg_payment_id is not None:
         order = await tx.orders.lock(record.application_id, record.tg_payment_id)
+    return await _record_locked(tx, record, order, auto_refund=auto_refund)
+
+
+async def _record_locked(
+    tx: PaymentTransaction, record: PaymentRecord, order: Order | None, *, auto_refund: bool
+) -> PaymentResult:
+    """record_charge once the record's order (None when it has none) is locked."""
+    charge_id = record.telegram_payment_charge_id
     if order is not None and order.subscription_period is not None:
         record = await _with_found_period(tx, order, record)
     period_paid = False
@@ -267,24 +279,15 @@ async def record_charge(
         period_paid = await tx.charges.period_paid(order.tg_payment_id, expiration)
     outcome = classify_record(record, order, period_paid=period_paid)
     order_id = order.tg_payment_id if order else None
-    if not await tx.charges.add(record, order_id, outcome):
-        if await tx.charges.owner(charge_id) != record.application_id:
-            # Another application's charge id reported by this bot: never ours to
-            # apply; kept in this application's log for someone to look at.
-            await tx.events.add(
-                record.application_id,
-                None,
-                EventType.PAYMENT_ANOMALY,
-                {
-                    "telegram_payment_charge_id": charge_id,
-                    "reason": "FOREIGN_CHARGE",
-                    "update_id": record.update_id,
-                },
-            )
-        return PaymentResult(None, order)  # the same charge, seen before
     if outcome.disposition is Disposition.ACCEPTED:
         assert order is not None
-        return PaymentResult(outcome, await _pay(tx, order, record))
+        check_transition(order.state, OrderState.PAID)
+        paid = await tx.orders.pay(record)  # the record's order: `order`
+        if paid is None:  # locked, and the table allows it: the charge was seen before
+            return await _seen_before(tx, record, order)
+        return PaymentResult(outcome, await _started(tx, paid, record))
+    if not await tx.charges.add(record, order_id, outcome):
+        return await _seen_before(tx, record, order)
     if outcome.disposition is Disposition.RENEWAL:
         assert order is not None and expiration is not None
         renewed = await tx.orders.renew(order.tg_payment_id, charge_id, expiration)
@@ -343,16 +346,30 @@ async def _with_found_period(
     return replace(record, subscription_expiration_date=end)
 
 
-async def _pay(tx: PaymentTransaction, order: Order, record: PaymentRecord) -> Order:
-    """The locked order becomes paid by the record's charge; a subscription's order starts its
-    subscription with it (`subscription.started`, in the same unit of work)."""
-    check_transition(order.state, OrderState.PAID)
-    paid = await tx.orders.mark_paid(
-        order.tg_payment_id,
-        record.telegram_payment_charge_id,
-        record.subscription_expiration_date,
-    )
-    assert paid is not None, "locked, and the table allows it"
+async def _seen_before(
+    tx: PaymentTransaction, record: PaymentRecord, order: Order | None
+) -> PaymentResult:
+    """A charge id recorded before: nothing changes. When another application recorded it
+    (a charge id reported by this bot that is not its own), the anomaly is kept in this
+    application's log for someone to look at; it is never applied."""
+    charge_id = record.telegram_payment_charge_id
+    if await tx.charges.owner(charge_id) != record.application_id:
+        await tx.events.add(
+            record.application_id,
+            None,
+            EventType.PAYMENT_ANOMALY,
+            {
+                "telegram_payment_charge_id": charge_id,
+                "reason": "FOREIGN_CHARGE",
+                "update_id": record.update_id,
+            },
+        )
+    return PaymentResult(None, order)
+
+
+async def _started(tx: PaymentTransaction, paid: Order, record: PaymentRecord) -> Order:
+    """A subscription's order paid by its first charge starts its subscription
+    (`subscription.started`, in the same unit of work); any other paid order as it is."""
     if paid.subscription_state is not None:
         await tx.events.add(
             paid.application_id,

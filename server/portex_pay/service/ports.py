@@ -260,12 +260,21 @@ class PaidOrders(Protocol):
         unit of work locks an order first and two of them never wait on each other."""
         ...
 
-    async def mark_paid(
-        self, tg_payment_id: int, charge_id: str, period_end: datetime | None = None
-    ) -> Order | None:
-        """The order becomes paid by the charge, with its event; None when the table does not
-        allow it from the order's state. A subscription's order starts its subscription:
-        ACTIVE, its period ending at `period_end` (one period from now when None)."""
+    async def claim_and_lock(
+        self, update: tuple[int, int, str], application_id: UUID, tg_payment_id: int | None
+    ) -> tuple[bool, Order | None]:
+        """The update (bot id, update id, kind) marked processed, and the application's order
+        locked like `lock`, in one step: (False when the update was processed already, the
+        order; None when there is no such order or `tg_payment_id` is None)."""
+        ...
+
+    async def pay(self, record: PaymentRecord) -> Order | None:
+        """The record's charge recorded as the one that pays its order (exactly once, by its
+        charge id) and the order, locked in this unit of work, paid by it with its event, in
+        one step. None, with nothing recorded, when the charge id is known already or the
+        table does not allow paying the order. A subscription's order starts its subscription:
+        ACTIVE, its period ending at the record's subscription_expiration_date (one period from
+        now when None)."""
         ...
 
     async def renew(self, tg_payment_id: int, charge_id: str, period_end: datetime) -> Order:

@@ -61,6 +61,45 @@ async def claim_update(conn: Conn, bot_id: int, update_id: int, kind: str) -> bo
     return bool(fresh)
 
 
+ACCEPTED = PaymentOutcome(Disposition.ACCEPTED)
+
+# A payment's row: its columns, and the arguments `_payment_args` gives them in that order.
+_PAYMENT_COLUMNS = (
+    "telegram_payment_charge_id, tg_payment_id, application_id, tg_use_id, amount, currency, "
+    "invoice_payload, provider_payment_charge_id, raw, disposition, anomaly, is_recurring, "
+    "is_first_recurring, subscription_expiration_date"
+)
+
+
+def _payment_row(
+    record: PaymentRecord, tg_payment_id: int | None, outcome: PaymentOutcome, *, first: int = 1
+) -> tuple[str, str]:
+    """The payment's column list and its placeholders, numbered from `first`."""
+    count = len(_payment_args(record, tg_payment_id, outcome))
+    return _PAYMENT_COLUMNS, ", ".join(f"${n}" for n in range(first, first + count))
+
+
+def _payment_args(
+    record: PaymentRecord, tg_payment_id: int | None, outcome: PaymentOutcome
+) -> tuple[Any, ...]:
+    return (
+        record.telegram_payment_charge_id,
+        tg_payment_id,
+        record.application_id,
+        record.charge.payer_id,
+        record.charge.total_amount,
+        record.charge.currency,
+        record.charge.invoice_payload,
+        record.provider_payment_charge_id,
+        record.raw,
+        outcome.disposition.value,
+        outcome.anomaly.value if outcome.anomaly else None,
+        record.is_recurring,
+        record.is_first_recurring,
+        record.subscription_expiration_date,
+    )
+
+
 class ProcessedUpdates:
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
@@ -112,13 +151,42 @@ class PaidOrders:
         )
         return None if row is None else order_from_row(row)
 
-    async def mark_paid(
-        self, tg_payment_id: int, charge_id: str, period_end: datetime | None = None
-    ) -> Order | None:
-        """The order becomes paid by this charge, with its event; None when the table does not
-        allow it from the order's state. A subscription's order starts its subscription too:
-        ACTIVE, its period ending at `period_end` (the charge's subscription_expiration_date;
-        one period from now when Telegram gave none)."""
+    async def claim_and_lock(
+        self, update: tuple[int, int, str], application_id: UUID, tg_payment_id: int | None
+    ) -> tuple[bool, Order | None]:
+        """The claim and the lock as one statement (one round trip). The lock's CTE is
+        MATERIALIZED so it runs as written, whatever the planner would inline; the claim, a
+        data-modifying CTE, runs to completion whether or not the outer query reads it."""
+        bot_id, update_id, kind = update
+        row = await self._conn.fetchrow(
+            """
+            WITH claimed AS (
+                INSERT INTO telegram_updates (bot_id, update_id, kind) VALUES ($1, $2, $3)
+                ON CONFLICT DO NOTHING RETURNING true AS fresh
+            ), locked AS MATERIALIZED (
+                SELECT * FROM orders WHERE tg_payment_id = $5 AND application_id = $4
+                FOR UPDATE
+            )
+            SELECT EXISTS (SELECT 1 FROM claimed) AS fresh, locked.*
+            FROM (SELECT 1) AS one LEFT JOIN locked ON true
+            """,
+            bot_id,
+            update_id,
+            kind,
+            application_id,
+            tg_payment_id,
+        )
+        assert row is not None
+        order = order_from_row(row) if row["tg_payment_id"] is not None else None
+        return bool(row["fresh"]), order
+
+    async def pay(self, record: PaymentRecord) -> Order | None:
+        """One statement: the payment row (only while the order is in a state the table lets
+        become paid: the order is locked, so what this statement's snapshot sees stands), then
+        the order's change and its event (only from the new payment row: a known charge id
+        inserts nothing and changes nothing)."""
+        assert record.tg_payment_id is not None
+        columns, values = _payment_row(record, record.tg_payment_id, ACCEPTED, first=5)
         row = await self._conn.fetchrow(
             with_event(
                 """
@@ -133,15 +201,25 @@ class PaidOrders:
                         THEN coalesce($4, now() + make_interval(secs => subscription_period))
                             - make_interval(secs => subscription_period)
                         END
-                WHERE tg_payment_id = $2 AND state = ANY($3::text[]) RETURNING *
+                WHERE tg_payment_id = $2 AND state = ANY($3::text[])
+                  AND EXISTS (SELECT 1 FROM p)
+                RETURNING *
                 """,
                 EventType.ORDER_PAID,
                 extra_data="jsonb_build_object('telegram_payment_charge_id', $1::text)",
+                before=f"""
+                p AS (
+                    INSERT INTO payments ({columns})
+                    SELECT {values} FROM orders
+                    WHERE tg_payment_id = $2 AND state = ANY($3::text[])
+                    ON CONFLICT (telegram_payment_charge_id) DO NOTHING RETURNING true
+                ),""",
             ),
-            charge_id,
-            tg_payment_id,
+            record.telegram_payment_charge_id,
+            record.tg_payment_id,
             sources(OrderState.PAID),
-            period_end,
+            record.subscription_expiration_date,
+            *_payment_args(record, record.tg_payment_id, ACCEPTED),
         )
         return None if row is None else order_from_row(row)
 
@@ -239,29 +317,13 @@ class Charges:
         self, record: PaymentRecord, tg_payment_id: int | None, outcome: PaymentOutcome
     ) -> bool:
         """Records the charge; False when the charge id is known already."""
+        columns, values = _payment_row(record, tg_payment_id, outcome)
         inserted = await self._conn.fetchval(
-            """
-            INSERT INTO payments (telegram_payment_charge_id, tg_payment_id, application_id,
-                tg_use_id, amount, currency, invoice_payload, provider_payment_charge_id, raw,
-                disposition, anomaly, is_recurring, is_first_recurring,
-                subscription_expiration_date)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+            f"""
+            INSERT INTO payments ({columns}) VALUES ({values})
             ON CONFLICT (telegram_payment_charge_id) DO NOTHING RETURNING true
             """,
-            record.telegram_payment_charge_id,
-            tg_payment_id,
-            record.application_id,
-            record.charge.payer_id,
-            record.charge.total_amount,
-            record.charge.currency,
-            record.charge.invoice_payload,
-            record.provider_payment_charge_id,
-            record.raw,
-            outcome.disposition.value,
-            outcome.anomaly.value if outcome.anomaly else None,
-            record.is_recurring,
-            record.is_first_recurring,
-            record.subscription_expiration_date,
+            *_payment_args(record, tg_payment_id, outcome),
         )
         return bool(inserted)
 
