@@ -32,7 +32,7 @@ async def with_statement_counts(prefix: str, bench: Callable[[str], Awaitable[No
 
 async def statement_counts(conn: asyncpg.Connection, width: int = 100) -> dict[str, int]:
     """Executions per statement in this database since the last reset (its first `width`
-    characters, white space folded), the measuring connection's own left out."""
+    characters, white space folded; those sharing them summed), the measuring connection's own left out."""
     rows = await conn.fetch(
         """
         SELECT query, calls FROM pg_stat_statements
@@ -40,4 +40,8 @@ async def statement_counts(conn: asyncpg.Connection, width: int = 100) -> dict[s
           AND query NOT ILIKE '%pg_stat_statements%'
         """
     )
-    return {" ".join(row["query"].split())[:width]: row["calls"] for row in rows}
+    counts: dict[str, int] = {}
+    for row in rows:  # statements alike in their first characters are summed, not lost
+        key = " ".join(row["query"].split())[:width]
+        counts[key] = counts.get(key, 0) + row["calls"]
+    return counts
