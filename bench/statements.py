@@ -31,8 +31,9 @@ async def with_statement_counts(prefix: str, bench: Callable[[str], Awaitable[No
 
 
 async def statement_counts(conn: asyncpg.Connection, width: int = 100) -> dict[str, int]:
-    """Executions per statement in this database since the last reset (its first `width`
-    characters, white space folded; those sharing them summed), the measuring connection's own left out."""
+    """Executions per statement in this database since the last reset, by its first `width`
+    characters (white space folded; statements sharing them are summed), the measuring
+    connection's own left out."""
     rows = await conn.fetch(
         """
         SELECT query, calls FROM pg_stat_statements

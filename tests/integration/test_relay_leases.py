@@ -263,7 +263,7 @@ async def test_a_lease_is_one_claim_and_a_webhook_change_voids_it(
         await store.enable(bot, uuid.UUID(shop.id))
         url = "http://127.0.0.1:9/hook"
         await store.set_webhook(bot, url, "s", drop_pending=False)
-        assert await store.keep(bot, 5, "message", b'{"update_id":5}')
+        assert (await store.keep(bot, 5, "message", b'{"update_id":5}')).kept
         [first] = await store.claim_deliveries(1, 220)
         assert await store.claim_deliveries(1, 220) == []  # leased
         await store.set_webhook(bot, url, "s", drop_pending=False)  # the same URL again
@@ -275,10 +275,39 @@ async def test_a_lease_is_one_claim_and_a_webhook_change_voids_it(
         assert await store.claim_deliveries(1, 220) == []
         assert await store.delivered(second, 5)
         await store.release(second)
-        assert await store.keep(bot, 6, "message", b'{"update_id":6}')
+        assert (await store.keep(bot, 6, "message", b'{"update_id":6}')).kept
         [third] = await store.claim_deliveries(1, 220)
         await RelayRepository(app.pool, "replica-b").release_all()  # not its lease
         assert await store.claim_deliveries(1, 220) == []
         await store.release_all()  # shutdown of replica-a
         [fourth] = await store.claim_deliveries(1, 220)
         assert fourth.attempts == 0 and fourth.lease != third.lease
+
+
+async def test_a_relay_turned_on_through_another_replica_keeps_what_arrives_here_next(
+    empty_db: str, fake_telegram: FakeBotApi
+) -> None:
+    """A replica remembers a bot it found without a relay (its payments then cost no relay
+    lookup); the bot's code turning the relay on through another replica makes it forget, so
+    the updates that reach it afterwards are kept for the bot. Without that forgetting, no
+    update sent after the relay was on would ever be kept here. (getWebhookInfo turns the relay
+    on and reads the pending count without a notification of its own; getUpdates would send
+    one, as a newer poll.)"""
+    async with replica(empty_db, fake_telegram) as first:
+        shop = await new_shop(first, fake_telegram)  # Telegram's webhook: the first replica
+        await fake_telegram.send_user_message(shop.bot_token, USER, "before the relay")
+        await fake_telegram.drain(shop.bot_token)  # handled there: no relay for the bot
+        async with (
+            replica(empty_db, fake_telegram) as second,
+            bot_of(second, shop.bot_token) as bot,
+        ):
+            assert (await bot.get_webhook_info()).pending_update_count == 0  # the relay on
+
+            async def kept_after() -> bool:
+                # The first replica hears of the relay by a notification: until it has, an
+                # update is handled as one that came just before; so send until one is kept.
+                await fake_telegram.send_user_message(shop.bot_token, USER, "after the relay")
+                await fake_telegram.drain(shop.bot_token)
+                return (await bot.get_webhook_info()).pending_update_count > 0
+
+            await eventually(kept_after, timeout=SOON, what="an update kept after the relay")

@@ -42,7 +42,7 @@ from portex_pay.domain.refunds import (
     attempt_sources,
 )
 from portex_pay.domain.refunds import sources as refund_sources
-from portex_pay.domain.relay import RelayBot, RelayedUpdate, wants
+from portex_pay.domain.relay import Kept, RelayBot, RelayedUpdate, wants
 from portex_pay.domain.star_ledger import StarAmount
 from portex_pay.domain.subscription import (
     GRACE,
@@ -1292,13 +1292,13 @@ class InMemoryRelay:
     async def get(self, bot_id: int) -> RelayBot | None:
         return self._bot(bot_id) if bot_id in self.rows else None
 
-    async def keep(self, bot_id: int, update_id: int, kind: str | None, raw: bytes) -> bool:
+    async def keep(self, bot_id: int, update_id: int, kind: str | None, raw: bytes) -> Kept:
         row = self.rows.get(bot_id)
         if row is None or not wants(row.allowed_updates, kind):
-            return False
+            return Kept(False, row is not None)
         if update_id >= row.confirmed_offset:
             self.updates[bot_id].setdefault(update_id, raw)
-        return True
+        return Kept(True, True)
 
     async def start_poll(self, bot_id: int, offset: int | None) -> tuple[int, RelayBot]:
         row = self.rows[bot_id]

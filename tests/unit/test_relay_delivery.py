@@ -90,7 +90,7 @@ async def bot_with_webhook(store: InMemoryRelay, *update_ids: int, url: str = OL
     await store.set_webhook(BOT.id, url, "s", drop_pending=False)
     for update_id in update_ids:
         raw = b'{"update_id":%d,"message":{}}' % update_id
-        assert await store.keep(BOT.id, update_id, "message", raw)
+        assert (await store.keep(BOT.id, update_id, "message", raw)).kept
 
 
 async def posting(webhooks: Webhooks) -> None:

@@ -215,6 +215,15 @@ class RelayBot:
 
 
 @dataclass(frozen=True, slots=True)
+class Kept:
+    """What keeping an update for a bot found: whether it is kept, and whether the bot's relay
+    is on at all (it may be on for a bot that did not ask for this kind of update)."""
+
+    kept: bool
+    relay_on: bool
+
+
+@dataclass(frozen=True, slots=True)
 class RelayedUpdate:
     update_id: int
     raw: bytes

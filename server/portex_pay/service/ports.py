@@ -46,7 +46,7 @@ from portex_pay.domain.order import Claim, Order
 from portex_pay.domain.order_filter import OrderListQuery
 from portex_pay.domain.pay import PayCommand
 from portex_pay.domain.refunds import DueRefund, Refund, RefundCause, RefundFilter, RefundPosition
-from portex_pay.domain.relay import RelayBot, RelayedUpdate
+from portex_pay.domain.relay import Kept, RelayBot, RelayedUpdate
 from portex_pay.domain.star_ledger import (
     LedgerClaim,
     LedgerEntry,
@@ -568,7 +568,7 @@ class RelayStore(Protocol):
 
     async def get(self, bot_id: int) -> RelayBot | None: ...
 
-    async def keep(self, bot_id: int, update_id: int, kind: str | None, raw: bytes) -> bool: ...
+    async def keep(self, bot_id: int, update_id: int, kind: str | None, raw: bytes) -> Kept: ...
 
     async def start_poll(self, bot_id: int, offset: int | None) -> tuple[int, RelayBot]: ...
 

@@ -174,6 +174,10 @@ class RelayService:
         self._webhook_timeout = webhook_timeout
         self._signals: dict[int, asyncio.Event] = {}
         self._enabled: set[int] = set()  # bots this process knows the relay is on for
+        # Bots found without a relay: their updates need no lookup until a notification says a
+        # relay may have been turned on (see keep). `_news` counts notifications.
+        self._no_relay: set[int] = set()
+        self._news = 0
         self.webhook_poster = webhook_poster
         self.wake_delivery = wake_delivery
         self._posting: dict[int, asyncio.Future[Delivery]] = {}  # webhook POSTs in flight, by bot
@@ -182,11 +186,15 @@ class RelayService:
     # ------------------------------------------------------------------ wake-ups
 
     def notified(self, payload: str) -> None:
-        """A `portex_relay` notification (a bot id), or "" to wake every waiting poll."""
+        """A `portex_relay` notification (a bot id), or "" to wake every waiting poll (after
+        the listener reconnected: anything may have happened meanwhile)."""
+        self._news += 1
         if payload:
             with contextlib.suppress(ValueError):
+                self._no_relay.discard(int(payload))
                 self._wake(int(payload))
         else:
+            self._no_relay.clear()
             for bot_id in list(self._signals):
                 self._wake(bot_id)
         self.wake_delivery()
@@ -202,13 +210,27 @@ class RelayService:
         self, application: Application, update_id: int, kind: str | None, raw: bytes
     ) -> bool:
         """Keeps an update for the app's bot; False when its relay is off or it did not ask
-        for this kind (then portex-pay handles the update as it would without a relay)."""
+        for this kind (then portex-pay handles the update as it would without a relay).
+
+        A bot found without a relay is remembered, so that its payments cost no lookup; turning
+        a relay on (on any replica) notifies every replica, which forgets it, as it forgets all
+        after its listener reconnects. An answer is remembered only if no notification came
+        while the lookup ran: one that crossed it may announce this very bot. Between the
+        relay's commit and its notification an update is handled as one that came just before
+        the relay was turned on: not kept, as it would not be without the cache."""
         bot_id = application.require_bot().id
-        return await self._relay.keep(bot_id, update_id, kind, raw)
+        if bot_id in self._no_relay:
+            return False
+        news = self._news
+        found = await self._relay.keep(bot_id, update_id, kind, raw)
+        if not found.relay_on and news == self._news:
+            self._no_relay.add(bot_id)
+        return found.kept
 
     async def _enable(self, application: Application) -> RelayBot:
         bot_id = application.require_bot().id
         bot = await self._relay.enable(bot_id, application.id)
+        self._no_relay.discard(bot_id)
         if bot_id not in self._enabled:
             self._enabled.add(bot_id)
             log.info("relay on", bot_id=bot_id)

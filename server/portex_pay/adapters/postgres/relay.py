@@ -23,7 +23,7 @@ from uuid import UUID
 import asyncpg
 
 from portex_pay.adapters.postgres.pool import Conn
-from portex_pay.domain.relay import DEFAULT_EXCLUDED, RelayBot, RelayedUpdate
+from portex_pay.domain.relay import DEFAULT_EXCLUDED, Kept, RelayBot, RelayedUpdate
 from portex_pay.logging import register_secret
 
 CHANNEL = "portex_relay"
@@ -62,15 +62,21 @@ class RelayRepository:
         return f"{self.owner}/{secrets.token_hex(8)}"
 
     async def enable(self, bot_id: int, application_id: UUID) -> RelayBot:
-        """Turns the relay on for the bot (its code called the proxy's update methods)."""
+        """Turns the relay on for the bot (its code called the proxy's update methods). Turned
+        on just now, it is announced on the relay's channel (the bot id), so that every replica
+        forgets it found this bot without a relay (service/relay.py, RelayService.keep)."""
         row = await self._pool.fetchrow(
             """
-            INSERT INTO relay_bots (bot_id, application_id) VALUES ($1, $2)
-            ON CONFLICT (bot_id) DO UPDATE SET application_id = $2
-            RETURNING *
+            WITH b AS (
+                INSERT INTO relay_bots (bot_id, application_id) VALUES ($1, $2)
+                ON CONFLICT (bot_id) DO UPDATE SET application_id = $2
+                RETURNING *, xmax = 0 AS turned_on
+            )
+            SELECT b.*, CASE WHEN b.turned_on THEN pg_notify($3, $1::text) END FROM b
             """,
             bot_id,
             application_id,
+            CHANNEL,
         )
         assert row is not None
         return _bot(row)
@@ -86,11 +92,12 @@ class RelayRepository:
         )
         return None if row is None else _bot(row)
 
-    async def keep(self, bot_id: int, update_id: int, kind: str | None, raw: bytes) -> bool:
+    async def keep(self, bot_id: int, update_id: int, kind: str | None, raw: bytes) -> Kept:
         """Keeps an update for the bot when its relay is on and it asked for this kind (any kind,
         known to this code or not: domain/relay.wants); whether it is kept (a redelivery of a
-        kept or already confirmed update is True and changes nothing)."""
-        wanted = await self._pool.fetchval(
+        kept or already confirmed update is kept and changes nothing), and whether the relay is
+        on at all."""
+        row = await self._pool.fetchrow(
             """
             WITH bot AS (  -- domain/relay.wants(), in SQL
                 SELECT confirmed_offset FROM relay_bots
@@ -104,7 +111,8 @@ class RelayRepository:
                 ON CONFLICT DO NOTHING
                 RETURNING pg_notify($6, $1::text)
             )
-            SELECT EXISTS (SELECT 1 FROM bot)  -- a data-modifying CTE runs regardless
+            SELECT EXISTS (SELECT 1 FROM bot) AS kept,  -- a data-modifying CTE runs regardless
+                   EXISTS (SELECT 1 FROM relay_bots WHERE bot_id = $1) AS relay_on
             """,
             bot_id,
             update_id,
@@ -113,7 +121,8 @@ class RelayRepository:
             _DEFAULT_EXCLUDED,
             CHANNEL,
         )
-        return bool(wanted)
+        assert row is not None
+        return Kept(row["kept"], row["relay_on"])
 
     async def start_poll(self, bot_id: int, offset: int | None) -> tuple[int, RelayBot]:
         """A getUpdates call: confirms the updates below `offset` (Telegram's rules: a negative
