@@ -72,13 +72,17 @@ async def serve_trivial_http(port: int) -> None:
         await runner.cleanup()
 
 
+def serve_uvloop() -> bool:
+    """Whether `serve` would run on uvloop here (PORTEX_UVLOOP), for the bench's own processes."""
+    # Only PORTEX_UVLOOP is read; the database URL is a placeholder.
+    environment = {**os.environ, "DATABASE_URL": "postgresql://bench"}
+    return bool(Settings.from_env(environment, serving=False).grpc.uvloop)
+
+
 def main(argv: list[str]) -> None:
     kind, port = argv[0], int(argv[1])
     servers = {"grpc": serve_grpc_echo, "http": serve_trivial_http}
-    # Only PORTEX_UVLOOP is read; the database URL is a placeholder.
-    environment = {**os.environ, "DATABASE_URL": "postgresql://bench"}
-    uvloop = Settings.from_env(environment, serving=False).grpc.uvloop
-    run_loop(servers[kind](port), uvloop=uvloop)
+    run_loop(servers[kind](port), uvloop=serve_uvloop())
 
 
 if __name__ == "__main__":
