@@ -49,14 +49,16 @@ def _content_length(head: bytes) -> int:
 
 async def _connection(
     host: str, port: int, requests: Iterator[bytes], measured: tuple[float, float], rows: list[str]
-) -> None:
+) -> bool:
+    """Sends requests one after another until the end of the measured period; False when the
+    requests ran out first."""
     start, end = measured
     reader, writer = await asyncio.open_connection(host, port)
     try:
         while (sent := time.perf_counter()) < end:
             request = next(requests, None)
             if request is None:
-                raise RuntimeError("ran out of requests before the end of the run")
+                return False
             epoch = time.time()
             writer.write(request)
             head = await reader.readuntil(b"\r\n\r\n")
@@ -64,6 +66,7 @@ async def _connection(
             if sent >= start:
                 elapsed = int((time.perf_counter() - sent) * 1e6)
                 rows.append(f"{int(epoch * 1e6)}\t{int(head[9:12])}\t{elapsed}\n")
+        return True
     finally:
         writer.close()
 
@@ -76,9 +79,11 @@ async def run(
     now = time.perf_counter()
     measured = (now + warm_up, now + warm_up + seconds)
     rows: list[str] = []
-    await asyncio.gather(
+    lasted = await asyncio.gather(
         *(_connection(host, port, remaining, measured, rows) for _ in range(connections))
     )
+    if not all(lasted):
+        raise RuntimeError("ran out of requests before the end of the run")
     return rows
 
 
