@@ -50,7 +50,12 @@ test: $(STAMP) proto-check
 run: $(STAMP) proto-check
 	$(BIN)/portex-pay dev
 
+# h2load (Debian's nghttp2-client) drives the `calls` section; installed when missing (apt, as
+# root or through sudo), never when present.
 bench: $(STAMP) proto-check
+	@command -v h2load >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y nghttp2-client; }
 	$(BIN)/python -m bench
 
 clean:

@@ -1,9 +1,10 @@
 """`make bench`: Pay and QueryOrder through real gRPC, PostgreSQL and the fake Bot API; then the
 payment flow, the event stream, a flood of bad requests, the Bot API proxy and relay, and
-ListOrders on a million orders, the Star ledger's cost per idle cycle, and the statements
-PostgreSQL executes per call (bench/*.py).
+ListOrders on a million orders, the Star ledger's cost per idle cycle, the statements
+PostgreSQL executes per call, each hot call beside its framework's ceiling under h2load (`calls`),
+and Pay under a Telegram answering in 100 ms (`slowtelegram`) (bench/*.py).
 `python -m bench NAME ...` runs only those named (grpc, payments, stream, flood, botapi, orders,
-ledger, roundtrips).
+ledger, roundtrips, calls, slowtelegram).
 
 Everything runs on this machine: a throwaway PostgreSQL cluster, the fake Bot API and two service
 instances in one process, which differ only in the API-key cache (TTL 5 s vs 0, i.e. a database
@@ -14,7 +15,6 @@ the figures that matter are the ratios printed at the end.
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -26,6 +26,8 @@ from pathlib import Path
 import grpc
 
 from bench.botapi import run_botapi_bench
+from bench.calls import run_calls_bench, run_slow_telegram_bench
+from bench.ceilings import serve_uvloop
 from bench.edge import EdgeClient, edge_calls
 from bench.flood import run_flood_bench
 from bench.ledger import main as run_ledger_bench
@@ -88,6 +90,9 @@ async def main(names: list[str]) -> None:
         "ledger": lambda _dsn, _tmp: run_ledger_bench(),
         # Its own cluster too, for pg_stat_statements.
         "roundtrips": lambda _dsn, _tmp: run_round_trips_bench(),
+        # Processes of their own (serve, the ceilings) driven by h2load.
+        "calls": run_calls_bench,
+        "slowtelegram": run_slow_telegram_bench,
     }
     unknown = set(names) - set(benches)
     if unknown:
@@ -228,8 +233,6 @@ async def run(dsn: str) -> None:
 
 if __name__ == "__main__":
     # The loop `serve` runs on (PORTEX_UVLOOP, default on): the service's figures are its.
-    # (The bench starts its own PostgreSQL: no DATABASE_URL needed, only PORTEX_UVLOOP is read.)
-    environment = {**os.environ, "DATABASE_URL": "postgresql://bench"}
-    uvloop = Settings.from_env(environment, serving=False).grpc.uvloop
+    uvloop = serve_uvloop()
     print(f"event loop: {'uvloop' if event_loop_factory(uvloop) else 'asyncio'}")
     run_loop(main(sys.argv[1:]), uvloop=uvloop)
