@@ -186,6 +186,9 @@ class _SecretRegistry:
     def __bool__(self) -> bool:
         return bool(self._known)
 
+    def knows(self, secret: str) -> bool:
+        return secret in self._known
+
     def add(self, secret: str) -> bool:
         if len(secret) < MIN_SECRET_CHARS:
             return False
@@ -259,7 +262,11 @@ def register_secret(value: str | bytes | None) -> bool:
         return False
     if isinstance(value, bytes):
         value = value.decode("utf-8", "surrogateescape")
-    return _registry.add(value)
+    known = _registry.knows(value)
+    added = _registry.add(value)
+    if added and not known:
+        _clean.forget()  # a value found clean before may hold this secret
+    return added
 
 
 def register_secrets(values: Iterable[str | bytes | None]) -> None:
@@ -275,10 +282,52 @@ def _init_data(match: re.Match[str]) -> str:
     return text
 
 
+class _CleanValues:
+    """Short values found to carry no secret, so that the values every line repeats (an RPC's
+    method, a peer, an application id) are scanned once, not on every line. Forgotten whenever
+    a secret is registered: a value clean before may carry the new one. A scan that a
+    registration crossed is not remembered (the generation changed under it). Bounded: when
+    full, it starts over."""
+
+    MAX_CHARS = 200
+    MAX_VALUES = 4096
+
+    def __init__(self) -> None:
+        self._values: set[str] = set()
+        self.generation = 0
+
+    def __contains__(self, text: str) -> bool:
+        return text in self._values
+
+    def remember(self, text: str, generation: int) -> None:
+        if len(text) > self.MAX_CHARS or generation != self.generation:
+            return
+        if len(self._values) >= self.MAX_VALUES:
+            self._values = set()
+        self._values.add(text)
+
+    def forget(self) -> None:
+        self.generation += 1
+        self._values = set()
+
+
+_clean = _CleanValues()
+
+
 def redact(text: str) -> str:
     """The text with every secret it carries replaced by `[REDACTED]`."""
     if len(text) < MIN_SECRET_CHARS:  # nothing redactable is shorter (`bearer x`, `apikey=x`)
         return text
+    if text in _clean:
+        return text
+    generation = _clean.generation
+    redacted = _redact(text)
+    if redacted == text:
+        _clean.remember(text, generation)
+    return redacted
+
+
+def _redact(text: str) -> str:
     if _registry:
         text = _registry.redact(text)
     # Each pattern runs only when a cheap substring test says it may match: most lines carry no
@@ -445,6 +494,12 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
             renderer,
         ],
     )
+    # The logging HOWTO's "Optimization": no line renders the caller's file and line, the
+    # thread or the process, so no record computes them (a stack walk and three calls a line).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = _Handler(sys.stderr)
     handler.setFormatter(formatter)
     root = logging.getLogger()

@@ -158,6 +158,18 @@ def test_the_truncated_start_of_a_registered_secret_is_redacted(registry: str, k
         assert text.endswith(("...'", REDACTED)), text
 
 
+def test_a_value_logged_clean_before_its_secret_was_registered_is_redacted_after(
+    registry: str,
+) -> None:
+    """Values found clean are remembered (lines repeat them); a registration forgets them."""
+    secret = new_secret()
+    line = f"peer {secret}"
+    assert redact(line) == line  # not a secret yet: found clean, remembered
+    assert redact(line) == line
+    register_secret(secret)
+    assert secret[:8] not in redact(line)
+
+
 def test_less_than_8_characters_of_a_secret_are_not_looked_for(registry: str) -> None:
     secret = new_secret()
     register_secret(secret)
