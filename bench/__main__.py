@@ -30,6 +30,7 @@ from bench.calls import run_calls_bench, run_slow_telegram_bench
 from bench.ceilings import serve_uvloop
 from bench.edge import EdgeClient, edge_calls
 from bench.flood import run_flood_bench
+from bench.footprint import run_footprint_bench
 from bench.ledger import main as run_ledger_bench
 from bench.orders import run_orders_bench
 from bench.payments import run_payments_bench
@@ -86,6 +87,7 @@ async def main(names: list[str]) -> None:
         "flood": run_flood_bench,
         "botapi": run_botapi_bench,
         "orders": run_orders_bench,
+        "footprint": lambda dsn, tmp: run_footprint_bench(dsn, tmp),
         # Its own cluster: counting statements needs pg_stat_statements loaded at start.
         "ledger": lambda _dsn, _tmp: run_ledger_bench(),
         # Its own cluster too, for pg_stat_statements.

@@ -1,0 +1,110 @@
+"""The service's footprint (`python -m bench footprint`): how long `portex-pay serve` takes from
+its start to answering SERVING on the gRPC health service, and the idle memory (RSS) of every
+process it runs, measured once it has been idle for a few seconds.
+
+Start-up counts what an operator waits for: the interpreter, the imports, the pool, migrations
+already applied (a first start also applies them), both ports listening. The issue's bounds:
+start-up at most 2 s, idle RSS at most 80 MB per worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.payments import _free_port
+
+STARTS = 3
+IDLE_SECONDS = 3.0
+MIB = 1024 * 1024
+
+
+def _serve_env(dsn: str, grpc_port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTEX_")}
+    return {
+        **env,
+        "PORTEX_UVLOOP": os.environ.get("PORTEX_UVLOOP", "true"),
+        "DATABASE_URL": dsn,
+        "PORTEX_PAYLOAD_SECRET": "bench-" + "f" * 32,
+        "PORTEX_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
+        "PORTEX_HTTP_ADDR": f"127.0.0.1:{_free_port()}",
+        "PORTEX_TELEGRAM_API_URL": "http://127.0.0.1:9",
+        "PORTEX_TELEGRAM_POLLERS": "false",
+        "PORTEX_LOG_FORMAT": "json",
+    }
+
+
+async def _until_serving(port: int, deadline: float) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            try:
+                answer = await stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("serve did not start")
+            await asyncio.sleep(0.01)
+
+
+def _tree(pid: int) -> list[int]:
+    """The process and its descendants (Linux /proc)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            queue += [int(child) for child in task.read_text().split()]
+    return found
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+async def run_footprint_bench(dsn: str, log_dir: Path, *args: str) -> list[tuple[str, str]]:
+    """Starts `serve` (with `args`) STARTS times; prints and returns the figures."""
+    times: list[float] = []
+    rss: list[int] = []
+    for attempt in range(STARTS):
+        port = _free_port()
+        with (log_dir / f"footprint-{attempt}.log").open("wb") as log:
+            started = time.monotonic()
+            process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
+                [sys.executable, "-m", "portex_pay", "serve", *args],
+                env=_serve_env(dsn, port),
+                stdout=log,
+                stderr=log,
+            )
+        try:
+            await _until_serving(port, started + 30)
+            times.append(time.monotonic() - started)
+            await asyncio.sleep(IDLE_SECONDS)
+            rss = [_rss(pid) for pid in _tree(process.pid)]
+        finally:
+            process.terminate()
+            await asyncio.to_thread(process.wait, 30)
+    label = " ".join(["serve", *args])
+    rows = [
+        (f"{label}: start-up to SERVING", f"{min(times):.2f} s best, {max(times):.2f} s worst"),
+        (
+            f"{label}: idle RSS per process",
+            ", ".join(f"{value / MIB:.0f} MB" for value in rss) + f" ({len(rss)} processes)",
+        ),
+    ]
+    print(f"\nfootprint ({STARTS} starts; goals: start-up <= 2 s, idle RSS <= 80 MB per worker)")
+    for name, value in rows:
+        print(f"  {name:40s} {value}")
+    return rows
