@@ -32,7 +32,7 @@ STARTUP_TIMEOUT = 30.0
 class ServerProcess:
     """One `python -m portex_pay serve` process, its ports and its log file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.grpc_port = free_port()
         self.http_port = free_port()
         self.log_path = log_path
@@ -51,8 +51,11 @@ class ServerProcess:
             "PORTEX_LEDGER": "false",
             # Test receivers listen on loopback.
             "PORTEX_CALLBACK_ALLOW_PRIVATE": "true",
+            # One process, the server's pid (`serve --workers N` is tested on purpose).
+            "PORTEX_WORKERS": "1",
             **env,
         }
+        self.args = args  # after `serve`
         # An explicit address in `env` wins; the ports follow it.
         self.grpc_port = int(self.env["PORTEX_GRPC_ADDR"].rpartition(":")[2])
         self.http_port = int(self.env["PORTEX_HTTP_ADDR"].rpartition(":")[2])
@@ -65,7 +68,7 @@ class ServerProcess:
     def spawn(self) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "portex_pay", "serve"],
+            [sys.executable, "-m", "portex_pay", "serve", *self.args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -136,13 +139,14 @@ async def start_server(
 ) -> AsyncIterator[ServerFactory]:
     started: list[ServerProcess] = []
 
-    async def start(**env: str) -> ServerProcess:
+    async def start(*args: str, **env: str) -> ServerProcess:
+        """Starts `serve *args` with `env` over the defaults, and waits until it serves."""
         environment = {
             "DATABASE_URL": database_url,
             "PORTEX_TELEGRAM_API_URL": fake_telegram.base_url,
             **env,
         }
-        server = ServerProcess(environment, tmp_path / f"server-{len(started)}.log")
+        server = ServerProcess(environment, tmp_path / f"server-{len(started)}.log", args)
         started.append(server)
         await server.start()
         return server
