@@ -17,13 +17,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from portex_pay.app import PortexApp
+from portex_pay.adapters.postgres.migrations import migrate
+from portex_pay.adapters.telegram.client import BotApiClient, new_session
+from portex_pay.app import PortexApp, application_admin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import PAYLOAD_SECRET, free_port
+from tests.conftest import PAYLOAD_SECRET, TestApp, create_test_app, free_port
 from tests.e2e.clients import Client, Connect
 
 STARTUP_TIMEOUT = 30.0
@@ -156,6 +159,27 @@ async def start_server(
     finally:
         for server in started:
             server.kill()
+
+
+@pytest.fixture
+async def isolated(
+    empty_db: str, fake_telegram: FakeBotApi
+) -> AsyncIterator[tuple[str, Callable[..., Awaitable[TestApp]]]]:
+    """A database of the test's own (migrated), and a factory for applications in it: no
+    other process can do or see the work of the servers started on it."""
+    conn = await asyncpg.connect(empty_db)
+    await migrate(conn)
+    session = await new_session()
+    admin = application_admin(conn, BotApiClient(session, fake_telegram.base_url, 5.0))
+
+    async def create(**options: str) -> TestApp:
+        return await create_test_app(admin, fake_telegram, **options)  # type: ignore[arg-type]
+
+    try:
+        yield empty_db, create
+    finally:
+        await session.close()
+        await conn.close()
 
 
 @pytest.fixture(autouse=True)
