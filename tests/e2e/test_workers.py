@@ -92,8 +92,8 @@ async def _workers(server: ServerProcess, count: int) -> set[int]:
     supervisor = server.process.pid
 
     def serving_workers() -> set[int]:
-        said = {line.get("worker") for line in server.log_lines() if line["event"] == "serving"}
-        return said - {None}
+        lines = server.log_lines()
+        return {line["worker"] for line in lines if line["event"] == "serving" and "worker" in line}
 
     await eventually(
         lambda: len(serving_workers()) == count, timeout=30, what=f"{count} workers serving"
