@@ -166,35 +166,38 @@ class WorkerProcesses:
         restarts = 0
         while not self._stopping.is_set():
             started = time.monotonic()
-            process = await asyncio.create_subprocess_exec(
-                *worker_command(index), env=self._env, stdin=asyncio.subprocess.PIPE
-            )
-            self._running[index] = process
-            if self._stopping.is_set():  # the stop came while it was being started
-                _send(process, signal.SIGTERM)
-            log.info("worker started", worker=index, pid=process.pid)
             try:
-                status = await process.wait()
-            finally:
-                del self._running[index]
-            if self._stopping.is_set():
-                log.info("worker stopped", worker=index, pid=process.pid, **_exit_status(status))
-                # A worker stopped before its signal handler was installed dies of SIGTERM.
-                self._clean &= status in (0, -signal.SIGTERM)
-                return
+                process = await asyncio.create_subprocess_exec(
+                    *worker_command(index), env=self._env, stdin=asyncio.subprocess.PIPE
+                )
+            except OSError as error:  # out of processes or memory: a death like any other
+                outcome: dict[str, Any] = {"error": str(error)}
+            else:
+                status = await self._wait(index, process)
+                if self._stopping.is_set():
+                    log.info("worker stopped", worker=index, pid=process.pid, **status)
+                    # A worker stopped before its signal handler was installed dies of SIGTERM.
+                    self._clean &= status in ({"exit_code": 0}, {"signal": "SIGTERM"})
+                    return
+                outcome = {"pid": process.pid, **status}
             if time.monotonic() - started >= FAILING_WINDOW:
                 restarts = 0  # it had run a while: start the backoff again
             restarts += 1
             delay = backoff_seconds(restarts, base=RESTART_BASE, cap=RESTART_CAP)
-            log.warning(
-                "worker exited; restarting",
-                worker=index,
-                pid=process.pid,
-                restart_in=delay,
-                **_exit_status(status),
-            )
+            log.warning("worker exited; restarting", worker=index, restart_in=delay, **outcome)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _wait(self, index: int, process: asyncio.subprocess.Process) -> dict[str, Any]:
+        """Waits for a started worker to exit; how it ended, for a log line."""
+        self._running[index] = process
+        if self._stopping.is_set():  # the stop came while it was being started
+            _send(process, signal.SIGTERM)
+        log.info("worker started", worker=index, pid=process.pid)
+        try:
+            return _exit_status(await process.wait())
+        finally:
+            del self._running[index]
 
 
 def _send(process: asyncio.subprocess.Process, signum: int) -> None:
