@@ -115,6 +115,16 @@ async def wait_for_database(dsn: str, timeout: float) -> asyncpg.Connection:
             delay = min(delay * 2, 2.0)
 
 
+async def apply_migrations(settings: Settings) -> list[int]:
+    """Applies the pending migrations on a connection of its own (waiting for PostgreSQL as
+    configured); returns the versions applied now."""
+    conn = await wait_for_database(settings.db.url, settings.db.connect_timeout)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
+
+
 def telegram_client(session: aiohttp.ClientSession, settings: Settings) -> BotApiClient:
     """The Bot API client as configured (base URL, timeout, test environment)."""
     return BotApiClient(
@@ -553,14 +563,20 @@ def _database_answers(pool: asyncpg.Pool, interval: float) -> Callable[[], Await
 
 
 async def start_grpc(
-    settings: Settings, wiring: Wiring, health_servicer: health.aio.HealthServicer
+    settings: Settings,
+    wiring: Wiring,
+    health_servicer: health.aio.HealthServicer,
+    *,
+    reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, int]:
-    """The gRPC server (PaymentService, health, reflection), listening; and its port."""
+    """The gRPC server (PaymentService, health, reflection), listening; and its port.
+    `reuse_port`: one of `serve --workers N`'s processes, sharing the port with its siblings."""
     server = grpc.aio.server(
         interceptors=[PaymentInterceptor(wiring.authenticator)],
         options=[
-            # Fail loudly when the port is taken instead of sharing it with a stranger.
-            ("grpc.so_reuseport", 0),
+            # A single process fails loudly when the port is taken instead of sharing it with a
+            # stranger; the workers' supervisor makes that check once for all of them.
+            ("grpc.so_reuseport", int(reuse_port)),
             # Nothing valid comes near it; larger requests are RESOURCE_EXHAUSTED, unread.
             ("grpc.max_receive_message_length", settings.grpc.max_receive_bytes),
             # No flow-control window grown by bandwidth-delay probing: on a fast link it
@@ -594,9 +610,11 @@ async def start_grpc(
     return server, port
 
 
-async def start_http(settings: Settings, wiring: Wiring) -> tuple[web.AppRunner, int]:
+async def start_http(
+    settings: Settings, wiring: Wiring, *, reuse_port: bool = False
+) -> tuple[web.AppRunner, int]:
     """The HTTP server (webhooks, the Mini App edge, the Bot API proxy, /healthz), listening;
-    and its port."""
+    and its port. `reuse_port`: as start_grpc's."""
     host, _, port = settings.http.addr.rpartition(":")
     client_warnings = ClientWarnings()
     runner = web.AppRunner(
@@ -616,13 +634,16 @@ async def start_http(settings: Settings, wiring: Wiring) -> tuple[web.AppRunner,
         **runner_options(settings.http.read_timeout, client_warnings),
     )
     await runner.setup()
-    await web.TCPSite(runner, host, int(port)).start()
+    await web.TCPSite(runner, host, int(port), reuse_port=reuse_port or None).start()
     return runner, runner.addresses[0][1]
 
 
 class PortexApp:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, worker: bool = False) -> None:
+        """`worker`: one of `serve --workers N`'s processes (server/portex_pay/processes.py):
+        its supervisor has migrated, and its ports are shared with the other workers."""
         self.settings = settings
+        self.worker = worker
         self.health = health.aio.HealthServicer()
         self.grpc_port: int | None = None
         self.http_port: int | None = None
@@ -671,11 +692,8 @@ class PortexApp:
         register_secrets(
             (settings.payments.payload_secret, *settings.payments.retired_payload_secrets())
         )
-        conn = await wait_for_database(settings.db.url, settings.db.connect_timeout)
-        try:
-            await migrate(conn)
-        finally:
-            await conn.close()
+        if not self.worker:
+            await apply_migrations(settings)
         self._pool = await create_pool(
             settings.db.url, min_size=settings.db.pool_min, max_size=settings.db.pool_max
         )
@@ -687,9 +705,13 @@ class PortexApp:
             replica=_replica_id(),
             publish_health=self._publish_health,
         )
-        self._server, self.grpc_port = await start_grpc(settings, wiring, self.health)
+        self._server, self.grpc_port = await start_grpc(
+            settings, wiring, self.health, reuse_port=self.worker
+        )
         await wiring.health.set(True)
-        self._http_runner, self.http_port = await start_http(settings, wiring)
+        self._http_runner, self.http_port = await start_http(
+            settings, wiring, reuse_port=self.worker
+        )
         self._tasks = [job.start() for job in wiring.jobs]
         log.info("serving", grpc_port=self.grpc_port, http_port=self.http_port)
 
@@ -748,13 +770,17 @@ class PortexApp:
 
 
 async def serve(
-    settings: Settings, before_stop: Callable[[], Awaitable[None]] | None = None
+    settings: Settings,
+    before_stop: Callable[[], Awaitable[None]] | None = None,
+    *,
+    worker: bool = False,
+    stop: asyncio.Event | None = None,
 ) -> None:
-    """Runs the service until SIGTERM or SIGINT, then stops it gracefully (`portex-pay serve`,
-    `make run`)."""
-    app = PortexApp(settings)
+    """Runs the service until SIGTERM or SIGINT (or `stop` is set), then stops it gracefully
+    (`portex-pay serve`, `make run`; `worker`: as PortexApp's)."""
+    stop = asyncio.Event() if stop is None else stop
+    app = PortexApp(settings, worker=worker)
     await app.start()
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)

@@ -38,6 +38,7 @@ from portex_pay.app import (
     Sessions,
     accounting_export,
     application_admin,
+    apply_migrations,
     bot_messages_admin,
     serve,
     telegram_client,
@@ -53,6 +54,7 @@ from portex_pay.domain.init_data import init_data_fields, sign_init_data
 from portex_pay.domain.text import single_line_problem
 from portex_pay.domain.timestamps import parse_rfc3339
 from portex_pay.logging import configure_logging, register_secrets
+from portex_pay.processes import serve_worker, supervise_workers, usable_cores
 from portex_pay.service.applications import (
     AdminError,
     ApplicationAdmin,
@@ -69,12 +71,7 @@ log = structlog.get_logger(__name__)
 
 
 async def run_migrate(settings: Settings) -> None:
-    conn = await wait_for_database(settings.db.url, settings.db.connect_timeout)
-    try:
-        applied = await migrate(conn)
-    finally:
-        await conn.close()
-    print(json.dumps({"applied": applied}))
+    print(json.dumps({"applied": await apply_migrations(settings)}))
 
 
 async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
@@ -474,7 +471,16 @@ async def run_healthcheck(grpc_addr: str) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="portex-pay", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="serve gRPC and HTTP until SIGTERM")
+    serve_command = commands.add_parser("serve", help="serve gRPC and HTTP until SIGTERM")
+    serve_command.add_argument(
+        "--workers",
+        type=_positive_int,
+        metavar="N",
+        help="processes sharing the gRPC and HTTP ports (default: PORTEX_WORKERS, else one per "
+        "core); 1 serves in this process",
+    )
+    # How the workers' supervisor starts each of them (processes.py); not for people.
+    serve_command.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     commands.add_parser("migrate", help="apply pending database migrations")
     commands.add_parser("healthcheck", help="exit 0 when the local server is SERVING")
     dev = commands.add_parser(
@@ -650,6 +656,27 @@ def _bot_messages_commands(admin: argparse._SubParsersAction[argparse.ArgumentPa
     )
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def run_serve(settings: Settings, options: argparse.Namespace) -> int:
+    """`serve`: in this process (one worker, as `make run` does), N workers under a supervisor
+    (processes.py), or one of those workers."""
+    if options.worker_index is not None:
+        structlog.contextvars.bind_contextvars(worker=options.worker_index)
+        run_loop(serve_worker(settings), uvloop=settings.grpc.uvloop)
+        return 0
+    workers = options.workers or settings.grpc.workers or usable_cores()
+    if workers == 1:
+        run_loop(serve(settings), uvloop=settings.grpc.uvloop)
+        return 0
+    return asyncio.run(supervise_workers(settings, workers))
+
+
 def event_loop_factory(uvloop: bool) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's loop when asked for and importable, else None (asyncio's own)."""
     if not uvloop:
@@ -703,8 +730,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if options.command == "serve":
-            run_loop(serve(settings), uvloop=settings.grpc.uvloop)
-        elif options.command == "migrate":
+            return run_serve(settings, options)
+        if options.command == "migrate":
             asyncio.run(run_migrate(settings))
         else:
             asyncio.run(run_admin(settings, options))

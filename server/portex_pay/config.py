@@ -81,6 +81,8 @@ class GrpcSettings:
     shutdown_grace: float = setting("PORTEX_SHUTDOWN_GRACE", 10.0, minimum=0)
     # `serve` runs its event loop on uvloop when it imports (faster I/O for gRPC and HTTP alike).
     uvloop: bool = setting("PORTEX_UVLOOP", True)
+    # `serve`'s processes sharing the gRPC and HTTP ports (SO_REUSEPORT); unset: one per core.
+    workers: int | None = setting("PORTEX_WORKERS", None, kind=int, minimum=1)
 
 
 @dataclass(frozen=True, slots=True)

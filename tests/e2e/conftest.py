@@ -17,13 +17,16 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from portex_pay.app import PortexApp
+from portex_pay.adapters.postgres.migrations import migrate
+from portex_pay.adapters.telegram.client import BotApiClient, new_session
+from portex_pay.app import PortexApp, application_admin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import PAYLOAD_SECRET, free_port
+from tests.conftest import PAYLOAD_SECRET, TestApp, create_test_app, free_port
 from tests.e2e.clients import Client, Connect
 
 STARTUP_TIMEOUT = 30.0
@@ -32,7 +35,7 @@ STARTUP_TIMEOUT = 30.0
 class ServerProcess:
     """One `python -m portex_pay serve` process, its ports and its log file."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+    def __init__(self, env: dict[str, str], log_path: Path, args: tuple[str, ...] = ()) -> None:
         self.grpc_port = free_port()
         self.http_port = free_port()
         self.log_path = log_path
@@ -51,8 +54,11 @@ class ServerProcess:
             "PORTEX_LEDGER": "false",
             # Test receivers listen on loopback.
             "PORTEX_CALLBACK_ALLOW_PRIVATE": "true",
+            # One process, the server's pid (`serve --workers N` is tested on purpose).
+            "PORTEX_WORKERS": "1",
             **env,
         }
+        self.args = args  # after `serve`
         # An explicit address in `env` wins; the ports follow it.
         self.grpc_port = int(self.env["PORTEX_GRPC_ADDR"].rpartition(":")[2])
         self.http_port = int(self.env["PORTEX_HTTP_ADDR"].rpartition(":")[2])
@@ -65,7 +71,7 @@ class ServerProcess:
     def spawn(self) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "portex_pay", "serve"],
+            [sys.executable, "-m", "portex_pay", "serve", *self.args],
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -136,13 +142,14 @@ async def start_server(
 ) -> AsyncIterator[ServerFactory]:
     started: list[ServerProcess] = []
 
-    async def start(**env: str) -> ServerProcess:
+    async def start(*args: str, **env: str) -> ServerProcess:
+        """Starts `serve *args` with `env` over the defaults, and waits until it serves."""
         environment = {
             "DATABASE_URL": database_url,
             "PORTEX_TELEGRAM_API_URL": fake_telegram.base_url,
             **env,
         }
-        server = ServerProcess(environment, tmp_path / f"server-{len(started)}.log")
+        server = ServerProcess(environment, tmp_path / f"server-{len(started)}.log", args)
         started.append(server)
         await server.start()
         return server
@@ -152,6 +159,27 @@ async def start_server(
     finally:
         for server in started:
             server.kill()
+
+
+@pytest.fixture
+async def isolated(
+    empty_db: str, fake_telegram: FakeBotApi
+) -> AsyncIterator[tuple[str, Callable[..., Awaitable[TestApp]]]]:
+    """A database of the test's own (migrated), and a factory for applications in it: no
+    other process can do or see the work of the servers started on it."""
+    conn = await asyncpg.connect(empty_db)
+    await migrate(conn)
+    session = await new_session()
+    admin = application_admin(conn, BotApiClient(session, fake_telegram.base_url, 5.0))
+
+    async def create(**options: str) -> TestApp:
+        return await create_test_app(admin, fake_telegram, **options)  # type: ignore[arg-type]
+
+    try:
+        yield empty_db, create
+    finally:
+        await session.close()
+        await conn.close()
 
 
 @pytest.fixture(autouse=True)

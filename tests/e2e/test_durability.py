@@ -7,42 +7,17 @@ import asyncio
 import json
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import grpc
-import pytest
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
-from portex_pay.adapters.postgres.migrations import migrate
-from portex_pay.adapters.telegram.client import BotApiClient, new_session
-from portex_pay.app import application_admin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import TestApp, create_test_app
+from tests.conftest import TestApp
 from tests.e2e.conftest import ServerFactory, ServerProcess
 from tests.integration.helpers import eventually, pay_request
 
 USER = 6161
-
-
-@pytest.fixture
-async def isolated(
-    empty_db: str, fake_telegram: FakeBotApi
-) -> AsyncIterator[tuple[str, Callable[..., Awaitable[TestApp]]]]:
-    """The isolated database, and a factory for applications in it."""
-    conn = await asyncpg.connect(empty_db)
-    await migrate(conn)
-    session = await new_session()
-    admin = application_admin(conn, BotApiClient(session, fake_telegram.base_url, 5.0))
-
-    async def create(**options: str) -> TestApp:
-        return await create_test_app(admin, fake_telegram, **options)  # type: ignore[arg-type]
-
-    try:
-        yield empty_db, create
-    finally:
-        await session.close()
-        await conn.close()
 
 
 async def _order(server: ServerProcess, app: TestApp, tg_payment_id: int) -> payment_pb2.Order:

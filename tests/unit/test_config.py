@@ -107,6 +107,15 @@ def test_grpc_receive_limit_is_read_and_bounded_below() -> None:
     assert "PORTEX_GRPC_MAX_RECEIVE_BYTES must be >= 16384" in str(raised.value)
 
 
+def test_workers_are_one_per_core_unless_set_and_at_least_one() -> None:
+    """Unset, `serve` starts one worker per core (None here); a number is at least 1."""
+    assert Settings.from_env(BASE).grpc.workers is None
+    assert Settings.from_env({**BASE, "PORTEX_WORKERS": "3"}).grpc.workers == 3
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({**BASE, "PORTEX_WORKERS": "0"})
+    assert "PORTEX_WORKERS must be >= 1" in str(raised.value)
+
+
 def test_update_attempts_are_read_and_bounded_below() -> None:
     assert Settings.from_env(BASE).payments.update_max_attempts == 10
     assert (
