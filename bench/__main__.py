@@ -1,9 +1,10 @@
 """`make bench`: Pay and QueryOrder through real gRPC, PostgreSQL and the fake Bot API; then the
 payment flow, the event stream, a flood of bad requests, the Bot API proxy and relay, and
-ListOrders on a million orders, the Star ledger's cost per idle cycle, and the statements
-PostgreSQL executes per call (bench/*.py).
+ListOrders on a million orders, the Star ledger's cost per idle cycle, the statements
+PostgreSQL executes per call, the payment storm beside a do-nothing bot and the storm over 1, 2
+and 4 replicas on one database (bench/*.py).
 `python -m bench NAME ...` runs only those named (grpc, payments, stream, flood, botapi, orders,
-ledger, roundtrips).
+ledger, roundtrips, storm, replicas).
 
 Everything runs on this machine: a throwaway PostgreSQL cluster, the fake Bot API and two service
 instances in one process, which differ only in the API-key cache (TTL 5 s vs 0, i.e. a database
@@ -32,6 +33,7 @@ from bench.ledger import main as run_ledger_bench
 from bench.orders import run_orders_bench
 from bench.payments import run_payments_bench
 from bench.round_trips import main as run_round_trips_bench
+from bench.storm import run_replicas_bench, run_storm_bench
 from bench.stream import run_stream_bench
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
@@ -88,6 +90,8 @@ async def main(names: list[str]) -> None:
         "ledger": lambda _dsn, _tmp: run_ledger_bench(),
         # Its own cluster too, for pg_stat_statements.
         "roundtrips": lambda _dsn, _tmp: run_round_trips_bench(),
+        "storm": run_storm_bench,
+        "replicas": run_replicas_bench,
     }
     unknown = set(names) - set(benches)
     if unknown:

@@ -21,7 +21,9 @@ from typing import Any
 import asyncpg
 import grpc
 
-from bench.payments import _free_port, _percentile, _wait_serving
+from bench.serving import free_port as _free_port
+from bench.serving import percentile as _percentile
+from bench.serving import wait_serving as _wait_serving
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
