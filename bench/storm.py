@@ -65,6 +65,9 @@ ROUNDS = 3  # per side, alternating
 PAYMENTS_PER_PAYER = 50  # per round: 800 payments a round
 REPLICA_COUNTS = (1, 2, 4)
 REPLICA_PAYMENTS_PER_PAYER = 40
+# Unmeasured payments per payer first, on each side and after each start of servers: connections
+# to open, statements to prepare, caches to fill.
+WARMUP_PER_PAYER = 3
 GOAL_RATIO = 0.8
 GOAL_P99_MS = 20.0
 
@@ -172,21 +175,24 @@ async def our_bots(
     """Each application's bot with `payments_per_bot` pending orders of its own, signed as Pay
     signs them, each for a user of its own."""
 
-    async def one(index: int, application_id: UUID, token: str) -> Bot:
-        orders = await insert_orders(
-            conn, application_id, 1_000_000 * (index + 1), payments_per_bot
-        )
+    orders = [
+        await insert_orders(conn, application.id, 1_000_000 * (index + 1), payments_per_bot)
+        for index, (application, _, _) in enumerate(apps)
+    ]
+
+    async def one(token: str, rows: list[asyncpg.Record]) -> Bot:
         payloads = [
             sign_invoice_payload(SECRET.encode(), row["tg_payment_id"], row["amount"])
-            for row in orders
+            for row in rows
         ]
         links = await invoice_links(http, fake, token, payloads)
-        return Bot(token, iter(zip(links, [row["tg_use_id"] for row in orders], strict=True)))
+        return Bot(token, iter(zip(links, [row["tg_use_id"] for row in rows], strict=True)))
 
-    bots = []
-    for index, (application, _, token) in enumerate(apps):
-        bots.append(await one(index, application.id, token))  # one connection: in turn
-    return bots
+    return list(
+        await asyncio.gather(
+            *(one(token, rows) for (_, _, token), rows in zip(apps, orders, strict=True))
+        )
+    )
 
 
 async def nothing_bots(
@@ -194,11 +200,10 @@ async def nothing_bots(
 ) -> tuple[list[Bot], dict[str, str]]:
     """PAYERS bots whose webhook is the do-nothing bot, with invoices to pay; also the bot id ->
     token map the do-nothing bot needs."""
-    bots, tokens = [], {}
-    for index in range(PAYERS):
+
+    async def one(index: int) -> tuple[Bot, str]:
         token = bot_token()
         fake.add_bot(token)
-        tokens[token.split(":")[0]] = token
         async with http.post(
             f"{fake.base_url}/bot{token}/setWebhook",
             json={
@@ -212,8 +217,10 @@ async def nothing_bots(
             http, fake, token, [f"nothing-{index}-{n}" for n in range(payments_per_bot)]
         )
         users = range(2_000_000 * (index + 1), 2_000_000 * (index + 1) + payments_per_bot)
-        bots.append(Bot(token, iter(zip(links, users, strict=True))))
-    return bots, tokens
+        return Bot(token, iter(zip(links, users, strict=True))), token
+
+    made = await asyncio.gather(*(one(index) for index in range(PAYERS)))
+    return [bot for bot, _ in made], {token.split(":")[0]: token for _, token in made}
 
 
 @asynccontextmanager
@@ -240,8 +247,10 @@ async def nothing_bot_process(
         await asyncio.to_thread(process.wait, 30)
 
 
-async def lost_or_doubled(conn: asyncpg.Connection, app_ids: list[UUID], approved: int) -> str:
-    """The check that nothing was lost or doubled, counted in PostgreSQL."""
+async def lost_or_doubled(
+    conn: asyncpg.Connection, app_ids: list[UUID], made: int, approved: int
+) -> str:
+    """The check that nothing was lost or doubled, counted in PostgreSQL, for `made` payments."""
     row = await conn.fetchrow(
         """
         SELECT (SELECT count(*) FROM orders WHERE application_id = ANY($1) AND state = 'paid'),
@@ -253,10 +262,10 @@ async def lost_or_doubled(conn: asyncpg.Connection, app_ids: list[UUID], approve
     )
     assert row is not None
     paid, payments, events = row
-    same = approved == paid == payments == events
+    same = made == approved == paid == payments == events
     return (
-        f"{approved} approved = {paid} paid orders = {payments} payment rows = "
-        f"{events} order.paid events: {'yes' if same else 'NO'}"
+        f"{made} payments made, {approved} approved = {paid} paid orders = "
+        f"{payments} payment rows = {events} order.paid events: {'yes' if same else 'NO'}"
     )
 
 
@@ -323,7 +332,7 @@ def _figures(side: Side) -> str:
 
 async def run_storm_bench(dsn: str, log_dir: Path) -> None:
     async with stage(dsn, log_dir) as s:
-        total = ROUNDS * PAYMENTS_PER_PAYER
+        total = WARMUP_PER_PAYER + ROUNDS * PAYMENTS_PER_PAYER
         ours_bots = await our_bots(s.conn, s.http, s.fake, s.apps, total)
         secret = "nothing-" + "s" * 24
         port = free_port()
@@ -334,6 +343,8 @@ async def run_storm_bench(dsn: str, log_dir: Path) -> None:
             async with nothing_bot_process(port, s.fake.base_url, secret, tokens, log) as bot_pid:
                 meter = CpuMeter(s.conn, {"server": [server.pid], "bot": [bot_pid]})
                 ours, nothing = Side(), Side()
+                warm = await storm_round(s.fake, ours_bots, WARMUP_PER_PAYER, meter)
+                await storm_round(s.fake, others, WARMUP_PER_PAYER, meter)
                 for _ in range(ROUNDS):
                     for side, bots in ((ours, ours_bots), (nothing, others)):
                         side.rounds.append(
@@ -341,8 +352,9 @@ async def run_storm_bench(dsn: str, log_dir: Path) -> None:
                         )
         finally:
             await server.stop()
-        approved = sum(r.approved for r in ours.rounds)
-        check = await lost_or_doubled(s.conn, s.app_ids, approved)
+        approved = warm.approved + sum(r.approved for r in ours.rounds)
+        made = PAYERS * total
+        check = await lost_or_doubled(s.conn, s.app_ids, made, approved)
 
     ratio = statistics.median(ours.rates()) / statistics.median(nothing.rates())
     p99 = percentile(ours.latencies(), 0.99)
@@ -378,40 +390,41 @@ def _driver_note(*sides: Side) -> None:
 
 async def run_replicas_bench(dsn: str, log_dir: Path) -> None:
     async with stage(dsn, log_dir) as s:
-        per_bot = len(REPLICA_COUNTS) * REPLICA_PAYMENTS_PER_PAYER
+        per_bot = len(REPLICA_COUNTS) * (WARMUP_PER_PAYER + REPLICA_PAYMENTS_PER_PAYER)
+        approved = 0
         bots = await our_bots(s.conn, s.http, s.fake, s.apps, per_bot)
         results: dict[int, Side] = {}
         for replicas in REPLICA_COUNTS:
             servers = await s.serve(replicas)
             try:
                 meter = CpuMeter(s.conn, {"replicas": [server.pid for server in servers]})
+                approved += (await storm_round(s.fake, bots, WARMUP_PER_PAYER, meter)).approved
                 side = results[replicas] = Side()
                 side.rounds.append(
                     await storm_round(s.fake, bots, REPLICA_PAYMENTS_PER_PAYER, meter)
                 )
             finally:
                 await asyncio.gather(*(server.stop() for server in servers))
-        approved = sum(r.approved for side in results.values() for r in side.rounds)
-        check = await lost_or_doubled(s.conn, s.app_ids, approved)
+        approved += sum(r.approved for side in results.values() for r in side.rounds)
+        check = await lost_or_doubled(s.conn, s.app_ids, PAYERS * per_bot, approved)
 
     print(
         f"\nreplicas on one PostgreSQL: the storm ({PAYERS} payers, "
         f"{PAYERS * REPLICA_PAYMENTS_PER_PAYER} payments) with the bots spread over the replicas;"
         f" {os.cpu_count()} cores"
     )
-    print("  replicas   payments/s   pre-checkout p99   cores busy: replicas  PostgreSQL  driver")
+    print(
+        "  replicas  payments/s  pre-checkout p99 | cores busy: replicas  PostgreSQL  driver"
+        " | CPU ms/payment: replicas  PostgreSQL"
+    )
     for replicas, side in results.items():
         print(
-            f"  {replicas:8d}   {statistics.median(side.rates()):10.0f}   "
-            f"{percentile(side.latencies(), 0.99):13.1f} ms   {side.cores('replicas'):20.2f}  "
-            f"{side.cores('postgres'):10.2f}  {side.cores('driver'):6.2f}"
+            f"  {replicas:8d}  {statistics.median(side.rates()):10.0f}"
+            f"  {percentile(side.latencies(), 0.99):13.1f} ms |"
+            f" {side.cores('replicas'):21.2f}  {side.cores('postgres'):10.2f}"
+            f"  {side.cores('driver'):6.2f} |"
+            f" {side.cpu_per_payment_ms('replicas'):24.2f}"
+            f"  {side.cpu_per_payment_ms('postgres'):10.2f}"
         )
-    print(
-        "  PostgreSQL CPU ms per payment: "
-        + ", ".join(
-            f"{replicas} replica(s) {side.cpu_per_payment_ms('postgres'):.2f}"
-            for replicas, side in results.items()
-        )
-    )
     print(f"  nothing lost or doubled: {check}")
     _driver_note(*results.values())
