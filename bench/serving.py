@@ -62,6 +62,17 @@ def cpu_seconds(pid: int, *, children: bool = False) -> float:
     return ticks / _TICKS
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores together have spent on anything but idling, since boot."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(value) for value in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / _TICKS  # user ... steal; guest time is within user
+
+
 async def cluster_cpu_seconds(conn: asyncpg.Connection) -> float:
     """CPU seconds of the PostgreSQL cluster `conn` is connected to, so far: the postmaster with
     the backends it has reaped (their CPU moves to it when they exit), plus every live child."""

@@ -51,6 +51,7 @@ from bench.serving import (
     cpu_seconds,
     free_port,
     insert_orders,
+    machine_busy_seconds,
     percentile,
 )
 from portex_pay.adapters.postgres.migrations import migrate
@@ -109,7 +110,8 @@ class Side:
 
 
 class CpuMeter:
-    """CPU seconds per group of processes (pids), PostgreSQL's cluster and this driver."""
+    """CPU seconds per group of processes (pids), PostgreSQL's cluster, this driver, and
+    `others`: everything else the machine ran meanwhile (on a shared machine, its other load)."""
 
     def __init__(self, conn: asyncpg.Connection, groups: dict[str, list[int]]) -> None:
         self._conn = conn
@@ -121,6 +123,7 @@ class CpuMeter:
         }
         reading["postgres"] = await cluster_cpu_seconds(self._conn)
         reading["driver"] = cpu_seconds(os.getpid())
+        reading["others"] = machine_busy_seconds() - sum(reading.values())
         return reading
 
 
@@ -376,15 +379,22 @@ async def run_storm_bench(dsn: str, log_dir: Path) -> None:
         f"; do-nothing bot {nothing.cpu_per_payment_ms('bot'):.2f}, driver "
         f"{nothing.cpu_per_payment_ms('driver'):.2f}"
     )
-    _driver_note(ours, nothing)
+    _load_notes(ours, nothing)
 
 
-def _driver_note(*sides: Side) -> None:
-    busiest = max(side.cores("driver") for side in sides)
-    if busiest > 0.9:
+def _load_notes(*sides: Side) -> None:
+    """Says when the figures were bounded by the driver or disturbed by other load."""
+    driver = max(side.cores("driver") for side in sides)
+    if driver > 0.9:
         print(
-            f"  note: the driver (fake Bot API + payers, one process) kept {busiest:.2f} of a core "
+            f"  note: the driver (fake Bot API + payers, one process) kept {driver:.2f} of a core "
             "busy: it may be what limits the faster side"
+        )
+    others = max(side.cores("others") for side in sides)
+    if others > 0.25:
+        print(
+            f"  note: other processes kept up to {others:.2f} of {os.cpu_count()} cores busy"
+            " during the rounds: absolute figures are low and noisy, compare ratios"
         )
 
 
@@ -415,16 +425,21 @@ async def run_replicas_bench(dsn: str, log_dir: Path) -> None:
     )
     print(
         "  replicas  payments/s  pre-checkout p99 | cores busy: replicas  PostgreSQL  driver"
-        " | CPU ms/payment: replicas  PostgreSQL"
+        "  others | CPU ms/payment: replicas  PostgreSQL | payments/s per PostgreSQL core"
     )
     for replicas, side in results.items():
+        postgres_ms = side.cpu_per_payment_ms("postgres")
         print(
             f"  {replicas:8d}  {statistics.median(side.rates()):10.0f}"
             f"  {percentile(side.latencies(), 0.99):13.1f} ms |"
             f" {side.cores('replicas'):21.2f}  {side.cores('postgres'):10.2f}"
-            f"  {side.cores('driver'):6.2f} |"
-            f" {side.cpu_per_payment_ms('replicas'):24.2f}"
-            f"  {side.cpu_per_payment_ms('postgres'):10.2f}"
+            f"  {side.cores('driver'):6.2f}  {side.cores('others'):6.2f} |"
+            f" {side.cpu_per_payment_ms('replicas'):24.2f}  {postgres_ms:10.2f} |"
+            f" {1000 / postgres_ms if postgres_ms else 0:30.0f}"
         )
+    print(
+        "  one database's ceiling: payments/s per PostgreSQL core x the cores PostgreSQL has;"
+        " replicas add throughput only while PostgreSQL has idle cores"
+    )
     print(f"  nothing lost or doubled: {check}")
-    _driver_note(*results.values())
+    _load_notes(*results.values())
