@@ -2,9 +2,11 @@
 payment flow, the event stream, a flood of bad requests, the Bot API proxy and relay, and
 ListOrders on a million orders, the Star ledger's cost per idle cycle, the statements
 PostgreSQL executes per call, each hot call beside its framework's ceiling under h2load (`calls`),
-and Pay under a Telegram answering in 100 ms (`slowtelegram`) (bench/*.py).
+Pay under a Telegram answering in 100 ms (`slowtelegram`), the payment storm beside a do-nothing
+bot and the storm over 1, 2 and 4 replicas on one database, and serve's start-up and memory
+(`footprint`) (bench/*.py).
 `python -m bench NAME ...` runs only those named (grpc, payments, stream, flood, botapi, orders,
-ledger, roundtrips, calls, slowtelegram).
+footprint, ledger, roundtrips, calls, slowtelegram, storm, replicas).
 
 Everything runs on this machine: a throwaway PostgreSQL cluster, the fake Bot API and two service
 instances in one process, which differ only in the API-key cache (TTL 5 s vs 0, i.e. a database
@@ -35,6 +37,7 @@ from bench.ledger import main as run_ledger_bench
 from bench.orders import run_orders_bench
 from bench.payments import run_payments_bench
 from bench.round_trips import main as run_round_trips_bench
+from bench.storm import run_replicas_bench, run_storm_bench
 from bench.stream import run_stream_bench
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
@@ -87,7 +90,7 @@ async def main(names: list[str]) -> None:
         "flood": run_flood_bench,
         "botapi": run_botapi_bench,
         "orders": run_orders_bench,
-        "footprint": lambda dsn, tmp: run_footprint_bench(dsn, tmp),
+        "footprint": run_footprint_bench,
         # Its own cluster: counting statements needs pg_stat_statements loaded at start.
         "ledger": lambda _dsn, _tmp: run_ledger_bench(),
         # Its own cluster too, for pg_stat_statements.
@@ -95,6 +98,8 @@ async def main(names: list[str]) -> None:
         # Processes of their own (serve, the ceilings) driven by h2load.
         "calls": run_calls_bench,
         "slowtelegram": run_slow_telegram_bench,
+        "storm": run_storm_bench,
+        "replicas": run_replicas_bench,
     }
     unknown = set(names) - set(benches)
     if unknown:

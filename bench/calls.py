@@ -51,7 +51,7 @@ from bench.h2load import (
     h2load,
     run_load,
 )
-from bench.payments import _free_port, _wait_serving
+from bench.serving import free_port, wait_serving
 from portex.payment.v1 import payment_pb2
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.postgres.pool import connect
@@ -130,13 +130,16 @@ def serve_env(dsn: str, fake_url: str, grpc_port: int, http_port: int) -> dict[s
 
 
 async def start_serve(dsn: str, fake_url: str, log: Path, **extra: str) -> Service:
-    grpc_port, http_port = _free_port(), _free_port()
+    grpc_port, http_port = free_port(), free_port()
     env = {**serve_env(dsn, fake_url, grpc_port, http_port), **extra}
     with log.open("wb") as output:
         process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
-            [sys.executable, "-m", "portex_pay", "serve"], env=env, stdout=output, stderr=output
+            [sys.executable, "-m", "portex_pay", "serve", "--workers", "1"],
+            env=env,
+            stdout=output,
+            stderr=output,
         )
-    await _wait_serving(grpc_port)
+    await wait_serving(grpc_port)
     settings = Settings.from_env(env, serving=False)
     return Service(process, grpc_port, http_port, settings)
 
@@ -148,7 +151,7 @@ async def stop(process: subprocess.Popen[bytes]) -> None:
 
 async def start_ceiling(kind: str) -> tuple[subprocess.Popen[bytes], int]:
     """bench/ceilings.py's `kind` server in its own process, once it listens."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
         [sys.executable, "-m", "bench.ceilings", kind, str(port)], stdout=subprocess.PIPE
     )

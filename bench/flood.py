@@ -25,7 +25,8 @@ from pathlib import Path
 import asyncpg
 import grpc
 
-from bench.payments import SECRET, _free_port, _wait_serving
+from bench.payments import SECRET
+from bench.serving import free_port, wait_serving
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
@@ -132,13 +133,13 @@ async def run_flood_bench(dsn: str, log_dir: Path) -> None:
     try:
         await migrate(conn)
         for name, limit in SERVERS:
-            grpc_port = _free_port()
+            grpc_port = free_port()
             env = {
                 **os.environ,
                 "DATABASE_URL": dsn,
                 "PORTEX_PAYLOAD_SECRET": SECRET,
                 "PORTEX_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
-                "PORTEX_HTTP_ADDR": f"127.0.0.1:{_free_port()}",
+                "PORTEX_HTTP_ADDR": f"127.0.0.1:{free_port()}",
                 "PORTEX_TELEGRAM_API_URL": fake.base_url,
                 "PORTEX_TELEGRAM_UPDATES": "webhook",
                 "PORTEX_TELEGRAM_POLLERS": "false",
@@ -151,7 +152,10 @@ async def run_flood_bench(dsn: str, log_dir: Path) -> None:
             log = (log_dir / f"flood-{name}-server.log").open("wb")
             logs.append(log)
             server = subprocess.Popen(  # noqa: ASYNC220 - returns at once
-                [sys.executable, "-m", "portex_pay", "serve"], env=env, stdout=log, stderr=log
+                [sys.executable, "-m", "portex_pay", "serve", "--workers", "1"],
+                env=env,
+                stdout=log,
+                stderr=log,
             )
             servers.append((name, limit, server, grpc_port))
         admin = application_admin(conn, BotApiClient(session, fake.base_url, 5))
@@ -160,7 +164,7 @@ async def run_flood_bench(dsn: str, log_dir: Path) -> None:
         _, key = await admin.create_app(f"flood-bench-{uuid.uuid4().hex[:8]}", token)
         metadata = (("authorization", f"Bearer {key}"),)
         for _, _, _, grpc_port in servers:
-            await _wait_serving(grpc_port)
+            await wait_serving(grpc_port)
         flood = _maximal_pay()
         # Floods one after the other: both servers are up throughout, but only one is loaded.
         for name, limit, server, grpc_port in servers:

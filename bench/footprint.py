@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.payments import _free_port
+from bench.serving import free_port
 
 STARTS = 3
 IDLE_SECONDS = 3.0
@@ -34,7 +34,7 @@ def _serve_env(dsn: str, grpc_port: int) -> dict[str, str]:
         "DATABASE_URL": dsn,
         "PORTEX_PAYLOAD_SECRET": "bench-" + "f" * 32,
         "PORTEX_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
-        "PORTEX_HTTP_ADDR": f"127.0.0.1:{_free_port()}",
+        "PORTEX_HTTP_ADDR": f"127.0.0.1:{free_port()}",
         "PORTEX_TELEGRAM_API_URL": "http://127.0.0.1:9",
         "PORTEX_TELEGRAM_POLLERS": "false",
         "PORTEX_LOG_FORMAT": "json",
@@ -74,12 +74,20 @@ def _rss(pid: int) -> int:
     return 0
 
 
-async def run_footprint_bench(dsn: str, log_dir: Path, *args: str) -> list[tuple[str, str]]:
-    """Starts `serve` (with `args`) STARTS times; prints and returns the figures."""
+async def run_footprint_bench(dsn: str, log_dir: Path) -> None:
+    """One worker, then two (a supervisor and its workers)."""
+    print(f"\nfootprint ({STARTS} starts; goals: start-up <= 2 s, idle RSS <= 80 MB per worker)")
+    for workers in ("1", "2"):
+        for name, value in await _footprint(dsn, log_dir, "--workers", workers):
+            print(f"  {name:44s} {value}")
+
+
+async def _footprint(dsn: str, log_dir: Path, *args: str) -> list[tuple[str, str]]:
+    """Starts `serve` (with `args`) STARTS times; the figures."""
     times: list[float] = []
     rss: list[int] = []
     for attempt in range(STARTS):
-        port = _free_port()
+        port = free_port()
         with (log_dir / f"footprint-{attempt}.log").open("wb") as log:
             started = time.monotonic()
             process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
@@ -101,10 +109,8 @@ async def run_footprint_bench(dsn: str, log_dir: Path, *args: str) -> list[tuple
         (f"{label}: start-up to SERVING", f"{min(times):.2f} s best, {max(times):.2f} s worst"),
         (
             f"{label}: idle RSS per process",
-            ", ".join(f"{value / MIB:.0f} MB" for value in rss) + f" ({len(rss)} processes)",
+            ", ".join(f"{value / MIB:.0f} MB" for value in rss)
+            + (" (the supervisor first)" if len(rss) > 1 else ""),
         ),
     ]
-    print(f"\nfootprint ({STARTS} starts; goals: start-up <= 2 s, idle RSS <= 80 MB per worker)")
-    for name, value in rows:
-        print(f"  {name:40s} {value}")
     return rows

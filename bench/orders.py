@@ -24,7 +24,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 
-from bench.payments import _free_port, _percentile, _wait_serving
+from bench.serving import free_port, percentile, wait_serving
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
@@ -40,13 +40,13 @@ DEEP_PAGE = 50  # the page read for "deep page": 5 000 orders into the user's li
 
 
 async def run_orders_bench(dsn: str, log_dir: Path) -> None:
-    grpc_port = _free_port()
+    grpc_port = free_port()
     env = {
         **os.environ,
         "DATABASE_URL": dsn,
         "PORTEX_PAYLOAD_SECRET": "bench-" + "s" * 32,
         "PORTEX_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
-        "PORTEX_HTTP_ADDR": f"127.0.0.1:{_free_port()}",
+        "PORTEX_HTTP_ADDR": f"127.0.0.1:{free_port()}",
         "PORTEX_TELEGRAM_API_URL": "http://127.0.0.1:9",
         "PORTEX_TELEGRAM_POLLERS": "false",
         "PORTEX_LOG_LEVEL": "warning",
@@ -81,9 +81,12 @@ async def run_orders_bench(dsn: str, log_dir: Path) -> None:
         )
         seeded = time.perf_counter() - started
         server = subprocess.Popen(  # noqa: ASYNC220 - returns at once
-            [sys.executable, "-m", "portex_pay", "serve"], env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "portex_pay", "serve", "--workers", "1"],
+            env=env,
+            stdout=log,
+            stderr=log,
         )
-        await _wait_serving(grpc_port)
+        await wait_serving(grpc_port)
         metadata = (("authorization", f"Bearer {keys[0]}"),)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
             stub = payment_pb2_grpc.PaymentServiceStub(channel)
@@ -103,7 +106,7 @@ async def run_orders_bench(dsn: str, log_dir: Path) -> None:
     for name, (latencies, rows) in results.items():
         print(
             f"  {name:46s} p50 {statistics.median(latencies):6.2f} ms   "
-            f"p99 {_percentile(latencies, 0.99):6.2f} ms   ({rows} orders a page)"
+            f"p99 {percentile(latencies, 0.99):6.2f} ms   ({rows} orders a page)"
         )
 
 

@@ -10,11 +10,7 @@ Telegram delivers different bots' webhooks in parallel.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import statistics
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -23,6 +19,13 @@ import aiohttp
 import asyncpg
 import grpc
 
+from bench.serving import (
+    ServiceProcess,
+    bench_apps,
+    insert_orders,
+    percentile,
+    wait_serving,
+)
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
@@ -38,50 +41,19 @@ PAYMENT_UPDATES = 3000
 PAYMENT_CONCURRENCY = 32
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * fraction))]
-
-
 async def run_payments_bench(dsn: str, log_dir: Path) -> None:
     fake = FakeBotApi()
     await fake.start()
-    grpc_port, http_port = _free_port(), _free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": dsn,
-        "PORTEX_PAYLOAD_SECRET": SECRET,
-        "PORTEX_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
-        "PORTEX_HTTP_ADDR": f"127.0.0.1:{http_port}",
-        "PORTEX_TELEGRAM_API_URL": fake.base_url,
-        "PORTEX_TELEGRAM_UPDATES": "webhook",
-        "PORTEX_TELEGRAM_POLLERS": "false",
-        "PORTEX_LOG_LEVEL": "warning",
-        "PORTEX_LOG_FORMAT": "json",
-        "PORTEX_DB_POOL_MAX": "20",
-    }
-    log = (log_dir / "payments-server.log").open("wb")
-    server = subprocess.Popen(  # noqa: ASYNC220 - returns at once
-        [sys.executable, "-m", "portex_pay", "serve"], env=env, stdout=log, stderr=log
-    )
+    server = ServiceProcess(dsn, fake.base_url, log_dir / "payments-server.log", SECRET)
+    server.start()
+    grpc_port, http_port = server.grpc_port, server.http_port
     session = await new_session()
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn)
         admin = application_admin(conn, BotApiClient(session, fake.base_url, 5))
-        apps = []
-        for _ in range(APPS):
-            token = f"{uuid.uuid4().int % 10**9 + 10**9}:{uuid.uuid4().hex}{uuid.uuid4().hex[:4]}"
-            fake.add_bot(token)
-            application, key = await admin.create_app(f"bench-{uuid.uuid4().hex[:8]}", token)
-            apps.append((application, key, token))
-        await _wait_serving(grpc_port)
+        apps = await bench_apps(admin, fake, APPS)
+        await wait_serving(grpc_port)
         for application, _, _ in apps:
             await admin.register_webhook(application.id, f"http://127.0.0.1:{http_port}")
 
@@ -122,9 +94,7 @@ async def run_payments_bench(dsn: str, log_dir: Path) -> None:
         rate = await _payment_throughput(conn, http_port)
     finally:
         await session.close()
-        server.terminate()
-        await asyncio.to_thread(server.wait, 30)
-        log.close()
+        await server.stop()
         await conn.close()
         await fake.stop()
 
@@ -132,7 +102,7 @@ async def run_payments_bench(dsn: str, log_dir: Path) -> None:
     print(
         f"  answered {len(latencies)}/{len(links)}, approved {approved}, paid {paid_count};"
         f" answer latency p50 {statistics.median(latencies):.1f} ms,"
-        f" p99 {_percentile(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms"
+        f" p99 {percentile(latencies, 0.99):.1f} ms, max {max(latencies):.1f} ms"
     )
     print(
         f"successful_payment updates processed durably: {rate:.0f}/s "
@@ -150,7 +120,11 @@ async def _payment_throughput(conn: asyncpg.Connection, http_port: int) -> float
         PAYMENT_UPDATES,
     )
     if len(rows) < PAYMENT_UPDATES:
-        await _more_orders(conn, PAYMENT_UPDATES - len(rows))
+        # The newest application with a bot: one of this bench's, made just before.
+        application_id = await conn.fetchval(
+            "SELECT id FROM applications WHERE bot_id IS NOT NULL ORDER BY created_at DESC LIMIT 1"
+        )
+        await insert_orders(conn, application_id, 2000, PAYMENT_UPDATES - len(rows))
         return await _payment_throughput(conn, http_port)
     queue: asyncio.Queue[int] = asyncio.Queue()
     for index in range(len(rows)):
@@ -190,35 +164,3 @@ async def _payment_throughput(conn: asyncpg.Connection, http_port: int) -> float
         await asyncio.gather(*(deliver(session) for _ in range(PAYMENT_CONCURRENCY)))
         elapsed = time.perf_counter() - started
     return len(rows) / elapsed
-
-
-async def _more_orders(conn: asyncpg.Connection, count: int) -> None:
-    await conn.execute(
-        """
-        INSERT INTO orders (application_id, tg_use_id, amount, label, title, description,
-            state, invoice_link, expires_at)
-        SELECT (SELECT id FROM applications ORDER BY random() LIMIT 1), 2000 + g, 5, 'item',
-            'Gem', 'A gem', 'pending', 'https://t.me/$bench', now() + interval '1 hour'
-        FROM generate_series(1, $1) g
-        """,
-        count,
-    )
-
-
-async def _wait_serving(grpc_port: int) -> None:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + 30
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-        while True:
-            try:
-                response = await health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=1
-                )
-                if response.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            await asyncio.sleep(0.1)

@@ -21,7 +21,9 @@ from typing import Any
 import asyncpg
 import grpc
 
-from bench.payments import _free_port, _percentile, _wait_serving
+from bench.serving import free_port as _free_port
+from bench.serving import percentile as _percentile
+from bench.serving import wait_serving as _wait_serving
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
@@ -48,7 +50,10 @@ async def run_stream_bench(dsn: str, log_dir: Path) -> None:
     }
     log = (log_dir / "stream-server.log").open("wb")
     server = subprocess.Popen(  # noqa: ASYNC220 - returns at once
-        [sys.executable, "-m", "portex_pay", "serve"], env=env, stdout=log, stderr=log
+        [sys.executable, "-m", "portex_pay", "serve", "--workers", "1"],
+        env=env,
+        stdout=log,
+        stderr=log,
     )
     conn = await asyncpg.connect(dsn)
     session = await new_session()
