@@ -713,7 +713,12 @@ class PortexApp:
             settings, wiring, reuse_port=self.worker
         )
         self._tasks = [job.start() for job in wiring.jobs]
-        log.info("serving", grpc_port=self.grpc_port, http_port=self.http_port)
+        log.info(
+            "serving",
+            grpc_port=self.grpc_port,
+            http_port=self.http_port,
+            loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
+        )
 
     async def _publish_health(self, serving: bool) -> None:
         status = (
