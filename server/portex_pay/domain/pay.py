@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import functools
 import hashlib
 import hmac
 import json
@@ -206,6 +207,7 @@ def require_valid_pay(command: PayCommand, request_id: str, *, max_amount: int) 
         raise InvalidArgument(violations)
 
 
+@functools.lru_cache(maxsize=64)  # the ring's few keys, asked on every payload verified
 def payload_key_id(key: bytes) -> str:
     """The id a payload names its signing key by: derived from the key, so every replica finds
     the same id without configuring one, and public (Telegram and the buyer see it) since a
