@@ -3,10 +3,10 @@ payment flow, the event stream, a flood of bad requests, the Bot API proxy and r
 ListOrders on a million orders, the Star ledger's cost per idle cycle, the statements
 PostgreSQL executes per call, each hot call beside its framework's ceiling under h2load (`calls`),
 Pay under a Telegram answering in 100 ms (`slowtelegram`), the payment storm beside a do-nothing
-bot and the storm over 1, 2 and 4 replicas on one database, and serve's start-up and memory
-(`footprint`) (bench/*.py).
+bot and the storm over 1, 2 and 4 replicas on one database, QueryOrder on one worker and on
+two (`workers`), and serve's start-up and memory (`footprint`) (bench/*.py).
 `python -m bench NAME ...` runs only those named (grpc, payments, stream, flood, botapi, orders,
-footprint, ledger, roundtrips, calls, slowtelegram, storm, replicas).
+footprint, ledger, roundtrips, calls, slowtelegram, storm, replicas, workers).
 
 Everything runs on this machine: a throwaway PostgreSQL cluster, the fake Bot API and two service
 instances in one process, which differ only in the API-key cache (TTL 5 s vs 0, i.e. a database
@@ -39,6 +39,7 @@ from bench.payments import run_payments_bench
 from bench.round_trips import main as run_round_trips_bench
 from bench.storm import run_replicas_bench, run_storm_bench
 from bench.stream import run_stream_bench
+from bench.workers import run_workers_bench
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp, application_admin
@@ -100,6 +101,7 @@ async def main(names: list[str]) -> None:
         "slowtelegram": run_slow_telegram_bench,
         "storm": run_storm_bench,
         "replicas": run_replicas_bench,
+        "workers": run_workers_bench,
     }
     unknown = set(names) - set(benches)
     if unknown:

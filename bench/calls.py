@@ -129,12 +129,14 @@ def serve_env(dsn: str, fake_url: str, grpc_port: int, http_port: int) -> dict[s
     }
 
 
-async def start_serve(dsn: str, fake_url: str, log: Path, **extra: str) -> Service:
+async def start_serve(
+    dsn: str, fake_url: str, log: Path, *, workers: int = 1, **extra: str
+) -> Service:
     grpc_port, http_port = free_port(), free_port()
     env = {**serve_env(dsn, fake_url, grpc_port, http_port), **extra}
     with log.open("wb") as output:
         process = subprocess.Popen(  # noqa: ASYNC220 - returns at once
-            [sys.executable, "-m", "portex_pay", "serve", "--workers", "1"],
+            [sys.executable, "-m", "portex_pay", "serve", "--workers", str(workers)],
             env=env,
             stdout=output,
             stderr=output,

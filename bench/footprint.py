@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.serving import free_port
+from bench.serving import free_port, process_tree
 
 STARTS = 3
 IDLE_SECONDS = 3.0
@@ -56,17 +56,6 @@ async def _until_serving(port: int, deadline: float) -> None:
             await asyncio.sleep(0.01)
 
 
-def _tree(pid: int) -> list[int]:
-    """The process and its descendants (Linux /proc)."""
-    found, queue = [], [pid]
-    while queue:
-        current = queue.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*/children"):
-            queue += [int(child) for child in task.read_text().split()]
-    return found
-
-
 def _rss(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -100,7 +89,7 @@ async def _footprint(dsn: str, log_dir: Path, *args: str) -> list[tuple[str, str
             await _until_serving(port, started + 30)
             times.append(time.monotonic() - started)
             await asyncio.sleep(IDLE_SECONDS)
-            rss = [_rss(pid) for pid in _tree(process.pid)]
+            rss = [_rss(pid) for pid in process_tree(process.pid)]
         finally:
             process.terminate()
             await asyncio.to_thread(process.wait, 30)

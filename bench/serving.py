@@ -62,6 +62,17 @@ def cpu_seconds(pid: int, *, children: bool = False) -> float:
     return ticks / _TICKS
 
 
+def process_tree(pid: int) -> list[int]:
+    """The process and its descendants (Linux /proc)."""
+    found, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            queue += [int(child) for child in task.read_text().split()]
+    return found
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds all cores together have spent on anything but idling, since boot."""
     try:
