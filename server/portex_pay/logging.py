@@ -33,6 +33,7 @@ per position inside the line's words of 8 or more characters, however many secre
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import re
@@ -416,15 +417,81 @@ class _Handler(logging.StreamHandler[Any]):
     handleError prints the record's raw message and arguments, unredacted."""
 
     def handleError(self, record: logging.LogRecord) -> None:
+        self.dropped(record.name, record.levelname)
+
+    def dropped(self, name: str, level: str) -> None:
         error = sys.exc_info()[1]
         try:
             self.stream.write(
-                f"logging error: {type(error).__name__} formatting a line of {record.name!r}"
-                f" (level {record.levelname}); the line is dropped\n"
+                f"logging error: {type(error).__name__} formatting a line of {name!r}"
+                f" (level {level}); the line is dropped\n"
             )
             self.flush()
         except Exception:  # noqa: S110 - nowhere left to report it
             pass
+
+
+class _Output:
+    """Where our own info and debug lines go: the root handler's stream, through the same last
+    steps as the handler's formatter (redaction, then the renderer)."""
+
+    def __init__(self, handler: _Handler, processors: list[Any]) -> None:
+        self.handler = handler
+        self.processors = processors
+
+    def write(self, name: str, level: str, event_dict: MutableMapping[str, Any]) -> None:
+        handler = self.handler
+        try:
+            rendered: Any = dict(event_dict)
+            for processor in self.processors:
+                rendered = processor(None, level, rendered)
+            with handler.lock or contextlib.nullcontext():
+                handler.stream.write(f"{rendered}\n")
+                handler.flush()
+        except Exception:
+            handler.dropped(name, level.upper())
+
+
+_output: _Output | None = None
+
+
+class _DirectLogger:
+    """The logger behind our structlog loggers. An info or debug line (the per-RPC line and the
+    like: the hot path) is rendered and written at once, skipping the stdlib's LogRecord, the
+    handler chain and the formatter's copy of the record: the same line, about half the cost.
+    Warnings and above go through the stdlib logger, so its handlers (and pytest's caplog,
+    which tests read for errors) see every line that matters to an operator. Levels are the
+    stdlib logger's, read at each call."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._stdlib = logging.getLogger(name)
+
+    def isEnabledFor(self, level: int) -> bool:
+        return self._stdlib.isEnabledFor(level)
+
+    def getEffectiveLevel(self) -> int:
+        return self._stdlib.getEffectiveLevel()
+
+    def _direct(self, level: str, event: Any, **kwargs: Any) -> None:
+        if _output is None or not isinstance(event, MutableMapping):
+            getattr(self._stdlib, level)(event, **kwargs)
+        else:
+            _output.write(self.name, level, event)
+
+    def debug(self, event: Any, *_args: Any, **kwargs: Any) -> None:
+        self._direct("debug", event, **kwargs)
+
+    def info(self, event: Any, *_args: Any, **kwargs: Any) -> None:
+        self._direct("info", event, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:  # warning, error, critical, exception, log, ...
+        return getattr(self._stdlib, name)
+
+
+def _direct_logger_factory(*args: Any) -> _DirectLogger:
+    """structlog's logger factory: the stdlib's naming (the calling module when none is given)."""
+    return _DirectLogger(structlog.stdlib.LoggerFactory()(*args).name)
 
 
 # structlog's method names and the stdlib level each logs at.
@@ -480,7 +547,7 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
             *shared,
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
+        logger_factory=_direct_logger_factory,
         wrapper_class=_LevelGatedLogger,
         cache_logger_on_first_use=True,
     )
@@ -502,6 +569,8 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     logging.logMultiprocessing = False
     handler = _Handler(sys.stderr)
     handler.setFormatter(formatter)
+    global _output
+    _output = _Output(handler, [redact_event, renderer])
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -87,6 +87,37 @@ def test_a_line_of_a_disabled_level_is_dropped_before_any_processor_runs(
     assert [line["event"] for line in lines] == ["wanted", "still wanted"]
 
 
+def test_our_info_lines_skip_the_stdlib_and_our_warnings_reach_its_handlers(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Info and debug lines (the per-RPC line) are written directly; warnings and above go
+    through the stdlib logger, so every handler (caplog here, which tests read for errors) sees
+    them. Both are the same JSON line on stderr, redacted alike."""
+    configure_logging("json", "info")
+    logging.getLogger().addHandler(caplog.handler)  # configure_logging replaced the handlers
+    try:
+        with caplog.at_level(logging.INFO):
+            log = structlog.get_logger("portex_pay.test")
+            log.info("direct", url=f"/bot{TOKEN}/getMe")
+            log.warning("through the stdlib", url=f"/bot{TOKEN}/getMe")
+            log.error("an error", key=KEY)
+        lines = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    assert [(r.levelname, r.name) for r in caplog.records] == [
+        ("WARNING", "portex_pay.test"),
+        ("ERROR", "portex_pay.test"),
+    ]
+    assert [(line["event"], line["level"], line["logger"]) for line in lines] == [
+        ("direct", "info", "portex_pay.test"),
+        ("through the stdlib", "warning", "portex_pay.test"),
+        ("an error", "error", "portex_pay.test"),
+    ]
+    assert lines[0].keys() == lines[1].keys() and "timestamp" in lines[0]
+    assert all(TOKEN not in json.dumps(line) and KEY not in json.dumps(line) for line in lines)
+
+
 def test_auto_format_is_json_when_stderr_is_not_a_terminal(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
