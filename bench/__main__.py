@@ -39,6 +39,7 @@ from bench.payments import run_payments_bench
 from bench.round_trips import main as run_round_trips_bench
 from bench.storm import run_replicas_bench, run_storm_bench
 from bench.stream import run_stream_bench
+from bench.summary import print_summary
 from bench.workers import run_workers_bench
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
@@ -115,6 +116,7 @@ async def main(names: list[str]) -> None:
                     await bench(cluster.dsn, Path(tmp))
         finally:
             cluster.destroy()
+    print_summary()
 
 
 async def run(dsn: str) -> None:

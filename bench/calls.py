@@ -42,6 +42,7 @@ from uuid import UUID
 import aiohttp
 import grpc
 
+from bench import summary
 from bench.h1load import http_request, write_requests
 from bench.h2load import (
     GRPC_PREFIX_BYTES,
@@ -383,6 +384,13 @@ def print_table(rows: list[Row]) -> None:
             c.rate / e.rate for c, e in zip(row.calls, row.ceilings, strict=True)
         )
         goal = f">={row.goal:.2f}" if row.goal is not None else ""
+        summary.add(
+            "calls",
+            row.name,
+            f"{rate:.0f}/s, x{ratio:.2f} of its ceiling, p99 "
+            f"{statistics.median(r.p99_ms for r in row.calls):.1f} ms",
+            f"x{goal}" if goal else "",
+        )
         print(
             f"  {row.name:44s} {rate:7.0f} {ceiling:8.0f} {ratio:6.2f} "
             f"{statistics.median(r.p50_ms for r in row.calls):7.2f} "
@@ -448,6 +456,12 @@ async def run_slow_telegram_bench(dsn: str, log_dir: Path) -> None:
         per_answer = result.bytes_per_answer()
         if per_answer is not None and per_answer < 0.9 * expected:
             note += f"; gRPC errors: {per_answer:.0f} bytes an answer, {expected} expected"
+        summary.add(
+            "slowtelegram",
+            f"Pay, {concurrency} in flight",
+            f"{result.rate:.0f}/s",
+            f"> {pool}/0.1 s",
+        )
         print(
             f"  {concurrency:4d} in flight: {result.rate:7.0f}/s   p50 {result.p50_ms:7.1f} ms   "
             f"p99 {result.p99_ms:7.1f} ms{note}{'; client-bound' if result.client_bound else ''}"

@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from bench import summary
 from bench.serving import free_port, process_tree
 
 STARTS = 3
@@ -69,6 +70,8 @@ async def run_footprint_bench(dsn: str, log_dir: Path) -> None:
     for workers in ("1", "2"):
         for name, value in await _footprint(dsn, log_dir, "--workers", workers):
             print(f"  {name:44s} {value}")
+            goal = "<= 2 s" if "start-up" in name else "<= 80 MB a worker"
+            summary.add("footprint", name, value, goal)
 
 
 async def _footprint(dsn: str, log_dir: Path, *args: str) -> list[tuple[str, str]]:

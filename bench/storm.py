@@ -43,6 +43,7 @@ from uuid import UUID
 import aiohttp
 import asyncpg
 
+from bench import summary
 from bench.serving import (
     ServiceProcess,
     bench_apps,
@@ -372,6 +373,14 @@ async def run_storm_bench(dsn: str, log_dir: Path) -> None:
         f"pre-checkout p99 {p99:.1f} ms (goal <= {GOAL_P99_MS:.0f} ms)"
     )
     print(f"  nothing lost or doubled: {check}")
+    summary.add(
+        "storm",
+        "portex-pay / do-nothing bot",
+        f"x{ratio:.2f} ({statistics.median(ours.rates()):.0f}/s vs "
+        f"{statistics.median(nothing.rates()):.0f}/s), pre-checkout p99 {p99:.1f} ms",
+        f">= x{GOAL_RATIO}, <= {GOAL_P99_MS:.0f} ms",
+    )
+    summary.add("storm", "nothing lost or doubled", check)
     print(
         "  CPU ms per payment: portex-pay server "
         f"{ours.cpu_per_payment_ms('server'):.2f}, PostgreSQL "
@@ -429,6 +438,12 @@ async def run_replicas_bench(dsn: str, log_dir: Path) -> None:
     )
     for replicas, side in results.items():
         postgres_ms = side.cpu_per_payment_ms("postgres")
+        summary.add(
+            "replicas",
+            f"{replicas} replica(s) on one PostgreSQL",
+            f"{statistics.median(side.rates()):.0f}/s, PostgreSQL {side.cores('postgres'):.2f} "
+            f"cores, {1000 / postgres_ms if postgres_ms else 0:.0f}/s per PostgreSQL core",
+        )
         print(
             f"  {replicas:8d}  {statistics.median(side.rates()):10.0f}"
             f"  {percentile(side.latencies(), 0.99):13.1f} ms |"
