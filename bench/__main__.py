@@ -14,7 +14,6 @@ the figures that matter are the ratios printed at the end.
 from __future__ import annotations
 
 import asyncio
-import os
 import statistics
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from pathlib import Path
 
 import grpc
 
+from bench import uvloop_setting
 from bench.botapi import run_botapi_bench
 from bench.edge import EdgeClient, edge_calls
 from bench.flood import run_flood_bench
@@ -228,8 +228,6 @@ async def run(dsn: str) -> None:
 
 if __name__ == "__main__":
     # The loop `serve` runs on (PORTEX_UVLOOP, default on): the service's figures are its.
-    # (The bench starts its own PostgreSQL: no DATABASE_URL needed, only PORTEX_UVLOOP is read.)
-    environment = {**os.environ, "DATABASE_URL": "postgresql://bench"}
-    uvloop = Settings.from_env(environment, serving=False).grpc.uvloop
+    uvloop = uvloop_setting()
     print(f"event loop: {'uvloop' if event_loop_factory(uvloop) else 'asyncio'}")
     run_loop(main(sys.argv[1:]), uvloop=uvloop)
