@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -77,54 +78,74 @@ class EventFilter:
 
 @dataclass(eq=False)
 class Subscription:
+    """One subscriber's live events: a bounded FIFO the hub appends to, and at most one waiter.
+
+    Delivering an event to a waiting subscriber costs one future's result: no task, no
+    asyncio.Queue, no asyncio.wait (a thousand subscribers wake for every event)."""
+
     application_id: UUID
-    queue: asyncio.Queue[object]
+    capacity: int
     overflowed: bool = False
     closed: bool = False
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _items: deque[Event] = field(default_factory=deque)
+    _waiter: asyncio.Future[None] | None = None
 
     def offer(self, event: Event) -> None:
         if self.overflowed or self.closed:
             return
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if len(self._items) >= self.capacity:
             # Too slow: stop feeding it; it will catch up from the table on its own.
             self.overflowed = True
-            self._wake.set()
+        else:
+            self._items.append(event)
+        self._notify()
+
+    def _notify(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def close(self) -> None:
         self.closed = True
-        self._wake.set()
+        self._notify()
 
     def reset(self) -> None:
         """Forgets the queue before a catch-up read (which covers everything in it)."""
-        while not self.queue.empty():
-            self.queue.get_nowait()
+        self._items.clear()
         self.overflowed = False
-        self._wake.clear()
+
+    @property
+    def pending(self) -> int:
+        """Events waiting (bounded by `capacity`)."""
+        return len(self._items)
 
     async def next(self, timeout: float) -> object:
         """The next live event, `_CLOSED`, or None on timeout or overflow."""
         if self.closed:
             return _CLOSED
-        if not self.queue.empty():
-            return self.queue.get_nowait()
-        getter = asyncio.ensure_future(self.queue.get())
-        waker = asyncio.ensure_future(self._wake.wait())
+        if self._items:
+            return self._items.popleft()
+        if self.overflowed:
+            return None
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        timer = loop.call_later(timeout, _resolve, waiter)
         try:
-            done, _ = await asyncio.wait(
-                {getter, waker}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            await waiter
         finally:
-            for task in (getter, waker):
-                if not task.done():
-                    task.cancel()
+            timer.cancel()
+            self._waiter = None
         if self.closed:
             return _CLOSED
-        if getter in done:
-            return getter.result()
+        if self._items:
+            return self._items.popleft()
         return None
+
+
+def _resolve(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 class EventHub:
@@ -149,12 +170,12 @@ class EventHub:
 
     def queue_sizes(self) -> list[int]:
         """Events waiting in each subscriber's queue (bounded by the buffer size)."""
-        return [sub.queue.qsize() for subs in self._subscribers.values() for sub in subs]
+        return [sub.pending for subs in self._subscribers.values() for sub in subs]
 
     def subscribe(self, application_id: UUID) -> Subscription:
         if self._closed:
             raise ShuttingDown("this server is shutting down; resume on another replica")
-        subscription = Subscription(application_id, asyncio.Queue(maxsize=self._queue_size))
+        subscription = Subscription(application_id, self._queue_size)
         self._subscribers.setdefault(application_id, set()).add(subscription)
         return subscription
 
