@@ -81,7 +81,9 @@ class Subscription:
     """One subscriber's live events: a bounded FIFO the hub appends to, and at most one waiter.
 
     Delivering an event to a waiting subscriber costs one future's result: no task, no
-    asyncio.Queue, no asyncio.wait (a thousand subscribers wake for every event)."""
+    asyncio.Queue, no asyncio.wait, no timer made and cancelled per wait (a thousand
+    subscribers wake for every event): one heartbeat timer per subscription is pushed back
+    instead (`_tick`)."""
 
     application_id: UUID
     capacity: int
@@ -89,6 +91,8 @@ class Subscription:
     closed: bool = False
     _items: deque[Event] = field(default_factory=deque)
     _waiter: asyncio.Future[None] | None = None
+    _deadline: float = 0.0  # when the waiting reader is due a heartbeat (loop time)
+    _timer: asyncio.TimerHandle | None = None
 
     def offer(self, event: Event) -> None:
         if self.overflowed or self.closed:
@@ -108,6 +112,12 @@ class Subscription:
     def close(self) -> None:
         self.closed = True
         self._notify()
+
+    def stop_timer(self) -> None:
+        """Drops the heartbeat timer (the stream has ended)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def reset(self) -> None:
         """Forgets the queue before a catch-up read (which covers everything in it)."""
@@ -130,11 +140,12 @@ class Subscription:
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[None] = loop.create_future()
         self._waiter = waiter
-        timer = loop.call_later(timeout, _resolve, waiter)
+        self._deadline = loop.time() + timeout
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._tick)
         try:
             await waiter
         finally:
-            timer.cancel()
             self._waiter = None
         if self.closed:
             return _CLOSED
@@ -142,10 +153,18 @@ class Subscription:
             return self._items.popleft()
         return None
 
-
-def _resolve(waiter: asyncio.Future[None]) -> None:
-    if not waiter.done():
-        waiter.set_result(None)
+    def _tick(self) -> None:
+        """The heartbeat timer: wakes a reader that has waited its whole timeout, or follows
+        the deadline its latest wait pushed back; a busy reader's next wait starts it again."""
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        loop = waiter.get_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._tick)
+        else:
+            waiter.set_result(None)
 
 
 class EventHub:
@@ -180,11 +199,21 @@ class EventHub:
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
+        subscription.stop_timer()
         subs = self._subscribers.get(subscription.application_id)
         if subs is not None:
             subs.discard(subscription)
             if not subs:
                 del self._subscribers[subscription.application_id]
+
+    def covers(self, subscription: Subscription, cursor: Cursor) -> bool:
+        """Whether everything after `cursor` reaches `subscription` through its queue, with no
+        catch-up read: the hub has read nothing past `cursor` and still feeds the subscription.
+        (From its registration on, a subscription is offered everything the hub reads, and the
+        hub reads only what lies after its head.) What the queue holds at or before `cursor`
+        the reader skips."""
+        head = self.head
+        return not subscription.overflowed and head is not None and not cursor < head
 
     def close(self) -> None:
         """Ends every open stream at once (shutdown): they answer UNAVAILABLE."""
@@ -272,6 +301,7 @@ class EventStreamer:
         return self._hub.subscribe(application_id)
 
     def unsubscribe(self, subscription: Subscription) -> None:
+        subscription.stop_timer()
         self._hub.unsubscribe(subscription)
 
     async def stream(
@@ -280,6 +310,7 @@ class EventStreamer:
         """Yields (cursor, event) in stream order, or (cursor, None) as a heartbeat; ends the
         subscription when it ends."""
         application_id = subscription.application_id
+        everything = event_filter == EventFilter()  # the common case: no filter to apply
         # A first heartbeat at once: a client that started at NOW has a cursor to resume from
         # even if the connection breaks before any event arrives.
         yield cursor, None
@@ -289,22 +320,24 @@ class EventStreamer:
                 # before the catch-up below (EventHub.seed says why that order matters).
                 self._hub.seed(await self._events.now())
             while True:
-                subscription.reset()
                 # Catch up from the table: everything up to the horizon, which is at least as
-                # far as the hub had got when the queue was reset.
-                while True:
-                    batch = await self._events.read_after(
-                        cursor,
-                        limit=_BATCH,
-                        application_id=application_id,
-                        tg_payment_id=event_filter.tg_payment_id,
-                    )
-                    for event in batch:
-                        cursor = event.cursor
-                        if event_filter.matches(event):
-                            yield cursor, event
-                    if len(batch) < _BATCH:
-                        break
+                # far as the hub had got when the queue was reset. Unless the hub covers the
+                # cursor: a thousand NOW streams opening at once then cost no query each.
+                if not self._hub.covers(subscription, cursor):
+                    subscription.reset()
+                    while True:
+                        batch = await self._events.read_after(
+                            cursor,
+                            limit=_BATCH,
+                            application_id=application_id,
+                            tg_payment_id=event_filter.tg_payment_id,
+                        )
+                        for event in batch:
+                            cursor = event.cursor
+                            if event_filter.matches(event):
+                                yield cursor, event
+                        if len(batch) < _BATCH:
+                            break
                 # Live, until the queue overflows (then catch up again) or the server stops.
                 while True:
                     item = await subscription.next(self._heartbeat)
@@ -318,10 +351,10 @@ class EventStreamer:
                         yield cursor, None
                         continue
                     assert isinstance(item, Event)
-                    if item.cursor <= cursor:
-                        continue
+                    if not cursor < item.cursor:
+                        continue  # already caught up from the table
                     cursor = item.cursor
-                    if event_filter.matches(item):
+                    if everything or event_filter.matches(item):
                         yield cursor, item
         finally:
             self._hub.unsubscribe(subscription)

@@ -262,19 +262,26 @@ class EncodedEvents:
     def __init__(self, size: int = 1024) -> None:
         self._size = size
         self._encoded: dict[tuple[UUID, Cursor], bytes] = {}
+        # The live fan-out hands every subscriber the hub's one Event object in turn: the
+        # last one asked for answers by identity, before any hashing.
+        self._last: tuple[Event | None, Cursor | None, bytes] = (None, None, b"")
 
     def __call__(self, cursor: Cursor, event: Event | None) -> bytes:
         """`event_message(cursor, event)` serialized (a heartbeat, event None, is not kept)."""
         if event is None:
             return event_message(cursor, None).SerializeToString()
+        last, last_cursor, encoded = self._last
+        if event is last and cursor is last_cursor:
+            return encoded
         key = (event.application_id, cursor)
-        encoded = self._encoded.get(key)
-        if encoded is None:
-            encoded = event_message(cursor, event).SerializeToString()
+        found = self._encoded.get(key)
+        if found is None:
+            found = event_message(cursor, event).SerializeToString()
             if len(self._encoded) >= self._size:
                 del self._encoded[next(iter(self._encoded))]
-            self._encoded[key] = encoded
-        return encoded
+            self._encoded[key] = found
+        self._last = (event, cursor, found)
+        return found
 
 
 def catalog_item(message: payment_pb2.CatalogItem) -> CatalogItem:
