@@ -418,3 +418,24 @@ async def test_a_stream_behind_the_hub_still_catches_up_from_the_table(make_worl
     assert names(await late.events(1)) == ["e0"]
     assert world.log.application_reads == reads + 1
     await late.nothing_more()
+
+
+async def test_events_a_stream_filters_out_are_not_queued(make_world) -> None:
+    """A stream per order does not wake, nor fill its queue, for the application's other
+    events: the hub applies its filter; its heartbeats still move past them."""
+    world = await make_world(queue_size=2)
+    subscription, reader = world.open(EventFilter(types=frozenset({"order.paid"})))
+    await reader.heartbeat()
+    await reader.heartbeat()  # caught up, live, and now not reading
+    reads = world.log.application_reads
+    for n in range(10):
+        world.write(f"unwanted{n}", event_type=EventType.ORDER_CREATED, order=1)
+    world.write("paid", event_type=EventType.ORDER_PAID, order=1)
+    world.write("unwanted too", event_type=EventType.ORDER_CREATED, order=1)
+    await world.publish()
+    assert world.hub.queue_sizes() == [1]
+    assert not subscription.overflowed  # eleven unwanted events took none of its two places
+    assert names(await reader.events(1)) == ["paid"]
+    (*_, last) = await world.log.read_after(START, limit=20)
+    assert await reader.heartbeat() == last.cursor
+    assert world.log.application_reads == reads  # all of it live, no catch-up

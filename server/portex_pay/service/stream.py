@@ -93,9 +93,17 @@ class Subscription:
     _waiter: asyncio.Future[None] | None = None
     _deadline: float = 0.0  # when the waiting reader is due a heartbeat (loop time)
     _timer: asyncio.TimerHandle | None = None
+    # Set by its stream when it filters: an event it would not yield is not queued and wakes
+    # nobody (a stream per order would otherwise wake for every event of the application);
+    # `passed` keeps the position such events moved to, for the next heartbeat.
+    event_filter: EventFilter | None = None
+    passed: Cursor | None = None
 
     def offer(self, event: Event) -> None:
         if self.overflowed or self.closed:
+            return
+        if self.event_filter is not None and not self.event_filter.matches(event):
+            self.passed = event.cursor
             return
         if len(self._items) >= self.capacity:
             # Too slow: stop feeding it; it will catch up from the table on its own.
@@ -123,6 +131,7 @@ class Subscription:
         """Forgets the queue before a catch-up read (which covers everything in it)."""
         self._items.clear()
         self.overflowed = False
+        self.passed = None
 
     @property
     def pending(self) -> int:
@@ -311,6 +320,8 @@ class EventStreamer:
         subscription when it ends."""
         application_id = subscription.application_id
         everything = event_filter == EventFilter()  # the common case: no filter to apply
+        if not everything:
+            subscription.event_filter = event_filter
         # A first heartbeat at once: a client that started at NOW has a cursor to resume from
         # even if the connection breaks before any event arrives.
         yield cursor, None
@@ -348,6 +359,11 @@ class EventStreamer:
                     if item is None:
                         if subscription.overflowed:
                             break
+                        # Idle, the queue empty: every event up to `passed` that this stream
+                        # wants has been yielded; the heartbeat moves past the others.
+                        passed = subscription.passed
+                        if passed is not None and cursor < passed:
+                            cursor = passed
                         yield cursor, None
                         continue
                     assert isinstance(item, Event)
