@@ -11,8 +11,9 @@ within the statement), or to the floor's Publish (`occurred_at` set as it is sen
 same message: a real `order.created` event of a real order, as the service serializes it.
 Latency is a client's clock minus `occurred_at` (one machine, one clock). Rounds alternate
 between the two servers so that machine noise hits both alike; the figure that matters is the
-ratio of their p99s. Each server's CPU seconds, and the clients', are printed beside it: when the
-clients use about a core each, they are the bottleneck (the output says so).
+ratio of their p99s. Beside it, each server's CPU per delivery (its fan-out cost) and the CPU
+share of server and clients: when the clients use about a core each, or together with the
+server every core, latency measures the machine rather than the fan-out (the output says so).
 """
 
 from __future__ import annotations
@@ -65,9 +66,16 @@ class Figures:
         return (
             f"{len(values):7d}  p50 {statistics.median(values):6.1f}  "
             f"p99 {_percentile(values, 0.99):6.1f}  max {max(values):6.1f} ms   "
+            f"server CPU {self.per_delivery:5.1f} us/delivery   "
             f"CPU: server {self.server_cpu / self.wall:4.0%}, "
             f"clients {self.client_cpu / self.wall:4.0%}"
         )
+
+    @property
+    def per_delivery(self) -> float:
+        """The server's CPU microseconds per event delivered to one subscriber: its fan-out
+        cost, which a busy machine changes less than it changes latency."""
+        return self.server_cpu / len(self.latencies) * 1e6
 
 
 async def run_stream_bench(dsn: str, log_dir: Path) -> None:
@@ -156,6 +164,7 @@ async def run_stream_bench(dsn: str, log_dir: Path) -> None:
 
 
 def _report(results: dict[tuple[int, str], Figures], size: int, rate: float) -> None:
+    cores = os.cpu_count() or 1
     print(
         f"\nevent stream: {EVENTS_PER_SECOND} events/s for {SECONDS} s x {ROUNDS} alternating "
         f"rounds, send -> subscriber ({size}-byte event); floor = do-nothing grpc.aio fan-out"
@@ -167,10 +176,19 @@ def _report(results: dict[tuple[int, str], Figures], size: int, rate: float) -> 
             print(f"  {name:52s} {figures.line()}")
             if figures.client_cpu / figures.wall > 0.8 * processes:
                 print("    (the clients use about a core each: they are the bottleneck)")
+            elif (figures.server_cpu + figures.client_cpu) / figures.wall > 0.85 * cores:
+                print(
+                    f"    (server and clients keep the {cores} cores busy: latency is mostly "
+                    "queueing for CPU; compare the CPU per delivery)"
+                )
     for subscribers, _ in LAYOUTS:
         ours, floor = results[(subscribers, OURS)], results[(subscribers, FLOOR)]
         ratio = _percentile(ours.latencies, 0.99) / _percentile(floor.latencies, 0.99)
-        print(f"  p99 at {subscribers} subscribers, portex-pay / floor: x{ratio:.2f}")
+        cost = ours.per_delivery / floor.per_delivery
+        print(
+            f"  at {subscribers} subscribers, portex-pay / floor: p99 x{ratio:.2f}, "
+            f"server CPU per delivery x{cost:.2f}"
+        )
     print(f"sustained: one subscriber followed {rate:.0f} events/s ({SUSTAINED_EVENTS} events)")
 
 
@@ -194,10 +212,8 @@ async def _round(
     command = (sys.executable, "-m", "bench.stream_client", target)
     arguments = (str(subscribers // processes), str(total))
     clients = [
-        # close_fds=False lets Python use posix_spawn: a fork of this process (gRPC's threads
-        # running) would make gRPC print a warning per client.
         await asyncio.create_subprocess_exec(
-            *command, *arguments, env=env, stdout=asyncio.subprocess.PIPE, close_fds=False
+            *command, *arguments, env=env, stdout=asyncio.subprocess.PIPE
         )
         for _ in range(processes)
     ]
