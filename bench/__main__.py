@@ -27,9 +27,9 @@ from pathlib import Path
 
 import grpc
 
+from bench import uvloop_setting
 from bench.botapi import run_botapi_bench
 from bench.calls import run_calls_bench, run_slow_telegram_bench
-from bench.ceilings import serve_uvloop
 from bench.edge import EdgeClient, edge_calls
 from bench.flood import run_flood_bench
 from bench.footprint import run_footprint_bench
@@ -244,6 +244,6 @@ async def run(dsn: str) -> None:
 
 if __name__ == "__main__":
     # The loop `serve` runs on (PORTEX_UVLOOP, default on): the service's figures are its.
-    uvloop = serve_uvloop()
+    uvloop = uvloop_setting()
     print(f"event loop: {'uvloop' if event_loop_factory(uvloop) else 'asyncio'}")
     run_loop(main(sys.argv[1:]), uvloop=uvloop)

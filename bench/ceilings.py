@@ -13,15 +13,14 @@ Each prints `ready` once it listens, then serves until SIGTERM.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import sys
 
 import grpc
 from aiohttp import web
 
+from bench import uvloop_setting
 from portex_pay.cli import run_loop
-from portex_pay.config import Settings
 
 
 def _echo(request: bytes, _context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
@@ -72,17 +71,10 @@ async def serve_trivial_http(port: int) -> None:
         await runner.cleanup()
 
 
-def serve_uvloop() -> bool:
-    """Whether `serve` would run on uvloop here (PORTEX_UVLOOP), for the bench's own processes."""
-    # Only PORTEX_UVLOOP is read; the database URL is a placeholder.
-    environment = {**os.environ, "DATABASE_URL": "postgresql://bench"}
-    return bool(Settings.from_env(environment, serving=False).grpc.uvloop)
-
-
 def main(argv: list[str]) -> None:
     kind, port = argv[0], int(argv[1])
     servers = {"grpc": serve_grpc_echo, "http": serve_trivial_http}
-    run_loop(servers[kind](port), uvloop=serve_uvloop())
+    run_loop(servers[kind](port), uvloop=uvloop_setting())
 
 
 if __name__ == "__main__":

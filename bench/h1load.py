@@ -20,7 +20,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bench.ceilings import serve_uvloop
+from bench import uvloop_setting
 from portex_pay.cli import run_loop
 
 
@@ -91,7 +91,9 @@ def main(argv: list[str]) -> None:
     host, port, requests_file, connections = argv[0], int(argv[1]), Path(argv[2]), int(argv[3])
     seconds, warm_up, log_file = float(argv[4]), float(argv[5]), Path(argv[6])
     requests = _read_requests(requests_file)
-    rows = run_loop(run(host, port, requests, connections, seconds, warm_up), uvloop=serve_uvloop())
+    rows = run_loop(
+        run(host, port, requests, connections, seconds, warm_up), uvloop=uvloop_setting()
+    )
     log_file.write_text("".join(rows))
 
 

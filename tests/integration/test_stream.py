@@ -104,6 +104,39 @@ async def test_an_application_sees_only_its_own_events(stub, service, make_app, 
     assert {e.order.application_id for e in events} == {mine.id}
 
 
+async def test_shared_serialization_still_serves_each_stream_only_what_it_asks_for(
+    stub, service, make_app, open_stream
+):
+    # Each event is serialized once for all its subscribers (EncodedEvents): several streams of
+    # two applications, some filtered, each get exactly the events the table holds for them.
+    mine, other = await make_app(), await make_app()
+    everything = {app.id: [await open_stream(app) for _ in range(3)] for app in (mine, other)}
+    users = {mine.id: 501, other.id: 502}
+    by_user = {app.id: await open_stream(app, tg_use_id=users[app.id]) for app in (mine, other)}
+    by_type = {
+        app.id: await open_stream(app, types=["order.invoice_created"]) for app in (mine, other)
+    }
+    await _await_subscribed(service, 10)
+    for app in (mine, other, mine):
+        await stub.Pay(pay_request(tg_use_id=users[app.id]), metadata=app.metadata)
+        await stub.Pay(pay_request(tg_use_id=999), metadata=app.metadata)
+    for app, count in ((mine, 8), (other, 4)):
+        table = await _table_events(service, app)
+        assert len(table) == count
+        for reader in everything[app.id]:
+            events = await reader.wait_for(count)
+            assert [(e.event_id, e.type) for e in events] == table
+            assert {e.order.application_id for e in events} == {app.id}
+        mine_only = await by_user[app.id].wait_for(count // 2)
+        assert {(e.order.application_id, e.order.tg_use_id) for e in mine_only} == {
+            (app.id, users[app.id])
+        }
+        invoices = await by_type[app.id].wait_for(count // 2)
+        assert [(e.event_id, e.type) for e in invoices] == [
+            event for event in table if event[1] == "order.invoice_created"
+        ]
+
+
 async def test_resuming_from_a_cursor_yields_exactly_the_missed_events(stub, service, app):
     request = payment_pb2.ListEventsRequest(start=payment_pb2.RETENTION_START)
     for _ in range(3):

@@ -1038,14 +1038,16 @@ class InMemoryRefunds:
 class InMemoryEventLog:
     """The EventStore port over the shared database's events: read in (transaction, id) order,
     only below the horizon (the oldest open transaction), as adapters/postgres/events.py reads.
-    `read_errors` are raised by the next reads (the database away); `reads` counts them, `nows`
-    the NOW positions asked for, and `touched` is set by every call (a test waits on it for its
+    `read_errors` are raised by the next reads (the database away); `reads` counts them (and
+    `application_reads` those of one application: a stream's, not the hub's), `nows` the NOW
+    positions asked for, and `touched` is set by every call (a test waits on it for its
     reader's next step)."""
 
     def __init__(self, db: MemoryDatabase | None = None) -> None:
         self.db = db if db is not None else MemoryDatabase()
         self.read_errors: list[Exception] = []
         self.reads = 0
+        self.application_reads = 0
         self.nows = 0
         self.touched = asyncio.Event()
 
@@ -1058,6 +1060,7 @@ class InMemoryEventLog:
         tg_payment_id: int | None = None,
     ) -> list[Event]:
         self.reads += 1
+        self.application_reads += application_id is not None
         self.touched.set()
         if self.read_errors:
             raise self.read_errors.pop(0)

@@ -379,3 +379,63 @@ async def test_list_events_pages_through_what_matches(make_world) -> None:
         pages.append(names(found))
     assert pages == [["e1", "e2"], ["e4", "e5"], []]
     assert await world.streamer.page(OTHER_APP, EventFilter(), START, 10) == ([], None)
+
+
+async def test_a_stream_the_hub_already_covers_opens_without_a_query(make_world) -> None:
+    """A NOW stream that opens while the hub has read nothing past NOW needs no catch-up read
+    (a thousand of them opening at once would cost a thousand queries), and misses nothing."""
+    world = await make_world()
+    _, first = world.open()
+    await first.heartbeat()
+    world.write("e0")
+    await world.publish()
+    assert names(await first.events(1)) == ["e0"]
+    now = await world.streamer.start_cursor("", default_now=True)
+    assert world.hub.head is not None and not now < world.hub.head
+    reads = world.log.application_reads
+    _, fresh = world.open(cursor=now)
+    await fresh.heartbeat()  # its start
+    await fresh.heartbeat()  # live
+    assert world.log.application_reads == reads
+    for n in (1, 2):
+        world.write(f"e{n}")
+    await world.publish()
+    assert names(await fresh.events(2)) == ["e1", "e2"]
+    assert names(await first.events(2)) == ["e1", "e2"]
+    await fresh.nothing_more()
+
+
+async def test_a_stream_behind_the_hub_still_catches_up_from_the_table(make_world) -> None:
+    world = await make_world()
+    _, first = world.open()
+    await first.heartbeat()
+    before = await world.log.now()
+    world.write("e0")
+    await world.publish()  # the hub has read e0: a stream from `before` must read it itself
+    reads = world.log.application_reads
+    _, late = world.open(cursor=before)
+    await late.heartbeat()
+    assert names(await late.events(1)) == ["e0"]
+    assert world.log.application_reads == reads + 1
+    await late.nothing_more()
+
+
+async def test_events_a_stream_filters_out_are_not_queued(make_world) -> None:
+    """A stream per order does not wake, nor fill its queue, for the application's other
+    events: the hub applies its filter; its heartbeats still move past them."""
+    world = await make_world(queue_size=2)
+    subscription, reader = world.open(EventFilter(types=frozenset({"order.paid"})))
+    await reader.heartbeat()
+    await reader.heartbeat()  # caught up, live, and now not reading
+    reads = world.log.application_reads
+    for n in range(10):
+        world.write(f"unwanted{n}", event_type=EventType.ORDER_CREATED, order=1)
+    world.write("paid", event_type=EventType.ORDER_PAID, order=1)
+    world.write("unwanted too", event_type=EventType.ORDER_CREATED, order=1)
+    await world.publish()
+    assert world.hub.queue_sizes() == [1]
+    assert not subscription.overflowed  # eleven unwanted events took none of its two places
+    assert names(await reader.events(1)) == ["paid"]
+    (*_, last) = await world.log.read_after(START, limit=20)
+    assert await reader.heartbeat() == last.cursor
+    assert world.log.application_reads == reads  # all of it live, no catch-up

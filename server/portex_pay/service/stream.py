@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -77,54 +78,102 @@ class EventFilter:
 
 @dataclass(eq=False)
 class Subscription:
+    """One subscriber's live events: a bounded FIFO the hub appends to, and at most one waiter.
+
+    Delivering an event to a waiting subscriber costs one future's result: no task, no
+    asyncio.Queue, no asyncio.wait, no timer made and cancelled per wait (a thousand
+    subscribers wake for every event): one heartbeat timer per subscription is pushed back
+    instead (`_tick`)."""
+
     application_id: UUID
-    queue: asyncio.Queue[object]
+    capacity: int
     overflowed: bool = False
     closed: bool = False
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _items: deque[Event] = field(default_factory=deque)
+    _waiter: asyncio.Future[None] | None = None
+    _deadline: float = 0.0  # when the waiting reader is due a heartbeat (loop time)
+    _timer: asyncio.TimerHandle | None = None
+    # Set by its stream when it filters: an event it would not yield is not queued and wakes
+    # nobody (a stream per order would otherwise wake for every event of the application);
+    # `passed` keeps the position such events moved to, for the next heartbeat.
+    event_filter: EventFilter | None = None
+    passed: Cursor | None = None
 
     def offer(self, event: Event) -> None:
         if self.overflowed or self.closed:
             return
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
+        if self.event_filter is not None and not self.event_filter.matches(event):
+            self.passed = event.cursor
+            return
+        if len(self._items) >= self.capacity:
             # Too slow: stop feeding it; it will catch up from the table on its own.
             self.overflowed = True
-            self._wake.set()
+        else:
+            self._items.append(event)
+        self._notify()
+
+    def _notify(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def close(self) -> None:
         self.closed = True
-        self._wake.set()
+        self._notify()
+
+    def stop_timer(self) -> None:
+        """Drops the heartbeat timer (the stream has ended)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     def reset(self) -> None:
         """Forgets the queue before a catch-up read (which covers everything in it)."""
-        while not self.queue.empty():
-            self.queue.get_nowait()
+        self._items.clear()
         self.overflowed = False
-        self._wake.clear()
+        self.passed = None
+
+    @property
+    def pending(self) -> int:
+        """Events waiting (bounded by `capacity`)."""
+        return len(self._items)
 
     async def next(self, timeout: float) -> object:
         """The next live event, `_CLOSED`, or None on timeout or overflow."""
         if self.closed:
             return _CLOSED
-        if not self.queue.empty():
-            return self.queue.get_nowait()
-        getter = asyncio.ensure_future(self.queue.get())
-        waker = asyncio.ensure_future(self._wake.wait())
+        if self._items:
+            return self._items.popleft()
+        if self.overflowed:
+            return None
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._waiter = waiter
+        self._deadline = loop.time() + timeout
+        if self._timer is None:
+            self._timer = loop.call_at(self._deadline, self._tick)
         try:
-            done, _ = await asyncio.wait(
-                {getter, waker}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            await waiter
         finally:
-            for task in (getter, waker):
-                if not task.done():
-                    task.cancel()
+            self._waiter = None
         if self.closed:
             return _CLOSED
-        if getter in done:
-            return getter.result()
+        if self._items:
+            return self._items.popleft()
         return None
+
+    def _tick(self) -> None:
+        """The heartbeat timer: wakes a reader that has waited its whole timeout, or follows
+        the deadline its latest wait pushed back; a busy reader's next wait starts it again."""
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            return
+        loop = waiter.get_loop()
+        if loop.time() < self._deadline:
+            self._timer = loop.call_at(self._deadline, self._tick)
+        else:
+            waiter.set_result(None)
 
 
 class EventHub:
@@ -149,21 +198,31 @@ class EventHub:
 
     def queue_sizes(self) -> list[int]:
         """Events waiting in each subscriber's queue (bounded by the buffer size)."""
-        return [sub.queue.qsize() for subs in self._subscribers.values() for sub in subs]
+        return [sub.pending for subs in self._subscribers.values() for sub in subs]
 
     def subscribe(self, application_id: UUID) -> Subscription:
         if self._closed:
             raise ShuttingDown("this server is shutting down; resume on another replica")
-        subscription = Subscription(application_id, asyncio.Queue(maxsize=self._queue_size))
+        subscription = Subscription(application_id, self._queue_size)
         self._subscribers.setdefault(application_id, set()).add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
+        subscription.stop_timer()
         subs = self._subscribers.get(subscription.application_id)
         if subs is not None:
             subs.discard(subscription)
             if not subs:
                 del self._subscribers[subscription.application_id]
+
+    def covers(self, subscription: Subscription, cursor: Cursor) -> bool:
+        """Whether everything after `cursor` reaches `subscription` through its queue, with no
+        catch-up read: the hub has read nothing past `cursor` and still feeds the subscription.
+        (From its registration on, a subscription is offered everything the hub reads, and the
+        hub reads only what lies after its head.) What the queue holds at or before `cursor`
+        the reader skips."""
+        head = self.head
+        return not subscription.overflowed and head is not None and not cursor < head
 
     def close(self) -> None:
         """Ends every open stream at once (shutdown): they answer UNAVAILABLE."""
@@ -251,6 +310,7 @@ class EventStreamer:
         return self._hub.subscribe(application_id)
 
     def unsubscribe(self, subscription: Subscription) -> None:
+        subscription.stop_timer()
         self._hub.unsubscribe(subscription)
 
     async def stream(
@@ -259,6 +319,9 @@ class EventStreamer:
         """Yields (cursor, event) in stream order, or (cursor, None) as a heartbeat; ends the
         subscription when it ends."""
         application_id = subscription.application_id
+        everything = event_filter == EventFilter()  # the common case: no filter to apply
+        if not everything:
+            subscription.event_filter = event_filter
         # A first heartbeat at once: a client that started at NOW has a cursor to resume from
         # even if the connection breaks before any event arrives.
         yield cursor, None
@@ -268,22 +331,24 @@ class EventStreamer:
                 # before the catch-up below (EventHub.seed says why that order matters).
                 self._hub.seed(await self._events.now())
             while True:
-                subscription.reset()
                 # Catch up from the table: everything up to the horizon, which is at least as
-                # far as the hub had got when the queue was reset.
-                while True:
-                    batch = await self._events.read_after(
-                        cursor,
-                        limit=_BATCH,
-                        application_id=application_id,
-                        tg_payment_id=event_filter.tg_payment_id,
-                    )
-                    for event in batch:
-                        cursor = event.cursor
-                        if event_filter.matches(event):
-                            yield cursor, event
-                    if len(batch) < _BATCH:
-                        break
+                # far as the hub had got when the queue was reset. Unless the hub covers the
+                # cursor: a thousand NOW streams opening at once then cost no query each.
+                if not self._hub.covers(subscription, cursor):
+                    subscription.reset()
+                    while True:
+                        batch = await self._events.read_after(
+                            cursor,
+                            limit=_BATCH,
+                            application_id=application_id,
+                            tg_payment_id=event_filter.tg_payment_id,
+                        )
+                        for event in batch:
+                            cursor = event.cursor
+                            if event_filter.matches(event):
+                                yield cursor, event
+                        if len(batch) < _BATCH:
+                            break
                 # Live, until the queue overflows (then catch up again) or the server stops.
                 while True:
                     item = await subscription.next(self._heartbeat)
@@ -294,13 +359,18 @@ class EventStreamer:
                     if item is None:
                         if subscription.overflowed:
                             break
+                        # Idle, the queue empty: every event up to `passed` that this stream
+                        # wants has been yielded; the heartbeat moves past the others.
+                        passed = subscription.passed
+                        if passed is not None and cursor < passed:
+                            cursor = passed
                         yield cursor, None
                         continue
                     assert isinstance(item, Event)
-                    if item.cursor <= cursor:
-                        continue
+                    if not cursor < item.cursor:
+                        continue  # already caught up from the table
                     cursor = item.cursor
-                    if event_filter.matches(item):
+                    if everything or event_filter.matches(item):
                         yield cursor, item
         finally:
             self._hub.unsubscribe(subscription)

@@ -6,6 +6,7 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
+from uuid import UUID
 
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
@@ -246,6 +247,41 @@ def event_message(cursor: Cursor, event: Event | None) -> payment_pb2.InvoiceEve
         if entry is not None:
             message.star_transaction.CopyFrom(star_transaction_message(entry))
     return message
+
+
+class EncodedEvents:
+    """Each event's serialized InvoiceEvent, made once and shared by every stream it goes to.
+
+    A thousand subscribers of one application get the same bytes for an event (its cursor is
+    its own position): converting and serializing it per subscriber cost more than gRPC's write.
+    The key is (application, cursor): a cursor names one event for good, so the bytes under a
+    key never change, and a stream only ever asks for its own application's events (the hub
+    and the catch-up read route by application), so bytes never cross applications. The oldest
+    entries go first beyond `size`: live fan-out asks for an event within moments."""
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        self._encoded: dict[tuple[UUID, Cursor], bytes] = {}
+        # The live fan-out hands every subscriber the hub's one Event object in turn: the
+        # last one asked for answers by identity, before any hashing.
+        self._last: tuple[Event | None, Cursor | None, bytes] = (None, None, b"")
+
+    def __call__(self, cursor: Cursor, event: Event | None) -> bytes:
+        """`event_message(cursor, event)` serialized (a heartbeat, event None, is not kept)."""
+        if event is None:
+            return event_message(cursor, None).SerializeToString()
+        last, last_cursor, encoded = self._last
+        if event is last and cursor is last_cursor:
+            return encoded
+        key = (event.application_id, cursor)
+        found = self._encoded.get(key)
+        if found is None:
+            found = event_message(cursor, event).SerializeToString()
+            if len(self._encoded) >= self._size:
+                del self._encoded[next(iter(self._encoded))]
+            self._encoded[key] = found
+        self._last = (event, cursor, found)
+        return found
 
 
 def catalog_item(message: payment_pb2.CatalogItem) -> CatalogItem:

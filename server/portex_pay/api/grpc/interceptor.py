@@ -137,7 +137,9 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
                 return grpc.unary_stream_rpc_method_handler(
                     self._wrap_stream(handler.unary_stream, method, authorization),
                     request_deserializer=deserializer,
-                    response_serializer=serializer,
+                    # PaymentService's streams yield serialized messages (StreamInvoiceEvents
+                    # shares each event's bytes among its subscribers): written as they are.
+                    response_serializer=None,
                 )
         # Health, reflection (and any PaymentService RPC with a streamed request, none today):
         # passed through as they are, but for the check of each request message.

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.api.grpc.convert import (
+    EncodedEvents,
     bot_message_texts,
     bot_messages_message,
     catalog_item,
@@ -57,6 +58,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         self._catalog = catalog
         self._bot_messages = bot_messages
         self._star_ledger = star_ledger
+        self._encoded_events = EncodedEvents()
 
     async def Pay(
         self, request: payment_pb2.PayRequest, context: Context
@@ -187,11 +189,13 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         )
         return order_message(order, utcnow(), charges)
 
-    async def StreamInvoiceEvents(
+    async def StreamInvoiceEvents(  # type: ignore[override]  # yields bytes
         self,
         request: payment_pb2.StreamInvoiceEventsRequest,
         context: Context,
-    ) -> AsyncIterator[payment_pb2.InvoiceEvent]:
+    ) -> AsyncIterator[bytes]:
+        # Serialized InvoiceEvents, each event's bytes made once for all its subscribers (the
+        # interceptor writes bytes as they are).
         application = current_application.get()
         event_filter = _filter(request)
         cursor = await self._streamer.start_cursor(
@@ -203,7 +207,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             # and misses nothing (an idle stream may carry nothing until its first heartbeat).
             await context.send_initial_metadata(())
             async for position, event in self._streamer.stream(subscription, event_filter, cursor):
-                yield event_message(position, event)
+                yield self._encoded_events(position, event)
         finally:
             self._streamer.unsubscribe(subscription)
 
