@@ -16,11 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from bench import summary
-from bench.serving import free_port, process_tree
+from bench.serving import free_port, process_tree, wait_serving
 
 STARTS = 3
 IDLE_SECONDS = 3.0
@@ -40,21 +37,6 @@ def _serve_env(dsn: str, grpc_port: int) -> dict[str, str]:
         "PORTEX_TELEGRAM_POLLERS": "false",
         "PORTEX_LOG_FORMAT": "json",
     }
-
-
-async def _until_serving(port: int, deadline: float) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            try:
-                answer = await stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("serve did not start")
-            await asyncio.sleep(0.01)
 
 
 def _rss(pid: int) -> int:
@@ -89,7 +71,7 @@ async def _footprint(dsn: str, log_dir: Path, *args: str) -> list[tuple[str, str
                 stderr=log,
             )
         try:
-            await _until_serving(port, started + 30)
+            await wait_serving(port, deadline=started + 30, interval=0.01)
             times.append(time.monotonic() - started)
             await asyncio.sleep(IDLE_SECONDS)
             rss = [_rss(pid) for pid in process_tree(process.pid)]

@@ -163,15 +163,19 @@ class ServiceProcess:
             await asyncio.to_thread(self._process.wait, 30)
 
 
-async def wait_serving(grpc_port: int) -> None:
+async def wait_serving(
+    grpc_port: int, *, deadline: float | None = None, interval: float = 0.1
+) -> None:
+    """Until the server's gRPC health answers SERVING (by `deadline`, time.monotonic(); 30 s
+    from now by default), asking every `interval` seconds."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 30 if deadline is None else deadline
     async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
         while True:
             try:
                 response = await health_pb2_grpc.HealthStub(channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=1
+                    health_pb2.HealthCheckRequest(), timeout=max(interval, 0.5)
                 )
                 if response.status == health_pb2.HealthCheckResponse.SERVING:
                     return
@@ -179,7 +183,7 @@ async def wait_serving(grpc_port: int) -> None:
                 pass
             if time.monotonic() > deadline:
                 raise RuntimeError("the server did not start")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(interval)
 
 
 async def bench_apps(

@@ -336,19 +336,10 @@ class EventStreamer:
                 # cursor: a thousand NOW streams opening at once then cost no query each.
                 if not self._hub.covers(subscription, cursor):
                     subscription.reset()
-                    while True:
-                        batch = await self._events.read_after(
-                            cursor,
-                            limit=_BATCH,
-                            application_id=application_id,
-                            tg_payment_id=event_filter.tg_payment_id,
-                        )
-                        for event in batch:
-                            cursor = event.cursor
-                            if event_filter.matches(event):
-                                yield cursor, event
-                        if len(batch) < _BATCH:
-                            break
+                    async for event in self._table_after(application_id, event_filter, cursor):
+                        cursor = event.cursor
+                        if event_filter.matches(event):
+                            yield cursor, event
                 # Live, until the queue overflows (then catch up again) or the server stops.
                 while True:
                     item = await subscription.next(self._heartbeat)
@@ -384,6 +375,18 @@ class EventStreamer:
     ) -> tuple[list[Event], Cursor | None]:
         """One page after `cursor`, and where the next starts (None: nothing newer yet)."""
         found: list[Event] = []
+        async for event in self._table_after(application_id, event_filter, cursor):
+            if event_filter.matches(event):
+                found.append(event)
+                if len(found) == page_size:
+                    return found, event.cursor
+        return found, None
+
+    async def _table_after(
+        self, application_id: UUID, event_filter: EventFilter, cursor: Cursor
+    ) -> AsyncIterator[Event]:
+        """The application's events after `cursor` in the table (those of the filter's order
+        only, when it names one), batch by batch until there are no more."""
         while True:
             batch = await self._events.read_after(
                 cursor,
@@ -392,10 +395,7 @@ class EventStreamer:
                 tg_payment_id=event_filter.tg_payment_id,
             )
             for event in batch:
-                cursor = event.cursor
-                if event_filter.matches(event):
-                    found.append(event)
-                    if len(found) == page_size:
-                        return found, cursor
+                yield event
             if len(batch) < _BATCH:
-                return found, None
+                return
+            cursor = batch[-1].cursor

@@ -100,6 +100,14 @@ def _payment_args(
     )
 
 
+def _flag_and_order(row: asyncpg.Record | None, flag: str) -> tuple[bool, Order | None]:
+    """A row of `SELECT <flag>, o.* FROM (SELECT 1) LEFT JOIN <an order>`: the flag, and the
+    order when there was one."""
+    assert row is not None
+    order = order_from_row(row) if row["tg_payment_id"] is not None else None
+    return bool(row[flag]), order
+
+
 class ProcessedUpdates:
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
@@ -176,9 +184,7 @@ class PaidOrders:
             application_id,
             tg_payment_id,
         )
-        assert row is not None
-        order = order_from_row(row) if row["tg_payment_id"] is not None else None
-        return bool(row["fresh"]), order
+        return _flag_and_order(row, "fresh")
 
     async def pay(self, record: PaymentRecord) -> Order | None:
         """One statement: the payment row (only while the order is in a state the table lets
@@ -551,9 +557,7 @@ class LedgerStore:
             application_id,
             tg_payment_id,
         )
-        assert row is not None
-        order = order_from_row(row) if row["tg_payment_id"] is not None else None
-        return bool(row["seen"]), order
+        return _flag_and_order(row, "seen")
 
     async def claim_due_refunds(self, limit: int, lease_seconds: float) -> list[DueRefund]:
         """Claims due refunds (SKIP LOCKED: replicas share the work) by pushing their next
