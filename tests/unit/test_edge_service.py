@@ -6,7 +6,7 @@ rate-limited per client address."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -14,8 +14,13 @@ import pytest
 
 from portex_pay.domain.application import Application, Bot
 from portex_pay.domain.catalog import CatalogItem
-from portex_pay.domain.errors import InvalidArgument, RateLimited
-from portex_pay.domain.init_data import TelegramUser, VerifiedInitData
+from portex_pay.domain.errors import IdentityRefused, InvalidArgument, RateLimited
+from portex_pay.domain.init_data import (
+    TelegramUser,
+    VerifiedInitData,
+    init_data_fields,
+    sign_init_data,
+)
 from portex_pay.domain.pay import PayCommand
 from portex_pay.service.edge import EdgeService, EdgeSettings
 from portex_pay.service.orders import OrderService, PaymentSettings
@@ -222,3 +227,45 @@ def test_unauthenticated_work_is_limited_per_client_address() -> None:
     assert raised.value.retry_after >= 1
     edge.admit_address("198.51.100.1")  # another address has its own bucket
     edge.admit_address(None)  # no address (a Unix socket) is one key of its own
+
+
+def signed_init_data(token: str, user_id: int = 42) -> str:
+    fields = init_data_fields({"id": user_id, "first_name": "Ada"}, auth_date=NOW)
+    return sign_init_data(fields, bot_token=token)
+
+
+def refusal(edge: EdgeService, application: Application, init_data: str) -> str:
+    with pytest.raises(IdentityRefused) as refused:
+        edge.identify(application, init_data)
+    return refused.value.reason
+
+
+def test_initdata_verified_before_still_expires() -> None:
+    orders = InMemoryOrders()
+    edge = make_edge(orders, init_data_max_age=timedelta(hours=1))
+    init_data = signed_init_data(APPLICATION.bot_token or "")
+    assert edge.identify(APPLICATION, init_data).user.id == 42
+    orders.now = NOW + timedelta(hours=1)
+    assert edge.identify(APPLICATION, init_data).user.id == 42  # exactly max_age old: accepted
+    orders.now = NOW + timedelta(hours=1, seconds=1)
+    assert refusal(edge, APPLICATION, init_data) == "INIT_DATA_EXPIRED"
+
+
+def test_initdata_verified_before_is_checked_afresh_for_another_bot_token() -> None:
+    orders = InMemoryOrders()
+    edge = make_edge(orders)
+    init_data = signed_init_data(APPLICATION.bot_token or "")
+    assert edge.identify(APPLICATION, init_data).user.id == 42
+    rotated = replace(APPLICATION, bot=Bot(777, "777:another-token", "shop_bot"))
+    assert refusal(edge, rotated, init_data) == "INIT_DATA_INVALID"
+    other_bot = replace(APPLICATION, bot=Bot(778, "777:token", "other_bot"))
+    assert edge.identify(other_bot, init_data).user.id == 42  # the HMAC names no bot id
+
+
+def test_initdata_refused_once_is_refused_every_time() -> None:
+    orders = InMemoryOrders()
+    edge = make_edge(orders)
+    forged = signed_init_data("777:not-the-token")
+    assert refusal(edge, APPLICATION, forged) == "INIT_DATA_INVALID"
+    assert refusal(edge, APPLICATION, forged) == "INIT_DATA_INVALID"
+    assert edge.identify(APPLICATION, signed_init_data(APPLICATION.bot_token or "")).user.id == 42

@@ -29,6 +29,8 @@ from portex_pay.domain.init_data import (
     TEST_PUBLIC_KEY,
     InitDataError,
     TelegramUser,
+    authenticate_init_data,
+    check_freshness,
     init_data_fields,
     sign_init_data,
     sign_init_data_ed25519,
@@ -686,3 +688,22 @@ def test_we_and_aiogram_agree_on_signed_data(extra: dict[str, str], user_id: int
     assert aiogram_signature.check_webapp_signature(BOT_ID, init_data, TEST_KEY_PUBLIC)
     assert aiogram_web_app.check_webapp_signature(BOT_TOKEN, init_data)
     assert verify(init_data).method == "hmac"
+
+
+def test_authentication_and_freshness_apart_answer_as_verify_does() -> None:
+    # What the edge remembers (authenticate) and what it checks on every use (freshness).
+    for init_data in (signed(), ed_signed()):
+        verified = authenticate_init_data(
+            init_data, bot_token=BOT_TOKEN, bot_id=BOT_ID, ed25519_public_key=TEST_KEY_PUBLIC
+        )
+        assert verified == verify(init_data, ed25519_public_key=TEST_KEY_PUBLIC)
+        check_freshness(verified, now=NOW + DEFAULT_MAX_AGE)
+        with pytest.raises(InitDataError) as expired:
+            check_freshness(verified, now=NOW + DEFAULT_MAX_AGE + timedelta(seconds=1))
+        assert expired.value.reason == "INIT_DATA_EXPIRED"
+        with pytest.raises(InitDataError) as early:
+            check_freshness(verified, now=NOW - timedelta(seconds=61))
+        assert early.value.reason == "INIT_DATA_FROM_FUTURE"
+    with pytest.raises(InitDataError) as forged:
+        authenticate_init_data(signed(), bot_token=OTHER_TOKEN, bot_id=BOT_ID)
+    assert forged.value.reason == "INIT_DATA_INVALID"

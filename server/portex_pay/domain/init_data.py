@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -107,6 +108,7 @@ _AUTH_DATE = re.compile(r"[0-9]{1,12}")
 # 64 signature bytes are 86 unpadded base64url characters.
 _SIGNATURE = re.compile(r"[A-Za-z0-9_-]{86}")
 _MAX_USER_ID: Final = 2**63 - 1
+_MAX_AUTH_DATE: Final = int(datetime(9999, 12, 30, tzinfo=UTC).timestamp())
 _OPTIONAL_USER_STRINGS = ("last_name", "username", "language_code", "photo_url")
 _OPTIONAL_USER_FLAGS = ("is_premium", "allows_write_to_pm")
 
@@ -168,7 +170,25 @@ def verify_init_data(
     `now` or a negative `max_age`/`future_skew`. An empty `bot_token` disables the HMAC check (an
     HMAC keyed by "" is forgeable by anyone).
     """
-    public_key = _check_config(bot_token, now, max_age, future_skew, ed25519_public_key)
+    _check_clock(now, max_age, future_skew)
+    verified = authenticate_init_data(
+        init_data, bot_token=bot_token, bot_id=bot_id, ed25519_public_key=ed25519_public_key
+    )
+    check_freshness(verified, now=now, max_age=max_age, future_skew=future_skew)
+    return verified
+
+
+def authenticate_init_data(
+    init_data: str | None,
+    *,
+    bot_token: str | None,
+    bot_id: int,
+    ed25519_public_key: bytes | None = None,
+) -> VerifiedInitData:
+    """Steps 1-3 of `verify_init_data` (syntax, authenticity, content), not freshness. The answer
+    depends on the arguments alone, so a caller may remember it for the same arguments, provided
+    it calls `check_freshness` on every use. Raises like `verify_init_data`."""
+    public_key = _check_keys(bot_token, ed25519_public_key)
     fields = _parse(init_data)
 
     method: VerificationMethod | None = None
@@ -180,14 +200,9 @@ def verify_init_data(
         raise InitDataError(INVALID)
 
     user = _parse_user(fields["user"])
-
     auth_date = int(fields["auth_date"])
-    now_seconds = now.timestamp()
-    if auth_date - now_seconds > future_skew.total_seconds():
-        raise InitDataError(FROM_FUTURE)
-    if now_seconds - auth_date > max_age.total_seconds():
-        raise InitDataError(EXPIRED)
-
+    if auth_date > _MAX_AUTH_DATE:
+        raise InitDataError(FROM_FUTURE)  # past what a datetime holds: later than any `now`
     return VerifiedInitData(
         user=user,
         auth_date=datetime.fromtimestamp(auth_date, UTC),
@@ -197,6 +212,22 @@ def verify_init_data(
         start_param=fields.get("start_param"),
         method=method,
     )
+
+
+def check_freshness(
+    verified: VerifiedInitData,
+    *,
+    now: datetime,
+    max_age: timedelta = DEFAULT_MAX_AGE,
+    future_skew: timedelta = DEFAULT_FUTURE_SKEW,
+) -> None:
+    """Step 4 of `verify_init_data`: INIT_DATA_FROM_FUTURE or INIT_DATA_EXPIRED at `now`."""
+    _check_clock(now, max_age, future_skew)
+    age = now.timestamp() - verified.auth_date.timestamp()
+    if -age > future_skew.total_seconds():
+        raise InitDataError(FROM_FUTURE)
+    if age > max_age.total_seconds():
+        raise InitDataError(EXPIRED)
 
 
 def init_data_fields(
@@ -242,24 +273,27 @@ def sign_init_data_ed25519(
 # --- internals -----------------------------------------------------------------------------------
 
 
-def _check_config(
-    bot_token: str | None,
-    now: datetime,
-    max_age: timedelta,
-    future_skew: timedelta,
-    ed25519_public_key: bytes | None,
-) -> Ed25519PublicKey | None:
+def _check_clock(now: datetime, max_age: timedelta, future_skew: timedelta) -> None:
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     if max_age < timedelta(0) or future_skew < timedelta(0):
         raise ValueError("max_age and future_skew must not be negative")
+
+
+def _check_keys(bot_token: str | None, ed25519_public_key: bytes | None) -> Ed25519PublicKey | None:
     if not bot_token and ed25519_public_key is None:
         raise ValueError("initData cannot be verified without a bot token or a public key")
     if ed25519_public_key is None:
         return None
     if len(ed25519_public_key) != 32:
         raise ValueError("an Ed25519 public key is 32 bytes")
-    return Ed25519PublicKey.from_public_bytes(ed25519_public_key)
+    return _public_key(ed25519_public_key)
+
+
+@functools.lru_cache(maxsize=16)
+def _public_key(raw: bytes) -> Ed25519PublicKey:
+    # Building the key object is a measurable share of a request; there are only a few keys.
+    return Ed25519PublicKey.from_public_bytes(raw)
 
 
 def _parse(init_data: str | None) -> dict[str, str]:
@@ -299,8 +333,14 @@ def _check_lines(fields: Mapping[str, str], excluded: tuple[str, ...]) -> str:
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _hmac_secret(bot_token: str) -> bytes:
+    # The same secret for every request of a bot: derived once (a bounded cache, per process).
+    return hmac.new(b"WebAppData", bot_token.encode(), hashlib.sha256).digest()
+
+
 def _hmac_hash(fields: Mapping[str, str], bot_token: str) -> str:
-    secret = hmac.new(b"WebAppData", bot_token.encode(), hashlib.sha256).digest()
+    secret = _hmac_secret(bot_token)
     data_check_string = _check_lines(fields, ("hash",))
     return hmac.new(secret, data_check_string.encode(), hashlib.sha256).hexdigest()
 
@@ -392,6 +432,8 @@ __all__ = [
     "TelegramUser",
     "VerificationMethod",
     "VerifiedInitData",
+    "authenticate_init_data",
+    "check_freshness",
     "init_data_fields",
     "sign_init_data",
     "sign_init_data_ed25519",

@@ -34,6 +34,8 @@ from dataclasses import dataclass, replace
 from datetime import timedelta
 from uuid import UUID
 
+from cachetools import LRUCache
+
 from portex_pay.domain.application import Application
 from portex_pay.domain.catalog import PricingMode, callback_allowed, priced, storable_user
 from portex_pay.domain.errors import (
@@ -45,7 +47,12 @@ from portex_pay.domain.errors import (
     RequestRejected,
     UserMismatch,
 )
-from portex_pay.domain.init_data import InitDataError, VerifiedInitData, verify_init_data
+from portex_pay.domain.init_data import (
+    InitDataError,
+    VerifiedInitData,
+    authenticate_init_data,
+    check_freshness,
+)
 from portex_pay.domain.order import Order, OrderState
 from portex_pay.domain.pay import PayCommand, require_valid_text
 from portex_pay.service.cache import LookupCache
@@ -55,6 +62,8 @@ from portex_pay.service.ports import Catalog, TelegramUsers
 from portex_pay.service.ratelimit import TokenBuckets, retry_after_seconds
 
 _MAX_CHAIN = 64  # purchases of the same thing by one user in one window, before giving up
+# initData strings remembered as authentic (at most 4 KB each, real ones under 1 KB).
+VERIFIED_MAX_ENTRIES = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +102,12 @@ class EdgeService:
         self._app_buckets = TokenBuckets(settings.app_rate, settings.app_burst)
         self._user_buckets = TokenBuckets(settings.user_rate, settings.user_burst)
         self._address_buckets = TokenBuckets(settings.preflight_rate, settings.preflight_burst)
+        # A Mini App sends the same initData on every call: its signature is checked once. Only
+        # authentic data is remembered (nobody without the bot token can fill this), keyed by the
+        # token too, so a bot's new token checks afresh; freshness is checked on every use.
+        self._verified: LRUCache[tuple[str, str | None, int], VerifiedInitData] = LRUCache(
+            VERIFIED_MAX_ENTRIES
+        )
 
         async def allowed_or_none(origin: str) -> bool | None:
             return True if await origin_allowed(origin) else None  # None: cached apart
@@ -143,15 +158,22 @@ class EdgeService:
         if bot is None:
             raise BotNotConfigured("the application has no bot to verify its users with")
         settings = self._settings
+        key = (init_data or "", bot.token, bot.id)
         try:
-            identity = verify_init_data(
-                init_data,
-                bot_token=bot.token,
-                bot_id=bot.id,
+            identity = self._verified.get(key)
+            if identity is None:
+                identity = authenticate_init_data(
+                    init_data,
+                    bot_token=bot.token,
+                    bot_id=bot.id,
+                    ed25519_public_key=settings.ed25519_public_key,
+                )
+                self._verified[key] = identity
+            check_freshness(
+                identity,
                 now=self._clock(),
                 max_age=settings.init_data_max_age,
                 future_skew=settings.init_data_future_skew,
-                ed25519_public_key=settings.ed25519_public_key,
             )
         except InitDataError as error:
             raise IdentityRefused(error.reason, error.message) from None

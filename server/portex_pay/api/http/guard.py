@@ -86,9 +86,15 @@ def bounded_reads(read_timeout: float, warnings: ClientWarnings) -> Any:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.body_exists:
             return await handler(request)
+        content = request.content
+        if content.is_eof():
+            # The whole body is in already (a small one comes with its headers): nothing to time.
+            try:
+                return await handler(request)
+            except web.RequestPayloadError as error:
+                raise malformed(request, error) from None
         loop = asyncio.get_running_loop()
         started = loop.time()
-        content = request.content
         check: asyncio.TimerHandle | None = None
         late = False
 
@@ -126,7 +132,10 @@ def bounded_reads(read_timeout: float, warnings: ClientWarnings) -> Any:
             # aiohttp closes the connection after the answer: the body was left unread.
             raise web.HTTPRequestTimeout(text="the request body came too slowly") from None
         except web.RequestPayloadError as error:
-            warnings.warn(request.remote, "malformed request body", error=str(error)[:100])
-            raise web.HTTPBadRequest(text="the request body is malformed") from None
+            raise malformed(request, error) from None
+
+    def malformed(request: web.Request, error: web.RequestPayloadError) -> web.HTTPBadRequest:
+        warnings.warn(request.remote, "malformed request body", error=str(error)[:100])
+        return web.HTTPBadRequest(text="the request body is malformed")
 
     return middleware
