@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
-import secrets
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -27,7 +27,7 @@ import structlog
 from portex_pay.api.grpc import errors
 from portex_pay.domain.application import Application
 from portex_pay.domain.errors import DomainError
-from portex_pay.logging import RateLimitedWarnings
+from portex_pay.logging import OwnText, RateLimitedWarnings
 from portex_pay.service.auth import ApiKeyAuthenticator
 
 log = structlog.get_logger("portex_pay.rpc")
@@ -42,6 +42,16 @@ current_application: contextvars.ContextVar[Application] = contextvars.ContextVa
     "current_application"
 )
 
+# The canonical line's values of our own making, made once (redaction passes OwnText by).
+_CODE_NAMES = {code: OwnText(code.name) for code in grpc.StatusCode}
+
+
+def _generated_request_id() -> OwnText:
+    # A log correlation id, nothing more (never a key or a token): `random` (seeded in every
+    # process, reseeded after a fork) instead of `secrets`, whose os.urandom is a system call
+    # on every RPC.
+    return OwnText(f"rpc-{random.getrandbits(48):012x}")
+
 
 def _metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
     for entry_key, value in details.invocation_metadata or ():
@@ -53,7 +63,7 @@ def _metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
 class _Call:
     """What the canonical log line needs to know about one RPC."""
 
-    def __init__(self, method: str, peer: str) -> None:
+    def __init__(self, method: OwnText, peer: str) -> None:
         self.method = method
         self.peer = peer
         self.started = time.perf_counter()
@@ -65,7 +75,7 @@ class _Call:
         log.info(
             "rpc",
             method=self.method,
-            code=self.code.name,
+            code=_CODE_NAMES[self.code],
             duration_ms=round((time.perf_counter() - self.started) * 1000, 2),
             application_id=self.application_id,
             request_id=self.request_id,
@@ -113,6 +123,7 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, authenticator: ApiKeyAuthenticator) -> None:
         self._authenticator = authenticator
         self._undecodable = RateLimitedWarnings(log)
+        self._methods: dict[str, OwnText] = {}  # bounded: only the names of methods served
 
     async def intercept_service(
         self,
@@ -122,7 +133,12 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
+        # A method we serve (a handler was found): its name is ours, made OwnText once.
+        method = self._methods.get(handler_call_details.method)
+        if method is None:
+            method = self._methods.setdefault(
+                handler_call_details.method, OwnText(handler_call_details.method)
+            )
         deserializer = _safe(handler.request_deserializer)
         serializer = handler.response_serializer
         if method.startswith(PROTECTED_PREFIX):
@@ -224,13 +240,13 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
     async def _enter(self, call: _Call, authorization: str | None, request: Any) -> None:
         # The client's idempotency key when the request has one, else an id of our own: every
         # log line of this RPC carries it, with the method and (once known) the application.
-        call.request_id = getattr(request, "request_id", None) or f"rpc-{secrets.token_hex(6)}"
+        call.request_id = getattr(request, "request_id", None) or _generated_request_id()
         # Never reset (these and current_application): gRPC runs each RPC in a task of its own,
         # whose context dies with it, and a stream's generator may be closed later from another
         # task (another Context), where reset would raise.
         structlog.contextvars.bind_contextvars(method=call.method, request_id=call.request_id)
         application = await self._authenticator.authenticate(authorization)
-        call.application_id = str(application.id)
+        call.application_id = OwnText(application.id)
         structlog.contextvars.bind_contextvars(application_id=call.application_id)
         current_application.set(application)
 
