@@ -44,6 +44,7 @@ current_application: contextvars.ContextVar[Application] = contextvars.ContextVa
 
 # The canonical line's values of our own making, made once (redaction passes OwnText by).
 _CODE_NAMES = {code: OwnText(code.name) for code in grpc.StatusCode}
+_OK = _CODE_NAMES[grpc.StatusCode.OK]
 
 
 def _generated_request_id() -> OwnText:
@@ -75,7 +76,8 @@ class _Call:
         log.info(
             "rpc",
             method=self.method,
-            code=_CODE_NAMES[self.code],
+            # OK without a lookup: hashing an Enum member is a Python-level call.
+            code=_OK if self.code is grpc.StatusCode.OK else _CODE_NAMES[self.code],
             duration_ms=round((time.perf_counter() - self.started) * 1000, 2),
             application_id=self.application_id,
             request_id=self.request_id,
