@@ -395,6 +395,15 @@ def _redact_value(value: Any, depth: int = 0) -> Any:
     return _redacted_repr(value)
 
 
+class OwnText(str):
+    """Text wholly of our own making from parts that never carry a secret (an id we generated, a
+    method name we serve, a status code's name, an application's id): redaction passes it by.
+    A unique generated id would otherwise be scanned in full on every line (and crowd the clean
+    values out). Never for anything that may hold input from outside: that stays a plain str."""
+
+    __slots__ = ()
+
+
 def redact_event(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
@@ -404,6 +413,13 @@ def redact_event(
             continue
         if _is_secret_key(key) and value is not None:
             event_dict[key] = REDACTED
+            continue
+        # The common values first, without a call each (this runs for every value of every
+        # line): our own text, short or already-clean strings, numbers.
+        kind = type(value)
+        if kind is OwnText or value is None or kind is int or kind is float or kind is bool:
+            continue
+        if kind is str and (len(value) < MIN_SECRET_CHARS or value in _clean):
             continue
         try:
             event_dict[key] = _redact_value(value)

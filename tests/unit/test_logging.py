@@ -23,6 +23,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from portex_pay import logging as portex_logging
 from portex_pay.logging import (
     REDACTED,
+    OwnText,
     RateLimitedWarnings,
     configure_logging,
     redact,
@@ -599,3 +600,27 @@ def test_rate_limited_warnings_say_once_per_key_and_interval_and_count_the_rest(
         ("c", 0, "warning"),
         ("b", 0, "warning"),
     ]
+
+
+class _Text(str):
+    __slots__ = ()
+
+
+def test_only_own_text_passes_redaction_and_never_under_a_secret_name(registry: str) -> None:
+    secret = new_secret()
+    register_secret(secret)
+    token = "123456789:" + "A" * 35
+    event: dict[str, Any] = {
+        "event": "rpc",
+        "request_id": OwnText("rpc-0123456789ab"),
+        "client_id": f"id-{secret}",  # a plain str, as a client's request_id is
+        "subclass": _Text(f"id-{token}"),  # a str of another kind is scanned like any str
+        "webhook_secret": OwnText("named"),  # a secret-bearing name wins over OwnText
+    }
+    redacted = redact_event(None, "info", event)
+    assert redacted["request_id"] == "rpc-0123456789ab"
+    assert redacted["client_id"] == f"id-{REDACTED}"
+    assert redacted["subclass"] == f"id-{REDACTED}"
+    assert redacted["webhook_secret"] == REDACTED
+    # Rendered like any str.
+    assert json.loads(json.dumps(redacted))["request_id"] == "rpc-0123456789ab"

@@ -37,9 +37,15 @@ _Value = TypeVar("_Value")
 
 
 def _timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+    """`Timestamp.FromDatetime`'s result (a naive datetime is UTC), computed from the datetime's
+    own fields: FromDatetime goes through `calendar.timegm` and a `timetuple`, a few percent of
+    QueryOrder, whose Order carries three to five timestamps."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    delta = value - _EPOCH
+    return timestamp_pb2.Timestamp(
+        seconds=delta.days * 86_400 + delta.seconds, nanos=delta.microseconds * 1000
+    )
 
 
 def pay_command(request: payment_pb2.PayRequest) -> PayCommand:

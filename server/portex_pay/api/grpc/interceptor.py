@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
-import secrets
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -27,7 +27,7 @@ import structlog
 from portex_pay.api.grpc import errors
 from portex_pay.domain.application import Application
 from portex_pay.domain.errors import DomainError
-from portex_pay.logging import RateLimitedWarnings
+from portex_pay.logging import OwnText, RateLimitedWarnings
 from portex_pay.service.auth import ApiKeyAuthenticator
 
 log = structlog.get_logger("portex_pay.rpc")
@@ -42,9 +42,20 @@ current_application: contextvars.ContextVar[Application] = contextvars.ContextVa
     "current_application"
 )
 
+# The canonical line's values of our own making, made once (redaction passes OwnText by).
+_CODE_NAMES = {code: OwnText(code.name) for code in grpc.StatusCode}
+_OK = _CODE_NAMES[grpc.StatusCode.OK]
 
-def _metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
-    for entry_key, value in details.invocation_metadata or ():
+
+def _generated_request_id() -> OwnText:
+    # A log correlation id, nothing more (never a key or a token): `random` (seeded in every
+    # process, reseeded after a fork) instead of `secrets`, whose os.urandom is a system call
+    # on every RPC.
+    return OwnText(f"rpc-{random.getrandbits(48):012x}")
+
+
+def _metadata_value(metadata: Any, key: str) -> str | None:
+    for entry_key, value in metadata or ():
         if entry_key == key:
             return value.decode() if isinstance(value, bytes) else value
     return None
@@ -53,7 +64,7 @@ def _metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
 class _Call:
     """What the canonical log line needs to know about one RPC."""
 
-    def __init__(self, method: str, peer: str) -> None:
+    def __init__(self, method: OwnText, peer: str) -> None:
         self.method = method
         self.peer = peer
         self.started = time.perf_counter()
@@ -65,7 +76,8 @@ class _Call:
         log.info(
             "rpc",
             method=self.method,
-            code=self.code.name,
+            # OK without a lookup: hashing an Enum member is a Python-level call.
+            code=_OK if self.code is grpc.StatusCode.OK else _CODE_NAMES[self.code],
             duration_ms=round((time.perf_counter() - self.started) * 1000, 2),
             application_id=self.application_id,
             request_id=self.request_id,
@@ -113,6 +125,8 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, authenticator: ApiKeyAuthenticator) -> None:
         self._authenticator = authenticator
         self._undecodable = RateLimitedWarnings(log)
+        # Per method served (bounded): its handler and the handler wrapped around it.
+        self._handlers: dict[str, tuple[Handler, Handler]] = {}
 
     async def intercept_service(
         self,
@@ -122,20 +136,28 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
+        # The wrapped handler depends on the method's handler alone (what varies per call is
+        # read from the call's context): made once per method, not on every call.
+        name = handler_call_details.method
+        made = self._handlers.get(name)
+        if made is None or made[0] is not handler:
+            # A method we serve (a handler was found): its name is ours, so OwnText.
+            made = self._handlers[name] = (handler, self._wrap(handler, OwnText(name)))
+        return made[1]
+
+    def _wrap(self, handler: Handler, method: OwnText) -> Handler:
         deserializer = _safe(handler.request_deserializer)
         serializer = handler.response_serializer
         if method.startswith(PROTECTED_PREFIX):
-            authorization = _metadata_value(handler_call_details, "authorization")
             if handler.unary_unary is not None:
                 return grpc.unary_unary_rpc_method_handler(
-                    self._wrap_unary(handler.unary_unary, method, authorization),
+                    self._wrap_unary(handler.unary_unary, method),
                     request_deserializer=deserializer,
                     response_serializer=serializer,
                 )
             if handler.unary_stream is not None:
                 return grpc.unary_stream_rpc_method_handler(
-                    self._wrap_stream(handler.unary_stream, method, authorization),
+                    self._wrap_stream(handler.unary_stream, method),
                     request_deserializer=deserializer,
                     # PaymentService's streams yield serialized messages (StreamInvoiceEvents
                     # shares each event's bytes among its subscribers): written as they are.
@@ -221,16 +243,17 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
 
         return checked_call
 
-    async def _enter(self, call: _Call, authorization: str | None, request: Any) -> None:
+    async def _enter(self, call: _Call, context: Context, request: Any) -> None:
         # The client's idempotency key when the request has one, else an id of our own: every
         # log line of this RPC carries it, with the method and (once known) the application.
-        call.request_id = getattr(request, "request_id", None) or f"rpc-{secrets.token_hex(6)}"
+        call.request_id = getattr(request, "request_id", None) or _generated_request_id()
         # Never reset (these and current_application): gRPC runs each RPC in a task of its own,
         # whose context dies with it, and a stream's generator may be closed later from another
         # task (another Context), where reset would raise.
         structlog.contextvars.bind_contextvars(method=call.method, request_id=call.request_id)
+        authorization = _metadata_value(context.invocation_metadata(), "authorization")
         application = await self._authenticator.authenticate(authorization)
-        call.application_id = str(application.id)
+        call.application_id = OwnText(application.id)
         structlog.contextvars.bind_contextvars(application_id=call.application_id)
         current_application.set(application)
 
@@ -255,14 +278,14 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
         return grpc.StatusCode.CANCELLED
 
     def _wrap_unary(
-        self, behavior: Any, method: str, authorization: str | None
+        self, behavior: Any, method: OwnText
     ) -> Callable[[Any, Context], Awaitable[Any]]:
         async def wrapper(request: Any, context: Context) -> Any:
             if isinstance(request, _Undecodable):
                 await self._refuse(context, method, request)
             call = _Call(method, context.peer())
             try:
-                await self._enter(call, authorization, request)
+                await self._enter(call, context, request)
                 return await behavior(request, context)
             except asyncio.CancelledError:
                 call.code = self._cancelled_code(context)
@@ -275,14 +298,14 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
         return wrapper
 
     def _wrap_stream(
-        self, behavior: Any, method: str, authorization: str | None
+        self, behavior: Any, method: OwnText
     ) -> Callable[[Any, Context], AsyncIterator[Any]]:
         async def wrapper(request: Any, context: Context) -> AsyncIterator[Any]:
             if isinstance(request, _Undecodable):
                 await self._refuse(context, method, request)
             call = _Call(method, context.peer())
             try:
-                await self._enter(call, authorization, request)
+                await self._enter(call, context, request)
                 async with contextlib.aclosing(behavior(request, context)) as responses:
                     async for response in responses:
                         yield response
