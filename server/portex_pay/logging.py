@@ -33,8 +33,11 @@ per position inside the line's words of 8 or more characters, however many secre
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import contextlib
 import functools
+import json
 import logging
 import re
 import sys
@@ -409,7 +412,7 @@ def redact_event(
 ) -> MutableMapping[str, Any]:
     """The structlog processor: redacts every value of the event, at any depth. Never raises."""
     for key, value in event_dict.items():
-        if key in _OWN_KEYS:
+        if key in _OWN_KEYS and type(value) is str:  # our processors' own; anything else is not
             continue
         if _is_secret_key(key) and value is not None:
             event_dict[key] = REDACTED
@@ -432,6 +435,11 @@ class _Handler(logging.StreamHandler[Any]):
     """stderr, and a line that fails to format is reported without its content: logging's own
     handleError prints the record's raw message and arguments, unredacted."""
 
+    def emit(self, record: logging.LogRecord) -> None:
+        if _output is not None and _output.handler is self:
+            _output.flush()  # our lines logged before this one come first
+        super().emit(record)
+
     def handleError(self, record: logging.LogRecord) -> None:
         self.dropped(record.name, record.levelname)
 
@@ -449,26 +457,75 @@ class _Handler(logging.StreamHandler[Any]):
 
 class _Output:
     """Where our own info and debug lines go: the root handler's stream, through the same last
-    steps as the handler's formatter (redaction, then the renderer)."""
+    steps as the handler's formatter (redaction, then the renderer).
+
+    Lines logged on an event loop are written together once the loop's current pass is over
+    (one write and one flush for all the RPCs it finished, not a system call each); anywhere
+    else at once. Anything the stdlib handler writes (a warning, an error) first flushes what is
+    pending, so lines keep their order; so does the process's exit."""
 
     def __init__(self, handler: _Handler, processors: list[Any]) -> None:
         self.handler = handler
         self.processors = processors
+        self._pending: list[str] = []
+        self._scheduled = False
 
     def write(self, name: str, level: str, event_dict: MutableMapping[str, Any]) -> None:
-        handler = self.handler
         try:
             rendered: Any = dict(event_dict)
             for processor in self.processors:
                 rendered = processor(None, level, rendered)
-            with handler.lock or contextlib.nullcontext():
-                handler.stream.write(f"{rendered}\n")
-                handler.flush()
         except Exception:
-            handler.dropped(name, level.upper())
+            self.handler.dropped(name, level.upper())
+            return
+        with self.handler.lock or contextlib.nullcontext():
+            self._pending.append(rendered)
+            if self._scheduled:
+                return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop in this thread: at once
+                loop = None
+            else:
+                self._scheduled = True
+        if loop is None:
+            self.flush()
+        else:
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        handler = self.handler
+        with handler.lock or contextlib.nullcontext():
+            self._scheduled = False
+            if not self._pending:
+                return
+            lines, self._pending = self._pending, []
+            try:
+                handler.stream.write("\n".join(lines) + "\n")
+                handler.flush()
+            except Exception:
+                handler.dropped("portex_pay", "INFO")
 
 
 _output: _Output | None = None
+
+
+@atexit.register
+def flush_logs() -> None:
+    """Writes the lines still pending (our info lines wait for the end of the event loop's
+    pass): at exit, and for whoever reads the output at once."""
+    if _output is not None:
+        _output.flush()
+
+
+# One encoder for every line: json.dumps builds a new one per call when given `default`, as
+# structlog's JSONRenderer always does. Redaction has already made every value JSON's own (a
+# str, number, bool, None, list or dict), so `default` is a last resort.
+_ENCODER = json.JSONEncoder(default=repr)
+
+
+def _json_line(value: Any, **_kwargs: Any) -> str:
+    return _ENCODER.encode(value)
 
 
 class _DirectLogger:
@@ -554,7 +611,7 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
         structlog.processors.format_exc_info,
     ]
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json_line)
         if as_json
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
@@ -586,6 +643,8 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     handler = _Handler(sys.stderr)
     handler.setFormatter(formatter)
     global _output
+    if _output is not None:
+        _output.flush()
     _output = _Output(handler, [redact_event, renderer])
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -28,7 +28,13 @@ from portex_pay import logging as portex_logging
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.callbacks import CallbackRepository
 from portex_pay.app import PortexApp
-from portex_pay.logging import REDACTED, configure_logging, redact, register_secret
+from portex_pay.logging import (
+    REDACTED,
+    configure_logging,
+    flush_logs,
+    redact,
+    register_secret,
+)
 from tests.conftest import PAYLOAD_SECRET, TestApp
 from tests.integration.helpers import pay_request
 from tests.unit.test_logging import QUERY_ID, init_data
@@ -51,6 +57,7 @@ def rendered_logs(capfd: pytest.CaptureFixture[str]) -> Iterator[Callable[[], st
     written: list[str] = []
 
     def read() -> str:
+        flush_logs()  # info lines are written at the end of the loop's pass
         captured = capfd.readouterr()
         written.append(captured.out + captured.err)
         return "".join(written)
