@@ -48,8 +48,18 @@ def _serve_env(dsn: str, grpc_port: int) -> dict[str, str]:
     }
 
 
+# A refused connection puts a channel in gRPC's reconnect backoff (1 s, then 1.6 s, ... with
+# jitter): with the defaults the figure was when the channel happened to try again, not when the
+# server started listening. Try again every 10 ms instead.
+_PROMPT_RECONNECT = [
+    ("grpc.initial_reconnect_backoff_ms", 10),
+    ("grpc.min_reconnect_backoff_ms", 10),
+    ("grpc.max_reconnect_backoff_ms", 10),
+]
+
+
 async def _until_serving(port: int, deadline: float) -> None:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=_PROMPT_RECONNECT) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:
