@@ -171,7 +171,16 @@ async def wait_serving(
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + 30 if deadline is None else deadline
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+    # A refused connection puts a channel in gRPC's reconnect backoff (1 s, then 1.6 s, ...
+    # with jitter): the figure would be when the channel tried again, not when the server
+    # started listening. It tries again every `interval` instead.
+    backoff = max(1, int(interval * 1000))
+    options = [
+        ("grpc.initial_reconnect_backoff_ms", backoff),
+        ("grpc.min_reconnect_backoff_ms", backoff),
+        ("grpc.max_reconnect_backoff_ms", backoff),
+    ]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}", options=options) as channel:
         while True:
             try:
                 response = await health_pb2_grpc.HealthStub(channel).Check(

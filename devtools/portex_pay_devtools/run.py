@@ -18,9 +18,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from portex_pay.adapters.postgres.migrations import migrate
+from portex_pay.adapters.postgres.migrations import migrate, wait_for_database
 from portex_pay.adapters.telegram.client import new_session
-from portex_pay.app import application_admin, serve, telegram_client, wait_for_database
+from portex_pay.app import application_admin, serve, telegram_client
 from portex_pay.cli import run_loop
 from portex_pay.config import DEV_DATA_DIR, ConfigError, Settings
 from portex_pay.domain.catalog import CatalogItem

@@ -53,10 +53,10 @@ from portex_pay.adapters.postgres.events import EventLog
 from portex_pay.adapters.postgres.export import AccountingExportReader
 from portex_pay.adapters.postgres.ledger_store import LedgerStore
 from portex_pay.adapters.postgres.listener import EventListener
-from portex_pay.adapters.postgres.migrations import migrate
+from portex_pay.adapters.postgres.migrations import apply_migrations
 from portex_pay.adapters.postgres.orders import OrderRepository
 from portex_pay.adapters.postgres.polling import PollLeases
-from portex_pay.adapters.postgres.pool import connect, create_pool
+from portex_pay.adapters.postgres.pool import create_pool
 from portex_pay.adapters.postgres.refunds import RefundRepository
 from portex_pay.adapters.postgres.relay import CHANNEL as RELAY_CHANNEL
 from portex_pay.adapters.postgres.relay import RelayRepository
@@ -96,33 +96,6 @@ from portex_pay.service.worker import Job, PerBotJobs, PeriodicWorker, Superviso
 log = structlog.get_logger(__name__)
 
 SERVICE_NAME = payment_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name
-
-
-async def wait_for_database(dsn: str, timeout: float) -> asyncpg.Connection:
-    """Connects, retrying while PostgreSQL is still starting, for up to `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    delay = 0.1
-    while True:
-        try:
-            return await connect(dsn)
-        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
-            if time.monotonic() + delay > deadline:
-                raise ConnectionError(
-                    f"PostgreSQL is unreachable: {type(error).__name__}"
-                ) from None
-            log.info("waiting for PostgreSQL", error=type(error).__name__)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-
-async def apply_migrations(settings: Settings) -> list[int]:
-    """Applies the pending migrations on a connection of its own (waiting for PostgreSQL as
-    configured); returns the versions applied now."""
-    conn = await wait_for_database(settings.db.url, settings.db.connect_timeout)
-    try:
-        return await migrate(conn)
-    finally:
-        await conn.close()
 
 
 def telegram_client(session: aiohttp.ClientSession, settings: Settings) -> BotApiClient:
@@ -641,7 +614,9 @@ async def start_http(
 class PortexApp:
     def __init__(self, settings: Settings, *, worker: bool = False) -> None:
         """`worker`: one of `serve --workers N`'s processes (server/portex_pay/processes.py):
-        its supervisor has migrated, and its ports are shared with the other workers."""
+        its ports are shared with the other workers. Every worker applies the migrations itself
+        before it serves (under their lock: one applies, the others find nothing to do), so none
+        serves an old schema while its supervisor is still checking them."""
         self.settings = settings
         self.worker = worker
         self.health = health.aio.HealthServicer()
@@ -692,8 +667,7 @@ class PortexApp:
         register_secrets(
             (settings.payments.payload_secret, *settings.payments.retired_payload_secrets())
         )
-        if not self.worker:
-            await apply_migrations(settings)
+        await apply_migrations(settings.db.url, settings.db.connect_timeout)
         self._pool = await create_pool(
             settings.db.url, min_size=settings.db.pool_min, max_size=settings.db.pool_max
         )

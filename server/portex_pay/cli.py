@@ -23,28 +23,13 @@ import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 from uuid import UUID
 
-import aiohttp
-import grpc
 import structlog
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from portex_pay.adapters.postgres.migrations import migrate
+from portex_pay.adapters.postgres.migrations import apply_migrations, migrate, wait_for_database
 from portex_pay.adapters.postgres.pool import create_pool
-from portex_pay.adapters.telegram.client import new_session
-from portex_pay.app import (
-    Sessions,
-    accounting_export,
-    application_admin,
-    apply_migrations,
-    bot_messages_admin,
-    serve,
-    telegram_client,
-    wait_for_database,
-    wire,
-)
 from portex_pay.config import DEFAULT_GRPC_ADDR, DEV_DATA_DIR, ConfigError, Settings
 from portex_pay.domain.application import Application, ApplicationListing
 from portex_pay.domain.catalog import CatalogItem
@@ -65,16 +50,35 @@ from portex_pay.service.bot_messages import TEXT_FIELDS, BotMessagesService
 from portex_pay.service.clock import utcnow
 from portex_pay.service.export import KINDS, AccountingExport, ExportKind
 
+if TYPE_CHECKING:
+    import aiohttp
+
+# Only what `serve --workers N`'s supervisor needs is imported here (processes.py): gRPC, aiohttp
+# and the service's wiring (portex_pay.app) are imported by the commands that use them, so the
+# supervisor starts its workers a fraction of a second after it starts.
+
 T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
 
 async def run_migrate(settings: Settings) -> None:
-    print(json.dumps({"applied": await apply_migrations(settings)}))
+    print(
+        json.dumps(
+            {"applied": await apply_migrations(settings.db.url, settings.db.connect_timeout)}
+        )
+    )
 
 
 async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
+    from portex_pay.adapters.telegram.client import new_session
+    from portex_pay.app import (
+        accounting_export,
+        application_admin,
+        bot_messages_admin,
+        telegram_client,
+    )
+
     conn = await wait_for_database(settings.db.url, settings.db.connect_timeout)
     session = await new_session()
     try:
@@ -400,6 +404,9 @@ async def run_init_data(options: argparse.Namespace) -> str:
         raise AdminError("--age is out of range") from None
     fields = init_data_fields(user, auth_date=auth_date)
     if options.app is not None:
+        from portex_pay.adapters.telegram.client import new_session
+        from portex_pay.app import application_admin, telegram_client
+
         settings = Settings.from_env(serving=False)
         configure_logging(settings.log.format, settings.log.level)
         conn = await wait_for_database(settings.db.url, settings.db.connect_timeout)
@@ -431,6 +438,8 @@ async def _reconcile(
 ) -> dict[str, Any]:
     """One catch-up run of the Star ledger's reader for the application's bot, at once (the
     serving replicas' jobs run the same code every PORTEX_LEDGER_INTERVAL seconds)."""
+    from portex_pay.app import Sessions, wire
+
     if len(settings.payments.payload_secret) < 32:
         raise AdminError("reconcile verifies invoice payloads: set PORTEX_PAYLOAD_SECRET")
     pool = await create_pool(settings.db.url, min_size=1, max_size=2)
@@ -456,6 +465,9 @@ async def _reconcile(
 
 
 async def run_healthcheck(grpc_addr: str) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     async with grpc.aio.insecure_channel(grpc_addr) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
@@ -672,6 +684,8 @@ def run_serve(settings: Settings, options: argparse.Namespace) -> int:
         return 0
     workers = options.workers or settings.grpc.workers or usable_cores()
     if workers == 1:
+        from portex_pay.app import serve
+
         run_loop(serve(settings), uvloop=settings.grpc.uvloop)
         return 0
     return asyncio.run(supervise_workers(settings, workers))
@@ -755,4 +769,4 @@ def _one_line(text: str) -> str:
     )
 
 
-__all__ = ["main", "serve"]
+__all__ = ["main", "run_loop"]

@@ -4,9 +4,16 @@ ports, under a small supervisor.
 With N > 1, `serve` is the supervisor: it checks that nothing listens on the two addresses and
 holds their ports for the workers (a socket bound with SO_REUSEPORT that never listens: nobody else
 can take the port, a port 0 becomes one concrete free port for every worker and every restart),
-applies the migrations once, then starts N workers. Each worker is today's single-process `serve`
-(its own event loop via `cli.run_loop`, its own asyncpg pool, event hub and listener, background
-jobs) with SO_REUSEPORT on both servers, so the kernel spreads new connections across them.
+starts N workers at once and meanwhile applies the migrations (if that fails, it stops the workers
+and exits 1, as a single process would). Each worker is today's single-process `serve` (its own
+event loop via `cli.run_loop`, its own asyncpg pool, event hub and listener, background jobs) with
+SO_REUSEPORT on both servers, so the kernel spreads new connections across them; like a single
+process it applies the migrations before it serves, under their advisory lock
+(adapters/postgres/migrations.py), so no worker serves an old schema and whichever comes first
+applies them while the others wait and find nothing to do. Start-up is what an operator waits
+for, so the supervisor stays light: it imports the settings, this module and the migration runner
+(asyncpg), never gRPC, aiohttp or the service (`cli.py` imports those only for the commands that
+need them), and its workers import while it checks the migrations.
 Nothing is shared in memory: the jobs' work is claimed in PostgreSQL (`FOR UPDATE SKIP LOCKED`,
 leases owned by the replica id, which carries the worker's pid), so N workers are N replicas that
 happen to share a host. Workers are fresh interpreters (`python -m portex_pay serve
@@ -37,10 +44,9 @@ from typing import Any
 
 import structlog
 
-from portex_pay.app import apply_migrations, serve
+from portex_pay.adapters.postgres.migrations import apply_migrations
 from portex_pay.config import Settings
-from portex_pay.domain.retry import backoff_seconds
-from portex_pay.service.worker import FAILING_WINDOW, RESTART_BASE, RESTART_CAP
+from portex_pay.domain.retry import FAILING_WINDOW, RESTART_BASE, RESTART_CAP, backoff_seconds
 
 log = structlog.get_logger(__name__)
 
@@ -86,23 +92,42 @@ def hold_port(variable: str, addr: str) -> tuple[socket.socket, str]:
 
 
 async def supervise_workers(settings: Settings, count: int) -> int:
-    """`serve --workers N` (N > 1): holds the ports, migrates once, runs N workers until
-    SIGTERM/SIGINT; the exit status (0: every worker stopped cleanly)."""
+    """`serve --workers N` (N > 1): holds the ports, starts N workers and meanwhile migrates,
+    runs the workers until SIGTERM/SIGINT; the exit status (0: every worker stopped cleanly)."""
     grpc_socket, grpc_addr = hold_port("PORTEX_GRPC_ADDR", settings.grpc.addr)
     try:
         http_socket, http_addr = hold_port("PORTEX_HTTP_ADDR", settings.http.addr)
         try:
-            await apply_migrations(settings)
             env = {**os.environ, "PORTEX_GRPC_ADDR": grpc_addr, "PORTEX_HTTP_ADDR": http_addr}
             log.info("starting workers", workers=count, grpc_addr=grpc_addr, http_addr=http_addr)
             workers = WorkerProcesses(
                 count, env, kill_after=2 * settings.grpc.shutdown_grace + KILL_MARGIN
             )
-            return await workers.run()
+            return await _run_migrated(workers, settings)
         finally:
             http_socket.close()
     finally:
         grpc_socket.close()
+
+
+async def _run_migrated(workers: WorkerProcesses, settings: Settings) -> int:
+    """Runs the workers while applying the migrations beside them; when that fails, stops the
+    workers and raises its error (ConnectionError: PostgreSQL unreachable; MigrationError)."""
+    running = asyncio.create_task(workers.run(), name="workers")
+    migrating = asyncio.create_task(
+        apply_migrations(settings.db.url, settings.db.connect_timeout), name="migrations"
+    )
+    await asyncio.wait((running, migrating), return_when=asyncio.FIRST_COMPLETED)
+    if not migrating.done():  # the workers were stopped (a signal) while it waited for the database
+        migrating.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await migrating
+        return await running
+    if migrating.exception() is not None:
+        workers.stop("the migrations failed")
+        await running
+    migrating.result()  # raises its error
+    return await running
 
 
 def worker_command(index: int) -> list[str]:
@@ -131,7 +156,7 @@ class WorkerProcesses:
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.stop, signum)
+            loop.add_signal_handler(signum, self.stop, signal.Signals(signum).name)
         try:
             slots = [
                 asyncio.create_task(self._keep_running(index), name=f"worker-{index}")
@@ -144,10 +169,10 @@ class WorkerProcesses:
         log.info("workers stopped", clean=self._clean)
         return 0 if self._clean else 1
 
-    def stop(self, signum: int) -> None:
-        """Forwards the stop to every worker (again on a second signal) and, after
-        `kill_after` seconds, kills those still running."""
-        log.info("stopping workers", signal=signal.Signals(signum).name)
+    def stop(self, reason: str) -> None:
+        """Forwards the stop (a signal's name, or why) to every worker as SIGTERM (again on a
+        second signal) and, after `kill_after` seconds, kills those still running."""
+        log.info("stopping workers", reason=reason)
         if not self._stopping.is_set():
             self._stopping.set()
             asyncio.get_running_loop().call_later(self._kill_after, self._kill_stragglers)
@@ -208,6 +233,8 @@ def _send(process: asyncio.subprocess.Process, signum: int) -> None:
 async def serve_worker(settings: Settings) -> None:
     """One worker: today's `serve` on the ports its siblings share, until SIGTERM/SIGINT or until
     its supervisor is gone (end-of-file on stdin, the supervisor's pipe)."""
+    from portex_pay.app import serve  # the service itself: only a worker imports it
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     stdin = sys.stdin.fileno()

@@ -19,6 +19,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
+from portex_pay.adapters.postgres.migrations import load_migrations
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp
 from tests.e2e.conftest import ServerFactory, ServerProcess
@@ -332,3 +333,49 @@ async def test_payments_through_two_workers_are_each_recorded_once(
                 payment_pb2.QueryOrderRequest(tg_payment_id=tg_payment_id), metadata=app.metadata
             )
             assert order.state == payment_pb2.Order.PAID
+
+
+async def test_on_an_empty_database_each_migration_is_applied_once_before_any_worker_serves(
+    start_server: ServerFactory, empty_db: str
+):
+    # The workers start beside the supervisor's migrations and each applies them itself, under
+    # their lock: all of them applied once, and every worker's "serving" line after the last.
+    server = await start_server("--workers", "2", DATABASE_URL=empty_db)
+    await _workers(server, 2)
+    lines = server.log_lines()
+    applied = [i for i, line in enumerate(lines) if line["event"] == "migration applied"]
+    assert sorted(lines[i]["version"] for i in applied) == [m.version for m in load_migrations()]
+    serving = [i for i, line in enumerate(lines) if line["event"] == "serving"]
+    assert len(serving) == 2
+    assert min(serving) > max(applied)
+
+
+async def test_a_supervisor_whose_migrations_fail_stops_its_workers_and_exits_1(
+    start_server: ServerFactory, empty_db: str, fake_telegram: FakeBotApi, tmp_path: Path
+):
+    # A schema history that does not match the files: the supervisor and every worker refuse it.
+    conn = await asyncpg.connect(empty_db)
+    try:
+        await conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+            " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        await conn.execute("INSERT INTO schema_migrations VALUES (1, 'changed', 'x')")
+    finally:
+        await conn.close()
+    server = ServerProcess(
+        {"DATABASE_URL": empty_db, "PORTEX_TELEGRAM_API_URL": fake_telegram.base_url},
+        tmp_path / "server.log",
+        ("--workers", "2"),
+    )
+    server.spawn()
+    try:
+        assert await server.wait_exit(timeout=60) == 1
+    finally:
+        server.kill()
+    lines = server.log_lines()
+    started = {line["pid"] for line in lines if line["event"] == "worker started"}
+    # (The failure can come before any worker was started: then there is none.)
+    assert not any(_alive(pid) for pid in started)
+    assert not [line for line in lines if line["event"] == "serving"]
+    assert "was changed after it was applied" in server.log_text()

@@ -32,19 +32,15 @@ from typing import Any, Generic, Protocol, TypeVar
 import structlog
 
 from portex_pay.domain.application import Application
-from portex_pay.domain.retry import backoff_seconds
+from portex_pay.domain.retry import FAILING_WINDOW, RESTART_BASE, RESTART_CAP, backoff_seconds
 from portex_pay.service.outage import is_unavailable
 from portex_pay.service.ports import Applications
 
 log = structlog.get_logger(__name__)
 
-# A task that died is started again after 1 s, 2 s, 4 s, ... at most 30 s.
-RESTART_BASE = 1.0
-RESTART_CAP = 30.0
-# A task that died 5 times within 60 s is failing (health NOT_SERVING) until it has run 60 s
-# without dying.
+# A task that died 5 times within FAILING_WINDOW (60 s) is failing (health NOT_SERVING) until it
+# has run that long without dying; RESTART_BASE and RESTART_CAP (domain/retry.py) its backoff.
 FAILING_RESTARTS = 5
-FAILING_WINDOW = 60.0
 
 Run = Callable[[], Coroutine[Any, Any, None]]
 

@@ -1,7 +1,8 @@
 """Versioned SQL migrations (`migrations/NNNN_name.sql`), applied in order.
 
 Safe when several replicas start at once: the runner holds a PostgreSQL advisory lock while it
-applies, so one replica migrates and the others wait and then find nothing to do. Each migration
+applies, so one replica migrates and the others wait and then find nothing to do (every worker of
+`serve --workers N` applies them itself before it serves, beside its supervisor). Each migration
 runs in its own transaction together with its bookkeeping row, so a failed migration leaves the
 schema as it was (PostgreSQL DDL is transactional). An applied migration whose file changed is an
 error, not silently skipped.
@@ -9,14 +10,17 @@ error, not silently skipped.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
+import time
 from dataclasses import dataclass
 from importlib import resources
 
+import asyncpg
 import structlog
 
-from portex_pay.adapters.postgres.pool import Conn
+from portex_pay.adapters.postgres.pool import Conn, connect
 
 log = structlog.get_logger(__name__)
 
@@ -93,3 +97,31 @@ async def migrate(conn: Conn, migrations: list[Migration] | None = None) -> list
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
     return applied_now
+
+
+async def wait_for_database(dsn: str, timeout: float) -> asyncpg.Connection:
+    """Connects, retrying while PostgreSQL is still starting, for up to `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    delay = 0.1
+    while True:
+        try:
+            return await connect(dsn)
+        except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            if time.monotonic() + delay > deadline:
+                raise ConnectionError(
+                    f"PostgreSQL is unreachable: {type(error).__name__}"
+                ) from None
+            log.info("waiting for PostgreSQL", error=type(error).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+async def apply_migrations(dsn: str, connect_timeout: float) -> list[int]:
+    """Applies the pending migrations on a connection of its own (waiting up to
+    `connect_timeout` seconds for PostgreSQL); returns the versions applied now. Light to import
+    (asyncpg, no gRPC or HTTP): `serve --workers N`'s supervisor runs it."""
+    conn = await wait_for_database(dsn, connect_timeout)
+    try:
+        return await migrate(conn)
+    finally:
+        await conn.close()
