@@ -283,8 +283,13 @@ def distinct_buyers_run(
     return run
 
 
-async def grpc_rows(service: Service, quiet: Service, echo_port: int, shop: Shop) -> list[Row]:
-    """QueryOrder, ResumePayment, Pay (and QueryOrder at `warning`), each checked once."""
+async def grpc_rows(
+    service: Service, twins: tuple[Service, Service], echo_port: int, shop: Shop
+) -> list[Row]:
+    """QueryOrder, ResumePayment, Pay, each checked once; and QueryOrder on two more servers,
+    at `info` and at `warning`, that serve nothing else (the default level's cost: the main
+    server's history of every other call would weigh on the comparison)."""
+    at_info, at_warning = twins
     pay = pay_request(1).SerializeToString()
     first = await grpc_check(service.grpc_port, shop.key, "Pay", pay, payment_pb2.PayResponse)
     shop.order_id = first.tg_payment_id
@@ -297,7 +302,15 @@ async def grpc_rows(service: Service, quiet: Service, echo_port: int, shop: Shop
         ("ResumePayment", service, "ResumePayment", resume, payment_pb2.ResumePaymentResponse, 0.6),
         # Another user's: user 1's pending orders would pile up under ResumePayment's lookup.
         ("Pay (new order each)", service, "Pay", buy, payment_pb2.PayResponse, 0.25),
-        ("QueryOrder, log level warning", quiet, "QueryOrder", query, payment_pb2.Order, None),
+        ("QueryOrder only, log level info", at_info, "QueryOrder", query, payment_pb2.Order, None),
+        (
+            "QueryOrder only, log level warning",
+            at_warning,
+            "QueryOrder",
+            query,
+            payment_pb2.Order,
+            None,
+        ),
     ):
         checked = await grpc_check(server.grpc_port, shop.key, method, request, answer)
         if answer is payment_pb2.ResumePaymentResponse and not checked.has_pending_payment:
@@ -347,14 +360,16 @@ async def run_calls_bench(dsn: str, log_dir: Path) -> None:
         shop = await open_shop(dsn, fake, session)
         service = await start_serve(dsn, fake.base_url, log_dir / "calls-server.log")
         processes.append(service.process)
-        quiet = await start_serve(
+        at_info = await start_serve(dsn, fake.base_url, log_dir / "calls-server-info.log")
+        processes.append(at_info.process)
+        at_warning = await start_serve(
             dsn, fake.base_url, log_dir / "calls-server-warning.log", PORTEX_LOG_LEVEL="warning"
         )
-        processes.append(quiet.process)
+        processes.append(at_warning.process)
         echo, echo_port = await start_ceiling("grpc")
         trivial, trivial_port = await start_ceiling("http")
         processes += [echo, trivial]
-        rows = await grpc_rows(service, quiet, echo_port, shop)
+        rows = await grpc_rows(service, (at_info, at_warning), echo_port, shop)
         rows += await edge_rows(service, trivial_port, shop)
         for _ in range(ROUNDS):
             for row in rows:
@@ -398,6 +413,16 @@ def print_table(rows: list[Row]) -> None:
             f"{statistics.median(r.p50_ms for r in row.calls):7.2f} "
             f"{statistics.median(r.p99_ms for r in row.calls):7.2f} {goal:>6s}  {notes(row)}"
         )
+    twins = {row.name: row for row in rows if row.name.startswith("QueryOrder only")}
+    info, warning = (
+        twins["QueryOrder only, log level info"],
+        twins["QueryOrder only, log level warning"],
+    )
+    level = statistics.median(
+        i.rate / w.rate for i, w in zip(info.calls, warning.calls, strict=True)
+    )
+    print(f"  the default log level's cost: QueryOrder at info / at warning x{level:.2f}")
+    summary.add("calls", "QueryOrder at info / at warning", f"x{level:.2f}", ">= x0.95")
 
 
 def notes(row: Row) -> str:
