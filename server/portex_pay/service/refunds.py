@@ -105,15 +105,7 @@ class RefundService:
             found = await self._ledger.request_refund(application.id, tg_payment_id, bot.id, cause)
         if found is None:
             raise OrderNotFound(f"order {tg_payment_id} not found")
-        order, refund, _ = found
-        if refund is None:
-            raise IllegalTransition(
-                f"order {tg_payment_id} is {order.state}: only a paid order can be refunded",
-                metadata={"state": order.state.value},
-            )
-        if refund.state in DUE:
-            self.wake()
-        return refund, order
+        return self._asked(found.order, found.refund)
 
     async def _request_charge(
         self, application: Application, tg_payment_id: int, charge_id: str, cause: RefundCause
@@ -128,10 +120,14 @@ class RefundService:
             )
         if order is None:
             raise OrderNotFound(f"order {tg_payment_id} not found")
-        refund = await self._refunds.get(application.id, charge_id)
+        return self._asked(order, await self._refunds.get(application.id, charge_id))
+
+    def _asked(self, order: Order, refund: Refund | None) -> tuple[Refund, Order]:
+        """The refund asked for (None: the order was not refundable), its delivery woken when
+        it is due."""
         if refund is None:
             raise IllegalTransition(
-                f"order {tg_payment_id} is {order.state}: only a paid order can be refunded",
+                f"order {order.tg_payment_id} is {order.state}: only a paid order can be refunded",
                 metadata={"state": order.state.value},
             )
         if refund.state in DUE:
