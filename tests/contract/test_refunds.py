@@ -29,6 +29,7 @@ from tests.contract.steps import (
     request_refund,
     requested_refund,
 )
+from tests.integration.helpers import eventually
 from tests.unit.fakes import ConstraintViolation
 
 LONG = 3600.0
@@ -260,7 +261,7 @@ async def test_a_failed_attempt_changes_no_settled_or_unknown_refund(backend: Ba
 
 
 async def test_settling_a_refund_waits_for_a_refund_asked_for_on_its_order(
-    postgres_backend: Backend,
+    postgres_backend: Backend, contract_pool: asyncpg.Pool
 ) -> None:
     """Telegram's confirmation of a refund (the worker's, or a refunded_payment update) while a
     caller asks for the same refund again: asking locks the order, then the refund's row;
@@ -274,8 +275,18 @@ async def test_settling_a_refund_waits_for_a_refund_asked_for_on_its_order(
         settling = asyncio.create_task(
             Ledger(backend.payments).settle_refund(order.application_id, charge_id)
         )
-        await asyncio.sleep(0.3)
-        assert not settling.done()  # it waits for the order
+
+        async def settling_waits() -> bool:  # for a lock this transaction holds
+            waiting = await contract_pool.fetchval(
+                """
+                SELECT count(*) FROM pg_stat_activity
+                WHERE datname = current_database() AND wait_event_type = 'Lock'
+                """
+            )
+            return bool(waiting)
+
+        await eventually(settling_waits, what="settling blocked on a lock")
+        assert not settling.done()
         asked = await tx.refunds.add(
             charge_id,
             BOT_ID,
