@@ -6,8 +6,12 @@ import hashlib
 import hmac
 import json
 import logging
+import os
+import pty
 import secrets
 import string
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 from unittest import mock
@@ -130,6 +134,71 @@ def test_auto_format_is_json_when_stderr_is_not_a_terminal(
         structlog.reset_defaults()
         logging.getLogger().handlers.clear()
     assert (line["event"], line["answer"], line["level"]) == ("hello", 42, "info")
+
+
+def test_forced_console_format_is_for_people_and_still_redacts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging("console", "info")
+    try:
+        log = structlog.get_logger("portex_pay.test")
+        log.info("hello", answer=42, token=TOKEN)
+        log.warning("careful", url=f"https://api.telegram.org/bot{TOKEN}/getMe")
+        portex_logging.flush_logs()
+        err = capsys.readouterr().err
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    lines = err.strip().splitlines()
+    assert len(lines) == 2, err
+    for line in lines:
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(line)
+    assert "hello" in lines[0] and "answer=42" in lines[0] and "info" in lines[0]
+    assert "careful" in lines[1] and "warning" in lines[1]
+    assert TOKEN not in err and REDACTED in lines[0]
+
+
+_ON_A_TERMINAL = """
+import structlog
+from portex_pay.logging import configure_logging, flush_logs
+configure_logging("auto", "info")
+structlog.get_logger("portex_pay.test").info("hello", answer=42)
+flush_logs()
+"""
+
+
+def test_auto_format_is_the_console_renderer_when_stderr_is_a_terminal() -> None:
+    """What `make run` in a terminal shows: structlog's console lines, not JSON."""
+    controller, terminal = pty.openpty()
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", _ON_A_TERMINAL],
+            stderr=terminal,
+            stdout=subprocess.DEVNULL,
+            timeout=60,
+            check=True,
+        )
+        os.close(terminal)
+        terminal = -1
+        out = b""
+        while True:
+            try:
+                chunk = os.read(controller, 65536)
+            except OSError:  # EIO: the terminal's other end is closed, all was read
+                break
+            if not chunk:
+                break
+            out += chunk
+    finally:
+        os.close(controller)
+        if terminal >= 0:
+            os.close(terminal)
+    assert child.returncode == 0
+    text = out.decode()
+    assert "hello" in text and "answer" in text, text
+    assert not text.lstrip().startswith("{"), text  # not a JSON line
+    assert "\x1b[" in text  # colours, on a terminal
 
 
 # --- The registry of known secrets -------------------------------------------------------------
