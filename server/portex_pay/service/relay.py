@@ -67,6 +67,9 @@ _METHOD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]{0,63}")
 _NOT_IN_WEBHOOK_REPLY = ("setwebhook", "deletewebhook", "close", "logout")
 
 
+_Setting = tuple[str | None, str | None]  # a webhook's URL and secret token
+
+
 def _integer(params: dict[str, Any], name: str, default: int) -> int:
     """A whole number (a JSON number or its text) in 64 bits, as Telegram's integers are; any
     other value is 400 `invalid {name} specified`."""
@@ -180,7 +183,8 @@ class RelayService:
         self._news = 0
         self.webhook_poster = webhook_poster
         self.wake_delivery = wake_delivery
-        self._posting: dict[int, asyncio.Future[Delivery]] = {}  # webhook POSTs in flight, by bot
+        # Webhook POSTs in flight, by bot: the POST and the setting (URL, secret) it goes to.
+        self._posting: dict[int, tuple[asyncio.Future[Delivery], _Setting]] = {}
         self._unreleased = False  # a lease release failed: release them all next round
 
     # ------------------------------------------------------------------ wake-ups
@@ -313,13 +317,11 @@ class RelayService:
         allowed = _allowed(params)
         await self._enable(application)
         await self._set_allowed(application, allowed)
+        secret = (secret or None) if url else None
         await self._relay.set_webhook(
-            bot_id,
-            url,
-            (secret or None) if url else None,
-            drop_pending=_flag(params, "drop_pending_updates"),
+            bot_id, url, secret, drop_pending=_flag(params, "drop_pending_updates")
         )
-        self._webhook_changed(bot_id)
+        self._webhook_changed(bot_id, (url, secret))
 
     async def delete_webhook(self, application: Application, params: dict[str, Any]) -> None:
         bot_id = application.require_bot().id
@@ -327,7 +329,7 @@ class RelayService:
         await self._relay.set_webhook(
             bot_id, None, None, drop_pending=_flag(params, "drop_pending_updates")
         )
-        self._webhook_changed(bot_id)
+        self._webhook_changed(bot_id, (None, None))
 
     async def webhook_info(self, application: Application) -> dict[str, Any]:
         bot_id = application.require_bot().id
@@ -414,24 +416,29 @@ class RelayService:
         meanwhile: the POST to the old webhook is abandoned (Telegram, too, drops its
         connections to a webhook that was replaced)."""
         post = asyncio.ensure_future(self._post(bot, update))
-        self._posting[bot.bot_id] = post
+        self._posting[bot.bot_id] = (post, (bot.webhook_url, bot.webhook_secret))
         try:
             await asyncio.wait([post])
         finally:
-            if self._posting.get(bot.bot_id) is post:
+            if self._posting.get(bot.bot_id, (None,))[0] is post:
                 del self._posting[bot.bot_id]
             post.cancel()  # nothing once done; a cancelled delivery abandons its POST
         if post.cancelled():
             return None
         return post.result()
 
-    def _webhook_changed(self, bot_id: int) -> None:
+    def _webhook_changed(self, bot_id: int, setting: _Setting) -> None:
         """The bot's webhook was set or deleted (the store voided its delivery lease): a POST in
-        flight here to the old one is abandoned, and delivery starts again at once (the store's
-        notification wakes the other replicas)."""
-        post = self._posting.get(bot_id)
-        if post is not None:
-            post.cancel()
+        flight here to another setting is abandoned, and delivery starts again at once (the
+        store's notification wakes the other replicas).
+
+        A POST to this very setting is left alone: it may have been claimed after the change
+        committed (this replica's worker can wake before this call runs), and abandoning it
+        once sent would deliver the update twice. One claimed before the change cannot confirm
+        its update (its lease is void), which is then delivered again, as after any retry."""
+        posting = self._posting.get(bot_id)
+        if posting is not None and posting[1] != setting:
+            posting[0].cancel()
         self.wake_delivery()
 
     async def _release_shielded(self, release: Awaitable[None]) -> None:
