@@ -33,6 +33,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from uuid import UUID
 
 import aiohttp
@@ -65,6 +66,7 @@ from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.api.grpc.interceptor import PaymentInterceptor
 from portex_pay.api.grpc.reflection import DocumentedPool
 from portex_pay.api.grpc.servicer import PaymentServicer
+from portex_pay.api.grpc.tls import TlsFiles, server_credentials
 from portex_pay.api.http.app import create_http_app
 from portex_pay.api.http.guard import ClientWarnings, runner_options
 from portex_pay.config import Settings
@@ -542,7 +544,8 @@ async def start_grpc(
     *,
     reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, int]:
-    """The gRPC server (PaymentService, health, reflection), listening; and its port.
+    """The gRPC server (PaymentService, health, reflection), listening (over TLS with
+    PORTEX_GRPC_TLS_CERT, its pair reloaded from disk: api/grpc/tls.py); and its port.
     `reuse_port`: one of `serve --workers N`'s processes, sharing the port with its siblings."""
     server = grpc.aio.server(
         interceptors=[PaymentInterceptor(wiring.authenticator)],
@@ -576,11 +579,24 @@ async def start_grpc(
         server,
         pool=DocumentedPool(),
     )
-    port = server.add_insecure_port(settings.grpc.addr)
+    tls = _tls_files(settings)
+    if tls is None:
+        port = server.add_insecure_port(settings.grpc.addr)
+    else:
+        port = server.add_secure_port(settings.grpc.addr, server_credentials(tls))
     if port == 0:
         raise OSError(f"cannot listen on {settings.grpc.addr}")
     await server.start()
     return server, port
+
+
+def _tls_files(settings: Settings) -> TlsFiles | None:
+    """The gRPC server's TLS files (PORTEX_GRPC_TLS_*), None without TLS."""
+    grpc_settings = settings.grpc
+    if not grpc_settings.tls_cert:
+        return None
+    client_ca = Path(grpc_settings.tls_client_ca) if grpc_settings.tls_client_ca else None
+    return TlsFiles(Path(grpc_settings.tls_cert), Path(grpc_settings.tls_key), client_ca)
 
 
 async def start_http(

@@ -465,10 +465,23 @@ async def _reconcile(
 
 
 async def run_healthcheck(grpc_addr: str) -> int:
+    """Exit status 0 when the server at `grpc_addr` is SERVING. Over TLS when the environment
+    says the server listens with it (PORTEX_GRPC_TLS_*, see api/grpc/tls.py)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    async with grpc.aio.insecure_channel(grpc_addr) as channel:
+    from portex_pay.api.grpc.tls import TlsError, healthcheck_credentials
+
+    try:
+        tls = healthcheck_credentials(os.environ)
+    except TlsError as error:
+        print(f"not serving: {error}", file=sys.stderr)
+        return 1
+    if tls is None:
+        channel = grpc.aio.insecure_channel(grpc_addr)
+    else:
+        channel = grpc.aio.secure_channel(grpc_addr, tls[0], options=tls[1])
+    async with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=3)
