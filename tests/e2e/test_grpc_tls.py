@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import TestApp
+from tests.e2e.clients import orders_cli
 from tests.e2e.conftest import ServerProcess
 from tests.e2e.test_grpcurl import SERVICE, grpcurl
 from tests.integration.helpers import eventually
@@ -135,6 +136,27 @@ async def test_under_mtls_grpcurl_needs_a_certificate_and_the_healthcheck_has_on
     assert code == 0, err
     assert SERVICE in out.split()
     assert await healthcheck(**server_env(server)) == 0
+
+
+async def test_the_orders_command_takes_the_tls_options(
+    start_tls: StartTls, app: TestApp, ca: LocalCA
+) -> None:
+    server = await start_tls(mtls=True)
+    shop = ["--cert", str(ca.directory / "shop.pem"), "--key", str(ca.directory / "shop.key")]
+    order = str(2**62)
+    code, _, err = await orders_cli(
+        server.target, app.api_key, "get", "--cacert", str(ca.cert), *shop, order
+    )
+    assert (code, err.split(":")[1].strip()) == (1, "NOT_FOUND")  # the server's answer
+    code, _, err = await orders_cli(
+        server.target, app.api_key, "get", "--cacert", str(ca.cert), order
+    )
+    assert (code, err.split(":")[1].strip()) == (1, "UNAVAILABLE")  # refused: no certificate
+    code, _, err = await orders_cli(
+        server.target, app.api_key, "get", "--cacert", str(ca.cert), shop[0], shop[1], order
+    )
+    assert code == 2
+    assert "give both or neither" in err
 
 
 async def test_the_healthcheck_trusts_the_servers_certificate_or_the_ca_it_is_given(
