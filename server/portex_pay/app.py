@@ -33,7 +33,6 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from uuid import UUID
 
 import aiohttp
@@ -579,7 +578,7 @@ async def start_grpc(
         server,
         pool=DocumentedPool(),
     )
-    tls = _tls_files(settings)
+    tls = TlsFiles.configured(settings.grpc)
     if tls is None:
         port = server.add_insecure_port(settings.grpc.addr)
     else:
@@ -588,15 +587,6 @@ async def start_grpc(
         raise OSError(f"cannot listen on {settings.grpc.addr}")
     await server.start()
     return server, port
-
-
-def _tls_files(settings: Settings) -> TlsFiles | None:
-    """The gRPC server's TLS files (PORTEX_GRPC_TLS_*), None without TLS."""
-    grpc_settings = settings.grpc
-    if not grpc_settings.tls_cert:
-        return None
-    client_ca = Path(grpc_settings.tls_client_ca) if grpc_settings.tls_client_ca else None
-    return TlsFiles(Path(grpc_settings.tls_cert), Path(grpc_settings.tls_key), client_ca)
 
 
 async def start_http(

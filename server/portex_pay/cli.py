@@ -493,6 +493,21 @@ async def run_healthcheck(grpc_addr: str) -> int:
     return 0 if serving else 1
 
 
+def check_tls_files(settings: Settings) -> None:
+    """Reads the gRPC TLS files once before serving: a pair that cannot be served is a
+    configuration error (exit 2), not a worker failing at each of its restarts."""
+    if not settings.grpc.tls_cert:
+        return  # grpc is not imported: the workers' supervisor starts them sooner
+    from portex_pay.api.grpc.tls import TlsError, TlsFiles, read_material
+
+    files = TlsFiles.configured(settings.grpc)
+    assert files is not None
+    try:
+        read_material(files)
+    except TlsError as error:
+        raise ConfigError(f"invalid configuration:\n  {error}") from None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="portex-pay", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -748,6 +763,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             return run_dev()
         settings = Settings.from_env(serving=options.command == "serve")
+        if options.command == "serve":
+            check_tls_files(settings)
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2

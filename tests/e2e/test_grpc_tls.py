@@ -186,3 +186,21 @@ async def test_every_worker_of_serve_workers_listens_with_tls(start_tls: StartTl
     # without TLS would fail about half of them; all 16 failing to reach one is 2^-15.
     for _ in range(16):
         assert await server.health() == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_serve_refuses_a_key_that_is_not_the_certificates(ca: LocalCA) -> None:
+    server, other = ca.issue("server"), ca.issue("other")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "portex_pay", "serve",
+        env={
+            "PATH": os.environ.get("PATH", ""),
+            "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+            "PORTEX_PAYLOAD_SECRET": "s" * 32,
+            "PORTEX_GRPC_TLS_CERT": str(server.cert),
+            "PORTEX_GRPC_TLS_KEY": str(other.key),
+        },
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    _, err = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 2
+    assert f"{other.key} is not the key of the certificate in {server.cert}" in err.decode()

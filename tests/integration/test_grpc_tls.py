@@ -232,3 +232,23 @@ def test_files_that_cannot_be_served_are_refused_at_start(
     assert other.key.read_text() not in str(raised.value)  # a key is never quoted
     with pytest.raises(TlsError):
         CertificateReloader(TlsFiles(pair.cert, pair.key))
+
+
+async def test_a_client_ca_replaced_on_disk_decides_the_next_handshakes(
+    start_tls: StartTls, ca: LocalCA, tmp_path: Path
+) -> None:
+    server = await start_tls(mtls=True)
+    assert server.grpc_port is not None
+    roots = ca.cert.read_bytes()
+    successor = LocalCA(tmp_path / "successor", "successor-ca")
+
+    def holding(pair: IssuedPair) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(roots, pair.key.read_bytes(), pair.cert.read_bytes())
+
+    old_member, new_member = ca.issue("shop", server=False), successor.issue("shop", server=False)
+    assert (await health_status(server.grpc_port, holding(old_member)))[0] == grpc.StatusCode.OK
+    ca.cert.write_bytes(successor.cert.read_bytes())  # the file PORTEX_GRPC_TLS_CLIENT_CA names
+    assert (await health_status(server.grpc_port, holding(new_member)))[0] == grpc.StatusCode.OK
+    assert (await health_status(server.grpc_port, holding(old_member)))[0] == (
+        grpc.StatusCode.UNAVAILABLE
+    )

@@ -29,6 +29,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import PublicKeyTypes
 
+from portex_pay.config import GrpcSettings
+
 log = structlog.get_logger(__name__)
 
 
@@ -44,6 +46,14 @@ class TlsFiles:
     cert: Path
     key: Path
     client_ca: Path | None = None
+
+    @classmethod
+    def configured(cls, settings: GrpcSettings) -> TlsFiles | None:
+        """The files PORTEX_GRPC_TLS_* name; None without TLS."""
+        if not settings.tls_cert:
+            return None
+        client_ca = Path(settings.tls_client_ca) if settings.tls_client_ca else None
+        return cls(Path(settings.tls_cert), Path(settings.tls_key), client_ca)
 
     def paths(self) -> tuple[Path, ...]:
         return (
