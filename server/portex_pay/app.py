@@ -65,6 +65,7 @@ from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.api.grpc.interceptor import PaymentInterceptor
 from portex_pay.api.grpc.reflection import DocumentedPool
 from portex_pay.api.grpc.servicer import PaymentServicer
+from portex_pay.api.grpc.tls import TlsFiles, server_credentials
 from portex_pay.api.http.app import create_http_app
 from portex_pay.api.http.guard import ClientWarnings, runner_options
 from portex_pay.config import Settings
@@ -542,7 +543,8 @@ async def start_grpc(
     *,
     reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, int]:
-    """The gRPC server (PaymentService, health, reflection), listening; and its port.
+    """The gRPC server (PaymentService, health, reflection), listening (over TLS with
+    PORTEX_GRPC_TLS_CERT, its pair reloaded from disk: api/grpc/tls.py); and its port.
     `reuse_port`: one of `serve --workers N`'s processes, sharing the port with its siblings."""
     server = grpc.aio.server(
         interceptors=[PaymentInterceptor(wiring.authenticator)],
@@ -576,7 +578,11 @@ async def start_grpc(
         server,
         pool=DocumentedPool(),
     )
-    port = server.add_insecure_port(settings.grpc.addr)
+    tls = TlsFiles.configured(settings.grpc)
+    if tls is None:
+        port = server.add_insecure_port(settings.grpc.addr)
+    else:
+        port = server.add_secure_port(settings.grpc.addr, server_credentials(tls))
     if port == 0:
         raise OSError(f"cannot listen on {settings.grpc.addr}")
     await server.start()

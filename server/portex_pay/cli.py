@@ -465,10 +465,23 @@ async def _reconcile(
 
 
 async def run_healthcheck(grpc_addr: str) -> int:
+    """Exit status 0 when the server at `grpc_addr` is SERVING. Over TLS when the environment
+    says the server listens with it (PORTEX_GRPC_TLS_*, see api/grpc/tls.py)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    async with grpc.aio.insecure_channel(grpc_addr) as channel:
+    from portex_pay.api.grpc.tls import TlsError, healthcheck_credentials
+
+    try:
+        tls = healthcheck_credentials(os.environ)
+    except TlsError as error:
+        print(f"not serving: {error}", file=sys.stderr)
+        return 1
+    if tls is None:
+        channel = grpc.aio.insecure_channel(grpc_addr)
+    else:
+        channel = grpc.aio.secure_channel(grpc_addr, tls[0], options=tls[1])
+    async with channel:
         stub = health_pb2_grpc.HealthStub(channel)
         try:
             response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=3)
@@ -478,6 +491,21 @@ async def run_healthcheck(grpc_addr: str) -> int:
     serving = response.status == health_pb2.HealthCheckResponse.SERVING
     print("serving" if serving else "not serving")
     return 0 if serving else 1
+
+
+def check_tls_files(settings: Settings) -> None:
+    """Reads the gRPC TLS files once before serving: a pair that cannot be served is a
+    configuration error (exit 2), not a worker failing at each of its restarts."""
+    if not settings.grpc.tls_cert:
+        return  # grpc is not imported: the workers' supervisor starts them sooner
+    from portex_pay.api.grpc.tls import TlsError, TlsFiles, read_material
+
+    files = TlsFiles.configured(settings.grpc)
+    assert files is not None
+    try:
+        read_material(files)
+    except TlsError as error:
+        raise ConfigError(f"invalid configuration:\n  {error}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -735,6 +763,8 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
             return run_dev()
         settings = Settings.from_env(serving=options.command == "serve")
+        if options.command == "serve":
+            check_tls_files(settings)
     except ConfigError as error:
         print(error, file=sys.stderr)
         return 2

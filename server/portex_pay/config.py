@@ -83,6 +83,36 @@ class GrpcSettings:
     uvloop: bool = setting("PORTEX_UVLOOP", True)
     # `serve`'s processes sharing the gRPC and HTTP ports (SO_REUSEPORT); unset: one per core.
     workers: int | None = setting("PORTEX_WORKERS", None, kind=int, minimum=1)
+    # TLS (PEM files, both or neither; reloaded when they change) and, with a client CA, mTLS.
+    tls_cert: str = setting("PORTEX_GRPC_TLS_CERT", "")
+    tls_key: str = setting("PORTEX_GRPC_TLS_KEY", "")
+    tls_client_ca: str = setting("PORTEX_GRPC_TLS_CLIENT_CA", "")
+    # What `portex-pay healthcheck` trusts the server's certificate with ("": that certificate).
+    tls_ca: str = setting("PORTEX_GRPC_TLS_CA", "")
+
+    def tls_problems(self, *, serving: bool) -> list[str]:
+        """What is wrong with the TLS settings; the files are looked for only by a server."""
+        problems = []
+        if bool(self.tls_cert) != bool(self.tls_key):
+            problems.append(
+                "PORTEX_GRPC_TLS_CERT and PORTEX_GRPC_TLS_KEY go together: set both or neither"
+            )
+        elif not self.tls_cert:
+            for name, value in (
+                ("PORTEX_GRPC_TLS_CLIENT_CA", self.tls_client_ca),
+                ("PORTEX_GRPC_TLS_CA", self.tls_ca),
+            ):
+                if value:
+                    problems.append(f"{name} needs PORTEX_GRPC_TLS_CERT and PORTEX_GRPC_TLS_KEY")
+        if serving:
+            for name, value in (
+                ("PORTEX_GRPC_TLS_CERT", self.tls_cert),
+                ("PORTEX_GRPC_TLS_KEY", self.tls_key),
+                ("PORTEX_GRPC_TLS_CLIENT_CA", self.tls_client_ca),
+            ):
+                if value and not (os.path.isfile(value) and os.access(value, os.R_OK)):
+                    problems.append(f"{name}: {value} is not a readable file")
+        return problems
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,6 +334,7 @@ class Settings:
         elif urlsplit(self.db.url).scheme not in ("postgres", "postgresql"):
             problems.append("DATABASE_URL must be a postgresql:// URL")
         problems.extend(self.payments.payload_secret_problems(serving=serving))
+        problems.extend(self.grpc.tls_problems(serving=serving))
         for name, value in (
             ("PORTEX_GRPC_ADDR", self.grpc.addr),
             ("PORTEX_HTTP_ADDR", self.http.addr),

@@ -250,3 +250,22 @@ def test_a_short_or_current_retired_secret_is_refused_without_showing_it() -> No
             {"DATABASE_URL": BASE["DATABASE_URL"], "PORTEX_PAYLOAD_SECRETS_RETIRED": short},
             serving=False,
         )
+
+
+def test_tls_files_go_together_and_must_be_there_to_serve(tmp_path: Path) -> None:
+    pem = tmp_path / "server.pem"
+    pem.write_text("PEM")
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({**BASE, "PORTEX_GRPC_TLS_CERT": str(pem)})
+    assert "PORTEX_GRPC_TLS_CERT and PORTEX_GRPC_TLS_KEY go together" in str(raised.value)
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({**BASE, "PORTEX_GRPC_TLS_CLIENT_CA": str(pem)})
+    assert "PORTEX_GRPC_TLS_CLIENT_CA needs PORTEX_GRPC_TLS_CERT" in str(raised.value)
+    missing = {**BASE, "PORTEX_GRPC_TLS_CERT": str(pem), "PORTEX_GRPC_TLS_KEY": "/nowhere.key"}
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env(missing)
+    assert "PORTEX_GRPC_TLS_KEY: /nowhere.key is not a readable file" in str(raised.value)
+    # Admin commands do not listen: they do not look for the files.
+    assert Settings.from_env(missing, serving=False).grpc.tls_key == "/nowhere.key"
+    both = {**BASE, "PORTEX_GRPC_TLS_CERT": str(pem), "PORTEX_GRPC_TLS_KEY": str(pem)}
+    assert Settings.from_env(both).grpc.tls_cert == str(pem)

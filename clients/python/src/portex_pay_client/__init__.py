@@ -49,7 +49,9 @@ The ``portex-pay-watch`` command prints the event stream as JSON lines; ``portex
 lists orders (``--filter``) or shows one (by id or ``--charge``) for support staff.
 
 ``PaymentClient`` has the same methods without ``await``, and ``with`` in place of
-``async with``. Pass ``channel_credentials=grpc.ssl_channel_credentials()`` for TLS.
+``async with``. Pass ``tls=TlsOptions()`` for TLS (``TlsOptions(root_certificates="ca.pem",
+certificate="me.pem", private_key="me.key")`` for a private CA and mTLS), or your own
+``channel_credentials``.
 """
 
 from portex.payment.v1.payment_pb2 import (
@@ -105,6 +107,7 @@ from .aio import AsyncEventWatch, AsyncPaymentClient
 from .client import EventWatch, PaymentClient
 from .errors import ERROR_DOMAIN, PortexPayError
 from .retry import RetryPolicy
+from .tls import TlsOptions
 
 __all__ = [
     "DEFAULT_RETRY_POLICY",
@@ -159,4 +162,5 @@ __all__ = [
     "StartPosition",
     "StreamInvoiceEventsRequest",
     "TelegramUser",
+    "TlsOptions",
 ]

@@ -30,7 +30,6 @@ import signal
 import sys
 from collections.abc import Sequence
 
-import grpc  # type: ignore[import-untyped, unused-ignore]
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
@@ -39,8 +38,9 @@ from portex.payment.v1 import payment_pb2
 from ._calls import ApiKey
 from .aio import AsyncPaymentClient
 from .errors import PortexPayError
+from .tls import TlsOptions
 
-__all__ = ["add_connection_arguments", "api_key_of", "json_line", "main"]
+__all__ = ["add_connection_arguments", "api_key_of", "json_line", "main", "tls_options_of"]
 
 PROG = "portex-pay-watch"
 
@@ -56,6 +56,33 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tls", action="store_true", help="connect with TLS (system root certificates)"
     )
+    # grpcurl's names; any of them means --tls.
+    parser.add_argument(
+        "--cacert", metavar="FILE", help="TLS: trust this CA (PEM), not the system's"
+    )
+    parser.add_argument("--cert", metavar="FILE", help="TLS: client certificate (PEM), for mTLS")
+    parser.add_argument("--key", metavar="FILE", help="TLS: the client certificate's key (PEM)")
+    parser.add_argument(
+        "--servername", metavar="NAME", help="TLS: the name the server's certificate must carry"
+    )
+
+
+def tls_options_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> TlsOptions | None:
+    """The TLS options the connection arguments ask for (None: plaintext); a usage error (exit
+    2) when a file cannot be read or --cert comes without --key."""
+    if not (args.tls or args.cacert or args.cert or args.key or args.servername):
+        return None
+    try:
+        tls = TlsOptions(
+            root_certificates=args.cacert,
+            certificate=args.cert,
+            private_key=args.key,
+            server_name=args.servername,
+        )
+        tls.channel_credentials()  # reads the files: a bad path is a usage error, not a trace
+    except (ValueError, OSError) as error:
+        parser.error(str(error))
+    return tls
 
 
 def api_key_of(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str:
@@ -125,16 +152,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     watch_log = logging.getLogger("portex_pay_client.watch")
     watch_log.addHandler(handler)
     watch_log.setLevel(logging.WARNING if args.quiet else logging.INFO)
-    return asyncio.run(_run(args, api_key))
+    return asyncio.run(_run(args, api_key, tls_options_of(parser, args)))
 
 
-async def _run(args: argparse.Namespace, api_key: str) -> int:
+async def _run(args: argparse.Namespace, api_key: str, tls: TlsOptions | None) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    credentials = grpc.ssl_channel_credentials() if args.tls else None
-    async with AsyncPaymentClient(args.target, api_key, channel_credentials=credentials) as client:
+    async with AsyncPaymentClient(args.target, api_key, tls=tls) as client:
         watch = client.watch(
             tg_payment_id=args.order,
             tg_use_id=args.user,

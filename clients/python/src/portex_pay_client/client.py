@@ -64,6 +64,7 @@ from ._watch import (
 )
 from .errors import PortexPayError
 from .retry import RetryPolicy, retry_delay
+from .tls import TlsOptions
 
 if TYPE_CHECKING:
     from portex.payment.v1.payment_pb2_grpc import PaymentServiceStub
@@ -78,7 +79,9 @@ class PaymentClient:
 
     ``target`` is a gRPC target such as ``"pay.example.com:443"``; ``channel_credentials``
     (e.g. ``grpc.ssl_channel_credentials()``) makes the channel secure, None makes it insecure;
-    ``options`` are extra gRPC channel options. ``timeout`` is the default deadline of every
+    ``options`` are extra gRPC channel options. ``tls`` (a `TlsOptions`: the CA to trust, a
+    client certificate for mTLS, the server's name) makes it secure too, in place of
+    ``channel_credentials``. ``timeout`` is the default deadline of every
     call in seconds; ``retry`` None means `RetryPolicy()` (up to 4 attempts on UNAVAILABLE).
     """
 
@@ -101,9 +104,15 @@ class PaymentClient:
         retry: RetryPolicy | None = None,
         channel_credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] | None = None,
+        tls: TlsOptions | None = None,
     ) -> None:
         key = ApiKey(api_key)
         timeout = check_timeout(timeout)
+        if tls is not None:
+            if channel_credentials is not None:
+                raise ValueError("give tls or channel_credentials, not both")
+            channel_credentials = tls.channel_credentials()
+            options = [*tls.channel_options(), *(options or ())]
         merged_options = channel_options(options)
         if channel_credentials is None:
             channel = grpc.insecure_channel(target, options=merged_options)

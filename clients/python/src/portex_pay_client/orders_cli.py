@@ -25,9 +25,7 @@ import sys
 from collections.abc import Sequence
 from itertools import islice
 
-import grpc  # type: ignore[import-untyped, unused-ignore]
-
-from .cli import add_connection_arguments, api_key_of, json_line
+from .cli import add_connection_arguments, api_key_of, json_line, tls_options_of
 from .client import PaymentClient
 from .errors import PortexPayError
 
@@ -80,8 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     api_key = api_key_of(parser, args)
     if isinstance(sys.stdout, io.TextIOWrapper):
         sys.stdout.reconfigure(encoding="utf-8")  # JSON lines are UTF-8, whatever the locale
-    credentials = grpc.ssl_channel_credentials() if args.tls else None
-    with PaymentClient(args.target, api_key, channel_credentials=credentials) as client:
+    with PaymentClient(args.target, api_key, tls=tls_options_of(parser, args)) as client:
         try:
             if args.command == "get":
                 order = client.query_order(
