@@ -84,6 +84,7 @@ from portex_pay.service.housekeeping import Housekeeping
 from portex_pay.service.orders import OrderService, PaymentSettings
 from portex_pay.service.polling import BotPoller, PollerManager
 from portex_pay.service.ports import Applications, TelegramBot
+from portex_pay.service.ratelimit import RateLimits
 from portex_pay.service.reconcile import BotLedgerJob, LedgerReader
 from portex_pay.service.refunds import RefundService
 from portex_pay.service.relay import RelayService
@@ -535,6 +536,14 @@ def _database_answers(pool: asyncpg.Pool, interval: float) -> Callable[[], Await
     return answers
 
 
+def grpc_rate_limits(settings: Settings) -> RateLimits | None:
+    """PaymentService's limit per application, per process (PORTEX_GRPC_APP_RATE; unset: none)."""
+    rate = settings.grpc.app_rate
+    if rate is None:
+        return None
+    return RateLimits(rate, settings.grpc.app_burst, name="grpc-app")
+
+
 async def start_grpc(
     settings: Settings,
     wiring: Wiring,
@@ -545,7 +554,7 @@ async def start_grpc(
     """The gRPC server (PaymentService, health, reflection), listening; and its port.
     `reuse_port`: one of `serve --workers N`'s processes, sharing the port with its siblings."""
     server = grpc.aio.server(
-        interceptors=[PaymentInterceptor(wiring.authenticator)],
+        interceptors=[PaymentInterceptor(wiring.authenticator, grpc_rate_limits(settings))],
         options=[
             # A single process fails loudly when the port is taken instead of sharing it with a
             # stranger; the workers' supervisor makes that check once for all of them.

@@ -83,6 +83,9 @@ class GrpcSettings:
     uvloop: bool = setting("PORTEX_UVLOOP", True)
     # `serve`'s processes sharing the gRPC and HTTP ports (SO_REUSEPORT); unset: one per core.
     workers: int | None = setting("PORTEX_WORKERS", None, kind=int, minimum=1)
+    # Requests per second per application (and its burst), per process; unset: no limit.
+    app_rate: float | None = setting("PORTEX_GRPC_APP_RATE", None, kind=float, minimum=0.01)
+    app_burst: int = setting("PORTEX_GRPC_APP_BURST", 100, minimum=1)
 
 
 @dataclass(frozen=True, slots=True)
