@@ -41,7 +41,6 @@ import grpc
 import structlog
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.http_guard import HttpPoster, new_callback_session
@@ -63,7 +62,7 @@ from portex_pay.adapters.postgres.relay import RelayRepository
 from portex_pay.adapters.postgres.star_ledger import StarLedgerRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.api.grpc.interceptor import PaymentInterceptor
-from portex_pay.api.grpc.reflection import DocumentedPool
+from portex_pay.api.grpc.reflection import enable_reflection
 from portex_pay.api.grpc.servicer import PaymentServicer
 from portex_pay.api.http.app import create_http_app
 from portex_pay.api.http.guard import ClientWarnings, runner_options
@@ -576,14 +575,8 @@ async def start_grpc(
     )
     payment_pb2_grpc.add_PaymentServiceServicer_to_server(wiring.servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
-        server,
-        pool=DocumentedPool(),
+    enable_reflection(
+        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server
     )
     port = server.add_insecure_port(settings.grpc.addr)
     if port == 0:
