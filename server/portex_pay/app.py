@@ -41,7 +41,6 @@ import grpc
 import structlog
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.http_guard import HttpPoster, new_callback_session
@@ -63,7 +62,7 @@ from portex_pay.adapters.postgres.relay import RelayRepository
 from portex_pay.adapters.postgres.star_ledger import StarLedgerRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.api.grpc.interceptor import PaymentInterceptor
-from portex_pay.api.grpc.reflection import DocumentedPool
+from portex_pay.api.grpc.reflection import enable_reflection
 from portex_pay.api.grpc.servicer import PaymentServicer
 from portex_pay.api.grpc.tls import TlsFiles, server_credentials
 from portex_pay.api.http.app import create_http_app
@@ -85,6 +84,7 @@ from portex_pay.service.housekeeping import Housekeeping
 from portex_pay.service.orders import OrderService, PaymentSettings
 from portex_pay.service.polling import BotPoller, PollerManager
 from portex_pay.service.ports import Applications, TelegramBot
+from portex_pay.service.ratelimit import RateLimits
 from portex_pay.service.reconcile import BotLedgerJob, LedgerReader
 from portex_pay.service.refunds import RefundService
 from portex_pay.service.relay import RelayService
@@ -536,6 +536,14 @@ def _database_answers(pool: asyncpg.Pool, interval: float) -> Callable[[], Await
     return answers
 
 
+def grpc_rate_limits(settings: Settings) -> RateLimits | None:
+    """PaymentService's limit per application, per process (PORTEX_GRPC_APP_RATE; unset: none)."""
+    rate = settings.grpc.app_rate
+    if rate is None:
+        return None
+    return RateLimits(rate, settings.grpc.app_burst, name="grpc-app")
+
+
 async def start_grpc(
     settings: Settings,
     wiring: Wiring,
@@ -547,7 +555,7 @@ async def start_grpc(
     PORTEX_GRPC_TLS_CERT, its pair reloaded from disk: api/grpc/tls.py); and its port.
     `reuse_port`: one of `serve --workers N`'s processes, sharing the port with its siblings."""
     server = grpc.aio.server(
-        interceptors=[PaymentInterceptor(wiring.authenticator)],
+        interceptors=[PaymentInterceptor(wiring.authenticator, grpc_rate_limits(settings))],
         options=[
             # A single process fails loudly when the port is taken instead of sharing it with a
             # stranger; the workers' supervisor makes that check once for all of them.
@@ -569,14 +577,8 @@ async def start_grpc(
     )
     payment_pb2_grpc.add_PaymentServiceServicer_to_server(wiring.servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        [
-            SERVICE_NAME,
-            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-            reflection.SERVICE_NAME,
-        ],
-        server,
-        pool=DocumentedPool(),
+    enable_reflection(
+        [SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name], server
     )
     tls = TlsFiles.configured(settings.grpc)
     if tls is None:

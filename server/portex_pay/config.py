@@ -89,6 +89,9 @@ class GrpcSettings:
     tls_client_ca: str = setting("PORTEX_GRPC_TLS_CLIENT_CA", "")
     # What `portex-pay healthcheck` trusts the server's certificate with ("": that certificate).
     tls_ca: str = setting("PORTEX_GRPC_TLS_CA", "")
+    # Requests per second per application (and its burst), per process; unset: no limit.
+    app_rate: float | None = setting("PORTEX_GRPC_APP_RATE", None, kind=float, minimum=0.01)
+    app_burst: int = setting("PORTEX_GRPC_APP_BURST", 100, minimum=1)
 
     def tls_problems(self, *, serving: bool) -> list[str]:
         """What is wrong with the TLS settings; the files are looked for only by a server."""

@@ -663,8 +663,12 @@ def test_pay_request_from_keyword_fields() -> None:
 
 
 def test_pay_request_given_whole() -> None:
-    given = PayRequest(tg_use_id=1, amount=5)
+    given = PayRequest(tg_use_id=1, amount=5, request_id="r-1")
     assert build_pay_request(given, {}) is given
+    without_id = PayRequest(tg_use_id=1, amount=5)
+    sent = build_pay_request(without_id, {})
+    assert sent.request_id and without_id.request_id == ""  # a copy gets the client's id
+    assert sent.tg_use_id == 1 and sent.amount == 5
     with pytest.raises(TypeError):
         build_pay_request(given, {"amount": 6})
 

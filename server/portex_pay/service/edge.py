@@ -59,7 +59,7 @@ from portex_pay.service.cache import LookupCache
 from portex_pay.service.clock import Clock, utcnow
 from portex_pay.service.orders import OrderService, require_client_status
 from portex_pay.service.ports import Catalog, TelegramUsers
-from portex_pay.service.ratelimit import TokenBuckets, retry_after_seconds
+from portex_pay.service.ratelimit import RateLimits, retry_after_seconds
 
 _MAX_CHAIN = 64  # purchases of the same thing by one user in one window, before giving up
 # initData strings remembered as authentic (at most 4 KB each, real ones under 1 KB).
@@ -99,9 +99,11 @@ class EdgeService:
         self._orders = orders
         self._settings = settings
         self._clock = clock
-        self._app_buckets = TokenBuckets(settings.app_rate, settings.app_burst)
-        self._user_buckets = TokenBuckets(settings.user_rate, settings.user_burst)
-        self._address_buckets = TokenBuckets(settings.preflight_rate, settings.preflight_burst)
+        self._app_limits = RateLimits(settings.app_rate, settings.app_burst, name="edge-app")
+        self._user_limits = RateLimits(settings.user_rate, settings.user_burst, name="edge-user")
+        self._address_limits = RateLimits(
+            settings.preflight_rate, settings.preflight_burst, name="edge-address"
+        )
         # A Mini App sends the same initData on every call: its signature is checked once. Only
         # authentic data is remembered (nobody without the bot token can fill this), keyed by the
         # token too, so a bot's new token checks afresh; freshness is checked on every use.
@@ -130,16 +132,16 @@ class EdgeService:
         return application
 
     def admit(self, application: Application) -> None:
-        """Takes a token of the application's rate limit (RateLimited when there is none)."""
-        wait = self._app_buckets.take(application.id)
+        """Counts a request against the application's rate limit (RateLimited when over it)."""
+        wait = self._app_limits.take(str(application.id))
         if wait:
             raise RateLimited("too many requests for this application", retry_after_seconds(wait))
 
     def admit_address(self, address: str | None) -> None:
-        """Takes a token of the client address's rate limit, for work done before any application
-        is known (a preflight, the refusal of an unknown application or route); RateLimited when
-        there is none."""
-        wait = self._address_buckets.take(address or "")
+        """Counts a request against the client address's rate limit, for work done before any
+        application is known (a preflight, the refusal of an unknown application or route);
+        RateLimited when over it."""
+        wait = self._address_limits.take(address or "")
         if wait:
             raise RateLimited("too many requests from this address", retry_after_seconds(wait))
 
@@ -177,7 +179,7 @@ class EdgeService:
             )
         except InitDataError as error:
             raise IdentityRefused(error.reason, error.message) from None
-        wait = self._user_buckets.take((application.id, identity.user.id))
+        wait = self._user_limits.take(str(application.id), str(identity.user.id))
         if wait:
             raise RateLimited("too many requests for this user", retry_after_seconds(wait))
         return identity

@@ -10,6 +10,7 @@ the pure `retry.retry_delay`.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeAlias, TypedDict, TypeVar
@@ -217,8 +218,17 @@ def build_named_request(
 def build_pay_request(
     request: payment_pb2.PayRequest | None, fields: PayFields
 ) -> payment_pb2.PayRequest:
-    """The PayRequest to send: ``request`` as given, or one built from keyword ``fields``."""
-    return build_request(payment_pb2.PayRequest, request, fields, call="pay")
+    """The PayRequest to send: ``request`` as given, or one built from keyword ``fields``; with a
+    ``request_id`` of its own (a UUID) when it has none, so that a retried Pay (after a lost
+    answer) finds the order its first attempt made instead of making another. The caller's
+    request is copied, not changed."""
+    message = build_request(payment_pb2.PayRequest, request, fields, call="pay")
+    if message.request_id:
+        return message
+    with_id = payment_pb2.PayRequest()
+    with_id.CopyFrom(message)
+    with_id.request_id = str(uuid.uuid4())
+    return with_id
 
 
 def build_query_order_request(

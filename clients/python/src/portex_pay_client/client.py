@@ -255,8 +255,9 @@ class PaymentClient:
         Pass a ``PayRequest`` or its fields as keywords:
         ``client.pay(tg_use_id=1, amount=5, label="x", title="t", description="d",
         request_id=str(uuid.uuid4()))``; ``subscription_period=2592000`` makes the order a
-        Telegram Stars subscription (30 days, at most 10000 Stars). Retried on UNAVAILABLE only
-        when ``request_id`` is set.
+        Telegram Stars subscription (30 days, at most 10000 Stars). Without a ``request_id`` the
+        client makes one (a UUID), the same for every attempt, so Pay too is retried on
+        UNAVAILABLE without making a second order.
         """
         message = build_pay_request(request, fields)
         response: payment_pb2.PayResponse = self._unary(

@@ -1,8 +1,8 @@
 """Domain errors become gRPC statuses here, and only here (AIP-193).
 
 Every error carries a google.rpc.ErrorInfo (reason, domain, metadata); invalid input also carries a
-google.rpc.BadRequest with one field violation per bad field, and Telegram's rate limit a
-google.rpc.RetryInfo built from its `retry_after`.
+google.rpc.BadRequest with one field violation per bad field, and a rate limit (Telegram's, or
+ours per application) a google.rpc.RetryInfo built from its `retry_after`.
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def to_status(error: errors.DomainError) -> grpc.Status:
                 )
             )
         )
-    if isinstance(error, errors.TelegramRateLimited):
+    if isinstance(error, errors.TelegramRateLimited | errors.RateLimited):
         details.append(
             _pack(
                 error_details_pb2.RetryInfo(

@@ -1,9 +1,11 @@
 """One interceptor for PaymentService: authentication, error mapping, the canonical log line.
 
 For every PaymentService RPC it resolves the `authorization: Bearer <api key>` metadata to the
-calling application (UNAUTHENTICATED otherwise), runs the handler with that application in a
-context variable, turns domain errors into rich statuses (api/grpc/errors.py), and writes one log
-line: method, code, duration, application id, request id, peer. Health and reflection need no key.
+calling application (UNAUTHENTICATED otherwise), counts the call against the application's rate
+limit when one is set (RESOURCE_EXHAUSTED with RetryInfo over it), runs the handler with that
+application in a context variable, turns domain errors into rich statuses (api/grpc/errors.py),
+and writes one log line: method, code, duration, application id, request id, peer. Health and
+reflection need no key.
 
 Requests of every service are decoded by a deserializer that cannot raise: bytes that are not the
 request message are INVALID_ARGUMENT before anything else (authentication included), with at most
@@ -26,9 +28,10 @@ import structlog
 
 from portex_pay.api.grpc import errors
 from portex_pay.domain.application import Application
-from portex_pay.domain.errors import DomainError
+from portex_pay.domain.errors import DomainError, RateLimited
 from portex_pay.logging import OwnText, RateLimitedWarnings
 from portex_pay.service.auth import ApiKeyAuthenticator
+from portex_pay.service.ratelimit import RateLimits, retry_after_seconds
 
 log = structlog.get_logger("portex_pay.rpc")
 
@@ -122,8 +125,11 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
     """Every service's requests are decoded without raising (undecodable: INVALID_ARGUMENT,
     before authentication); PaymentService's RPCs are authenticated, mapped and logged."""
 
-    def __init__(self, authenticator: ApiKeyAuthenticator) -> None:
+    def __init__(
+        self, authenticator: ApiKeyAuthenticator, limits: RateLimits | None = None
+    ) -> None:
         self._authenticator = authenticator
+        self._limits = limits  # per application; None: unlimited
         self._undecodable = RateLimitedWarnings(log)
         # Per method served (bounded): its handler and the handler wrapped around it.
         self._handlers: dict[str, tuple[Handler, Handler]] = {}
@@ -255,6 +261,12 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
         application = await self._authenticator.authenticate(authorization)
         call.application_id = OwnText(application.id)
         structlog.contextvars.bind_contextvars(application_id=call.application_id)
+        if self._limits is not None:
+            wait = self._limits.take(str(application.id))
+            if wait:
+                raise RateLimited(
+                    "too many requests for this application", retry_after_seconds(wait)
+                )
         current_application.set(application)
 
     async def _fail(self, call: _Call, context: Context, error: Exception) -> None:
