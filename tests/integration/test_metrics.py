@@ -8,6 +8,7 @@ The service here is a server of this module's own, so that every count is exactl
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 import grpc
@@ -158,9 +159,7 @@ async def test_metrics_after_real_calls_count_each_rpc_code_payment_refund_and_r
     assert value(samples, "portex_db_pool_connections_in_use") is not None
 
 
-async def _read_one_event_while_sampled(
-    app: PortexApp, stub: payment_pb2_grpc.PaymentServiceStub, shop: TestApp
-) -> None:
+async def _read_one_event_while_sampled(app: PortexApp, stub: Any, shop: TestApp) -> None:
     """Opens a stream, reads its first event, and holds it open until a sample counts it as a
     subscriber; then cancels it (CANCELLED on the server)."""
     call = stub.StreamInvoiceEvents(
@@ -190,7 +189,7 @@ async def _read_one_event_while_sampled(
 async def test_a_refused_request_counts_as_invalid_argument(measured: PortexApp) -> None:
     """Bytes that are not the request message are INVALID_ARGUMENT, and counted as such."""
     async with grpc.aio.insecure_channel(f"127.0.0.1:{measured.grpc_port}") as channel:
-        raw = channel.unary_unary(f"/{SERVICE}/ListEvents")
+        raw: Any = channel.unary_unary(f"/{SERVICE}/ListEvents")
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await raw(b"\xff\xff\xff")
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -216,4 +215,3 @@ async def test_metrics_have_their_own_port_and_the_http_port_has_no_metrics(
     _, samples = await scrape(measured)
     unmatched = {"route": "unmatched", "status": "404"}
     assert (value(samples, "portex_http_requests_total", **unmatched) or 0) >= 1
-

@@ -250,3 +250,13 @@ def test_a_short_or_current_retired_secret_is_refused_without_showing_it() -> No
             {"DATABASE_URL": BASE["DATABASE_URL"], "PORTEX_PAYLOAD_SECRETS_RETIRED": short},
             serving=False,
         )
+
+
+def test_the_metrics_listener_is_off_by_default_and_never_the_public_address() -> None:
+    assert Settings.from_env(BASE).metrics.addr == ""
+    settings = Settings.from_env({**BASE, "PORTEX_METRICS_ADDR": "127.0.0.1:9464"})
+    assert settings.metrics.addr == "127.0.0.1:9464"
+    for addr in ("127.0.0.1:8080", "127.0.0.1:50051", "nowhere"):
+        with pytest.raises(ConfigError) as raised:
+            Settings.from_env({**BASE, "PORTEX_METRICS_ADDR": addr})
+        assert "PORTEX_METRICS_ADDR" in str(raised.value)
