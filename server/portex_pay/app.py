@@ -54,6 +54,7 @@ from portex_pay.adapters.postgres.ledger_store import LedgerStore
 from portex_pay.adapters.postgres.listener import EventListener
 from portex_pay.adapters.postgres.migrations import apply_migrations
 from portex_pay.adapters.postgres.orders import OrderRepository
+from portex_pay.adapters.postgres.outbox_backlog import OutboxBacklogReader
 from portex_pay.adapters.postgres.polling import PollLeases
 from portex_pay.adapters.postgres.pool import create_pool
 from portex_pay.adapters.postgres.refunds import RefundRepository
@@ -67,8 +68,10 @@ from portex_pay.api.grpc.servicer import PaymentServicer
 from portex_pay.api.grpc.tls import TlsFiles, server_credentials
 from portex_pay.api.http.app import create_http_app
 from portex_pay.api.http.guard import ClientWarnings, runner_options
+from portex_pay.api.http.metrics import metrics_app
 from portex_pay.config import Settings
 from portex_pay.logging import register_secrets
+from portex_pay.metrics import PrometheusMetrics
 from portex_pay.service.applications import ApplicationAdmin
 from portex_pay.service.auth import ApiKeyAuthenticator, BotTokenAuthenticator
 from portex_pay.service.bot_messages import BotMessagesService
@@ -81,9 +84,10 @@ from portex_pay.service.export import AccountingExport
 from portex_pay.service.fulfilment import UnfulfilledRefunds
 from portex_pay.service.health import Health
 from portex_pay.service.housekeeping import Housekeeping
+from portex_pay.service.metrics import NO_METRICS, MetricsSampler
 from portex_pay.service.orders import OrderService, PaymentSettings
 from portex_pay.service.polling import BotPoller, PollerManager
-from portex_pay.service.ports import Applications, TelegramBot
+from portex_pay.service.ports import Applications, Metrics, TelegramBot
 from portex_pay.service.ratelimit import RateLimits
 from portex_pay.service.reconcile import BotLedgerJob, LedgerReader
 from portex_pay.service.refunds import RefundService
@@ -99,13 +103,16 @@ log = structlog.get_logger(__name__)
 SERVICE_NAME = payment_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name
 
 
-def telegram_client(session: aiohttp.ClientSession, settings: Settings) -> BotApiClient:
+def telegram_client(
+    session: aiohttp.ClientSession, settings: Settings, metrics: Metrics = NO_METRICS
+) -> BotApiClient:
     """The Bot API client as configured (base URL, timeout, test environment)."""
     return BotApiClient(
         session,
         settings.telegram.api_url,
         settings.telegram.timeout,
         test_environment=settings.telegram.test_environment,
+        metrics=metrics,
     )
 
 
@@ -197,6 +204,7 @@ class Wiring:
     cached_applications: ApplicationCache[UUID]
     bot_applications: ApplicationCache[int]
     health: Health
+    metrics: PrometheusMetrics
     jobs: list[Job]
 
 
@@ -212,18 +220,19 @@ def wire(
     supervisor, as `settings` say. A worker's wake-up signal is made before both the service
     that gives it and the worker that waits on it. A job that posts over HTTP is made when its
     session is open (the CLI, which runs no jobs, gives the Bot API's alone)."""
-    bot_api = telegram_client(sessions.telegram, settings)
+    metrics = PrometheusMetrics()
+    bot_api = telegram_client(sessions.telegram, settings, metrics)
     applications, orders = ApplicationRepository(pool), OrderRepository(pool)
     ledger, events = LedgerStore(pool), EventLog(pool)
     refunds_due, deliveries_due, health_check = Wakeup(), Wakeup(), Wakeup()
     supervisor = Supervisor(on_failing=health_check.wake)
-    refunds = _refund_service(settings, pool, ledger, bot_api, refunds_due)
+    refunds = _refund_service(settings, pool, ledger, bot_api, refunds_due, metrics)
     bot_applications = ApplicationCache(applications.get_by_bot_id, settings.auth.cache_ttl)
     cached_applications = ApplicationCache(applications.get, settings.auth.cache_ttl)
     relay = None
     if settings.relay.bot_proxy:
         relay = _relay(settings, pool, replica, bot_api, bot_applications, sessions, deliveries_due)
-    processor = _processor(settings, pool, ledger, bot_api, refunds_due, relay)
+    processor = _processor(settings, pool, ledger, bot_api, refunds_due, relay, metrics)
     hub = EventHub(
         events, queue_size=settings.stream.buffer, poll_interval=settings.stream.poll_interval
     )
@@ -245,6 +254,8 @@ def wire(
     workers = _workers(settings, pool, sessions, orders, ledger, events, refunds, refunds_due)
     if relay is not None:
         workers += _relay_workers(settings, relay, deliveries_due)
+    if settings.metrics.addr:
+        workers.append(_metrics_sampler(settings, pool, hub, metrics))
     order_service = OrderService(orders, bot_api, _payment_settings(settings))
     catalog, users = CatalogRepository(pool), TelegramUserRepository(pool)
     return Wiring(
@@ -272,6 +283,7 @@ def wire(
         cached_applications=cached_applications,
         bot_applications=bot_applications,
         health=health,
+        metrics=metrics,
         jobs=[
             Job("health-probe", health.run, supervisor),
             Job("event-hub", hub.run, supervisor),
@@ -289,6 +301,7 @@ def _refund_service(
     ledger: LedgerStore,
     bot_api: BotApiClient,
     refunds_due: Wakeup,
+    metrics: Metrics,
 ) -> RefundService:
     """RefundPayment, ListRefunds and RetryRefund, and the refund worker's deliveries."""
     return RefundService(
@@ -298,6 +311,7 @@ def _refund_service(
         max_attempts=settings.refund.max_attempts,
         lease_seconds=settings.refund.lease_seconds,
         wake=refunds_due.wake,
+        metrics=metrics,
     )
 
 
@@ -308,6 +322,7 @@ def _processor(
     bot_api: BotApiClient,
     refunds_due: Wakeup,
     relay: RelayService | None,
+    metrics: Metrics,
 ) -> UpdateProcessor:
     """What handles the bots' updates (webhooks, pollers)."""
     return UpdateProcessor(
@@ -321,6 +336,7 @@ def _processor(
         max_attempts=settings.payments.update_max_attempts,
         refund_requested=refunds_due.wake,
         relay=relay,
+        metrics=metrics,
     )
 
 
@@ -446,6 +462,19 @@ def _workers(
     return workers
 
 
+def _metrics_sampler(
+    settings: Settings, pool: asyncpg.Pool, hub: EventHub, metrics: Metrics
+) -> PeriodicWorker:
+    """The `metrics` job: the gauges no request sets, sampled every PORTEX_METRICS_INTERVAL."""
+
+    def pool_usage() -> tuple[int, int]:
+        size = pool.get_size()
+        return size, size - pool.get_idle_size()
+
+    sampler = MetricsSampler(metrics, OutboxBacklogReader(pool), hub, pool_usage)
+    return PeriodicWorker("metrics", sampler.step, idle=settings.metrics.interval)
+
+
 def _relay_workers(
     settings: Settings, relay: RelayService, deliveries_due: Wakeup
 ) -> list[PeriodicWorker]:
@@ -555,7 +584,9 @@ async def start_grpc(
     PORTEX_GRPC_TLS_CERT, its pair reloaded from disk: api/grpc/tls.py); and its port.
     `reuse_port`: one of `serve --workers N`'s processes, sharing the port with its siblings."""
     server = grpc.aio.server(
-        interceptors=[PaymentInterceptor(wiring.authenticator, grpc_rate_limits(settings))],
+        interceptors=[
+            PaymentInterceptor(wiring.authenticator, wiring.metrics, grpc_rate_limits(settings))
+        ],
         options=[
             # A single process fails loudly when the port is taken instead of sharing it with a
             # stranger; the workers' supervisor makes that check once for all of them.
@@ -610,10 +641,23 @@ async def start_http(
             forward_timeout=max(60.0, settings.telegram.timeout),
             read_timeout=settings.http.read_timeout,
             warnings=client_warnings,
+            metrics=wiring.metrics,
         ),
         handle_signals=False,
         **runner_options(settings.http.read_timeout, client_warnings),
     )
+    await runner.setup()
+    await web.TCPSite(runner, host, int(port), reuse_port=reuse_port or None).start()
+    return runner, runner.addresses[0][1]
+
+
+async def start_metrics(
+    settings: Settings, wiring: Wiring, *, reuse_port: bool = False
+) -> tuple[web.AppRunner, int]:
+    """The metrics listener (PORTEX_METRICS_ADDR: `GET /metrics`), listening; and its port.
+    `reuse_port`: as start_grpc's (a scrape reaches one worker, which answers for all)."""
+    host, _, port = settings.metrics.addr.rpartition(":")
+    runner = web.AppRunner(metrics_app(wiring.metrics), handle_signals=False, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, int(port), reuse_port=reuse_port or None).start()
     return runner, runner.addresses[0][1]
@@ -630,11 +674,13 @@ class PortexApp:
         self.health = health.aio.HealthServicer()
         self.grpc_port: int | None = None
         self.http_port: int | None = None
+        self.metrics_port: int | None = None
         self._pool: asyncpg.Pool | None = None
         self._sessions: Sessions | None = None
         self._wiring: Wiring | None = None
         self._server: grpc.aio.Server | None = None
         self._http_runner: web.AppRunner | None = None
+        self._metrics_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stopped = asyncio.Event()
 
@@ -694,11 +740,16 @@ class PortexApp:
         self._http_runner, self.http_port = await start_http(
             settings, wiring, reuse_port=self.worker
         )
+        if settings.metrics.addr:
+            self._metrics_runner, self.metrics_port = await start_metrics(
+                settings, wiring, reuse_port=self.worker
+            )
         self._tasks = [job.start() for job in wiring.jobs]
         log.info(
             "serving",
             grpc_port=self.grpc_port,
             http_port=self.http_port,
+            metrics_port=self.metrics_port,
             loop=type(asyncio.get_running_loop()).__module__.partition(".")[0],
         )
 
@@ -730,6 +781,8 @@ class PortexApp:
             await self._server.stop(self.settings.grpc.shutdown_grace)
         if self._http_runner is not None:
             await self._http_runner.cleanup()
+        if self._metrics_runner is not None:
+            await self._metrics_runner.cleanup()
         if self._sessions is not None:
             await self._sessions.close()
         if self._pool is not None:

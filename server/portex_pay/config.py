@@ -278,6 +278,16 @@ class HousekeepingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """Prometheus metrics, on an address of their own (never the public HTTP one)."""
+
+    # HOST:PORT of the /metrics listener; "" (the default): no metrics listener.
+    addr: str = setting("PORTEX_METRICS_ADDR", "")
+    # Seconds between two samples of the outboxes, the event stream and the pool.
+    interval: float = setting("PORTEX_METRICS_INTERVAL", 15.0, minimum=0.05)
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     db: DatabaseSettings = field(default_factory=DatabaseSettings)
     grpc: GrpcSettings = field(default_factory=GrpcSettings)
@@ -294,6 +304,7 @@ class Settings:
     relay: RelaySettings = field(default_factory=RelaySettings)
     ledger: LedgerSettings = field(default_factory=LedgerSettings)
     housekeeping: HousekeepingSettings = field(default_factory=HousekeepingSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     def init_data_key(self) -> bytes | None:
         """The Ed25519 public key initData signatures are checked with (None: HMAC only)."""
@@ -344,6 +355,12 @@ class Settings:
         ):
             if not _is_host_port(value):
                 problems.append(f"{name} must be HOST:PORT")
+        metrics_addr = self.metrics.addr
+        if metrics_addr and not _is_host_port(metrics_addr):
+            problems.append("PORTEX_METRICS_ADDR must be HOST:PORT or empty")
+        elif metrics_addr in (self.grpc.addr, self.http.addr) and not metrics_addr.endswith(":0"):
+            # Metrics tell business volumes: never on the public webhook/edge port.
+            problems.append("PORTEX_METRICS_ADDR must be an address of its own")
         api = urlsplit(self.telegram.api_url)
         if api.scheme not in ("http", "https") or not api.netloc:
             problems.append("PORTEX_TELEGRAM_API_URL must be an absolute http(s) URL")

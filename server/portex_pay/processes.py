@@ -28,6 +28,12 @@ single process does (PORTEX_SHUTDOWN_GRACE), the supervisor waits for them and e
 that exits while the supervisor is not stopping (killed, crashed) is logged as a warning with its
 exit code or signal and started again after 1 s, 2 s, 4 s, ... at most 30 s (1 s again once it
 had run 60 s), the background jobs' backoff (service/worker.py).
+With PORTEX_METRICS_ADDR the supervisor holds that port too and gives the workers a fresh
+directory of its own in PROMETHEUS_MULTIPROC_DIR (removed when it exits; one left by an earlier
+run would add its dead processes' gauges): prometheus-client's multiprocess mode, in which each
+worker writes its values to files there and a scrape, whichever worker it reaches, adds up all
+of them (portex_pay/metrics.py). A worker that exits has its live gauges' files removed
+(`mark_process_dead`); its counters stay, so totals never go down when it is restarted.
 """
 
 from __future__ import annotations
@@ -35,11 +41,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import structlog
@@ -94,20 +102,57 @@ def hold_port(variable: str, addr: str) -> tuple[socket.socket, str]:
 async def supervise_workers(settings: Settings, count: int) -> int:
     """`serve --workers N` (N > 1): holds the ports, starts N workers and meanwhile migrates,
     runs the workers until SIGTERM/SIGINT; the exit status (0: every worker stopped cleanly)."""
-    grpc_socket, grpc_addr = hold_port("PORTEX_GRPC_ADDR", settings.grpc.addr)
+    with contextlib.ExitStack() as held:
+        addresses = {
+            "PORTEX_GRPC_ADDR": settings.grpc.addr,
+            "PORTEX_HTTP_ADDR": settings.http.addr,
+        }
+        if settings.metrics.addr:
+            addresses["PORTEX_METRICS_ADDR"] = settings.metrics.addr
+        env = dict(os.environ)
+        for variable, addr in addresses.items():
+            sock, env[variable] = hold_port(variable, addr)
+            held.callback(sock.close)
+        on_exit = None
+        if settings.metrics.addr:
+            env[MULTIPROCESS_DIR_VARIABLE] = directory = held.enter_context(_metrics_directory())
+            on_exit = _metrics_of_dead_worker(directory)
+        log.info(
+            "starting workers",
+            workers=count,
+            **{name.removeprefix("PORTEX_").lower(): env[name] for name in addresses},
+        )
+        workers = WorkerProcesses(
+            count,
+            env,
+            kill_after=2 * settings.grpc.shutdown_grace + KILL_MARGIN,
+            on_exit=on_exit,
+        )
+        return await _run_migrated(workers, settings)
+
+
+# prometheus-client's multiprocess mode (portex_pay/metrics.py; not imported here, so that the
+# supervisor stays light).
+MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+
+
+@contextlib.contextmanager
+def _metrics_directory() -> Iterator[str]:
+    """A fresh directory for the workers' metrics files, removed afterwards."""
+    directory = tempfile.mkdtemp(prefix="portex-metrics-")
     try:
-        http_socket, http_addr = hold_port("PORTEX_HTTP_ADDR", settings.http.addr)
-        try:
-            env = {**os.environ, "PORTEX_GRPC_ADDR": grpc_addr, "PORTEX_HTTP_ADDR": http_addr}
-            log.info("starting workers", workers=count, grpc_addr=grpc_addr, http_addr=http_addr)
-            workers = WorkerProcesses(
-                count, env, kill_after=2 * settings.grpc.shutdown_grace + KILL_MARGIN
-            )
-            return await _run_migrated(workers, settings)
-        finally:
-            http_socket.close()
+        yield directory
     finally:
-        grpc_socket.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _metrics_of_dead_worker(directory: str) -> Callable[[int], None]:
+    def forget(pid: int) -> None:
+        from prometheus_client import multiprocess  # only once a worker has exited
+
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+
+    return forget
 
 
 async def _run_migrated(workers: WorkerProcesses, settings: Settings) -> int:
@@ -145,7 +190,15 @@ def _exit_status(status: int) -> dict[str, Any]:
 class WorkerProcesses:
     """N worker processes kept running until the stop (SIGTERM/SIGINT), then stopped."""
 
-    def __init__(self, count: int, env: Mapping[str, str], *, kill_after: float) -> None:
+    def __init__(
+        self,
+        count: int,
+        env: Mapping[str, str],
+        *,
+        kill_after: float,
+        on_exit: Callable[[int], None] | None = None,
+    ) -> None:
+        self._on_exit = on_exit  # told each exited worker's pid
         self._count = count
         self._env = dict(env)
         self._kill_after = kill_after
@@ -223,6 +276,8 @@ class WorkerProcesses:
             return _exit_status(await process.wait())
         finally:
             del self._running[index]
+            if self._on_exit is not None:
+                self._on_exit(process.pid)
 
 
 def _send(process: asyncio.subprocess.Process, signum: int) -> None:

@@ -14,14 +14,16 @@ import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 import asyncpg
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.postgres.migrations import load_migrations
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import TestApp
+from tests.conftest import TestApp, free_port
 from tests.e2e.conftest import ServerFactory, ServerProcess
 from tests.integration.helpers import eventually, pay_request
 
@@ -379,3 +381,51 @@ async def test_a_supervisor_whose_migrations_fail_stops_its_workers_and_exits_1(
     assert not any(_alive(pid) for pid in started)
     assert not [line for line in lines if line["event"] == "serving"]
     assert "was changed after it was applied" in server.log_text()
+
+
+async def test_one_scrape_adds_up_every_workers_counts(start_server: ServerFactory):
+    """With two workers serving RPCs, a scrape of the shared metrics port (whichever worker
+    answers it) counts every RPC of both: prometheus-client's multiprocess mode."""
+    metrics_port = free_port()
+    server = await start_server("--workers", "2", PORTEX_METRICS_ADDR=f"127.0.0.1:{metrics_port}")
+    workers = await _workers(server, 2)
+    channels: list[grpc.aio.Channel] = []
+
+    async def refused_query() -> None:
+        """A QueryOrder without a key on a connection of its own: UNAUTHENTICATED, counted."""
+        channel = grpc.aio.insecure_channel(
+            server.target, options=[("grpc.use_local_subchannel_pool", 1)]
+        )
+        channels.append(channel)
+        stub = payment_pb2_grpc.PaymentServiceStub(channel)
+        try:
+            await stub.QueryOrder(payment_pb2.QueryOrderRequest(tg_payment_id=1), timeout=10)
+        except grpc.aio.AioRpcError as error:
+            assert error.code() == grpc.StatusCode.UNAUTHENTICATED
+        else:
+            raise AssertionError("a QueryOrder without a key was answered")
+
+    try:
+        await Connections(server).until_each_serves(workers, server.grpc_port, refused_query)
+    finally:
+        for channel in channels:
+            await channel.close()
+    labels = {
+        "grpc_type": "unary",
+        "grpc_service": "portex.payment.v1.PaymentService",
+        "grpc_method": "QueryOrder",
+        "grpc_code": "Unauthenticated",
+    }
+    for _ in range(4):  # new connections each: they reach either worker
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as session,
+            session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response,
+        ):
+            text = await response.text()
+        counted = [
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "grpc_server_handled_total" and sample.labels == labels
+        ]
+        assert counted == [len(channels)]

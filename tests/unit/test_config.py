@@ -269,3 +269,13 @@ def test_tls_files_go_together_and_must_be_there_to_serve(tmp_path: Path) -> Non
     assert Settings.from_env(missing, serving=False).grpc.tls_key == "/nowhere.key"
     both = {**BASE, "PORTEX_GRPC_TLS_CERT": str(pem), "PORTEX_GRPC_TLS_KEY": str(pem)}
     assert Settings.from_env(both).grpc.tls_cert == str(pem)
+
+
+def test_the_metrics_listener_is_off_by_default_and_never_the_public_address() -> None:
+    assert Settings.from_env(BASE).metrics.addr == ""
+    settings = Settings.from_env({**BASE, "PORTEX_METRICS_ADDR": "127.0.0.1:9464"})
+    assert settings.metrics.addr == "127.0.0.1:9464"
+    for addr in ("127.0.0.1:8080", "127.0.0.1:50051", "nowhere"):
+        with pytest.raises(ConfigError) as raised:
+            Settings.from_env({**BASE, "PORTEX_METRICS_ADDR": addr})
+        assert "PORTEX_METRICS_ADDR" in str(raised.value)

@@ -806,3 +806,42 @@ class HttpPoster(Protocol):
         timeout: float,
         read_limit: int = 0,
     ) -> HttpAnswer: ...
+
+
+# ---------------------------------------------------------------------------- metrics
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxSample:
+    """One outbox's backlog: rows waiting, and the age of the oldest (0 when none waits)."""
+
+    outbox: str  # refunds, callbacks, relay
+    depth: int
+    oldest_age_seconds: float
+
+
+class OutboxBacklog(Protocol):
+    """The outboxes' backlogs, read together in one cheap query (the metrics job's)."""
+
+    async def sample(self) -> list[OutboxSample]: ...
+
+
+class Metrics(Protocol):
+    """What the use cases count and time (Prometheus: portex_pay/metrics.py). Each call is an
+    increment, an observe or a set: cheap enough for the payment path."""
+
+    def payment_recorded(self, outcome: str) -> None: ...
+
+    def pre_checkout_answered(self, ok: bool, seconds: float) -> None: ...
+
+    def refund_attempted(self, outcome: str) -> None: ...
+
+    def telegram_called(self, method: str, result: str) -> None: ...
+
+    def outbox_sampled(self, outbox: str, depth: int, oldest_age_seconds: float) -> None: ...
+
+    def stream_sampled(
+        self, subscribers: int, queue_sizes: Sequence[int], overflowed: int
+    ) -> None: ...
+
+    def pool_sampled(self, size: int, in_use: int) -> None: ...

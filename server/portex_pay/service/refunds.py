@@ -54,7 +54,8 @@ from portex_pay.domain.telegram import (
     TelegramNetworkError,
 )
 from portex_pay.service.ledger import Ledger
-from portex_pay.service.ports import Payments, Refunds, TelegramBot
+from portex_pay.service.metrics import NO_METRICS
+from portex_pay.service.ports import Metrics, Payments, Refunds, TelegramBot
 
 log = structlog.get_logger(__name__)
 
@@ -72,8 +73,10 @@ class RefundService:
         batch: int = 20,
         lease_seconds: float = 60.0,
         wake: Callable[[], None] = lambda: None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self._lease_seconds = lease_seconds
+        self._metrics = metrics
         self._payments = payments
         self._refunds = refunds
         self._ledger = Ledger(payments)
@@ -198,6 +201,7 @@ class RefundService:
         try:
             await self._bot_api.refund_star_payment(refund.bot_token, refund.tg_use_id, charge_id)
         except ChargeAlreadyRefunded:
+            self._metrics.refund_attempted("already_refunded")
             await self._ledger.settle_refund(refund.application_id, charge_id)
             return
         except TelegramApiError as error:
@@ -206,6 +210,7 @@ class RefundService:
         except TelegramNetworkError as error:
             await self._failed(refund, error.reason, None)
             return
+        self._metrics.refund_attempted("succeeded")
         await self._ledger.settle_refund(refund.application_id, charge_id)
         log.info("refund delivered", tg_payment_id=refund.tg_payment_id)
 
@@ -216,6 +221,7 @@ class RefundService:
             retry_in = backoff_seconds(attempts, base=self._base_backoff, cap=self._max_backoff)
             if retry_after is not None:
                 retry_in = max(retry_in, float(retry_after))
+        self._metrics.refund_attempted("failed" if retry_in is None else "retrying")
         log.warning(
             "refund attempt failed",
             tg_payment_id=refund.tg_payment_id,

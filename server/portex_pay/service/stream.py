@@ -200,6 +200,10 @@ class EventHub:
         """Events waiting in each subscriber's queue (bounded by the buffer size)."""
         return [sub.pending for subs in self._subscribers.values() for sub in subs]
 
+    def overflowed_count(self) -> int:
+        """Subscribers the hub no longer feeds (too slow): they catch up from the table."""
+        return sum(sub.overflowed for subs in self._subscribers.values() for sub in subs)
+
     def subscribe(self, application_id: UUID) -> Subscription:
         if self._closed:
             raise ShuttingDown("this server is shutting down; resume on another replica")

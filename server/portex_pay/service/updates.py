@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import datetime
@@ -63,8 +64,9 @@ from portex_pay.domain.updates import (
 )
 from portex_pay.logging import RateLimitedWarnings
 from portex_pay.service.ledger import Ledger
+from portex_pay.service.metrics import NO_METRICS
 from portex_pay.service.outage import is_unavailable
-from portex_pay.service.ports import DeadLetters, Payments, TelegramBot
+from portex_pay.service.ports import DeadLetters, Metrics, Payments, TelegramBot
 from portex_pay.service.relay import RelayService
 from portex_pay.service.support import buyer_message, support_command, support_reply
 
@@ -118,6 +120,7 @@ class UpdateProcessor:
         max_attempts: int = 10,
         refund_requested: Callable[[], None] = lambda: None,
         relay: RelayService | None = None,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
         self._payments = payments
         self._ledger = Ledger(payments)
@@ -130,6 +133,7 @@ class UpdateProcessor:
         self._max_attempts = max_attempts
         self._refund_requested = refund_requested
         self._relay = relay
+        self._metrics = metrics
         # Transient failures so far, per (bot, update id); bounded, oldest forgotten first.
         self._failures: OrderedDict[tuple[int, int | None], int] = OrderedDict()
         # A bot's garbage in a loop must not flood the log: one line per bot a minute.
@@ -357,6 +361,7 @@ class UpdateProcessor:
     async def _pre_checkout(
         self, application: Application, query: PreCheckoutQuery, signed: SignedPayload | None
     ) -> CheckoutDecision | None:
+        started = time.perf_counter()
         charge = query.charge
         bot = application.require_bot()
         order_id = None
@@ -377,6 +382,7 @@ class UpdateProcessor:
                     return None  # a repeated delivery: answered already
                 decision = decide_pre_checkout(charge, order, signed.amount, self._clock())
         await self._answer(bot, query.query_id, decision)
+        self._metrics.pre_checkout_answered(decision.ok, time.perf_counter() - started)
         record = CheckoutRecord(
             bot.id, query.update_id, application.id, order_id, query.query_id, charge
         )
@@ -423,6 +429,8 @@ class UpdateProcessor:
         result = await self._ledger.record_payment(
             payment.record(bot.id, application.id, signed, raw), auto_refund=self._auto_refund
         )
+        if result.outcome is not None:
+            self._metrics.payment_recorded(result.outcome.disposition)
         if result.outcome is not None and result.outcome.disposition not in (
             Disposition.ACCEPTED,
             Disposition.RENEWAL,

@@ -35,6 +35,8 @@ from portex_pay.domain.telegram import (
     TelegramNetworkError,
     TelegramTooManyRequests,
 )
+from portex_pay.service.metrics import NO_METRICS
+from portex_pay.service.ports import Metrics
 
 # Optional createInvoiceLink fields, sent only when set.
 _PHOTO_FIELDS = (
@@ -59,7 +61,9 @@ class BotApiClient:
         timeout: float,
         *,
         test_environment: bool = False,
+        metrics: Metrics = NO_METRICS,
     ) -> None:
+        self._metrics = metrics
         self._session = session
         self._base_url = base_url.rstrip("/")
         self._timeout = timeout
@@ -118,6 +122,25 @@ class BotApiClient:
 
     async def call(
         self, token: str, method: str, params: dict[str, Any], *, timeout: float | None = None
+    ) -> Any:
+        """Calls `method` (one of ours: it labels the calls' counter) and returns its result;
+        TelegramError when there is none."""
+        try:
+            result = await self._call(token, method, params, timeout)
+        except TelegramTooManyRequests:
+            self._metrics.telegram_called(method, "rate_limited")
+            raise
+        except TelegramApiError:
+            self._metrics.telegram_called(method, "error")
+            raise
+        except TelegramNetworkError:
+            self._metrics.telegram_called(method, "network")
+            raise
+        self._metrics.telegram_called(method, "ok")
+        return result
+
+    async def _call(
+        self, token: str, method: str, params: dict[str, Any], timeout: float | None
     ) -> Any:
         url = self.method_url(token, method)
         limit = aiohttp.ClientTimeout(total=self._timeout if timeout is None else timeout)

@@ -6,6 +6,9 @@ limit when one is set (RESOURCE_EXHAUSTED with RetryInfo over it), runs the hand
 application in a context variable, turns domain errors into rich statuses (api/grpc/errors.py),
 and writes one log line: method, code, duration, application id, request id, peer. Health and
 reflection need no key.
+The same timing feeds the grpc-ecosystem metrics (portex_pay/metrics.py) of PaymentService's RPCs:
+started, handled by code, handling seconds, messages received and sent, each series bound to its
+labels once per method, so that a call pays a few increments and one observe.
 
 Requests of every service are decoded by a deserializer that cannot raise: bytes that are not the
 request message are INVALID_ARGUMENT before anything else (authentication included), with at most
@@ -30,6 +33,7 @@ from portex_pay.api.grpc import errors
 from portex_pay.domain.application import Application
 from portex_pay.domain.errors import DomainError, RateLimited
 from portex_pay.logging import OwnText, RateLimitedWarnings
+from portex_pay.metrics import PrometheusMetrics, RpcSeries
 from portex_pay.service.auth import ApiKeyAuthenticator
 from portex_pay.service.ratelimit import RateLimits, retry_after_seconds
 
@@ -67,21 +71,28 @@ def _metadata_value(metadata: Any, key: str) -> str | None:
 class _Call:
     """What the canonical log line needs to know about one RPC."""
 
-    def __init__(self, method: OwnText, peer: str) -> None:
+    __slots__ = ("application_id", "code", "method", "peer", "request_id", "series", "started")
+
+    def __init__(self, method: OwnText, peer: str, series: RpcSeries) -> None:
         self.method = method
         self.peer = peer
+        self.series = series
+        series.started.inc()
+        series.received.inc()  # a unary request, or a server stream's one request
         self.started = time.perf_counter()
         self.code = grpc.StatusCode.OK
         self.application_id: str | None = None
         self.request_id: str | None = None
 
     def finish(self) -> None:
+        seconds = time.perf_counter() - self.started
+        self.series.handled(self.code, seconds)
         log.info(
             "rpc",
             method=self.method,
             # OK without a lookup: hashing an Enum member is a Python-level call.
             code=_OK if self.code is grpc.StatusCode.OK else _CODE_NAMES[self.code],
-            duration_ms=round((time.perf_counter() - self.started) * 1000, 2),
+            duration_ms=round(seconds * 1000, 2),
             application_id=self.application_id,
             request_id=self.request_id,
             peer=self.peer,
@@ -126,9 +137,13 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
     before authentication); PaymentService's RPCs are authenticated, mapped and logged."""
 
     def __init__(
-        self, authenticator: ApiKeyAuthenticator, limits: RateLimits | None = None
+        self,
+        authenticator: ApiKeyAuthenticator,
+        metrics: PrometheusMetrics,
+        limits: RateLimits | None = None,
     ) -> None:
         self._authenticator = authenticator
+        self._metrics = metrics
         self._limits = limits  # per application; None: unlimited
         self._undecodable = RateLimitedWarnings(log)
         # Per method served (bounded): its handler and the handler wrapped around it.
@@ -157,13 +172,17 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
         if method.startswith(PROTECTED_PREFIX):
             if handler.unary_unary is not None:
                 return grpc.unary_unary_rpc_method_handler(
-                    self._wrap_unary(handler.unary_unary, method),
+                    self._wrap_unary(
+                        handler.unary_unary, method, self._metrics.rpc("unary", method)
+                    ),
                     request_deserializer=deserializer,
                     response_serializer=serializer,
                 )
             if handler.unary_stream is not None:
                 return grpc.unary_stream_rpc_method_handler(
-                    self._wrap_stream(handler.unary_stream, method),
+                    self._wrap_stream(
+                        handler.unary_stream, method, self._metrics.rpc("server_stream", method)
+                    ),
                     request_deserializer=deserializer,
                     # PaymentService's streams yield serialized messages (StreamInvoiceEvents
                     # shares each event's bytes among its subscribers): written as they are.
@@ -289,16 +308,25 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
             return grpc.StatusCode.DEADLINE_EXCEEDED
         return grpc.StatusCode.CANCELLED
 
+    def _refused(self, series: RpcSeries) -> None:
+        """An undecodable request, refused before its call began: counted, not logged."""
+        series.started.inc()
+        series.received.inc()
+        series.handled(grpc.StatusCode.INVALID_ARGUMENT, 0.0)
+
     def _wrap_unary(
-        self, behavior: Any, method: OwnText
+        self, behavior: Any, method: OwnText, series: RpcSeries
     ) -> Callable[[Any, Context], Awaitable[Any]]:
         async def wrapper(request: Any, context: Context) -> Any:
             if isinstance(request, _Undecodable):
+                self._refused(series)
                 await self._refuse(context, method, request)
-            call = _Call(method, context.peer())
+            call = _Call(method, context.peer(), series)
             try:
                 await self._enter(call, context, request)
-                return await behavior(request, context)
+                response = await behavior(request, context)
+                series.sent.inc()
+                return response
             except asyncio.CancelledError:
                 call.code = self._cancelled_code(context)
                 raise
@@ -310,20 +338,23 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
         return wrapper
 
     def _wrap_stream(
-        self, behavior: Any, method: OwnText
+        self, behavior: Any, method: OwnText, series: RpcSeries
     ) -> Callable[[Any, Context], Awaitable[None]]:
         # A coroutine that writes each response itself (gRPC's reader/writer form), not an
         # async generator gRPC iterates: one generator fewer to resume for every message of
         # every stream (a thousand subscribers, each event).
         async def wrapper(request: Any, context: Context) -> None:
             if isinstance(request, _Undecodable):
+                self._refused(series)
                 await self._refuse(context, method, request)
-            call = _Call(method, context.peer())
+            call = _Call(method, context.peer(), series)
+            sent = series.sent
             try:
                 await self._enter(call, context, request)
                 async with contextlib.aclosing(behavior(request, context)) as responses:
                     async for response in responses:
                         await context.write(response)
+                        sent.inc()
             except asyncio.CancelledError:  # the client went away, or the server is stopping
                 call.code = self._cancelled_code(context)
                 raise

@@ -26,7 +26,9 @@ from aiohttp import web
 from portex_pay.api.http.botapi_proxy import add_bot_api_routes
 from portex_pay.api.http.edge import add_edge_routes
 from portex_pay.api.http.guard import ClientWarnings, bounded_reads
+from portex_pay.api.http.metrics import count_requests
 from portex_pay.domain.application import Application
+from portex_pay.metrics import PrometheusMetrics
 from portex_pay.service.auth import BotTokenAuthenticator
 from portex_pay.service.edge import EdgeService
 from portex_pay.service.ports import BotApiForwarder
@@ -54,6 +56,7 @@ def create_http_app(
     forward_timeout: float = 60.0,
     read_timeout: float = 30.0,
     warnings: ClientWarnings | None = None,
+    metrics: PrometheusMetrics | None = None,
 ) -> web.Application:
     """The HTTP application; `load_application` should be cached (service/cache.py,
     ApplicationCache.get). The Bot API proxy is served when `relay` is given.
@@ -115,4 +118,7 @@ def create_http_app(
         app.router.add_post("/telegram/webhook/{application_id}", telegram_webhook)
     # Innermost, so that the edge's envelope also wraps its 408 and 400.
     app.middlewares.append(bounded_reads(read_timeout, warnings or ClientWarnings()))
+    if metrics is not None:
+        # Outermost: every answer is counted, the other middlewares' refusals too.
+        app.middlewares.insert(0, count_requests(metrics))
     return app
