@@ -16,7 +16,7 @@ import pytest
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.app import PortexApp
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import PAYLOAD_SECRET, TestApp, new_bot_token
+from tests.conftest import DATA_KEY, PAYLOAD_SECRET, TestApp, new_bot_token
 from tests.integration.helpers import eventually, pay_request
 
 
@@ -30,6 +30,7 @@ async def admin(
         "PORTEX_TELEGRAM_API_URL": fake.base_url,
         "PORTEX_LOG_FORMAT": "json",
         "PORTEX_PAYLOAD_SECRET": PAYLOAD_SECRET,
+        "PORTEX_DATA_KEY": DATA_KEY,
         **extra,
     }
     process = await asyncio.create_subprocess_exec(

@@ -39,7 +39,7 @@ from portex_pay.app import PortexApp, application_admin
 from portex_pay.config import ConfigError, Settings
 from portex_pay.service.callbacks import CallbackDispatcher
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import TestApp, create_test_app, free_port, make_settings
+from tests.conftest import DATA_KEYS, TestApp, create_test_app, free_port, make_settings
 from tests.integration.helpers import eventually, pay_request
 
 USER = 4242
@@ -355,7 +355,9 @@ async def _shop(
     session = await new_session()
     try:
         await service.start()
-        admin = application_admin(service.pool, BotApiClient(session, fake_telegram.base_url, 5.0))
+        admin = application_admin(
+            service.pool, BotApiClient(session, fake_telegram.base_url, 5.0), data_keys=DATA_KEYS
+        )
         app = await create_test_app(
             admin,
             fake_telegram,
@@ -486,7 +488,7 @@ async def test_a_refused_delivery_backs_off_and_is_given_up_after_max_attempts(
     session = await new_callback_session(allow_private=False)
     try:
         dispatcher = CallbackDispatcher(
-            CallbackRepository(service.pool),
+            CallbackRepository(service.pool, DATA_KEYS),
             HttpPoster(session),
             timeout=2.0,
             max_attempts=2,

@@ -28,7 +28,7 @@ from portex_pay.app import PortexApp
 from portex_pay.domain.callbacks import verify_callback
 from portex_pay.domain.order import SDK_STATUS, OrderState
 from portex_pay.service.callbacks import CallbackDispatcher
-from tests.conftest import TestApp, free_port
+from tests.conftest import DATA_KEYS, TestApp, free_port
 from tests.integration.helpers import pay_request
 
 ORDER_KEYS = {
@@ -139,7 +139,9 @@ async def make_dispatcher(service: PortexApp) -> AsyncIterator[Callable[..., Cal
     def make(repository: CallbackRepository | None = None, **options: Any) -> CallbackDispatcher:
         options = {"timeout": 2.0, "base_backoff": 60.0, **options}
         return CallbackDispatcher(
-            repository or CallbackRepository(service.pool), HttpPoster(session), **options
+            repository or CallbackRepository(service.pool, DATA_KEYS),
+            HttpPoster(session),
+            **options,
         )
 
     try:
@@ -301,7 +303,7 @@ class TimedRepository(CallbackRepository):
     """Records when each outcome was written, to see which delivery finished when."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
-        super().__init__(pool)
+        super().__init__(pool, DATA_KEYS)
         self.settled: dict[int, float] = {}
 
     async def mark_delivered(self, event_id: int, status: int) -> None:
@@ -402,7 +404,10 @@ async def test_a_claim_is_leased_and_concurrent_claims_are_disjoint(
         (await event_ids(service.pool, await pay(stub, app, receiver.url("lease"))))[0]
         for _ in range(6)
     ]
-    one, two = CallbackRepository(service.pool), CallbackRepository(service.pool)
+    one, two = (
+        CallbackRepository(service.pool, DATA_KEYS),
+        CallbackRepository(service.pool, DATA_KEYS),
+    )
 
     a, b = await asyncio.gather(one.claim_due(4, 60.0), two.claim_due(4, 60.0))
     claimed = [c.event_id for c in a] + [c.event_id for c in b]
