@@ -142,6 +142,7 @@ async def test_plaintext_left_by_an_earlier_version_is_sealed_at_start(
             "SELECT bot_token, webhook_secret, signing_secret FROM applications WHERE id = $1",
             application_id,
         )
+        assert row is not None
         assert all(value.startswith(f"v1.{DATA_KEYS.current_id}.") for value in row.values())
         loaded = await ApplicationRepository(app.pool, DATA_KEYS).get(application_id)
         assert loaded is not None and loaded.bot is not None
