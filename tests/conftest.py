@@ -22,6 +22,7 @@ import grpc
 import pytest
 
 from portex.payment.v1 import payment_pb2_grpc
+from portex_pay.adapters.postgres.sealed import APPLICATIONS
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp, application_admin
 from portex_pay.config import Settings
@@ -36,6 +37,18 @@ PAYLOAD_KEYS = PayloadKeys(PAYLOAD_SECRET.encode())  # the ring the test service
 # The data key the test services seal stored secrets with (PORTEX_DATA_KEY), and its ring.
 DATA_KEY = "dGVzdC1kYXRhLWtleS0zMi1ieXRlcy1sb25nLSEhISE="
 DATA_KEYS = DataKeys(base64.b64decode(DATA_KEY))
+
+
+async def stored_secret(
+    db: asyncpg.Pool | asyncpg.Connection, application_id: str | uuid.UUID, column: str
+) -> str:
+    """An application's secret as the service knows it: read from its row, and opened (it is
+    stored sealed, adapters/postgres/sealed.py)."""
+    row_id = uuid.UUID(str(application_id))
+    sealed = await db.fetchval(f"SELECT {column} FROM applications WHERE id = $1", row_id)
+    secret = APPLICATIONS.open(DATA_KEYS, column, row_id, sealed)
+    assert secret is not None
+    return secret
 
 
 def free_port() -> int:

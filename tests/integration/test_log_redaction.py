@@ -35,7 +35,7 @@ from portex_pay.logging import (
     redact,
     register_secret,
 )
-from tests.conftest import DATA_KEYS, PAYLOAD_SECRET, TestApp
+from tests.conftest import DATA_KEYS, PAYLOAD_SECRET, TestApp, stored_secret
 from tests.integration.helpers import pay_request
 from tests.unit.test_logging import QUERY_ID, init_data
 
@@ -128,17 +128,11 @@ async def raw_request(port: int | None, request_line: bytes, headers: list[bytes
 
 
 async def webhook_secret(service: PortexApp, app: TestApp) -> str:
-    secret: str = await service.pool.fetchval(
-        "SELECT webhook_secret FROM applications WHERE id = $1::uuid", app.id
-    )
-    return secret
+    return await stored_secret(service.pool, app.id, "webhook_secret")
 
 
 async def signing_secret(service: PortexApp, app: TestApp) -> str:
-    secret: str = await service.pool.fetchval(
-        "SELECT signing_secret FROM applications WHERE id = $1::uuid", app.id
-    )
-    return secret
+    return await stored_secret(service.pool, app.id, "signing_secret")
 
 
 def assert_refusals_are_warnings(output: str) -> None:
