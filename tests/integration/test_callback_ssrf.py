@@ -39,7 +39,14 @@ from portex_pay.app import PortexApp, application_admin
 from portex_pay.config import ConfigError, Settings
 from portex_pay.service.callbacks import CallbackDispatcher
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import DATA_KEYS, TestApp, create_test_app, free_port, make_settings
+from tests.conftest import (
+    DATA_KEYS,
+    TestApp,
+    create_test_app,
+    free_port,
+    make_settings,
+    stored_secret,
+)
 from tests.integration.helpers import eventually, pay_request
 
 USER = 4242
@@ -442,9 +449,7 @@ async def test_a_paid_orders_callbacks_to_a_loopback_address_are_refused(
     assert len(warnings()) == 3  # and no more
     assert all(w["log_level"] == "warning" and w["gave_up"] for w in warnings())
     assert all(_reason_matches(w["error"], variant) for w in warnings())
-    secret = await guarded_shop.service.pool.fetchval(
-        "SELECT signing_secret FROM applications WHERE id = $1", uuid.UUID(guarded_shop.app.id)
-    )
+    secret = await stored_secret(guarded_shop.service.pool, guarded_shop.app.id, "signing_secret")
     assert "receiver-own-secret" not in repr(logs) and secret not in repr(logs)
 
 
