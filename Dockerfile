@@ -1,6 +1,6 @@
 # portex-pay: the gRPC + HTTP payment service, as a small non-root image.
 # Build: docker build -t portex-pay .   Run with docker-compose.yml, or set DATABASE_URL and
-# PORTEX_PAYLOAD_SECRET yourself.
+# PORTEX_PAYLOAD_SECRET and PORTEX_DATA_KEY yourself.
 
 # Both stages must use the same Python: the venv copied between them points at its interpreter.
 ARG PYTHON_IMAGE=python:3.11-slim

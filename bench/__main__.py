@@ -37,6 +37,7 @@ from bench.ledger import main as run_ledger_bench
 from bench.orders import run_orders_bench
 from bench.payments import run_payments_bench
 from bench.round_trips import main as run_round_trips_bench
+from bench.serving import DATA_KEY, DATA_KEYS
 from bench.storm import run_replicas_bench, run_storm_bench
 from bench.stream import run_stream_bench
 from bench.summary import print_summary
@@ -125,6 +126,7 @@ async def run(dsn: str) -> None:
     base = Settings().replace(
         db_url=dsn,
         payload_secret="bench-" + "s" * 32,
+        data_key=DATA_KEY,
         grpc_addr="127.0.0.1:0",
         http_addr="127.0.0.1:0",
         telegram_api_url=fake.base_url,
@@ -147,6 +149,7 @@ async def run(dsn: str) -> None:
             cached.pool,
             BotApiClient(session, fake.base_url, 5),
             max_amount=cached.settings.payments.max_amount,
+            data_keys=DATA_KEYS,
         )
         application, key = await admin.create_app(f"bench-{uuid.uuid4().hex[:8]}", token)
         await admin.set_item(application.id, CatalogItem(key="item", amount=5, title="Book"))

@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.serving import DATA_KEY, DATA_KEYS
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp, application_admin
 from portex_pay.config import Settings
@@ -108,6 +109,7 @@ async def run_botapi_bench(dsn: str, _tmp: Path) -> None:
     settings = Settings().replace(
         db_url=dsn,
         payload_secret="bench-" + "s" * 32,
+        data_key=DATA_KEY,
         grpc_addr="127.0.0.1:0",
         http_addr="127.0.0.1:0",
         telegram_api_url=fake.base_url,
@@ -126,7 +128,9 @@ async def run_botapi_bench(dsn: str, _tmp: Path) -> None:
         token, direct_token = _token(), _token()
         fake.add_bot(token)
         fake.add_bot(direct_token)
-        admin = application_admin(app.pool, BotApiClient(session, fake.base_url, 5))
+        admin = application_admin(
+            app.pool, BotApiClient(session, fake.base_url, 5), data_keys=DATA_KEYS
+        )
         application, _key = await admin.create_app(f"bench-bot-{uuid.uuid4().hex[:8]}", token)
         await admin.register_webhook(application.id, f"http://127.0.0.1:{app.http_port}")
         await fake.send_user_message(token, USER, "hi")  # opens the chat (not relayed yet)

@@ -52,7 +52,7 @@ from bench.h2load import (
     h2load,
     run_load,
 )
-from bench.serving import free_port, wait_serving
+from bench.serving import DATA_KEY, DATA_KEYS, free_port, wait_serving
 from portex.payment.v1 import payment_pb2
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.postgres.pool import connect
@@ -117,6 +117,7 @@ def serve_env(dsn: str, fake_url: str, grpc_port: int, http_port: int) -> dict[s
         **env,
         "DATABASE_URL": dsn,
         "PORTEX_PAYLOAD_SECRET": "bench-" + "c" * 32,
+        "PORTEX_DATA_KEY": DATA_KEY,
         "PORTEX_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
         "PORTEX_HTTP_ADDR": f"127.0.0.1:{http_port}",
         "PORTEX_TELEGRAM_API_URL": fake_url,
@@ -173,7 +174,10 @@ async def open_shop(dsn: str, fake: FakeBotApi, session: aiohttp.ClientSession) 
         token = f"{uuid.uuid4().int % 10**9 + 10**9}:{uuid.uuid4().hex}{uuid.uuid4().hex[:3]}"
         fake.add_bot(token)
         admin = application_admin(
-            conn, BotApiClient(session, fake.base_url, 5), max_amount=Settings().payments.max_amount
+            conn,
+            BotApiClient(session, fake.base_url, 5),
+            max_amount=Settings().payments.max_amount,
+            data_keys=DATA_KEYS,
         )
         application, key = await admin.create_app(f"calls-{uuid.uuid4().hex[:8]}", token)
         await admin.set_item(application.id, CatalogItem(key="item", amount=5, title="Book"))

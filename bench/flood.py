@@ -26,7 +26,7 @@ import asyncpg
 import grpc
 
 from bench.payments import SECRET
-from bench.serving import free_port, wait_serving
+from bench.serving import DATA_KEY, DATA_KEYS, free_port, wait_serving
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
@@ -136,6 +136,7 @@ async def run_flood_bench(dsn: str, log_dir: Path) -> None:
                 **os.environ,
                 "DATABASE_URL": dsn,
                 "PORTEX_PAYLOAD_SECRET": SECRET,
+                "PORTEX_DATA_KEY": DATA_KEY,
                 "PORTEX_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
                 "PORTEX_HTTP_ADDR": f"127.0.0.1:{free_port()}",
                 "PORTEX_TELEGRAM_API_URL": fake.base_url,
@@ -156,7 +157,9 @@ async def run_flood_bench(dsn: str, log_dir: Path) -> None:
                 stderr=log,
             )
             servers.append((name, limit, server, grpc_port))
-        admin = application_admin(conn, BotApiClient(session, fake.base_url, 5))
+        admin = application_admin(
+            conn, BotApiClient(session, fake.base_url, 5), data_keys=DATA_KEYS
+        )
         token = f"{uuid.uuid4().int % 10**9 + 10**9}:{uuid.uuid4().hex}{uuid.uuid4().hex[:4]}"
         fake.add_bot(token)
         _, key = await admin.create_app(f"flood-bench-{uuid.uuid4().hex[:8]}", token)

@@ -23,7 +23,7 @@ from pathlib import Path
 import portex.payment.v1
 import portex_pay
 from bench import summary
-from bench.serving import free_port, process_tree, wait_serving
+from bench.serving import DATA_KEY, free_port, process_tree, wait_serving
 
 STARTS = 3
 IDLE_SECONDS = 3.0
@@ -37,6 +37,7 @@ def _serve_env(dsn: str, grpc_port: int) -> dict[str, str]:
         "PORTEX_UVLOOP": os.environ.get("PORTEX_UVLOOP", "true"),
         "DATABASE_URL": dsn,
         "PORTEX_PAYLOAD_SECRET": "bench-" + "f" * 32,
+        "PORTEX_DATA_KEY": DATA_KEY,
         "PORTEX_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
         "PORTEX_HTTP_ADDR": f"127.0.0.1:{free_port()}",
         "PORTEX_TELEGRAM_API_URL": "http://127.0.0.1:9",

@@ -13,6 +13,7 @@ import uuid
 
 import asyncpg
 
+from bench.serving import DATA_KEY, DATA_KEYS
 from bench.statements import statement_counts, with_statement_counts
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.postgres.pool import create_pool
@@ -68,10 +69,15 @@ async def run_ledger_bench(dsn: str) -> None:
                     token,
                     {"id": f"ads-{number}", "amount": 1, "receiver": {"type": "telegram_ads"}},
                 )
-            admin = application_admin(conn, BotApiClient(session, fake.base_url, 5))
+            admin = application_admin(
+                conn, BotApiClient(session, fake.base_url, 5), data_keys=DATA_KEYS
+            )
             application, _ = await admin.create_app(f"ledger-bench-{uuid.uuid4().hex[:6]}", token)
             settings = Settings().replace(
-                db_url=dsn, payload_secret="b" * 32, telegram_api_url=fake.base_url
+                db_url=dsn,
+                payload_secret="b" * 32,
+                data_key=DATA_KEY,
+                telegram_api_url=fake.base_url,
             )
             reading = wire(settings, pool, Sessions(session), replica="reading").ledger_reader
             other = wire(settings, pool, Sessions(session), replica="other").ledger_reader

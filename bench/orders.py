@@ -24,7 +24,7 @@ from pathlib import Path
 import asyncpg
 import grpc
 
-from bench.serving import free_port, percentile, wait_serving
+from bench.serving import DATA_KEY, DATA_KEYS, free_port, percentile, wait_serving
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
@@ -45,6 +45,7 @@ async def run_orders_bench(dsn: str, log_dir: Path) -> None:
         **os.environ,
         "DATABASE_URL": dsn,
         "PORTEX_PAYLOAD_SECRET": "bench-" + "s" * 32,
+        "PORTEX_DATA_KEY": DATA_KEY,
         "PORTEX_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
         "PORTEX_HTTP_ADDR": f"127.0.0.1:{free_port()}",
         "PORTEX_TELEGRAM_API_URL": "http://127.0.0.1:9",
@@ -58,7 +59,9 @@ async def run_orders_bench(dsn: str, log_dir: Path) -> None:
     server = None
     try:
         await migrate(conn)
-        admin = application_admin(conn, BotApiClient(session, "http://127.0.0.1:9", 1))
+        admin = application_admin(
+            conn, BotApiClient(session, "http://127.0.0.1:9", 1), data_keys=DATA_KEYS
+        )
         keys: list[str] = []
         apps = []
         for n in range(3):

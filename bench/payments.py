@@ -20,6 +20,7 @@ import asyncpg
 import grpc
 
 from bench.serving import (
+    DATA_KEYS,
     ServiceProcess,
     bench_apps,
     insert_orders,
@@ -51,7 +52,9 @@ async def run_payments_bench(dsn: str, log_dir: Path) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await migrate(conn)
-        admin = application_admin(conn, BotApiClient(session, fake.base_url, 5))
+        admin = application_admin(
+            conn, BotApiClient(session, fake.base_url, 5), data_keys=DATA_KEYS
+        )
         apps = await bench_apps(admin, fake, APPS)
         await wait_serving(grpc_port)
         for application, _, _ in apps:

@@ -21,6 +21,7 @@ import asyncpg
 import grpc
 
 from bench import summary
+from bench.serving import DATA_KEY, DATA_KEYS
 from bench.statements import statement_counts, with_statement_counts
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
@@ -59,6 +60,7 @@ async def run_round_trips_bench(dsn: str) -> None:
         settings = Settings().replace(
             db_url=dsn,
             payload_secret="bench-" + "r" * 32,
+            data_key=DATA_KEY,
             grpc_addr="127.0.0.1:0",
             http_addr="127.0.0.1:0",
             telegram_api_url=fake.base_url,
@@ -79,6 +81,7 @@ async def run_round_trips_bench(dsn: str) -> None:
                 app.pool,
                 BotApiClient(session, fake.base_url, 5),
                 max_amount=app.settings.payments.max_amount,
+                data_keys=DATA_KEYS,
             )
             application, key = await admin.create_app(f"trips-{uuid.uuid4().hex[:6]}", token)
             await admin.set_item(application.id, CatalogItem(key="item", amount=5, title="Gem"))

@@ -21,8 +21,14 @@ import asyncpg
 import grpc
 
 from portex_pay.domain.application import Application
+from portex_pay.domain.sealing import DataKeys, decode_data_key
 from portex_pay.service.applications import ApplicationAdmin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
+
+# The data key every bench's services seal stored secrets with (PORTEX_DATA_KEY), and its ring
+# (for the applications a bench creates beside a service process).
+DATA_KEY = "YmVuY2gtZGF0YS1rZXktMzItYnl0ZXMtbG9uZy0hISE="
+DATA_KEYS = DataKeys(decode_data_key(DATA_KEY) or b"")
 
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -133,6 +139,7 @@ class ServiceProcess:
             **os.environ,
             "DATABASE_URL": self.dsn,
             "PORTEX_PAYLOAD_SECRET": self.secret,
+            "PORTEX_DATA_KEY": DATA_KEY,
             "PORTEX_GRPC_ADDR": f"127.0.0.1:{self.grpc_port}",
             "PORTEX_HTTP_ADDR": f"127.0.0.1:{self.http_port}",
             "PORTEX_TELEGRAM_API_URL": self.telegram_url,

@@ -45,6 +45,7 @@ import asyncpg
 
 from bench import summary
 from bench.serving import (
+    DATA_KEYS,
     ServiceProcess,
     bench_apps,
     bot_token,
@@ -299,7 +300,9 @@ class Stage:
         await asyncio.gather(*(server.wait_serving() for server in servers))
         session = await new_session()
         try:
-            admin = application_admin(self.conn, BotApiClient(session, self.fake.base_url, 5))
+            admin = application_admin(
+                self.conn, BotApiClient(session, self.fake.base_url, 5), data_keys=DATA_KEYS
+            )
             for index, (application, _, _) in enumerate(self.apps):
                 await admin.register_webhook(application.id, servers[index % replicas].url)
         finally:
@@ -316,7 +319,9 @@ async def stage(dsn: str, log_dir: Path) -> AsyncIterator[Stage]:
     http = aiohttp.ClientSession()
     try:
         await migrate(conn)
-        admin = application_admin(conn, BotApiClient(session, fake.base_url, 5))
+        admin = application_admin(
+            conn, BotApiClient(session, fake.base_url, 5), data_keys=DATA_KEYS
+        )
         apps = await bench_apps(admin, fake, PAYERS, "storm")
         yield Stage(dsn, log_dir, fake, conn, http, apps)
     finally:

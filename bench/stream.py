@@ -35,7 +35,7 @@ import grpc
 
 from bench import summary
 from bench.fanout_floor import PUBLISH
-from bench.serving import cpu_seconds
+from bench.serving import DATA_KEY, DATA_KEYS, cpu_seconds
 from bench.serving import free_port as _free_port
 from bench.serving import percentile as _percentile
 from bench.serving import wait_serving as _wait_serving
@@ -91,6 +91,7 @@ async def run_stream_bench(dsn: str, log_dir: Path) -> None:
         **os.environ,
         "DATABASE_URL": dsn,
         "PORTEX_PAYLOAD_SECRET": "bench-" + "s" * 32,
+        "PORTEX_DATA_KEY": DATA_KEY,
         "PORTEX_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
         "PORTEX_HTTP_ADDR": f"127.0.0.1:{_free_port()}",
         "PORTEX_TELEGRAM_API_URL": fake.base_url,
@@ -115,7 +116,9 @@ async def run_stream_bench(dsn: str, log_dir: Path) -> None:
         await migrate(conn)
         token = f"{uuid.uuid4().int % 10**9 + 10**9}:{uuid.uuid4().hex}{uuid.uuid4().hex[:4]}"
         fake.add_bot(token)
-        admin = application_admin(conn, BotApiClient(session, fake.base_url, 5))
+        admin = application_admin(
+            conn, BotApiClient(session, fake.base_url, 5), data_keys=DATA_KEYS
+        )
         application, key = await admin.create_app(f"stream-bench-{uuid.uuid4().hex[:8]}", token)
         metadata = (("authorization", f"Bearer {key}"),)
         await _wait_serving(grpc_port)

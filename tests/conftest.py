@@ -8,6 +8,7 @@ tests/e2e start real server processes instead.
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import socket
@@ -21,16 +22,33 @@ import grpc
 import pytest
 
 from portex.payment.v1 import payment_pb2_grpc
+from portex_pay.adapters.postgres.sealed import APPLICATIONS
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp, application_admin
 from portex_pay.config import Settings
 from portex_pay.domain.pay import PayloadKeys
+from portex_pay.domain.sealing import DataKeys
 from portex_pay.service.applications import ApplicationAdmin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from portex_pay_devtools.pgcluster import PgCluster
 
 PAYLOAD_SECRET = "test-payload-secret-" + "x" * 32
 PAYLOAD_KEYS = PayloadKeys(PAYLOAD_SECRET.encode())  # the ring the test services verify with
+# The data key the test services seal stored secrets with (PORTEX_DATA_KEY), and its ring.
+DATA_KEY = "dGVzdC1kYXRhLWtleS0zMi1ieXRlcy1sb25nLSEhISE="
+DATA_KEYS = DataKeys(base64.b64decode(DATA_KEY))
+
+
+async def stored_secret(
+    db: asyncpg.Pool | asyncpg.Connection, application_id: str | uuid.UUID, column: str
+) -> str:
+    """An application's secret as the service knows it: read from its row, and opened (it is
+    stored sealed, adapters/postgres/sealed.py)."""
+    row_id = uuid.UUID(str(application_id))
+    sealed = await db.fetchval(f"SELECT {column} FROM applications WHERE id = $1", row_id)
+    secret = APPLICATIONS.open(DATA_KEYS, column, row_id, sealed)
+    assert secret is not None
+    return secret
 
 
 def free_port() -> int:
@@ -104,6 +122,7 @@ def make_settings(database_url: str, telegram_url: str, **overrides: object) -> 
     settings = Settings().replace(
         db_url=database_url,
         payload_secret=PAYLOAD_SECRET,
+        data_key=DATA_KEY,
         grpc_addr="127.0.0.1:0",
         http_addr="127.0.0.1:0",
         telegram_api_url=telegram_url,
@@ -190,7 +209,9 @@ async def create_test_app(
 async def make_app(service: PortexApp, fake_telegram: FakeBotApi):
     """Creates applications (each with its own bot) through the real admin use case."""
     session = await new_session()
-    admin = application_admin(service.pool, BotApiClient(session, fake_telegram.base_url, 5.0))
+    admin = application_admin(
+        service.pool, BotApiClient(session, fake_telegram.base_url, 5.0), data_keys=DATA_KEYS
+    )
 
     async def create(bot: bool = True, updates: str | None = None) -> TestApp:
         return await create_test_app(

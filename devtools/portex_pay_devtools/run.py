@@ -25,6 +25,7 @@ from portex_pay.cli import run_loop
 from portex_pay.config import DEV_DATA_DIR, ConfigError, Settings
 from portex_pay.domain.catalog import CatalogItem
 from portex_pay.domain.init_data import init_data_fields, sign_init_data
+from portex_pay.domain.sealing import new_data_key
 from portex_pay.logging import configure_logging
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from portex_pay_devtools.pgcluster import PgCluster
@@ -51,7 +52,10 @@ async def _ensure_dev_app(settings: Settings, bot_token: str | None) -> tuple[st
     try:
         await migrate(conn)
         admin = application_admin(
-            conn, telegram_client(session, settings), max_amount=settings.payments.max_amount
+            conn,
+            telegram_client(session, settings),
+            data_keys=settings.sealing.data_keys(),
+            max_amount=settings.payments.max_amount,
         )
         key_file = DATA_DIR / "dev-api-key"
         existing = next(
@@ -120,6 +124,7 @@ async def _serve_dev(env: dict[str, str]) -> int:
             "PORTEX_PAYLOAD_SECRET",
             _private_file(DATA_DIR / "payload-secret", secrets.token_urlsafe(32)),
         )
+        env.setdefault("PORTEX_DATA_KEY", _private_file(DATA_DIR / "data-key", new_data_key()))
         try:
             settings = Settings.from_env(env)
         except ConfigError as error:

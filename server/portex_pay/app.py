@@ -60,6 +60,7 @@ from portex_pay.adapters.postgres.pool import create_pool
 from portex_pay.adapters.postgres.refunds import RefundRepository
 from portex_pay.adapters.postgres.relay import CHANNEL as RELAY_CHANNEL
 from portex_pay.adapters.postgres.relay import RelayRepository
+from portex_pay.adapters.postgres.sealed import prepare_sealed_secrets
 from portex_pay.adapters.postgres.star_ledger import StarLedgerRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.api.grpc.interceptor import PaymentInterceptor
@@ -70,6 +71,7 @@ from portex_pay.api.http.app import create_http_app
 from portex_pay.api.http.guard import ClientWarnings, runner_options
 from portex_pay.api.http.metrics import metrics_app
 from portex_pay.config import Settings
+from portex_pay.domain.sealing import DataKeys
 from portex_pay.logging import register_secrets
 from portex_pay.metrics import PrometheusMetrics
 from portex_pay.service.applications import ApplicationAdmin
@@ -117,7 +119,11 @@ def telegram_client(
 
 
 def application_admin(
-    db: asyncpg.Pool | asyncpg.Connection, bot_api: TelegramBot, *, max_amount: int | None = None
+    db: asyncpg.Pool | asyncpg.Connection,
+    bot_api: TelegramBot,
+    *,
+    data_keys: DataKeys,
+    max_amount: int | None = None,
 ) -> ApplicationAdmin:
     """The operators' use case on a pool or one connection: the CLI's admin commands, `make
     run`'s dev application, the tests' and the benches' applications. The catalog commands need
@@ -128,17 +134,21 @@ def application_admin(
         catalog = CatalogService(
             CatalogRepository(db), TelegramUserRepository(db), max_amount=max_amount
         )
-    return ApplicationAdmin(ApplicationRepository(db), bot_api, catalog)
+    return ApplicationAdmin(ApplicationRepository(db, data_keys), bot_api, catalog)
 
 
-def bot_messages_admin(db: asyncpg.Pool | asyncpg.Connection) -> BotMessagesService:
+def bot_messages_admin(
+    db: asyncpg.Pool | asyncpg.Connection, data_keys: DataKeys
+) -> BotMessagesService:
     """The bot's messages (/paysupport, /terms, the buyer messages), for the CLI."""
-    return BotMessagesService(ApplicationRepository(db))
+    return BotMessagesService(ApplicationRepository(db, data_keys))
 
 
-def accounting_export(db: asyncpg.Pool | asyncpg.Connection) -> AccountingExport:
+def accounting_export(
+    db: asyncpg.Pool | asyncpg.Connection, data_keys: DataKeys
+) -> AccountingExport:
     """The accounting export (`portex-pay admin export`): orders, in keyset batches."""
-    return AccountingExport(AccountingExportReader(db), ApplicationRepository(db))
+    return AccountingExport(AccountingExportReader(db), ApplicationRepository(db, data_keys))
 
 
 def _replica_id() -> str:
@@ -222,8 +232,9 @@ def wire(
     session is open (the CLI, which runs no jobs, gives the Bot API's alone)."""
     metrics = PrometheusMetrics()
     bot_api = telegram_client(sessions.telegram, settings, metrics)
-    applications, orders = ApplicationRepository(pool), OrderRepository(pool)
-    ledger, events = LedgerStore(pool), EventLog(pool)
+    data_keys = settings.sealing.data_keys()
+    applications, orders = ApplicationRepository(pool, data_keys), OrderRepository(pool)
+    ledger, events = LedgerStore(pool, data_keys), EventLog(pool)
     refunds_due, deliveries_due, health_check = Wakeup(), Wakeup(), Wakeup()
     supervisor = Supervisor(on_failing=health_check.wake)
     refunds = _refund_service(settings, pool, ledger, bot_api, refunds_due, metrics)
@@ -388,7 +399,7 @@ def _relay(
     """The app bots' relay (PORTEX_BOT_PROXY); it posts to their webhooks through the guarded
     session, when there is one."""
     return RelayService(
-        RelayRepository(pool, replica),
+        RelayRepository(pool, settings.sealing.data_keys(), replica),
         bot_api,
         bot_applications.get,
         default_updates_mode=settings.telegram.updates,
@@ -451,7 +462,7 @@ def _workers(
     ]
     if sessions.callbacks is not None:
         dispatcher = CallbackDispatcher(
-            CallbackRepository(pool),
+            CallbackRepository(pool, settings.sealing.data_keys()),
             HttpPoster(sessions.callbacks),
             timeout=settings.callback.timeout,
             max_attempts=settings.callback.max_attempts,
@@ -719,12 +730,22 @@ class PortexApp:
         settings = self.settings
         # Redacted from every log line from now on.
         register_secrets(
-            (settings.payments.payload_secret, *settings.payments.retired_payload_secrets())
+            (
+                settings.payments.payload_secret,
+                *settings.payments.retired_payload_secrets(),
+                *settings.sealing.key_texts(),
+            )
         )
+        data_keys = settings.sealing.data_keys()
         await apply_migrations(settings.db.url, settings.db.connect_timeout)
         self._pool = await create_pool(
             settings.db.url, min_size=settings.db.pool_min, max_size=settings.db.pool_max
         )
+        # Refuses to serve when a stored secret's key is missing (SealingError, before any
+        # request could fail on it); seals what earlier versions stored in plain text.
+        sealed = await prepare_sealed_secrets(self._pool, data_keys)
+        if sealed:
+            log.info("stored secrets sealed", values=sealed, key_id=data_keys.current_id)
         self._sessions = await Sessions.open(settings)
         self._wiring = wiring = wire(
             settings,

@@ -30,12 +30,14 @@ import structlog
 
 from portex_pay.adapters.postgres.migrations import apply_migrations, migrate, wait_for_database
 from portex_pay.adapters.postgres.pool import create_pool
+from portex_pay.adapters.postgres.sealed import prepare_sealed_secrets, reseal
 from portex_pay.config import DEFAULT_GRPC_ADDR, DEV_DATA_DIR, ConfigError, Settings
 from portex_pay.domain.application import Application, ApplicationListing
 from portex_pay.domain.catalog import CatalogItem
 from portex_pay.domain.errors import ApplicationNotFound, InvalidArgument
 from portex_pay.domain.fulfilment import format_deadline
 from portex_pay.domain.init_data import init_data_fields, sign_init_data
+from portex_pay.domain.sealing import SealingError
 from portex_pay.domain.text import single_line_problem
 from portex_pay.domain.timestamps import parse_rfc3339
 from portex_pay.logging import configure_logging, register_secrets
@@ -79,23 +81,28 @@ async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
         telegram_client,
     )
 
+    data_keys = settings.sealing.data_keys()  # every admin command reads or writes secrets
     conn = await wait_for_database(settings.db.url, settings.db.connect_timeout)
     session = await new_session()
     try:
         await migrate(conn)
+        await prepare_sealed_secrets(conn, data_keys)
         admin = application_admin(
-            conn, telegram_client(session, settings), max_amount=settings.payments.max_amount
+            conn,
+            telegram_client(session, settings),
+            data_keys=data_keys,
+            max_amount=settings.payments.max_amount,
         )
         result: Any
         if options.admin_command == "export":
-            summary = await _export(accounting_export(conn), options)
+            summary = await _export(accounting_export(conn, data_keys), options)
             if summary is not None:
                 print(json.dumps(summary))
             return
         if options.admin_command in _EDGE_COMMANDS:
             result = await _edge_admin(admin, options)
         elif options.admin_command in ("show-bot-messages", "set-bot-messages"):
-            result = await _bot_messages_admin(bot_messages_admin(conn), options)
+            result = await _bot_messages_admin(bot_messages_admin(conn, data_keys), options)
         elif options.admin_command == "create-app":
             application, key = await admin.create_app(options.name, options.bot_token)
             result = {"application_id": str(application.id), "api_key": key}
@@ -138,6 +145,10 @@ async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
             result = {"application_id": str(options.app), **_unfulfilled_json(application)}
         elif options.admin_command == "reconcile":
             result = await _reconcile(settings, options.app, session)
+        elif options.admin_command == "rotate-data-key":
+            # Batch by batch, each value only if unchanged since read: safe while serving.
+            resealed = await reseal(conn, data_keys, plaintext_only=False)
+            result = {"resealed": resealed, "key_id": data_keys.current_id}
         else:
             result = [_listing_json(listing) for listing in await admin.list_apps()]
         print(json.dumps(result, default=str, indent=None))
@@ -413,7 +424,9 @@ async def run_init_data(options: argparse.Namespace) -> str:
         session = await new_session()
         try:
             await migrate(conn)
-            admin = application_admin(conn, telegram_client(session, settings))
+            data_keys = settings.sealing.data_keys()
+            await prepare_sealed_secrets(conn, data_keys)
+            admin = application_admin(conn, telegram_client(session, settings), data_keys=data_keys)
             return await admin.sign_init_data(options.app, fields)
         finally:
             await session.close()
@@ -582,6 +595,10 @@ def _parser() -> argparse.ArgumentParser:
         "checkpoint) and record what we missed",
     )
     reconcile_app.add_argument("--app", type=UUID, required=True)
+    admin.add_parser(
+        "rotate-data-key",
+        help="re-seal every stored secret under PORTEX_DATA_KEY (then its retired keys can go)",
+    )
 
     _edge_commands(admin)
     _bot_messages_commands(admin)
@@ -770,7 +787,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log.format, settings.log.level)
     register_secrets(
-        (settings.payments.payload_secret, *settings.payments.retired_payload_secrets())
+        (
+            settings.payments.payload_secret,
+            *settings.payments.retired_payload_secrets(),
+            *settings.sealing.key_texts(),
+        )
     )
     try:
         if options.command == "serve":
@@ -785,7 +806,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except (AdminError, ConnectionError) as error:
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return 2
+    except (AdminError, ConnectionError, SealingError) as error:
         print(f"error: {_one_line(str(error))}", file=sys.stderr)
         return 1
     return 0

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from portex_pay.domain.init_data import PRODUCTION_PUBLIC_KEY, TEST_PUBLIC_KEY
 from portex_pay.domain.pay import PAYLOAD_KEY_MIN_CHARS, PayloadKeys
+from portex_pay.domain.sealing import DataKeys, decode_data_key
 
 DEFAULT_GRPC_ADDR = "127.0.0.1:50051"
 _TRUE = ("1", "true", "yes", "on")
@@ -198,6 +199,57 @@ class PaymentsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SealingSettings:
+    """The data keys the stored secrets (bot tokens, webhook and signing secrets) are sealed
+    with in PostgreSQL (domain/sealing.py): base64 of 32 random bytes each."""
+
+    data_key: str = setting("PORTEX_DATA_KEY", "")
+    # Earlier data keys, comma-separated: they seal nothing new, but open what they sealed until
+    # `portex-pay admin rotate-data-key` has re-sealed it under PORTEX_DATA_KEY.
+    data_keys_retired: str = setting("PORTEX_DATA_KEYS_RETIRED", "")
+
+    def data_keys(self) -> DataKeys:
+        """The ring; ConfigError when PORTEX_DATA_KEY is unset (only serving requires it up
+        front: of the other commands, those that read or write an application call this)."""
+        current = decode_data_key(self.data_key)
+        if current is None:
+            raise ConfigError("\n  ".join(["invalid configuration:", *self.problems(True)]))
+        retired = (decode_data_key(text) for text in self.data_keys_retired.split(","))
+        return DataKeys(current, tuple(dict.fromkeys(key for key in retired if key)))
+
+    def key_texts(self) -> tuple[str, ...]:
+        """The keys as written in the environment (redacted from the logs at start)."""
+        entries = (self.data_key, *self.data_keys_retired.split(","))
+        return tuple(entry.strip() for entry in entries if entry.strip())
+
+    def problems(self, required: bool) -> list[str]:
+        """What is wrong with the data keys (never quoting one: they are credentials)."""
+        problems = []
+        current = decode_data_key(self.data_key)
+        if self.data_key and current is None:
+            problems.append(f"PORTEX_DATA_KEY must be {_DATA_KEY_FORM}")
+        elif required and not self.data_key:
+            problems.append(
+                f"PORTEX_DATA_KEY is required: {_DATA_KEY_FORM}, the same on every replica (it "
+                "seals the bot tokens and secrets stored in PostgreSQL; make run generates one)"
+            )
+        entries = [entry.strip() for entry in self.data_keys_retired.split(",")]
+        for position, entry in enumerate((entry for entry in entries if entry), start=1):
+            key = decode_data_key(entry)
+            if key is None:
+                problems.append(f"PORTEX_DATA_KEYS_RETIRED: key {position} is not {_DATA_KEY_FORM}")
+            elif key == current:
+                problems.append(
+                    f"PORTEX_DATA_KEYS_RETIRED: key {position} is PORTEX_DATA_KEY itself; list "
+                    "only the keys it replaced"
+                )
+        return problems
+
+
+_DATA_KEY_FORM = "32 bytes in base64 (`openssl rand -base64 32`)"
+
+
+@dataclass(frozen=True, slots=True)
 class AuthSettings:
     cache_ttl: float = setting("PORTEX_AUTH_CACHE_TTL", 5.0, minimum=0)
 
@@ -296,6 +348,7 @@ class Settings:
     poll: PollSettings = field(default_factory=PollSettings)
     log: LogSettings = field(default_factory=LogSettings)
     payments: PaymentsSettings = field(default_factory=PaymentsSettings)
+    sealing: SealingSettings = field(default_factory=SealingSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     refund: RefundSettings = field(default_factory=RefundSettings)
     callback: CallbackSettings = field(default_factory=CallbackSettings)
@@ -349,6 +402,7 @@ class Settings:
             problems.append("DATABASE_URL must be a postgresql:// URL")
         problems.extend(self.payments.payload_secret_problems(serving=serving))
         problems.extend(self.grpc.tls_problems(serving=serving))
+        problems.extend(self.sealing.problems(required=serving))
         for name, value in (
             ("PORTEX_GRPC_ADDR", self.grpc.addr),
             ("PORTEX_HTTP_ADDR", self.http.addr),

@@ -77,6 +77,8 @@ _SECRET_NAMES = (
     "signing_secret",
     "payload_secrets_retired",
     "payload_secret",
+    "data_keys_retired",
+    "data_key",
     "bot_token",
     "api_key",
     "password",

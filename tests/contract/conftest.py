@@ -26,6 +26,7 @@ from portex_pay.adapters.postgres.orders import OrderRepository
 from portex_pay.adapters.postgres.pool import connect, create_pool
 from portex_pay.adapters.postgres.refunds import RefundRepository
 from portex_pay.domain.telegram import bot_id_of_token
+from tests.conftest import DATA_KEYS
 from tests.contract.backend import Backend
 from tests.unit.fakes import (
     FakeDeadLetters,
@@ -109,7 +110,7 @@ async def postgres_backend(contract_pool: asyncpg.Pool) -> Backend:
     # Emptied before (not after) each test: a failed test leaves its rows to look at.
     await pool.execute("TRUNCATE applications, telegram_updates, poll_state CASCADE")
     await pool.execute("UPDATE event_log_state SET pruned_xid = NULL, pruned_id = NULL")
-    applications = ApplicationRepository(pool)
+    applications = ApplicationRepository(pool, DATA_KEYS)
     events = EventLog(pool)
 
     async def add_application(bot_token: str | None) -> uuid.UUID:
@@ -129,7 +130,7 @@ async def postgres_backend(contract_pool: asyncpg.Pool) -> Backend:
     return Backend(
         name="postgres",
         orders=orders,
-        payments=LedgerStore(pool),
+        payments=LedgerStore(pool, DATA_KEYS),
         events=events,
         dead_letters=DeadLetterRepository(pool),
         refunds=RefundRepository(pool),

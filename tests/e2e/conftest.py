@@ -26,7 +26,7 @@ from portex_pay.adapters.postgres.migrations import migrate
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp, application_admin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import PAYLOAD_SECRET, TestApp, create_test_app, free_port
+from tests.conftest import DATA_KEY, DATA_KEYS, PAYLOAD_SECRET, TestApp, create_test_app, free_port
 from tests.e2e.clients import Client, Connect
 
 STARTUP_TIMEOUT = 30.0
@@ -44,6 +44,7 @@ class ServerProcess:
             "PORTEX_GRPC_ADDR": f"127.0.0.1:{self.grpc_port}",
             "PORTEX_HTTP_ADDR": f"127.0.0.1:{self.http_port}",
             "PORTEX_PAYLOAD_SECRET": PAYLOAD_SECRET,
+            "PORTEX_DATA_KEY": DATA_KEY,
             "PORTEX_LOG_FORMAT": "json",
             "PORTEX_HEALTH_INTERVAL": "0.1",
             "PORTEX_TELEGRAM_TIMEOUT": "3",
@@ -170,7 +171,9 @@ async def isolated(
     conn = await asyncpg.connect(empty_db)
     await migrate(conn)
     session = await new_session()
-    admin = application_admin(conn, BotApiClient(session, fake_telegram.base_url, 5.0))
+    admin = application_admin(
+        conn, BotApiClient(session, fake_telegram.base_url, 5.0), data_keys=DATA_KEYS
+    )
 
     async def create(**options: str) -> TestApp:
         return await create_test_app(admin, fake_telegram, **options)  # type: ignore[arg-type]

@@ -16,7 +16,7 @@ import pytest
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.app import PortexApp
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import PAYLOAD_SECRET, TestApp, new_bot_token
+from tests.conftest import DATA_KEY, PAYLOAD_SECRET, TestApp, new_bot_token, stored_secret
 from tests.integration.helpers import eventually, pay_request
 
 
@@ -30,6 +30,7 @@ async def admin(
         "PORTEX_TELEGRAM_API_URL": fake.base_url,
         "PORTEX_LOG_FORMAT": "json",
         "PORTEX_PAYLOAD_SECRET": PAYLOAD_SECRET,
+        "PORTEX_DATA_KEY": DATA_KEY,
         **extra,
     }
     process = await asyncio.create_subprocess_exec(
@@ -176,9 +177,7 @@ async def test_signing_secret_prints_the_key_that_signs_callbacks(
     code, shown, _ = await admin(
         database_url, fake_telegram, "signing-secret", "--app", created["application_id"]
     )
-    stored = await service.pool.fetchval(
-        "SELECT signing_secret FROM applications WHERE id = $1::uuid", created["application_id"]
-    )
+    stored = await stored_secret(service.pool, created["application_id"], "signing_secret")
     assert (code, shown["signing_secret"]) == (0, stored)
 
 
@@ -243,9 +242,7 @@ async def test_set_webhook_registers_our_url_secret_and_update_kinds(
     assert code == 0, err
     assert set_["webhook_url"] == f"https://pay.example.com/telegram/webhook/{app_id}"
     call = fake_telegram.calls_for("setWebhook", token=token)[-1]
-    secret = await service.pool.fetchval(
-        "SELECT webhook_secret FROM applications WHERE id = $1::uuid", app_id
-    )
+    secret = await stored_secret(service.pool, app_id, "webhook_secret")
     assert call.params["secret_token"] == secret
     assert set(call.params["allowed_updates"]) >= {"message", "pre_checkout_query"}
 

@@ -22,7 +22,7 @@ from portex_pay.app import PortexApp
 from portex_pay.domain.catalog import MAX_CALLBACK_PREFIXES, MAX_ORIGINS
 from portex_pay.domain.init_data import verify_init_data
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import PAYLOAD_SECRET, TestApp, new_bot_token
+from tests.conftest import DATA_KEY, PAYLOAD_SECRET, TestApp, new_bot_token
 from tests.e2e.conftest import ServerFactory
 
 GRPCURL = shutil.which("grpcurl", path=str(Path(sys.executable).parent)) or "grpcurl"
@@ -43,6 +43,7 @@ async def cli(
         "PORTEX_TELEGRAM_API_URL": fake.base_url,
         "PORTEX_LOG_FORMAT": "json",
         "PORTEX_PAYLOAD_SECRET": PAYLOAD_SECRET,
+        "PORTEX_DATA_KEY": DATA_KEY,
         **(env or {}),
     }
     process = await asyncio.create_subprocess_exec(

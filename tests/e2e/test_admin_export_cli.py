@@ -25,7 +25,7 @@ import pytest
 from portex_pay.app import PortexApp
 from portex_pay.service.export import ORDER_COLUMNS, TRANSACTION_COLUMNS
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import PAYLOAD_SECRET, TestApp
+from tests.conftest import DATA_KEY, PAYLOAD_SECRET, TestApp
 
 START = datetime(2025, 3, 1, tzinfo=UTC)
 END = START + timedelta(days=1)
@@ -91,6 +91,7 @@ async def portex_pay(
         "PORTEX_TELEGRAM_API_URL": fake.base_url,
         "PORTEX_LOG_FORMAT": "json",
         "PORTEX_PAYLOAD_SECRET": PAYLOAD_SECRET,
+        "PORTEX_DATA_KEY": DATA_KEY,
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "portex_pay", *args,

@@ -13,7 +13,7 @@ import grpc
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import TestApp
+from tests.conftest import TestApp, stored_secret
 from tests.e2e.conftest import ServerFactory, ServerProcess
 from tests.integration.helpers import eventually, pay_request
 
@@ -164,9 +164,7 @@ async def test_a_running_server_delivers_signed_callbacks_and_retries_failures(
         await runner.cleanup()
     conn = await asyncpg.connect(dsn)
     try:
-        secret = await conn.fetchval(
-            "SELECT signing_secret FROM applications WHERE id = $1::uuid", app.id
-        )
+        secret = await stored_secret(conn, app.id, "signing_secret")
         expected = await conn.fetch(
             "SELECT id, type FROM events WHERE tg_payment_id = $1 AND type LIKE 'order.%' "
             "ORDER BY id",

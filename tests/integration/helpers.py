@@ -20,7 +20,7 @@ from portex.payment.v1 import payment_pb2
 from portex_pay.adapters.telegram.client import BotApiClient
 from portex_pay.app import PortexApp, application_admin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import make_settings
+from tests.conftest import DATA_KEYS, make_settings
 
 
 def details(error: grpc.aio.AioRpcError) -> dict[str, Any]:
@@ -99,7 +99,9 @@ async def replica_serving(
     await app.start()
     try:
         async with aiohttp.ClientSession() as session:
-            admin = application_admin(app.pool, BotApiClient(session, fake.base_url, 5.0))
+            admin = application_admin(
+                app.pool, BotApiClient(session, fake.base_url, 5.0), data_keys=DATA_KEYS
+            )
             await admin.register_webhook(
                 uuid.UUID(application_id), f"http://127.0.0.1:{app.http_port}"
             )

@@ -12,7 +12,7 @@ from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import application_admin
 from portex_pay.service.auth import ApiKeyAuthenticator, hash_api_key
-from tests.conftest import TestApp
+from tests.conftest import DATA_KEYS, TestApp
 from tests.integration.helpers import details, eventually, pay_request
 
 
@@ -74,7 +74,9 @@ async def test_rotated_keys_both_work_until_the_old_one_is_revoked(stub, service
     app = await make_app()
     session = await new_session()
     try:
-        admin = application_admin(service.pool, BotApiClient(session, "http://127.0.0.1:9", 1))
+        admin = application_admin(
+            service.pool, BotApiClient(session, "http://127.0.0.1:9", 1), data_keys=DATA_KEYS
+        )
         new_key = await admin.rotate_key(UUID(app.id))
         new_metadata = (("authorization", f"Bearer {new_key}"),)
         for metadata in (app.metadata, new_metadata):
@@ -114,7 +116,7 @@ async def test_keys_are_stored_only_as_hashes(service, app: TestApp):
 async def test_the_authenticator_caches_lookups_for_its_ttl(service, app: TestApp):
     now = [0.0]
     calls = []
-    repository = ApplicationRepository(service.pool)
+    repository = ApplicationRepository(service.pool, DATA_KEYS)
     original = repository.find_by_key_hash
 
     async def counting(key_hash: bytes):

@@ -36,7 +36,7 @@ from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp, application_admin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import TestApp, create_test_app, free_port, make_settings
+from tests.conftest import DATA_KEYS, TestApp, create_test_app, free_port, make_settings
 from tests.integration.helpers import eventually, pay_request
 
 USER = 7001
@@ -426,7 +426,9 @@ async def test_allowed_updates_reach_telegram_as_the_union_in_webhook_mode(
     # An operator pointing the bot at portex-pay again keeps the union.
     session = await new_session()
     try:
-        admin = application_admin(service.pool, BotApiClient(session, fake_telegram.base_url, 5.0))
+        admin = application_admin(
+            service.pool, BotApiClient(session, fake_telegram.base_url, 5.0), data_keys=DATA_KEYS
+        )
         await admin.register_webhook(uuid.UUID(shop.id), f"http://127.0.0.1:{service.http_port}")
     finally:
         await session.close()
@@ -480,7 +482,9 @@ async def test_the_relay_survives_a_restart_and_is_one_queue_across_replicas(
     first = PortexApp(make_settings(database_url, fake_telegram.base_url, **options))
     await first.start()
     session = await new_session()
-    admin = application_admin(first.pool, BotApiClient(session, fake_telegram.base_url, 5.0))
+    admin = application_admin(
+        first.pool, BotApiClient(session, fake_telegram.base_url, 5.0), data_keys=DATA_KEYS
+    )
     shop = await create_test_app(admin, fake_telegram, updates="polling")
     bot = proxied(f"http://127.0.0.1:{port}", shop.bot_token)
     other_replica = proxied(f"http://127.0.0.1:{service.http_port}", shop.bot_token)
@@ -655,7 +659,7 @@ async def test_a_kind_newer_than_the_code_reaches_the_bot_that_asked_for_it_as_s
     await raw_get_updates(service, token, offset=update_id + 1, allowed_updates=["message"])
     assert NEW_KIND not in asked_of_telegram(fake_telegram, token)
     late = as_the_fake_sends(update_id + 1, newer_kind_update("late"))
-    application = await ApplicationRepository(service.pool).get(uuid.UUID(shop.id))
+    application = await ApplicationRepository(service.pool, DATA_KEYS).get(uuid.UUID(shop.id))
     assert application is not None
     async with (
         aiohttp.ClientSession() as http,

@@ -10,7 +10,7 @@ from portex.payment.v1 import payment_pb2
 from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.app import PortexApp
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import TestApp
+from tests.conftest import DATA_KEYS, TestApp
 from tests.integration.helpers import eventually, pay_request
 
 USER = 6060
@@ -22,7 +22,9 @@ def texts(fake: FakeBotApi, token: str) -> list[str]:
 
 
 async def configure(service: PortexApp, app: TestApp, **changes: str | bool | None) -> None:
-    updated = await ApplicationRepository(service.pool).set_bot_messages(uuid.UUID(app.id), changes)
+    updated = await ApplicationRepository(service.pool, DATA_KEYS).set_bot_messages(
+        uuid.UUID(app.id), changes
+    )
     assert updated is not None
 
 

@@ -39,7 +39,14 @@ from portex_pay.app import PortexApp, application_admin
 from portex_pay.config import ConfigError, Settings
 from portex_pay.service.callbacks import CallbackDispatcher
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import TestApp, create_test_app, free_port, make_settings
+from tests.conftest import (
+    DATA_KEYS,
+    TestApp,
+    create_test_app,
+    free_port,
+    make_settings,
+    stored_secret,
+)
 from tests.integration.helpers import eventually, pay_request
 
 USER = 4242
@@ -355,7 +362,9 @@ async def _shop(
     session = await new_session()
     try:
         await service.start()
-        admin = application_admin(service.pool, BotApiClient(session, fake_telegram.base_url, 5.0))
+        admin = application_admin(
+            service.pool, BotApiClient(session, fake_telegram.base_url, 5.0), data_keys=DATA_KEYS
+        )
         app = await create_test_app(
             admin,
             fake_telegram,
@@ -440,9 +449,7 @@ async def test_a_paid_orders_callbacks_to_a_loopback_address_are_refused(
     assert len(warnings()) == 3  # and no more
     assert all(w["log_level"] == "warning" and w["gave_up"] for w in warnings())
     assert all(_reason_matches(w["error"], variant) for w in warnings())
-    secret = await guarded_shop.service.pool.fetchval(
-        "SELECT signing_secret FROM applications WHERE id = $1", uuid.UUID(guarded_shop.app.id)
-    )
+    secret = await stored_secret(guarded_shop.service.pool, guarded_shop.app.id, "signing_secret")
     assert "receiver-own-secret" not in repr(logs) and secret not in repr(logs)
 
 
@@ -486,7 +493,7 @@ async def test_a_refused_delivery_backs_off_and_is_given_up_after_max_attempts(
     session = await new_callback_session(allow_private=False)
     try:
         dispatcher = CallbackDispatcher(
-            CallbackRepository(service.pool),
+            CallbackRepository(service.pool, DATA_KEYS),
             HttpPoster(session),
             timeout=2.0,
             max_attempts=2,

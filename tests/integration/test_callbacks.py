@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,7 +27,7 @@ from portex_pay.app import PortexApp
 from portex_pay.domain.callbacks import verify_callback
 from portex_pay.domain.order import SDK_STATUS, OrderState
 from portex_pay.service.callbacks import CallbackDispatcher
-from tests.conftest import TestApp, free_port
+from tests.conftest import DATA_KEYS, TestApp, free_port, stored_secret
 from tests.integration.helpers import pay_request
 
 ORDER_KEYS = {
@@ -139,7 +138,9 @@ async def make_dispatcher(service: PortexApp) -> AsyncIterator[Callable[..., Cal
     def make(repository: CallbackRepository | None = None, **options: Any) -> CallbackDispatcher:
         options = {"timeout": 2.0, "base_backoff": 60.0, **options}
         return CallbackDispatcher(
-            repository or CallbackRepository(service.pool), HttpPoster(session), **options
+            repository or CallbackRepository(service.pool, DATA_KEYS),
+            HttpPoster(session),
+            **options,
         )
 
     try:
@@ -212,9 +213,7 @@ async def test_callbacks_arrive_signed_once_per_event_in_order(
     received = receiver.at("ok")
     assert [r.event_id for r in received] == ids
     assert [r.json["type"] for r in received] == ["order.created", "order.invoice_created"]
-    secret = await service.pool.fetchval(
-        "SELECT signing_secret FROM applications WHERE id = $1", uuid.UUID(app.id)
-    )
+    secret = await stored_secret(service.pool, app.id, "signing_secret")
     events = {
         row["id"]: row
         for row in await service.pool.fetch(
@@ -301,7 +300,7 @@ class TimedRepository(CallbackRepository):
     """Records when each outcome was written, to see which delivery finished when."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
-        super().__init__(pool)
+        super().__init__(pool, DATA_KEYS)
         self.settled: dict[int, float] = {}
 
     async def mark_delivered(self, event_id: int, status: int) -> None:
@@ -389,9 +388,7 @@ async def test_an_unreachable_receiver_is_a_failed_attempt_and_its_url_is_not_lo
     assert (row["state"], row["attempts"], row["last_status"]) == ("pending", 1, None)
     assert row["last_error"] and "receiver-own-secret" not in row["last_error"]
     assert len(logs) == 1 and "receiver-own-secret" not in repr(logs)
-    secret = await service.pool.fetchval(
-        "SELECT signing_secret FROM applications WHERE id = $1", uuid.UUID(app.id)
-    )
+    secret = await stored_secret(service.pool, app.id, "signing_secret")
     assert secret not in repr(logs)
 
 
@@ -402,7 +399,10 @@ async def test_a_claim_is_leased_and_concurrent_claims_are_disjoint(
         (await event_ids(service.pool, await pay(stub, app, receiver.url("lease"))))[0]
         for _ in range(6)
     ]
-    one, two = CallbackRepository(service.pool), CallbackRepository(service.pool)
+    one, two = (
+        CallbackRepository(service.pool, DATA_KEYS),
+        CallbackRepository(service.pool, DATA_KEYS),
+    )
 
     a, b = await asyncio.gather(one.claim_due(4, 60.0), two.claim_due(4, 60.0))
     claimed = [c.event_id for c in a] + [c.event_id for c in b]

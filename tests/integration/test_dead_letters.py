@@ -28,7 +28,7 @@ from portex_pay.app import PortexApp, application_admin
 from portex_pay.service.applications import ApplicationAdmin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from portex_pay_devtools.pgcluster import PgCluster
-from tests.conftest import TestApp, create_test_app, make_settings
+from tests.conftest import DATA_KEYS, TestApp, create_test_app, make_settings
 from tests.integration.helpers import pay_request
 from tests.telegram_updates import successful_payment
 
@@ -341,7 +341,7 @@ async def _private_service(
     try:
         await app.start()
         bot_api = BotApiClient(session, fake.base_url, 5.0)
-        admin = application_admin(app.pool, bot_api)
+        admin = application_admin(app.pool, bot_api, data_keys=DATA_KEYS)
         public_url = f"http://127.0.0.1:{app.http_port}"
         shop = await create_test_app(admin, fake, updates=updates, public_url=public_url)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:

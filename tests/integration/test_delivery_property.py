@@ -21,7 +21,7 @@ from portex_pay.domain.application import Application
 from portex_pay.domain.pay import PayCommand, sign_invoice_payload
 from portex_pay.service.clock import utcnow
 from portex_pay.service.updates import UpdateProcessor
-from tests.conftest import PAYLOAD_KEYS, PAYLOAD_SECRET, TestApp
+from tests.conftest import DATA_KEYS, PAYLOAD_KEYS, PAYLOAD_SECRET, TestApp
 from tests.telegram_updates import successful_payment
 
 USER = 777
@@ -47,7 +47,7 @@ async def _check(dsn: str, application: Application, plan: list[tuple[int, bool]
         )
         payload = sign_invoice_payload(PAYLOAD_SECRET.encode(), order.tg_payment_id, AMOUNT)
         processor = UpdateProcessor(
-            LedgerStore(pool),
+            LedgerStore(pool, DATA_KEYS),
             DeadLetterRepository(pool),
             BotApiClient(session, "http://127.0.0.1:9", 1.0),  # not called for payments
             PAYLOAD_KEYS,
@@ -108,7 +108,7 @@ async def test_any_delivery_sequence_counts_each_charge_once(
     database_url: str, make_app, service
 ) -> None:
     app: TestApp = await make_app()
-    application = await ApplicationRepository(service.pool).get(UUID(app.id))
+    application = await ApplicationRepository(service.pool, DATA_KEYS).get(UUID(app.id))
     assert application is not None
 
     @settings(

@@ -40,7 +40,7 @@ from portex_pay.app import PortexApp
 from portex_pay.domain.catalog import CatalogItem, PricingMode
 from portex_pay.domain.init_data import init_data_fields, sign_init_data, sign_init_data_ed25519
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import TestApp, make_settings, new_bot_token
+from tests.conftest import DATA_KEYS, TestApp, make_settings, new_bot_token
 from tests.integration.helpers import pay_request
 
 Order = payment_pb2.Order
@@ -281,7 +281,7 @@ async def make_shop(service: PortexApp, make_app: Any, http: aiohttp.ClientSessi
         for item in items:
             assert await CatalogRepository(service.pool).put(application_id, item)
         if pricing or origins is not None or prefixes is not None:
-            updated = await ApplicationRepository(service.pool).set_edge(
+            updated = await ApplicationRepository(service.pool, DATA_KEYS).set_edge(
                 application_id,
                 pricing_mode=pricing,
                 allowed_origins=origins,
@@ -1559,7 +1559,7 @@ async def test_origin_lookups_are_cached_for_the_auth_cache_ttl(
             "createTgPayment", {"Origin": refused_origin, **ask}
         )
         assert status == 403 and "Access-Control-Allow-Origin" not in headers
-        repository = ApplicationRepository(shop.pool)
+        repository = ApplicationRepository(shop.pool, DATA_KEYS)
         assert await repository.set_edge(shop.id, allowed_origins=[refused_origin])
         assert await repository.origin_allowed_anywhere(refused_origin)
         status, _, headers = await edge.options("createTgPayment", {"Origin": allowed, **ask})

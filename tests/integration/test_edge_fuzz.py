@@ -42,7 +42,7 @@ from portex_pay.app import PortexApp
 from portex_pay.domain.catalog import CatalogItem, PricingMode, normalize_origin
 from portex_pay.domain.init_data import sign_init_data
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import TestApp, new_bot_token
+from tests.conftest import DATA_KEYS, TestApp, new_bot_token
 
 FUZZ_SEED = int(os.environ.get("PORTEX_EDGE_FUZZ_SEED", "16"))
 FUZZ_REQUESTS = int(os.environ.get("PORTEX_EDGE_FUZZ_REQUESTS", "500"))
@@ -480,7 +480,7 @@ async def test_the_edge_survives_a_fuzz_of_malformed_requests(
     service: PortexApp, fake_telegram: FakeBotApi, make_app: Any, http: aiohttp.ClientSession
 ) -> None:
     rng = random.Random(FUZZ_SEED)
-    repository = ApplicationRepository(service.pool)
+    repository = ApplicationRepository(service.pool, DATA_KEYS)
     shops: list[Shop] = []
     for pricing in (PricingMode.CATALOG, PricingMode.OPEN):
         app: TestApp = await make_app(updates="webhook")

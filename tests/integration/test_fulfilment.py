@@ -28,7 +28,7 @@ from portex_pay.service.callbacks import CallbackDispatcher
 from portex_pay.service.clock import utcnow
 from portex_pay.service.fulfilment import UnfulfilledRefunds
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import TestApp
+from tests.conftest import DATA_KEYS, TestApp
 from tests.integration.helpers import details, eventually, pay_request
 from tests.integration.test_callbacks import Receiver, drain
 
@@ -230,7 +230,7 @@ async def test_the_acknowledgement_reaches_the_orders_callback(stub, service, sh
         tg_payment_id = await paid_order(stub, shop, fake_telegram, callback_url=receiver.url("cb"))
         async with aiohttp.ClientSession() as session:
             dispatcher = CallbackDispatcher(
-                CallbackRepository(service.pool), HttpPoster(session), timeout=2.0
+                CallbackRepository(service.pool, DATA_KEYS), HttpPoster(session), timeout=2.0
             )
             await drain(dispatcher)
             await acknowledge(stub, shop, tg_payment_id, "d-1")
@@ -256,7 +256,9 @@ async def test_the_acknowledgement_reaches_the_orders_callback(stub, service, sh
 async def admin(service: PortexApp, fake_telegram: FakeBotApi) -> AsyncIterator[Any]:
     session = aiohttp.ClientSession()
     try:
-        yield application_admin(service.pool, BotApiClient(session, fake_telegram.base_url, 5.0))
+        yield application_admin(
+            service.pool, BotApiClient(session, fake_telegram.base_url, 5.0), data_keys=DATA_KEYS
+        )
     finally:
         await session.close()
 
@@ -290,7 +292,7 @@ async def test_the_policy_refunds_an_unacknowledged_order_once_after_its_deadlin
     elsewhere = await paid_order(stub, bystander, fake_telegram)
     clock = Clock()
     sweep = UnfulfilledRefunds(
-        OrderRepository(service.pool), LedgerStore(service.pool), clock=clock
+        OrderRepository(service.pool), LedgerStore(service.pool, DATA_KEYS), clock=clock
     )
 
     clock.ahead = timedelta(hours=71, minutes=59)
@@ -341,7 +343,7 @@ async def test_the_policy_never_reaches_back_to_orders_paid_before_it(
     clock = Clock()
     clock.ahead = timedelta(days=30)
     sweep = UnfulfilledRefunds(
-        OrderRepository(service.pool), LedgerStore(service.pool), clock=clock
+        OrderRepository(service.pool), LedgerStore(service.pool, DATA_KEYS), clock=clock
     )
     await sweep.step()
     assert await refunds_of(service, before) == []

@@ -36,7 +36,7 @@ from portex_pay.domain.events import Cursor, MalformedCursor
 from portex_pay.service.worker import Job, Supervisor
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from portex_pay_devtools.pgcluster import PgCluster
-from tests.conftest import TestApp, create_test_app, make_settings
+from tests.conftest import DATA_KEYS, TestApp, create_test_app, make_settings
 from tests.integration.helpers import details, eventually, pay_request
 
 Stub = payment_pb2_grpc.PaymentServiceStub
@@ -147,7 +147,9 @@ async def test_rpcs_during_postgresql_restarts_fail_unavailable_and_recover(
     try:
         # A cached key would hide the outage from authentication; look it up every time.
         service: PortexApp = await start_service(cluster.dsn, auth_cache_ttl=0.0)
-        admin = application_admin(service.pool, BotApiClient(session, fake_telegram.base_url, 5))
+        admin = application_admin(
+            service.pool, BotApiClient(session, fake_telegram.base_url, 5), data_keys=DATA_KEYS
+        )
         shop = await create_test_app(admin, fake_telegram)
         async with grpc.aio.insecure_channel(f"127.0.0.1:{service.grpc_port}") as channel:
             stub = Stub(channel)

@@ -20,7 +20,7 @@ import structlog
 from portex_pay.app import PortexApp
 from portex_pay.domain.init_data import init_data_fields, sign_init_data
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import TestApp, make_settings
+from tests.conftest import TestApp, make_settings, stored_secret
 
 READ_TIMEOUT = 1.0
 
@@ -38,10 +38,7 @@ async def guarded(database_url: str, fake_telegram: FakeBotApi) -> AsyncIterator
 
 
 async def webhook_secret(replica: PortexApp, app: TestApp) -> str:
-    secret: str = await replica.pool.fetchval(
-        "SELECT webhook_secret FROM applications WHERE id = $1::uuid", app.id
-    )
-    return secret
+    return await stored_secret(replica.pool, app.id, "webhook_secret")
 
 
 def signed_user(app: TestApp, user_id: int = 4242) -> str:

@@ -35,7 +35,7 @@ from portex_pay.logging import (
     redact,
     register_secret,
 )
-from tests.conftest import PAYLOAD_SECRET, TestApp
+from tests.conftest import DATA_KEYS, PAYLOAD_SECRET, TestApp, stored_secret
 from tests.integration.helpers import pay_request
 from tests.unit.test_logging import QUERY_ID, init_data
 
@@ -128,17 +128,11 @@ async def raw_request(port: int | None, request_line: bytes, headers: list[bytes
 
 
 async def webhook_secret(service: PortexApp, app: TestApp) -> str:
-    secret: str = await service.pool.fetchval(
-        "SELECT webhook_secret FROM applications WHERE id = $1::uuid", app.id
-    )
-    return secret
+    return await stored_secret(service.pool, app.id, "webhook_secret")
 
 
 async def signing_secret(service: PortexApp, app: TestApp) -> str:
-    secret: str = await service.pool.fetchval(
-        "SELECT signing_secret FROM applications WHERE id = $1::uuid", app.id
-    )
-    return secret
+    return await stored_secret(service.pool, app.id, "signing_secret")
 
 
 def assert_refusals_are_warnings(output: str) -> None:
@@ -281,7 +275,7 @@ async def test_loading_an_application_or_a_callback_registers_its_secrets(
     with mock.patch.object(portex_logging, "_registry", portex_logging._SecretRegistry()):
         line = f"{webhook} {signing} {app.bot_token} bot_id={token_id}"
         assert redact(line) == f"{webhook} {signing} {REDACTED} bot_id={token_id}"
-        loaded = await ApplicationRepository(service.pool).get(UUID(app.id))
+        loaded = await ApplicationRepository(service.pool, DATA_KEYS).get(UUID(app.id))
         assert loaded is not None
         # The bot id stays readable, the token's secret half does not.
         assert redact(line) == f"{REDACTED} {REDACTED} {token_id}:{REDACTED} bot_id={token_id}"
@@ -294,7 +288,7 @@ async def test_loading_an_application_or_a_callback_registers_its_secrets(
     await stub.Pay(pay_request(callback_url="http://127.0.0.1:9/cb"), metadata=app.metadata)
     with mock.patch.object(portex_logging, "_registry", portex_logging._SecretRegistry()):
         assert redact(f"key {signing}") == f"key {signing}"
-        claimed = await CallbackRepository(service.pool).claim_due(10, 60.0)
+        claimed = await CallbackRepository(service.pool, DATA_KEYS).claim_due(10, 60.0)
         assert [str(c.application_id) for c in claimed] == [app.id]
         assert redact(f"key {signing}") == f"key {REDACTED}"
 

@@ -19,7 +19,7 @@ from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.telegram.client import BotApiClient
 from portex_pay.app import PortexApp, application_admin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import TestApp, create_test_app, make_settings
+from tests.conftest import DATA_KEYS, TestApp, create_test_app, make_settings
 from tests.integration.helpers import eventually, pay_request
 
 USER = 5151
@@ -47,7 +47,9 @@ async def measured(database_url: str, fake_telegram: FakeBotApi) -> AsyncIterato
 @pytest.fixture(scope="module")
 async def shop(measured: PortexApp, fake_telegram: FakeBotApi) -> TestApp:
     async with aiohttp.ClientSession() as session:
-        admin = application_admin(measured.pool, BotApiClient(session, fake_telegram.base_url, 5))
+        admin = application_admin(
+            measured.pool, BotApiClient(session, fake_telegram.base_url, 5), data_keys=DATA_KEYS
+        )
         return await create_test_app(
             admin,
             fake_telegram,

@@ -15,7 +15,7 @@ from portex.payment.v1 import payment_pb2
 from portex_pay.app import PortexApp
 from portex_pay.domain.pay import sign_invoice_payload
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import PAYLOAD_SECRET, TestApp
+from tests.conftest import PAYLOAD_SECRET, TestApp, stored_secret
 from tests.integration.helpers import details, eventually, pay_request
 
 Order = payment_pb2.Order
@@ -277,9 +277,7 @@ async def test_a_wrong_webhook_secret_is_refused_and_nothing_is_processed(
         for headers in ({}, {"X-Telegram-Bot-Api-Secret-Token": "wrong"}):
             async with session.post(url, json=update, headers=headers) as response:
                 assert response.status == 401
-        secret = await service.pool.fetchval(
-            "SELECT webhook_secret FROM applications WHERE id = $1::uuid", shop.id
-        )
+        secret = await stored_secret(service.pool, shop.id, "webhook_secret")
         headers = {"X-Telegram-Bot-Api-Secret-Token": secret}
         async with session.post(url, data=b"{not json", headers=headers) as response:
             assert response.status == 400

@@ -18,7 +18,7 @@ from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from portex_pay.adapters.telegram.client import BotApiClient
 from portex_pay.app import PortexApp, application_admin
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import TestApp, create_test_app, make_settings
+from tests.conftest import DATA_KEYS, TestApp, create_test_app, make_settings
 from tests.integration.helpers import details, eventually, pay_request
 
 Order = payment_pb2.Order
@@ -277,7 +277,9 @@ async def test_a_refund_refused_for_balance_too_low_is_retried_and_succeeds(
         aiohttp.ClientSession() as session,
         grpc.aio.insecure_channel(f"127.0.0.1:{impatient.grpc_port}") as channel,
     ):
-        admin = application_admin(impatient.pool, BotApiClient(session, fake_telegram.base_url, 5))
+        admin = application_admin(
+            impatient.pool, BotApiClient(session, fake_telegram.base_url, 5), data_keys=DATA_KEYS
+        )
         url = f"http://127.0.0.1:{impatient.http_port}"
         shop = await create_test_app(admin, fake_telegram, updates="webhook", public_url=url)
         other = await create_test_app(admin, fake_telegram, updates="webhook", public_url=url)

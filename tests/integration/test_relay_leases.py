@@ -23,7 +23,7 @@ from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp, application_admin
 from portex_pay.service.ports import HttpAnswer, HttpPoster
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import TestApp, create_test_app, free_port, make_settings
+from tests.conftest import DATA_KEYS, TestApp, create_test_app, free_port, make_settings
 from tests.integration.helpers import eventually
 from tests.integration.test_bot_relay import proxied
 
@@ -93,7 +93,9 @@ async def new_shop(app: PortexApp, fake: FakeBotApi) -> TestApp:
     """An application whose bot's updates Telegram sends to this replica's webhook."""
     session = await new_session()
     try:
-        admin = application_admin(app.pool, BotApiClient(session, fake.base_url, 5.0))
+        admin = application_admin(
+            app.pool, BotApiClient(session, fake.base_url, 5.0), data_keys=DATA_KEYS
+        )
         return await create_test_app(admin, fake, updates="webhook", public_url=base_url(app))
     finally:
         await session.close()
@@ -258,7 +260,7 @@ async def test_a_lease_is_one_claim_and_a_webhook_change_voids_it(
     replica and the same URL (a bot's code sets its webhook again on every start)."""
     async with replica(empty_db, fake_telegram, bot_proxy=False) as app:  # no delivery worker
         shop = await new_shop(app, fake_telegram)
-        store = RelayRepository(app.pool, "replica-a")
+        store = RelayRepository(app.pool, DATA_KEYS, "replica-a")
         bot = bot_id(shop)
         await store.enable(bot, uuid.UUID(shop.id))
         url = "http://127.0.0.1:9/hook"
@@ -277,7 +279,7 @@ async def test_a_lease_is_one_claim_and_a_webhook_change_voids_it(
         await store.release(second)
         assert (await store.keep(bot, 6, "message", b'{"update_id":6}')).kept
         [third] = await store.claim_deliveries(1, 220)
-        await RelayRepository(app.pool, "replica-b").release_all()  # not its lease
+        await RelayRepository(app.pool, DATA_KEYS, "replica-b").release_all()  # not its lease
         assert await store.claim_deliveries(1, 220) == []
         await store.release_all()  # shutdown of replica-a
         [fourth] = await store.claim_deliveries(1, 220)

@@ -26,7 +26,7 @@ from portex_pay.app import PortexApp, Sessions, Wiring, application_admin, wire
 from portex_pay.domain.application import Application
 from portex_pay.service.reconcile import ReconcileReport
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import TestApp, make_settings, new_bot_token
+from tests.conftest import DATA_KEYS, TestApp, make_settings, new_bot_token
 from tests.integration.helpers import details, eventually, pay_request
 
 USER = 6161
@@ -567,7 +567,7 @@ async def test_two_replicas_run_one_reader_per_bot(empty_db: str, fake_telegram:
         # The first reader's call hangs: it holds the bot's lease for as long.
         fake_telegram.delay("getStarTransactions", 25.0, times=1, token=token)
         admin = application_admin(
-            replicas[0].pool, BotApiClient(session, fake_telegram.base_url, 5)
+            replicas[0].pool, BotApiClient(session, fake_telegram.base_url, 5), data_keys=DATA_KEYS
         )
         await admin.create_app(f"ledger-{uuid.uuid4().hex[:8]}", token)
         await fake_telegram.wait_for_call("getStarTransactions", token=token, timeout=10)

@@ -12,7 +12,7 @@ from portex_pay.adapters.postgres.callbacks import CallbackRepository
 from portex_pay.app import PortexApp
 from portex_pay.service.callbacks import CallbackDispatcher
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import TestApp
+from tests.conftest import DATA_KEYS, TestApp
 from tests.integration.helpers import pay_request
 from tests.integration.test_callbacks import Receiver, drain
 
@@ -51,7 +51,7 @@ async def test_subscription_events_reach_list_events_and_callbacks(
         await fake_telegram.drain(shop.bot_token)
         async with aiohttp.ClientSession() as session:
             dispatcher = CallbackDispatcher(
-                CallbackRepository(service.pool), HttpPoster(session), timeout=2.0
+                CallbackRepository(service.pool, DATA_KEYS), HttpPoster(session), timeout=2.0
             )
             await drain(dispatcher)
     finally:

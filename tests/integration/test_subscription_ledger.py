@@ -15,7 +15,7 @@ from portex.payment.v1 import payment_pb2
 from portex_pay.adapters.telegram.client import BotApiClient, new_session
 from portex_pay.app import PortexApp, Sessions, Wiring, application_admin, wire
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import TestApp
+from tests.conftest import DATA_KEYS, TestApp
 from tests.integration.test_star_ledger import catch_up
 from tests.integration.test_subscriptions import MONTH, event_types, query, subscribe
 
@@ -35,7 +35,9 @@ async def set_webhook(fake: FakeBotApi, service: PortexApp, app: TestApp, on: bo
     the updates for getUpdates, which nobody calls for a webhook application (a lost update)."""
     async with aiohttp.ClientSession() as session:
         if on:
-            admin = application_admin(service.pool, BotApiClient(session, fake.base_url, 5.0))
+            admin = application_admin(
+                service.pool, BotApiClient(session, fake.base_url, 5.0), data_keys=DATA_KEYS
+            )
             await admin.register_webhook(uuid.UUID(app.id), f"http://127.0.0.1:{service.http_port}")
             return
         url = f"{fake.base_url}/bot{app.bot_token}/deleteWebhook"

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from portex_pay.app import PortexApp
-from tests.conftest import TestApp
+from tests.conftest import TestApp, stored_secret
 
 EXAMPLES = 200
 
@@ -101,9 +101,7 @@ async def test_no_webhook_update_gets_a_5xx_or_an_error_line(
     service: PortexApp, make_app: Any
 ) -> None:
     app: TestApp = await make_app()
-    secret = await service.pool.fetchval(
-        "SELECT webhook_secret FROM applications WHERE id = $1::uuid", app.id
-    )
+    secret = await stored_secret(service.pool, app.id, "webhook_secret")
     url = f"http://127.0.0.1:{service.http_port}/telegram/webhook/{app.id}"
     statuses: list[int] = []
 

@@ -10,7 +10,11 @@ import pytest
 from portex_pay.config import ConfigError, Settings
 from portex_pay.config import fields as settings_fields
 
-BASE = {"DATABASE_URL": "postgresql://u@localhost/db", "PORTEX_PAYLOAD_SECRET": "s" * 32}
+BASE = {
+    "DATABASE_URL": "postgresql://u@localhost/db",
+    "PORTEX_PAYLOAD_SECRET": "s" * 32,
+    "PORTEX_DATA_KEY": "a2V5LW9mLXRoaXJ0eS10d28tYnl0ZXMtZm9yLXRlc3Q=",
+}
 
 
 def test_defaults_match_the_readme() -> None:

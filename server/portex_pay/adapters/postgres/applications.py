@@ -1,7 +1,9 @@
 """Applications and their API keys, in PostgreSQL.
 
 API keys are stored only as SHA-256 hashes: a key is 256 random bits, so a fast hash is as strong
-as a slow one here, and it lets a key be found by an index lookup on its hash.
+as a slow one here, and it lets a key be found by an index lookup on its hash. The bot token and
+the webhook and signing secrets are stored sealed (adapters/postgres/sealed.py): sealed here
+before they are written, opened here as a row is read, never seen by SQL in plain text.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ import contextlib
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Literal
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import asyncpg
 
+from portex_pay.adapters.postgres.sealed import APPLICATIONS
 from portex_pay.domain.application import (
     BOT_MESSAGE_FIELDS,
     AlreadyTaken,
@@ -23,6 +26,7 @@ from portex_pay.domain.application import (
     Bot,
 )
 from portex_pay.domain.catalog import PricingMode
+from portex_pay.domain.sealing import DataKeys
 from portex_pay.logging import register_secret, register_secrets
 
 # The unique constraints of `applications` (migrations/0001_initial.sql).
@@ -44,15 +48,16 @@ def _unique_rules() -> Iterator[None]:
         raise AlreadyTaken(what) from None
 
 
-def _application(row: asyncpg.Record) -> Application:
+def _application(row: asyncpg.Record, keys: DataKeys) -> Application:
     # Every application row we load passes here (all queries select all its columns): its secrets
-    # are redacted from the logs from now on. Of a bot token only the part after the colon is
-    # secret (the bot id before it is logged as such).
-    bot_token = row["bot_token"]
+    # are opened, and redacted from the logs from now on. Of a bot token only the part after the
+    # colon is secret (the bot id before it is logged as such).
+    bot_token = APPLICATIONS.open(keys, "bot_token", row["id"], row["bot_token"])
+    webhook_secret = APPLICATIONS.open(keys, "webhook_secret", row["id"], row["webhook_secret"])
     register_secrets(
         (
-            row["webhook_secret"],
-            row.get("signing_secret"),
+            webhook_secret,
+            APPLICATIONS.open(keys, "signing_secret", row["id"], row.get("signing_secret")),
             bot_token.partition(":")[2] if bot_token else None,
         )
     )
@@ -60,7 +65,7 @@ def _application(row: asyncpg.Record) -> Application:
         id=row["id"],
         name=row["name"],
         bot=None if bot_token is None else Bot(row["bot_id"], bot_token, row["bot_username"]),
-        webhook_secret=row["webhook_secret"],
+        webhook_secret=webhook_secret or "",
         updates_mode=row["updates_mode"],
         pricing_mode=PricingMode(row["pricing_mode"]),
         allowed_origins=tuple(row["allowed_origins"]),
@@ -76,8 +81,12 @@ def _application(row: asyncpg.Record) -> Application:
 
 
 class ApplicationRepository:
-    def __init__(self, pool: asyncpg.Pool | asyncpg.Connection) -> None:
+    def __init__(self, pool: asyncpg.Pool | asyncpg.Connection, data_keys: DataKeys) -> None:
         self._db = pool
+        self._keys = data_keys
+
+    def _application(self, row: asyncpg.Record) -> Application:
+        return _application(row, self._keys)
 
     async def create(
         self,
@@ -89,35 +98,38 @@ class ApplicationRepository:
         bot_id: int | None = None,
         bot_username: str | None = None,
     ) -> Application:
+        # The id is chosen here: each sealed value is bound to it.
+        application_id = uuid4()
         with _unique_rules():
             row = await self._db.fetchrow(
                 """
                 INSERT INTO applications
-                    (name, bot_token, bot_id, bot_username, webhook_secret, signing_secret)
-                VALUES ($1, $2, $3, $4, $5, $6)
+                    (id, name, bot_token, bot_id, bot_username, webhook_secret, signing_secret)
+                VALUES ($1, $2, $3, $4, $5, $6, $7)
                 RETURNING *
                 """,
+                application_id,
                 name,
-                bot_token,
+                APPLICATIONS.seal(self._keys, "bot_token", application_id, bot_token),
                 bot_id,
                 bot_username,
-                webhook_secret,
-                signing_secret,
+                APPLICATIONS.seal(self._keys, "webhook_secret", application_id, webhook_secret),
+                APPLICATIONS.seal(self._keys, "signing_secret", application_id, signing_secret),
             )
         assert row is not None
-        return _application(row)
+        return self._application(row)
 
     async def get(self, application_id: UUID) -> Application | None:
         row = await self._db.fetchrow("SELECT * FROM applications WHERE id = $1", application_id)
-        return None if row is None else _application(row)
+        return None if row is None else self._application(row)
 
     async def get_by_name(self, name: str) -> Application | None:
         row = await self._db.fetchrow("SELECT * FROM applications WHERE name = $1", name)
-        return None if row is None else _application(row)
+        return None if row is None else self._application(row)
 
     async def get_by_bot_id(self, bot_id: int) -> Application | None:
         row = await self._db.fetchrow("SELECT * FROM applications WHERE bot_id = $1", bot_id)
-        return None if row is None else _application(row)
+        return None if row is None else self._application(row)
 
     async def set_bot_messages(
         self, application_id: UUID, changes: dict[str, str | bool | None]
@@ -132,7 +144,7 @@ class ApplicationRepository:
             application_id,
             *(changes[name] for name in names),
         )
-        return None if row is None else _application(row)
+        return None if row is None else self._application(row)
 
     async def relay_allowed_updates(self, application_id: UUID) -> tuple[str, ...] | None:
         """The update kinds the app's own bot asked the relay for (() for Telegram's default
@@ -154,23 +166,24 @@ class ApplicationRepository:
                 WHERE id = $1
                 """,
                 application_id,
-                bot_token,
+                APPLICATIONS.seal(self._keys, "bot_token", application_id, bot_token),
                 bot_id,
                 bot_username,
             )
         return status.endswith(" 1")
 
     async def signing_secret(self, application_id: UUID) -> str | None:
-        secret: str | None = await self._db.fetchval(
+        sealed: str | None = await self._db.fetchval(
             "SELECT signing_secret FROM applications WHERE id = $1", application_id
         )
+        secret = APPLICATIONS.open(self._keys, "signing_secret", application_id, sealed)
         register_secret(secret)
         return secret
 
     async def with_bots(self) -> list[Application]:
         """Every application that has a bot (the pollers' work list)."""
         rows = await self._db.fetch("SELECT * FROM applications WHERE bot_token IS NOT NULL")
-        return [_application(row) for row in rows]
+        return [self._application(row) for row in rows]
 
     async def set_updates_mode(self, application_id: UUID, mode: str | None) -> bool:
         status = await self._db.execute(
@@ -201,7 +214,7 @@ class ApplicationRepository:
             allowed_origins,
             callback_prefixes,
         )
-        return None if row is None else _application(row)
+        return None if row is None else self._application(row)
 
     async def set_unfulfilled_refund(
         self, application_id: UUID, after: timedelta | None
@@ -219,7 +232,7 @@ class ApplicationRepository:
             application_id,
             after,
         )
-        return None if row is None else _application(row)
+        return None if row is None else self._application(row)
 
     async def origin_allowed_anywhere(self, origin: str) -> bool:
         """Whether some application allows this browser origin (a CORS preflight carries no
@@ -258,7 +271,7 @@ class ApplicationRepository:
             """,
             key_hash,
         )
-        return None if row is None else (bytes(row["key_hash"]), _application(row))
+        return None if row is None else (bytes(row["key_hash"]), self._application(row))
 
     async def list(self) -> list[ApplicationListing]:
         rows = await self._db.fetch(
@@ -274,7 +287,7 @@ class ApplicationRepository:
         )
         return [
             ApplicationListing(
-                application=_application(row),
+                application=self._application(row),
                 keys=[
                     ApiKeyInfo(
                         id=k["id"],

@@ -17,7 +17,9 @@ from typing import Any
 
 import asyncpg
 
+from portex_pay.adapters.postgres.sealed import APPLICATIONS
 from portex_pay.domain.callbacks import DueCallback
+from portex_pay.domain.sealing import DataKeys
 from portex_pay.logging import register_secret
 
 # Long enough for a diagnosis, short enough that a chatty error cannot bloat the table.
@@ -64,27 +66,34 @@ def _data(value: Any) -> dict[str, Any]:
 
 
 class CallbackRepository:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, data_keys: DataKeys) -> None:
         self._pool = pool
+        self._keys = data_keys
 
     async def claim_due(self, limit: int, lease_seconds: float) -> list[DueCallback]:
         """Claims up to `limit` due deliveries, leasing each for `lease_seconds`, oldest first."""
         rows = await self._pool.fetch(_CLAIM_DUE, limit, float(lease_seconds))
-        for row in rows:  # a credential now in memory: redacted from the logs (cheap when known)
-            register_secret(row["signing_secret"])
+        signing_secrets = [
+            APPLICATIONS.open(
+                self._keys, "signing_secret", row["application_id"], row["signing_secret"]
+            )
+            for row in rows
+        ]
+        for secret in signing_secrets:  # a credential now in memory: redacted from the logs
+            register_secret(secret)
         return [
             DueCallback(
                 event_id=row["event_id"],
                 application_id=row["application_id"],
                 url=row["url"],
                 attempts=row["attempts"],
-                signing_secret=row["signing_secret"],
+                signing_secret=secret or "",
                 event_type=row["event_type"],
                 occurred_at=row["occurred_at"],
                 tg_payment_id=row["tg_payment_id"],
                 data=_data(row["data"]),
             )
-            for row in rows
+            for row, secret in zip(rows, signing_secrets, strict=True)
         ]
 
     async def mark_delivered(self, event_id: int, status: int) -> None:

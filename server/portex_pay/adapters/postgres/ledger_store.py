@@ -32,6 +32,7 @@ from portex_pay.adapters.postgres.events_writer import (
 from portex_pay.adapters.postgres.orders import order_from_row
 from portex_pay.adapters.postgres.pool import Conn
 from portex_pay.adapters.postgres.refunds import refund_from_row
+from portex_pay.adapters.postgres.sealed import APPLICATIONS
 from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord, RefundReason
 from portex_pay.domain.events import EventType
 from portex_pay.domain.order import Order, OrderState, sources
@@ -44,6 +45,7 @@ from portex_pay.domain.refunds import (
     attempt_sources,
 )
 from portex_pay.domain.refunds import sources as refund_sources
+from portex_pay.domain.sealing import DataKeys
 from portex_pay.domain.subscription import SubscriptionState
 
 
@@ -491,8 +493,9 @@ class PaymentTransaction:
 
 
 class LedgerStore:
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, data_keys: DataKeys) -> None:
         self._pool = pool
+        self._keys = data_keys  # opens the bot tokens the refunds due are sent with
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[PaymentTransaction]:
@@ -589,7 +592,9 @@ class LedgerStore:
                 tg_payment_id=row["tg_payment_id"],
                 tg_use_id=row["tg_use_id"],
                 attempts=row["attempts"],
-                bot_token=row["bot_token"],
+                bot_token=APPLICATIONS.open(
+                    self._keys, "bot_token", row["application_id"], row["bot_token"]
+                ),
             )
             for row in rows
         ]

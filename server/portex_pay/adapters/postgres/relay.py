@@ -23,15 +23,19 @@ from uuid import UUID
 import asyncpg
 
 from portex_pay.adapters.postgres.pool import Conn
+from portex_pay.adapters.postgres.sealed import RELAY_BOTS
 from portex_pay.domain.relay import DEFAULT_EXCLUDED, Kept, RelayBot, RelayedUpdate
+from portex_pay.domain.sealing import DataKeys
 from portex_pay.logging import register_secret
 
 CHANNEL = "portex_relay"
 _DEFAULT_EXCLUDED = sorted(DEFAULT_EXCLUDED)
 
 
-def _bot(row: asyncpg.Record) -> RelayBot:
-    register_secret(row["webhook_secret"])  # redacted from every log line from now on
+def _bot(row: asyncpg.Record, keys: DataKeys) -> RelayBot:
+    # Stored sealed (adapters/postgres/sealed.py); redacted from every log line from now on.
+    webhook_secret = RELAY_BOTS.open(keys, "webhook_secret", row["bot_id"], row["webhook_secret"])
+    register_secret(webhook_secret)
     allowed = row["allowed_updates"]
     return RelayBot(
         bot_id=row["bot_id"],
@@ -39,7 +43,7 @@ def _bot(row: asyncpg.Record) -> RelayBot:
         allowed_updates=None if allowed is None else tuple(allowed),
         confirmed_offset=row["confirmed_offset"],
         webhook_url=row["webhook_url"],
-        webhook_secret=row["webhook_secret"],
+        webhook_secret=webhook_secret,
         poll_generation=row["poll_generation"],
         attempts=row["attempts"],
         pending=row.get("pending") or 0,
@@ -54,9 +58,13 @@ async def _notify(conn: Conn, bot_id: int) -> None:
 
 
 class RelayRepository:
-    def __init__(self, pool: asyncpg.Pool, owner: str = "") -> None:
+    def __init__(self, pool: asyncpg.Pool, data_keys: DataKeys, owner: str = "") -> None:
         self._pool = pool
+        self._keys = data_keys
         self.owner = owner  # names this replica on delivery leases
+
+    def _bot(self, row: asyncpg.Record) -> RelayBot:
+        return _bot(row, self._keys)
 
     def _new_lease(self) -> str:
         return f"{self.owner}/{secrets.token_hex(8)}"
@@ -79,7 +87,7 @@ class RelayRepository:
             CHANNEL,
         )
         assert row is not None
-        return _bot(row)
+        return self._bot(row)
 
     async def get(self, bot_id: int) -> RelayBot | None:
         row = await self._pool.fetchrow(
@@ -90,7 +98,7 @@ class RelayRepository:
             """,
             bot_id,
         )
-        return None if row is None else _bot(row)
+        return None if row is None else self._bot(row)
 
     async def keep(self, bot_id: int, update_id: int, kind: str | None, raw: bytes) -> Kept:
         """Keeps an update for the bot when its relay is on and it asked for this kind (any kind,
@@ -171,7 +179,7 @@ class RelayRepository:
                     confirmed,
                 )
             await _notify(conn, bot_id)  # an older poll of this bot ends with 409
-            return row["poll_generation"], _bot(row)
+            return row["poll_generation"], self._bot(row)
 
     async def poll(
         self, bot_id: int, generation: int, limit: int
@@ -180,7 +188,7 @@ class RelayRepository:
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow("SELECT * FROM relay_bots WHERE bot_id = $1", bot_id)
             if row is None or row["poll_generation"] != generation:
-                return False, None if row is None else _bot(row), []
+                return False, None if row is None else self._bot(row), []
             rows = await conn.fetch(
                 """
                 SELECT update_id, raw FROM relay_updates WHERE bot_id = $1 AND update_id >= $2
@@ -190,7 +198,7 @@ class RelayRepository:
                 row["confirmed_offset"],
                 limit,
             )
-        return True, _bot(row), [RelayedUpdate(r["update_id"], bytes(r["raw"])) for r in rows]
+        return True, self._bot(row), [RelayedUpdate(r["update_id"], bytes(r["raw"])) for r in rows]
 
     async def set_allowed_updates(
         self, bot_id: int, allowed: Sequence[str]
@@ -207,7 +215,7 @@ class RelayRepository:
             list(allowed),
         )
         assert row is not None
-        return bool(row["changed"]), _bot(row)
+        return bool(row["changed"]), self._bot(row)
 
     async def set_webhook(
         self, bot_id: int, url: str | None, secret: str | None, *, drop_pending: bool
@@ -225,7 +233,7 @@ class RelayRepository:
                 """,
                 bot_id,
                 url,
-                secret,
+                RELAY_BOTS.seal(self._keys, "webhook_secret", bot_id, secret),
             )
             if drop_pending:
                 await conn.execute(
@@ -261,7 +269,7 @@ class RelayRepository:
             float(lease_seconds),
             limit,
         )
-        return [_bot(row) for row in rows]
+        return [self._bot(row) for row in rows]
 
     async def due_updates(self, bot: RelayBot, limit: int) -> list[RelayedUpdate]:
         rows = await self._pool.fetch(
