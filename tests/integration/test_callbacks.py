@@ -19,13 +19,15 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+import standardwebhooks
+import standardwebhooks.webhooks
 import structlog
 from aiohttp import web
 
 from portex_pay.adapters.http_guard import HttpPoster
 from portex_pay.adapters.postgres.callbacks import CallbackRepository
 from portex_pay.app import PortexApp
-from portex_pay.domain.callbacks import verify_callback
+from portex_pay.domain.callbacks import standard_webhooks_secret, verify_callback
 from portex_pay.domain.order import SDK_STATUS, OrderState
 from portex_pay.service.callbacks import CallbackDispatcher
 from tests.conftest import TestApp, free_port
@@ -295,6 +297,34 @@ async def test_a_failed_delivery_is_retried_after_backoff_with_the_same_event_id
         200,
         None,
     )
+
+
+async def test_real_deliveries_and_their_retries_verify_with_the_standard_webhooks_library(
+    stub, app: TestApp, service: PortexApp, receiver: Receiver, make_dispatcher
+):
+    """A receiver using the `standardwebhooks` library with the `whsec_` form of the signing
+    secret accepts every attempt; a retry carries the same `webhook-id`."""
+    receiver.script("std", 500, 200)
+    first, second = await event_ids(service.pool, await pay(stub, app, receiver.url("std")))
+    dispatcher = make_dispatcher()
+    assert await dispatcher.step() == 1
+    await make_due(service.pool, first)
+    assert await drain(dispatcher) == 2
+
+    received = receiver.at("std")
+    assert [r.event_id for r in received] == [first, first, second]
+    secret = await service.pool.fetchval(
+        "SELECT signing_secret FROM applications WHERE id = $1", uuid.UUID(app.id)
+    )
+    webhook = standardwebhooks.Webhook(standard_webhooks_secret(secret))
+    for request in received:
+        assert webhook.verify(request.body, request.headers) == request.json
+        assert request.headers["webhook-id"] == str(request.event_id)
+        assert len(request.headers["webhook-signature"].split(" ")) == 1  # no rotation
+    with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(standard_webhooks_secret(secret + "x")).verify(
+            received[0].body, received[0].headers
+        )
 
 
 class TimedRepository(CallbackRepository):

@@ -30,13 +30,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from portex_pay.domain.callbacks import (
-    EVENT_ID_HEADER,
-    SIGNATURE_HEADER,
-    DueCallback,
-    callback_body,
-    sign_callback,
-)
+from portex_pay.domain.callbacks import DueCallback, callback_body, callback_headers
 from portex_pay.domain.retry import backoff_seconds
 from portex_pay.service.ports import CallbackOutbox, HttpPoster, PostFailed
 
@@ -142,12 +136,9 @@ class CallbackDispatcher:
         except (KeyError, ValueError, TypeError) as error:
             # An event this version cannot describe; retrying lets a fixed release send it.
             return _Outcome(False, None, f"unrepresentable event: {type(error).__name__}")
-        timestamp = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            EVENT_ID_HEADER: str(callback.event_id),
-            SIGNATURE_HEADER: sign_callback(callback.signing_secret, timestamp, body),
-        }
+        headers = callback_headers(
+            callback.signing_secrets, callback.event_id, int(time.time()), body
+        )
         try:
             answer = await self._poster.post(callback.url, body, headers, timeout=self._timeout)
         except PostFailed as failure:
