@@ -5,7 +5,8 @@ the database, so any number of replicas can run it), POSTs each to its order's `
 concurrently with its own timeout, signed as `portex_pay.domain.callbacks` documents, and records
 the outcome. A 2xx answer is a delivery; anything else (another status, redirects included since
 they are not followed, a timeout, a connection error) is a failed attempt, retried after an
-exponential backoff until `max_attempts`, when the delivery is given up (state 'failed'). Payments
+exponential backoff (domain/retry.py: over three days and more by default) until `max_attempts`,
+when the delivery is given up (state 'failed'; an operator can replay it). Payments
 only insert outbox rows, so a slow or failing receiver can never delay them; it only slows its own
 deliveries. A crash mid-delivery leaves the row leased, and it is sent again when the lease ends:
 receivers de-duplicate on the event id.
@@ -31,7 +32,13 @@ from urllib.parse import urlsplit
 import structlog
 
 from portex_pay.domain.callbacks import DueCallback, callback_body, callback_headers
-from portex_pay.domain.retry import backoff_seconds
+from portex_pay.domain.retry import (
+    CALLBACK_BACKOFF_BASE,
+    CALLBACK_BACKOFF_CAP,
+    CALLBACK_JITTER,
+    CALLBACK_MAX_ATTEMPTS,
+    retry_in,
+)
 from portex_pay.service.ports import CallbackOutbox, HttpPoster, PostFailed
 
 log = structlog.get_logger(__name__)
@@ -56,9 +63,9 @@ class CallbackDispatcher:
         *,
         timeout: float = 5.0,
         concurrency: int = 16,
-        max_attempts: int = 15,
-        base_backoff: float = 1.0,
-        max_backoff: float = 3600.0,
+        max_attempts: int = CALLBACK_MAX_ATTEMPTS,
+        base_backoff: float = CALLBACK_BACKOFF_BASE,
+        max_backoff: float = CALLBACK_BACKOFF_CAP,
         batch_size: int | None = None,
     ) -> None:
         if timeout <= 0 or concurrency < 1 or max_attempts < 1:
@@ -98,10 +105,15 @@ class CallbackDispatcher:
             await self._repository.mark_delivered(callback.event_id, outcome.status)
             return
         failures = callback.attempts + 1
-        retry_in = None if failures >= self._max_attempts else self._backoff(failures)
+        delay = retry_in(
+            failures, self._max_attempts, base=self._base_backoff, cap=self._max_backoff
+        )
+        # Jitter, so that a receiver coming back from an outage is not hit by every queued
+        # retry in the same second.
+        retry_after = None if delay is None else delay * random.uniform(CALLBACK_JITTER, 1.0)
         error = outcome.error or "failed"
         await self._repository.mark_failed_attempt(
-            callback.event_id, error=error, status=outcome.status, retry_in=retry_in
+            callback.event_id, error=error, status=outcome.status, retry_in=retry_after
         )
         # Only the host: a callback URL may carry the receiver's own credentials in its path or
         # query string.
@@ -114,15 +126,9 @@ class CallbackDispatcher:
             attempt=failures,
             status=outcome.status,
             error=error,
-            retry_in_seconds=None if retry_in is None else round(retry_in, 3),
-            gave_up=retry_in is None,
+            retry_in_seconds=None if retry_after is None else round(retry_after, 3),
+            gave_up=retry_after is None,
         )
-
-    def _backoff(self, failures: int) -> float:
-        delay = backoff_seconds(failures, base=self._base_backoff, cap=self._max_backoff)
-        # Jitter, so that a receiver coming back from an outage is not hit by every queued
-        # retry in the same second.
-        return delay * random.uniform(0.75, 1.0)
 
     async def _post(self, callback: DueCallback) -> _Outcome:
         try:
