@@ -32,6 +32,7 @@ from portex_pay.adapters.postgres.migrations import apply_migrations, migrate, w
 from portex_pay.adapters.postgres.pool import create_pool
 from portex_pay.config import DEFAULT_GRPC_ADDR, DEV_DATA_DIR, ConfigError, Settings
 from portex_pay.domain.application import Application, ApplicationListing
+from portex_pay.domain.callbacks import standard_webhooks_secret
 from portex_pay.domain.catalog import CatalogItem
 from portex_pay.domain.errors import ApplicationNotFound, InvalidArgument
 from portex_pay.domain.fulfilment import format_deadline
@@ -127,10 +128,12 @@ async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
             await admin.set_updates_mode(options.app, mode)
             result = {"application_id": str(options.app), "updates": options.mode}
         elif options.admin_command == "signing-secret":
-            result = {
-                "application_id": str(options.app),
-                "signing_secret": await admin.signing_secret(options.app),
-            }
+            result = {"application_id": str(options.app)}
+            result.update(_signing_json(await admin.signing_secret(options.app)))
+        elif options.admin_command == "rotate-signing-secret":
+            secret, until = await admin.rotate_signing_secret(options.app, options.overlap)
+            result = {"application_id": str(options.app), **_signing_json(secret)}
+            result["previous_signs_until"] = until.isoformat()
         elif options.admin_command == "set-unfulfilled-refund":
             application = await admin.set_unfulfilled_refund(
                 options.app, None if options.off else options.after
@@ -156,6 +159,12 @@ _EDGE_COMMANDS = frozenset(
         "list-items",
     }
 )
+
+
+def _signing_json(secret: str) -> dict[str, str]:
+    """A signing secret as it is shown: as Portex-Signature uses it, and in the `whsec_` form
+    that Standard Webhooks libraries take."""
+    return {"signing_secret": secret, "standard_webhooks_secret": standard_webhooks_secret(secret)}
 
 
 def _mask_token(token: str | None) -> str | None:
@@ -538,6 +547,14 @@ def _parser() -> argparse.ArgumentParser:
         "signing-secret", help="print the key that signs the app's callbacks"
     )
     signing.add_argument("--app", type=UUID, required=True)
+    rotate_signing = admin.add_parser(
+        "rotate-signing-secret",
+        help="a new callback signing secret (printed once); the old one signs too for --overlap",
+    )
+    rotate_signing.add_argument("--app", type=UUID, required=True)
+    rotate_signing.add_argument(
+        "--overlap", metavar="DURATION", default="24h", help="e.g. 24h, 7d; 0 for a leaked secret"
+    )
     unfulfilled = admin.add_parser(
         "set-unfulfilled-refund",
         help="refund paid orders not acknowledged (AcknowledgeOrder) in time; off by default",

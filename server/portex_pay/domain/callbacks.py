@@ -37,10 +37,11 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from portex_pay.domain.fulfilment import parse_deadline
 from portex_pay.domain.order import SDK_STATUS, OrderState
 
 SIGNATURE_HEADER = "Portex-Signature"
@@ -138,6 +139,12 @@ def verify_callback(
     return any(hmac.compare_digest(expected, candidate) for candidate in signatures)
 
 
+def parse_overlap(text: str) -> timedelta:
+    """How long a rotated-out signing secret keeps signing: `0` (not at all: for a secret that
+    leaked) or a duration such as `24h` or `7d` (`parse_deadline`'s rules); ValueError else."""
+    return timedelta(0) if text == "0" else parse_deadline(text)
+
+
 def callback_order(order: Mapping[str, Any]) -> dict[str, Any]:
     """The order as a receiver sees it, from the order row an event recorded."""
     state = OrderState(order["state"])
@@ -197,6 +204,7 @@ __all__ = [
     "callback_body",
     "callback_headers",
     "callback_order",
+    "parse_overlap",
     "sign_callback",
     "sign_standard_webhook",
     "standard_webhooks_secret",

@@ -95,6 +95,13 @@ class Applications(Protocol):
 
     async def signing_secret(self, application_id: UUID) -> str | None: ...
 
+    async def rotate_signing_secret(
+        self, application_id: UUID, new_secret: str, overlap: timedelta
+    ) -> datetime | None:
+        """Makes `new_secret` current, the replaced one signing too until the returned time;
+        None when there is no such application."""
+        ...
+
     async def with_bots(self) -> list[Application]: ...
 
     async def set_updates_mode(self, application_id: UUID, mode: str | None) -> bool: ...

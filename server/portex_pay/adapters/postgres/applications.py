@@ -53,6 +53,7 @@ def _application(row: asyncpg.Record) -> Application:
         (
             row["webhook_secret"],
             row.get("signing_secret"),
+            row.get("previous_signing_secret"),
             bot_token.partition(":")[2] if bot_token else None,
         )
     )
@@ -166,6 +167,26 @@ class ApplicationRepository:
         )
         register_secret(secret)
         return secret
+
+    async def rotate_signing_secret(
+        self, application_id: UUID, new_secret: str, overlap: timedelta
+    ) -> datetime | None:
+        """Makes `new_secret` current; the one it replaces keeps signing until the returned
+        time (now + `overlap`). None when there is no such application. A rotation during an
+        overlap ends it: only the secret being replaced is kept."""
+        register_secret(new_secret)
+        until: datetime | None = await self._db.fetchval(
+            """
+            UPDATE applications SET previous_signing_secret = signing_secret,
+                previous_signing_secret_until = now() + $3::interval,
+                signing_secret = $2, updated_at = now()
+            WHERE id = $1 RETURNING previous_signing_secret_until
+            """,
+            application_id,
+            new_secret,
+            overlap,
+        )
+        return until
 
     async def with_bots(self) -> list[Application]:
         """Every application that has a bot (the pollers' work list)."""

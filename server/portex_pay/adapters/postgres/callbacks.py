@@ -49,6 +49,9 @@ claimed AS (
     RETURNING d.event_id, d.application_id, d.url, d.attempts
 )
 SELECT c.event_id, c.application_id, c.url, c.attempts, a.signing_secret,
+       -- A rotated-out secret signs too until its overlap ends (migration 0012).
+       CASE WHEN a.previous_signing_secret_until > now() THEN a.previous_signing_secret END
+           AS previous_signing_secret,
        e.type AS event_type, e.occurred_at, e.tg_payment_id, e.data
 FROM claimed c
 JOIN events e ON e.id = c.event_id
@@ -70,8 +73,9 @@ class CallbackRepository:
     async def claim_due(self, limit: int, lease_seconds: float) -> list[DueCallback]:
         """Claims up to `limit` due deliveries, leasing each for `lease_seconds`, oldest first."""
         rows = await self._pool.fetch(_CLAIM_DUE, limit, float(lease_seconds))
-        for row in rows:  # a credential now in memory: redacted from the logs (cheap when known)
+        for row in rows:  # credentials now in memory: redacted from the logs (cheap when known)
             register_secret(row["signing_secret"])
+            register_secret(row["previous_signing_secret"])
         return [
             DueCallback(
                 event_id=row["event_id"],
@@ -83,6 +87,7 @@ class CallbackRepository:
                 occurred_at=row["occurred_at"],
                 tg_payment_id=row["tg_payment_id"],
                 data=_data(row["data"]),
+                previous_signing_secret=row["previous_signing_secret"],
             )
             for row in rows
         ]
