@@ -52,6 +52,7 @@ async def test_rotate_signing_secret_prints_the_new_secret_and_keeps_the_old_one
         " FROM applications WHERE id = $1::uuid",
         app_id,
     )
+    assert row is not None
     assert (row["signing_secret"], row["previous_signing_secret"]) == (new, old)
     until = datetime.fromisoformat(rotated["previous_signs_until"])
     assert until == row["previous_signing_secret_until"]
