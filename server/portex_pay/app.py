@@ -73,7 +73,7 @@ from portex_pay.service.applications import ApplicationAdmin
 from portex_pay.service.auth import ApiKeyAuthenticator, BotTokenAuthenticator
 from portex_pay.service.bot_messages import BotMessagesService
 from portex_pay.service.cache import ApplicationCache
-from portex_pay.service.callbacks import CallbackDispatcher
+from portex_pay.service.callbacks import CallbackAdmin, CallbackDispatcher
 from portex_pay.service.catalog import CatalogService
 from portex_pay.service.clock import utcnow
 from portex_pay.service.edge import EdgeService, EdgeSettings
@@ -131,6 +131,11 @@ def bot_messages_admin(db: asyncpg.Pool | asyncpg.Connection) -> BotMessagesServ
 def accounting_export(db: asyncpg.Pool | asyncpg.Connection) -> AccountingExport:
     """The accounting export (`portex-pay admin export`): orders, in keyset batches."""
     return AccountingExport(AccountingExportReader(db), ApplicationRepository(db))
+
+
+def callback_admin(db: asyncpg.Pool | asyncpg.Connection) -> CallbackAdmin:
+    """Failed callback deliveries listed and replayed (`portex-pay admin callbacks`)."""
+    return CallbackAdmin(CallbackRepository(db))
 
 
 def _replica_id() -> str:

@@ -233,3 +233,18 @@ class DueCallback:
         """The secrets that sign this attempt, the current one first."""
         previous = self.previous_signing_secret
         return (self.signing_secret,) if previous is None else (self.signing_secret, previous)
+
+
+@dataclass(frozen=True, slots=True)
+class FailedCallback:
+    """A delivery given up after its last attempt, as an operator lists it."""
+
+    event_id: int
+    application_id: UUID
+    event_type: str
+    url: str
+    attempts: int
+    last_status: int | None  # the receiver's last HTTP status (None: no answer)
+    last_error: str | None
+    occurred_at: datetime  # when the event happened
+    failed_at: datetime | None  # when it was given up (None: before migration 0012)

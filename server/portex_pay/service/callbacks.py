@@ -18,6 +18,12 @@ the address actually connected to after DNS resolution. A refused delivery is a 
 like any other, recorded with its reason ("callback address not allowed: 127.0.0.1 is
 loopback"): it backs off and is given up after `max_attempts`, so DNS that is fixed, or an
 operator who allows private addresses, lets pending callbacks through without a manual retry.
+
+`CallbackAdmin` is the operators' side: the given-up deliveries, newest first, and a replay that
+makes one due again with a fresh schedule. A replay is idempotent: replaying a delivery that is
+already pending (replayed a moment ago, or still retrying) changes nothing and says so. A
+delivered one is refused, not re-sent: its receiver answered 2xx and de-duplicates on the event
+id, so a second copy would only be dropped.
 """
 
 from __future__ import annotations
@@ -28,10 +34,16 @@ import random
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+from uuid import UUID
 
 import structlog
 
-from portex_pay.domain.callbacks import DueCallback, callback_body, callback_headers
+from portex_pay.domain.callbacks import (
+    DueCallback,
+    FailedCallback,
+    callback_body,
+    callback_headers,
+)
 from portex_pay.domain.retry import (
     CALLBACK_BACKOFF_BASE,
     CALLBACK_BACKOFF_CAP,
@@ -39,7 +51,8 @@ from portex_pay.domain.retry import (
     CALLBACK_MAX_ATTEMPTS,
     retry_in,
 )
-from portex_pay.service.ports import CallbackOutbox, HttpPoster, PostFailed
+from portex_pay.service.applications import AdminError, InvalidAdminInput
+from portex_pay.service.ports import CallbackOutbox, FailedCallbacks, HttpPoster, PostFailed
 
 log = structlog.get_logger(__name__)
 
@@ -155,4 +168,38 @@ class CallbackDispatcher:
         return _Outcome(False, status, f"HTTP {status}")
 
 
-__all__ = ["CallbackDispatcher"]
+# A page of `admin callbacks --failed`: one short query each.
+FAILED_PAGE_MAX = 1000
+
+
+class CallbackAdmin:
+    def __init__(self, deliveries: FailedCallbacks) -> None:
+        self._deliveries = deliveries
+
+    async def failed(
+        self, application_id: UUID | None, *, before: int | None = None, limit: int = 100
+    ) -> list[FailedCallback]:
+        """Given-up deliveries (of one application, or every one), newest first; the next page
+        starts `before` the last one's event id."""
+        if not 1 <= limit <= FAILED_PAGE_MAX:
+            raise InvalidAdminInput(f"--limit must be from 1 to {FAILED_PAGE_MAX}")
+        return await self._deliveries.failed(application_id, before=before, limit=limit)
+
+    async def replay(self, event_id: int, application_id: UUID | None) -> bool:
+        """Makes a given-up delivery due now, with a fresh retry schedule; False when it was
+        pending already (nothing to do). AdminError when there is no such delivery (another
+        application's is no such delivery) or it was delivered."""
+        found = await self._deliveries.requeue_failed(event_id, application_id)
+        if found is None:
+            owner = "" if application_id is None else f" of application {application_id}"
+            raise AdminError(f"no callback delivery for event {event_id}{owner}")
+        state, delivered_at = found
+        if state == "delivered":
+            raise AdminError(
+                f"the callback of event {event_id} was delivered at {delivered_at}: receivers "
+                "de-duplicate on the event id, so it is not sent again"
+            )
+        return state == "failed"
+
+
+__all__ = ["FAILED_PAGE_MAX", "CallbackAdmin", "CallbackDispatcher"]
