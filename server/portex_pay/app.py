@@ -78,7 +78,7 @@ from portex_pay.service.applications import ApplicationAdmin
 from portex_pay.service.auth import ApiKeyAuthenticator, BotTokenAuthenticator
 from portex_pay.service.bot_messages import BotMessagesService
 from portex_pay.service.cache import ApplicationCache
-from portex_pay.service.callbacks import CallbackDispatcher
+from portex_pay.service.callbacks import CallbackAdmin, CallbackDispatcher
 from portex_pay.service.catalog import CatalogService
 from portex_pay.service.clock import utcnow
 from portex_pay.service.edge import EdgeService, EdgeSettings
@@ -149,6 +149,11 @@ def accounting_export(
 ) -> AccountingExport:
     """The accounting export (`portex-pay admin export`): orders, in keyset batches."""
     return AccountingExport(AccountingExportReader(db), ApplicationRepository(db, data_keys))
+
+
+def callback_admin(db: asyncpg.Pool | asyncpg.Connection, data_keys: DataKeys) -> CallbackAdmin:
+    """Failed callback deliveries listed and replayed (`portex-pay admin callbacks`)."""
+    return CallbackAdmin(CallbackRepository(db, data_keys))
 
 
 def _replica_id() -> str:

@@ -33,6 +33,7 @@ from portex_pay.adapters.postgres.pool import create_pool
 from portex_pay.adapters.postgres.sealed import prepare_sealed_secrets, reseal
 from portex_pay.config import DEFAULT_GRPC_ADDR, DEV_DATA_DIR, ConfigError, Settings
 from portex_pay.domain.application import Application, ApplicationListing
+from portex_pay.domain.callbacks import standard_webhooks_secret
 from portex_pay.domain.catalog import CatalogItem
 from portex_pay.domain.errors import ApplicationNotFound, InvalidArgument
 from portex_pay.domain.fulfilment import format_deadline
@@ -54,6 +55,8 @@ from portex_pay.service.export import KINDS, AccountingExport, ExportKind
 
 if TYPE_CHECKING:
     import aiohttp
+
+    from portex_pay.service.callbacks import CallbackAdmin
 
 # Only what `serve --workers N`'s supervisor needs is imported here (processes.py): gRPC, aiohttp
 # and the service's wiring (portex_pay.app) are imported by the commands that use them, so the
@@ -78,6 +81,7 @@ async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
         accounting_export,
         application_admin,
         bot_messages_admin,
+        callback_admin,
         telegram_client,
     )
 
@@ -134,10 +138,14 @@ async def run_admin(settings: Settings, options: argparse.Namespace) -> None:
             await admin.set_updates_mode(options.app, mode)
             result = {"application_id": str(options.app), "updates": options.mode}
         elif options.admin_command == "signing-secret":
-            result = {
-                "application_id": str(options.app),
-                "signing_secret": await admin.signing_secret(options.app),
-            }
+            result = {"application_id": str(options.app)}
+            result.update(_signing_json(await admin.signing_secret(options.app)))
+        elif options.admin_command in ("callbacks", "replay-callback"):
+            result = await _callbacks_admin(callback_admin(conn, data_keys), options)
+        elif options.admin_command == "rotate-signing-secret":
+            secret, until = await admin.rotate_signing_secret(options.app, options.overlap)
+            result = {"application_id": str(options.app), **_signing_json(secret)}
+            result["previous_signs_until"] = until.isoformat()
         elif options.admin_command == "set-unfulfilled-refund":
             application = await admin.set_unfulfilled_refund(
                 options.app, None if options.off else options.after
@@ -167,6 +175,31 @@ _EDGE_COMMANDS = frozenset(
         "list-items",
     }
 )
+
+
+async def _callbacks_admin(admin: CallbackAdmin, options: argparse.Namespace) -> dict[str, Any]:
+    """`admin callbacks --failed` (a page, newest first) and `admin replay-callback`."""
+    if options.admin_command == "replay-callback":
+        requeued = await admin.replay(options.event_id, options.app)
+        return {"event_id": str(options.event_id), "requeued": requeued, "state": "pending"}
+    page = await admin.failed(options.app, before=options.before, limit=options.limit)
+    # Event ids as strings, as callbacks send them (64-bit ids do not fit JavaScript numbers).
+    failed = [
+        {
+            **dataclasses.asdict(c),
+            "event_id": str(c.event_id),
+            "application_id": str(c.application_id),
+        }
+        for c in page
+    ]
+    full = len(page) == options.limit
+    return {"failed": failed, "next_before": failed[-1]["event_id"] if full else None}
+
+
+def _signing_json(secret: str) -> dict[str, str]:
+    """A signing secret as it is shown: as Portex-Signature uses it, and in the `whsec_` form
+    that Standard Webhooks libraries take."""
+    return {"signing_secret": secret, "standard_webhooks_secret": standard_webhooks_secret(secret)}
 
 
 def _mask_token(token: str | None) -> str | None:
@@ -579,6 +612,15 @@ def _parser() -> argparse.ArgumentParser:
         "signing-secret", help="print the key that signs the app's callbacks"
     )
     signing.add_argument("--app", type=UUID, required=True)
+    rotate_signing = admin.add_parser(
+        "rotate-signing-secret",
+        help="a new callback signing secret (printed once); the old one signs too for --overlap",
+    )
+    rotate_signing.add_argument("--app", type=UUID, required=True)
+    rotate_signing.add_argument(
+        "--overlap", metavar="DURATION", default="24h", help="e.g. 24h, 7d; 0 for a leaked secret"
+    )
+    _callback_commands(admin)
     unfulfilled = admin.add_parser(
         "set-unfulfilled-refund",
         help="refund paid orders not acknowledged (AcknowledgeOrder) in time; off by default",
@@ -604,6 +646,24 @@ def _parser() -> argparse.ArgumentParser:
     _bot_messages_commands(admin)
     _export_command(admin)
     return parser
+
+
+def _callback_commands(admin: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """`admin callbacks --failed` and `admin replay-callback` (README: Callbacks)."""
+    listing = admin.add_parser("callbacks", help="list given-up callback deliveries, newest first")
+    listing.add_argument("--failed", action="store_true", required=True)
+    listing.add_argument("--app", type=UUID, help="only this application's")
+    listing.add_argument(
+        "--limit", type=_positive_int, default=100, help="at most this many (1-1000)"
+    )
+    listing.add_argument(
+        "--before", type=_event_id, metavar="EVENT_ID", help="the next page: a page's next_before"
+    )
+    replay = admin.add_parser(
+        "replay-callback", help="send a given-up callback again, with a fresh retry schedule"
+    )
+    replay.add_argument("event_id", type=_event_id, metavar="EVENT_ID")
+    replay.add_argument("--app", type=UUID, help="refuse it unless it is this application's")
 
 
 def _export_command(admin: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -717,6 +777,14 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _event_id(text: str) -> int:
+    """An event id: a positive PostgreSQL bigint."""
+    value = _positive_int(text)
+    if value >= 2**63:
+        raise argparse.ArgumentTypeError("is not an event id")
     return value
 
 

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from portex_pay.domain.init_data import PRODUCTION_PUBLIC_KEY, TEST_PUBLIC_KEY
 from portex_pay.domain.pay import PAYLOAD_KEY_MIN_CHARS, PayloadKeys
+from portex_pay.domain.retry import CALLBACK_MAX_ATTEMPTS
 from portex_pay.domain.sealing import DataKeys, decode_data_key
 
 DEFAULT_GRPC_ADDR = "127.0.0.1:50051"
@@ -267,7 +268,8 @@ class RefundSettings:
 class CallbackSettings:
     delivery: bool = setting("PORTEX_CALLBACKS", True)  # this replica delivers callbacks
     timeout: float = setting("PORTEX_CALLBACK_TIMEOUT", 5.0, minimum=0.1)
-    max_attempts: int = setting("PORTEX_CALLBACK_MAX_ATTEMPTS", 15, minimum=1)
+    # The default spans over three days of retries (domain/retry.py).
+    max_attempts: int = setting("PORTEX_CALLBACK_MAX_ATTEMPTS", CALLBACK_MAX_ATTEMPTS, minimum=1)
     # Deliver callbacks to loopback, private, link-local and other non-global addresses too.
     allow_private: bool = setting("PORTEX_CALLBACK_ALLOW_PRIVATE", False)
     interval: float = setting("PORTEX_CALLBACK_INTERVAL", 1.0, minimum=0.05)

@@ -10,22 +10,27 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 import asyncpg
 import pytest
+import standardwebhooks
+import standardwebhooks.webhooks
 import structlog
 from aiohttp import web
 
 from portex_pay.adapters.http_guard import HttpPoster
+from portex_pay.adapters.postgres.applications import ApplicationRepository
 from portex_pay.adapters.postgres.callbacks import CallbackRepository
 from portex_pay.app import PortexApp
-from portex_pay.domain.callbacks import verify_callback
+from portex_pay.domain.callbacks import standard_webhooks_secret, verify_callback
 from portex_pay.domain.order import SDK_STATUS, OrderState
+from portex_pay.service.auth import new_secret
 from portex_pay.service.callbacks import CallbackDispatcher
 from tests.conftest import DATA_KEYS, TestApp, free_port, stored_secret
 from tests.integration.helpers import pay_request
@@ -294,6 +299,82 @@ async def test_a_failed_delivery_is_retried_after_backoff_with_the_same_event_id
         200,
         None,
     )
+
+
+async def test_real_deliveries_and_their_retries_verify_with_the_standard_webhooks_library(
+    stub, app: TestApp, service: PortexApp, receiver: Receiver, make_dispatcher
+):
+    """A receiver using the `standardwebhooks` library with the `whsec_` form of the signing
+    secret accepts every attempt; a retry carries the same `webhook-id`."""
+    receiver.script("std", 500, 200)
+    first, second = await event_ids(service.pool, await pay(stub, app, receiver.url("std")))
+    dispatcher = make_dispatcher()
+    assert await dispatcher.step() == 1
+    await make_due(service.pool, first)
+    assert await drain(dispatcher) == 2
+
+    received = receiver.at("std")
+    assert [r.event_id for r in received] == [first, first, second]
+    secret = await stored_secret(service.pool, app.id, "signing_secret")
+    webhook = standardwebhooks.Webhook(standard_webhooks_secret(secret))
+    for request in received:
+        assert webhook.verify(request.body, request.headers) == request.json
+        assert request.headers["webhook-id"] == str(request.event_id)
+        assert len(request.headers["webhook-signature"].split(" ")) == 1  # no rotation
+    with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(standard_webhooks_secret(secret + "x")).verify(
+            received[0].body, received[0].headers
+        )
+
+
+async def test_a_rotated_secret_signs_beside_the_new_one_until_its_overlap_ends(
+    stub, app: TestApp, make_app, service: PortexApp, receiver: Receiver, make_dispatcher
+):
+    """After rotate-signing-secret, a receiver holding either secret verifies every delivery
+    (both headers) until the overlap ends; then only the new secret does. Another application's
+    deliveries are untouched by the rotation."""
+    other = await make_app()
+    applications = ApplicationRepository(service.pool, DATA_KEYS)
+    old = await applications.signing_secret(uuid.UUID(app.id))
+    other_secret = await applications.signing_secret(uuid.UUID(other.id))
+    assert old is not None and other_secret is not None
+    new = new_secret()
+    until = await applications.rotate_signing_secret(uuid.UUID(app.id), new, timedelta(hours=24))
+    assert until is not None
+    assert timedelta(hours=23) < until - datetime.now(UTC) <= timedelta(hours=24)
+    assert await applications.signing_secret(uuid.UUID(app.id)) == new
+    missing = uuid.uuid4()
+    assert await applications.rotate_signing_secret(missing, new_secret(), timedelta(0)) is None
+
+    await pay(stub, app, receiver.url("overlap"))
+    await pay(stub, other, receiver.url("untouched"))
+    dispatcher = make_dispatcher()
+    assert await dispatcher.step() == 2
+    for secret in (new, old):
+        verify_both(receiver.at("overlap")[0], secret)
+    assert len(receiver.at("overlap")[0].headers["webhook-signature"].split(" ")) == 2
+    (untouched,) = receiver.at("untouched")
+    verify_both(untouched, other_secret)
+    assert len(untouched.headers["webhook-signature"].split(" ")) == 1
+
+    # The overlap ends (as the passing of time would end it): the old secret no longer signs.
+    await service.pool.execute(
+        "UPDATE applications SET previous_signing_secret_until = now() WHERE id = $1",
+        uuid.UUID(app.id),
+    )
+    assert await drain(dispatcher) == 2  # each order's second event
+    after = receiver.at("overlap")[1]
+    verify_both(after, new)
+    with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(standard_webhooks_secret(old)).verify(after.body, after.headers)
+    assert not verify_callback(old, after.headers["Portex-Signature"], after.body, time.time())
+
+
+def verify_both(request: Received, secret: str) -> None:
+    """Both the Standard Webhooks and the Portex-Signature headers verify with `secret`."""
+    webhook = standardwebhooks.Webhook(standard_webhooks_secret(secret))
+    assert webhook.verify(request.body, request.headers) == request.json
+    assert verify_callback(secret, request.headers["Portex-Signature"], request.body, time.time())
 
 
 class TimedRepository(CallbackRepository):

@@ -116,7 +116,7 @@ async def test_subscriptions_upgrade_a_database_with_one_off_orders(empty_db: st
             paid,
             app_id,
         )
-        assert await migrate(conn) == [11, 12]
+        assert await migrate(conn) == [m.version for m in load_migrations() if m.version >= 11]
         rows = await conn.fetch(
             "SELECT * FROM orders WHERE tg_payment_id = ANY($1::bigint[]) ORDER BY tg_payment_id",
             [paid, pending],

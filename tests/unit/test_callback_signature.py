@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
+import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+import standardwebhooks
+import standardwebhooks.webhooks
 from hypothesis import given
 from hypothesis import strategies as st
 
-from portex_pay.domain.callbacks import callback_body, sign_callback, verify_callback
+from portex_pay.domain.callbacks import (
+    callback_body,
+    callback_headers,
+    sign_callback,
+    sign_standard_webhook,
+    standard_webhooks_secret,
+    verify_callback,
+)
 from portex_pay.domain.order import SDK_STATUS, OrderState
 
 SECRET = "whsec-" + "s" * 40
@@ -196,3 +207,54 @@ def test_non_ascii_text_is_sent_as_utf8() -> None:
     )
     assert "Книга ✨".encode() in body
     assert json.loads(body.decode("utf-8"))["order"]["title"] == "Книга ✨"
+
+
+# Standard Webhooks: the reference library is the oracle, so a receiver using it verifies us.
+
+OLD_SECRET = "previous-" + "o" * 40
+
+
+def _standard_headers(secrets: tuple[str, ...], body: bytes) -> dict[str, str]:
+    # The library checks the timestamp against its own clock (5 minutes either way).
+    return callback_headers(secrets, 2**60, int(time.time()), body)
+
+
+def test_the_standard_webhooks_headers_verify_with_the_reference_library() -> None:
+    body = json.dumps({"event_id": "7", "title": "Книга ✨"}, ensure_ascii=False).encode()
+    headers = _standard_headers((SECRET,), body)
+    assert headers["webhook-id"] == headers["Portex-Event-Id"] == str(2**60)
+    assert headers["webhook-timestamp"] == headers["Portex-Signature"].split(",")[0][2:]
+    webhook = standardwebhooks.Webhook(standard_webhooks_secret(SECRET))
+    assert webhook.verify(body, headers) == json.loads(body)
+    with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
+        webhook.verify(body + b" ", headers)
+    with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(standard_webhooks_secret(SECRET + "x")).verify(body, headers)
+
+
+def test_the_standard_signature_is_base64_hmac_of_id_dot_timestamp_dot_body() -> None:
+    # Pins the documented scheme, computed independently of the implementation.
+    digest = hmac.new(SECRET.encode(), f"7.{NOW}.".encode() + BODY, hashlib.sha256).digest()
+    assert (
+        sign_standard_webhook((SECRET,), "7", NOW, BODY)
+        == "v1," + base64.b64encode(digest).decode()
+    )
+    assert standard_webhooks_secret(SECRET) == "whsec_" + base64.b64encode(SECRET.encode()).decode()
+
+
+def test_during_an_overlap_both_secrets_verify_both_headers() -> None:
+    headers = _standard_headers((SECRET, OLD_SECRET), BODY)
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    for secret in (SECRET, OLD_SECRET):
+        standardwebhooks.Webhook(standard_webhooks_secret(secret)).verify(
+            BODY, headers, json_parse=False
+        )
+        assert verify_callback(secret, headers["Portex-Signature"], BODY, now=time.time())
+    with pytest.raises(standardwebhooks.webhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(standard_webhooks_secret("third-" + "t" * 40)).verify(
+            BODY, headers
+        )
+    assert not verify_callback("third", headers["Portex-Signature"], BODY, now=time.time())
+    # The current secret signs first: receivers that read only one signature read it.
+    only_current = _standard_headers((SECRET,), BODY)
+    assert headers["webhook-signature"].startswith(only_current["webhook-signature"])

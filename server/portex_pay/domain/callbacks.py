@@ -16,25 +16,41 @@ with `verify_callback` before parsing the JSON (re-serialising would change the 
 must match (compared in constant time) and `t` must be within `tolerance` seconds of its clock,
 which bounds replays. Every attempt is signed afresh, so `t` changes between retries while the body
 does not. The header may carry several `v1=` values (room for a secret rotation); one match
-suffices. Pure functions, no I/O.
+suffices.
+
+Every request also carries the Standard Webhooks 1.0 headers, so that a receiver can verify it
+with a kept library (`standardwebhooks`, `svix`) instead of code of its own: `webhook-id` (the
+event id, the same for every attempt), `webhook-timestamp` (the same unix seconds as `t`) and
+`webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<raw body>")>`. Both schemes
+use one key, the UTF-8 bytes of the signing secret; the libraries take it as
+`whsec_<base64 of those bytes>` (`standard_webhooks_secret`). While a rotated-out secret is still
+in its overlap, both headers carry a second signature made with it (current first), so a receiver
+that has either secret verifies every delivery. Pure functions, no I/O.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
+from portex_pay.domain.fulfilment import parse_deadline
 from portex_pay.domain.order import SDK_STATUS, OrderState
 
 SIGNATURE_HEADER = "Portex-Signature"
 EVENT_ID_HEADER = "Portex-Event-Id"
+# Standard Webhooks 1.0 (https://www.standardwebhooks.com/), lowercase as the spec writes them.
+WEBHOOK_ID_HEADER = "webhook-id"
+WEBHOOK_TIMESTAMP_HEADER = "webhook-timestamp"
+WEBHOOK_SIGNATURE_HEADER = "webhook-signature"
+STANDARD_KEY_PREFIX = "whsec_"
 DEFAULT_TOLERANCE_SECONDS = 300.0
 
 # Copied as they are from the order row (the event's `data.order`, i.e. to_jsonb of the row).
@@ -56,9 +72,44 @@ def _digest(secret: str, timestamp: int, body: bytes) -> str:
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
-def sign_callback(secret: str, timestamp: int, body: bytes) -> str:
-    """The `Portex-Signature` header value for `body` sent at `timestamp` (unix seconds)."""
-    return f"t={timestamp},v1={_digest(secret, timestamp, body)}"
+def sign_callback(secret: str, timestamp: int, body: bytes, *older: str) -> str:
+    """The `Portex-Signature` header value for `body` sent at `timestamp` (unix seconds), with
+    one more `v1=` for each of the `older` secrets still in their overlap."""
+    signatures = ",".join(f"v1={_digest(key, timestamp, body)}" for key in (secret, *older))
+    return f"t={timestamp},{signatures}"
+
+
+def standard_webhooks_secret(secret: str) -> str:
+    """The signing secret as Standard Webhooks libraries take it: `whsec_` and the base64 of
+    its UTF-8 bytes (the very key the HMACs use)."""
+    return STANDARD_KEY_PREFIX + base64.b64encode(secret.encode()).decode()
+
+
+def sign_standard_webhook(
+    secrets: Sequence[str], message_id: str, timestamp: int, body: bytes
+) -> str:
+    """The `webhook-signature` value: `v1,<base64 HMAC>` for each secret, space-separated."""
+    message = f"{message_id}.{timestamp}.".encode() + body
+    return " ".join(
+        "v1," + base64.b64encode(hmac.new(key.encode(), message, hashlib.sha256).digest()).decode()
+        for key in secrets
+    )
+
+
+def callback_headers(
+    secrets: Sequence[str], event_id: int, timestamp: int, body: bytes
+) -> dict[str, str]:
+    """Every header of one attempt: `secrets` are the current signing secret first, then any
+    rotated-out one still in its overlap."""
+    message_id = str(event_id)
+    return {
+        "Content-Type": "application/json",
+        EVENT_ID_HEADER: message_id,
+        SIGNATURE_HEADER: sign_callback(secrets[0], timestamp, body, *secrets[1:]),
+        WEBHOOK_ID_HEADER: message_id,
+        WEBHOOK_TIMESTAMP_HEADER: str(timestamp),
+        WEBHOOK_SIGNATURE_HEADER: sign_standard_webhook(secrets, message_id, timestamp, body),
+    }
 
 
 def verify_callback(
@@ -86,6 +137,12 @@ def verify_callback(
         return False
     expected = _digest(secret, timestamp, body).encode()
     return any(hmac.compare_digest(expected, candidate) for candidate in signatures)
+
+
+def parse_overlap(text: str) -> timedelta:
+    """How long a rotated-out signing secret keeps signing: `0` (not at all: for a secret that
+    leaked) or a duration such as `24h` or `7d` (`parse_deadline`'s rules); ValueError else."""
+    return timedelta(0) if text == "0" else parse_deadline(text)
 
 
 def callback_order(order: Mapping[str, Any]) -> dict[str, Any]:
@@ -140,9 +197,17 @@ __all__ = [
     "DEFAULT_TOLERANCE_SECONDS",
     "EVENT_ID_HEADER",
     "SIGNATURE_HEADER",
+    "STANDARD_KEY_PREFIX",
+    "WEBHOOK_ID_HEADER",
+    "WEBHOOK_SIGNATURE_HEADER",
+    "WEBHOOK_TIMESTAMP_HEADER",
     "callback_body",
+    "callback_headers",
     "callback_order",
+    "parse_overlap",
     "sign_callback",
+    "sign_standard_webhook",
+    "standard_webhooks_secret",
     "verify_callback",
 ]
 
@@ -160,3 +225,26 @@ class DueCallback:
     occurred_at: datetime
     tg_payment_id: int | None
     data: dict[str, Any]
+    # The rotated-out secret while its overlap lasts (it signs too), else None.
+    previous_signing_secret: str | None = field(default=None, repr=False)
+
+    @property
+    def signing_secrets(self) -> tuple[str, ...]:
+        """The secrets that sign this attempt, the current one first."""
+        previous = self.previous_signing_secret
+        return (self.signing_secret,) if previous is None else (self.signing_secret, previous)
+
+
+@dataclass(frozen=True, slots=True)
+class FailedCallback:
+    """A delivery given up after its last attempt, as an operator lists it."""
+
+    event_id: int
+    application_id: UUID
+    event_type: str
+    url: str
+    attempts: int
+    last_status: int | None  # the receiver's last HTTP status (None: no answer)
+    last_error: str | None
+    occurred_at: datetime  # when the event happened
+    failed_at: datetime | None  # when it was given up (None: before migration 0012)

@@ -10,6 +10,7 @@ the catalog refuses is its InvalidArgument, field by field, for the caller to wo
 decided by the database's constraints, not by a check before the write, so concurrent commands
 cannot both win; the constraint violation is turned into the conflict it means.
 
+Callback signing secrets are rotated here, the replaced one signing too for an overlap.
 The unfulfilled-order policy is switched on (with its deadline) and off here, and the Mini App
 edge's settings are managed here too: the pricing mode, the allowed browser origins
 (normalised as browsers send them, at most MAX_ORIGINS), the allowed callback prefixes (at most
@@ -21,9 +22,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 from portex_pay.domain.application import AlreadyTaken, Application, ApplicationListing
+from portex_pay.domain.callbacks import parse_overlap
 from portex_pay.domain.catalog import (
     MAX_CALLBACK_PREFIXES,
     MAX_ORIGINS,
@@ -216,6 +219,21 @@ class ApplicationAdmin:
         if secret is None:
             raise AdminError(f"no application {application_id}")
         return secret
+
+    async def rotate_signing_secret(
+        self, application_id: UUID, overlap: str
+    ) -> tuple[str, datetime]:
+        """A new signing secret for the application's callbacks (returned once) and the time
+        until which the one it replaces still signs them too (`overlap` from now, e.g. `24h`)."""
+        try:
+            length = parse_overlap(overlap)
+        except ValueError as error:
+            raise InvalidAdminInput(f"invalid --overlap {overlap!r}: {error}") from None
+        secret = new_secret()
+        until = await self._applications.rotate_signing_secret(application_id, secret, length)
+        if until is None:
+            raise AdminError(f"no application {application_id}")
+        return secret, until
 
     async def set_updates_mode(self, application_id: UUID, mode: str | None) -> None:
         if not await self._applications.set_updates_mode(application_id, mode):

@@ -5,7 +5,8 @@ the database, so any number of replicas can run it), POSTs each to its order's `
 concurrently with its own timeout, signed as `portex_pay.domain.callbacks` documents, and records
 the outcome. A 2xx answer is a delivery; anything else (another status, redirects included since
 they are not followed, a timeout, a connection error) is a failed attempt, retried after an
-exponential backoff until `max_attempts`, when the delivery is given up (state 'failed'). Payments
+exponential backoff (domain/retry.py: over three days and more by default) until `max_attempts`,
+when the delivery is given up (state 'failed'; an operator can replay it). Payments
 only insert outbox rows, so a slow or failing receiver can never delay them; it only slows its own
 deliveries. A crash mid-delivery leaves the row leased, and it is sent again when the lease ends:
 receivers de-duplicate on the event id.
@@ -17,6 +18,12 @@ the address actually connected to after DNS resolution. A refused delivery is a 
 like any other, recorded with its reason ("callback address not allowed: 127.0.0.1 is
 loopback"): it backs off and is given up after `max_attempts`, so DNS that is fixed, or an
 operator who allows private addresses, lets pending callbacks through without a manual retry.
+
+`CallbackAdmin` is the operators' side: the given-up deliveries, newest first, and a replay that
+makes one due again with a fresh schedule. A replay is idempotent: replaying a delivery that is
+already pending (replayed a moment ago, or still retrying) changes nothing and says so. A
+delivered one is refused, not re-sent: its receiver answered 2xx and de-duplicates on the event
+id, so a second copy would only be dropped.
 """
 
 from __future__ import annotations
@@ -27,18 +34,25 @@ import random
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
+from uuid import UUID
 
 import structlog
 
 from portex_pay.domain.callbacks import (
-    EVENT_ID_HEADER,
-    SIGNATURE_HEADER,
     DueCallback,
+    FailedCallback,
     callback_body,
-    sign_callback,
+    callback_headers,
 )
-from portex_pay.domain.retry import backoff_seconds
-from portex_pay.service.ports import CallbackOutbox, HttpPoster, PostFailed
+from portex_pay.domain.retry import (
+    CALLBACK_BACKOFF_BASE,
+    CALLBACK_BACKOFF_CAP,
+    CALLBACK_JITTER,
+    CALLBACK_MAX_ATTEMPTS,
+    retry_in,
+)
+from portex_pay.service.applications import AdminError, InvalidAdminInput
+from portex_pay.service.ports import CallbackOutbox, FailedCallbacks, HttpPoster, PostFailed
 
 log = structlog.get_logger(__name__)
 
@@ -62,9 +76,9 @@ class CallbackDispatcher:
         *,
         timeout: float = 5.0,
         concurrency: int = 16,
-        max_attempts: int = 15,
-        base_backoff: float = 1.0,
-        max_backoff: float = 3600.0,
+        max_attempts: int = CALLBACK_MAX_ATTEMPTS,
+        base_backoff: float = CALLBACK_BACKOFF_BASE,
+        max_backoff: float = CALLBACK_BACKOFF_CAP,
         batch_size: int | None = None,
     ) -> None:
         if timeout <= 0 or concurrency < 1 or max_attempts < 1:
@@ -104,10 +118,15 @@ class CallbackDispatcher:
             await self._repository.mark_delivered(callback.event_id, outcome.status)
             return
         failures = callback.attempts + 1
-        retry_in = None if failures >= self._max_attempts else self._backoff(failures)
+        delay = retry_in(
+            failures, self._max_attempts, base=self._base_backoff, cap=self._max_backoff
+        )
+        # Jitter, so that a receiver coming back from an outage is not hit by every queued
+        # retry in the same second.
+        retry_after = None if delay is None else delay * random.uniform(CALLBACK_JITTER, 1.0)
         error = outcome.error or "failed"
         await self._repository.mark_failed_attempt(
-            callback.event_id, error=error, status=outcome.status, retry_in=retry_in
+            callback.event_id, error=error, status=outcome.status, retry_in=retry_after
         )
         # Only the host: a callback URL may carry the receiver's own credentials in its path or
         # query string.
@@ -120,15 +139,9 @@ class CallbackDispatcher:
             attempt=failures,
             status=outcome.status,
             error=error,
-            retry_in_seconds=None if retry_in is None else round(retry_in, 3),
-            gave_up=retry_in is None,
+            retry_in_seconds=None if retry_after is None else round(retry_after, 3),
+            gave_up=retry_after is None,
         )
-
-    def _backoff(self, failures: int) -> float:
-        delay = backoff_seconds(failures, base=self._base_backoff, cap=self._max_backoff)
-        # Jitter, so that a receiver coming back from an outage is not hit by every queued
-        # retry in the same second.
-        return delay * random.uniform(0.75, 1.0)
 
     async def _post(self, callback: DueCallback) -> _Outcome:
         try:
@@ -142,12 +155,9 @@ class CallbackDispatcher:
         except (KeyError, ValueError, TypeError) as error:
             # An event this version cannot describe; retrying lets a fixed release send it.
             return _Outcome(False, None, f"unrepresentable event: {type(error).__name__}")
-        timestamp = int(time.time())
-        headers = {
-            "Content-Type": "application/json",
-            EVENT_ID_HEADER: str(callback.event_id),
-            SIGNATURE_HEADER: sign_callback(callback.signing_secret, timestamp, body),
-        }
+        headers = callback_headers(
+            callback.signing_secrets, callback.event_id, int(time.time()), body
+        )
         try:
             answer = await self._poster.post(callback.url, body, headers, timeout=self._timeout)
         except PostFailed as failure:
@@ -158,4 +168,38 @@ class CallbackDispatcher:
         return _Outcome(False, status, f"HTTP {status}")
 
 
-__all__ = ["CallbackDispatcher"]
+# A page of `admin callbacks --failed`: one short query each.
+FAILED_PAGE_MAX = 1000
+
+
+class CallbackAdmin:
+    def __init__(self, deliveries: FailedCallbacks) -> None:
+        self._deliveries = deliveries
+
+    async def failed(
+        self, application_id: UUID | None, *, before: int | None = None, limit: int = 100
+    ) -> list[FailedCallback]:
+        """Given-up deliveries (of one application, or every one), newest first; the next page
+        starts `before` the last one's event id."""
+        if not 1 <= limit <= FAILED_PAGE_MAX:
+            raise InvalidAdminInput(f"--limit must be from 1 to {FAILED_PAGE_MAX}")
+        return await self._deliveries.failed(application_id, before=before, limit=limit)
+
+    async def replay(self, event_id: int, application_id: UUID | None) -> bool:
+        """Makes a given-up delivery due now, with a fresh retry schedule; False when it was
+        pending already (nothing to do). AdminError when there is no such delivery (another
+        application's is no such delivery) or it was delivered."""
+        found = await self._deliveries.requeue_failed(event_id, application_id)
+        if found is None:
+            owner = "" if application_id is None else f" of application {application_id}"
+            raise AdminError(f"no callback delivery for event {event_id}{owner}")
+        state, delivered_at = found
+        if state == "delivered":
+            raise AdminError(
+                f"the callback of event {event_id} was delivered at {delivered_at}: receivers "
+                "de-duplicate on the event id, so it is not sent again"
+            )
+        return state == "failed"
+
+
+__all__ = ["FAILED_PAGE_MAX", "CallbackAdmin", "CallbackDispatcher"]

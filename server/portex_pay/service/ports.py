@@ -36,7 +36,7 @@ from typing import Any, Literal, Protocol
 from uuid import UUID
 
 from portex_pay.domain.application import Application, ApplicationListing, Bot
-from portex_pay.domain.callbacks import DueCallback
+from portex_pay.domain.callbacks import DueCallback, FailedCallback
 from portex_pay.domain.catalog import CatalogItem, PricingMode, SeenUser
 from portex_pay.domain.checkout import Disposition, PaymentOutcome, PaymentRecord
 from portex_pay.domain.events import Cursor, Event, EventType
@@ -94,6 +94,13 @@ class Applications(Protocol):
     ) -> bool: ...
 
     async def signing_secret(self, application_id: UUID) -> str | None: ...
+
+    async def rotate_signing_secret(
+        self, application_id: UUID, new_secret: str, overlap: timedelta
+    ) -> datetime | None:
+        """Makes `new_secret` current, the replaced one signing too until the returned time;
+        None when there is no such application."""
+        ...
 
     async def with_bots(self) -> list[Application]: ...
 
@@ -483,6 +490,21 @@ class CallbackOutbox(Protocol):
     async def mark_failed_attempt(
         self, event_id: int, *, error: str, status: int | None, retry_in: float | None
     ) -> None: ...
+
+
+class FailedCallbacks(Protocol):
+    """The given-up callback deliveries, for operators."""
+
+    async def failed(
+        self, application_id: UUID | None, *, before: int | None, limit: int
+    ) -> list[FailedCallback]: ...
+
+    async def requeue_failed(
+        self, event_id: int, application_id: UUID | None
+    ) -> tuple[str, datetime | None] | None:
+        """Makes a given-up delivery due now with a fresh schedule; its state and delivered_at
+        before (None: no such delivery, for this application when given)."""
+        ...
 
 
 class Catalog(Protocol):

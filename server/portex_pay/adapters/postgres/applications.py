@@ -58,6 +58,9 @@ def _application(row: asyncpg.Record, keys: DataKeys) -> Application:
         (
             webhook_secret,
             APPLICATIONS.open(keys, "signing_secret", row["id"], row.get("signing_secret")),
+            APPLICATIONS.open(
+                keys, "previous_signing_secret", row["id"], row.get("previous_signing_secret")
+            ),
             bot_token.partition(":")[2] if bot_token else None,
         )
     )
@@ -179,6 +182,40 @@ class ApplicationRepository:
         secret = APPLICATIONS.open(self._keys, "signing_secret", application_id, sealed)
         register_secret(secret)
         return secret
+
+    async def rotate_signing_secret(
+        self, application_id: UUID, new_secret: str, overlap: timedelta
+    ) -> datetime | None:
+        """Makes `new_secret` current; the one it replaces keeps signing until the returned
+        time (now + `overlap`). None when there is no such application. A rotation during an
+        overlap ends it: only the secret being replaced is kept.
+
+        Each sealed value is bound to its column, so the replaced secret is opened and sealed
+        again for `previous_signing_secret` (never copied in SQL); the write is a compare and set
+        on the value read, tried again if another rotation came between."""
+        register_secret(new_secret)
+        while True:
+            current: str | None = await self._db.fetchval(
+                "SELECT signing_secret FROM applications WHERE id = $1", application_id
+            )
+            if current is None:
+                return None
+            previous = APPLICATIONS.open(self._keys, "signing_secret", application_id, current)
+            until: datetime | None = await self._db.fetchval(
+                """
+                UPDATE applications SET previous_signing_secret = $4,
+                    previous_signing_secret_until = now() + $3::interval,
+                    signing_secret = $2, updated_at = now()
+                WHERE id = $1 AND signing_secret = $5 RETURNING previous_signing_secret_until
+                """,
+                application_id,
+                APPLICATIONS.seal(self._keys, "signing_secret", application_id, new_secret),
+                overlap,
+                APPLICATIONS.seal(self._keys, "previous_signing_secret", application_id, previous),
+                current,
+            )
+            if until is not None:
+                return until
 
     async def with_bots(self) -> list[Application]:
         """Every application that has a bot (the pollers' work list)."""

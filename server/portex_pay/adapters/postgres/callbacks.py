@@ -7,20 +7,23 @@ not an open transaction, is what keeps other replicas away while the HTTP call r
 connection is held during delivery and a crashed dispatcher's rows come back when the lease ends.
 Only the oldest pending delivery of each order is claimable, so one order's callbacks are sent in
 event order even across retries and replicas (a later event waits until the earlier one is
-delivered or given up).
+delivered or given up). Given-up ('failed') deliveries are listed for an operator, newest first
+in keyset pages, and re-queued one at a time.
 """
 
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 import asyncpg
 
 from portex_pay.adapters.postgres.sealed import APPLICATIONS
-from portex_pay.domain.callbacks import DueCallback
+from portex_pay.domain.callbacks import DueCallback, FailedCallback
 from portex_pay.domain.sealing import DataKeys
-from portex_pay.logging import register_secret
+from portex_pay.logging import register_secrets
 
 # Long enough for a diagnosis, short enough that a chatty error cannot bloat the table.
 _ERROR_MAX_CHARS = 500
@@ -51,6 +54,9 @@ claimed AS (
     RETURNING d.event_id, d.application_id, d.url, d.attempts
 )
 SELECT c.event_id, c.application_id, c.url, c.attempts, a.signing_secret,
+       -- A rotated-out secret signs too until its overlap ends (migration 0012).
+       CASE WHEN a.previous_signing_secret_until > now() THEN a.previous_signing_secret END
+           AS previous_signing_secret,
        e.type AS event_type, e.occurred_at, e.tg_payment_id, e.data
 FROM claimed c
 JOIN events e ON e.id = c.event_id
@@ -65,22 +71,51 @@ def _data(value: Any) -> dict[str, Any]:
     return decoded if isinstance(decoded, dict) else {}
 
 
+_FAILED = """
+SELECT d.event_id, d.application_id, e.type AS event_type, d.url, d.attempts, d.last_status,
+       d.last_error, e.occurred_at, d.failed_at
+FROM callback_deliveries d JOIN events e ON e.id = d.event_id
+WHERE d.state = 'failed' AND d.event_id < $1 AND ($2::uuid IS NULL OR d.application_id = $2)
+ORDER BY d.event_id DESC
+LIMIT $3
+"""
+
+# The state the delivery was in (no row: none, or another application's), and the delivery due
+# at once with a fresh schedule when that state was 'failed'. One statement: two operators
+# replaying at once re-queue it once (the row lock orders them; the second sees 'pending').
+_REQUEUE = """
+WITH target AS (
+    SELECT event_id, state, delivered_at FROM callback_deliveries
+    WHERE event_id = $1 AND ($2::uuid IS NULL OR application_id = $2)
+    FOR UPDATE
+),
+requeued AS (
+    UPDATE callback_deliveries d
+    SET state = 'pending', attempts = 0, next_attempt_at = now(), failed_at = NULL
+    FROM target WHERE d.event_id = target.event_id AND target.state = 'failed'
+    RETURNING d.event_id
+)
+SELECT state, delivered_at FROM target
+"""
+
+
 class CallbackRepository:
-    def __init__(self, pool: asyncpg.Pool, data_keys: DataKeys) -> None:
+    def __init__(self, pool: asyncpg.Pool | asyncpg.Connection, data_keys: DataKeys) -> None:
         self._pool = pool
         self._keys = data_keys
 
     async def claim_due(self, limit: int, lease_seconds: float) -> list[DueCallback]:
         """Claims up to `limit` due deliveries, leasing each for `lease_seconds`, oldest first."""
         rows = await self._pool.fetch(_CLAIM_DUE, limit, float(lease_seconds))
-        signing_secrets = [
-            APPLICATIONS.open(
-                self._keys, "signing_secret", row["application_id"], row["signing_secret"]
+        secrets = [
+            tuple(
+                APPLICATIONS.open(self._keys, column, row["application_id"], row[column])
+                for column in ("signing_secret", "previous_signing_secret")
             )
             for row in rows
         ]
-        for secret in signing_secrets:  # a credential now in memory: redacted from the logs
-            register_secret(secret)
+        for pair in secrets:  # credentials now in memory: redacted from the logs
+            register_secrets(pair)
         return [
             DueCallback(
                 event_id=row["event_id"],
@@ -92,8 +127,9 @@ class CallbackRepository:
                 occurred_at=row["occurred_at"],
                 tg_payment_id=row["tg_payment_id"],
                 data=_data(row["data"]),
+                previous_signing_secret=previous,
             )
-            for row, secret in zip(rows, signing_secrets, strict=True)
+            for row, (secret, previous) in zip(rows, secrets, strict=True)
         ]
 
     async def mark_delivered(self, event_id: int, status: int) -> None:
@@ -121,6 +157,7 @@ class CallbackRepository:
             UPDATE callback_deliveries
             SET attempts = attempts + 1, last_error = $2, last_status = $3,
                 state = CASE WHEN $4::float8 IS NULL THEN 'failed' ELSE 'pending' END,
+                failed_at = CASE WHEN $4::float8 IS NULL THEN now() END,
                 next_attempt_at = CASE WHEN $4::float8 IS NULL THEN next_attempt_at
                                        ELSE now() + make_interval(secs => $4::float8) END
             WHERE event_id = $1 AND state = 'pending'
@@ -130,6 +167,23 @@ class CallbackRepository:
             status,
             None if retry_in is None else float(retry_in),
         )
+
+    async def failed(
+        self, application_id: UUID | None, *, before: int | None, limit: int
+    ) -> list[FailedCallback]:
+        """Given-up deliveries (of one application, or all), newest event first, with event ids
+        below `before` (a page's keyset cursor; None: from the newest)."""
+        cursor = 2**63 - 1 if before is None else before
+        rows = await self._pool.fetch(_FAILED, cursor, application_id, limit)
+        return [FailedCallback(**dict(row)) for row in rows]
+
+    async def requeue_failed(
+        self, event_id: int, application_id: UUID | None
+    ) -> tuple[str, datetime | None] | None:
+        """Makes a given-up delivery due now with a fresh schedule; the delivery's state and
+        delivered_at before (None: no such delivery, for this application when given)."""
+        row = await self._pool.fetchrow(_REQUEUE, event_id, application_id)
+        return None if row is None else (row["state"], row["delivered_at"])
 
 
 __all__ = ["CallbackRepository", "DueCallback"]

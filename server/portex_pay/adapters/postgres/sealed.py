@@ -41,7 +41,11 @@ class SealedTable:
         return None if value is None else keys.open(value, self.context(column, row_id))
 
 
-APPLICATIONS = SealedTable("applications", "id", ("bot_token", "webhook_secret", "signing_secret"))
+APPLICATIONS = SealedTable(
+    "applications",
+    "id",
+    ("bot_token", "webhook_secret", "signing_secret", "previous_signing_secret"),
+)
 RELAY_BOTS = SealedTable("relay_bots", "bot_id", ("webhook_secret",))
 SEALED = (APPLICATIONS, RELAY_BOTS)
 
