@@ -40,6 +40,7 @@ from portex_pay.config import ConfigError, Settings
 from portex_pay.service.callbacks import CallbackDispatcher
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import (
+    DATA_KEY,
     DATA_KEYS,
     TestApp,
     create_test_app,
@@ -131,7 +132,11 @@ def test_an_embedded_address_is_named_in_the_reason() -> None:
 
 
 def test_the_setting_is_off_by_default_and_read_like_the_other_flags() -> None:
-    env = {"DATABASE_URL": "postgresql://x/y", "PORTEX_PAYLOAD_SECRET": "s" * 32}
+    env = {
+        "DATABASE_URL": "postgresql://x/y",
+        "PORTEX_PAYLOAD_SECRET": "s" * 32,
+        "PORTEX_DATA_KEY": DATA_KEY,
+    }
     assert Settings.from_env(env).callback.allow_private is False
     for value, expected in (("true", True), ("1", True), ("on", True), ("false", False)):
         settings = Settings.from_env({**env, "PORTEX_CALLBACK_ALLOW_PRIVATE": value})
