@@ -1,9 +1,8 @@
 """Writes the blocking Python client from the asyncio one, or checks that it is up to date.
 
 The client package has two twins, `AsyncPaymentClient` (``aio.py``, on ``grpc.aio``) and the
-blocking `PaymentClient` (``client.py``, on ``grpc``), each with its retry loop
-(``acall_with_retries`` / ``call_with_retries``) and its event watch (`AsyncEventWatch` /
-`EventWatch`). They were kept by hand and drifted apart in small ways (docstrings, formatting,
+blocking `PaymentClient` (``client.py``, on ``grpc``), each with its event watch
+(`AsyncEventWatch` / `EventWatch`). They were kept by hand and drifted apart in small ways (docstrings, formatting,
 the odd line); now ``aio.py`` is the only one edited, and ``client.py`` is generated from it the
 way httpcore's ``scripts/unasync.py`` generates its sync code: every line goes through a fixed
 list of textual substitutions (`SUBSTITUTIONS`: ``async def`` -> ``def``, ``await`` dropped,
@@ -52,7 +51,6 @@ SUBSTITUTIONS: tuple[tuple[str, str], ...] = (
     (r"\bAsyncPaymentClient\b", "PaymentClient"),
     (r"\bAsyncEventWatch\b", "EventWatch"),
     (r"\bPaymentServiceAsyncStub\b", "PaymentServiceStub"),
-    (r"\bacall_with_retries\b", "call_with_retries"),
     (r"\bgrpc\.aio\b", "grpc"),
     (r"\basyncio\.Event\b", "threading.Event"),
     (r"\basyncio\.sleep\b", "time.sleep"),

@@ -1,10 +1,14 @@
-"""The Python client's Pay over real gRPC on loopback, against a small server of the test's own
-(PaymentService's generated base class) that answers UNAVAILABLE to the first two attempts and
-counts them: the call succeeds on the third, every attempt carrying the same request_id, one the
-client made when the caller gave none; a caller's request_id is sent as it is."""
+"""The Python clients' retries are gRPC's own (the channel's service config), over real gRPC on
+loopback, against a small server of the test's own (PaymentService's generated base class) that
+answers UNAVAILABLE to the first two attempts of a call and counts them: Pay succeeds on the
+third, every attempt carrying the same request_id, one the client made when the caller gave
+none; a caller's request_id is sent as it is; a call that is not safe to repeat is sent once;
+a channel without the service config (`from_channel`) makes one attempt, one made with
+`channel_options` retries."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,18 +16,34 @@ import grpc
 import pytest
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
-from portex_pay_client import AsyncPaymentClient
+from portex_pay_client import (
+    AsyncPaymentClient,
+    PaymentClient,
+    PortexPayError,
+    RetryPolicy,
+    channel_options,
+)
 
 
 class FailingTwice(payment_pb2_grpc.PaymentServiceServicer):
+    """Pay answers UNAVAILABLE twice in a row, then succeeds; DeleteCatalogItem is always
+    UNAVAILABLE. Every attempt is counted."""
+
     def __init__(self) -> None:
         self.request_ids: list[str] = []
+        self.deletes = 0
 
     async def Pay(self, request: payment_pb2.PayRequest, context: Any) -> Any:
         self.request_ids.append(request.request_id)
-        if len(self.request_ids) <= 2:
+        if len(self.request_ids) % 3 != 0:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "not yet")
         return payment_pb2.PayResponse(tg_payment_id=7, tg_payment_url="https://t.me/$x")
+
+    async def DeleteCatalogItem(
+        self, request: payment_pb2.DeleteCatalogItemRequest, context: Any
+    ) -> Any:
+        self.deletes += 1
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "not now")
 
 
 @pytest.fixture
@@ -69,6 +89,53 @@ async def test_a_callers_request_id_is_sent_as_it_is_and_its_request_left_unchan
         await client.pay(request)
         assert request.request_id == ""  # the id went into a copy
         await client.pay(**FIELDS, request_id="order-42")
-    assert len(servicer.request_ids) == 4
+    assert len(servicer.request_ids) == 6
     assert len(set(servicer.request_ids[:3])) == 1
-    assert servicer.request_ids[3] == "order-42"
+    assert servicer.request_ids[3:] == ["order-42"] * 3
+
+
+async def test_the_blocking_client_is_retried_by_grpc_too(
+    failing: tuple[FailingTwice, str],
+) -> None:
+    servicer, target = failing
+    with PaymentClient(target, "key", timeout=30) as client:  # its calls in a thread: the
+        # server runs on this test's loop
+        assert (await asyncio.to_thread(client.pay, **FIELDS)).tg_payment_id == 7
+    assert len(servicer.request_ids) == 3 and len(set(servicer.request_ids)) == 1
+
+
+async def test_a_call_a_repeat_could_do_twice_is_sent_once(
+    failing: tuple[FailingTwice, str],
+) -> None:
+    """DeleteCatalogItem after a lost answer would report deleted=False: never repeated."""
+    servicer, target = failing
+    async with AsyncPaymentClient(target, "key", timeout=30) as client:
+        with pytest.raises(PortexPayError) as raised:
+            await client.delete_catalog_item("sword")
+    assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+    assert servicer.deletes == 1
+
+
+async def test_from_channel_retries_as_its_channel_is_configured(
+    failing: tuple[FailingTwice, str],
+) -> None:
+    servicer, target = failing
+    async with grpc.aio.insecure_channel(target) as plain:
+        client = AsyncPaymentClient.from_channel(plain, "key")
+        with pytest.raises(PortexPayError) as raised:
+            await client.pay(**FIELDS)  # no service config: one attempt
+        assert raised.value.code == grpc.StatusCode.UNAVAILABLE
+    assert len(servicer.request_ids) == 1
+    options = channel_options(retry=RetryPolicy(max_attempts=3))
+    async with grpc.aio.insecure_channel(target, options=options) as configured:
+        client = AsyncPaymentClient.from_channel(configured, "key")
+        assert (await client.pay(**FIELDS)).tg_payment_id == 7  # attempts 2 and 3
+    assert len(servicer.request_ids) == 3
+
+
+async def test_a_policy_of_one_attempt_is_not_retried(failing: tuple[FailingTwice, str]) -> None:
+    servicer, target = failing
+    async with AsyncPaymentClient(target, "key", retry=RetryPolicy.disabled()) as client:
+        with pytest.raises(PortexPayError):
+            await client.pay(**FIELDS)
+    assert len(servicer.request_ids) == 1

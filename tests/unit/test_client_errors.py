@@ -9,6 +9,7 @@ left to the end-to-end tests.
 
 from __future__ import annotations
 
+import json
 import pickle
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from portex.payment.v1 import payment_pb2
 from portex_pay_client import (
     DEFAULT_RETRY_POLICY,
     ERROR_DOMAIN,
@@ -49,12 +51,17 @@ from portex_pay_client._calls import (
     build_request,
     build_resume_payment_request,
     build_set_catalog_item_request,
+    channel_options,
     resolve_timeout,
 )
 from portex_pay_client._watch import build_list_events_request
-from portex_pay_client.aio import acall_with_retries
-from portex_pay_client.client import call_with_retries
-from portex_pay_client.retry import RETRYABLE_CODES, is_retry_safe, retry_delay
+from portex_pay_client.retry import (
+    RETRYABLE_CODES,
+    SERVICE,
+    is_retry_safe,
+    retried_methods,
+    service_config,
+)
 
 SECRET = "pk_live_very-secret-key"
 
@@ -332,54 +339,53 @@ def test_error_survives_pickling() -> None:
 )
 def test_retry_safety(method: str, request_id: str, safe: bool) -> None:
     assert is_retry_safe(method, request_id=request_id) is safe
-    delay = retry_delay(
-        DEFAULT_RETRY_POLICY,
-        method=method,
-        code=UNAVAILABLE,
-        attempt=1,
-        time_remaining=10.0,
-        request_id=request_id,
-    )
-    assert (delay is not None) is safe
 
 
-@pytest.mark.parametrize(
-    "code", [c for c in grpc.StatusCode if c not in (grpc.StatusCode.OK, UNAVAILABLE)]
-)
-@pytest.mark.parametrize(
-    ("method", "request_id"), [("QueryOrder", ""), ("ResumePayment", ""), ("Pay", "key-1")]
-)
-def test_only_unavailable_is_retried(code: grpc.StatusCode, method: str, request_id: str) -> None:
+def _method_configs(policy: RetryPolicy) -> list[dict[str, Any]]:
+    configs: list[dict[str, Any]] = json.loads(service_config(policy))["methodConfig"]
+    return configs
+
+
+def test_the_service_config_retries_exactly_the_calls_safe_to_repeat() -> None:
+    """gRPC repeats what the service config names: every PaymentService RPC that is safe to
+    repeat (Pay because the clients always give it a request_id), and nothing else."""
+    rpcs = payment_pb2.DESCRIPTOR.services_by_name["PaymentService"].methods_by_name
+    unary = {name for name, rpc in rpcs.items() if not rpc.server_streaming}
+    safe = {name for name in unary if is_retry_safe(name, request_id="given")}
+    retried, others = _method_configs(DEFAULT_RETRY_POLICY)
+    assert {entry["method"] for entry in retried["name"]} == safe == set(retried_methods())
+    assert {entry["service"] for entry in retried["name"]} == {SERVICE}
+    assert "DeleteCatalogItem" in unary - safe  # a repeat would report deleted=False
+    assert others == {"name": [{"service": SERVICE}], "waitForReady": False}  # sent once
+
+
+def test_the_service_config_carries_the_policy() -> None:
+    retried, _ = _method_configs(DEFAULT_RETRY_POLICY)
+    assert retried["retryPolicy"] == {
+        "maxAttempts": 4,
+        "initialBackoff": "0.1s",
+        "maxBackoff": "2s",
+        "backoffMultiplier": 2.0,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
     assert frozenset({UNAVAILABLE}) == RETRYABLE_CODES
-    delay = retry_delay(
-        DEFAULT_RETRY_POLICY,
-        method=method,
-        code=code,
-        attempt=1,
-        time_remaining=10.0,
-        request_id=request_id,
-        retry_after=0.5,
+    patient, _ = _method_configs(
+        RetryPolicy(max_attempts=1000, initial_backoff=0.05, max_backoff=0.25, wait_for_ready=True)
     )
-    assert delay is None
+    assert patient["retryPolicy"]["maxAttempts"] == 5  # gRPC's ceiling
+    assert (patient["retryPolicy"]["initialBackoff"], patient["waitForReady"]) == ("0.05s", True)
+    never, _ = _method_configs(RetryPolicy.disabled())
+    assert "retryPolicy" not in never  # one attempt
 
 
-def test_attempts_are_bounded_by_the_policy() -> None:
-    def delay(policy: RetryPolicy, attempt: int) -> float | None:
-        return retry_delay(
-            policy, method="QueryOrder", code=UNAVAILABLE, attempt=attempt, time_remaining=100.0
-        )
-
-    assert DEFAULT_RETRY_POLICY.max_attempts == 4
-    assert [delay(DEFAULT_RETRY_POLICY, n) is not None for n in (1, 2, 3, 4, 5)] == [
-        True,
-        True,
-        True,
-        False,
-        False,
-    ]
-    assert delay(RetryPolicy.disabled(), 1) is None
-    assert delay(RetryPolicy(max_attempts=2), 1) is not None
-    assert delay(RetryPolicy(max_attempts=2), 2) is None
+def test_a_clients_channel_carries_the_service_config_and_the_callers_options_win() -> None:
+    options = dict(channel_options(None, RetryPolicy(max_attempts=2)))
+    assert options["grpc.enable_retries"] == 1
+    assert json.loads(options["grpc.service_config"]) == json.loads(
+        service_config(RetryPolicy(max_attempts=2))
+    )
+    own = dict(channel_options([("grpc.service_config", "{}")]))
+    assert own["grpc.service_config"] == "{}"
 
 
 def test_default_backoff_grows_from_a_tenth_of_a_second_to_two_seconds() -> None:
@@ -406,29 +412,6 @@ def test_random_backoff_stays_within_its_bounds() -> None:
             assert ceiling * (1 - policy.jitter) <= policy.backoff(attempt) <= ceiling
 
 
-def test_no_retry_past_the_deadline() -> None:
-    def delay(time_remaining: float, retry_after: float | None = None) -> float | None:
-        return retry_delay(
-            DEFAULT_RETRY_POLICY,
-            method="ResumePayment",
-            code=UNAVAILABLE,
-            attempt=1,
-            time_remaining=time_remaining,
-            retry_after=retry_after,
-            rand=lambda: 0.0,
-        )
-
-    assert delay(0.5) == pytest.approx(0.1)
-    assert delay(0.1) is None  # the wait would use up the whole rest of the deadline
-    assert delay(0.05) is None
-    assert delay(0.0) is None
-    assert delay(-1.0) is None
-    # The server's RetryInfo lengthens the wait, never shortens it, and must fit too.
-    assert delay(5.0, retry_after=1.0) == 1.0
-    assert delay(5.0, retry_after=0.01) == pytest.approx(0.1)
-    assert delay(0.9, retry_after=1.0) is None
-
-
 @pytest.mark.parametrize(
     "kwargs",
     [
@@ -443,200 +426,6 @@ def test_no_retry_past_the_deadline() -> None:
 def test_retry_policy_rejects_nonsense(kwargs: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         RetryPolicy(**kwargs)
-
-
-# --- the retry loop, with fake time ------------------------------------------------------------
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    async def asleep(self, seconds: float) -> None:
-        self.sleep(seconds)
-
-
-class Attempts:
-    """Fails with the given errors in turn, then answers "ok"; each attempt takes `cost` s."""
-
-    def __init__(self, fake: FakeTime, errors: Sequence[BaseException], cost: float = 0.0):
-        self.fake = fake
-        self.errors = list(errors)
-        self.cost = cost
-        self.timeouts: list[float] = []
-
-    def __call__(self, timeout: float) -> str:
-        self.timeouts.append(timeout)
-        self.fake.now += min(self.cost, timeout)
-        if self.errors:
-            raise self.errors.pop(0)
-        return "ok"
-
-    async def acall(self, timeout: float) -> str:
-        return self(timeout)
-
-
-def test_loop_retries_unavailable_then_succeeds() -> None:
-    fake = FakeTime()
-    attempts = Attempts(fake, [aio_error(UNAVAILABLE, "down"), aio_error(UNAVAILABLE, "down")])
-
-    result = call_with_retries(
-        attempts,
-        policy=DEFAULT_RETRY_POLICY,
-        method="QueryOrder",
-        budget=10.0,
-        clock=fake.clock,
-        sleep=fake.sleep,
-        rand=lambda: 0.0,
-    )
-
-    assert result == "ok"
-    assert fake.sleeps == pytest.approx([0.1, 0.2])
-    # Each attempt gets what is left of the one overall deadline.
-    assert attempts.timeouts == pytest.approx([10.0, 9.9, 9.7])
-
-
-def test_loop_gives_up_after_max_attempts_with_the_last_error() -> None:
-    fake = FakeTime()
-    errors = [aio_error(UNAVAILABLE, f"down {n}") for n in range(1, 6)]
-    attempts = Attempts(fake, errors)
-
-    with pytest.raises(PortexPayError) as caught:
-        call_with_retries(
-            attempts,
-            policy=DEFAULT_RETRY_POLICY,
-            method="Pay",
-            budget=10.0,
-            request_id="key-1",
-            clock=fake.clock,
-            sleep=fake.sleep,
-            rand=lambda: 0.0,
-        )
-
-    assert len(attempts.timeouts) == 4
-    assert caught.value.message == "down 4"
-    assert isinstance(caught.value.__cause__, grpc.aio.AioRpcError)
-
-
-def test_loop_never_retries_pay_without_request_id() -> None:
-    fake = FakeTime()
-    original = aio_error(UNAVAILABLE, "Telegram timed out", [error_info("TELEGRAM_UNAVAILABLE")])
-    attempts = Attempts(fake, [original])
-
-    with pytest.raises(PortexPayError) as caught:
-        call_with_retries(
-            attempts,
-            policy=DEFAULT_RETRY_POLICY,
-            method="Pay",
-            budget=10.0,
-            request_id="",
-            clock=fake.clock,
-            sleep=fake.sleep,
-        )
-
-    assert len(attempts.timeouts) == 1
-    assert fake.sleeps == []
-    assert caught.value.__cause__ is original
-    assert caught.value.reason == "TELEGRAM_UNAVAILABLE"
-
-
-def test_loop_does_not_retry_other_codes() -> None:
-    fake = FakeTime()
-    attempts = Attempts(fake, [aio_error(grpc.StatusCode.DEADLINE_EXCEEDED, "too slow")])
-
-    with pytest.raises(PortexPayError) as caught:
-        call_with_retries(
-            attempts,
-            policy=DEFAULT_RETRY_POLICY,
-            method="QueryOrder",
-            budget=10.0,
-            clock=fake.clock,
-            sleep=fake.sleep,
-        )
-
-    assert caught.value.code is grpc.StatusCode.DEADLINE_EXCEEDED
-    assert len(attempts.timeouts) == 1
-
-
-def test_loop_stays_within_the_deadline() -> None:
-    fake = FakeTime()
-    start = fake.now
-    attempts = Attempts(fake, [aio_error(UNAVAILABLE, "down")] * 10, cost=0.15)
-    policy = RetryPolicy(max_attempts=10)
-
-    with pytest.raises(PortexPayError):
-        call_with_retries(
-            attempts,
-            policy=policy,
-            method="ResumePayment",
-            budget=1.0,
-            clock=fake.clock,
-            sleep=fake.sleep,
-            rand=lambda: 0.0,
-        )
-
-    # 0.15 + 0.1 + 0.15 + 0.2 + 0.15 = 0.75 s; a 0.4 s wait would not leave time for an attempt.
-    assert len(attempts.timeouts) == 3
-    assert fake.now - start <= 1.0
-    assert attempts.timeouts == pytest.approx([1.0, 0.75, 0.4])
-
-
-def test_loop_lets_other_exceptions_through() -> None:
-    fake = FakeTime()
-    attempts = Attempts(fake, [KeyError("not grpc")])
-
-    with pytest.raises(KeyError):
-        call_with_retries(
-            attempts,
-            policy=DEFAULT_RETRY_POLICY,
-            method="QueryOrder",
-            budget=10.0,
-            clock=fake.clock,
-            sleep=fake.sleep,
-        )
-
-
-async def test_async_loop_retries_and_raises_portex_pay_error() -> None:
-    fake = FakeTime()
-    attempts = Attempts(fake, [aio_error(UNAVAILABLE, "down")])
-
-    result = await acall_with_retries(
-        attempts.acall,
-        policy=DEFAULT_RETRY_POLICY,
-        method="ResumePayment",
-        budget=5.0,
-        clock=fake.clock,
-        sleep=fake.asleep,
-        rand=lambda: 0.0,
-    )
-    assert result == "ok"
-    assert fake.sleeps == pytest.approx([0.1])
-
-    invalid = aio_error(
-        grpc.StatusCode.INVALID_ARGUMENT, "bad", [bad_request(("amount", "must be positive"))]
-    )
-    failing = Attempts(fake, [invalid])
-    with pytest.raises(PortexPayError) as caught:
-        await acall_with_retries(
-            failing.acall,
-            policy=DEFAULT_RETRY_POLICY,
-            method="Pay",
-            budget=5.0,
-            request_id="key-1",
-            clock=fake.clock,
-            sleep=fake.asleep,
-        )
-    assert caught.value.field_violations == {"amount": "must be positive"}
-    assert caught.value.__cause__ is invalid
-    assert len(failing.timeouts) == 1
 
 
 # --- requests, API key, timeouts, repr ----------------------------------------------------------

@@ -36,10 +36,9 @@ def test_the_generated_client_says_so_and_is_blocking() -> None:
     text = (PACKAGE_DIR / "client.py").read_text(encoding="utf-8")
     assert text.startswith("# Generated from aio.py by `python -m portex_pay_devtools.unasync`")
     assert "class PaymentClient:" in text
-    assert "\ndef call_with_retries(" in text
     assert "class EventWatch(BaseEventWatch):" in text
     leftovers = ("async ", "await ", "asyncio", "Awaitable", "grpc.aio", "AsyncEventWatch")
-    for leftover in (*leftovers, "acall_with_retries", "StopAsyncIteration", "unasync:"):
+    for leftover in (*leftovers, "StopAsyncIteration", "unasync:"):
         assert leftover not in text
 
 
@@ -74,8 +73,7 @@ def test_check_catches_a_hand_edit_of_client_py(
 @pytest.mark.parametrize(
     ("before", "after"),
     [
-        # The retry loop and the event watch are generated too.
-        ("        sleep(delay)\n", "        sleep(delay / 2)\n"),
+        # The event watch is generated too.
         (
             "            _wait_closed(self._closed, delay)\n",
             "            _wait_closed(self._closed, 0)\n",
@@ -83,7 +81,7 @@ def test_check_catches_a_hand_edit_of_client_py(
         ("    closed.wait(timeout)\n", "    closed.wait(timeout / 2)\n"),
     ],
 )
-def test_check_catches_a_hand_edit_of_the_generated_loop_and_watch(
+def test_check_catches_a_hand_edit_of_the_generated_watch(
     package_copy: Path, capsys: pytest.CaptureFixture[str], before: str, after: str
 ) -> None:
     client = package_copy / "client.py"
@@ -155,7 +153,7 @@ def test_substitutions_turn_asyncio_code_into_blocking_code() -> None:
         "    async def __aenter__(self) -> AsyncEventWatch:\n"
         "        async with x:\n"
         "            async for y in x:\n"
-        "                return await acall_with_retries(y, grpc.aio.Channel)\n"
+        "                return await y.read(grpc.aio.Channel)\n"
         "def f(g: Callable[[], Awaitable[T]], s: Callable[[float], Awaitable[object]]) -> None:\n"
         "    e: asyncio.Event = asyncio.Event()\n"
         "    s = asyncio.sleep\n"
@@ -169,7 +167,7 @@ def test_substitutions_turn_asyncio_code_into_blocking_code() -> None:
         "    def __enter__(self) -> EventWatch:\n"
         "        with x:\n"
         "            for y in x:\n"
-        "                return call_with_retries(y, grpc.Channel)\n"
+        "                return y.read(grpc.Channel)\n"
         "def f(g: Callable[[], T], s: Callable[[float], object]) -> None:\n"
         "    e: threading.Event = threading.Event()\n"
         "    s = time.sleep\n"

@@ -101,6 +101,7 @@ from ._calls import (
     ListRefundsFields,
     ListStarTransactionsFields,
     PayFields,
+    channel_options,
 )
 from ._watch import DEFAULT_WATCH_RETRY_POLICY, ListEventsFields
 from .aio import AsyncEventWatch, AsyncPaymentClient
@@ -163,4 +164,5 @@ __all__ = [
     "StreamInvoiceEventsRequest",
     "TelegramUser",
     "TlsOptions",
+    "channel_options",
 ]

@@ -2,10 +2,8 @@
 
 Holds the API key behind a masked holder (so that no repr, log line or traceback shows it),
 builds the request messages from the convenience arguments, resolves the per-call deadline and
-merges the channel options. The retry loop that runs one logical call as a series of attempts is
-``acall_with_retries`` in ``aio.py``; its blocking twin ``call_with_retries`` in ``client.py`` is
-generated from it (``python -m portex_pay_devtools.unasync``), and both leave the decision to
-the pure `retry.retry_delay`.
+merges the channel options, among them the service config by which gRPC retries calls
+(`retry.service_config`).
 """
 
 from __future__ import annotations
@@ -20,7 +18,7 @@ from google.protobuf.message import Message
 
 from portex.payment.v1 import payment_pb2
 
-from .retry import RetryPolicy
+from .retry import RetryPolicy, service_config
 
 DEFAULT_TIMEOUT = 10.0
 """The default deadline of every call, in seconds, all attempts together."""
@@ -153,9 +151,15 @@ class ApiKey:
     __str__ = __repr__
 
 
-def channel_options(options: Sequence[tuple[str, Any]] | None) -> list[tuple[str, Any]]:
-    """`DEFAULT_CHANNEL_OPTIONS` with the caller's ``options`` replacing or adding entries."""
-    merged = dict(DEFAULT_CHANNEL_OPTIONS)
+def channel_options(
+    options: Sequence[tuple[str, Any]] | None = None, retry: RetryPolicy = DEFAULT_RETRY_POLICY
+) -> list[tuple[str, Any]]:
+    """The options of a client's channel: `DEFAULT_CHANNEL_OPTIONS` and the service config that
+    makes gRPC retry calls as ``retry`` says, with the caller's ``options`` replacing or adding
+    entries. Public, for a channel made elsewhere and given to ``from_channel``."""
+    merged: dict[str, Any] = dict(DEFAULT_CHANNEL_OPTIONS)
+    merged["grpc.enable_retries"] = 1
+    merged["grpc.service_config"] = service_config(retry)
     merged.update(options or ())
     return list(merged.items())
 

@@ -12,8 +12,9 @@ between tasks, as the channel is. A paged list RPC has two iterators beside its 
 (``list_orders_pages`` over the pages, ``iter_orders`` over the orders): each page is one call
 with its own deadline and retries, following ``next_page_token`` until it comes back empty.
 
-Here too are the client's retry loop, `acall_with_retries`, and its event watch,
-`AsyncEventWatch`. The requests, the resume position and the retry decisions are shared by both
+Retries are gRPC's own: the channel a client creates carries a service config made from its
+`RetryPolicy` (``retry.service_config``). Here too is the client's event watch,
+`AsyncEventWatch`. The requests, the resume position and the retry policy are shared by both
 clients (``_calls``, ``_watch``, ``retry``).
 """
 
@@ -27,22 +28,20 @@ from __future__ import annotations
 # unasync: sync-only
 # import random
 # import threading
-# import time
 # unasync: async-only
 import asyncio
 import contextlib
 import random
-import time
 
 # unasync: end
 # unasync: sync-only
 # from collections.abc import Callable, Iterable, Iterator, Sequence
 # unasync: async-only
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 
 # unasync: end
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Self, Unpack
 
 import grpc  # type: ignore[import-untyped, unused-ignore]
 import grpc.aio  # type: ignore[import-untyped, unused-ignore]  # unasync: remove
@@ -81,15 +80,13 @@ from ._watch import (
     stream_ended_error,
 )
 from .errors import PortexPayError
-from .retry import RetryPolicy, retry_delay
+from .retry import RetryPolicy
 from .tls import TlsOptions
 
 if TYPE_CHECKING:
     from portex.payment.v1.payment_pb2_grpc import PaymentServiceAsyncStub
 
 __all__ = ["AsyncEventWatch", "AsyncPaymentClient"]
-
-T = TypeVar("T")
 
 
 class AsyncPaymentClient:
@@ -100,7 +97,10 @@ class AsyncPaymentClient:
     ``options`` are extra gRPC channel options. ``tls`` (a `TlsOptions`: the CA to trust, a
     client certificate for mTLS, the server's name) makes it secure too, in place of
     ``channel_credentials``. ``timeout`` is the default deadline of every
-    call in seconds; ``retry`` None means `RetryPolicy()` (up to 4 attempts on UNAVAILABLE).
+    call in seconds, all attempts together; ``retry`` None means `RetryPolicy()` (up to 4
+    attempts on UNAVAILABLE), which becomes the channel's service config: gRPC itself repeats an
+    attempt where that is safe (``options`` may replace it with a ``grpc.service_config`` of
+    their own).
     """
 
     __slots__ = ("_api_key", "_channel", "_owns_channel", "_retry", "_stub", "_target", "_timeout")
@@ -126,17 +126,18 @@ class AsyncPaymentClient:
     ) -> None:
         key = ApiKey(api_key)
         timeout = check_timeout(timeout)
+        policy = DEFAULT_RETRY_POLICY if retry is None else retry
         if tls is not None:
             if channel_credentials is not None:
                 raise ValueError("give tls or channel_credentials, not both")
             channel_credentials = tls.channel_credentials()
             options = [*tls.channel_options(), *(options or ())]
-        merged_options = channel_options(options)
+        merged_options = channel_options(options, policy)
         if channel_credentials is None:
             channel = grpc.aio.insecure_channel(target, options=merged_options)
         else:
             channel = grpc.aio.secure_channel(target, channel_credentials, options=merged_options)
-        self._setup(channel, key, target, timeout, retry, owns_channel=True)
+        self._setup(channel, key, target, timeout, policy, owns_channel=True)
 
     @classmethod
     def from_channel(
@@ -149,7 +150,9 @@ class AsyncPaymentClient:
         close_channel: bool = False,
     ) -> Self:
         """A client on an existing ``grpc.aio`` channel, which `close()` closes only if
-        ``close_channel`` is true."""
+        ``close_channel`` is true. Its calls are retried only as the channel's own service
+        config says: make the channel with ``channel_options(retry=RetryPolicy(...))`` to have
+        this client's; ``retry`` here is what `retry` reports and watches reconnect by."""
         client = cls.__new__(cls)
         client._setup(
             channel,
@@ -199,27 +202,17 @@ class AsyncPaymentClient:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(target={self._target!r}, timeout={self._timeout!r})"
 
-    async def _unary(
-        self,
-        method: str,
-        message: Any,
-        timeout: float | None,
-        request_id: str = "",
-    ) -> Any:
-        """One RPC with the API key, within one deadline, retried where `retry` allows."""
+    async def _unary(self, method: str, message: Any, timeout: float | None) -> Any:
+        """One RPC with the API key, within one deadline over all of gRPC's attempts."""
         rpc = getattr(self._stub, method)
-        metadata = self._api_key.metadata()
-
-        async def attempt(attempt_timeout: float) -> Any:
-            return await rpc(message, timeout=attempt_timeout, metadata=metadata)
-
-        return await acall_with_retries(
-            attempt,
-            policy=self._retry,
-            method=method,
-            budget=resolve_timeout(self._timeout, timeout),
-            request_id=request_id,
-        )
+        try:
+            return await rpc(
+                message,
+                timeout=resolve_timeout(self._timeout, timeout),
+                metadata=self._api_key.metadata(),
+            )
+        except grpc.RpcError as exc:
+            raise PortexPayError.from_rpc_error(exc) from exc
 
     async def _pages(self, method: str, message: Any, timeout: float | None) -> AsyncIterator[Any]:
         """Every page of a list RPC from ``message`` on, following ``next_page_token`` until it
@@ -291,9 +284,7 @@ class AsyncPaymentClient:
         UNAVAILABLE without making a second order.
         """
         message = build_pay_request(request, fields)
-        response: payment_pb2.PayResponse = await self._unary(
-            "Pay", message, timeout, request_id=message.request_id
-        )
+        response: payment_pb2.PayResponse = await self._unary("Pay", message, timeout)
         return response
 
     async def query_order(
@@ -767,49 +758,6 @@ class AsyncPaymentClient:
             "GetStarBalance", payment_pb2.GetStarBalanceRequest(), timeout
         )
         return response
-
-
-async def acall_with_retries(
-    invoke: Callable[[float], Awaitable[T]],
-    *,
-    policy: RetryPolicy,
-    method: str,
-    budget: float,
-    request_id: str = "",
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
-    rand: Callable[[], float] = random.random,
-) -> T:
-    """Runs ``await invoke(attempt_timeout)`` until it succeeds or must not be retried.
-
-    ``budget`` is the overall deadline in seconds; each attempt gets what is left of it. Each
-    failure becomes a `PortexPayError`, and `retry_delay` decides whether and after how long
-    another attempt follows. The clock, the sleep and the jitter source are parameters, so the
-    loop runs without a server or real time in tests.
-
-    Raises `PortexPayError` from the last ``grpc.RpcError``; other exceptions pass through.
-    """
-    deadline = clock() + budget
-    attempt = 1
-    while True:
-        try:
-            return await invoke(max(deadline - clock(), 0.0))
-        except grpc.RpcError as exc:
-            error = PortexPayError.from_rpc_error(exc)
-            delay = retry_delay(
-                policy,
-                method=method,
-                code=error.code,
-                attempt=attempt,
-                time_remaining=deadline - clock(),
-                request_id=request_id,
-                retry_after=error.retry_after,
-                rand=rand,
-            )
-            if delay is None:
-                raise error from exc
-        await sleep(delay)
-        attempt += 1
 
 
 # The only steps of a watch that differ beyond the mechanical: reading the next message of the

@@ -1,18 +1,20 @@
 """When the Portex Pay clients retry a failed call, and how long they wait before doing so.
 
-The decision is made by pure functions so that it can be read and tested on its own: a failed
-attempt is retried only when its status code is UNAVAILABLE, the RPC is safe to repeat (the
-reads; the writes that a repeat cannot do twice, such as RefundPayment or CancelOrder; Pay only
-when it carries a ``request_id``, which the server de-duplicates on), the `RetryPolicy` allows
-another attempt, and the wait still fits in the call's overall deadline. The wait grows
-exponentially from `RetryPolicy.initial_backoff`, is capped at `RetryPolicy.max_backoff` and is
-shortened by up to `RetryPolicy.jitter` of itself at random, so that clients that failed together
-do not come back together. The same backoff spaces a watch's reconnections
-(``portex_pay_client._watch``).
+A unary call is retried by gRPC itself, from the channel's service config (`service_config`,
+gRFC A6 ``retryPolicy``), never by a loop of ours: a failed attempt is retried only when its
+status code is UNAVAILABLE, the RPC is safe to repeat (the reads; the writes that a repeat cannot
+do twice, such as RefundPayment or CancelOrder; Pay, which the clients always send with a
+``request_id`` the server de-duplicates on), and the policy allows another attempt; gRPC keeps
+every attempt and wait within the call's one deadline, and honours a server's pushback
+(``grpc-retry-pushback-ms``). The wait before retry n is about
+``min(max_backoff, initial_backoff * multiplier**(n-1))``, jittered by gRPC. The same policy
+type, with its own jitter, spaces a watch's reconnections (``portex_pay_client._watch``), which
+resume from a cursor instead of repeating a call.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,10 +25,19 @@ __all__ = [
     "IDEMPOTENT_METHODS",
     "READ_ONLY_METHODS",
     "RETRYABLE_CODES",
+    "SERVICE",
     "RetryPolicy",
     "is_retry_safe",
-    "retry_delay",
+    "retried_methods",
+    "service_config",
 ]
+
+SERVICE = "portex.payment.v1.PaymentService"
+"""The gRPC service the clients call, as its methods are named in a service config."""
+
+GRPC_MAX_ATTEMPTS = 5
+"""gRPC's own ceiling on attempts per call (gRFC A6): a larger `RetryPolicy.max_attempts` is
+treated as this many for unary calls."""
 
 RETRYABLE_CODES: frozenset[grpc.StatusCode] = frozenset({grpc.StatusCode.UNAVAILABLE})
 """The only status codes that are ever retried; every other code reaches the caller at once."""
@@ -75,14 +86,16 @@ IDEMPOTENT_WITH_REQUEST_ID: frozenset[str] = frozenset({"Pay"})
 class RetryPolicy:
     """How often and how patiently a client retries a call that failed with UNAVAILABLE.
 
-    The retry after the n-th failed attempt waits a random time in
-    ``[b * (1 - jitter), b]`` with ``b = min(max_backoff, initial_backoff * multiplier**(n-1))``;
-    with the defaults: about 0.1 s, 0.2 s, 0.4 s, for at most 4 attempts in all. The call's
-    deadline bounds all attempts and waits together. ``RetryPolicy.disabled()`` never retries.
+    The retry after the n-th failed attempt waits up to
+    ``b = min(max_backoff, initial_backoff * multiplier**(n-1))``: with the defaults about 0.1 s,
+    0.2 s, 0.4 s, for at most 4 attempts in all. A client turns it into its channel's service
+    config (`service_config`), and gRPC retries unary calls by it within each call's one deadline;
+    a watch waits by `backoff` between reconnections. ``RetryPolicy.disabled()`` never retries.
     """
 
     max_attempts: int = 4
-    """Attempts in all, the first one included; 1 disables retries."""
+    """Attempts in all, the first one included; 1 disables retries. gRPC retries a unary call
+    at most `GRPC_MAX_ATTEMPTS` (5) times in all, whatever this says."""
     initial_backoff: float = 0.1
     """The longest wait before the first retry, in seconds."""
     max_backoff: float = 2.0
@@ -90,7 +103,12 @@ class RetryPolicy:
     multiplier: float = 2.0
     """Each retry's longest wait is this many times the previous one's (until `max_backoff`)."""
     jitter: float = 0.2
-    """Up to this fraction of a wait is taken off at random (0 makes waits deterministic)."""
+    """A watch's reconnections: up to this fraction of a wait is taken off at random (0 makes
+    waits deterministic). gRPC's retries of unary calls wait a random time in [0, wait]."""
+    wait_for_ready: bool = False
+    """Unary calls wait, within their deadline, for a server to accept the connection instead of
+    failing at once with UNAVAILABLE while nothing listens (gRPC's wait-for-ready), e.g. for a
+    client started before its server."""
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -138,33 +156,33 @@ def is_retry_safe(method: str, *, request_id: str = "") -> bool:
     return method in IDEMPOTENT_WITH_REQUEST_ID and request_id != ""
 
 
-def retry_delay(
-    policy: RetryPolicy,
-    *,
-    method: str,
-    code: grpc.StatusCode,
-    attempt: int,
-    time_remaining: float,
-    request_id: str = "",
-    retry_after: float | None = None,
-    rand: Callable[[], float] = random.random,
-) -> float | None:
-    """Seconds to wait before retrying a failed attempt, or None when it must not be retried.
+def retried_methods() -> list[str]:
+    """The RPCs gRPC may repeat: the reads, the idempotent writes, and Pay (whose ``request_id``
+    the clients always fill in)."""
+    return sorted(READ_ONLY_METHODS | IDEMPOTENT_METHODS | IDEMPOTENT_WITH_REQUEST_ID)
 
-    ``attempt`` is the 1-based number of the attempt that just failed with ``code``;
-    ``time_remaining`` is what is left of the call's overall deadline, in seconds. A server's
-    ``retry_after`` (``google.rpc.RetryInfo``) lengthens the wait, never shortens it. No retry
-    is planned whose wait would use up the rest of the deadline.
-    """
-    if code not in RETRYABLE_CODES:
-        return None
-    if not is_retry_safe(method, request_id=request_id):
-        return None
-    if attempt >= policy.max_attempts:
-        return None
-    delay = policy.backoff(attempt, rand)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    if delay >= time_remaining:
-        return None
-    return delay
+
+def _seconds(value: float) -> str:
+    """A protobuf Duration in JSON: seconds with up to nanosecond digits, then ``s``."""
+    return f"{value:.9f}".rstrip("0").rstrip(".") + "s"
+
+
+def service_config(policy: RetryPolicy) -> str:
+    """The channel's service config (JSON, for the ``grpc.service_config`` channel option) that
+    makes gRPC retry UNAVAILABLE on `retried_methods` as ``policy`` says; every other method
+    (DeleteCatalogItem, the streams) is sent once. ``wait_for_ready`` applies to every method."""
+    retried: dict[str, object] = {
+        "name": [{"service": SERVICE, "method": method} for method in retried_methods()],
+        "waitForReady": policy.wait_for_ready,
+    }
+    attempts = min(policy.max_attempts, GRPC_MAX_ATTEMPTS)
+    if attempts > 1:
+        retried["retryPolicy"] = {
+            "maxAttempts": attempts,
+            "initialBackoff": _seconds(policy.initial_backoff),
+            "maxBackoff": _seconds(policy.max_backoff),
+            "backoffMultiplier": policy.multiplier,
+            "retryableStatusCodes": sorted(code.name for code in RETRYABLE_CODES),
+        }
+    others = {"name": [{"service": SERVICE}], "waitForReady": policy.wait_for_ready}
+    return json.dumps({"methodConfig": [retried, others]}, separators=(",", ":"))
