@@ -86,10 +86,10 @@ from portex_pay.service.export import AccountingExport
 from portex_pay.service.fulfilment import UnfulfilledRefunds
 from portex_pay.service.health import Health
 from portex_pay.service.housekeeping import Housekeeping
-from portex_pay.service.metrics import NO_METRICS, MetricsSampler
+from portex_pay.service.metrics import MetricsSampler
 from portex_pay.service.orders import OrderService, PaymentSettings
 from portex_pay.service.polling import BotPoller, PollerManager
-from portex_pay.service.ports import Applications, Metrics, TelegramBot
+from portex_pay.service.ports import NO_METRICS, Applications, Metrics, TelegramBot
 from portex_pay.service.ratelimit import RateLimits
 from portex_pay.service.reconcile import BotLedgerJob, LedgerReader
 from portex_pay.service.refunds import RefundService

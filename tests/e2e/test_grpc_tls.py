@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from portex_pay_devtools.fake_bot_api import FakeBotApi
-from tests.conftest import TestApp
+from tests.conftest import DATA_KEY, TestApp
 from tests.e2e.clients import orders_cli
 from tests.e2e.conftest import ServerProcess
 from tests.e2e.test_grpcurl import SERVICE, grpcurl
@@ -196,6 +196,7 @@ async def test_serve_refuses_a_key_that_is_not_the_certificates(ca: LocalCA) -> 
             "PATH": os.environ.get("PATH", ""),
             "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
             "PORTEX_PAYLOAD_SECRET": "s" * 32,
+            "PORTEX_DATA_KEY": DATA_KEY,
             "PORTEX_GRPC_TLS_CERT": str(server.cert),
             "PORTEX_GRPC_TLS_KEY": str(other.key),
         },

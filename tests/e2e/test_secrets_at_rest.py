@@ -65,8 +65,9 @@ def leaked(dump: str, secrets: list[str]) -> list[str]:
 
 
 async def stored_secrets(app: PortexApp, keys: DataKeys, fake: FakeBotApi) -> list[str]:
-    """An application with a bot and a relay webhook, made through the real use cases; every
-    plaintext secret it stored (bot token, webhook, signing and relay webhook secrets)."""
+    """An application with a bot and a relay webhook, made through the real use cases, its
+    signing secret rotated once; every plaintext secret it stored (bot token, webhook secret,
+    the current and the previous signing secret, relay webhook secret)."""
     token = new_bot_token()
     fake.add_bot(token)
     session = await new_session()
@@ -75,7 +76,8 @@ async def stored_secrets(app: PortexApp, keys: DataKeys, fake: FakeBotApi) -> li
             app.pool, BotApiClient(session, fake.base_url, 5.0), data_keys=keys
         )
         created, _key = await admin_case.create_app(f"sealed-{uuid.uuid4().hex[:8]}", token)
-        signing = await admin_case.signing_secret(created.id)
+        previous = await admin_case.signing_secret(created.id)
+        signing, _until = await admin_case.rotate_signing_secret(created.id, "24h")
     finally:
         await session.close()
     relay_secret = f"relay-{uuid.uuid4().hex}"
@@ -84,16 +86,23 @@ async def stored_secrets(app: PortexApp, keys: DataKeys, fake: FakeBotApi) -> li
     assert bot_id is not None
     await relay.enable(bot_id, created.id)
     await relay.set_webhook(bot_id, "https://bot.example/hook", relay_secret, drop_pending=False)
-    return [token, token.partition(":")[2], created.webhook_secret, signing, relay_secret]
+    return [
+        token,
+        token.partition(":")[2],
+        created.webhook_secret,
+        signing,
+        relay_secret,
+        previous,
+    ]
 
 
 async def test_a_dump_holds_no_secret_in_plain_text_also_after_rotate_data_key(
     empty_db: str, fake_telegram: FakeBotApi
 ):
     """pg_dump --data-only of a running service's database shows no bot token, webhook secret,
-    signing secret or relay webhook secret, nor their base64; after `admin rotate-data-key`
-    (old key retired) neither, every value is sealed under the new key, and a service that holds
-    only the new key serves them."""
+    signing secret (current or previous) or relay webhook secret, nor their base64; after
+    `admin rotate-data-key` (old key retired) neither, every value is sealed under the new key,
+    and a service that holds only the new key serves them."""
     async with serving(empty_db, fake_telegram, DATA_KEY) as app:
         secrets = await stored_secrets(app, DATA_KEYS, fake_telegram)
         assert leaked(await pg_dump(empty_db), secrets) == []
@@ -103,7 +112,7 @@ async def test_a_dump_holds_no_secret_in_plain_text_also_after_rotate_data_key(
             env={"PORTEX_DATA_KEY": NEW_KEY, "PORTEX_DATA_KEYS_RETIRED": DATA_KEY},
         )  # fmt: skip
         assert code == 0, err
-        assert rotated == {"resealed": 4, "key_id": NEW_KEYS.current_id}
+        assert rotated == {"resealed": 5, "key_id": NEW_KEYS.current_id}
         dump = await pg_dump(empty_db)
         assert leaked(dump, secrets) == []
         assert f"v1.{DATA_KEYS.current_id}." not in dump
@@ -203,6 +212,6 @@ async def test_a_missing_or_wrong_data_key_stops_the_start_with_a_clear_message(
         await stored_secrets(app, DATA_KEYS, fake_telegram)
     code, err = await serve_exit(empty_db, fake_telegram, PORTEX_DATA_KEY=NEW_KEY)
     assert code == 1, err
-    missing = f"PORTEX_DATA_KEYS_RETIRED do not hold: {DATA_KEYS.current_id} (4 values)"
+    missing = f"PORTEX_DATA_KEYS_RETIRED do not hold: {DATA_KEYS.current_id} (5 values)"
     assert missing in err
     assert DATA_KEY not in err and NEW_KEY not in err

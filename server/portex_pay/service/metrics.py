@@ -1,7 +1,6 @@
 """The metrics the use cases record, and the job that samples what no request records.
 
-`NO_METRICS` is the Metrics port (service/ports.py) for a use case whose counts nobody reads (the
-CLI's, unit tests'): every call does nothing. `MetricsSampler.step` is the `metrics` job's one
+`MetricsSampler.step` is the `metrics` job's one
 round (service/worker.py, PeriodicWorker, every PORTEX_METRICS_INTERVAL seconds): the outboxes'
 backlogs in one query, the event hub's subscribers and queues, and the pool's connections. It
 runs beside the requests, never on their path, so that a scrape costs the database nothing and a
@@ -10,38 +9,10 @@ request pays nothing for these gauges.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from portex_pay.service.ports import Metrics, OutboxBacklog
 from portex_pay.service.stream import EventHub
-
-
-class NoMetrics:
-    """A Metrics port that records nothing."""
-
-    def payment_recorded(self, outcome: str) -> None:
-        pass
-
-    def pre_checkout_answered(self, ok: bool, seconds: float) -> None:
-        pass
-
-    def refund_attempted(self, outcome: str) -> None:
-        pass
-
-    def telegram_called(self, method: str, result: str) -> None:
-        pass
-
-    def outbox_sampled(self, outbox: str, depth: int, oldest_age_seconds: float) -> None:
-        pass
-
-    def stream_sampled(self, subscribers: int, queue_sizes: Sequence[int], overflowed: int) -> None:
-        pass
-
-    def pool_sampled(self, size: int, in_use: int) -> None:
-        pass
-
-
-NO_METRICS: Metrics = NoMetrics()
 
 
 class MetricsSampler:

@@ -867,3 +867,32 @@ class Metrics(Protocol):
     ) -> None: ...
 
     def pool_sampled(self, size: int, in_use: int) -> None: ...
+
+
+class NoMetrics:
+    """A Metrics port that records nothing: for a use case whose counts nobody reads (the CLI's,
+    unit tests')."""
+
+    def payment_recorded(self, outcome: str) -> None:
+        pass
+
+    def pre_checkout_answered(self, ok: bool, seconds: float) -> None:
+        pass
+
+    def refund_attempted(self, outcome: str) -> None:
+        pass
+
+    def telegram_called(self, method: str, result: str) -> None:
+        pass
+
+    def outbox_sampled(self, outbox: str, depth: int, oldest_age_seconds: float) -> None:
+        pass
+
+    def stream_sampled(self, subscribers: int, queue_sizes: Sequence[int], overflowed: int) -> None:
+        pass
+
+    def pool_sampled(self, size: int, in_use: int) -> None:
+        pass
+
+
+NO_METRICS: Metrics = NoMetrics()

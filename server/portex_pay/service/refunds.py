@@ -54,8 +54,7 @@ from portex_pay.domain.telegram import (
     TelegramNetworkError,
 )
 from portex_pay.service.ledger import Ledger
-from portex_pay.service.metrics import NO_METRICS
-from portex_pay.service.ports import Metrics, Payments, Refunds, TelegramBot
+from portex_pay.service.ports import NO_METRICS, Metrics, Payments, Refunds, TelegramBot
 
 log = structlog.get_logger(__name__)
 

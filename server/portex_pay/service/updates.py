@@ -64,9 +64,8 @@ from portex_pay.domain.updates import (
 )
 from portex_pay.logging import RateLimitedWarnings
 from portex_pay.service.ledger import Ledger
-from portex_pay.service.metrics import NO_METRICS
 from portex_pay.service.outage import is_unavailable
-from portex_pay.service.ports import DeadLetters, Metrics, Payments, TelegramBot
+from portex_pay.service.ports import NO_METRICS, DeadLetters, Metrics, Payments, TelegramBot
 from portex_pay.service.relay import RelayService
 from portex_pay.service.support import buyer_message, support_command, support_reply
 

@@ -112,7 +112,7 @@ async def _reseal_row(
         for i, (column, _, _) in enumerate(changes)
     )
     status = await db.execute(
-        f"UPDATE {table.table} SET {assignments} WHERE {table.row_id} = $1",
+        f"UPDATE {table.table} AS sealed SET {assignments} WHERE {table.row_id} = $1",
         row["row_id"],
         *(value for _, old, new in changes for value in (old, new)),
     )

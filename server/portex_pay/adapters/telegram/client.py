@@ -35,8 +35,7 @@ from portex_pay.domain.telegram import (
     TelegramNetworkError,
     TelegramTooManyRequests,
 )
-from portex_pay.service.metrics import NO_METRICS
-from portex_pay.service.ports import Metrics
+from portex_pay.service.ports import NO_METRICS, Metrics
 
 # Optional createInvoiceLink fields, sent only when set.
 _PHOTO_FIELDS = (
