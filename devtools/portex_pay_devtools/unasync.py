@@ -3,8 +3,9 @@
 The client package has two twins, `AsyncPaymentClient` (``aio.py``, on ``grpc.aio``) and the
 blocking `PaymentClient` (``client.py``, on ``grpc``), each with its event watch
 (`AsyncEventWatch` / `EventWatch`). They were kept by hand and drifted apart in small ways
-(docstrings, formatting, the odd line); now ``aio.py`` is the only one edited, and ``client.py`` is generated from it the
-way httpcore's ``scripts/unasync.py`` generates its sync code: every line goes through a fixed
+(docstrings, formatting, the odd line); now ``aio.py`` is the only one edited, and
+``client.py`` is generated from it the way httpcore's ``scripts/unasync.py`` generates its sync
+code: every line goes through a fixed
 list of textual substitutions (`SUBSTITUTIONS`: ``async def`` -> ``def``, ``await`` dropped,
 ``grpc.aio`` -> ``grpc``, ``AsyncPaymentClient`` -> ``PaymentClient``, ``asyncio.Event`` ->
 ``threading.Event``, ``Awaitable[T]`` -> ``T``, ``AsyncIterator`` -> ``Iterator``,
