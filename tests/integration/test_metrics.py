@@ -217,3 +217,46 @@ async def test_metrics_have_their_own_port_and_the_http_port_has_no_metrics(
     _, samples = await scrape(measured)
     unmatched = {"route": "unmatched", "status": "404"}
     assert (value(samples, "portex_http_requests_total", **unmatched) or 0) >= 1
+
+
+async def test_the_outbox_gauges_follow_a_real_backlog(
+    empty_db: str, fake_telegram: FakeBotApi
+) -> None:
+    """A database of its own, so the backlog is exactly this test's: an order whose callback
+    cannot be delivered (no dispatcher runs here) shows as one waiting callback, whose age grows;
+    the other outboxes stay empty."""
+    settings = make_settings(
+        empty_db, fake_telegram.base_url, metrics_addr="127.0.0.1:0", metrics_interval=0.05
+    )
+    app = PortexApp(settings)
+    await app.start()
+    try:
+        async with aiohttp.ClientSession() as session:
+            admin = application_admin(
+                app.pool, BotApiClient(session, fake_telegram.base_url, 5), data_keys=DATA_KEYS
+            )
+            own = await create_test_app(admin, fake_telegram)
+
+        async def depth(outbox: str) -> float | None:
+            return value((await scrape(app))[1], "portex_outbox_depth", outbox=outbox)
+
+        await eventually(lambda: depth("callbacks"), equals=0.0, what="an empty outbox sampled")
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.grpc_port}") as channel:
+            stub = payment_pb2_grpc.PaymentServiceStub(channel)
+            await stub.Pay(
+                pay_request(callback_url="http://127.0.0.1:9/hook"),
+                metadata=(("authorization", f"Bearer {own.api_key}"),),
+            )
+        await eventually(lambda: depth("callbacks"), equals=1.0, what="the waiting callback")
+
+        async def age() -> bool:
+            samples = (await scrape(app))[1]
+            seconds = value(samples, "portex_outbox_oldest_age_seconds", outbox="callbacks")
+            return seconds is not None and seconds > 0.2
+
+        await eventually(age, what="the waiting callback's age growing")
+        samples = (await scrape(app))[1]
+        for outbox in ("refunds", "relay"):
+            assert value(samples, "portex_outbox_depth", outbox=outbox) == 0
+    finally:
+        await app.stop()
