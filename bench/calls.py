@@ -13,8 +13,10 @@ a new user or new fields, and the user is a signed header, which h2load cannot v
 by bench/h1load.py, a small HTTP/1.1 client sending a distinct user's request each time (its CPU is
 reported like h2load's). Each body is checked once with a real client before it is measured, and
 a gRPC run whose answers carry no message (errors come back as a 200 with trailers only) is
-flagged. The last row is QueryOrder on a second server at log level `warning`, for the cost of the
-default level. Rounds alternate ceiling and call, so that machine noise hits both.
+flagged. The last rows are QueryOrder on servers that serve nothing else: at the default level,
+at log level `warning` (the default level's cost), and with metrics on (`PORTEX_METRICS_ADDR`,
+what the metrics cost on the hottest call). Rounds alternate ceiling and call, so that machine
+noise hits both.
 
 `python -m bench slowtelegram`: Pay when Telegram takes 100 ms per createInvoiceLink (the fake
 Bot API's `delay`), at 16, 64 and 256 calls in flight. No database connection is held across the
@@ -288,12 +290,13 @@ def distinct_buyers_run(
 
 
 async def grpc_rows(
-    service: Service, twins: tuple[Service, Service], echo_port: int, shop: Shop
+    service: Service, twins: tuple[Service, Service, Service], echo_port: int, shop: Shop
 ) -> list[Row]:
-    """QueryOrder, ResumePayment, Pay, each checked once; and QueryOrder on two more servers,
-    at `info` and at `warning`, that serve nothing else (the default level's cost: the main
-    server's history of every other call would weigh on the comparison)."""
-    at_info, at_warning = twins
+    """QueryOrder, ResumePayment, Pay, each checked once; and QueryOrder on three more servers
+    that serve nothing else, at `info`, at `warning` and with metrics on (the default level's and
+    the metrics' cost: the main server's history of every other call would weigh on the
+    comparison)."""
+    at_info, at_warning, with_metrics = twins
     pay = pay_request(1).SerializeToString()
     first = await grpc_check(service.grpc_port, shop.key, "Pay", pay, payment_pb2.PayResponse)
     shop.order_id = first.tg_payment_id
@@ -310,6 +313,14 @@ async def grpc_rows(
         (
             "QueryOrder only, log level warning",
             at_warning,
+            "QueryOrder",
+            query,
+            payment_pb2.Order,
+            None,
+        ),
+        (
+            "QueryOrder only, metrics on",
+            with_metrics,
             "QueryOrder",
             query,
             payment_pb2.Order,
@@ -370,10 +381,17 @@ async def run_calls_bench(dsn: str, log_dir: Path) -> None:
             dsn, fake.base_url, log_dir / "calls-server-warning.log", PORTEX_LOG_LEVEL="warning"
         )
         processes.append(at_warning.process)
+        with_metrics = await start_serve(
+            dsn,
+            fake.base_url,
+            log_dir / "calls-server-metrics.log",
+            PORTEX_METRICS_ADDR=f"127.0.0.1:{free_port()}",
+        )
+        processes.append(with_metrics.process)
         echo, echo_port = await start_ceiling("grpc")
         trivial, trivial_port = await start_ceiling("http")
         processes += [echo, trivial]
-        rows = await grpc_rows(service, (at_info, at_warning), echo_port, shop)
+        rows = await grpc_rows(service, (at_info, at_warning, with_metrics), echo_port, shop)
         rows += await edge_rows(service, trivial_port, shop)
         for _ in range(ROUNDS):
             for row in rows:
@@ -427,6 +445,12 @@ def print_table(rows: list[Row]) -> None:
     )
     print(f"  the default log level's cost: QueryOrder at info / at warning x{level:.2f}")
     summary.add("calls", "QueryOrder at info / at warning", f"x{level:.2f}", ">= x0.95")
+    metrics = statistics.median(
+        m.rate / i.rate
+        for m, i in zip(twins["QueryOrder only, metrics on"].calls, info.calls, strict=True)
+    )
+    print(f"  the metrics' cost: QueryOrder with metrics on / off x{metrics:.2f}")
+    summary.add("calls", "QueryOrder with metrics on / off", f"x{metrics:.2f}", "")
 
 
 def notes(row: Row) -> str:
