@@ -194,13 +194,16 @@ function isEnvelope(body) {
 
 /**
  * A fresh Idempotency-Key: a UUID where crypto.randomUUID exists (secure contexts), else 128
- * random bits from getRandomValues (any context), so a key never repeats across pay() calls.
+ * random bits. A key must only never repeat for one user (the edge keys it per verified user),
+ * not be secret, so Math.random serves where there is no Web Crypto (Node 18 without a flag).
  * @returns {string}
  */
 function newIdempotencyKey() {
-  const crypto = globalThis.crypto;
+  const crypto = /** @type {Crypto | undefined} */ (globalThis.crypto);
   if (typeof crypto?.randomUUID === "function") return crypto.randomUUID();
-  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  const bytes = new Uint8Array(16);
+  if (crypto) crypto.getRandomValues(bytes);
+  else bytes.forEach((_, index) => (bytes[index] = Math.floor(Math.random() * 256)));
   return Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
 }
 
