@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 GEN_DIR := clients/python/src
 
-.PHONY: help venv proto proto-check check fmt test run bench clean
+.PHONY: help venv proto proto-check check fmt test run bench clean chromium
 
 help:
 	@echo "make run    - start the service (private PostgreSQL + Telegram sandbox unless configured)"
@@ -44,8 +44,16 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: $(STAMP) proto-check
-	$(BIN)/pytest tests/unit tests/contract tests/integration tests/e2e
+test: $(STAMP) proto-check chromium
+	$(BIN)/pytest tests/unit tests/contract tests/integration tests/e2e tests/browser
+
+# The browser tests drive Debian's chromium through Playwright (never `playwright install`: no
+# browser is downloaded at run time); installed when missing (apt, as root or through sudo).
+CHROMIUM ?= $(firstword $(shell command -v chromium chromium-browser 2>/dev/null))
+chromium:
+	@[ -n "$(CHROMIUM)" ] || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; }
 
 run: $(STAMP) proto-check
 	$(BIN)/portex-pay dev
