@@ -5,13 +5,15 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 GEN_DIR := clients/python/src
+JS := clients/js
+JS_STAMP := $(JS)/node_modules/.installed
 
-.PHONY: help venv proto proto-check check fmt test run bench clean chromium
+.PHONY: help venv proto proto-check check fmt test run bench clean node js chromium
 
 help:
 	@echo "make run    - start the service (private PostgreSQL + Telegram sandbox unless configured)"
 	@echo "make test   - unit, contract, integration and end-to-end tests (starts its own PostgreSQL)"
-	@echo "make check  - ruff, mypy, generated-code freshness"
+	@echo "make check  - ruff, mypy, generated-code freshness, tsc on the JS client"
 	@echo "make proto  - regenerate the gRPC stubs from protos/"
 	@echo "make bench  - benchmarks, printing their figures"
 
@@ -27,6 +29,20 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml devtools/pyproject.toml
 
 venv: $(STAMP)
 
+# The JavaScript client (clients/js): Node and npm from Debian when missing (as root or through
+# sudo), never when present; `npm ci` (TypeScript, pinned in its package-lock.json) when
+# node_modules is missing or older than the package files.
+node:
+	@command -v node >/dev/null && command -v npm >/dev/null || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y nodejs npm; }
+
+$(JS_STAMP): $(JS)/package.json $(JS)/package-lock.json | node
+	cd $(JS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+js: node $(JS_STAMP)
+
 # Generated stubs are committed (clients install without grpcio-tools) and never edited by hand.
 proto: $(STAMP)
 	$(BIN)/python -m portex_pay_devtools.genproto --out $(GEN_DIR)
@@ -34,8 +50,9 @@ proto: $(STAMP)
 proto-check: $(STAMP)
 	$(BIN)/python -m portex_pay_devtools.genproto --out $(GEN_DIR) --check
 
-check: $(STAMP) proto-check
+check: $(STAMP) proto-check js
 	$(BIN)/python -m portex_pay_devtools.unasync --check
+	cd $(JS) && npm run --silent check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
@@ -44,7 +61,7 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: $(STAMP) proto-check chromium
+test: $(STAMP) proto-check js chromium
 	$(BIN)/pytest tests/unit tests/contract tests/integration tests/e2e tests/browser
 
 # The browser tests drive Debian's chromium through Playwright (never `playwright install`: no
