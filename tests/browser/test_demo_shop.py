@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 import grpc
-from playwright.async_api import Page, Route, expect
+from playwright.async_api import Locator, Page, Route, expect
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from tests.browser.conftest import SCREENSHOT_DIR, DemoServer
@@ -18,20 +18,14 @@ ITEM = "li[data-item='item']"
 
 async def buy(page: Page) -> int:
     """Presses Buy on the dev item; the new order's id once its row shows (the invoice is open)."""
+    rows = await page.locator("#orders tr").count()
     await page.click(f"{ITEM} button")
     await expect(page.locator("#invoice")).to_be_visible()
-    row = page.locator("#orders tr").first
-    await expect(row).to_have_attribute("data-order", _digits())
-    return int(await row.get_attribute("data-order") or 0)
+    await expect(page.locator("#orders tr")).to_have_count(rows + 1)
+    return int(await page.locator("#orders tr").first.get_attribute("data-order") or 0)
 
 
-def _digits():  # type: ignore[no-untyped-def]
-    import re
-
-    return re.compile(r"^\d+$")
-
-
-def status_cell(page: Page, order_id: int):  # type: ignore[no-untyped-def]
+def status_cell(page: Page, order_id: int) -> Locator:
     return page.locator(f"#orders tr[data-order='{order_id}'] td.status")
 
 
@@ -60,3 +54,72 @@ async def test_an_item_bought_and_paid_in_the_sandbox_dialog_shows_paid_and_is_p
     await page.screenshot(path=str(shot), full_page=True)
     print(f"screenshot of the paid state: {shot}")
     assert shot.stat().st_size > 0
+
+
+async def test_a_cancelled_payment_is_resumable_and_resumed_payment_pays(
+    page: Page, demo_server: DemoServer
+) -> None:
+    """Cancel: the order stays pending behind the resume banner; a failed payment (no Stars)
+    leaves it so too; resumed and paid, it is paid and the banner goes."""
+    order_id = await buy(page)
+    await page.click("#invoice-cancel")
+    await expect(page.locator("#resume")).to_be_visible()
+    await expect(status_cell(page, order_id)).to_have_text("pending")
+    await page.click("#resume-button")
+    await page.click("#invoice-fail")
+    await expect(page.locator("#invoice")).to_be_hidden()
+    await expect(page.locator("#resume")).to_be_visible()
+    assert (await query_order(demo_server, order_id)).state == payment_pb2.Order.PENDING
+    await page.click("#resume-button")
+    await page.click("#invoice-pay")
+    await expect(status_cell(page, order_id)).to_have_text("paid")
+    await expect(page.locator("#resume")).to_be_hidden()
+    assert (await query_order(demo_server, order_id)).state == payment_pb2.Order.PAID
+    await expect(page.locator("#orders tr")).to_have_count(1)  # resumed, not bought again
+
+
+async def test_a_price_tampered_in_the_pages_request_is_refused_with_the_catalogs_reason(
+    page: Page,
+) -> None:
+    """The browser asks 1 Star for a 5-Star item: the edge refuses it (PRICE_MISMATCH), the page
+    says why, and no order is made."""
+    sent: list[dict[str, object]] = []
+
+    async def cheaper(route: Route) -> None:
+        body = json.loads(route.request.post_data or "{}")
+        sent.append({**body, "amount": 1})
+        await route.continue_(post_data=json.dumps(sent[-1]))
+
+    await page.route("**/v1/createTgPayment", cheaper)
+    await page.click(f"{ITEM} button")
+    await expect(page.locator("#error")).to_contain_text("PRICE_MISMATCH")
+    assert [(body["label"], body["amount"]) for body in sent] == [("item", 1)]
+    await expect(page.locator("#invoice")).to_be_hidden()
+    await expect(page.locator("#orders tr")).to_have_count(0)
+    await expect(page.locator("#resume")).to_be_hidden()
+
+
+async def test_a_second_user_on_the_same_page_never_sees_the_first_users_orders(
+    page: Page, demo_server: DemoServer
+) -> None:
+    """User 42 buys and leaves the payment pending; user 43 on the same page sees no order and
+    no banner, even when the page is made to ask the edge for 42's order by id."""
+    order_id = await buy(page)
+    await page.click("#invoice-cancel")
+    await expect(page.locator("#resume")).to_be_visible()
+    # The page remembers its orders per user; put 42's order in 43's list, so that only the
+    # edge's owner-only reads stand between 43 and it.
+    key = f"portex-demo:orders:{demo_server.application_id}:43"
+    await page.evaluate(
+        "([k, id]) => localStorage.setItem(k, JSON.stringify([id]))", [key, order_id]
+    )
+    await page.select_option("#user", "43")
+    await page.wait_for_selector("body[data-user='43']")
+    await expect(page.locator("#no-orders")).to_be_visible()
+    await expect(page.locator("#orders tr")).to_have_count(0)
+    await expect(page.locator("#resume")).to_be_hidden()
+    await expect(page.locator("#error")).to_be_hidden()
+    await page.select_option("#user", "42")
+    await page.wait_for_selector("body[data-user='42']")
+    await expect(status_cell(page, order_id)).to_have_text("pending")
+    await expect(page.locator("#resume")).to_be_visible()

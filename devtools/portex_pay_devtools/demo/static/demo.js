@@ -8,6 +8,7 @@ import { PortexPay } from "./portex-pay.js";
 import { sandboxWebApp } from "./webapp.js";
 
 const POLL_MS = 1000;
+const PENDING = 0; // OrderResult.status: waiting for payment, the only status that can change
 const $ = (id) => document.getElementById(id);
 const state = { catalog: null, userId: null, portex: null, generation: 0, timer: null };
 
@@ -54,7 +55,7 @@ function renderItems() {
 function orderRow(order) {
   const row = document.createElement("tr");
   row.dataset.order = String(order.tg_payment_id);
-  const status = order.state.toLowerCase(); // "paid", "pending", "expired", ...
+  const status = order.state; // "paid", "pending", "expired", ...
   for (const [text, kind] of [
     [`#${order.tg_payment_id}`, "id"],
     [order.title, "title"],
@@ -85,7 +86,7 @@ async function refresh() {
   $("orders").replaceChildren(...orders.map(orderRow));
   $("no-orders").hidden = orders.length > 0;
   $("resume").hidden = !state.portex.hasPendingPayment();
-  if (orders.some((order) => order.state === "PENDING")) {
+  if (orders.some((order) => order.status === PENDING)) {
     state.timer = setTimeout(refresh, POLL_MS);
   }
 }
