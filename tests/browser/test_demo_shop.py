@@ -123,3 +123,10 @@ async def test_a_second_user_on_the_same_page_never_sees_the_first_users_orders(
     await page.wait_for_selector("body[data-user='42']")
     await expect(status_cell(page, order_id)).to_have_text("pending")
     await expect(page.locator("#resume")).to_be_visible()
+
+
+async def test_the_banner_prints_the_demo_pages_address_first(demo_server: DemoServer) -> None:
+    """`make run`'s banner opens with the page's address, and that address serves the page."""
+    banner = [line for line in demo_server.process.log_text().splitlines() if line.strip()]
+    first = next(line for line in banner if not line.startswith("{"))  # log lines are JSON
+    assert first.split()[:3] == ["Demo", "Mini", "App"] and demo_server.page_url in first
