@@ -8,7 +8,7 @@ GEN_DIR := clients/python/src
 JS := clients/js
 JS_STAMP := $(JS)/node_modules/.installed
 
-.PHONY: help venv proto proto-check check fmt test run bench clean node js
+.PHONY: help venv proto proto-check check fmt test run bench clean node js chromium
 
 help:
 	@echo "make run    - start the service (private PostgreSQL + Telegram sandbox unless configured)"
@@ -61,8 +61,16 @@ fmt: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-test: $(STAMP) proto-check js
-	$(BIN)/pytest tests/unit tests/contract tests/integration tests/e2e
+test: $(STAMP) proto-check js chromium
+	$(BIN)/pytest tests/unit tests/contract tests/integration tests/e2e tests/browser
+
+# The browser tests drive Debian's chromium through Playwright (never `playwright install`: no
+# browser is downloaded at run time); installed when missing (apt, as root or through sudo).
+CHROMIUM ?= $(firstword $(shell command -v chromium chromium-browser 2>/dev/null))
+chromium:
+	@[ -n "$(CHROMIUM)" ] || { \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium; }
 
 run: $(STAMP) proto-check
 	$(BIN)/portex-pay dev

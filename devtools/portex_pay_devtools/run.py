@@ -2,10 +2,11 @@
 
 When `DATABASE_URL` is unset it starts a private PostgreSQL in `.data/postgres` (kept between runs).
 When `PORTEX_TELEGRAM_API_URL` is unset it starts the Telegram sandbox (the fake Bot API, accepting
-any well-formed bot token) on `PORTEX_SANDBOX_ADDR` (default 127.0.0.1:8081) and points the service
-at it. It keeps a payload secret in `.data/`, ensures an application named `dev` (bound to a
-sandbox bot, or to `PORTEX_DEV_BOT_TOKEN` when given), prints its API key and a grpcurl line to try,
-and serves until Ctrl-C.
+any well-formed bot token) on `PORTEX_SANDBOX_ADDR` (default 127.0.0.1:8081), points the service
+at it, and serves the demo Mini App at `/demo/` on the HTTP address (demo/). It keeps a payload
+secret in `.data/`, ensures an application named `dev` (bound to a sandbox bot, or to
+`PORTEX_DEV_BOT_TOKEN` when given), prints the demo's address, its API key and a grpcurl line to
+try, and serves until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import json
 import os
 import secrets
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from portex_pay.adapters.postgres.migrations import migrate, wait_for_database
@@ -24,9 +24,9 @@ from portex_pay.app import application_admin, serve, telegram_client
 from portex_pay.cli import run_loop
 from portex_pay.config import DEV_DATA_DIR, ConfigError, Settings
 from portex_pay.domain.catalog import CatalogItem
-from portex_pay.domain.init_data import init_data_fields, sign_init_data
 from portex_pay.domain.sealing import new_data_key
 from portex_pay.logging import configure_logging
+from portex_pay_devtools.demo import DemoShop, signed_init_data
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from portex_pay_devtools.pgcluster import PgCluster
 
@@ -45,8 +45,11 @@ def _private_file(path: Path, make: str) -> str:
     return make
 
 
-async def _ensure_dev_app(settings: Settings, bot_token: str | None) -> tuple[str, str]:
-    """The dev application's id and API key; it sells DEV_ITEM (catalog pricing, the default)."""
+async def _ensure_dev_app(
+    settings: Settings, bot_token: str | None, origins: list[str]
+) -> tuple[str, str]:
+    """The dev application's id and API key; it sells DEV_ITEM (catalog pricing, the default)
+    and allows `origins` (the demo page's) besides those it had."""
     conn = await wait_for_database(settings.db.url, settings.db.connect_timeout)
     session = await new_session()
     try:
@@ -69,10 +72,14 @@ async def _ensure_dev_app(settings: Settings, bot_token: str | None) -> tuple[st
         if existing is None:
             application, key = await admin.create_app(DEV_APP, bot_token)
             await admin.set_item(application.id, DEV_ITEM)
+            if origins:
+                await admin.set_origins(application.id, origins)
             key_file.write_text(key + "\n")
             key_file.chmod(0o600)
             return str(application.id), key
         existing_id = existing.id
+        if missing := [o for o in origins if o not in existing.allowed_origins]:
+            await admin.set_origins(existing_id, [*existing.allowed_origins, *missing])
         if all(item.key != DEV_ITEM.key for item in await admin.list_items(existing_id)):
             await admin.set_item(existing_id, DEV_ITEM)
         if not key_file.exists():
@@ -131,14 +138,36 @@ async def _serve_dev(env: dict[str, str]) -> int:
             print(error, file=sys.stderr)
             return 2
         configure_logging(settings.log.format, settings.log.level)
-        application_id, api_key = await _ensure_dev_app(settings, bot_token)
-        banner = _banner(settings, application_id, api_key, sandbox, bot_token)
+        page = _demo_page(settings) if sandbox is not None else None
+        origins = _demo_origins(settings) if page is not None else []
+        application_id, api_key = await _ensure_dev_app(settings, bot_token, origins)
+        banner = _banner(settings, application_id, api_key, sandbox, bot_token, page)
         print(banner, file=sys.stderr, flush=True)
-        await serve(settings)
+        demo = None
+        if sandbox is not None and bot_token:
+            demo = DemoShop(application_id, bot_token, sandbox, settings.db.url).mount
+        await serve(settings, http_extension=demo)
     finally:
         if sandbox is not None:
             await sandbox.stop()
     return 0
+
+
+def _demo_page(settings: Settings) -> str:
+    """The demo Mini App's address on this machine (a wildcard HTTP address is reached on
+    loopback)."""
+    host, _, port = settings.http.addr.rpartition(":")
+    if host in ("", "0.0.0.0", "[::]", "::"):  # noqa: S104 - read, not bound
+        host = "127.0.0.1"
+    return f"http://{host}:{port}/demo/"
+
+
+def _demo_origins(settings: Settings) -> list[str]:
+    """The origins the demo page may be opened at: browsers send an Origin with its POSTs to the
+    edge, which grants only the application's allowed origins."""
+    page = _demo_page(settings).removesuffix("/demo/")
+    port = page.rpartition(":")[2]
+    return list(dict.fromkeys([page, f"http://127.0.0.1:{port}", f"http://localhost:{port}"]))
 
 
 def _banner(
@@ -147,12 +176,15 @@ def _banner(
     api_key: str,
     sandbox: FakeBotApi | None,
     bot_token: str | None,
+    page: str | None,
 ) -> str:
     example = json.dumps(
         {"tg_use_id": 42, "amount": 5, "label": "item", "title": "Book", "description": "Magic"}
     )
-    lines = [
-        "",
+    lines = [""]
+    if page is not None:
+        lines += [f"Demo Mini App   {page}   (open it in a browser: a shop in the sandbox)", ""]
+    lines += [
         "portex-pay is running (development)",
         f"  gRPC            {settings.grpc.addr}",
         f"  HTTP            {settings.http.addr}",
@@ -164,10 +196,7 @@ def _banner(
         f"    {settings.grpc.addr} portex.payment.v1.PaymentService/Pay",
     ]
     if bot_token:
-        user = {"id": DEV_USER, "first_name": "Dev", "username": "dev_user"}
-        init_data = sign_init_data(
-            init_data_fields(user, auth_date=datetime.now(UTC)), bot_token=bot_token
-        )
+        init_data = signed_init_data(DEV_USER, bot_token)
         edge = f"http://{settings.http.addr}/v1"
         body = json.dumps(
             {"tg_use_id": DEV_USER, "amount": DEV_ITEM.amount, "label": DEV_ITEM.key,

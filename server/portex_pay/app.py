@@ -638,27 +638,39 @@ async def start_grpc(
     return server, port
 
 
+# Routes a caller adds to the HTTP application: `portex-pay dev` mounts the demo Mini App this
+# way, so that `serve` never has it (the devtools are not even installed in the image).
+HttpExtension = Callable[[web.Application], None]
+
+
 async def start_http(
-    settings: Settings, wiring: Wiring, *, reuse_port: bool = False
+    settings: Settings,
+    wiring: Wiring,
+    *,
+    reuse_port: bool = False,
+    extension: HttpExtension | None = None,
 ) -> tuple[web.AppRunner, int]:
     """The HTTP server (webhooks, the Mini App edge, the Bot API proxy, /healthz), listening;
-    and its port. `reuse_port`: as start_grpc's."""
+    and its port. `reuse_port`: as start_grpc's; `extension` adds routes of its own."""
     host, _, port = settings.http.addr.rpartition(":")
     client_warnings = ClientWarnings()
+    http_app = create_http_app(
+        wiring.health.is_serving,
+        load_application=wiring.cached_applications.get,
+        processor=wiring.processor,
+        edge=wiring.edge,
+        relay=wiring.relay,
+        bot_tokens=wiring.bot_tokens,
+        bot_api=wiring.bot_api,
+        forward_timeout=max(60.0, settings.telegram.timeout),
+        read_timeout=settings.http.read_timeout,
+        warnings=client_warnings,
+        metrics=wiring.metrics,
+    )
+    if extension is not None:
+        extension(http_app)
     runner = web.AppRunner(
-        create_http_app(
-            wiring.health.is_serving,
-            load_application=wiring.cached_applications.get,
-            processor=wiring.processor,
-            edge=wiring.edge,
-            relay=wiring.relay,
-            bot_tokens=wiring.bot_tokens,
-            bot_api=wiring.bot_api,
-            forward_timeout=max(60.0, settings.telegram.timeout),
-            read_timeout=settings.http.read_timeout,
-            warnings=client_warnings,
-            metrics=wiring.metrics,
-        ),
+        http_app,
         handle_signals=False,
         **runner_options(settings.http.read_timeout, client_warnings),
     )
@@ -680,13 +692,21 @@ async def start_metrics(
 
 
 class PortexApp:
-    def __init__(self, settings: Settings, *, worker: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        worker: bool = False,
+        http_extension: HttpExtension | None = None,
+    ) -> None:
         """`worker`: one of `serve --workers N`'s processes (server/portex_pay/processes.py):
         its ports are shared with the other workers. Every worker applies the migrations itself
         before it serves (under their lock: one applies, the others find nothing to do), so none
-        serves an old schema while its supervisor is still checking them."""
+        serves an old schema while its supervisor is still checking them. `http_extension`:
+        start_http's `extension`."""
         self.settings = settings
         self.worker = worker
+        self.http_extension = http_extension
         self.health = health.aio.HealthServicer()
         self.grpc_port: int | None = None
         self.http_port: int | None = None
@@ -764,7 +784,7 @@ class PortexApp:
         )
         await wiring.health.set(True)
         self._http_runner, self.http_port = await start_http(
-            settings, wiring, reuse_port=self.worker
+            settings, wiring, reuse_port=self.worker, extension=self.http_extension
         )
         if settings.metrics.addr:
             self._metrics_runner, self.metrics_port = await start_metrics(
@@ -841,11 +861,12 @@ async def serve(
     *,
     worker: bool = False,
     stop: asyncio.Event | None = None,
+    http_extension: HttpExtension | None = None,
 ) -> None:
     """Runs the service until SIGTERM or SIGINT (or `stop` is set), then stops it gracefully
-    (`portex-pay serve`, `make run`; `worker`: as PortexApp's)."""
+    (`portex-pay serve`, `make run`; `worker`, `http_extension`: as PortexApp's)."""
     stop = asyncio.Event() if stop is None else stop
-    app = PortexApp(settings, worker=worker)
+    app = PortexApp(settings, worker=worker, http_extension=http_extension)
     await app.start()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -731,6 +731,26 @@ async def test_a_webhook_reply_can_answer_the_pre_checkout_query(
 # ------------------------------------------------------------------------------ payments
 
 
+async def test_a_payment_the_users_stars_cannot_cover_fails_before_any_pre_checkout(
+    fake: FakeBotApi, bot: Bot
+) -> None:
+    """Telegram checks the user's balance first: short of it, the bot hears nothing and nothing
+    is charged; with enough Stars the same link pays and the balance is spent."""
+    link = await create_link(bot)  # 5 Stars
+    fake.set_user_stars(USER, 4)
+    short = await fake.pay_invoice(link, USER)
+    assert (short.approved, short.answered, short.error_message) == (
+        False,
+        False,
+        "not enough Stars",
+    )
+    assert (await next_updates(bot), fake.charges) == ([], [])
+    fake.set_user_stars(USER, 7)
+    outcome, _ = await pay_with_bot(fake, bot, link)
+    assert outcome.approved is True
+    assert fake.user_stars(USER) == 2
+
+
 async def test_an_approved_payment_charges_the_user_and_sends_successful_payment(
     fake: FakeBotApi, bot: Bot
 ) -> None:

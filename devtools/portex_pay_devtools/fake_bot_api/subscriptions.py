@@ -56,8 +56,8 @@ class _Subscriptions(_StarLedger, _Delivery):
         return [copy.deepcopy(s) for s in self._subscriptions.values() if s.bot_id == bot.id]
 
     def set_user_stars(self, user_id: int, stars: int | None) -> None:
-        """Gives the user a Star balance that renewals spend (a renewal dearer than it fails);
-        None forgets it: the user never runs short again (the default)."""
+        """Gives the user a Star balance that payments and renewals spend (one dearer than it
+        fails); None forgets it: the user never runs short again (the default)."""
         if stars is None:
             self._user_stars.pop(user_id, None)
             return

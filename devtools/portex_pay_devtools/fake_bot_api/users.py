@@ -42,6 +42,8 @@ class _Users(_Subscriptions):
         """Pays `link` as `user_id`: sends the pre_checkout_query (amount, payload and currency
         come from the invoice unless overridden, so tests can tamper with them), waits for
         answerPreCheckoutQuery, and on approval charges the user and sends successful_payment.
+        A user whose Star balance is set (set_user_stars) and short of the amount cannot pay:
+        no pre-checkout query, an outcome not approved ("not enough Stars"); a payment spends it.
 
         `answer_timeout` is the answer window: Telegram's is 10 s (after that the payment is
         cancelled and a late answer gets "query is too old"); tests shorten it.
@@ -98,6 +100,12 @@ class _Users(_Subscriptions):
         if answer_timeout <= 0:
             raise ValueError("answer_timeout must be positive")
         bot = self._bots_by_id[invoice.bot_id]
+        amount = invoice.amount if total_amount is None else total_amount
+        balance = self._user_stars.get(user_id)
+        if balance is not None and balance < amount:
+            # Telegram checks the balance before it asks the bot: the user is offered to buy
+            # Stars, the bot hears nothing, and a Mini App's openInvoice closes as "failed".
+            return PaymentOutcome(False, "not enough Stars", False, None, None)
         # Paying opens the private chat: the bot gets successful_payment there and may answer.
         bot.chats.add(user_id)
         loop = asyncio.get_running_loop()
@@ -112,7 +120,6 @@ class _Users(_Subscriptions):
             future=loop.create_future(),
         )
         self._queries[query_id] = query
-        amount = invoice.amount if total_amount is None else total_amount
         payload = invoice.payload if invoice_payload is None else invoice_payload
         # PreCheckoutQuery has no chat: id, from, currency, total_amount, invoice_payload.
         self._enqueue(
@@ -142,6 +149,8 @@ class _Users(_Subscriptions):
             return PaymentOutcome(False, None, True, latency, None)
         if invoice.message_id is not None:
             invoice.paid = True
+        if balance is not None:
+            self._user_stars[user_id] = self._user_stars.get(user_id, balance) - amount
         charge = self._charge(bot, invoice, user_id, amount, payload, currency)
         successful_payment: dict[str, Any] = {
             "currency": currency,

@@ -1,0 +1,170 @@
+// The demo shop (development only): the dev application's catalog with a Buy button per item,
+// the buyer's orders with their live status, and a banner for a pending payment; every call to
+// portex-pay goes through the JavaScript client (clients/js) over the Mini App edge, which
+// verifies the buyer and prices every item itself. The page only remembers which orders it
+// placed for each user (localStorage); their status always comes from the edge (getTgPayment,
+// owner-only), polled while an order can still change.
+import { PortexPay } from "./portex-pay.js";
+import { sandboxWebApp } from "./webapp.js";
+
+const POLL_MS = 1000;
+const PENDING = 0; // OrderResult.status: waiting for payment, the only status that can change
+const $ = (id) => document.getElementById(id);
+const state = { catalog: null, userId: null, portex: null, generation: 0, timer: null };
+
+function ordersKey() {
+  return `portex-demo:orders:${state.catalog.application_id}:${state.userId}`;
+}
+
+function placedOrders() {
+  return JSON.parse(localStorage.getItem(ordersKey()) ?? "[]");
+}
+
+function rememberOrder(orderId) {
+  localStorage.setItem(ordersKey(), JSON.stringify([orderId, ...placedOrders()]));
+}
+
+function showError(error) {
+  // The edge's reason first: it is what a Mini App would branch on.
+  $("error").textContent = error.reason ? `${error.reason}: ${error.description}` : String(error);
+  $("error").hidden = false;
+}
+
+function clearError() {
+  $("error").hidden = true;
+  $("error").textContent = "";
+}
+
+function renderItems() {
+  $("items").replaceChildren(
+    ...state.catalog.items.map((item) => {
+      const row = document.createElement("li");
+      row.dataset.item = item.key;
+      const text = document.createElement("span");
+      text.textContent = `${item.title}: ${item.description} (${item.amount} Stars)`;
+      const buy = document.createElement("button");
+      buy.type = "button";
+      buy.textContent = "Buy";
+      buy.onclick = () => buyItem(item);
+      row.append(text, buy);
+      return row;
+    }),
+  );
+}
+
+function orderRow(order) {
+  const row = document.createElement("tr");
+  row.dataset.order = String(order.tg_payment_id);
+  const status = order.state; // "paid", "pending", "expired", ...
+  for (const [text, kind] of [
+    [`#${order.tg_payment_id}`, "id"],
+    [order.title, "title"],
+    [String(order.amount), "amount"],
+    [status, `status status-${status}`],
+  ]) {
+    const cell = document.createElement("td");
+    cell.className = kind;
+    cell.textContent = text;
+    row.append(cell);
+  }
+  return row;
+}
+
+/** Reads every order this page placed for the user, shows them, and polls while one may change. */
+async function refresh() {
+  const generation = state.generation;
+  clearTimeout(state.timer);
+  const orders = [];
+  for (const orderId of placedOrders()) {
+    try {
+      orders.push(await state.portex.queryOrder(orderId));
+    } catch (error) {
+      if (error.reason !== "ORDER_NOT_FOUND") showError(error);
+    }
+  }
+  if (generation !== state.generation) return; // the user changed meanwhile
+  $("orders").replaceChildren(...orders.map(orderRow));
+  $("no-orders").hidden = orders.length > 0;
+  $("resume").hidden = !state.portex.hasPendingPayment();
+  if (orders.some((order) => order.status === PENDING)) {
+    state.timer = setTimeout(refresh, POLL_MS);
+  }
+}
+
+function invoiceClosed() {
+  refresh();
+}
+
+async function buyItem(item) {
+  clearError();
+  try {
+    const payment = await state.portex.pay(
+      {
+        tg_use_id: String(state.userId),
+        amount: item.amount,
+        label: item.key,
+        title: item.title,
+        description: item.description,
+      },
+      invoiceClosed,
+    );
+    rememberOrder(payment.tg_payment_id);
+    await refresh();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+async function resume() {
+  clearError();
+  try {
+    if ((await state.portex.resumePayment(invoiceClosed)) === null) await refresh();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+/** Telegram's own WebApp inside Telegram; else the sandbox's stand-in for the picked user. */
+async function webAppFor(userId) {
+  const telegram = globalThis.Telegram?.WebApp;
+  if (telegram?.initData) return telegram;
+  return sandboxWebApp(userId, $("invoice"));
+}
+
+async function switchUser(userId) {
+  const generation = ++state.generation;
+  clearTimeout(state.timer);
+  clearError();
+  $("orders").replaceChildren();
+  delete document.body.dataset.user;
+  state.userId = userId;
+  try {
+    const webApp = await webAppFor(userId);
+    const portex = new PortexPay({
+      endpoint: location.origin,
+      appId: state.catalog.application_id,
+      webApp,
+    });
+    await portex.init();
+    if (generation !== state.generation) return;
+    state.portex = portex;
+    document.body.dataset.user = String(userId); // ready for this user
+    await refresh();
+  } catch (error) {
+    showError(error);
+  }
+}
+
+async function start() {
+  state.catalog = await (await fetch("/demo/catalog")).json();
+  renderItems();
+  const picker = $("user");
+  picker.replaceChildren(
+    ...state.catalog.users.map((id) => new Option(`user ${id}`, String(id))),
+  );
+  picker.onchange = () => switchUser(Number(picker.value));
+  $("resume-button").onclick = resume;
+  await switchUser(Number(picker.value));
+}
+
+start().catch(showError);
