@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import aiohttp
 
-from tests.e2e.conftest import ServerFactory
+from portex_pay_devtools.fake_bot_api import FakeBotApi
+from tests.conftest import free_port, new_bot_token
+from tests.e2e.conftest import ServerFactory, ServerProcess
 
 
 async def test_serve_answers_404_for_the_demo_page_and_its_helpers(
@@ -34,3 +41,50 @@ async def test_serve_answers_404_for_the_demo_page_and_its_helpers(
         ("/demo/init-data", 404),
         ("/demo/invoice", 404),
     ]
+
+
+async def test_dev_without_the_sandbox_serves_no_demo(
+    tmp_path: Path, empty_db: str, fake_telegram: FakeBotApi
+) -> None:
+    """`portex-pay dev` pointed at a Telegram of its own (PORTEX_TELEGRAM_API_URL set: here the
+    test's fake Bot API standing in for api.telegram.org, with a bot of ours) starts no sandbox,
+    so it mounts no demo page and its banner offers none."""
+    token = new_bot_token()
+    fake_telegram.add_bot(token)
+    grpc_port, http_port = free_port(), free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("PORTEX_") and key != "DATABASE_URL"
+    }
+    env.update(
+        DATABASE_URL=empty_db,
+        PORTEX_TELEGRAM_API_URL=fake_telegram.base_url,
+        PORTEX_DEV_BOT_TOKEN=token,
+        PORTEX_GRPC_ADDR=f"127.0.0.1:{grpc_port}",
+        PORTEX_HTTP_ADDR=f"127.0.0.1:{http_port}",
+        PORTEX_LOG_FORMAT="json",
+    )
+    log_path = tmp_path / "dev.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(  # noqa: ASYNC220 - returns at once; waits below are async
+            [sys.executable, "-m", "portex_pay", "dev"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = ServerProcess({}, log_path)
+    server.grpc_port, server.process = grpc_port, process
+    try:
+        await server.wait_serving(timeout=60)
+        async with aiohttp.ClientSession() as session:
+            base = f"http://127.0.0.1:{http_port}"
+            async with session.get(f"{base}/healthz") as response:
+                assert response.status == 200
+            async with session.get(f"{base}/demo/") as response:
+                assert response.status == 404
+        assert "Demo Mini App" not in server.log_text()
+        assert "application id" in server.log_text()  # the banner was printed, without it
+    finally:
+        server.kill()
