@@ -222,9 +222,9 @@ async def test_metrics_have_their_own_port_and_the_http_port_has_no_metrics(
 async def test_the_outbox_gauges_follow_a_real_backlog(
     empty_db: str, fake_telegram: FakeBotApi
 ) -> None:
-    """A database of its own, so the backlog is exactly this test's: an order whose callback
-    cannot be delivered (no dispatcher runs here) shows as one waiting callback, whose age grows;
-    the other outboxes stay empty."""
+    """A database of its own, so the backlog is exactly this test's: an order whose callbacks
+    cannot be delivered (no dispatcher runs here) shows as that many waiting callbacks, the
+    oldest one's age growing; the other outboxes stay empty."""
     settings = make_settings(
         empty_db, fake_telegram.base_url, metrics_addr="127.0.0.1:0", metrics_interval=0.05
     )
@@ -247,7 +247,13 @@ async def test_the_outbox_gauges_follow_a_real_backlog(
                 pay_request(callback_url="http://127.0.0.1:9/hook"),
                 metadata=(("authorization", f"Bearer {own.api_key}"),),
             )
-        await eventually(lambda: depth("callbacks"), equals=1.0, what="the waiting callback")
+        waiting = await app.pool.fetchval(
+            "SELECT count(*) FROM callback_deliveries WHERE state = 'pending'"
+        )
+        assert waiting >= 1  # the order's events, each a callback that cannot be delivered
+        await eventually(
+            lambda: depth("callbacks"), equals=float(waiting), what="the waiting callbacks"
+        )
 
         async def age() -> bool:
             samples = (await scrape(app))[1]

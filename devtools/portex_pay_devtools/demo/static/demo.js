@@ -75,14 +75,23 @@ async function refresh() {
   const generation = state.generation;
   clearTimeout(state.timer);
   const orders = [];
+  let limitedFor = 0; // ms the edge asked us to wait (429): read again then, quietly
   for (const orderId of placedOrders()) {
     try {
       orders.push(await state.portex.queryOrder(orderId));
     } catch (error) {
-      if (error.reason !== "ORDER_NOT_FOUND") showError(error);
+      if (error.reason === "RATE_LIMITED") {
+        limitedFor = Math.max(limitedFor, (error.retryAfter ?? 1) * 1000);
+      } else if (error.reason !== "ORDER_NOT_FOUND") {
+        showError(error);
+      }
     }
   }
   if (generation !== state.generation) return; // the user changed meanwhile
+  if (limitedFor > 0) {
+    state.timer = setTimeout(refresh, limitedFor); // a partial list would hide orders
+    return;
+  }
   $("orders").replaceChildren(...orders.map(orderRow));
   $("no-orders").hidden = orders.length > 0;
   $("resume").hidden = !state.portex.hasPendingPayment();
