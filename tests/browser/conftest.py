@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +14,7 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from tests.conftest import _fresh_database_on, free_port
-from tests.e2e.conftest import ServerProcess
+from tests.e2e.conftest import ServerProcess, start_dev
 
 SCREENSHOT_DIR = Path(__file__).resolve().parents[2] / ".data" / "browser-artefacts"
 # The page waits on the service and the sandbox; generous, since CI machines are shared.
@@ -66,19 +64,8 @@ async def demo_server(
         PORTEX_SANDBOX_ADDR=f"127.0.0.1:{free_port()}",
         PORTEX_LOG_FORMAT="json",
     )
-    log_path = workdir / "dev.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(  # noqa: ASYNC220 - returns at once; waits below are async
-            [sys.executable, "-m", "portex_pay", "dev"],
-            cwd=workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = ServerProcess({}, log_path)
-    server.grpc_port, server.process = grpc_port, process
+    server = await start_dev(workdir, env, workdir / "dev.log")
     try:
-        await server.wait_serving(timeout=60)
         banner = server.log_text()
         application_id = next(
             line.split()[-1]

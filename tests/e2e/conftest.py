@@ -134,6 +134,28 @@ class ServerProcess:
         return lines
 
 
+async def start_dev(workdir: Path, env: dict[str, str], log_path: Path) -> ServerProcess:
+    """`portex-pay dev` (what `make run` runs) in `workdir` with exactly `env` (its gRPC port from
+    PORTEX_GRPC_ADDR), serving: its output, banner included, in `log_path`. Kill it when done."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(  # noqa: ASYNC220 - returns at once; the wait is async
+            [sys.executable, "-m", "portex_pay", "dev"],
+            cwd=workdir,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    server = ServerProcess({}, log_path)
+    server.grpc_port = int(env["PORTEX_GRPC_ADDR"].rpartition(":")[2])
+    server.process = process
+    try:
+        await server.wait_serving(timeout=60)
+    except BaseException:
+        server.kill()
+        raise
+    return server
+
+
 ServerFactory = Callable[..., Awaitable[ServerProcess]]
 
 

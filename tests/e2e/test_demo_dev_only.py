@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
 
 from portex_pay_devtools.fake_bot_api import FakeBotApi
 from tests.conftest import free_port, new_bot_token
-from tests.e2e.conftest import ServerFactory, ServerProcess
+from tests.e2e.conftest import ServerFactory, start_dev
 
 
 async def test_serve_answers_404_for_the_demo_page_and_its_helpers(
@@ -65,19 +63,8 @@ async def test_dev_without_the_sandbox_serves_no_demo(
         PORTEX_HTTP_ADDR=f"127.0.0.1:{http_port}",
         PORTEX_LOG_FORMAT="json",
     )
-    log_path = tmp_path / "dev.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(  # noqa: ASYNC220 - returns at once; waits below are async
-            [sys.executable, "-m", "portex_pay", "dev"],
-            cwd=tmp_path,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = ServerProcess({}, log_path)
-    server.grpc_port, server.process = grpc_port, process
+    server = await start_dev(tmp_path, env, tmp_path / "dev.log")
     try:
-        await server.wait_serving(timeout=60)
         async with aiohttp.ClientSession() as session:
             base = f"http://127.0.0.1:{http_port}"
             async with session.get(f"{base}/healthz") as response:

@@ -16,7 +16,7 @@ import grpc
 
 from portex.payment.v1 import payment_pb2, payment_pb2_grpc
 from tests.conftest import free_port
-from tests.e2e.conftest import ServerProcess
+from tests.e2e.conftest import start_dev
 from tests.integration.helpers import eventually, pay_request
 
 
@@ -40,20 +40,8 @@ async def _run_dev_once(workdir: Path) -> str:
     the printed API key."""
     grpc_port = free_port()
     env = _dev_env(grpc_port)
-    log_path = workdir / f"dev-{grpc_port}.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(  # noqa: ASYNC220 - returns at once; waits below are async
-            [sys.executable, "-m", "portex_pay", "dev"],
-            cwd=workdir,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = ServerProcess({}, log_path)
-    server.grpc_port = grpc_port
-    server.process = process
+    server = await start_dev(workdir, env, workdir / f"dev-{grpc_port}.log")
     try:
-        await server.wait_serving(timeout=60)
         key = (workdir / ".data" / "dev-api-key").read_text().strip()
         assert key in server.log_text()  # the banner shows it to the developer
         async with grpc.aio.insecure_channel(server.target) as channel:
@@ -73,7 +61,7 @@ async def _run_dev_once(workdir: Path) -> str:
             await _wait_paid(stub, metadata, edge_order)  # the same orders over gRPC
             await _query_order_as_the_readme_shows(workdir, env, server.log_text(), edge_order)
             await _the_bot_api_proxy_answers_as_the_readme_shows(workdir, env)
-        process.send_signal(signal.SIGINT)
+        server.signal(signal.SIGINT)
         assert await server.wait_exit(timeout=30) == 0
         return key
     finally:
