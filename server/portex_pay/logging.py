@@ -470,7 +470,9 @@ class _Output:
         self.handler = handler
         self.processors = processors
         self._pending: list[str] = []
-        self._scheduled = False
+        # The loop a flush is queued on, if any: a loop closed before running it (stopped by
+        # hand) must not leave later lines waiting for a flush that never comes.
+        self._scheduled: asyncio.AbstractEventLoop | None = None
 
     def write(self, name: str, level: str, event_dict: MutableMapping[str, Any]) -> None:
         try:
@@ -482,14 +484,16 @@ class _Output:
             return
         with self.handler.lock or contextlib.nullcontext():
             self._pending.append(rendered)
-            if self._scheduled:
-                return
             try:
-                loop = asyncio.get_running_loop()
+                loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
             except RuntimeError:  # no loop in this thread: at once
                 loop = None
-            else:
-                self._scheduled = True
+            queued = self._scheduled
+            if loop is not None and queued is loop:
+                return  # this pass's flush is already queued
+            if loop is not None and queued is not None and queued.is_running():
+                return  # another running loop's pass writes it soon
+            self._scheduled = loop
         if loop is None:
             self.flush()
         else:
@@ -498,7 +502,7 @@ class _Output:
     def flush(self) -> None:
         handler = self.handler
         with handler.lock or contextlib.nullcontext():
-            self._scheduled = False
+            self._scheduled = None
             if not self._pending:
                 return
             lines, self._pending = self._pending, []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -199,6 +200,36 @@ def test_auto_format_is_the_console_renderer_when_stderr_is_a_terminal() -> None
     assert "hello" in text and "answer" in text, text
     assert not text.lstrip().startswith("{"), text  # not a JSON line
     assert "\x1b[" in text  # colours, on a terminal
+
+
+def test_a_line_queued_on_a_loop_closed_before_its_flush_does_not_hold_back_later_lines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A loop stopped by hand and closed never runs the flush its line queued; the next loop's
+    lines (and that one) are still written by the next loop's flush, not at exit."""
+    configure_logging("json", "info")
+    try:
+        log = structlog.get_logger("portex_pay.test")
+        loop = asyncio.new_event_loop()
+
+        def stop_then_log() -> None:
+            loop.stop()
+            log.info("first")  # its flush is queued for a pass this loop never runs
+
+        loop.call_soon(stop_then_log)
+        loop.run_forever()
+        loop.close()
+
+        async def second() -> None:
+            log.info("second")
+
+        asyncio.run(second())
+        events = [json.loads(line)["event"] for line in capsys.readouterr().err.splitlines()]
+    finally:
+        portex_logging.flush_logs()
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    assert events == ["first", "second"]
 
 
 # --- The registry of known secrets -------------------------------------------------------------
