@@ -78,8 +78,9 @@ class LocalCounters(Storage):
 
 
 def window_for(rate: float, burst: int, name: str = "limit") -> RateLimitItemPerSecond:
-    """The window a token bucket of `rate` per second and `burst` becomes: `burst` requests in
-    burst/rate seconds (whole seconds, at least one; the amount follows the rounded window)."""
+    """The window a token bucket of `rate` per second and `burst` becomes: burst/rate seconds
+    rounded to whole seconds (at least one), and rate x window requests in it. The rate is kept;
+    the burst is exact when burst/rate is whole (README, "Rate limits")."""
     window = max(1, round(burst / rate))
     return RateLimitItemPerSecond(max(1, round(rate * window)), window, namespace=name)
 
