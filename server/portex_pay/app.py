@@ -247,7 +247,9 @@ def wire(
     cached_applications = ApplicationCache(applications.get, settings.auth.cache_ttl)
     relay = None
     if settings.relay.bot_proxy:
-        relay = _relay(settings, pool, replica, bot_api, bot_applications, sessions, deliveries_due)
+        relay = _relay(
+            settings, pool, data_keys, replica, bot_api, bot_applications, sessions, deliveries_due
+        )
     processor = _processor(settings, pool, ledger, bot_api, refunds_due, relay, metrics)
     hub = EventHub(
         events, queue_size=settings.stream.buffer, poll_interval=settings.stream.poll_interval
@@ -267,7 +269,9 @@ def wire(
     star_ledger, ledger_reader, ledgers = _star_ledger(
         settings, pool, replica, bot_api, refunds_due, applications, supervisor
     )
-    workers = _workers(settings, pool, sessions, orders, ledger, events, refunds, refunds_due)
+    workers = _workers(
+        settings, pool, data_keys, sessions, orders, ledger, events, refunds, refunds_due
+    )
     if relay is not None:
         workers += _relay_workers(settings, relay, deliveries_due)
     if settings.metrics.addr:
@@ -395,6 +399,7 @@ def _star_ledger(
 def _relay(
     settings: Settings,
     pool: asyncpg.Pool,
+    data_keys: DataKeys,
     replica: str,
     bot_api: BotApiClient,
     bot_applications: ApplicationCache[int],
@@ -404,7 +409,7 @@ def _relay(
     """The app bots' relay (PORTEX_BOT_PROXY); it posts to their webhooks through the guarded
     session, when there is one."""
     return RelayService(
-        RelayRepository(pool, settings.sealing.data_keys(), replica),
+        RelayRepository(pool, data_keys, replica),
         bot_api,
         bot_applications.get,
         default_updates_mode=settings.telegram.updates,
@@ -426,6 +431,7 @@ def _payment_settings(settings: Settings) -> PaymentSettings:
 def _workers(
     settings: Settings,
     pool: asyncpg.Pool,
+    data_keys: DataKeys,
     sessions: Sessions,
     orders: OrderRepository,
     ledger: LedgerStore,
@@ -467,7 +473,7 @@ def _workers(
     ]
     if sessions.callbacks is not None:
         dispatcher = CallbackDispatcher(
-            CallbackRepository(pool, settings.sealing.data_keys()),
+            CallbackRepository(pool, data_keys),
             HttpPoster(sessions.callbacks),
             timeout=settings.callback.timeout,
             max_attempts=settings.callback.max_attempts,
@@ -754,13 +760,7 @@ class PortexApp:
     async def start(self) -> None:
         settings = self.settings
         # Redacted from every log line from now on.
-        register_secrets(
-            (
-                settings.payments.payload_secret,
-                *settings.payments.retired_payload_secrets(),
-                *settings.sealing.key_texts(),
-            )
-        )
+        register_secrets(settings.secret_texts())
         data_keys = settings.sealing.data_keys()
         await apply_migrations(settings.db.url, settings.db.connect_timeout)
         self._pool = await create_pool(

@@ -854,13 +854,7 @@ def main(argv: list[str] | None = None) -> int:
         print(error, file=sys.stderr)
         return 2
     configure_logging(settings.log.format, settings.log.level)
-    register_secrets(
-        (
-            settings.payments.payload_secret,
-            *settings.payments.retired_payload_secrets(),
-            *settings.sealing.key_texts(),
-        )
-    )
+    register_secrets(settings.secret_texts())
     try:
         if options.command == "serve":
             return run_serve(settings, options)

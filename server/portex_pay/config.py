@@ -440,6 +440,15 @@ class Settings:
                 problems.append("PORTEX_INIT_DATA_PUBLIC_KEY must be 64 hex digits (32 bytes)")
         return problems
 
+    def secret_texts(self) -> tuple[str, ...]:
+        """Every secret the settings hold (payload secrets, data keys as configured), for the
+        log redaction registry."""
+        return (
+            self.payments.payload_secret,
+            *self.payments.retired_payload_secrets(),
+            *self.sealing.key_texts(),
+        )
+
     def replace(self, **changes: object) -> Settings:
         """A copy with fields changed, each named `<group>_<field>` (`http_read_timeout`,
         `edge_user_rate`) or by its field name alone where no other group has one of that name

@@ -33,9 +33,10 @@ from prometheus_client import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from portex_pay.processes import MULTIPROCESS_DIR_VARIABLE
+
 __all__ = ["CONTENT_TYPE_LATEST", "PrometheusMetrics", "RpcSeries"]
 
-MULTIPROCESS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 # go-grpc-prometheus labels codes with Go's names (codes.Code.String()); dashboards and alerts
 # written for it (grpc_code!="OK") work unchanged.
