@@ -219,7 +219,7 @@ class Wiring:
     cached_applications: ApplicationCache[UUID]
     bot_applications: ApplicationCache[int]
     health: Health
-    metrics: PrometheusMetrics
+    metrics: PrometheusMetrics | None  # None: metrics off
     jobs: list[Job]
 
 
@@ -235,7 +235,9 @@ def wire(
     supervisor, as `settings` say. A worker's wake-up signal is made before both the service
     that gives it and the worker that waits on it. A job that posts over HTTP is made when its
     session is open (the CLI, which runs no jobs, gives the Bot API's alone)."""
-    metrics = PrometheusMetrics()
+    # Off (PORTEX_METRICS_ADDR unset): nothing is recorded, not only nothing served.
+    prometheus = PrometheusMetrics() if settings.metrics.addr else None
+    metrics: Metrics = NO_METRICS if prometheus is None else prometheus
     bot_api = telegram_client(sessions.telegram, settings, metrics)
     data_keys = settings.sealing.data_keys()
     applications, orders = ApplicationRepository(pool, data_keys), OrderRepository(pool)
@@ -303,7 +305,7 @@ def wire(
         cached_applications=cached_applications,
         bot_applications=bot_applications,
         health=health,
-        metrics=metrics,
+        metrics=prometheus,
         jobs=[
             Job("health-probe", health.run, supervisor),
             Job("event-hub", hub.run, supervisor),
@@ -691,6 +693,7 @@ async def start_metrics(
     """The metrics listener (PORTEX_METRICS_ADDR: `GET /metrics`), listening; and its port.
     `reuse_port`: as start_grpc's (a scrape reaches one worker, which answers for all)."""
     host, _, port = settings.metrics.addr.rpartition(":")
+    assert wiring.metrics is not None  # wired whenever PORTEX_METRICS_ADDR is set
     runner = web.AppRunner(metrics_app(wiring.metrics), handle_signals=False, access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, int(port), reuse_port=reuse_port or None).start()

@@ -35,7 +35,13 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from portex_pay.processes import MULTIPROCESS_DIR_VARIABLE
 
-__all__ = ["CONTENT_TYPE_LATEST", "PrometheusMetrics", "RpcSeries"]
+__all__ = [
+    "CONTENT_TYPE_LATEST",
+    "UNRECORDED",
+    "PrometheusMetrics",
+    "RpcSeries",
+    "UnrecordedSeries",
+]
 
 
 # go-grpc-prometheus labels codes with Go's names (codes.Code.String()); dashboards and alerts
@@ -56,6 +62,28 @@ def multiprocess_mode() -> bool:
     """Whether values go to PROMETHEUS_MULTIPROC_DIR (set before prometheus-client is imported:
     it chooses how values are stored at import)."""
     return MULTIPROCESS_DIR_VARIABLE in os.environ
+
+
+class _Uncounted:
+    """A counter that counts nothing: a method's series while metrics are off."""
+
+    __slots__ = ()
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+
+class UnrecordedSeries:
+    """`RpcSeries` with metrics off (PORTEX_METRICS_ADDR unset): a call records nothing."""
+
+    __slots__ = ()
+    started = received = sent = _Uncounted()
+
+    def handled(self, code: grpc.StatusCode, seconds: float) -> None:
+        pass
+
+
+UNRECORDED = UnrecordedSeries()
 
 
 class RpcSeries:

@@ -266,3 +266,10 @@ async def test_the_outbox_gauges_follow_a_real_backlog(
             assert value(samples, "portex_outbox_depth", outbox=outbox) == 0
     finally:
         await app.stop()
+
+
+async def test_with_metrics_off_nothing_is_recorded(service: PortexApp) -> None:
+    """PORTEX_METRICS_ADDR unset (the default): no listener, and no series for the hot paths to
+    count into either."""
+    assert service.settings.metrics.addr == ""
+    assert service.wiring.metrics is None and service.metrics_port is None

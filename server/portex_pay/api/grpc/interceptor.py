@@ -33,7 +33,7 @@ from portex_pay.api.grpc import errors
 from portex_pay.domain.application import Application
 from portex_pay.domain.errors import DomainError, RateLimited
 from portex_pay.logging import OwnText, RateLimitedWarnings
-from portex_pay.metrics import PrometheusMetrics, RpcSeries
+from portex_pay.metrics import UNRECORDED, PrometheusMetrics, RpcSeries, UnrecordedSeries
 from portex_pay.service.auth import ApiKeyAuthenticator
 from portex_pay.service.ratelimit import RateLimits, retry_after_seconds
 
@@ -73,7 +73,7 @@ class _Call:
 
     __slots__ = ("application_id", "code", "method", "peer", "request_id", "series", "started")
 
-    def __init__(self, method: OwnText, peer: str, series: RpcSeries) -> None:
+    def __init__(self, method: OwnText, peer: str, series: RpcSeries | UnrecordedSeries) -> None:
         self.method = method
         self.peer = peer
         self.series = series
@@ -139,7 +139,7 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self,
         authenticator: ApiKeyAuthenticator,
-        metrics: PrometheusMetrics,
+        metrics: PrometheusMetrics | None,
         limits: RateLimits | None = None,
     ) -> None:
         self._authenticator = authenticator
@@ -172,16 +172,14 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
         if method.startswith(PROTECTED_PREFIX):
             if handler.unary_unary is not None:
                 return grpc.unary_unary_rpc_method_handler(
-                    self._wrap_unary(
-                        handler.unary_unary, method, self._metrics.rpc("unary", method)
-                    ),
+                    self._wrap_unary(handler.unary_unary, method, self._series("unary", method)),
                     request_deserializer=deserializer,
                     response_serializer=serializer,
                 )
             if handler.unary_stream is not None:
                 return grpc.unary_stream_rpc_method_handler(
                     self._wrap_stream(
-                        handler.unary_stream, method, self._metrics.rpc("server_stream", method)
+                        handler.unary_stream, method, self._series("server_stream", method)
                     ),
                     request_deserializer=deserializer,
                     # PaymentService's streams yield serialized messages (StreamInvoiceEvents
@@ -308,14 +306,19 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
             return grpc.StatusCode.DEADLINE_EXCEEDED
         return grpc.StatusCode.CANCELLED
 
-    def _refused(self, series: RpcSeries) -> None:
+    def _series(self, grpc_type: str, method: str) -> RpcSeries | UnrecordedSeries:
+        """The method's series, or with metrics off one that records nothing (bound once per
+        method, so the hot path never asks again)."""
+        return UNRECORDED if self._metrics is None else self._metrics.rpc(grpc_type, method)
+
+    def _refused(self, series: RpcSeries | UnrecordedSeries) -> None:
         """An undecodable request, refused before its call began: counted, not logged."""
         series.started.inc()
         series.received.inc()
         series.handled(grpc.StatusCode.INVALID_ARGUMENT, 0.0)
 
     def _wrap_unary(
-        self, behavior: Any, method: OwnText, series: RpcSeries
+        self, behavior: Any, method: OwnText, series: RpcSeries | UnrecordedSeries
     ) -> Callable[[Any, Context], Awaitable[Any]]:
         async def wrapper(request: Any, context: Context) -> Any:
             if isinstance(request, _Undecodable):
@@ -338,7 +341,7 @@ class PaymentInterceptor(grpc.aio.ServerInterceptor):
         return wrapper
 
     def _wrap_stream(
-        self, behavior: Any, method: OwnText, series: RpcSeries
+        self, behavior: Any, method: OwnText, series: RpcSeries | UnrecordedSeries
     ) -> Callable[[Any, Context], Awaitable[None]]:
         # A coroutine that writes each response itself (gRPC's reader/writer form), not an
         # async generator gRPC iterates: one generator fewer to resume for every message of
