@@ -247,4 +247,4 @@ class FailedCallback:
     last_status: int | None  # the receiver's last HTTP status (None: no answer)
     last_error: str | None
     occurred_at: datetime  # when the event happened
-    failed_at: datetime | None  # when it was given up (None: before migration 0012)
+    failed_at: datetime | None  # when it was given up (None: before migration 0013)

@@ -47,7 +47,7 @@ from portex_pay.domain.refunds import (
     RefundReasonCode,
     RefundState,
 )
-from portex_pay.domain.retry import backoff_seconds
+from portex_pay.domain.retry import retry_in as next_retry_in
 from portex_pay.domain.telegram import (
     ChargeAlreadyRefunded,
     TelegramApiError,
@@ -215,11 +215,11 @@ class RefundService:
 
     async def _failed(self, refund: DueRefund, error: str, retry_after: int | None) -> None:
         attempts = refund.attempts + 1
-        retry_in: float | None = None
-        if attempts < self._max_attempts:
-            retry_in = backoff_seconds(attempts, base=self._base_backoff, cap=self._max_backoff)
-            if retry_after is not None:
-                retry_in = max(retry_in, float(retry_after))
+        retry_in = next_retry_in(
+            attempts, self._max_attempts, base=self._base_backoff, cap=self._max_backoff
+        )
+        if retry_in is not None and retry_after is not None:
+            retry_in = max(retry_in, float(retry_after))
         self._metrics.refund_attempted("failed" if retry_in is None else "retrying")
         log.warning(
             "refund attempt failed",

@@ -54,7 +54,7 @@ claimed AS (
     RETURNING d.event_id, d.application_id, d.url, d.attempts
 )
 SELECT c.event_id, c.application_id, c.url, c.attempts, a.signing_secret,
-       -- A rotated-out secret signs too until its overlap ends (migration 0012).
+       -- A rotated-out secret signs too until its overlap ends (migration 0013).
        CASE WHEN a.previous_signing_secret_until > now() THEN a.previous_signing_secret END
            AS previous_signing_secret,
        e.type AS event_type, e.occurred_at, e.tg_payment_id, e.data

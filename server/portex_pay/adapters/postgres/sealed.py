@@ -106,17 +106,25 @@ async def _reseal_row(
         changes.append((column, value, table.seal(keys, column, row["row_id"], plaintext)))
     if not changes:
         return 0
-    # Each column is set to its new value only where it still holds the value read.
+    # Each column is set to its new value only where it still holds the value read; the count
+    # is of the values changed, not of the columns named.
+    changed = [f"{column} = ${2 * i + 2}" for i, (column, _, _) in enumerate(changes)]
     assignments = ", ".join(
-        f"{column} = CASE WHEN {column} = ${2 * i + 2} THEN ${2 * i + 3} ELSE {column} END"
-        for i, (column, _, _) in enumerate(changes)
+        f"{column} = CASE WHEN {same} THEN ${2 * i + 3} ELSE {column} END"
+        for i, ((column, _, _), same) in enumerate(zip(changes, changed, strict=True))
     )
-    status = await db.execute(
-        f"UPDATE {table.table} AS sealed SET {assignments} WHERE {table.row_id} = $1",
+    # RETURNING sees the new row: a value changed now holds its new sealing (a fresh nonce
+    # each, which nothing else can hold).
+    counted = " + ".join(
+        f"({column} = ${2 * i + 3})::int" for i, (column, _, _) in enumerate(changes)
+    )
+    done: int | None = await db.fetchval(
+        f"UPDATE {table.table} AS sealed SET {assignments} WHERE {table.row_id} = $1"
+        f" AND ({' OR '.join(changed)}) RETURNING {counted}",
         row["row_id"],
         *(value for _, old, new in changes for value in (old, new)),
     )
-    return len(changes) if status.endswith(" 1") else 0
+    return done or 0
 
 
 def _lowest(table: SealedTable) -> object:
