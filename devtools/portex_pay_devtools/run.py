@@ -3,7 +3,9 @@
 When `DATABASE_URL` is unset it starts a private PostgreSQL in `.data/postgres` (kept between runs).
 When `PORTEX_TELEGRAM_API_URL` is unset it starts the Telegram sandbox (the fake Bot API, accepting
 any well-formed bot token) on `PORTEX_SANDBOX_ADDR` (default 127.0.0.1:8081), points the service
-at it, and serves the demo Mini App at `/demo/` on the HTTP address (demo/). It keeps a payload
+at it, and serves the demo Mini App at `/demo/` on the HTTP address (demo/) unless
+`PORTEX_DEV_BOT_TOKEN` is given (the demo signs initData with the bot's token, so only the
+sandbox's own bot is used for it). It keeps a payload
 secret in `.data/`, ensures an application named `dev` (bound to a sandbox bot, or to
 `PORTEX_DEV_BOT_TOKEN` when given), prints the demo's address, its API key and a grpcurl line to
 try, and serves until Ctrl-C.
@@ -138,13 +140,16 @@ async def _serve_dev(env: dict[str, str]) -> int:
             print(error, file=sys.stderr)
             return 2
         configure_logging(settings.log.format, settings.log.level)
-        page = _demo_page(settings) if sandbox is not None else None
+        # The demo signs initData for any user id with the bot's token: only the sandbox's own
+        # bot may be used so, never one given in PORTEX_DEV_BOT_TOKEN (it may be a real bot).
+        sandbox_bot = sandbox is not None and not env.get("PORTEX_DEV_BOT_TOKEN")
+        page = _demo_page(settings) if sandbox_bot else None
         origins = _demo_origins(settings) if page is not None else []
         application_id, api_key = await _ensure_dev_app(settings, bot_token, origins)
         banner = _banner(settings, application_id, api_key, sandbox, bot_token, page)
         print(banner, file=sys.stderr, flush=True)
         demo = None
-        if sandbox is not None and bot_token:
+        if sandbox is not None and sandbox_bot and bot_token:
             demo = DemoShop(application_id, bot_token, sandbox, settings.db.url).mount
         await serve(settings, http_extension=demo)
     finally:

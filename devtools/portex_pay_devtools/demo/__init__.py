@@ -1,5 +1,6 @@
 """The demo Mini App (`/demo/`): a small shop page that `portex-pay dev` serves beside the edge
-while the Telegram sandbox runs, never otherwise (`serve` does not have these routes, and the
+while the Telegram sandbox runs with its own bot (no PORTEX_DEV_BOT_TOKEN), never otherwise
+(`serve` does not have these routes, and the
 devtools are not installed in the image). Outside Telegram the page plays `Telegram.WebApp`
 itself, with three development-only helpers here: initData for a user picked on the page, signed
 with the sandbox bot's token (as `portex-pay dev init-data` signs it); the dev application's
