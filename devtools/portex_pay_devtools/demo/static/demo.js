@@ -171,13 +171,6 @@ async function resume() {
   }
 }
 
-/** Telegram's own WebApp inside Telegram; else the sandbox's stand-in for the picked user. */
-async function webAppFor(userId) {
-  const telegram = globalThis.Telegram?.WebApp;
-  if (telegram?.initData) return telegram;
-  return sandboxWebApp(userId, $("invoice"));
-}
-
 async function switchUser(userId) {
   const generation = ++state.generation;
   clearTimeout(state.timer);
@@ -187,7 +180,8 @@ async function switchUser(userId) {
   delete document.body.dataset.user;
   state.userId = userId;
   try {
-    const webApp = await webAppFor(userId);
+    // The sandbox's stand-in for Telegram.WebApp (the demo's bot is the sandbox's).
+    const webApp = await sandboxWebApp(userId, $("invoice"));
     const portex = new PortexPay({
       endpoint: location.origin,
       appId: state.catalog.application_id,

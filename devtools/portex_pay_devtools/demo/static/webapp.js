@@ -1,7 +1,7 @@
-// The demo's stand-in for Telegram.WebApp outside Telegram (development only): initData for the
-// picked user, signed by the sandbox bot through /demo/init-data, and openInvoice as a dialog
-// whose buttons drive the sandbox's checkout (/demo/invoice), so the bot sees what it would see
-// in Telegram. Inside Telegram the real Telegram.WebApp is used instead.
+// The demo's stand-in for Telegram.WebApp (development only; the demo's bot is the sandbox's):
+// initData for the picked user, signed by the sandbox bot through /demo/init-data, and
+// openInvoice as a dialog whose Pay button drives the sandbox's checkout (/demo/invoice), so the
+// bot sees what it would see in Telegram.
 
 /** POSTs JSON to one of the demo's development routes; the parsed answer. */
 async function demoCall(route, body) {
