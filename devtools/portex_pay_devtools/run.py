@@ -3,7 +3,9 @@
 When `DATABASE_URL` is unset it starts a private PostgreSQL in `.data/postgres` (kept between runs).
 When `PORTEX_TELEGRAM_API_URL` is unset it starts the Telegram sandbox (the fake Bot API, accepting
 any well-formed bot token) on `PORTEX_SANDBOX_ADDR` (default 127.0.0.1:8081), points the service
-at it, and serves the demo Mini App at `/demo/` on the HTTP address (demo/). It keeps a payload
+at it, and serves the demo Mini App at `/demo/` on the HTTP address (demo/) unless
+`PORTEX_DEV_BOT_TOKEN` is given (the demo signs initData with the bot's token, so only the
+sandbox's own bot is used for it). It keeps a payload
 secret in `.data/`, ensures an application named `dev` (bound to a sandbox bot, or to
 `PORTEX_DEV_BOT_TOKEN` when given), prints the demo's address, its API key and a grpcurl line to
 try, and serves until Ctrl-C.
@@ -16,7 +18,9 @@ import json
 import os
 import secrets
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from portex_pay.adapters.postgres.migrations import migrate, wait_for_database
 from portex_pay.adapters.telegram.client import new_session
@@ -49,7 +53,8 @@ async def _ensure_dev_app(
     settings: Settings, bot_token: str | None, origins: list[str]
 ) -> tuple[str, str]:
     """The dev application's id and API key; it sells DEV_ITEM (catalog pricing, the default)
-    and allows `origins` (the demo page's) besides those it had."""
+    and allows `origins` (the demo page's) in place of the loopback and localhost origins it had
+    (earlier runs' demo pages), besides its other ones."""
     conn = await wait_for_database(settings.db.url, settings.db.connect_timeout)
     session = await new_session()
     try:
@@ -78,8 +83,9 @@ async def _ensure_dev_app(
             key_file.chmod(0o600)
             return str(application.id), key
         existing_id = existing.id
-        if missing := [o for o in origins if o not in existing.allowed_origins]:
-            await admin.set_origins(existing_id, [*existing.allowed_origins, *missing])
+        wanted = _with_demo_origins(existing.allowed_origins, origins)
+        if wanted != list(existing.allowed_origins):
+            await admin.set_origins(existing_id, wanted)
         if all(item.key != DEV_ITEM.key for item in await admin.list_items(existing_id)):
             await admin.set_item(existing_id, DEV_ITEM)
         if not key_file.exists():
@@ -138,13 +144,16 @@ async def _serve_dev(env: dict[str, str]) -> int:
             print(error, file=sys.stderr)
             return 2
         configure_logging(settings.log.format, settings.log.level)
-        page = _demo_page(settings) if sandbox is not None else None
+        # The demo signs initData for any user id with the bot's token: only the sandbox's own
+        # bot may be used so, never one given in PORTEX_DEV_BOT_TOKEN (it may be a real bot).
+        sandbox_bot = sandbox is not None and not env.get("PORTEX_DEV_BOT_TOKEN")
+        page = _demo_page(settings) if sandbox_bot else None
         origins = _demo_origins(settings) if page is not None else []
         application_id, api_key = await _ensure_dev_app(settings, bot_token, origins)
         banner = _banner(settings, application_id, api_key, sandbox, bot_token, page)
         print(banner, file=sys.stderr, flush=True)
         demo = None
-        if sandbox is not None and bot_token:
+        if sandbox is not None and sandbox_bot and bot_token:
             demo = DemoShop(application_id, bot_token, sandbox, settings.db.url).mount
         await serve(settings, http_extension=demo)
     finally:
@@ -168,6 +177,22 @@ def _demo_origins(settings: Settings) -> list[str]:
     page = _demo_page(settings).removesuffix("/demo/")
     port = page.rpartition(":")[2]
     return list(dict.fromkeys([page, f"http://127.0.0.1:{port}", f"http://localhost:{port}"]))
+
+
+def _with_demo_origins(allowed: Sequence[str], origins: list[str]) -> list[str]:
+    """`allowed` with the demo's `origins` in place of its loopback and localhost ones (earlier
+    runs' demo pages, an HTTP port of their own each: appended, they would grow past
+    set_origins' cap and stop `make run` at start); `allowed` as it is when there is no demo."""
+    if not origins:
+        return list(allowed)
+    return list(dict.fromkeys([*(o for o in allowed if not _loopback_origin(o)), *origins]))
+
+
+def _loopback_origin(origin: str) -> bool:
+    """Whether `origin` is a page on this machine (http on loopback or localhost, any port): the
+    demo's origins, replaced on each run."""
+    parsed = urlsplit(origin)
+    return parsed.scheme == "http" and parsed.hostname in ("127.0.0.1", "localhost", "::1")
 
 
 def _banner(

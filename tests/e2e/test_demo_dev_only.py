@@ -75,3 +75,38 @@ async def test_dev_without_the_sandbox_serves_no_demo(
         assert "application id" in server.log_text()  # the banner was printed, without it
     finally:
         server.kill()
+
+
+async def test_dev_with_the_sandbox_and_a_bot_token_of_its_own_serves_no_demo(
+    tmp_path: Path, empty_db: str
+) -> None:
+    """`portex-pay dev` running the sandbox but given PORTEX_DEV_BOT_TOKEN (which may be a real
+    bot's) mounts no demo page: the demo signs initData for any user with the bot's token, so it
+    is offered only with the sandbox's own bot."""
+    grpc_port, http_port = free_port(), free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("PORTEX_") and key != "DATABASE_URL"
+    }
+    env.update(
+        DATABASE_URL=empty_db,
+        PORTEX_SANDBOX_ADDR=f"127.0.0.1:{free_port()}",
+        PORTEX_DEV_BOT_TOKEN=new_bot_token(),
+        PORTEX_GRPC_ADDR=f"127.0.0.1:{grpc_port}",
+        PORTEX_HTTP_ADDR=f"127.0.0.1:{http_port}",
+        PORTEX_LOG_FORMAT="json",
+    )
+    server = await start_dev(tmp_path, env, tmp_path / "dev.log")
+    try:
+        async with aiohttp.ClientSession() as session:
+            base = f"http://127.0.0.1:{http_port}"
+            async with session.get(f"{base}/healthz") as response:
+                assert response.status == 200
+            for path in ("/demo/", "/demo/catalog"):
+                async with session.get(f"{base}{path}") as response:
+                    assert response.status == 404, path
+        assert "Demo Mini App" not in server.log_text()
+        assert "Telegram sandbox" in server.log_text()  # the sandbox did run
+    finally:
+        server.kill()

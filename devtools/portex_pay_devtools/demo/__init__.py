@@ -1,12 +1,13 @@
 """The demo Mini App (`/demo/`): a small shop page that `portex-pay dev` serves beside the edge
-while the Telegram sandbox runs, never otherwise (`serve` does not have these routes, and the
-devtools are not installed in the image). Outside Telegram the page plays `Telegram.WebApp`
-itself, with three development-only helpers here: initData for a user picked on the page, signed
-with the sandbox bot's token (as `portex-pay dev init-data` signs it); the dev application's
-catalog (public to buyers anyway); and the invoice dialog's buttons, which drive the sandbox's
-checkout (`FakeBotApi.pay_invoice`), so that pre-checkout, successful_payment, callbacks and
-events happen as they would in Telegram. The page talks to the edge through the JavaScript
-client of `clients/js` (served here as `/demo/portex-pay.js`), exactly as a Mini App would.
+while the Telegram sandbox runs with its own bot (PORTEX_DEV_BOT_TOKEN unset), never otherwise
+(`serve` does not have these routes, and the devtools are not installed in the image). The page
+plays `Telegram.WebApp` itself, with three development-only helpers here: initData for a user
+picked on the page, signed with the sandbox bot's token (as `portex-pay dev init-data` signs
+it); the dev application's catalog (public to buyers anyway); and the invoice dialog's Pay
+button, which drives the sandbox's checkout (`FakeBotApi.pay_invoice`), so that pre-checkout,
+successful_payment, callbacks and events happen as they would in Telegram. The page talks to the
+edge through the JavaScript client of `clients/js` (served here as `/demo/portex-pay.js`),
+exactly as a Mini App would.
 """
 
 from __future__ import annotations
@@ -112,30 +113,19 @@ class DemoShop:
         return web.json_response({"init_data": signed_init_data(user_id, self.bot_token)})
 
     async def _invoice(self, request: web.Request) -> web.Response:
-        """{"link", "user_id", "action": "pay" | "fail"} -> {"status"}: the invoice dialog's
-        buttons (closing it, "cancelled", involves no one: Telegram tells the bot nothing)."""
+        """{"link", "user_id"} -> {"status"}: the invoice dialog's Pay button, paying `link` as
+        `user_id` in the sandbox (its other buttons, closing it "cancelled" or "failed", involve
+        no one: Telegram tells the bot nothing)."""
         body = await _body(request)
-        link, user_id, action = body.get("link"), _positive_int(body, "user_id"), body.get("action")
-        if not isinstance(link, str) or action not in ("pay", "fail"):
-            raise web.HTTPBadRequest(text='give "link" and "action": "pay" or "fail"')
+        link, user_id = body.get("link"), _positive_int(body, "user_id")
+        if not isinstance(link, str):
+            raise web.HTTPBadRequest(text='give "link"')
         try:
-            approved = await self._checkout(link, user_id, fail=action == "fail")
+            approved = (await self.sandbox.pay_invoice(link, user_id)).approved
         except LookupError:
             raise web.HTTPNotFound(text="the sandbox has no such invoice") from None
         # Telegram's openInvoice statuses: "paid" once the payment went through.
         return web.json_response({"status": "paid" if approved else "failed"})
-
-    async def _checkout(self, link: str, user_id: int, *, fail: bool) -> bool:
-        """Pays `link` as `user_id` in the sandbox; `fail`: with no Stars to spend, so Telegram
-        refuses the payment before the bot is asked (the user's balance is put back after)."""
-        if not fail:
-            return (await self.sandbox.pay_invoice(link, user_id)).approved
-        balance = self.sandbox.user_stars(user_id)
-        self.sandbox.set_user_stars(user_id, 0)
-        try:
-            return (await self.sandbox.pay_invoice(link, user_id)).approved
-        finally:
-            self.sandbox.set_user_stars(user_id, balance)
 
 
 def _file(path: Path) -> web.FileResponse:

@@ -10,7 +10,16 @@ import { sandboxWebApp } from "./webapp.js";
 const POLL_MS = 1000;
 const PENDING = 0; // OrderResult.status: waiting for payment, the only status that can change
 const $ = (id) => document.getElementById(id);
-const state = { catalog: null, userId: null, portex: null, generation: 0, timer: null };
+const state = {
+  catalog: null,
+  userId: null,
+  portex: null,
+  generation: 0,
+  timer: null,
+  refreshing: false, // a refresh is running: another request marks the page dirty instead
+  dirty: false, // asked for while one ran: one more run follows it
+  final: new Map(), // the user's orders in a final state (status != PENDING): never read again
+};
 
 function ordersKey() {
   return `portex-demo:orders:${state.catalog.application_id}:${state.userId}`;
@@ -70,15 +79,44 @@ function orderRow(order) {
   return row;
 }
 
-/** Reads every order this page placed for the user, shows them, and polls while one may change. */
+/**
+ * Shows every order this page placed for the user, and polls while one may change. Single
+ * flight: while a run is in progress (started by a purchase, a closed invoice or the timer) a
+ * request only marks the page dirty, and one more run follows the current one.
+ */
 async function refresh() {
+  if (state.refreshing) {
+    state.dirty = true;
+    return;
+  }
+  state.refreshing = true;
+  try {
+    do {
+      state.dirty = false;
+      await readOrders();
+    } while (state.dirty);
+  } finally {
+    state.refreshing = false;
+  }
+}
+
+/** One run of refresh(): reads the orders that can still change (a final one keeps its answer). */
+async function readOrders() {
   const generation = state.generation;
+  const final = state.final; // this user's: switchUser gives the next user a new one
   clearTimeout(state.timer);
   const orders = [];
   let limitedFor = 0; // ms the edge asked us to wait (429): read again then, quietly
   for (const orderId of placedOrders()) {
+    const known = final.get(orderId);
+    if (known !== undefined) {
+      orders.push(known);
+      continue;
+    }
     try {
-      orders.push(await state.portex.queryOrder(orderId));
+      const order = await state.portex.queryOrder(orderId);
+      if (order.status !== PENDING) final.set(orderId, order);
+      orders.push(order);
     } catch (error) {
       if (error.reason === "RATE_LIMITED") {
         limitedFor = Math.max(limitedFor, (error.retryAfter ?? 1) * 1000);
@@ -133,22 +171,17 @@ async function resume() {
   }
 }
 
-/** Telegram's own WebApp inside Telegram; else the sandbox's stand-in for the picked user. */
-async function webAppFor(userId) {
-  const telegram = globalThis.Telegram?.WebApp;
-  if (telegram?.initData) return telegram;
-  return sandboxWebApp(userId, $("invoice"));
-}
-
 async function switchUser(userId) {
   const generation = ++state.generation;
   clearTimeout(state.timer);
+  state.final = new Map();
   clearError();
   $("orders").replaceChildren();
   delete document.body.dataset.user;
   state.userId = userId;
   try {
-    const webApp = await webAppFor(userId);
+    // The sandbox's stand-in for Telegram.WebApp (the demo's bot is the sandbox's).
+    const webApp = await sandboxWebApp(userId, $("invoice"));
     const portex = new PortexPay({
       endpoint: location.origin,
       appId: state.catalog.application_id,

@@ -1,7 +1,7 @@
-// The demo's stand-in for Telegram.WebApp outside Telegram (development only): initData for the
-// picked user, signed by the sandbox bot through /demo/init-data, and openInvoice as a dialog
-// whose buttons drive the sandbox's checkout (/demo/invoice), so the bot sees what it would see
-// in Telegram. Inside Telegram the real Telegram.WebApp is used instead.
+// The demo's stand-in for Telegram.WebApp (development only; the demo's bot is the sandbox's):
+// initData for the picked user, signed by the sandbox bot through /demo/init-data, and
+// openInvoice as a dialog whose Pay button drives the sandbox's checkout (/demo/invoice), so the
+// bot sees what it would see in Telegram.
 
 /** POSTs JSON to one of the demo's development routes; the parsed answer. */
 async function demoCall(route, body) {
@@ -40,15 +40,15 @@ function openDialog(dialog, url, userId) {
       dialog.close();
       resolve(status);
     };
-    // The sandbox's answer is the status; a failing helper closes the invoice as "failed".
-    const checkout = (action) =>
-      demoCall("invoice", { link: url, user_id: userId, action }).then(
+    // Pay: the sandbox's answer is the status; a failing helper closes the invoice as "failed".
+    dialog.querySelector("#invoice-pay").onclick = () =>
+      demoCall("invoice", { link: url, user_id: userId }).then(
         (answer) => close(answer.status),
         () => close("failed"),
       );
-    dialog.querySelector("#invoice-pay").onclick = () => checkout("pay");
-    dialog.querySelector("#invoice-fail").onclick = () => checkout("fail");
-    // Closing an invoice unpaid involves no one: Telegram tells the bot nothing.
+    // Closing an invoice unpaid, cancelled or failed, involves no one: Telegram tells the bot
+    // nothing, and the order stays pending.
+    dialog.querySelector("#invoice-fail").onclick = () => close("failed");
     dialog.querySelector("#invoice-cancel").onclick = () => close("cancelled");
     dialog.oncancel = (event) => {
       event.preventDefault();
