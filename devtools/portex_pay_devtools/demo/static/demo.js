@@ -8,7 +8,8 @@ import { PortexPay } from "./portex-pay.js";
 import { sandboxWebApp } from "./webapp.js";
 
 const POLL_MS = 1000;
-const PENDING = 0; // OrderResult.status: waiting for payment, the only status that can change
+const PENDING = 0; // OrderResult.status: waiting for payment
+const PAID = 1; // can still become refunded (5); the other statuses never change again
 const $ = (id) => document.getElementById(id);
 const state = {
   catalog: null,
@@ -18,7 +19,7 @@ const state = {
   timer: null,
   refreshing: false, // a refresh is running: another request marks the page dirty instead
   dirty: false, // asked for while one ran: one more run follows it
-  final: new Map(), // the user's orders in a final state (status != PENDING): never read again
+  final: new Map(), // the user's orders in a final state (cancelled, expired, failed, refunded)
 };
 
 function ordersKey() {
@@ -115,7 +116,7 @@ async function readOrders() {
     }
     try {
       const order = await state.portex.queryOrder(orderId);
-      if (order.status !== PENDING) final.set(orderId, order);
+      if (order.status !== PENDING && order.status !== PAID) final.set(orderId, order);
       orders.push(order);
     } catch (error) {
       if (error.reason === "RATE_LIMITED") {
