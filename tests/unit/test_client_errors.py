@@ -577,4 +577,4 @@ async def test_async_client_repr_hides_the_key() -> None:
     async with AsyncPaymentClient("localhost:1", SECRET, retry=RetryPolicy.disabled()) as client:
         assert SECRET not in repr(client)
         assert client.timeout == 10.0
-        assert client.retry.max_attempts == 1
+        assert client.retry == RetryPolicy.disabled()
