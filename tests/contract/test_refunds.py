@@ -8,6 +8,7 @@ domain/refunds.py's table allows; another application's refund is not settled.""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 import pytest
@@ -272,16 +273,23 @@ async def test_settling_a_refund_waits_for_a_refund_asked_for_on_its_order(
     charge_id = await request_refund(backend, order)
     async with backend.payments.transaction() as tx:
         assert await tx.orders.lock(order.application_id, order.tg_payment_id) is not None
+        orders: Any = tx.orders  # the PostgreSQL adapter's: its connection is this transaction's
+        holder = await orders._conn.fetchval("SELECT pg_backend_pid()")
         settling = asyncio.create_task(
             Ledger(backend.payments).settle_refund(order.application_id, charge_id)
         )
 
-        async def settling_waits() -> bool:  # for a lock this transaction holds
+        async def settling_waits() -> bool:
+            # For a lock this transaction holds: only a backend blocked by this one counts (the
+            # shared session service and other tests use the same database, and may wait on
+            # locks of their own). Nothing else here waits for this transaction but settling.
             waiting = await contract_pool.fetchval(
                 """
                 SELECT count(*) FROM pg_stat_activity
                 WHERE datname = current_database() AND wait_event_type = 'Lock'
-                """
+                  AND $1::int = ANY(pg_blocking_pids(pid))
+                """,
+                holder,
             )
             return bool(waiting)
 

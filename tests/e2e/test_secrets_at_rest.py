@@ -178,11 +178,13 @@ async def test_a_ciphertext_copied_to_another_application_does_not_open(
 
 
 async def serve_exit(database_url: str, fake: FakeBotApi, **env: str) -> tuple[int, str]:
-    """`portex-pay serve` with these variables: its exit code and stderr (it must not start)."""
+    """`portex-pay serve` with these variables: its exit code and stderr (it must not start).
+    No PORTEX_* variable is inherited (an exported PORTEX_DATA_KEY would fill the missing key)."""
+    inherited = {name: val for name, val in os.environ.items() if not name.startswith("PORTEX_")}
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "portex_pay", "serve", "--workers", "1",
         env={
-            **os.environ,
+            **inherited,
             "DATABASE_URL": database_url,
             "PORTEX_TELEGRAM_API_URL": fake.base_url,
             "PORTEX_PAYLOAD_SECRET": "p" * 32,

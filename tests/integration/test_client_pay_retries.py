@@ -122,6 +122,7 @@ async def test_from_channel_retries_as_its_channel_is_configured(
     servicer, target = failing
     async with grpc.aio.insecure_channel(target) as plain:
         client = AsyncPaymentClient.from_channel(plain, "key")
+        assert client.retry is None  # the channel's config, not the client's, decides
         with pytest.raises(PortexPayError) as raised:
             await client.pay(**FIELDS)  # no service config: one attempt
         assert raised.value.code == grpc.StatusCode.UNAVAILABLE

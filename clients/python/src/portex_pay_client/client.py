@@ -91,7 +91,7 @@ class PaymentClient:
     _api_key: ApiKey
     _channel: grpc.Channel
     _owns_channel: bool
-    _retry: RetryPolicy
+    _retry: RetryPolicy | None
     _stub: PaymentServiceStub
     _target: str
     _timeout: float
@@ -129,20 +129,19 @@ class PaymentClient:
         api_key: str,
         *,
         timeout: float = DEFAULT_TIMEOUT,
-        retry: RetryPolicy | None = None,
         close_channel: bool = False,
     ) -> Self:
         """A client on an existing ``grpc`` channel, which `close()` closes only if
-        ``close_channel`` is true. Its calls are retried only as the channel's own service
-        config says: make the channel with ``channel_options(retry=RetryPolicy(...))`` to have
-        this client's; ``retry`` here is what `retry` reports and watches reconnect by."""
+        ``close_channel`` is true. Its calls are retried only as the channel's own service config
+        says, which this client cannot see or change (its `retry` is None): to retry as a client
+        of its own would, make the channel with ``channel_options(retry=RetryPolicy(...))``."""
         client = cls.__new__(cls)
         client._setup(
             channel,
             ApiKey(api_key),
             "<channel>",
             check_timeout(timeout),
-            retry,
+            None,
             owns_channel=close_channel,
         )
         return client
@@ -160,7 +159,7 @@ class PaymentClient:
         self._api_key = api_key
         self._channel = channel
         self._owns_channel = owns_channel
-        self._retry = DEFAULT_RETRY_POLICY if retry is None else retry
+        self._retry = retry
         # Any: without grpc type stubs the channel is Any, and mypy would pick the sync overload.
         stub: Any = payment_pb2_grpc.PaymentServiceStub(channel)
         self._stub = stub
@@ -178,8 +177,10 @@ class PaymentClient:
         return self._timeout
 
     @property
-    def retry(self) -> RetryPolicy:
-        """The retry policy of every call."""
+    def retry(self) -> RetryPolicy | None:
+        """The retry policy this client built its channel's service config from, by which gRPC
+        retries its unary calls; None for a client made `from_channel`, whose calls are retried
+        as that channel was configured. (A `watch` reconnects by its own ``retry``.)"""
         return self._retry
 
     def __repr__(self) -> str:

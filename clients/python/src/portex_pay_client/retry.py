@@ -24,6 +24,7 @@ import grpc  # type: ignore[import-untyped, unused-ignore]
 __all__ = [
     "IDEMPOTENT_METHODS",
     "READ_ONLY_METHODS",
+    "RETRIED_METHODS",
     "RETRYABLE_CODES",
     "SERVICE",
     "RetryPolicy",
@@ -78,8 +79,12 @@ IDEMPOTENT_METHODS: frozenset[str] = frozenset(
 DeleteCatalogItem is not among them: a repeat after a lost answer would report ``deleted=False``
 for the item the first attempt deleted."""
 
-IDEMPOTENT_WITH_REQUEST_ID: frozenset[str] = frozenset({"Pay"})
-"""RPCs that the server de-duplicates on a non-empty ``request_id`` and only then may repeat."""
+RETRIED_METHODS: frozenset[str] = READ_ONLY_METHODS | IDEMPOTENT_METHODS | {"Pay"}
+"""The RPCs that are safe to repeat and so are retried on UNAVAILABLE: the reads
+(`READ_ONLY_METHODS`), the writes a repeat cannot do twice (`IDEMPOTENT_METHODS`), and Pay, which
+the server de-duplicates on its ``request_id`` and which the clients always send with one (a UUID
+of their own when the caller gives none). The one list both `is_retry_safe` and the service config
+(`service_config`) read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,24 +147,20 @@ class RetryPolicy:
         return ceiling * (1.0 - self.jitter * rand())
 
 
-def is_retry_safe(method: str, *, request_id: str = "") -> bool:
-    """Whether repeating ``method`` (its proto name, e.g. ``"Pay"``) cannot do anything twice.
+def is_retry_safe(method: str) -> bool:
+    """Whether repeating ``method`` (its proto name, e.g. ``"Pay"``) through a Portex Pay client
+    cannot do anything twice, i.e. whether it is in `RETRIED_METHODS`.
 
-    The reads (`READ_ONLY_METHODS`) and the writes a repeat cannot do twice
-    (`IDEMPOTENT_METHODS`) are safe. Pay is safe only with a non-empty ``request_id``: without one
-    every call creates a new order. Any other method is treated as unsafe. (StreamInvoiceEvents is
-    not retried as a call: `AsyncPaymentClient.watch` resumes it from its last cursor instead, see
-    ``portex_pay_client._watch``.)
+    Pay is safe because the clients always fill in its ``request_id``. Any other method is treated
+    as unsafe. (StreamInvoiceEvents is not retried as a call: `AsyncPaymentClient.watch` resumes
+    it from its last cursor instead, see ``portex_pay_client._watch``.)
     """
-    if method in READ_ONLY_METHODS or method in IDEMPOTENT_METHODS:
-        return True
-    return method in IDEMPOTENT_WITH_REQUEST_ID and request_id != ""
+    return method in RETRIED_METHODS
 
 
 def retried_methods() -> list[str]:
-    """The RPCs gRPC may repeat: the reads, the idempotent writes, and Pay (whose ``request_id``
-    the clients always fill in)."""
-    return sorted(READ_ONLY_METHODS | IDEMPOTENT_METHODS | IDEMPOTENT_WITH_REQUEST_ID)
+    """`RETRIED_METHODS`, sorted: the RPCs gRPC may repeat."""
+    return sorted(RETRIED_METHODS)
 
 
 def _seconds(value: float) -> str:
