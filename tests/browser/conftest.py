@@ -63,6 +63,10 @@ async def demo_server(
         PORTEX_HTTP_ADDR=f"127.0.0.1:{http_port}",
         PORTEX_SANDBOX_ADDR=f"127.0.0.1:{free_port()}",
         PORTEX_LOG_FORMAT="json",
+        # One user buys, cancels and resumes across the tests within seconds: the edge's
+        # per-user limit (20 requests per 4 s) would refuse some; limits are tested elsewhere.
+        PORTEX_EDGE_USER_RATE="1000",
+        PORTEX_EDGE_USER_BURST="4000",
     )
     server = await start_dev(workdir, env, workdir / "dev.log")
     try:

@@ -111,14 +111,16 @@ def test_check_catches_an_edit_of_aio_py_not_carried_over(
     package_copy: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     aio = package_copy / "aio.py"
+    source = aio.read_text(encoding="utf-8")
+    before = '"""The default deadline of every call, in seconds."""'
+    assert source.count(before) == 1  # the edit below must change something
     aio.write_text(
-        aio.read_text(encoding="utf-8").replace(
-            '"""The retry policy of every call."""', '"""The retry policy of all calls."""'
-        ),
+        source.replace(before, '"""The default deadline of all calls, in seconds."""'),
         encoding="utf-8",
     )
     assert unasync.main(["--check", "--package-dir", str(package_copy)]) == 1
-    assert '+        """The retry policy of all calls."""' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert '+        """The default deadline of all calls, in seconds."""' in out
 
 
 def test_check_catches_an_edit_of_the_async_watch_not_carried_over(
